@@ -1,0 +1,1 @@
+"""Plain torch + transformers training code (reward model, SFT, PPO, generation); never imports Django."""
