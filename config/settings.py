@@ -82,6 +82,12 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Admin dashboard charts: plotly.min.js comes from the installed plotly wheel (rlhf_worker/staticfiles.py).
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "rlhf_worker.staticfiles.PlotlyFinder",
+]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = not PRODUCTION
 STORAGES = {

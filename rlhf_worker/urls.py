@@ -1,9 +1,19 @@
 """URLs of the training dashboard (/jobs/...)."""
 from django.urls import path
 
-from rlhf_worker import views
+from rlhf_worker.views import jobs, models, workers
 
 app_name = "jobs"
 urlpatterns = [
-    path("", views.job_list, name="list"),
+    path("", jobs.job_list, name="list"),
+    path("start/<slug:kind>/", jobs.job_start_form, name="start"),
+    path("<int:pk>/", jobs.job_detail, name="detail"),
+    path("<int:pk>/live/", jobs.job_live, name="live"),
+    path("<int:pk>/series.json", jobs.job_series, name="series"),
+    path("<int:pk>/cancel/", jobs.job_cancel_view, name="cancel"),
+    path("<int:pk>/rerun/", jobs.job_rerun_view, name="rerun"),
+    path("models/", models.model_version_list, name="models"),
+    path("models/<int:pk>/", models.model_version_detail, name="model_detail"),
+    path("models/<int:pk>/promote/", models.model_version_promote_view, name="promote"),
+    path("workers/", workers.worker_list, name="workers"),
 ]

@@ -21,6 +21,7 @@ class Row:
     kwargs: Callable[["World"], dict] = lambda w: {}
     method: str = "get"
     data: dict = field(default_factory=dict)
+    url_name: str = ""  # when one URL needs two rows (GET and POST), the key differs from the URL name
 
 
 def page(labeler: int, researcher: int, admin: int, anon: int = 302) -> dict[str, int]:
@@ -42,6 +43,19 @@ MATRIX: dict[str, Row] = {
     "jobs:list": Row(RESEARCHER_UP),
     "api:schema": Row(API_ANY_USER),
     "api:docs": Row(API_ANY_USER),
+    # Training dashboard (issue 7): researchers may look, only admins start / cancel / re-run / promote.
+    "jobs:start": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}),
+    # An empty POST is never a valid config (numbers are required), so admins get the form back with errors.
+    "jobs:start (post)": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"),
+    "jobs:detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
+    "jobs:live": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
+    "jobs:series": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
+    "jobs:cancel": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.job.pk}, method="post"),
+    "jobs:rerun": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.job.pk}, method="post"),
+    "jobs:models": Row(RESEARCHER_UP),
+    "jobs:model_detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.version.pk}),
+    "jobs:promote": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.version.pk}, method="post"),
+    "jobs:workers": Row(RESEARCHER_UP),
 }
 
 
@@ -51,6 +65,8 @@ class World:
 
     project: object
     task: object
+    job: object = None
+    version: object = None
 
 
 def url_names(resolver=None, prefix: str = "") -> set[str]:
@@ -67,15 +83,19 @@ def url_names(resolver=None, prefix: str = "") -> set[str]:
 
 
 def test_every_url_is_in_the_matrix():
-    missing = url_names() - set(MATRIX)
-    stale = set(MATRIX) - url_names()
+    missing = url_names() - {row.url_name or name for name, row in MATRIX.items()}
+    stale = {row.url_name or name for name, row in MATRIX.items()} - url_names()
     assert not missing, f"add rows to MATRIX for: {sorted(missing)}"
     assert not stale, f"MATRIX names URLs that no longer exist: {sorted(stale)}"
 
 
 @pytest.fixture
 def world(demo_project):
-    return World(project=demo_project, task=demo_project.tasks.first())
+    from rlhf_worker.models import ModelVersion, TrainingJob
+
+    job = TrainingJob.objects.create(kind="reward", status="succeeded", config={})
+    version = ModelVersion.objects.create(kind="policy", name="matrix-policy", path="/nonexistent", training_job=job)
+    return World(project=demo_project, task=demo_project.tasks.first(), job=job, version=version)
 
 
 @pytest.fixture
@@ -93,7 +113,7 @@ def clients(client, django_user_model, db):
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_role_matrix(name, world, clients):
     row = MATRIX[name]
-    url = reverse(name, kwargs=row.kwargs(world))
+    url = reverse(row.url_name or name, kwargs=row.kwargs(world))
     got = {}
     for role in ROLES:
         response = getattr(clients[role], row.method)(url, row.data)

@@ -1,0 +1,175 @@
+"""A Django form built from a job kind's Config dataclass: every setting, its default and help, with
+pickers for data (projects, date range) and models (registry versions or the default)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+from django import forms
+
+from labeling_app.models import Project
+from rlhf_worker.models import ModelVersion
+from rlhf_worker.selectors import model_version_choices, promoted_version
+from rlhf_worker.training.config_base import ConfigError, config_fields, config_from_dict, config_to_dict
+
+MAX_ERRORS = 20
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        return (args[0] if len(args) == 1 else annotation), optional
+    return annotation, False
+
+
+def _show_default(default: Any) -> str:
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, (list, tuple)):
+        return ", ".join(map(str, default)) or "empty"
+    if default == "":
+        return "empty"
+    return str(default)
+
+
+def version_kind_for(field_name: str, job_kind: str) -> str:
+    """Which registry a *_version_id field picks from: reward models if the name says so (or the job
+    trains a reward model), policies otherwise."""
+    if "reward" in field_name or job_kind == "reward":
+        return ModelVersion.Kind.REWARD
+    return ModelVersion.Kind.POLICY
+
+
+def is_date_field(name: str) -> bool:
+    return name in ("date_from", "date_to") or name.endswith("_date")
+
+
+def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms.Field:
+    name, default = info["name"], info["default"]
+    annotation, optional = _unwrap_optional(info["type"])
+    origin = typing.get_origin(annotation)
+    help_text = (info["help"] or "").strip()
+    label = name.replace("_", " ").capitalize()
+    common = {"label": label, "help_text": help_text}
+
+    if name.endswith("_version_id"):
+        kind = version_kind_for(name, job_kind)
+        promoted = promoted_version(kind)
+        default_label = "Default" + (f" — promoted: #{promoted.pk} {promoted.name}" if promoted else " model")
+        return forms.TypedChoiceField(choices=[("", default_label)] + model_version_choices(kind), coerce=int,
+                                      empty_value=None, required=False, **common)
+    if name == "project_ids":
+        return forms.TypedMultipleChoiceField(
+            choices=list(Project.objects.values_list("pk", "name")), coerce=int, required=False,
+            widget=forms.SelectMultiple(attrs={"size": 6}), **common)
+    if is_date_field(name):
+        return forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}), **common)
+    if metadata.get("choices"):
+        return forms.ChoiceField(choices=[(c, c) for c in metadata["choices"]], required=not optional, **common)
+    if annotation is bool:
+        return forms.BooleanField(required=False, **common)
+    if annotation is int:
+        return forms.IntegerField(required=not optional, widget=forms.NumberInput(attrs={"step": "1"}), **common)
+    if annotation is float:
+        return forms.FloatField(required=not optional, widget=forms.NumberInput(attrs={"step": "any"}), **common)
+    if origin in (list, tuple):
+        return forms.CharField(required=False, help_text=(help_text + " Comma-separated.").strip(),
+                               label=label)
+    if annotation is str:
+        return forms.CharField(required=not optional and default not in ("", None), strip=True, **common)
+    return forms.CharField(required=False, help_text=(help_text + " JSON.").strip(), label=label)
+
+
+def _initial(value: Any, field: forms.Field) -> Any:
+    if isinstance(field, (forms.TypedMultipleChoiceField, forms.BooleanField, forms.TypedChoiceField)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def collect_config_errors(config_cls: type, data: dict[str, Any]) -> tuple[Any | None, dict[str, str]]:
+    """Validate with config_from_dict; on an error, put that field back to its default and try again,
+    so the form shows every wrong field at once (not only the first). Returns (config or None, errors)."""
+    defaults = {f["name"]: f["default"] for f in config_fields(config_cls)}
+    data, errors = dict(data), {}
+    for _ in range(MAX_ERRORS):
+        try:
+            config = config_from_dict(config_cls, data)
+        except ConfigError as exc:
+            if exc.field in errors:  # its default is not valid either (e.g. a required choice)
+                break
+            errors[exc.field] = exc.message
+            if exc.field in data and exc.field in defaults:
+                data[exc.field] = defaults[exc.field]
+            else:
+                break
+        except (TypeError, ValueError) as exc:  # a Config whose validate() raises plain errors
+            errors.setdefault("__all__", str(exc))
+            break
+        else:
+            return (None if errors else config), errors
+    return None, errors
+
+
+class JobConfigForm(forms.Form):
+    """Fields are added per Config; `clean()` validates with the Config itself (field-named errors)."""
+
+    def __init__(self, *args, config_cls: type, job_kind: str, initial_config: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config_cls, self.job_kind = config_cls, job_kind
+        self.config_dict: dict[str, Any] | None = None
+        self.described = config_fields(config_cls)
+        metadata = {f.name: dict(f.metadata) for f in dataclasses.fields(config_cls)}
+        for info in self.described:
+            field = _form_field(info, job_kind=job_kind, metadata=metadata[info["name"]])
+            field.config_default = info["default"]
+            field.default_display = _show_default(info["default"])
+            value = (initial_config or {}).get(info["name"], info["default"])
+            field.initial = _initial(value, field)
+            self.fields[info["name"]] = field
+
+    def config_input(self) -> dict[str, Any]:
+        """The cleaned form values as config input (only fields that cleaned without a form error)."""
+        data = {}
+        for info in self.described:
+            name = info["name"]
+            if name not in self.cleaned_data:
+                continue
+            value = self.cleaned_data[name]
+            field = self.fields[name]
+            if is_date_field(name) and value is None:
+                value = ""
+            if isinstance(field, forms.CharField) and isinstance(info["default"], dict) and isinstance(value, str):
+                try:
+                    value = json.loads(value) if value else {}
+                except json.JSONDecodeError as exc:
+                    self.add_error(name, f"must be JSON: {exc.msg}")
+                    continue
+            data[name] = value
+        return data
+
+    def clean(self):
+        cleaned = super().clean()
+        config, errors = collect_config_errors(self.config_cls, self.config_input())
+        for field, message in errors.items():
+            if field in self.fields and field not in self.errors:
+                self.add_error(field, message)
+            elif field not in self.fields:
+                self.add_error(None, f"{field}: {message}" if field != "__all__" else message)
+        if config is not None and not self.errors:
+            self.config_dict = config_to_dict(config)
+        return cleaned
+
+    def apply_error(self, exc: ConfigError) -> None:
+        """Show a ConfigError raised later (by the service) beside its field."""
+        self.add_error(exc.field if exc.field in self.fields else None, exc.message if exc.field in self.fields else str(exc))

@@ -1,0 +1,206 @@
+"""Reads for the training dashboard: job kinds, metric series, the model registry, connected workers."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from rlhf_worker import jobs as job_kinds_pkg
+from rlhf_worker.charts import chart_groups
+from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+# The loop's order: generate candidates, SFT, reward model, PPO, score.
+KIND_ORDER = ["generate", "sft", "reward", "ppo", "score"]
+
+
+@dataclass(frozen=True)
+class JobKindInfo:
+    kind: str
+    label: str
+    available: bool
+    description: str = ""
+    reason: str = ""
+    config_cls: type | None = None
+
+
+def job_kind_info(kind: str) -> JobKindInfo:
+    """A job kind and whether this installation can run it (a missing or broken module is 'unavailable')."""
+    label = TrainingJob.Kind(kind).label
+    try:
+        module = job_kinds_pkg.job_module(kind)
+    except LookupError:
+        return JobKindInfo(kind, label, False, reason=f"not installed: rlhf_worker/jobs/{kind}.py does not exist yet")
+    except Exception as exc:  # a broken job module must not take the dashboard down
+        logger.exception("job module %s failed to import", kind)
+        return JobKindInfo(kind, label, False, reason=f"its module failed to import: {type(exc).__name__}: {exc}")
+    config_cls = getattr(module, "Config", None)
+    if config_cls is None or not callable(getattr(module, "run", None)):
+        return JobKindInfo(kind, label, False, reason=f"rlhf_worker/jobs/{kind}.py has no Config and run(job, ctx)")
+    description = ((module.__doc__ or "").strip().splitlines() or [""])[0]
+    return JobKindInfo(kind, label, True, description=description, config_cls=config_cls)
+
+
+def job_kinds() -> list[JobKindInfo]:
+    kinds = [k for k in KIND_ORDER if k in TrainingJob.Kind.values]
+    kinds += [k for k in TrainingJob.Kind.values if k not in kinds]
+    return [job_kind_info(k) for k in kinds]
+
+
+def job_list(*, kind: str | None = None, status: str | None = None, limit: int = 100):
+    jobs = TrainingJob.objects.select_related("created_by", "result_version").defer("log", "samples")
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    if status:
+        jobs = jobs.filter(status=status)
+    return jobs[:limit]
+
+
+def job_series(*, job: TrainingJob, after_id: int = 0, limit: int = 20_000) -> dict[str, Any]:
+    """The job's metric points with id > after_id, by key, plus how they group into charts.
+
+    The page asks again with the returned `last_id`, so each poll carries only new points.
+    """
+    rows = list(
+        JobMetric.objects.filter(job=job, id__gt=after_id).order_by("id").values_list("id", "key", "step", "value")[:limit]
+    )
+    series: dict[str, dict[str, list]] = {}
+    for _, key, step, value in rows:
+        s = series.setdefault(key, {"x": [], "y": []})
+        s["x"].append(step)
+        s["y"].append(value)
+    keys = JobMetric.objects.filter(job=job).order_by().values_list("key", flat=True).distinct()
+    return {
+        "job": job.pk,
+        "status": job.status,
+        "finished": job.is_finished,
+        "progress": job.progress,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "last_id": rows[-1][0] if rows else after_id,
+        "more": len(rows) == limit,
+        "series": series,
+        "charts": chart_groups(keys),
+    }
+
+
+def promoted_version(kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, is_promoted=True).first()
+
+
+def promoted_policy() -> ModelVersion | None:
+    """The policy generation jobs use when no version is chosen (None: the built-in default model)."""
+    return promoted_version(ModelVersion.Kind.POLICY)
+
+
+def model_version_choices(kind: str) -> list[tuple[int, str]]:
+    return [(v.pk, f"#{v.pk} {v.name}{' (promoted)' if v.is_promoted else ''}")
+            for v in ModelVersion.objects.filter(kind=kind).only("pk", "name", "is_promoted")]
+
+
+# Metric keys as the job kinds write them, with older/plainer spellings as fallbacks.
+METRIC_KEYS = {
+    "accuracy": ("eval/accuracy", "held_out_accuracy", "accuracy"),
+    "agreement": ("eval/labeler_agreement", "labeler_agreement", "agreement"),
+    "eval_loss": ("eval/loss",),
+    "score": ("objective/scores", "eval/score", "score", "mean_score"),
+    "kl": ("objective/kl", "kl"),
+}
+
+
+def metric_value(metrics: dict | None, name: str) -> float | None:
+    for key in METRIC_KEYS[name]:
+        value = (metrics or {}).get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def model_versions_overview() -> dict[str, list[dict[str, Any]]]:
+    """Every version with its lineage and the metrics compared side by side, split by kind."""
+    versions = ModelVersion.objects.select_related("parent", "reward_model", "training_job").order_by("-created_at")
+    out: dict[str, list[dict[str, Any]]] = {"reward": [], "policy": []}
+    for v in versions:
+        row = {"version": v, "data": data_summary(v.data_snapshot)}
+        for name in METRIC_KEYS:
+            row[name] = metric_value(v.metrics, name)
+        out.setdefault(v.kind, []).append(row)
+    return out
+
+
+def data_summary(snapshot: dict | None) -> str:
+    """One readable line for a version's data snapshot (projects, date range, counts)."""
+    snapshot = snapshot or {}
+    parts = []
+    if snapshot.get("project_ids"):
+        parts.append("projects " + ", ".join(f"#{p}" for p in snapshot["project_ids"]))
+    if snapshot.get("date_from") or snapshot.get("date_to"):
+        parts.append(f"{snapshot.get('date_from') or '…'} → {snapshot.get('date_to') or '…'}")
+    for key, value in snapshot.items():
+        if key in ("project_ids", "date_from", "date_to") or isinstance(value, (list, dict)):
+            continue
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
+# --- workers -----------------------------------------------------------------------------------
+WORKERS_CACHE_KEY = "rlhf_worker:workers_overview"
+
+
+def _queue_device(name: str) -> str:
+    return "GPU" if "gpu" in name.lower() else "CPU"
+
+
+def workers_overview(*, timeout: float = 1.0, cache_seconds: float = 5.0) -> dict[str, Any]:
+    """Connected Celery workers, their queues (CPU/GPU) and what each runs, cached for a few seconds.
+
+    One broadcast waits `timeout` for replies; the follow-up ones name the workers that answered,
+    so they return as soon as all of them reply.
+    """
+    cached = cache.get(WORKERS_CACHE_KEY)
+    if cached is not None:
+        return cached
+    from config.celery import app
+
+    result: dict[str, Any] = {"workers": [], "error": "", "checked_at": timezone.now()}
+    try:
+        queues = app.control.inspect(timeout=timeout).active_queues() or {}
+        names = sorted(queues)
+        active, stats = {}, {}
+        if names:
+            targeted = app.control.inspect(timeout=timeout, destination=names, limit=len(names))
+            active = targeted.active() or {}
+            stats = targeted.stats() or {}
+    except Exception as exc:  # broker down: the page says so instead of failing
+        logger.warning("could not inspect Celery workers: %s", exc)
+        result["error"] = f"Could not reach the Celery broker: {type(exc).__name__}: {exc}"
+        cache.set(WORKERS_CACHE_KEY, result, cache_seconds)
+        return result
+
+    task_ids = {t.get("id") for tasks in active.values() for t in tasks or []}
+    jobs_by_task = {j.celery_task_id: j for j in TrainingJob.objects.filter(celery_task_id__in=[t for t in task_ids if t])}
+    for name in names:
+        worker_stats = stats.get(name) or {}
+        pool = worker_stats.get("pool") or {}
+        running = []
+        for task in active.get(name) or []:
+            job = jobs_by_task.get(task.get("id"))
+            running.append({"task_id": task.get("id"), "name": task.get("name"), "job_id": job.pk if job else None,
+                            "job_kind": job.get_kind_display() if job else "", "job_status": job.status if job else ""})
+        result["workers"].append({
+            "name": name,
+            "queues": [{"name": q.get("name"), "device": _queue_device(q.get("name", "")),
+                        "training": q.get("name") == settings.TRAINING_QUEUE} for q in queues.get(name) or []],
+            "concurrency": pool.get("max-concurrency"),
+            "pool": (pool.get("implementation") or "").rsplit(":", 1)[-1],
+            "pid": worker_stats.get("pid"),
+            "uptime": worker_stats.get("uptime"),
+            "running": running,
+        })
+    cache.set(WORKERS_CACHE_KEY, result, cache_seconds)
+    return result

@@ -1,0 +1,1 @@
+"""Training dashboard pages, one module per page family: jobs, model versions, workers."""

@@ -1,0 +1,143 @@
+"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from labeling_app.roles import ADMIN, RESEARCHER, role_required
+from rlhf_worker.forms import JobConfigForm
+from rlhf_worker.models import TrainingJob
+from rlhf_worker.selectors import job_kind_info, job_kinds, job_list as select_jobs
+from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
+from rlhf_worker.training.config_base import ConfigError
+
+LOG_TAIL_LINES = 60
+
+
+def poll_ms() -> int:
+    """How often job pages refresh while a job runs (settings.JOB_POLL_SECONDS, default 2 s)."""
+    return int(1000 * float(getattr(settings, "JOB_POLL_SECONDS", 2.0)))
+
+
+@role_required(RESEARCHER)
+def job_list(request):
+    jobs_mark_lost()  # the dashboard is a place that runs regularly anyway: no beat needed
+    kind = request.GET.get("kind") or None
+    status = request.GET.get("status") or None
+    jobs = select_jobs(kind=kind if kind in TrainingJob.Kind.values else None,
+                       status=status if status in TrainingJob.Status.values else None)
+    return render(request, "jobs/list.html", {
+        "jobs": jobs, "kinds": job_kinds(), "statuses": TrainingJob.Status.choices,
+        "kind_filter": kind, "status_filter": status,
+        "any_running": any(not j.is_finished for j in jobs), "poll_ms": poll_ms(),
+    })
+
+
+def _kind_or_404(kind: str):
+    if kind not in TrainingJob.Kind.values:
+        raise Http404(f"unknown job kind {kind!r}")
+    return job_kind_info(kind)
+
+
+@role_required(ADMIN)
+def job_start_form(request, kind: str):
+    info = _kind_or_404(kind)
+    if not info.available:
+        return render(request, "jobs/start.html", {"info": info, "form": None})
+    initial = None
+    source = request.GET.get("from")
+    if source and source.isdigit():
+        previous = TrainingJob.objects.filter(pk=int(source), kind=kind).first()
+        initial = previous.config if previous else None
+    if request.method == "POST":
+        form = JobConfigForm(request.POST, config_cls=info.config_cls, job_kind=kind)
+        if form.is_valid():
+            try:
+                job = job_start(kind=kind, config=form.config_dict, user=request.user)
+            except ConfigError as exc:
+                form.apply_error(exc)
+            else:
+                messages.success(request, f"{info.label} job #{job.pk} queued.")
+                return redirect("jobs:detail", pk=job.pk)
+    else:
+        form = JobConfigForm(config_cls=info.config_cls, job_kind=kind, initial_config=initial)
+    return render(request, "jobs/start.html", {"info": info, "form": form, "source": source})
+
+
+def _live_context(request, job: TrainingJob) -> dict:
+    log_lines = (job.log or "").splitlines()[-LOG_TAIL_LINES:]
+    return {"job": job, "log_tail": "\n".join(log_lines), "poll_ms": poll_ms(),
+            "heartbeat_age": _age_seconds(job.heartbeat_at)}
+
+
+def _age_seconds(when):
+    from django.utils import timezone
+
+    return (timezone.now() - when).total_seconds() if when else None
+
+
+@role_required(RESEARCHER)
+def job_detail(request, pk: int):
+    jobs_mark_lost()
+    job = get_object_or_404(TrainingJob.objects.select_related("created_by", "result_version"), pk=pk)
+    context = _live_context(request, job)
+    context["config_items"] = sorted((job.config or {}).items())
+    return render(request, "jobs/detail.html", context)
+
+
+@role_required(RESEARCHER)
+def job_live(request, pk: int):
+    """The part of a job's page that changes while it runs; htmx swaps it every few seconds and the
+    fragment drops its own polling trigger once the job has finished."""
+    jobs_mark_lost()
+    job = get_object_or_404(TrainingJob.objects.select_related("result_version"), pk=pk)
+    return render(request, "jobs/_live.html", _live_context(request, job))
+
+
+@role_required(RESEARCHER)
+def job_series(request, pk: int):
+    """JSON: metric points newer than ?after=<id>, grouped into charts (the page polls it)."""
+    from rlhf_worker.selectors import job_series as select_series
+
+    jobs_mark_lost()
+    job = get_object_or_404(TrainingJob, pk=pk)
+    try:
+        after = max(0, int(request.GET.get("after", 0)))
+    except ValueError:
+        after = 0
+    return JsonResponse(select_series(job=job, after_id=after))
+
+
+@role_required(ADMIN)
+@require_POST
+def job_cancel_view(request, pk: int):
+    job = job_cancel(job=get_object_or_404(TrainingJob, pk=pk))
+    if job.status == TrainingJob.Status.CANCELLED:
+        messages.success(request, f"Job #{job.pk} cancelled.")
+    elif job.cancel_requested and not job.is_finished:
+        messages.success(request, f"Cancel requested: job #{job.pk} stops after its current step.")
+    else:
+        messages.info(request, f"Job #{job.pk} had already finished ({job.get_status_display().lower()}).")
+    return redirect("jobs:detail", pk=job.pk)
+
+
+@role_required(ADMIN)
+@require_POST
+def job_rerun_view(request, pk: int):
+    old = get_object_or_404(TrainingJob, pk=pk)
+    try:
+        job = job_rerun(job=old, user=request.user)
+    except ConfigError as exc:
+        messages.error(request, f"Could not re-run job #{old.pk}: {exc}. Edit the settings and start it again.")
+        return redirect(f"{_start_url(old.kind)}?from={old.pk}")
+    messages.success(request, f"Job #{job.pk} queued with the settings of job #{old.pk}.")
+    return redirect("jobs:detail", pk=job.pk)
+
+
+def _start_url(kind: str) -> str:
+    from django.urls import reverse
+
+    return reverse("jobs:start", kwargs={"kind": kind})
