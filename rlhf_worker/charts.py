@@ -24,7 +24,7 @@ CHARTS: list[ChartSpec] = [
     ChartSpec("clipfrac", "Clip fraction (share of clipped probability ratios)", "fraction (0–1)",
               lambda k: "clipfrac" in k or "clip_frac" in k, (0.0, 1.0)),
     ChartSpec("loss", "Loss (lower is better)", "loss (nats)", lambda k: k.endswith("/loss") or k == "loss"),
-    ChartSpec("accuracy", "Pairwise accuracy vs. labelers' agreement (higher is better)", "fraction of pairs (0–1)",
+    ChartSpec("accuracy", "Pairwise accuracy (higher is better)", "fraction of pairs (0–1)",
               lambda k: "accuracy" in k or "agreement" in k, (0.0, 1.0)),
     ChartSpec("ppo_loss", "PPO losses", "loss", lambda k: k.startswith("loss/")),
     ChartSpec("lr", "Learning rate schedule", "learning rate", lambda k: "learning_rate" in k or k.endswith("/lr")),
@@ -45,7 +45,10 @@ def chart_groups(keys: Iterable[str]) -> list[dict]:
         if not matched:
             continue
         remaining = [k for k in remaining if k not in matched]
-        charts.append({"id": spec.id, "title": spec.title, "y_title": spec.y_title, "keys": matched,
+        title = spec.title
+        if spec.id == "accuracy" and any("agreement" in k for k in matched):
+            title = "Pairwise accuracy vs. labelers' agreement (the ceiling)"
+        charts.append({"id": spec.id, "title": title, "y_title": spec.y_title, "keys": matched,
                        "y_range": list(spec.y_range) if spec.y_range else None})
     for key in remaining:
         charts.append({"id": "k-" + "".join(c if c.isalnum() else "-" for c in key), "title": key,

@@ -16,6 +16,7 @@ from rlhf_worker.selectors import model_version_choices, promoted_version
 from rlhf_worker.training.config_base import ConfigError, config_fields, config_from_dict, config_to_dict
 
 MAX_ERRORS = 20
+LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)"}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -56,7 +57,7 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
     annotation, optional = _unwrap_optional(info["type"])
     origin = typing.get_origin(annotation)
     help_text = (info["help"] or "").strip()
-    label = name.replace("_", " ").capitalize()
+    label = LABELS.get(name) or name.removesuffix("_id").replace("_", " ").capitalize()
     common = {"label": label, "help_text": help_text}
 
     if name.endswith("_version_id"):
@@ -68,7 +69,8 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
     if name == "project_ids":
         return forms.TypedMultipleChoiceField(
             choices=list(Project.objects.values_list("pk", "name")), coerce=int, required=False,
-            widget=forms.SelectMultiple(attrs={"size": 6}), **common)
+            widget=forms.SelectMultiple(attrs={"size": 6}), label=label,
+            help_text=(help_text + " Ctrl/⌘-click to choose several; none chosen means all.").strip())
     if is_date_field(name):
         return forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}), **common)
     if metadata.get("choices"):

@@ -13,7 +13,9 @@ from rlhf_worker.services.models import model_version_promote
 
 
 def _chart_rows(rows: list[dict], names: list[str]) -> list[dict]:
-    return [{"label": f"#{r['version'].pk} {r['version'].name}", **{n: r[n] for n in names}} for r in rows]
+    """Versions with at least one of the compared metrics, oldest first (no chart when none has any)."""
+    return [{"label": f"#{r['version'].pk} {r['version'].name}", **{n: r[n] for n in names}}
+            for r in reversed(rows) if any(r[n] is not None for n in names)]
 
 
 @role_required(RESEARCHER)
@@ -22,8 +24,8 @@ def model_version_list(request):
     return render(request, "jobs/models.html", {
         "rewards": overview.get("reward", []), "policies": overview.get("policy", []),
         "promoted_policy": promoted_policy(),
-        "reward_chart": _chart_rows(overview.get("reward", []), ["accuracy", "agreement"])[::-1],
-        "policy_chart": _chart_rows(overview.get("policy", []), ["score", "kl"])[::-1],
+        "reward_chart": _chart_rows(overview.get("reward", []), ["accuracy", "agreement"]),
+        "policy_chart": _chart_rows(overview.get("policy", []), ["score", "kl"]),
     })
 
 

@@ -25,6 +25,8 @@
       div.setAttribute("role", "img");
       div.setAttribute("aria-label", chart.title + " by optimisation step");
       root.appendChild(div);
+      // a new chart can change the grid's columns: let the others fit their cells again
+      for (const other of root.querySelectorAll(".chart.js-plotly-plot")) Plotly.Plots.resize(other);
     }
     return div;
   }
@@ -41,8 +43,9 @@
       title: {text: chart.title, font: {size: 15}},
       xaxis: {title: {text: "optimisation step"}, rangemode: "tozero", zeroline: false},
       yaxis: {title: {text: chart.y_title}, range: chart.y_range || undefined, autorange: chart.y_range ? false : true},
-      margin: {l: 64, r: 16, t: 48, b: 48}, height: 300, showlegend: true,
-      legend: {orientation: "h", y: -0.25}, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+      margin: {l: 64, r: 16, t: 48, b: 80}, height: 320, showlegend: true,
+      legend: {orientation: "h", y: -0.38}, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+      datarevision: lastId,  // the arrays grow in place: tell Plotly.react the data changed
     };
     const div = chartDiv(chart);
     Plotly.react(div, traces, layout, {displaylogo: false, responsive: true});

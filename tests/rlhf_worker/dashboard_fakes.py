@@ -96,6 +96,7 @@ def fake_reward_run(job, ctx):
         ps = [p for r in rs for p in pairs_of(r)]
         return np.array([np.subtract(text_features(a), text_features(b)) for a, b in ps]).reshape(len(ps), 4)
 
+    agreement = labeler_agreement(rankings)
     x_train, x_eval = design(train), design(held_out)
     scale = (np.abs(x_train).max(axis=0) + 1e-6) if cfg.normalize else np.ones(4)
     x_train, x_eval = x_train / scale, x_eval / scale
@@ -119,12 +120,13 @@ def fake_reward_run(job, ctx):
         metrics = {"train/loss": loss, "train/accuracy": acc, "train/learning_rate": cfg.learning_rate}
         if step % 5 == 0 or step == cfg.steps:
             metrics["eval/loss"], metrics["eval/accuracy"] = loss_acc(x_eval)
+            if agreement is not None:
+                metrics["eval/labeler_agreement"] = agreement
         ctx.report(step, cfg.steps, metrics)
         time.sleep(cfg.step_seconds)
 
     (ctx.out_dir / "weights.json").write_text(json.dumps({"w": w.tolist(), "scale": scale.tolist()}))
     eval_loss, eval_acc = loss_acc(x_eval)
-    agreement = labeler_agreement(rankings)
     metrics = {"eval/accuracy": eval_acc, "eval/loss": eval_loss}
     if agreement is not None:
         metrics["eval/labeler_agreement"] = agreement
