@@ -28,8 +28,10 @@ CHARTS: list[ChartSpec] = [
               lambda k: "accuracy" in k or "agreement" in k, (0.0, 1.0)),
     ChartSpec("ppo_loss", "PPO losses", "loss", lambda k: k.startswith("loss/")),
     ChartSpec("lr", "Learning rate schedule", "learning rate", lambda k: "learning_rate" in k or k.endswith("/lr")),
+    ChartSpec("timing", "Time per step, by phase", "seconds",
+              lambda k: k.startswith("time/") and k.endswith("_s") and not k.endswith("per_s")),
 ]
-HIDDEN = ("/epoch",)  # bookkeeping series, not worth a chart
+HIDDEN = ("/epoch", "/episodes")  # cumulative counters: the x axis already says how far the run is
 
 
 def _trace_order(key: str) -> tuple[int, str]:

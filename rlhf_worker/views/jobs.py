@@ -69,7 +69,7 @@ def job_start_form(request, kind: str):
 
 def _live_context(request, job: TrainingJob) -> dict:
     log_lines = (job.log or "").splitlines()[-LOG_TAIL_LINES:]
-    return {"job": job, "log_tail": "\n".join(log_lines), "poll_ms": poll_ms(),
+    return {"job": job, "log_tail": "\n".join(log_lines), "poll_ms": poll_ms(), "training_queue": settings.TRAINING_QUEUE,
             "heartbeat_age": _age_seconds(job.heartbeat_at)}
 
 

@@ -141,6 +141,9 @@ def test_the_live_fragment_polls_only_while_the_job_runs(researcher):
     html = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
     assert 'hx-trigger="every' in html and 'value="0.25"' in html and "25% — step 5 of 20" in html
     assert "ETA 1 min 15 s" in html and "line 2" in html
+    TrainingJob.objects.filter(pk=job.pk).update(kind="ppo", samples=[{"prompt": "Why is the sky blue?", "response": "Rayleigh <b>scattering</b>", "score": 1.25}])
+    html = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
+    assert "Why is the sky blue?" in html and "Rayleigh &lt;b&gt;scattering&lt;/b&gt;" in html and "score 1.25" in html
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress=1.0)
     html = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
     assert "hx-trigger" not in html and "hx-get" not in html and "Succeeded" in html
@@ -173,6 +176,9 @@ def test_chart_groups_for_ppo_and_sft_keys():
     assert by_id["k-objective-kl-coef"] == ["objective/kl_coef"]
     assert all(c["title"] and c["y_title"] for c in ppo)
     assert [c["id"] for c in chart_groups(["train/loss"])] == ["loss"]
+    timing = chart_groups(["time/sample_s", "time/ref_s", "time/episodes_per_s", "train/episodes"])
+    assert [(c["id"], c["keys"]) for c in timing] == [("timing", ["time/ref_s", "time/sample_s"]),
+                                                      ("k-time-episodes-per-s", ["time/episodes_per_s"])]
 
 
 # --- through a real Celery worker -----------------------------------------------------------
