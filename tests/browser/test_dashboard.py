@@ -96,3 +96,6 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     page.click("nav.subnav >> text=Workers")
     page.wait_for_selector(f"#worker-table:has-text('{training_queue}')")
     shot(page, "5-workers")
+    page.click("nav.subnav >> text=Jobs")
+    page.wait_for_selector(f"#job-table a[href='/jobs/{job.pk}/']")
+    shot(page, "6-jobs-list")
