@@ -5,12 +5,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from labeling_app.roles import ADMIN, RESEARCHER, role_required
 from rlhf_worker.forms import JobConfigForm
 from rlhf_worker.models import TrainingJob
-from rlhf_worker.selectors import job_kind_info, job_kinds, job_list as select_jobs
+from rlhf_worker.selectors import job_kind_info, job_kinds
+from rlhf_worker.selectors import job_list as select_jobs
+from rlhf_worker.selectors import job_series as select_series
 from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
 from rlhf_worker.training.config_base import ConfigError
 
@@ -74,8 +78,6 @@ def _live_context(request, job: TrainingJob) -> dict:
 
 
 def _age_seconds(when):
-    from django.utils import timezone
-
     return (timezone.now() - when).total_seconds() if when else None
 
 
@@ -100,8 +102,6 @@ def job_live(request, pk: int):
 @role_required(RESEARCHER)
 def job_series(request, pk: int):
     """JSON: metric points newer than ?after=<id>, grouped into charts (the page polls it)."""
-    from rlhf_worker.selectors import job_series as select_series
-
     jobs_mark_lost()
     job = get_object_or_404(TrainingJob, pk=pk)
     try:
@@ -132,12 +132,6 @@ def job_rerun_view(request, pk: int):
         job = job_rerun(job=old, user=request.user)
     except ConfigError as exc:
         messages.error(request, f"Could not re-run job #{old.pk}: {exc}. Edit the settings and start it again.")
-        return redirect(f"{_start_url(old.kind)}?from={old.pk}")
+        return redirect(f"{reverse('jobs:start', kwargs={'kind': old.kind})}?from={old.pk}")
     messages.success(request, f"Job #{job.pk} queued with the settings of job #{old.pk}.")
     return redirect("jobs:detail", pk=job.pk)
-
-
-def _start_url(kind: str) -> str:
-    from django.urls import reverse
-
-    return reverse("jobs:start", kwargs={"kind": kind})
