@@ -12,7 +12,7 @@ from django import forms
 
 from labeling_app.models import Project
 from rlhf_worker.models import ModelVersion
-from rlhf_worker.selectors import model_version_choices, promoted_version
+from rlhf_worker.selectors import job_choices, model_version_choices, promoted_version
 from rlhf_worker.training.config_base import ConfigError, config_fields, config_from_dict, config_to_dict
 
 MAX_ERRORS = 20
@@ -66,6 +66,9 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
         default_label = "Default" + (f" — promoted: #{promoted.pk} {promoted.name}" if promoted else " model")
         return forms.TypedChoiceField(choices=[("", default_label)] + model_version_choices(kind), coerce=int,
                                       empty_value=None, required=False, **common)
+    if name.endswith("_job_id"):
+        return forms.TypedChoiceField(choices=[("", "None")] + job_choices(job_kind), coerce=int, empty_value=None,
+                                      required=False, **common)
     if name == "project_ids":
         return forms.TypedMultipleChoiceField(
             choices=list(Project.objects.values_list("pk", "name")), coerce=int, required=False,

@@ -103,6 +103,12 @@ def model_version_choices(kind: str) -> list[tuple[int, str]]:
             for v in ModelVersion.objects.filter(kind=kind).only("pk", "name", "is_promoted")]
 
 
+def job_choices(kind: str, *, limit: int = 50) -> list[tuple[int, str]]:
+    """Recent jobs of a kind for pickers such as resume_job_id (unfinished runs first in the label)."""
+    return [(j.pk, f"#{j.pk} {j.get_status_display().lower()}, {j.created_at:%Y-%m-%d %H:%M}, step {j.step}")
+            for j in TrainingJob.objects.filter(kind=kind).only("pk", "status", "created_at", "step")[:limit]]
+
+
 # Metric keys as the job kinds write them, with older/plainer spellings as fallbacks.
 METRIC_KEYS = {
     "accuracy": ("eval/accuracy", "held_out_accuracy", "accuracy"),

@@ -20,6 +20,7 @@ class PPOLikeConfig:
     kl_coef: float = dataclasses.field(default=0.05, metadata={"help": "KL penalty."})
     batch_size: int = dataclasses.field(default=8, metadata={"help": "Episodes per step."})
     mini_batch_size: int = dataclasses.field(default=4, metadata={"help": "Episodes per minibatch."})
+    resume_job_id: int | None = dataclasses.field(default=None, metadata={"help": "Job to continue."})
 
     def validate(self):
         if self.kl_coef < 0:
@@ -51,10 +52,17 @@ def test_version_pickers_list_the_right_registry_and_default():
     assert [c[0] for c in f.fields["policy_version_id"].choices] == ["", policy.pk]
     assert "promoted: #%d sft-a" % policy.pk in f.fields["policy_version_id"].choices[0][1]
     assert [c[0] for c in f.fields["reward_version_id"].choices] == ["", reward.pk]
+    from rlhf_worker.models import TrainingJob
+
+    ppo_job = TrainingJob.objects.create(kind="ppo", status="cancelled", step=7)
+    TrainingJob.objects.create(kind="sft", status="failed")
+    choices = form().fields["resume_job_id"].choices
+    assert [c[0] for c in choices] == ["", ppo_job.pk] and "cancelled" in choices[1][1] and "step 7" in choices[1][1]
     ok = form({**BASE, "policy_version_id": str(policy.pk), "stop_words": "</s>, ###", "max_new_tokens": "64"})
     assert ok.is_valid(), ok.errors
     assert ok.config_dict == {"policy_version_id": policy.pk, "reward_version_id": None, "stop_words": ["</s>", "###"],
-                              "max_new_tokens": 64, "kl_coef": 0.05, "batch_size": 8, "mini_batch_size": 4}
+                              "max_new_tokens": 64, "kl_coef": 0.05, "batch_size": 8, "mini_batch_size": 4,
+                              "resume_job_id": None}
     assert form({**BASE, "reward_version_id": "999999"}).errors["reward_version_id"]  # not in the registry
 
 
