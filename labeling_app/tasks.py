@@ -13,3 +13,11 @@ def ping(value: str) -> dict:
         cursor.execute("SELECT current_database()")
         database = cursor.fetchone()[0]
     return {"echo": value, "database": database}
+
+
+@shared_task(name="labeling_app.import_run")
+def import_run(job_id: int) -> None:
+    """Researcher area: run a big import job in the background (queue "default")."""
+    from labeling_app.services.imports import import_job_run
+
+    import_job_run(job_id=job_id)
