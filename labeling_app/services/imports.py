@@ -21,7 +21,7 @@ Accepted shapes, one JSON object per line (CSV: a header with `prompt` or `text`
   ``rejected_rating``), the implicit-prompt form ``{"chosen", "rejected"}`` (HH-RLHF text with
   "\\n\\nHuman:"/"\\n\\nAssistant:" turns, or full chat lists: the shared prefix up to the last
   assistant turn is the prompt), and grouped rankings ``{"prompt", "completions", "ranks"}``
-  (optional ``ratings`` 1-7 and ``checks`` [{check_key: bool}] per completion) — the grouped export.
+  (optional ``ratings`` 1-7 or null per completion, and ``checks`` {check_key: [true/false/null per completion]}) — the grouped export.
 
 A task made from imported labels is closed: its overlap equals its one imported label, so it
 never enters the labelers' queue.
@@ -103,7 +103,7 @@ class Record:
     models: list[str] = field(default_factory=list)
     ranks: list[int] | None = None
     ratings: list[int | None] | None = None
-    checks: list[dict[str, bool]] | None = None
+    checks: dict[str, list[bool | None]] | None = None
     demonstration: str | None = None
 
     @property
@@ -342,18 +342,18 @@ def _grouped_ranking(obj: dict, *, line: int, project: Project, check_keys: froz
         for i, r in enumerate(ratings):
             if r is not None and (isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 7):
                 raise FieldError(f"ratings[{i}]", f"must be a whole number from 1 to 7 or null, got {r!r}")
-    checks = obj.get("checks")
+    checks = obj.get("checks") or None
     if checks is not None:
-        if not isinstance(checks, list) or len(checks) != len(pairs):
-            raise FieldError("checks", f"must be a list with one {{check_key: true/false}} object per completion ({len(pairs)})")
-        for i, answers in enumerate(checks):
-            if not isinstance(answers, dict):
-                raise FieldError(f"checks[{i}]", "must be an object {check_key: true/false}")
-            for key, value in answers.items():
-                if key not in check_keys:
-                    raise FieldError(f"checks[{i}].{key}", f"is not a check of project {project.name!r}; known: {', '.join(sorted(check_keys))}")
-                if not isinstance(value, bool):
-                    raise FieldError(f"checks[{i}].{key}", "must be true or false")
+        if not isinstance(checks, dict):
+            raise FieldError("checks", f"must be an object {{check_key: [true/false/null, one per completion ({len(pairs)})]}}")
+        for key, answers in checks.items():
+            if key not in check_keys:
+                raise FieldError(f"checks.{key}", f"is not a check of project {project.name!r}; known: {', '.join(sorted(check_keys))}")
+            if not isinstance(answers, list) or len(answers) != len(pairs):
+                raise FieldError(f"checks.{key}", f"must be a list with one answer per completion ({len(pairs)})")
+            for i, value in enumerate(answers):
+                if value is not None and not isinstance(value, bool):
+                    raise FieldError(f"checks.{key}[{i}]", f"must be true, false or null, got {value!r}")
     model = obj.get("model", "")
     return Record(line, text, messages, completions=[t for t, _ in pairs],
                   models=[m or (model if isinstance(model, str) else "") for _, m in pairs],
@@ -524,7 +524,8 @@ def _insert_batch(project: Project, kind: str, batch: list[Record], result: Impo
         for i, c in enumerate(mine):
             ratings.append(Rating(annotation=annotation, completion=c, rank=r.ranks[i],
                                   likert=r.ratings[i] if r.ratings else None))
-            answers_for.append(r.checks[i] if r.checks else None)
+            answers_for.append({key: values[i] for key, values in r.checks.items() if values[i] is not None}
+                               if r.checks else None)
     ratings = Rating.objects.bulk_create(ratings)
     if any(answers_for):
         check_ids = dict(project.checks.values_list("key", "id"))
