@@ -50,7 +50,7 @@ def import_job(request, pk: int, job_id: int):
 
 
 class ExportForm(forms.Form):
-    format = forms.ChoiceField(choices=[
+    format = forms.ChoiceField(required=False, choices=[
         ("pairwise", "Pairwise preferences (TRL: prompt, chosen, rejected)"),
         ("grouped", "Grouped rankings (one line per label, all K completions)"),
         ("sft", "SFT: demonstrations (prompt, completion)"),
