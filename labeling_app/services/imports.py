@@ -611,7 +611,7 @@ def import_job_create(*, project: Project, kind: str, upload, original_name: str
     if job.total_lines > async_threshold():
         from labeling_app.tasks import import_run
 
-        transaction.on_commit(lambda: import_run.apply_async(args=[job.pk], queue=settings.CELERY_TASK_DEFAULT_QUEUE))
+        transaction.on_commit(lambda: import_run.delay(job.pk))  # the default queue ("default")
     else:
         import_job_run(job_id=job.pk)
         job.refresh_from_db()

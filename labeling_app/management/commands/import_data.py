@@ -1,8 +1,6 @@
 """`manage.py import_data --project NAME --kind prompts FILE`: validate a whole file, then import it (streamed)."""
 from __future__ import annotations
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling_app.models import ImportJob, Project
@@ -33,9 +31,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, file, project, kind, source, format, batch_size, **options):
         target = project_by_name_or_id(project)
+        verbosity = options.get("verbosity", 1)
 
         def progress(phase: str, done: int, total: int) -> None:
-            if self.verbosity >= 2 or (done and done % 20000 == 0):
+            if verbosity >= 2 or (done and done % 20000 == 0):
                 self.stderr.write(f"{phase}: {done}" + (f"/{total}" if total else "") + " lines")
 
         try:
