@@ -1,0 +1,99 @@
+"""A researcher in a real browser: creates a project, writes a chat prompt, imports a file, sees the tasks appear."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labeling_app.models import Project, Prompt, RankingTask
+from tests.conftest import ARTIFACTS, login
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"researcher-{name}.png"), full_page=True)
+
+
+def test_researcher_creates_project_imports_file_and_sees_tasks(page, live_server, researcher, settings, tmp_path):
+    settings.IMPORT_DIR = str(tmp_path / "imports")
+    login(page, live_server, "res1")
+    page.goto(f"{live_server.url}/projects/")
+    page.click("text=New project")
+    page.fill("#id_name", "Browser project")
+    page.fill("#id_instructions", "## How to rank\n\nPrefer **truthful** answers.")
+    page.fill("#id_completions_per_task", "3")
+    page.fill("#id_overlap", "2")
+    shot(page, "1-new-project")
+    page.click("button[type=submit].primary")
+    page.wait_for_url("**/edit/")
+    project = Project.objects.get(name="Browser project")
+    assert (project.completions_per_task, project.overlap) == (3, 2)
+
+    # add a check and stop asking one, then save
+    page.fill("#new-question-0", "Mentions a competitor")
+    page.uncheck("input[aria-label='Ask expresses_opinion']")
+    shot(page, "2-settings")
+    page.click("button[type=submit].primary")
+    page.wait_for_url(f"**/projects/{project.pk}/")
+    assert project.checks.get(key="mentions_a_competitor").active and not project.checks.get(key="expresses_opinion").active
+    assert page.locator(".md h2").inner_text() == "How to rank"
+
+    # a chat prompt written turn by turn
+    page.click("text=Write a prompt")
+    page.check("input[name=mode][value=chat]")
+    page.fill("#turns .turn-row:nth-child(1) textarea", "What is the boiling point of water?")
+    page.click("#add-turn")
+    page.fill("#turns .turn-row:nth-child(2) textarea", "100 °C at sea level.")
+    page.click("#add-turn")
+    page.fill("#turns .turn-row:nth-child(3) textarea", "And on Everest?")
+    shot(page, "3-chat-prompt")
+    page.click("text=Save and write a demonstration")
+    page.wait_for_selector("#id_demo_text")
+    prompt = Prompt.objects.get(project=project)
+    assert prompt.text == "And on Everest?" and [m["role"] for m in prompt.messages] == ["user", "assistant", "user"]
+    page.fill("#id_demo_text", "About 70 °C, because the air pressure is much lower.")
+    page.check("input[name=as_completion]")
+    page.click("text=Save demonstration")
+    page.wait_for_selector(".demo")
+    assert prompt.completions.get().source == "demonstration"
+    shot(page, "4-prompt-with-demonstration")
+
+    # import a small file of prompts with K=3 completions
+    data = tmp_path / "completions.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Imported prompt {i}", "completions": [f"x{i}", f"y{i}", f"z{i}"],
+                                        "model": "test-model"}) + "\n" for i in range(5)), encoding="utf-8")
+    page.goto(f"{live_server.url}/projects/{project.pk}/import/")
+    page.select_option("#id_kind", "completions")
+    page.set_input_files("#id_file", str(data))
+    shot(page, "5-import-form")
+    page.click("text=Check and import")
+    page.wait_for_selector("#import-state:has-text('Succeeded')")
+    assert "5 ranking tasks" in page.inner_text("#import-status")
+    shot(page, "6-import-done")
+    assert RankingTask.objects.filter(project=project).count() == 5
+
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    assert page.inner_text("#count-tasks") == "5"
+    assert page.inner_text("#count-prompts") == "6"
+    shot(page, "7-project-detail")
+    page.goto(f"{live_server.url}/projects/{project.pk}/quality/")
+    shot(page, "8-quality")
+    page.goto(f"{live_server.url}/projects/{project.pk}/export/")
+    shot(page, "9-export")
+
+
+def test_bad_file_shows_line_and_field(page, live_server, researcher, demo_project, settings, tmp_path):
+    settings.IMPORT_DIR = str(tmp_path / "imports")
+    login(page, live_server, "res1")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": ""}\n{"messages": [{"role": "bot", "content": "x"}]}\n', encoding="utf-8")
+    page.goto(f"{live_server.url}/projects/{demo_project.pk}/import/")
+    page.set_input_files("#id_file", str(bad))
+    page.click("text=Check and import")
+    page.wait_for_selector("table.errors")
+    rows = page.locator("table.errors tbody tr").all_inner_texts()
+    assert rows[0].split("\t")[:2] == ["2", "prompt"] and rows[1].split("\t")[:2] == ["3", "messages[0].role"]
+    shot(page, "10-import-errors")
+    assert not Prompt.objects.filter(text="fine").exists()
