@@ -443,20 +443,29 @@ def validate_file(path: str | Path, kind: str, *, project: Project, fmt: str | N
 # Inserting
 
 
+def _table(model) -> str:
+    return model._meta.db_table
+
+
+def _insert(sql: str, params: list) -> list[int]:
+    """Run one `INSERT ... SELECT ... FROM unnest(arrays) RETURNING id`: a handful of array parameters per
+    batch instead of one placeholder per value, and no model instances (the ORM's bulk_create spends
+    more time building objects than PostgreSQL spends inserting them). Ids come back in array order."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
 def _insert_prompts(project: Project, batch: list[Record], source: str, user_id: int | None) -> tuple[dict[str, int], set[str]]:
     """Insert the batch's prompts that are new; (content_hash -> prompt id for all, hashes created now)."""
-    table = Prompt._meta.db_table
-    now = timezone.now()
-    rows, params = [], []
-    for r in batch:
-        rows.append("(%s, %s, %s, %s, %s, %s, %s)")
-        params += [project.pk, r.text, json.dumps(r.messages) if r.messages else None, r.content_hash, source, user_id, now]
+    table = _table(Prompt)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (project_id, text, messages, content_hash, source, created_by_id, created_at) "
-            f"VALUES {', '.join(rows)} ON CONFLICT ON CONSTRAINT prompt_unique_content_per_project DO NOTHING "
-            f"RETURNING content_hash",
-            params,
+            f"SELECT %s, t, m::jsonb, h, %s, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(t, m, h) "
+            f"ON CONFLICT ON CONSTRAINT prompt_unique_content_per_project DO NOTHING RETURNING content_hash",
+            [project.pk, source, user_id, timezone.now(), [r.text for r in batch],
+             [json.dumps(r.messages) if r.messages else None for r in batch], [r.content_hash for r in batch]],
         )
         created = {row[0] for row in cursor.fetchall()}
         cursor.execute(f"SELECT content_hash, id FROM {table} WHERE project_id = %s AND content_hash = ANY(%s)",
@@ -482,56 +491,69 @@ def _insert_batch(project: Project, kind: str, batch: list[Record], result: Impo
             if kind == ImportJob.Kind.PROMPTS:
                 continue  # a prompt already there is reported, not doubled
         keep.append((r, ids[h]))
+    if not keep:
+        return
+    now = timezone.now()
 
     if kind == ImportJob.Kind.DEMONSTRATIONS:
-        Demonstration.objects.bulk_create(
-            Demonstration(prompt_id=pid, text=r.demonstration, author_id=user_id, source=source) for r, pid in keep
-        )
+        _insert(f"INSERT INTO {_table(Demonstration)} (prompt_id, text, author_id, source, created_at, updated_at) "
+                f"SELECT p, t, %s, %s, %s, %s FROM unnest(%s::bigint[], %s::text[]) AS u(p, t) RETURNING id",
+                [user_id, source, now, now, [pid for _, pid in keep], [r.demonstration for r, _ in keep]])
         result.demonstrations_created += len(keep)
         return
     if kind not in (ImportJob.Kind.COMPLETIONS, ImportJob.Kind.PREFERENCES):
         return
 
-    completions = Completion.objects.bulk_create(
-        Completion(prompt_id=pid, text=text, source=Completion.Source.IMPORTED, model_name=model)
-        for r, pid in keep for text, model in zip(r.completions, r.models)
+    completion_ids = _insert(
+        f"INSERT INTO {_table(Completion)} (prompt_id, text, source, model_name, sampling, created_at) "
+        f"SELECT p, t, %s, m, '{{}}'::jsonb, %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u(p, t, m) RETURNING id",
+        [Completion.Source.IMPORTED, now, [pid for r, pid in keep for _ in r.completions],
+         [t for r, _ in keep for t in r.completions], [m for r, _ in keep for m in r.models]],
     )
-    result.completions_created += len(completions)
+    result.completions_created += len(completion_ids)
     is_label = kind == ImportJob.Kind.PREFERENCES
-    tasks = RankingTask.objects.bulk_create(
-        RankingTask(project=project, prompt_id=pid, overlap=1 if is_label else project.overlap) for r, pid in keep
+    task_ids = _insert(
+        f"INSERT INTO {_table(RankingTask)} (project_id, prompt_id, overlap, submitted_count, created_at) "
+        f"SELECT %s, p, %s, 0, %s FROM unnest(%s::bigint[]) AS u(p) RETURNING id",
+        [project.pk, 1 if is_label else project.overlap, now, [pid for _, pid in keep]],
     )
-    result.tasks_created += len(tasks)
-    task_completions, per_record = [], []
-    it = iter(completions)
-    for (r, _), task in zip(keep, tasks):
-        mine = [next(it) for _ in r.completions]
-        per_record.append(mine)
-        task_completions += [TaskCompletion(task=task, completion=c, position=i) for i, c in enumerate(mine)]
-    TaskCompletion.objects.bulk_create(task_completions)
+    result.tasks_created += len(task_ids)
+    per_record: list[list[int]] = []
+    it = iter(completion_ids)
+    for r, _ in keep:
+        per_record.append([next(it) for _ in r.completions])
+    _insert(
+        f"INSERT INTO {_table(TaskCompletion)} (task_id, completion_id, position) "
+        f"SELECT t, c, p FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS u(t, c, p) RETURNING id",
+        [[t for t, mine in zip(task_ids, per_record) for _ in mine], [c for mine in per_record for c in mine],
+         [i for mine in per_record for i in range(len(mine))]],
+    )
     if not is_label:
         return
 
-    now = timezone.now()
-    annotations = Annotation.objects.bulk_create(
-        Annotation(task=task, import_source=import_source, status=Annotation.Status.SUBMITTED, submitted_at=now,
-                   shown_order=[c.pk for c in mine])
-        for task, mine in zip(tasks, per_record)
+    annotation_ids = _insert(
+        f"INSERT INTO {_table(Annotation)} (task_id, import_source_id, status, shown_order, draft, comment, skip_reason, "
+        f"started_at, updated_at, submitted_at) "
+        f"SELECT t, %s, %s, o::jsonb, '{{}}'::jsonb, '', '', %s, %s, %s FROM unnest(%s::bigint[], %s::text[]) AS u(t, o) RETURNING id",
+        [import_source.pk, Annotation.Status.SUBMITTED, now, now, now, task_ids, [json.dumps(mine) for mine in per_record]],
     )
-    result.annotations_created += len(annotations)
-    ratings, answers_for = [], []
-    for (r, _), annotation, mine in zip(keep, annotations, per_record):
-        for i, c in enumerate(mine):
-            ratings.append(Rating(annotation=annotation, completion=c, rank=r.ranks[i],
-                                  likert=r.ratings[i] if r.ratings else None))
-            answers_for.append({key: values[i] for key, values in r.checks.items() if values[i] is not None}
-                               if r.checks else None)
-    ratings = Rating.objects.bulk_create(ratings)
-    if any(answers_for):
+    result.annotations_created += len(annotation_ids)
+    rating_rows = [(annotation_id, c, r.ranks[i], r.ratings[i] if r.ratings else None,
+                    {key: values[i] for key, values in r.checks.items() if values[i] is not None} if r.checks else None)
+                   for (r, _), annotation_id, mine in zip(keep, annotation_ids, per_record) for i, c in enumerate(mine)]
+    rating_ids = _insert(
+        f"INSERT INTO {_table(Rating)} (annotation_id, completion_id, rank, likert) "
+        f"SELECT a, c, r, l FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::int[]) AS u(a, c, r, l) RETURNING id",
+        [[row[0] for row in rating_rows], [row[1] for row in rating_rows], [row[2] for row in rating_rows],
+         [row[3] for row in rating_rows]],
+    )
+    answers = [(rating_id, key, value) for rating_id, row in zip(rating_ids, rating_rows) if row[4] for key, value in row[4].items()]
+    if answers:
         check_ids = dict(project.checks.values_list("key", "id"))
-        CheckAnswer.objects.bulk_create(
-            CheckAnswer(rating=rating, check_question_id=check_ids[key], value=value)
-            for rating, answers in zip(ratings, answers_for) if answers for key, value in answers.items()
+        _insert(
+            f"INSERT INTO {_table(CheckAnswer)} (rating_id, check_question_id, value) "
+            f"SELECT r, q, v FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS u(r, q, v) RETURNING id",
+            [[a[0] for a in answers], [check_ids[a[1]] for a in answers], [a[2] for a in answers]],
         )
 
 
