@@ -15,7 +15,7 @@ Both passes also record the peak RSS growth over the phase (Linux VmHWM, reset t
 /proc/self/clear_refs before each phase).
 
 The bound we hold to: memory is flat in the file's size — at most one batch (1,000 lines) on
-import and one chunk (500 tasks with their labels) on export are in memory, so the peaks for
+import and one chunk (1,000 tasks with their labels) on export are in memory, so the peaks for
 10,000 and 100,000 lines should be about the same; the script prints the ratio.
 """
 from __future__ import annotations
@@ -212,7 +212,7 @@ def main() -> None:
     sizes = sorted(args.sizes)
     if len(sizes) >= 2 and memory:
         small, big = sizes[0], sizes[-1]
-        print("\nmemory bound: flat in file size (one 1,000-line batch on import, one 500-task chunk on export).")
+        print("\nmemory bound: flat in file size (one 1,000-line batch on import, one 1,000-task chunk on export).")
         for phase in ("import prompts", "import pairwise labels", "export pairwise"):
             a, b = memory.get((phase, small)), memory.get((phase, big))
             if a and b:

@@ -97,3 +97,19 @@ def test_bad_file_shows_line_and_field(page, live_server, researcher, demo_proje
     assert rows[0].split("\t")[:2] == ["2", "prompt"] and rows[1].split("\t")[:2] == ["3", "messages[0].role"]
     shot(page, "10-import-errors")
     assert not Prompt.objects.filter(text="fine").exists()
+
+
+def test_big_upload_runs_in_the_background_and_the_page_follows_it(page, live_server, celery_worker, researcher, demo_project,
+                                                                   settings, tmp_path):
+    settings.IMPORT_DIR = str(tmp_path / "imports")
+    settings.IMPORT_ASYNC_LINES = 100
+    login(page, live_server, "res1")
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"prompt": f"Background prompt {i}"}) + "\n" for i in range(300)), encoding="utf-8")
+    page.goto(f"{live_server.url}/projects/{demo_project.pk}/import/")
+    page.set_input_files("#id_file", str(big))
+    page.click("text=Check and import")
+    page.wait_for_selector("#import-state:has-text('Succeeded')", timeout=60_000)  # htmx polls the status fragment
+    assert "300 new prompts" in page.inner_text("#import-status")
+    shot(page, "11-background-import-done")
+    assert Prompt.objects.filter(project=demo_project, text__startswith="Background prompt").count() == 300
