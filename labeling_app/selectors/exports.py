@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 from django.db.models import Q
 
 from labeling_app.models import Demonstration
-from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, _as_datetime, iter_label_rows
+from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, as_datetime, iter_label_rows
 
 FORMATS = ("pairwise", "grouped", "sft", "kto")
 
@@ -93,9 +93,9 @@ def demonstration_queryset(*, project_ids: Sequence[int], date_from: date | date
                            date_to: date | datetime | None = None, author: str | None = None):
     q = Q(prompt__project_id__in=list(project_ids))
     if date_from is not None:
-        q &= Q(created_at__gte=_as_datetime(date_from))
+        q &= Q(created_at__gte=as_datetime(date_from))
     if date_to is not None:
-        q &= Q(created_at__lte=_as_datetime(date_to, end=True))
+        q &= Q(created_at__lte=as_datetime(date_to, end=True))
     if author:
         q &= Q(author__username=author)
     return Demonstration.objects.filter(q).select_related("prompt", "author").order_by("id")

@@ -56,7 +56,7 @@ class LabelRow:
     shown_order: list[int] = field(default_factory=list)
 
 
-def _as_datetime(value, end: bool = False) -> datetime | None:
+def as_datetime(value, end: bool = False) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return timezone.make_aware(datetime.combine(value, time.max if end else time.min))
@@ -65,9 +65,9 @@ def _as_datetime(value, end: bool = False) -> datetime | None:
 def _annotation_filter(f: LabelFilters) -> Q:
     q = Q(status=Annotation.Status.SUBMITTED)
     if f.date_from is not None:
-        q &= Q(submitted_at__gte=_as_datetime(f.date_from))
+        q &= Q(submitted_at__gte=as_datetime(f.date_from))
     if f.date_to is not None:
-        q &= Q(submitted_at__lte=_as_datetime(f.date_to, end=True))
+        q &= Q(submitted_at__lte=as_datetime(f.date_to, end=True))
     if f.labeler:
         if f.labeler.startswith("import:"):
             q &= Q(import_source__name=f.labeler[len("import:"):])

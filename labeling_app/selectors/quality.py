@@ -36,7 +36,7 @@ def project_progress(project: Project) -> dict:
     }
 
 
-def _human_rows_by_task(project: Project, labeler: str | None = None):
+def _human_rows_by_task(project: Project):
     """{task_id: [LabelRow, ...]} of the project's human labels (imported ones are not compared)."""
     by_task = defaultdict(list)
     for row in iter_label_rows(LabelFilters(project_ids=[project.pk], include_imported=False)):

@@ -113,3 +113,22 @@ def test_big_upload_runs_in_the_background_and_the_page_follows_it(page, live_se
     assert "300 new prompts" in page.inner_text("#import-status")
     shot(page, "11-background-import-done")
     assert Prompt.objects.filter(project=demo_project, text__startswith="Background prompt").count() == 300
+
+
+def test_quality_page_with_labels(page, live_server, researcher, labeler, labeler2, demo_project):
+    from tests.labeling_app.researcher_fixtures import label
+
+    t0, t1, t2 = demo_project.tasks.order_by("id")
+    label(t0, labeler, [1, 2, 3, 4], [7, 5, 3, 1], {"toxic": [False, False, True, True]})
+    label(t0, labeler2, [1, 3, 2, 4], [6, 4, 5, 1], {"toxic": [False, False, False, True]})
+    label(t1, labeler, [2, 1, 4, 3], [5, 6, 2, 3], {"toxic": [False, False, False, False]}, seconds=95)
+    label(t1, labeler2, [2, 1, 3, 4], [4, 6, 3, 1], {"toxic": [False, True, False, False]}, seconds=140)
+    label(t2, labeler, [1, 1, 2, 3], [6, 6, 4, 7])
+    login(page, live_server, "res1")
+    page.goto(f"{live_server.url}/projects/{demo_project.pk}/quality/")
+    # t0: 5 of 6 pairs alike, t1: 5 of 6 -> 10 of 12
+    assert page.inner_text("#ranking-agreement") == "83.3%"
+    shot(page, "12-quality-with-labels")
+    page.click("#labelers >> text=lab1")
+    page.wait_for_selector("h1:has-text('lab1 on')")
+    shot(page, "13-labeler")
