@@ -670,11 +670,19 @@ def import_job_run(*, job_id: int) -> ImportJob:
             status=ImportJob.Status.FAILED, errors=[asdict(e) for e in exc.errors], error_count=exc.error_count,
             processed_lines=exc.lines, finished_at=timezone.now(),
         )
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.FAILED, errors=[{"line": 0, "field": "(file)", "message": str(exc)}], error_count=1,
             finished_at=timezone.now(),
         )
+    except Exception as exc:
+        # Never leave a job "importing" forever: record the failure, then let the worker log the traceback.
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED, error_count=1, finished_at=timezone.now(),
+            errors=[{"line": 0, "field": "(import)", "message": f"unexpected error, nothing was imported: {exc}"}],
+        )
+        cache.delete(job.progress_cache_key)
+        raise
     else:
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.SUCCEEDED, result=result.as_dict(), processed_lines=result.lines,

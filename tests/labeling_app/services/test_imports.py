@@ -266,3 +266,11 @@ def test_big_file_runs_as_a_celery_job_with_progress(celery_worker, researcher, 
     assert job.result["tasks_created"] == 451 and job.result["prompts_existing"] == 1
     assert RankingTask.objects.filter(project=project).count() == 451
     assert Prompt.objects.filter(project=project).count() == 450
+
+
+def test_a_non_utf8_file_fails_the_job_with_a_message(k4, researcher, tmp_path, settings):
+    settings.IMPORT_DIR = str(tmp_path / "imports")
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    job = import_job_create(project=k4, kind="prompts", upload=open(path, "rb"), original_name="latin1.jsonl", user=researcher)
+    assert job.status == "failed" and "utf-8" in job.errors[0]["message"] and not Prompt.objects.exists()
