@@ -170,3 +170,23 @@ def test_download_streams_and_command_writes_file(labeled, client, researcher, t
     out = tmp_path / "out.jsonl"
     call_command("export_data", str(out), project=["Test project"], format="pairwise", labeler="lab1")
     assert len(out.read_text().splitlines()) == 11  # lab1: 5 pairs on t0 + 6 on t1
+
+
+def test_trl_reads_our_pairwise_rows_and_splits_implicit_prompts_like_we_do(researcher, labeler, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    data_utils = pytest.importorskip("trl.data_utils")  # bench-only dependency: TRL's own format check
+    project = project_create(name="TRL check", user=researcher, completions_per_task=2)
+    prompt = Prompt.objects.create(project=project, text="Hi", messages=[{"role": "user", "content": "Hi"}])
+    task = task_create(project=project, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Hello!", "What.")])
+    label(task, labeler, [1, 2])
+    (row,), _ = export("pairwise", tmp_path, project_ids=[project.pk])
+    assert data_utils.is_conversational(row)
+    full = {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+    assert data_utils.extract_prompt(full) == {k: row[k] for k in ("prompt", "chosen", "rejected")}
+    # our implicit-prompt import of the same full conversations gives the same prompt and answers
+    k2 = project_create(name="TRL implicit", completions_per_task=2)
+    import_file(project=k2, kind="preferences", path=write_jsonl(tmp_path / "implicit.jsonl", [full]), source_name="trl")
+    (tmp_path / "b").mkdir()
+    (again,), _ = export("pairwise", tmp_path / "b", project_ids=[k2.pk])
+    assert {k: again[k] for k in ("prompt", "chosen", "rejected")} == data_utils.extract_prompt(full)
