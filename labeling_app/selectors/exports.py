@@ -5,7 +5,9 @@ Every format is a generator of dicts (`<format>_records(...)`) over `iter_label_
 `export_lines` turns one into JSONL text for a download or a file.
 
 Chat prompts are written as message lists and their answers as one-message assistant lists,
-which is TRL's "conversational" form; plain prompts and answers are strings.
+which is TRL's "conversational" form; plain prompts and answers are strings. A project that mixes
+both needs `LabelFilters(all_chat=True)` (`--chat`) for datasets to read the file: Arrow wants one
+type per column.
 
 KTO label (`kto_records`): a completion is *desirable* (label true) when none of its serious checks
 failed, *undesirable* (false) otherwise. A check "fails" when answered with the value in
@@ -22,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 from django.db.models import Q
 
 from labeling_app.models import Demonstration
-from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, as_datetime, iter_label_rows
+from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, as_datetime, iter_label_rows, prompt_value
 
 FORMATS = ("pairwise", "grouped", "sft", "kto")
 
@@ -107,9 +109,9 @@ def sft_records(filters: LabelFilters) -> Iterator[dict]:
                                 author=filters.labeler)
     for demo in qs.iterator(chunk_size=CHUNK_SIZE):
         prompt = demo.prompt
-        chat = bool(prompt.messages)
+        chat = bool(prompt.messages) or filters.all_chat
         yield {
-            "prompt": prompt.messages if chat else prompt.text,
+            "prompt": prompt_value(prompt.text, prompt.messages, filters.all_chat),
             "completion": [{"role": "assistant", "content": demo.text}] if chat else demo.text,
             "demonstration_id": demo.pk, "prompt_id": prompt.pk,
             "author": demo.author.username if demo.author_id else demo.source,

@@ -35,6 +35,15 @@ class LabelFilters:
     only_agreeing: bool = False
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     include_imported: bool = True
+    # Output shape, not a filter: write plain prompts as one user turn too, so that a project mixing
+    # plain and chat prompts exports one column type (datasets / Arrow need that).
+    all_chat: bool = False
+
+
+def prompt_value(text: str, messages: list | None, all_chat: bool = False) -> str | list:
+    if messages:
+        return messages
+    return [{"role": "user", "content": text}] if all_chat else text
 
 
 @dataclass
@@ -151,7 +160,8 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
                     checks.setdefault(key, [None] * len(ids))[position[completion_id]] = value
             rows.append(LabelRow(
                 annotation_id=annotation_id, task_id=task_id, prompt_id=prompt_id,
-                prompt=messages if messages else text, is_chat=bool(messages), completion_ids=ids, completions=texts,
+                prompt=prompt_value(text, messages, filters.all_chat), is_chat=bool(messages) or filters.all_chat,
+                completion_ids=ids, completions=texts,
                 ranks=[mine[c][0] if c in mine else None for c in ids],
                 ratings=[mine[c][1] if c in mine else None for c in ids],
                 checks=checks, labeler_id=labeler_id, labeler=username if labeler_id else f"import:{source}",

@@ -64,6 +64,8 @@ class ExportForm(forms.Form):
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=DEFAULT_MIN_AGREEMENT,
                                      help_text="Share of completion pairs ordered the same way as the other labels.")
     include_imported = forms.BooleanField(required=False, initial=True, label="Include imported labels")
+    all_chat = forms.BooleanField(required=False, label="Write every prompt as a chat conversation",
+                                  help_text="Needed when the project mixes plain and chat prompts: dataset readers want one type per column.")
 
 
 def export_filters(project: Project, data: dict) -> LabelFilters:
@@ -73,7 +75,7 @@ def export_filters(project: Project, data: dict) -> LabelFilters:
         labeler=data.get("labeler") or None, full_overlap=bool(data.get("full_overlap")),
         only_agreeing=bool(data.get("only_agreeing")),
         min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
-        include_imported=bool(data.get("include_imported", True)),
+        include_imported=bool(data.get("include_imported", True)), all_chat=bool(data.get("all_chat")),
     )
 
 

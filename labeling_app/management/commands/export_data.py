@@ -25,15 +25,17 @@ class Command(BaseCommand):
         parser.add_argument("--only-agreeing", action="store_true", help="Only labels agreeing with the task's other labels.")
         parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
         parser.add_argument("--no-imported", action="store_true", help="Leave out imported labels.")
+        parser.add_argument("--chat", action="store_true",
+                            help="Write plain prompts as one user turn too (one column type when a project mixes both).")
 
     def handle(self, *args, out, project, format, date_from, date_to, labeler, full_overlap, only_agreeing,
-               min_agreement, no_imported, **options):
+               min_agreement, no_imported, chat, **options):
         if not 0 <= min_agreement <= 1:
             raise CommandError("--min-agreement must be between 0 and 1")
         filters = LabelFilters(
             project_ids=[project_by_name_or_id(p).pk for p in project], date_from=date_from, date_to=date_to,
             labeler=labeler, full_overlap=full_overlap, only_agreeing=only_agreeing, min_agreement=min_agreement,
-            include_imported=not no_imported,
+            include_imported=not no_imported, all_chat=chat,
         )
         n = 0
         stream = sys.stdout if out == "-" else open(out, "w", encoding="utf-8")

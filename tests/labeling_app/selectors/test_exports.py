@@ -190,3 +190,19 @@ def test_trl_reads_our_pairwise_rows_and_splits_implicit_prompts_like_we_do(rese
     (tmp_path / "b").mkdir()
     (again,), _ = export("pairwise", tmp_path / "b", project_ids=[k2.pk])
     assert {k: again[k] for k in ("prompt", "chosen", "rejected")} == data_utils.extract_prompt(full)
+
+
+def test_a_project_mixing_plain_and_chat_prompts_exports_one_column_type_with_all_chat(researcher, tmp_path):
+    project = project_create(name="Mixed", user=researcher, completions_per_task=2)
+    write_jsonl(tmp_path / "mixed.jsonl", [
+        {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+    ])
+    import_file(project=project, kind="preferences", path=tmp_path / "mixed.jsonl", source_name="mixed")
+    Demonstration.objects.create(prompt=Prompt.objects.get(text="2+2?"), text="4.")
+    for fmt in ("pairwise", "grouped", "sft"):
+        (tmp_path / fmt).mkdir()
+        rows, ds = export(fmt, tmp_path / fmt, project_ids=[project.pk], all_chat=True)
+        assert all(isinstance(r["prompt"], list) for r in rows) and ds.num_rows == len(rows)
+    assert rows[0]["prompt"] == [{"role": "user", "content": "2+2?"}]
+    assert rows[0]["completion"] == [{"role": "assistant", "content": "4."}]
