@@ -238,7 +238,10 @@ def command_run(options) -> int:
         interrupted = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Installed explicitly: a shell that starts `make run` in the background ignores SIGINT for it,
+    # and Python then never raises KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         services.ensure_postgres()
         services.ensure_redis()

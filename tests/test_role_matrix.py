@@ -59,6 +59,42 @@ MATRIX: dict[str, Row] = {
 }
 
 
+# --- Researcher area: projects, prompts, demonstrations, import, export, label quality ---
+def _demo_kwargs(w) -> dict:
+    from labeling_app.models import Demonstration
+
+    demo, _ = Demonstration.objects.get_or_create(prompt_id=w.task.prompt_id, defaults={"text": "An ideal answer."})
+    return {"pk": w.project.pk, "prompt_id": w.task.prompt_id, "demo_id": demo.pk}
+
+
+def _import_job_kwargs(w) -> dict:
+    from labeling_app.models import ImportJob
+
+    job, _ = ImportJob.objects.get_or_create(project=w.project, kind="prompts", defaults={"file_path": "/nonexistent.jsonl",
+                                                                                          "status": "failed"})
+    return {"pk": w.project.pk, "job_id": job.pk}
+
+
+_PROJECT = lambda w: {"pk": w.project.pk}  # noqa: E731
+_PROMPT = lambda w: {"pk": w.project.pk, "prompt_id": w.task.prompt_id}  # noqa: E731
+MATRIX.update({
+    "researcher:project_new": Row(RESEARCHER_UP),
+    "researcher:project_detail": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:project_edit": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_list": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_new": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_detail": Row(RESEARCHER_UP, _PROMPT),
+    "researcher:task_new": Row(page(403, 302, 302), _PROMPT, method="post"),  # no completions picked: back with a message
+    "researcher:demonstration_edit": Row(RESEARCHER_UP, _demo_kwargs),
+    "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
+    "researcher:export": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:export_download": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:labeler_quality": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}),
+})
+
+
 @dataclass
 class World:
     """Objects the parametrised URLs point at."""
