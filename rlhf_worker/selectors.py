@@ -148,7 +148,11 @@ def data_summary(snapshot: dict | None) -> str:
     if snapshot.get("date_from") or snapshot.get("date_to"):
         parts.append(f"{snapshot.get('date_from') or '…'} → {snapshot.get('date_to') or '…'}")
     for key, value in snapshot.items():
-        if key in ("project_ids", "date_from", "date_to") or isinstance(value, (list, dict)):
+        if key in ("project_ids", "date_from", "date_to") or value in (None, "") or isinstance(value, dict):
+            continue
+        if isinstance(value, list):
+            if key.endswith("_ids"):  # annotation_ids -> "120 annotations"
+                parts.append(f"{len(value)} {key[:-4].replace('_', ' ')}s")
             continue
         parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts)

@@ -80,14 +80,15 @@ def test_versions_page_shows_lineage_and_metrics_side_by_side(researcher):
     job = TrainingJob.objects.create(kind="reward", status="succeeded")
     rm = ModelVersion.objects.create(kind="reward", name="rm-7", path="/r", training_job=job,
                                      metrics={"eval/accuracy": 0.6812, "eval/labeler_agreement": 0.7344},
-                                     data_snapshot={"project_ids": [3], "rankings": 120})
+                                     data_snapshot={"project_ids": [3], "rankings": 120, "annotation_ids": [5, 6, 7],
+                                                    "resumed_from_job": None})
     base = ModelVersion.objects.create(kind="policy", name="sft-2", path="/s")
     ModelVersion.objects.create(kind="policy", name="ppo-9", path="/p", parent=base, reward_model=rm,
                                 metrics={"objective/scores": 1.234, "objective/kl": 0.0567})
     c = Client()
     c.force_login(researcher)
     html = c.get(reverse("jobs:models")).content.decode()
-    assert "0.681" in html and "0.734" in html and "projects #3; rankings: 120" in html
+    assert "0.681" in html and "0.734" in html and "projects #3; rankings: 120; 3 annotations" in html
     assert "1.23" in html and "0.0567" in html and "#{} sft-2".format(base.pk) in html and "rm-7" in html
     assert 'id="reward-chart"' in html and 'id="policy-chart"' in html and "vendor/plotly/plotly.min.js" in html
     detail = c.get(reverse("jobs:model_detail", kwargs={"pk": rm.pk})).content.decode()
