@@ -1,6 +1,7 @@
 """Browser: an admin starts a reward-model job on seeded labels, watches it, sees the version, promotes a policy."""
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -99,3 +100,41 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     page.click("nav.subnav >> text=Jobs")
     page.wait_for_selector(f"#job-table a[href='/jobs/{job.pk}/']")
     shot(page, "6-jobs-list")
+
+
+REAL_REWARD = importlib.util.find_spec("rlhf_worker.jobs.reward") is not None
+
+
+@pytest.mark.skipif(not REAL_REWARD, reason="rlhf_worker/jobs/reward.py is not merged yet")
+def test_admin_trains_the_real_reward_model_on_seeded_labels(
+        page, live_server, settings, training_queue, admin_user, labeler, labeler2, demo_project, tmp_path):
+    """The same flow through the real reward job (training.reward.train) with a tiny random BERT backbone."""
+    from rlhf_worker.training.reward_model import save_tiny_backbone
+
+    settings.JOB_POLL_SECONDS = 0.4
+    backbone = save_tiny_backbone(tmp_path / "tiny-bert", "bert", seed=0)
+    seed_rankings(demo_project, [labeler, labeler2], n_prompts=8)
+    login(page, live_server, admin_user.username)
+    page.goto(f"{live_server.url}/jobs/")
+    page.click("a[data-kind=reward]")
+    page.wait_for_selector("form.config-form")
+    settings_to_fill = {"backbone": str(backbone), "epochs": "6", "batch_size": "2", "max_length": "64",
+                        "eval_fraction": "0.25", "eval_every": "4", "save_every": "0", "learning_rate": "0.001",
+                        "device": "cpu", "name": "tiny-rm"}
+    for name, value in settings_to_fill.items():
+        page.fill(f"#id_{name}", value)
+    page.select_option("select[name=project_ids]", str(demo_project.pk))
+    page.click("form.config-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    job = TrainingJob.objects.get()
+    page.wait_for_selector("#job-status:has-text('Succeeded')", timeout=90_000)
+    page.wait_for_selector("#charts[data-done=true]")
+    assert chart_points(page, "loss") > 0 and chart_points(page, "accuracy") > 0
+    shot(page, "real-reward-succeeded")
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    version = ModelVersion.objects.get(training_job=job)
+    assert version.kind == "reward" and version.name == "tiny-rm" and "eval/accuracy" in version.metrics
+    page.click("nav.subnav >> text=Model versions")
+    page.wait_for_selector(f"#reward-table #version-{version.pk}")
+    shot(page, "real-reward-registry")
