@@ -17,7 +17,7 @@ MAX_DRAFT_BYTES = 64_000
 MAX_COMMENT_CHARS = 5_000
 MAX_SKIP_REASON_CHARS = 300
 # How many locked-but-full candidates one request re-examines before giving up (see _lock_candidate).
-_MAX_ATTEMPTS = 8
+_MAX_ATTEMPTS = 16
 
 
 class LabelingError(Exception):
@@ -106,6 +106,11 @@ _FRESH_SQL = f"""
 """
 
 
+# Last resort when every candidate is locked by a concurrent hand-out (a nearly empty queue, or
+# overlap > 1 with a burst of requests): wait for the lock instead of wrongly answering "none left".
+_WAIT_SQL = _FRESH_SQL.replace("SKIP LOCKED", "")
+
+
 def _lock_candidate(*, project: Project, labeler) -> int | None:
     """Lock and return the id of the task to hand out next, or None when none is left for this labeler."""
     tried: list[int] = []
@@ -113,7 +118,7 @@ def _lock_candidate(*, project: Project, labeler) -> int | None:
     for _ in range(_MAX_ATTEMPTS):
         task_id = None
         with connection.cursor() as cur:
-            for sql in (_STARTED_SQL, _FRESH_SQL):
+            for sql in (_STARTED_SQL, _FRESH_SQL, _WAIT_SQL):
                 cur.execute(sql, params)
                 row = cur.fetchone()
                 if row:
