@@ -30,38 +30,49 @@ class LabelerApi(APIView):
 
 # --- next task ------------------------------------------------------------------------------
 
+class CompletionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    text = serializers.CharField()
+
+
+class CheckOut(serializers.Serializer):
+    key = serializers.CharField()
+    question = serializers.CharField()
+
+
 class NextTaskOutput(serializers.Serializer):
     task_id = serializers.IntegerField(allow_null=True, help_text="null when nothing is left for you in this project")
     url = serializers.CharField(allow_null=True, help_text="The task page")
     lease_expires_at = serializers.DateTimeField(allow_null=True)
-    today_count = serializers.IntegerField(help_text="Tasks you submitted today")
+    prompt_text = serializers.CharField(allow_null=True)
+    completions = CompletionOut(many=True, help_text="In the random order shown to you (empty when no task)")
+    checks = CheckOut(many=True, help_text="Answer each for every completion")
 
 
 class NextTaskApi(LabelerApi):
-    @extend_schema(request=None, responses=NextTaskOutput, summary="Lease the next task of a project")
+    @extend_schema(request=None, responses=NextTaskOutput,
+                   summary="Lease the next task of a project (your open one first), with what is needed to label it")
     def post(self, request, project_id: int):
         project = sel.project_for_labeler(request.user, project_id)
         assignment = svc.task_assign_next(project=project, labeler=request.user)
+        if assignment is None:
+            return Response(NextTaskOutput({"task_id": None, "url": None, "lease_expires_at": None, "prompt_text": None,
+                                            "completions": [], "checks": []}).data)
+        annotation = sel.annotation_for_labeler(request.user, assignment.task_id)
         return Response(NextTaskOutput({
-            "task_id": assignment.task_id if assignment else None,
-            "url": reverse("labeler:task", args=[assignment.task_id]) if assignment else None,
-            "lease_expires_at": assignment.expires_at if assignment else None,
-            "today_count": sel.labeler_today_count(request.user),
+            "task_id": assignment.task_id,
+            "url": reverse("labeler:task", args=[assignment.task_id]),
+            "lease_expires_at": assignment.expires_at,
+            "prompt_text": annotation.task.prompt.text,
+            "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
+            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(project)],
         }).data)
 
 
 # --- task detail ----------------------------------------------------------------------------
 
 class TaskDetailOutput(serializers.Serializer):
-    class CompletionOut(serializers.Serializer):
-        id = serializers.IntegerField()
-        label = serializers.CharField()
-        text = serializers.CharField()
-
-    class CheckOut(serializers.Serializer):
-        key = serializers.CharField()
-        question = serializers.CharField()
-
     id = serializers.IntegerField()
     project = serializers.IntegerField()
     prompt_text = serializers.CharField()

@@ -189,9 +189,11 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
         task_id = _lock_candidate(project=project, labeler=labeler)
         if task_id is None:
             return None
-        task = RankingTask.objects.select_related("project").get(pk=task_id)
+        task = RankingTask.objects.get(pk=task_id)
+        task.project = project
         assignment = Assignment.objects.create(task=task, labeler=labeler, expires_at=_lease_until(project))
-        _ensure_draft(task, labeler)
+        # The candidate query excluded tasks this labeler has any annotation on: create the draft directly.
+        Annotation.objects.create(task=task, labeler=labeler, shown_order=_shown_order(task))
         return assignment
 
 
