@@ -18,6 +18,8 @@ MAX_COMMENT_CHARS = 5_000
 MAX_SKIP_REASON_CHARS = 300
 # How many locked-but-full candidates one request re-examines before giving up (see _lock_candidate).
 _MAX_ATTEMPTS = 16
+# First key of the per-labeler advisory lock taken while handing out a task.
+_ADVISORY_NAMESPACE = 3_0001
 
 
 class LabelingError(Exception):
@@ -180,6 +182,9 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
     The draft annotation is created with the random order the completions will be shown in.
     """
     with transaction.atomic():
+        # One hand-out per labeler at a time: a double click on "Start labeling" must not lease two tasks.
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_NAMESPACE, labeler.pk])
         own = _own_open_assignment(project=project, labeler=labeler)
         if own is not None:
             kept = _retake(own)

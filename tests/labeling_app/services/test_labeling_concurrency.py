@@ -93,3 +93,14 @@ def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher
     # 12 labelers can fill every task: each task ends with exactly its overlap.
     assert set(counts.values()) == {3}
     assert not Assignment.objects.filter(task__project=project).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher):
+    """A double click on "Start labeling" (two requests of one labeler at the same moment) leases one task."""
+    project = build_project(researcher, tasks=4, overlap=1)
+    user = make_user("doubleclick", "labeler")
+    got = []
+    run_in_threads(lambda u: got.append(task_assign_next(project=project, labeler=u).task_id), [user, user, user])
+    assert len(set(got)) == 1
+    assert Assignment.objects.filter(labeler=user).count() == 1
