@@ -456,7 +456,11 @@
 
   // ---- lease renewal ----------------------------------------------------------------------
   var banner = document.getElementById("lease-banner");
+  // Renew only while someone works here: a tab left open overnight must not hold the task forever.
+  var lastActivity = Date.now();
+  ["keydown", "pointerdown", "input"].forEach(function (t) { document.addEventListener(t, function () { lastActivity = Date.now(); }, true); });
   function renew() {
+    if (Date.now() - lastActivity > cfg.leaseMinutes * 60 * 1000 * 0.8) return;
     api("POST", cfg.urls.renew).then(function (r) {
       if (r.ok) { banner.hidden = true; return; }
       banner.textContent = (r.body.detail || "Your hold on this task was lost.") + " Your draft is kept.";

@@ -63,6 +63,7 @@ def stored(annotation: Annotation) -> dict[int, tuple[int, int, dict[str, bool]]
 def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
     login(page, live_server, "lab-b")
     page.goto(f"{live_server.url}/label/")
+    shot(page, "home")
     for _ in range(30):  # Tab to "Start labeling", press Enter
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.classList.contains('lt-start')"):
