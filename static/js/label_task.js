@@ -401,7 +401,10 @@
   function openSkip() { skipDialog.showModal(); var f = skipDialog.querySelector('input[name="skip-choice"]'); if (f) f.focus(); }
   document.getElementById("skip-open").addEventListener("click", openSkip);
   document.getElementById("skip-cancel").addEventListener("click", function () { skipDialog.close(); });
+  function clearSkipError() { skipDialog.querySelector('[data-error-for="reason"]').textContent = ""; skipReason.removeAttribute("aria-invalid"); }
+  skipReason.addEventListener("input", clearSkipError);
   skipDialog.addEventListener("change", function (e) {
+    clearSkipError();
     if (e.target.name === "skip-choice") { skipReason.value = e.target.value === "other" ? "" : e.target.value; if (e.target.value === "other") skipReason.focus(); }
   });
   document.getElementById("skip-form").addEventListener("submit", function (e) {

@@ -203,3 +203,21 @@ def test_an_invalid_submission_shows_the_error_next_to_the_field(page, live_serv
     page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
     ann.refresh_from_db()
     assert ann.status == "submitted" and Rating.objects.filter(annotation=ann).count() == 3
+
+
+def test_skip_asks_for_a_reason_and_moves_on(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    page.keyboard.press("s")
+    dialog = page.locator("#skip-dialog")
+    dialog.wait_for(state="visible")
+    page.click("#skip-confirm")  # no reason yet: told what to do, nothing stored
+    reason_error = dialog.locator('[data-error-for="reason"]')
+    reason_error.wait_for(state="visible")
+    assert "Say why you skip" in reason_error.inner_text()
+    assert Annotation.objects.get(pk=ann.pk).status == "draft"
+    page.click('#skip-dialog label:has(input[value="The prompt is unclear or broken"])')
+    shot(page, "skip-dialog")
+    page.click("#skip-confirm")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    ann.refresh_from_db()
+    assert ann.status == "skipped" and ann.skip_reason == "The prompt is unclear or broken"
