@@ -78,26 +78,32 @@ def _has_room(task_id: int, *, exclude_labeler_id: int | None = None) -> bool:
 
 # Candidates: open tasks of the project (task_open_idx / task_started_idx), not labeled by this
 # labeler in any way, with room left, oldest first; rows another transaction is assigning are skipped.
+# "OFFSET 0" keeps each NOT EXISTS a per-row probe of a unique index: without it PostgreSQL may turn it
+# into an anti-join that reads all of this labeler's annotations, which grows with their history.
 _CANDIDATE_FILTER = """
     t.project_id = %(project)s AND t.submitted_count < t.overlap
-    AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a WHERE a.task_id = t.id AND a.labeler_id = %(labeler)s)
-    AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s WHERE s.task_id = t.id AND s.labeler_id = %(labeler)s)
+    AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
+                    WHERE a.task_id = t.id AND a.labeler_id = %(labeler)s OFFSET 0)
+    AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s
+                    WHERE s.task_id = t.id AND s.labeler_id = %(labeler)s OFFSET 0)
     AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
                              WHERE s.task_id = t.id AND s.expires_at > %(now)s) < t.overlap
     AND NOT (t.id = ANY(%(tried)s))
 """
 
 # Tasks someone already started (a submitted label, or a live lease): finished first, so labels
-# complete tasks instead of spreading thin. Both sources are small sets reached by index.
+# complete tasks instead of spreading thin. Both sources are small sets reached by index; the
+# materialized CTE makes the query start from them rather than walk the project's open tasks.
 _STARTED_SQL = f"""
-    SELECT t.id FROM labeling_app_rankingtask t
-    WHERE t.id IN (
+    WITH started AS MATERIALIZED (
         SELECT st.id FROM labeling_app_rankingtask st
         WHERE st.project_id = %(project)s AND st.submitted_count > 0 AND st.submitted_count < st.overlap
         UNION
         SELECT s.task_id FROM labeling_app_assignment s WHERE s.expires_at > %(now)s
-    ) AND {_CANDIDATE_FILTER}
-    ORDER BY t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED
+    )
+    SELECT t.id FROM started c JOIN labeling_app_rankingtask t ON t.id = c.id
+    WHERE {_CANDIDATE_FILTER}
+    ORDER BY c.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED
 """
 
 # Any open task, oldest first, walking task_open_idx.
