@@ -95,6 +95,40 @@ MATRIX.update({
 })
 
 
+# --- Labeler queue, task page and labeling API (issue 3) ---------------------------------------
+API_LABELER_ONLY = {"anon": 401, "labeler": 200, "researcher": 403, "admin": 403}
+
+
+def _leased(w) -> dict:
+    """The world's project hands a task to the matrix labeler; URLs point at that task."""
+    from django.contrib.auth.models import User
+
+    from labeling_app.services.labeling import task_assign_next
+
+    return {"task_id": task_assign_next(project=w.project, labeler=User.objects.get(username="matrix-labeler")).task_id}
+
+
+def _own_annotation(w) -> dict:
+    from labeling_app.models import Annotation
+
+    task_id = _leased(w)["task_id"]
+    return {"annotation_id": Annotation.objects.get(task_id=task_id, labeler__username="matrix-labeler").pk}
+
+
+MATRIX.update({
+    "labeler:next": Row(page(302, 403, 403), kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+    "labeler:task": Row(LABELER_ONLY, kwargs=_leased),
+    "api:label-next": Row(API_LABELER_ONLY, kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+    "api:label-task": Row(API_LABELER_ONLY, kwargs=_leased),
+    "api:label-draft": Row(API_LABELER_ONLY, kwargs=_leased),
+    # Empty bodies: the labeler gets past authorization and is told what is missing.
+    "api:label-submit": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+    "api:label-skip": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+    "api:label-renew": Row(API_LABELER_ONLY, kwargs=_leased, method="post"),
+    "api:label-annotation": Row(API_LABELER_ONLY, kwargs=_own_annotation),
+})
+
+
 @dataclass
 class World:
     """Objects the parametrised URLs point at."""
