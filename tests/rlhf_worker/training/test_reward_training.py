@@ -74,12 +74,12 @@ def test_each_completion_goes_through_the_model_once_per_epoch(backbone_dir, tmp
     monkeypatch.setattr(RewardModel, "forward", counting_forward)
     rows_after_training = []
     result = train(tiny_cfg(backbone_dir, eval_fraction=0.0, batch_size=4), rankings, out_dir=tmp_path,
-                   on_progress=lambda step, total, m, s: rows_after_training.append((step, total, sum(seen_rows))))
-    last_step, total, rows = rows_after_training[-1]
+                   on_progress=lambda step, total, m, s: rows_after_training.append((step, total, sum(seen_rows), len(seen_rows))))
+    last_step, total, rows, calls = rows_after_training[-1]
     assert last_step == total == result.step
     trained = [r for r in rankings if r.pairs()]
     assert rows == sum(len(r.completions) for r in trained)  # 7 per ranking, not 2 x 21 pairs
-    assert len(seen_rows[: len(rows_after_training)]) == total  # one forward call per step (batch_size rankings)
+    assert calls == total  # one forward call per step: all K completions of its rankings in one padded batch
 
 
 def test_accuracy_rises_well_above_chance_on_a_learnable_task(backbone_dir, tmp_path):
