@@ -138,7 +138,9 @@ class RewardTrainResult:
     num_eval_pairs: int = 0
     num_truncated: int = 0  # completions whose prompt start was cut to fit max_length (kept, never dropped)
     num_without_pairs: int = 0  # rankings that were all ties (nothing to learn from)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the whole call: loading, tokenising, training, normalising, saving
+    loop_seconds: float = 0.0  # the optimisation loop alone (what a throughput benchmark should time)
+    loop_cpu_seconds: float = 0.0  # CPU time of this process during that loop (steadier on a shared machine)
 
 
 @dataclass
@@ -396,6 +398,7 @@ def train(
 
     stopped = False
     last_eval_step = -1
+    loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
         # The data order of an epoch is a pure function of (seed, epoch), so a resumed run replays it exactly.
@@ -438,12 +441,14 @@ def train(
                 on_progress(step, total_steps, dict(metrics), None)
         if stopped:
             break
+    loop_seconds = time.perf_counter() - loop_started
+    loop_cpu_seconds = time.process_time() - loop_cpu_started
 
     base = dict(
         step=step, total_steps=total_steps, metrics=metrics, num_train_rankings=len(train_encoded),
         num_eval_rankings=len(eval_encoded), num_train_pairs=num_train_pairs,
         num_eval_pairs=sum(len(e.pairs) for e in eval_encoded), num_truncated=truncated_train + truncated_eval,
-        num_without_pairs=num_without_pairs,
+        num_without_pairs=num_without_pairs, loop_seconds=loop_seconds, loop_cpu_seconds=loop_cpu_seconds,
     )
     if stopped:
         save()

@@ -34,17 +34,29 @@ def synthetic_rankings(
     min_words: int = 4,
     max_words: int = 40,
     prompt_max_extra_words: int = 20,
+    ties: bool = True,
 ) -> list[Ranking]:
     """Rankings whose true quality is (#positive markers - #negative markers); equal quality = tie.
 
     Each labeler perceives quality + N(0, noise) rounded, so several labelers of one prompt may disagree.
+    ties=False gives every completion of a prompt a different true quality (needs k <= 8), so a noise-free
+    ranking has all k(k-1)/2 pairs.
     """
+    levels = range(-len(NEGATIVE), len(POSITIVE) + 1)
+    if not ties and k > len(levels):
+        raise ValueError(f"ties=False needs k <= {len(levels)}, got {k}")
     rng = random.Random(seed)
     out = []
     for p in range(n_prompts):
         extra = " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, prompt_max_extra_words)))
         prompt = f"Write a short answer about {rng.choice(TOPICS)}. {extra}".strip()
-        counts = [(rng.randint(0, len(POSITIVE)), rng.randint(0, 1)) for _ in range(k)]
+        if ties:
+            counts = [(rng.randint(0, len(POSITIVE)), rng.randint(0, 1)) for _ in range(k)]
+        else:
+            counts = []
+            for q in rng.sample(list(levels), k):
+                options = [(pos, pos - q) for pos in range(len(POSITIVE) + 1) if 0 <= pos - q <= len(NEGATIVE)]
+                counts.append(rng.choice(options))
         completions = [_completion(rng, pos, neg, min_words, max_words) for pos, neg in counts]
         quality = [pos - neg for pos, neg in counts]
         for labeler in range(labelers_per_prompt):
