@@ -161,7 +161,7 @@ class RewardModel(nn.Module):
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
         self.head = nn.Linear(backbone.config.hidden_size, 1)
-        nn.init.normal_(self.head.weight, std=1.0 / (backbone.config.hidden_size + 1) ** 0.5)
+        nn.init.normal_(self.head.weight, std=getattr(backbone.config, "initializer_range", 0.02))
         nn.init.zeros_(self.head.bias)
         self.register_buffer("reward_bias", torch.tensor(float(bias)))
         self.register_buffer("reward_scale", torch.tensor(float(scale)))
