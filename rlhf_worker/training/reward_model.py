@@ -46,6 +46,21 @@ def load_backbone(name_or_path: str = "", *, dtype: torch.dtype = torch.float32)
     return backbone, tokenizer
 
 
+def load_for_training(name_or_path: str = "") -> tuple["RewardModel", Any]:
+    """(RewardModel, tokenizer) to train: a saved reward model folder continues from its weights (its
+    normalisation is reset); anything else is a backbone that gets a fresh head."""
+    from transformers import AutoTokenizer
+
+    if name_or_path and (Path(name_or_path) / CONFIG_FILE).is_file():
+        model = RewardModel.from_pretrained(name_or_path, device="cpu")
+        model.set_normalization(0.0, 1.0)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        _ensure_pad_token(tokenizer)
+        return model, tokenizer
+    backbone, tokenizer = load_backbone(name_or_path)
+    return RewardModel(backbone), tokenizer
+
+
 def _ensure_pad_token(tokenizer) -> None:
     # We always pass attention masks, so the pad id only fills positions the model never attends to; reusing EOS
     # is safe (see DESIGN.md: SmolLM2's pad token is its end-of-turn token, which is why masks are mandatory).
