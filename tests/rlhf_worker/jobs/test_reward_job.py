@@ -1,59 +1,22 @@
-"""Reward and score jobs through a real Celery worker on PostgreSQL + Redis, with a tiny random backbone."""
+"""Reward job through a real Celery worker on PostgreSQL + Redis, with a tiny random backbone."""
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 import pytest
 import torch
 from django.utils import timezone
 
-from labeling_app.models import Annotation, Completion, Demonstration, Prompt, Rating
-from labeling_app.services.projects import project_create, task_create
+from labeling_app.models import Annotation, Demonstration
 from rlhf_worker.jobs.reward import Config as RewardJobConfig
-from rlhf_worker.models import CompletionScore, JobMetric, ModelVersion, TrainingJob
+from rlhf_worker.models import JobMetric, ModelVersion
 from rlhf_worker.services.jobs import job_cancel, job_start
 from rlhf_worker.training.config_base import ConfigError
-from rlhf_worker.training.reward_model import RewardModel, RewardScorer, save_tiny_backbone
-from rlhf_worker.training.synthetic import synthetic_rankings
+from rlhf_worker.training.reward_model import RewardScorer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def make_user(username):
-    from django.contrib.auth.models import User
-
-    return User.objects.create_user(username=username, password="pw-for-tests-123")
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert", "bert", seed=0)
-
-
-@pytest.fixture
-def labeled_project(researcher):
-    """12 prompts x K=3, two labelers (slightly noisy) per prompt, all submitted, plus demonstrations."""
-    project = project_create(name="Reward project", user=researcher, completions_per_task=3, overlap=2, checks=[])
-    labelers = [make_user("rank-a"), make_user("rank-b")]
-    synthetic = synthetic_rankings(12, 3, seed=11, labelers_per_prompt=2, noise=0.4, max_words=10)
-    prompts: dict[str, tuple] = {}
-    for ranking in synthetic:
-        if ranking.group not in prompts:
-            prompt = Prompt.objects.create(project=project, text=ranking.prompt)
-            completions = [Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
-                           for t in ranking.completions]
-            Demonstration.objects.create(prompt=prompt, text="excellent clear helpful answer")
-            prompts[ranking.group] = (prompt, completions, task_create(project=project, prompt=prompt, completions=completions))
-        prompt, completions, task = prompts[ranking.group]
-        labeler = labelers[int(ranking.labeler[-1])]
-        annotation = Annotation.objects.create(task=task, labeler=labeler, status=Annotation.Status.SUBMITTED,
-                                               submitted_at=timezone.now())
-        levels = sorted(set(ranking.ranks))
-        Rating.objects.bulk_create(Rating(annotation=annotation, completion=c, rank=levels.index(r) + 1)
-                                   for c, r in zip(completions, ranking.ranks))
-    return project
+def finished(job):
+    return job.status in ("succeeded", "failed", "cancelled", "lost")
 
 
 def job_config(project, backbone_dir, **overrides):
@@ -63,21 +26,7 @@ def job_config(project, backbone_dir, **overrides):
     return config
 
 
-def wait_for(job, condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if condition(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job.pk} stayed {job.status} at step {job.step}/{job.total_steps}: {job.error}")
-
-
-def finished(job):
-    return job.status in TrainingJob.FINISHED
-
-
-def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_project, backbone_dir, training_queue, admin_user):
+def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_project, backbone_dir, training_queue, admin_user, wait_for):
     job = job_start(kind="reward", config=job_config(labeled_project, backbone_dir), user=admin_user)
     statuses = {job.status}
     job = wait_for(job, lambda j: statuses.add(j.status) or finished(j))
@@ -108,7 +57,7 @@ def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_projec
     assert child.result_version.parent_id == version.pk
 
 
-def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user):
+def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user, wait_for):
     config = job_config(labeled_project, backbone_dir, epochs=100, eval_every=0)
     job = job_start(kind="reward", config=config, user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 1 or finished(j))
@@ -128,7 +77,7 @@ def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, b
     assert resumed.result_version.data_snapshot["resumed_from_job"] == job.pk
 
 
-def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labeled_project, training_queue, admin_user, tmp_path):
+def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labeled_project, training_queue, admin_user, tmp_path, wait_for):
     missing = str(tmp_path / "no-such-backbone")
     job = wait_for(job_start(kind="reward", config=job_config(labeled_project, missing), user=admin_user), finished)
     assert job.status == "failed"
@@ -136,9 +85,8 @@ def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labe
     assert job.result_version is None and not ModelVersion.objects.exists()
 
 
-def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(researcher, backbone_dir, training_queue, admin_user):
-    empty = project_create(name="Empty", user=researcher, completions_per_task=2, checks=[])
-    job = wait_for(job_start(kind="reward", config=job_config(empty, backbone_dir), user=admin_user), finished)
+def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(plain_project, backbone_dir, training_queue, admin_user, wait_for):
+    job = wait_for(job_start(kind="reward", config=job_config(plain_project, backbone_dir), user=admin_user), finished)
     assert job.status == "failed" and "label some tasks first" in job.error
 
 
@@ -151,9 +99,9 @@ def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(researcher
     ({"base_version_id": 999999}, "base_version_id"),
     ({"resume_job_id": 999999}, "resume_job_id"),
 ])
-def test_reward_job_config_errors_name_the_field(labeled_project, backbone_dir, overrides, field_name):
+def test_reward_job_config_errors_name_the_field(plain_project, backbone_dir, overrides, field_name):
     with pytest.raises(ConfigError) as err:
-        RewardJobConfig.from_dict(job_config(labeled_project, backbone_dir, **overrides))
+        RewardJobConfig.from_dict(job_config(plain_project, backbone_dir, **overrides))
     assert err.value.field == field_name
 
 
@@ -163,36 +111,3 @@ def test_date_range_selects_annotations(labeled_project, backbone_dir):
     today = timezone.now().date().isoformat()
     assert submitted_annotations(project_ids=[labeled_project.pk], date_from=today, date_to=today).count() == 24
     assert submitted_annotations(project_ids=[labeled_project.pk], date_to="2000-01-01").count() == 0
-
-
-def test_score_job_scores_every_completion_once_per_version(labeled_project, backbone_dir, training_queue, admin_user, tmp_path):
-    from rlhf_worker.training.reward_model import tiny_backbone
-
-    backbone, tokenizer = tiny_backbone("bert", seed=5)
-    RewardModel(backbone, bias=0.5, scale=2.0).save_pretrained(tmp_path / "rm", tokenizer=tokenizer, extra={"max_length": 48})
-    version = ModelVersion.objects.create(kind="reward", name="tiny", path=str(tmp_path / "rm"))
-
-    for _ in range(2):  # scoring again updates the rows instead of adding duplicates
-        job = wait_for(job_start(kind="score", config={"project_ids": [labeled_project.pk], "batch_size": 8, "device": "cpu"},
-                                 user=admin_user), finished)
-        assert job.status == "succeeded", job.error
-        assert job.result_version is None
-    completions = list(Completion.objects.filter(prompt__project=labeled_project).select_related("prompt").order_by("pk"))
-    rows = {s.completion_id: s for s in CompletionScore.objects.filter(model_version=version)}
-    assert len(rows) == len(completions) == CompletionScore.objects.count()
-    expected = RewardScorer.from_pretrained(tmp_path / "rm", device="cpu").score(
-        [c.prompt.text for c in completions], [c.text for c in completions])
-    assert [rows[c.pk].score for c in completions] == pytest.approx(expected.tolist(), abs=1e-5)
-    assert rows[completions[0].pk].job_id == job.pk
-
-
-def test_score_job_config_errors(labeled_project):
-    from rlhf_worker.jobs.score import Config as ScoreConfig
-    from rlhf_worker.training.config_base import config_from_dict
-
-    with pytest.raises(ConfigError) as err:
-        config_from_dict(ScoreConfig, {"project_ids": [labeled_project.pk]})
-    assert err.value.field == "reward_version_id"  # no reward model exists yet
-    with pytest.raises(ConfigError) as err:
-        config_from_dict(ScoreConfig, {"project_ids": []})
-    assert err.value.field == "project_ids"
