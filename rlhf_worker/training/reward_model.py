@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -256,14 +255,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 def autocast_for(device: torch.device):
     """bf16 autocast on a GPU; a no-op context on the CPU (fp32)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def copy_model_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    tmp = Path(str(dst) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
 
 
 # --------------------------------------------------------------------------------------------- scoring
