@@ -3,7 +3,7 @@
   "use strict";
   if (typeof Plotly === "undefined") return;
   const config = {displaylogo: false, responsive: true};
-  const base = {margin: {l: 64, r: 64, t: 48, b: 90}, height: 320, barmode: "group",
+  const base = {margin: {l: 64, r: 64, t: 48, b: 90}, height: 320, barmode: "group", bargap: 0.45,
                 legend: {orientation: "h", y: -0.35}, paper_bgcolor: "#fff", plot_bgcolor: "#fff"};
   function data(id) { const el = document.getElementById(id); return el ? JSON.parse(el.textContent) : []; }
 

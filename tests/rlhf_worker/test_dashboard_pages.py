@@ -219,3 +219,21 @@ def test_rerun_starts_a_new_job_with_the_same_config(fake_reward_kind, training_
     assert response["Location"] == reverse("jobs:detail", kwargs={"pk": second.pk})
     assert second.config == first.config
     assert wait_status(second, TrainingJob.FINISHED).status == "succeeded"
+
+
+@pytest.mark.django_db
+def test_every_installed_job_kind_gets_a_start_form_with_all_its_settings(admin_user, demo_project):
+    """Runs over whichever real job modules are merged: each renders every Config field with its default."""
+    from rlhf_worker.selectors import job_kinds
+    from rlhf_worker.training.config_base import config_fields
+
+    c = client_for(admin_user)
+    available = [k for k in job_kinds() if k.available]
+    for info in available:
+        html = c.get(reverse("jobs:start", kwargs={"kind": info.kind})).content.decode()
+        for f in config_fields(info.config_cls):
+            assert f'id="field-{f["name"]}"' in html, (info.kind, f["name"])
+        # an empty submission starts nothing and says so
+        response = c.post(reverse("jobs:start", kwargs={"kind": info.kind}), {})
+        assert response.status_code == 200 and "Nothing was started" in response.content.decode(), info.kind
+    assert not TrainingJob.objects.exists()
