@@ -61,6 +61,7 @@ class PPOConfig:
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages to mean 0, std 1 per batch."})
     missing_stop_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    trainable_layers: int = field(default=0, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen."})
     seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
     use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
     samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
@@ -101,6 +102,8 @@ class PPOConfig:
             raise ConfigError("missing_stop_penalty", "must be 0 or more")
         if self.max_grad_norm <= 0:
             raise ConfigError("max_grad_norm", "must be above 0")
+        if self.trainable_layers < 0:
+            raise ConfigError("trainable_layers", "must be 0 (train everything) or more")
         if self.samples_per_step < 0:
             raise ConfigError("samples_per_step", "must be 0 or more")
         if self.seed < 0:
@@ -223,6 +226,24 @@ def make_value_head(model) -> torch.nn.Linear:
     return head.to(next(model.parameters()).device)
 
 
+def freeze_lower_layers(model, trainable_layers: int) -> None:
+    """Keep only the top `trainable_layers` blocks and the final norm trainable (0 = train all).
+
+    Backward then stops at the lowest trainable block, and AdamW keeps state for fewer weights.
+    """
+    if trainable_layers <= 0:
+        return
+    layers = getattr(model.base_model, "layers", None)
+    if layers is None:
+        raise ValueError("trainable_layers needs a model whose trunk has `.layers` (Llama-style)")
+    model.requires_grad_(False)
+    for block in list(layers)[-trainable_layers:]:
+        block.requires_grad_(True)
+    norm = getattr(model.base_model, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+
+
 def forward_policy(
     model,
     query_ids: torch.Tensor,
@@ -272,6 +293,7 @@ class Rollout:
     scores: torch.Tensor  # raw reward_fn scores
     penalised_scores: torch.Tensor  # minus missing_stop_penalty where no stop token
     has_stop: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -283,14 +305,18 @@ def rollout(
     device = next(model.parameters()).device
     stop_ids = stop_token_ids(tokenizer)
     query_ids, query_mask = encode_queries(tokenizer, prompt_texts, cfg.max_prompt_tokens, device)
+    t0 = time.perf_counter()
     out = sample_tokens(
         model, query_ids, query_mask,
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0,
         stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generator, value_head=value_head,
     )
+    t1 = time.perf_counter()
     ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature)
+    t2 = time.perf_counter()
     responses = decode_responses(tokenizer, out.response_ids, stop_ids)
     scores = torch.as_tensor(reward_fn(list(prompts), responses), dtype=torch.float32).reshape(-1).to(device)
+    timings = {"time/sample_s": t1 - t0, "time/ref_s": t2 - t1, "time/reward_s": time.perf_counter() - t2}
     if scores.shape[0] != len(prompts):
         raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(prompts)} responses")
     penalised = torch.where(out.has_stop, scores, scores - cfg.missing_stop_penalty)
@@ -298,7 +324,7 @@ def rollout(
         prompts=list(prompts), responses=responses, query_ids=query_ids, query_mask=query_mask,
         response_ids=out.response_ids, response_mask=out.response_mask, logprobs=out.logprobs,
         ref_logprobs=ref_logprobs * out.response_mask, values=out.values, entropy=out.entropy,
-        scores=scores, penalised_scores=penalised, has_stop=out.has_stop,
+        scores=scores, penalised_scores=penalised, has_stop=out.has_stop, timings=timings,
     )
 
 
@@ -358,6 +384,7 @@ def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats:
         "val/clipfrac": update_stats["vf_clipfrac"],
         "response/length": float(mask.sum(1).mean()),
         "response/no_stop_fraction": float((~batch.has_stop).float().mean()),
+        **batch.timings,
     }
 
 
@@ -407,6 +434,7 @@ def train(
     disable_dropout(model)
     model.eval()  # dropout off in rollouts and updates: the ratio compares the same function
     ref_model = copy.deepcopy(model).requires_grad_(False)
+    freeze_lower_layers(model, cfg.trainable_layers)
     value_head = make_value_head(model)
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
@@ -433,6 +461,7 @@ def train(
             if not order:
                 order = torch.randperm(len(texts), generator=generator).tolist()
             idx.append(order.pop())
+        t0 = time.perf_counter()
         batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
                         reward_fn, cfg, sample_generator)
         with torch.no_grad():
@@ -440,8 +469,11 @@ def train(
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 advantages = masked_whiten(advantages, batch.response_mask.float())
+        t1 = time.perf_counter()
         update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator)
         metrics = step_metrics(batch, kl, kl_ctl.value, update_stats)
+        metrics["time/rollout_s"] = t1 - t0
+        metrics["time/update_s"] = time.perf_counter() - t1
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         elapsed = time.perf_counter() - start_time
         metrics["time/episodes_per_s"] = step * cfg.batch_size / elapsed
