@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,40 +43,50 @@ def gguf_file_path() -> Path:
 
 
 def default_policy_path(model_store: str) -> str:
-    """Path of a safetensors copy of SmolLM2-135M-Instruct under `model_store`, converting the GGUF once.
-
-    Safe when several processes call it at once: each converts into its own temp folder and
-    renames it into place; a process that loses the race drops its copy and uses the winner's.
-    """
+    """Path of a safetensors copy of SmolLM2-135M-Instruct under `model_store`, converting the GGUF once."""
     target = Path(model_store) / "base" / DEFAULT_POLICY_DIRNAME
+    return str(materialise_once(target, _convert_smollm2_gguf))
+
+
+def materialise_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Create folder `target` with `build(tmp_dir)` unless it already holds a config.json.
+
+    Safe when several processes call it at once: each builds into its own temp folder next to
+    `target` and renames it into place; one that loses the race drops its copy and uses the winner's.
+    """
+    target = Path(target)
     if (target / "config.json").exists():
-        return str(target)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    gguf = gguf_file_path()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_POLICY_DIRNAME}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # A model loaded with gguf_file refuses save_pretrained: rebuild from its config and copy weights.
-        fresh = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
-        fresh.load_state_dict(quantised.state_dict())
-        fresh.generation_config = quantised.generation_config
-        if hasattr(fresh.config, "quantization_config"):
-            del fresh.config.quantization_config  # the copy holds plain float weights
-        fresh.config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        if getattr(tokenizer, "chat_template", None) is None:
-            tokenizer.chat_template = CHATML_TEMPLATE
-        tokenizer.save_pretrained(tmp)
+        build(tmp)
         try:
-            os.rename(tmp, target)
+            os.rename(tmp, target)  # atomic; fails if another process renamed its copy first
         except OSError:
             if not (target / "config.json").exists():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+    return target
+
+
+def _convert_smollm2_gguf(out_dir: Path) -> None:
+    gguf = gguf_file_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # A model loaded with gguf_file refuses save_pretrained: rebuild from its config and copy weights.
+    fresh = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+    fresh.load_state_dict(quantised.state_dict())
+    fresh.generation_config = quantised.generation_config
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config  # the copy holds plain float weights
+    fresh.config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    fresh.save_pretrained(out_dir, safe_serialization=True)
+    if getattr(tokenizer, "chat_template", None) is None:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(out_dir)
 
 
 def stop_token_ids(tokenizer) -> list[int]:
