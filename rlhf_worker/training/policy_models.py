@@ -188,7 +188,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return prepare_tokenizer(fast)
 
 
-def tiny_policy(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4, tokenizer=None):
+def tiny_policy(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4, tokenizer=None, tie_word_embeddings: bool = True):
     """(model, tokenizer): a random tiny Llama over `tiny_tokenizer()`, eval mode, dropout off."""
     tokenizer = tokenizer or tiny_tokenizer()
     config = LlamaConfig(
@@ -199,7 +199,7 @@ def tiny_policy(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2, nu
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,

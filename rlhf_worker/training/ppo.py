@@ -227,7 +227,7 @@ def make_value_head(model) -> torch.nn.Linear:
 
 
 def freeze_lower_layers(model, trainable_layers: int) -> None:
-    """Keep only the top `trainable_layers` blocks and the final norm trainable (0 = train all).
+    """Keep only the top `trainable_layers` blocks, the final norm and an untied LM head trainable (0 = all).
 
     Backward then stops at the lowest trainable block, and AdamW keeps state for fewer weights.
     """
@@ -242,6 +242,44 @@ def freeze_lower_layers(model, trainable_layers: int) -> None:
     norm = getattr(model.base_model, "norm", None)
     if norm is not None:
         norm.requires_grad_(True)
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and head.weight is not embeddings.weight:
+        head.requires_grad_(True)  # an untied LM head sits above the trunk: safe to train
+
+
+def _trunk_view(base: torch.nn.Module, layers: Sequence[torch.nn.Module], norm: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of a Llama-style trunk that runs only `layers` then `norm` (weights shared)."""
+    view = copy.copy(base)
+    view._modules = dict(base._modules)
+    view.layers = torch.nn.ModuleList(layers)
+    view.norm = norm
+    return view
+
+
+class TrunkSplit:
+    """Frozen bottom / trainable top of the policy trunk, plus the reference policy's top.
+
+    With the bottom frozen, policy and reference share it exactly: its hidden states are computed
+    once per rollout and fed (as `inputs_embeds`) to the reference's top for the KL term and to
+    the policy's top in every PPO epoch, so updates cost only the top layers.
+    """
+
+    def __init__(self, model, ref_model, trainable_layers: int):
+        layers = list(model.base_model.layers)
+        cut = len(layers) - trainable_layers
+        self.bottom = _trunk_view(model.base_model, layers[:cut], torch.nn.Identity())
+        self.top = _trunk_view(model.base_model, layers[cut:], model.base_model.norm)
+        ref_layers = list(ref_model.base_model.layers)
+        self.ref_top = _trunk_view(ref_model.base_model, ref_layers[cut:], ref_model.base_model.norm)
+
+    @torch.no_grad()
+    def bottom_hidden(self, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:
+        input_ids = torch.cat([query_ids, response_ids], dim=1)
+        attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+        with autocast_for(input_ids.device):
+            return self.bottom(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+            ).last_hidden_state
 
 
 def forward_policy(
@@ -253,18 +291,23 @@ def forward_policy(
     temperature: float,
     value_head: torch.nn.Module | None = None,
     with_entropy: bool = False,
+    *,
+    trunk: torch.nn.Module | None = None,
+    trunk_inputs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Log-probs of the response tokens under log_softmax(logits / temperature), values, entropy.
 
     Position ids count real tokens only, so a left-padded query sees the same positions as
-    unpadded; the LM head runs on the response positions only.
+    unpadded; the LM head runs on the response positions only. With `trunk` + `trunk_inputs`
+    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run.
     """
     input_ids = torch.cat([query_ids, response_ids], dim=1)
     attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
     backbone, lm_head = trunk_and_head(model)
+    inputs = {"input_ids": input_ids} if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
     with autocast_for(input_ids.device):
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+        hidden = (trunk or backbone)(
+            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
         ).last_hidden_state
         hidden = hidden[:, query_ids.shape[1] - 1 : -1]
         logits = lm_head(hidden).float() / temperature
@@ -294,12 +337,13 @@ class Rollout:
     penalised_scores: torch.Tensor  # minus missing_stop_penalty where no stop token
     has_stop: torch.Tensor
     timings: dict[str, float] = field(default_factory=dict)
+    bottom_hidden: torch.Tensor | None = None  # [B, Lq+T, H] frozen-bottom states when training the top only
 
 
 @torch.no_grad()
 def rollout(
     model, value_head, ref_model, tokenizer, prompts: list[str], prompt_texts: list[str], reward_fn: RewardFn,
-    cfg: PPOConfig, generator: torch.Generator,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
 ) -> Rollout:
     """Sample one response per prompt, score it, and get reference log-probs."""
     device = next(model.parameters()).device
@@ -312,7 +356,13 @@ def rollout(
         stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generator, value_head=value_head,
     )
     t1 = time.perf_counter()
-    ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature)
+    bottom = None
+    if split is not None:
+        bottom = split.bottom_hidden(query_ids, query_mask, out.response_ids, out.response_mask)
+        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
+                                            cfg.temperature, trunk=split.ref_top, trunk_inputs=bottom)
+    else:
+        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature)
     t2 = time.perf_counter()
     responses = decode_responses(tokenizer, out.response_ids, stop_ids)
     scores = torch.as_tensor(reward_fn(list(prompts), responses), dtype=torch.float32).reshape(-1).to(device)
@@ -324,21 +374,23 @@ def rollout(
         prompts=list(prompts), responses=responses, query_ids=query_ids, query_mask=query_mask,
         response_ids=out.response_ids, response_mask=out.response_mask, logprobs=out.logprobs,
         ref_logprobs=ref_logprobs * out.response_mask, values=out.values, entropy=out.entropy,
-        scores=scores, penalised_scores=penalised, has_stop=out.has_stop, timings=timings,
+        scores=scores, penalised_scores=penalised, has_stop=out.has_stop, timings=timings, bottom_hidden=bottom,
     )
 
 
-def _trim(query_ids, query_mask, response_ids, response_mask, *rest):
+def _trim(query_ids, query_mask, response_ids, response_mask, bottom_hidden, *rest):
     """Drop columns that are padding for every row of a minibatch (positions come from the mask)."""
     first = int(query_mask.any(0).long().argmax())
     last = int(response_mask.any(0).long().cumsum(0).argmax()) + 1
-    return (query_ids[:, first:], query_mask[:, first:], response_ids[:, :last], response_mask[:, :last],
+    if bottom_hidden is not None:
+        bottom_hidden = bottom_hidden[:, first:query_ids.shape[1] + last]
+    return (query_ids[:, first:], query_mask[:, first:], response_ids[:, :last], response_mask[:, :last], bottom_hidden,
             *[r[:, :last] for r in rest])
 
 
 def ppo_update(
     model, value_head, optimizer, batch: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
-    cfg: PPOConfig, generator: torch.Generator,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
 ) -> dict[str, float]:
     """`ppo_epochs` passes of shuffled minibatches; returns the mean of each loss statistic."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -348,11 +400,15 @@ def ppo_update(
         perm = torch.randperm(n, generator=generator).to(batch.query_ids.device)
         for start in range(0, n, cfg.mini_batch_size):
             idx = perm[start:start + cfg.mini_batch_size]
-            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
-                batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx],
+            bottom = batch.bottom_hidden[idx] if batch.bottom_hidden is not None else None
+            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
+                batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx], bottom,
                 batch.logprobs[idx], batch.values[idx], advantages[idx], returns[idx],
             )
-            new_logprobs, new_values, _ = forward_policy(model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head)
+            new_logprobs, new_values, _ = forward_policy(
+                model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
+                trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+            )
             losses = ppo_losses(
                 new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns,
                 mb_rmask, cfg.cliprange, cfg.cliprange_value,
@@ -435,6 +491,7 @@ def train(
     model.eval()  # dropout off in rollouts and updates: the ratio compares the same function
     ref_model = copy.deepcopy(model).requires_grad_(False)
     freeze_lower_layers(model, cfg.trainable_layers)
+    split = TrunkSplit(model, ref_model, cfg.trainable_layers) if cfg.trainable_layers > 0 else None
     value_head = make_value_head(model)
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
@@ -463,14 +520,14 @@ def train(
             idx.append(order.pop())
         t0 = time.perf_counter()
         batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
-                        reward_fn, cfg, sample_generator)
+                        reward_fn, cfg, sample_generator, split)
         with torch.no_grad():
             rewards, kl = compute_rewards(batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 advantages = masked_whiten(advantages, batch.response_mask.float())
         t1 = time.perf_counter()
-        update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator)
+        update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator, split)
         metrics = step_metrics(batch, kl, kl_ctl.value, update_stats)
         metrics["time/rollout_s"] = t1 - t0
         metrics["time/update_s"] = time.perf_counter() - t1

@@ -77,3 +77,45 @@ def test_should_stop_returns_early_without_error(tmp_path):
     assert (step, total) == (2, 8)
     assert samples and {"prompt", "response", "score"} <= set(samples[0])
     assert result.path is not None and load_policy(result.path, "cpu")
+
+
+def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
+    import copy
+
+    from rlhf_worker.training.generation import sample_tokens
+    from rlhf_worker.training.policy_models import stop_token_ids
+    from rlhf_worker.training.ppo import TrunkSplit, forward_policy, freeze_lower_layers
+
+    model, tok = tiny_policy(seed=0, num_layers=3)
+    ref = copy.deepcopy(model)
+    head = make_value_head(model)
+    torch.nn.init.normal_(head.weight)
+    ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS], 64, "cpu")
+    out = sample_tokens(model, ids, mask, max_new_tokens=6, temperature=0.9, top_p=1.0, stop_ids=stop_token_ids(tok),
+                        pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    full_lp, full_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head)
+    freeze_lower_layers(model, 1)
+    split = TrunkSplit(model, ref, 1)
+    bottom = split.bottom_hidden(ids, mask, out.response_ids, out.response_mask)
+    top_lp, top_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head,
+                                      trunk=split.top, trunk_inputs=bottom)
+    ref_lp, _, _ = forward_policy(ref, ids, mask, out.response_ids, out.response_mask, 0.9, trunk=split.ref_top, trunk_inputs=bottom)
+    m = out.response_mask
+    torch.testing.assert_close(top_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(top_v[m], full_v[m].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ref_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
+    top_lp[m].sum().backward()
+    trainable = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trainable and all(n.startswith(("model.layers.2.", "model.norm")) for n in trainable)
+
+
+def test_training_only_the_top_layer_still_learns(tmp_path):
+    cfg = PPOConfig(total_episodes=16 * 30, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
+                    value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, missing_stop_penalty=0.0, seed=0,
+                    trainable_layers=1)
+    # untied LM head: it stays trainable (a tied one is the frozen input embedding)
+    model, tok = tiny_policy(seed=0, num_layers=3, tie_word_embeddings=False)
+    result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=(model, tok))
+    assert not model.model.layers[0].self_attn.q_proj.weight.requires_grad and model.lm_head.weight.requires_grad
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.3
