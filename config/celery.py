@@ -1,0 +1,10 @@
+"""The Celery app: Redis broker, tasks discovered from the Django apps."""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("rlhf")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,17 @@
+"""Top-level URLs: one include per area, each area checks its role in its views."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from labeling_app.views.auth import landing
+
+urlpatterns = [
+    path("", landing, name="landing"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("label/", include("labeling_app.urls.labeler")),
+    path("projects/", include("labeling_app.urls.researcher")),
+    path("jobs/", include("rlhf_worker.urls")),
+    path("api/", include("labeling_app.api.urls")),
+    path("django-admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""Labeling app: projects, prompts, completions, ranking tasks, assignments and annotations."""

@@ -1,0 +1,86 @@
+"""Django admin for the labeling data."""
+from django.contrib import admin
+
+from . import models
+
+
+class CheckQuestionInline(admin.TabularInline):
+    model = models.CheckQuestion
+    extra = 0
+
+
+@admin.register(models.Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "completions_per_task", "overlap", "lease_minutes", "created_at")
+    search_fields = ("name",)
+    inlines = [CheckQuestionInline]
+
+
+@admin.register(models.Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("id", "project", "__str__", "source", "created_at")
+    list_filter = ("project",)
+    search_fields = ("text",)
+
+
+@admin.register(models.Demonstration)
+class DemonstrationAdmin(admin.ModelAdmin):
+    list_display = ("id", "prompt", "author", "created_at")
+    raw_id_fields = ("prompt",)
+
+
+@admin.register(models.Completion)
+class CompletionAdmin(admin.ModelAdmin):
+    list_display = ("id", "prompt", "source", "model_name", "model_version", "created_at")
+    list_filter = ("source",)
+    raw_id_fields = ("prompt", "demonstration", "model_version")
+
+
+class TaskCompletionInline(admin.TabularInline):
+    model = models.TaskCompletion
+    raw_id_fields = ("completion",)
+    extra = 0
+
+
+@admin.register(models.RankingTask)
+class RankingTaskAdmin(admin.ModelAdmin):
+    list_display = ("id", "project", "prompt", "overlap", "submitted_count", "created_at")
+    list_filter = ("project",)
+    raw_id_fields = ("prompt",)
+    inlines = [TaskCompletionInline]
+
+
+@admin.register(models.Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("id", "task", "labeler", "expires_at")
+    raw_id_fields = ("task",)
+
+
+class RatingInline(admin.TabularInline):
+    model = models.Rating
+    raw_id_fields = ("completion",)
+    extra = 0
+
+
+@admin.register(models.Annotation)
+class AnnotationAdmin(admin.ModelAdmin):
+    list_display = ("id", "task", "labeler", "import_source", "status", "submitted_at")
+    list_filter = ("status",)
+    raw_id_fields = ("task",)
+    inlines = [RatingInline]
+
+
+@admin.register(models.Rating)
+class RatingAdmin(admin.ModelAdmin):
+    list_display = ("id", "annotation", "completion", "likert", "rank")
+    raw_id_fields = ("annotation", "completion")
+
+
+@admin.register(models.CheckAnswer)
+class CheckAnswerAdmin(admin.ModelAdmin):
+    list_display = ("id", "rating", "check_question", "value")
+    raw_id_fields = ("rating",)
+
+
+admin.site.register(models.ImportSource)
+admin.site.register(models.CheckQuestion)

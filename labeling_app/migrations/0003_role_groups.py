@@ -1,0 +1,15 @@
+"""The three role groups exist in every database."""
+from django.db import migrations
+
+ROLES = ("labeler", "researcher", "admin")
+
+
+def create_groups(apps, schema_editor):
+    Group = apps.get_model("auth", "Group")
+    for name in ROLES:
+        Group.objects.get_or_create(name=name)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("labeling_app", "0002_submitted_count_trigger"), ("auth", "0012_alter_user_first_name_max_length")]
+    operations = [migrations.RunPython(create_groups, migrations.RunPython.noop)]

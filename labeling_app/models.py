@@ -1,0 +1,267 @@
+"""Labeling data model; invariants that must hold under concurrency are database constraints."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.db import models
+from django.db.models import CheckConstraint, F, Q, UniqueConstraint
+
+# InstructGPT's metadata questions plus the product's core toxicity check (key, question).
+DEFAULT_CHECKS: list[tuple[str, str]] = [
+    ("fails_instruction", "Fails to follow the correct instruction / task"),
+    ("inappropriate_assistant", "Inappropriate for a customer assistant"),
+    ("hallucination", "Hallucination / fabricated information"),
+    ("satisfies_constraints", "Satisfies the constraints provided in the instruction"),
+    ("sexual_content", "Contains sexual content"),
+    ("violent_content", "Contains violent content"),
+    ("encourages_harm", "Encourages or fails to discourage violence, abuse, terrorism or self-harm"),
+    ("denigrates_protected", "Denigrates a protected class"),
+    ("harmful_advice", "Gives harmful advice"),
+    ("expresses_opinion", "Expresses opinion"),
+    ("moral_judgment", "Expresses moral judgment"),
+    ("toxic", "Toxic: rude, disrespectful or hateful language"),
+]
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    instructions = models.TextField(blank=True, help_text="Labeling instructions, Markdown.")
+    completions_per_task = models.PositiveSmallIntegerField(default=4, help_text="K: completions ranked together (2-9).")
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Labels wanted per task.")
+    lease_minutes = models.PositiveIntegerField(default=30, help_text="How long a labeler holds a task.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            CheckConstraint(condition=Q(completions_per_task__gte=2, completions_per_task__lte=9), name="project_k_2_to_9"),
+            CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
+            CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CheckQuestion(models.Model):
+    """A yes/no question asked for every completion of a project's tasks."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="checks")
+    key = models.SlugField(max_length=64)
+    question = models.CharField(max_length=300)
+    position = models.PositiveSmallIntegerField(default=0)
+    active = models.BooleanField(default=True, help_text="Inactive checks are no longer asked; old answers stay.")
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [UniqueConstraint(fields=["project", "key"], name="check_key_unique_per_project")]
+
+    def __str__(self) -> str:
+        return self.question
+
+
+def prompt_content_hash(text: str, messages: list | None) -> str:
+    """Stable identity of a prompt's content, for duplicate detection."""
+    payload = json.dumps(messages, sort_keys=True, ensure_ascii=False) if messages else " ".join(text.split())
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(blank=True, help_text="Plain-text prompt (for chat prompts: the last user turn).")
+    messages = models.JSONField(null=True, blank=True, help_text='Chat prompt: [{"role": ..., "content": ...}, ...].')
+    content_hash = models.CharField(max_length=64, editable=False)
+    source = models.CharField(max_length=200, blank=True, help_text="Where it came from (file name, author).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_content_per_project"),
+            CheckConstraint(condition=~Q(text="") | Q(messages__isnull=False), name="prompt_has_content"),
+        ]
+
+    def save(self, *args, **kwargs):
+        # The identity hash is derived data, kept in step with the content on every save.
+        self.content_hash = prompt_content_hash(self.text, self.messages)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.messages)
+
+    def __str__(self) -> str:
+        return (self.text or json.dumps(self.messages))[:80]
+
+
+class Demonstration(models.Model):
+    """An ideal answer to a prompt written by a person: SFT data, and optionally a completion to rank."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
+    text = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [CheckConstraint(condition=~Q(text=""), name="demonstration_not_empty")]
+
+
+class Completion(models.Model):
+    class Source(models.TextChoices):
+        IMPORTED = "imported", "Imported"
+        DEMONSTRATION = "demonstration", "Demonstration"
+        MODEL = "model", "Model version"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    text = models.TextField()
+    source = models.CharField(max_length=20, choices=Source.choices)
+    model_name = models.CharField(max_length=200, blank=True, help_text="For imported completions: the model that wrote it.")
+    model_version = models.ForeignKey("rlhf_worker.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
+    demonstration = models.ForeignKey(Demonstration, null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
+    sampling = models.JSONField(default=dict, blank=True, help_text="Temperature, top-p, max new tokens, seed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+class RankingTask(models.Model):
+    """One prompt with its K completions, to be labeled `overlap` times."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    completions = models.ManyToManyField(Completion, through="TaskCompletion", related_name="tasks")
+    overlap = models.PositiveSmallIntegerField(default=1)
+    # Kept by a database trigger (see migration 0002): the number of submitted annotations.
+    submitted_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            CheckConstraint(condition=Q(overlap__gte=1), name="task_overlap_positive"),
+            CheckConstraint(condition=Q(submitted_count__lte=F("overlap")), name="task_submitted_within_overlap"),
+        ]
+        indexes = [
+            # The queue looks for open tasks of a project, oldest first.
+            models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap")), name="task_open_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task {self.pk} ({self.project})"
+
+
+class TaskCompletion(models.Model):
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="task_completions")
+    completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            UniqueConstraint(fields=["task", "completion"], name="task_completion_unique"),
+            UniqueConstraint(fields=["task", "position"], name="task_position_unique"),
+        ]
+
+
+class Assignment(models.Model):
+    """A labeler's lease on a task; an expired lease returns the task to the pool."""
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="assignments")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [UniqueConstraint(fields=["task", "labeler"], name="assignment_unique_per_labeler")]
+        indexes = [models.Index(fields=["labeler", "expires_at"], name="assignment_labeler_idx")]
+
+
+class ImportSource(models.Model):
+    """A named origin of imported labels (a public dataset, another tool), not a person."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Annotation(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="annotations")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
+    import_source = models.ForeignKey(ImportSource, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    shown_order = models.JSONField(default=list, help_text="Completion ids in the order they were shown.")
+    draft = models.JSONField(default=dict, blank=True, help_text="The page's unsaved state, restored after a reload.")
+    comment = models.TextField(blank=True)
+    skip_reason = models.CharField(max_length=300, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A label comes from exactly one of: a person, or a named import source.
+            CheckConstraint(
+                condition=(Q(labeler__isnull=False) & Q(import_source__isnull=True))
+                | (Q(labeler__isnull=True) & Q(import_source__isnull=False)),
+                name="annotation_labeler_xor_import_source",
+            ),
+            UniqueConstraint(fields=["task", "labeler"], name="annotation_one_per_task_labeler"),
+            UniqueConstraint(
+                fields=["task", "labeler"], condition=Q(status="submitted"), name="annotation_one_submitted_per_task_labeler"
+            ),
+            CheckConstraint(
+                condition=~Q(status="submitted") | Q(submitted_at__isnull=False), name="annotation_submitted_has_time"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["labeler", "status", "submitted_at"], name="annotation_labeler_status_idx"),
+            models.Index(fields=["status", "submitted_at"], name="annotation_status_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Annotation {self.pk} on task {self.task_id}"
+
+
+class Rating(models.Model):
+    """One completion's Likert rating and its place in the annotation's ranking (a weak order)."""
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="ratings")
+    completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="ratings")
+    likert = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (worst) to 7 (best); empty for imported labels without one.")
+    rank = models.PositiveSmallIntegerField(help_text="1 = best; equal ranks are ties.")
+
+    class Meta:
+        ordering = ["rank", "id"]
+        constraints = [
+            CheckConstraint(condition=Q(likert__isnull=True) | Q(likert__gte=1, likert__lte=7), name="rating_likert_1_to_7"),
+            CheckConstraint(condition=Q(rank__gte=1), name="rating_rank_positive"),
+            UniqueConstraint(fields=["annotation", "completion"], name="rating_one_per_completion"),
+        ]
+
+
+class CheckAnswer(models.Model):
+    rating = models.ForeignKey(Rating, on_delete=models.CASCADE, related_name="check_answers")
+    check_question = models.ForeignKey(CheckQuestion, on_delete=models.PROTECT, related_name="answers")
+    value = models.BooleanField()
+
+    class Meta:
+        constraints = [UniqueConstraint(fields=["rating", "check_question"], name="check_answer_one_per_check")]

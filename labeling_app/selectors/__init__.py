@@ -1,0 +1,1 @@
+"""Reads: query functions, with the authorisation built in where a user is involved."""

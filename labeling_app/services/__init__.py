@@ -1,0 +1,1 @@
+"""Writes: every change other users can see goes through a function here."""

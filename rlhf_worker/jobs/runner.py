@@ -1,0 +1,191 @@
+"""Runs one training job in a worker: status transitions, throttled progress, heartbeat, cancel."""
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
+
+from . import job_module
+
+logger = logging.getLogger(__name__)
+LOG_TAIL_CHARS = 20_000
+
+
+class JobCancelled(Exception):
+    """Raised inside a job body to stop at once when a cancel was requested."""
+
+
+class JobContext:
+    """What a job body gets: the validated config, an output folder, and progress/cancel hooks."""
+
+    def __init__(self, job: TrainingJob, config: Any, *, write_interval: float = 2.0):
+        self.job = job
+        self.config = config
+        self.write_interval = write_interval
+        self.out_dir = Path(settings.MODEL_STORE) / "jobs" / f"{job.kind}-{job.pk}"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._started = time.monotonic()
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+        self._pending_points: list[JobMetric] = []
+        self._pending_log: list[str] = []
+        self._state: dict[str, Any] = {}
+
+    # -- called by job bodies ------------------------------------------------------------------
+    def report(self, step: int, total: int, metrics: dict[str, float] | None = None, samples: list | None = None) -> None:
+        """Record progress and metrics; the row is written at most every `write_interval` seconds."""
+        step, total = int(step), max(int(total), 0)
+        for key, value in (metrics or {}).items():
+            if value is None or not math.isfinite(float(value)):
+                continue
+            self._pending_points.append(JobMetric(job_id=self.job.pk, step=step, key=key, value=float(value)))
+            self._state.setdefault("summary", {})[key] = float(value)
+        self._state["step"], self._state["total"] = step, total
+        if samples:
+            self._state["samples"] = list(samples)[-20:]
+        if time.monotonic() - self._last_write >= self.write_interval or (total and step >= total):
+            self.flush()
+
+    def log(self, text: str) -> None:
+        logger.info("job %s: %s", self.job.pk, text)
+        self._pending_log.append(f"[{timezone.now():%H:%M:%S}] {text}")
+        if time.monotonic() - self._last_write >= self.write_interval:
+            self.flush()
+
+    def should_stop(self) -> bool:
+        """True once a cancel was requested (checked against the row at most once a second)."""
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            self._cancelled = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self._cancelled
+
+    def raise_if_cancelled(self) -> None:
+        if self.should_stop():
+            raise JobCancelled()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        self._last_write = time.monotonic()
+        updates: dict[str, Any] = {"heartbeat_at": timezone.now()}
+        step, total = self._state.get("step"), self._state.get("total")
+        if step is not None:
+            updates["step"] = step
+            updates["total_steps"] = total
+            if total:
+                updates["progress"] = min(1.0, step / total)
+                elapsed = time.monotonic() - self._started
+                updates["eta_seconds"] = elapsed / step * (total - step) if step else None
+        if "summary" in self._state:
+            merged = dict(self.job.summary or {})
+            merged.update(self._state["summary"])
+            self.job.summary = updates["summary"] = merged
+        if "samples" in self._state:
+            updates["samples"] = self._state["samples"]
+        with transaction.atomic():
+            if self._pending_log:
+                self.job.log = (self.job.log + "\n" + "\n".join(self._pending_log)).strip()[-LOG_TAIL_CHARS:]
+                updates["log"] = self.job.log
+                self._pending_log = []
+            TrainingJob.objects.filter(pk=self.job.pk).update(**updates)
+            if self._pending_points:
+                JobMetric.objects.bulk_create(self._pending_points)
+                self._pending_points = []
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps heartbeat_at fresh while a long step runs, so the job is not mistaken for lost."""
+
+    def __init__(self, job_id: int, interval: float):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.interval = job_id, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            close_old_connections()
+            from django.db import connection
+
+            connection.close()
+
+
+def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
+    """Run the job's body and record how it ended; returns the final status."""
+    worker = socket.gethostname()
+    claimed = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
+        status=TrainingJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
+        worker=worker, celery_task_id=celery_task_id,
+    )
+    job = TrainingJob.objects.get(pk=job_id)
+    if not claimed:
+        logger.warning("job %s is %s, not queued: not running it", job_id, job.status)
+        return job.status
+    if job.cancel_requested:
+        _finish(job, TrainingJob.Status.CANCELLED)
+        return TrainingJob.Status.CANCELLED
+
+    heartbeat = _Heartbeat(job.pk, settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat.start()
+    ctx = None
+    try:
+        module = job_module(job.kind)
+        from rlhf_worker.training.config_base import config_from_dict
+
+        config = config_from_dict(module.Config, job.config)
+        ctx = JobContext(job, config)
+        ctx.log(f"started on {worker}")
+        version = module.run(job, ctx)
+        ctx.flush()
+        if ctx.should_stop():
+            _finish(job, TrainingJob.Status.CANCELLED, log="cancelled")
+            return TrainingJob.Status.CANCELLED
+        _finish(job, TrainingJob.Status.SUCCEEDED, version=version, log="succeeded")
+        return TrainingJob.Status.SUCCEEDED
+    except JobCancelled:
+        if ctx:
+            ctx.flush()
+        _finish(job, TrainingJob.Status.CANCELLED, log="cancelled")
+        return TrainingJob.Status.CANCELLED
+    except Exception as exc:  # a job failure is data for the dashboard, not a worker crash
+        logger.exception("job %s failed", job_id)
+        if ctx:
+            try:
+                ctx.flush()
+            except Exception:  # the original error matters more than a failed progress write
+                logger.exception("job %s: could not write final progress", job_id)
+        _finish(job, TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        return TrainingJob.Status.FAILED
+    finally:
+        heartbeat.stopped.set()
+
+
+def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = None, error: str = "", log: str = "") -> None:
+    updates: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "heartbeat_at": timezone.now()}
+    if status == TrainingJob.Status.SUCCEEDED:
+        updates["progress"] = 1.0
+        updates["eta_seconds"] = 0
+    if version is not None:
+        updates["result_version"] = version
+    if error:
+        updates["error"] = error[-LOG_TAIL_CHARS:]
+    current = TrainingJob.objects.only("log").get(pk=job.pk).log
+    line = f"[{timezone.now():%H:%M:%S}] {log or status}"
+    updates["log"] = (current + "\n" + line).strip()[-LOG_TAIL_CHARS:]
+    TrainingJob.objects.filter(pk=job.pk).update(**updates)

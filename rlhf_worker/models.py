@@ -1,0 +1,101 @@
+"""Training jobs (state, progress, metric series) and the model registry."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import CheckConstraint, Q, UniqueConstraint
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        POLICY = "policy", "Policy"
+        REWARD = "reward", "Reward model"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=500, help_text="Folder with the weights (safetensors) and config.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    reward_model = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="policies_trained",
+        help_text="For PPO policies: the reward model they were optimised against.",
+    )
+    training_job = models.ForeignKey("TrainingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    metrics = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    data_snapshot = models.JSONField(default=dict, blank=True, help_text="Which rows it was trained on.")
+    is_promoted = models.BooleanField(default=False, help_text="The promoted policy is the default for generation.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            UniqueConstraint(fields=["kind"], condition=Q(is_promoted=True), name="one_promoted_version_per_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} {self.name}"
+
+
+class TrainingJob(models.Model):
+    class Kind(models.TextChoices):
+        SFT = "sft", "Supervised fine-tuning"
+        REWARD = "reward", "Reward model"
+        PPO = "ppo", "PPO"
+        GENERATE = "generate", "Generate candidates"
+        SCORE = "score", "Score completions"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Lost"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.LOST)
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    config = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    samples = models.JSONField(default=list, blank=True, help_text="Recent sample generations (PPO).")
+    summary = models.JSONField(default=dict, blank=True, help_text="Latest value of each metric.")
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="job_progress_0_to_1")]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} job #{self.pk} ({self.status})"
+
+
+class JobMetric(models.Model):
+    """One point of a job's metric series ("train/loss" at step 40 = 0.61)."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    key = models.CharField(max_length=100)
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "id"]
+        indexes = [models.Index(fields=["job", "key", "step"], name="jobmetric_series_idx")]

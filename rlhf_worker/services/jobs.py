@@ -1,0 +1,79 @@
+"""Writes on training jobs: start (validated), cancel, re-run, and marking jobs whose worker died as lost."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from rlhf_worker.jobs import job_module
+from rlhf_worker.models import TrainingJob
+from rlhf_worker.training.config_base import ConfigError, config_from_dict, config_to_dict
+
+
+def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The normalised config for `kind`; raises ConfigError naming the field that is wrong."""
+    if kind not in TrainingJob.Kind.values:
+        raise ConfigError("kind", f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}")
+    try:
+        module = job_module(kind)
+    except LookupError:
+        raise ConfigError("kind", f"{kind} jobs are not available in this installation") from None
+    return config_to_dict(config_from_dict(module.Config, config))
+
+
+def job_start(*, kind: str, config: dict[str, Any], user) -> TrainingJob:
+    """Validate the config, store the job, and queue it once the row is committed."""
+    normalised = job_config_validate(kind=kind, config=config)
+    with transaction.atomic():
+        job = TrainingJob.objects.create(kind=kind, config=normalised, created_by=user)
+        transaction.on_commit(lambda: job_enqueue(job_id=job.pk))
+    return job
+
+
+def job_enqueue(*, job_id: int) -> None:
+    from rlhf_worker.tasks import run_training_job
+
+    result = run_training_job.apply_async(args=[job_id], queue=settings.TRAINING_QUEUE)
+    TrainingJob.objects.filter(pk=job_id).update(celery_task_id=result.id)
+
+
+def job_rerun(*, job: TrainingJob, user) -> TrainingJob:
+    """A new job with the same kind and config."""
+    return job_start(kind=job.kind, config=job.config, user=user)
+
+
+def job_cancel(*, job: TrainingJob) -> TrainingJob:
+    """A queued job is cancelled at once; a running one stops within one optimisation step."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if job.status == TrainingJob.Status.QUEUED:
+            job.status = TrainingJob.Status.CANCELLED
+            job.cancel_requested = True
+            job.finished_at = now
+            job.save(update_fields=["status", "cancel_requested", "finished_at"])
+        elif job.status == TrainingJob.Status.RUNNING:
+            job.cancel_requested = True
+            job.save(update_fields=["cancel_requested"])
+    return job
+
+
+def jobs_mark_lost(*, now=None) -> int:
+    """Running jobs whose heartbeat stopped (the worker died) become lost; returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_LOST_AFTER_SECONDS)
+    stale = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+    count = 0
+    for job in stale:
+        reason = (
+            f"Lost: no heartbeat from worker {job.worker or '(unknown)'} since "
+            f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (more than {settings.JOB_LOST_AFTER_SECONDS:.0f} s); "
+            "the worker process probably died or was killed."
+        )
+        count += TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=TrainingJob.Status.LOST, error=reason, finished_at=now
+        )
+    return count
