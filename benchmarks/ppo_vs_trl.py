@@ -142,11 +142,11 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
 
     trainer.log = log
     offset = float(Path(rm_dir, "offset.txt").read_text())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     history = [{"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]} for m in logs if "objective/scores" in m]
-    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "history": history}
+    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history}
 
 
 def run_ours(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
@@ -173,21 +173,23 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
         print("  ours", step, {k: round(v, 3) for k, v in metrics.items() if k.startswith(("objective/s", "objective/kl", "time/"))},
               (samples or [{}])[0].get("response", "")[:80].replace("\n", " "), flush=True)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, PROMPTS, reward_fn, out_dir=str(work / "ours_out"), policy=(model, tok), on_progress=on_progress)
-    elapsed = time.perf_counter() - start
-    return {"episodes": result.episodes, "elapsed": elapsed, "history": history}
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history}
 
 
-def summary(name: str, r: dict, last: int) -> tuple[float, float, float]:
+def summary(name: str, r: dict, last: int) -> tuple[float, float, float, float]:
     eps = r["episodes"] / r["elapsed"]
+    eps_cpu = r["episodes"] / r["cpu"]
     tail = r["history"][-last:]
     score = sum(h["objective/scores"] for h in tail) / len(tail)
     kl = sum(h["objective/kl"] for h in tail) / len(tail)
     first = r["history"][0]["objective/scores"]
-    print(f"{name:5s} episodes={r['episodes']} time={r['elapsed']:.1f}s episodes/s={eps:.3f} "
+    print(f"{name:5s} episodes={r['episodes']} wall={r['elapsed']:.1f}s episodes/s={eps:.3f} "
+          f"cpu={r['cpu']:.1f}s episodes/cpu-s={eps_cpu:.4f} "
           f"score first step={first:+.3f} last {len(tail)} steps={score:+.3f} kl={kl:.3f}")
-    return eps, score, kl
+    return eps, score, kl, eps_cpu
 
 
 def main() -> None:
@@ -229,7 +231,8 @@ def main() -> None:
         results["trl"] = run_trl(args, policy_dir, rm_dir, work)
     stats = {name: summary(name, r, args.last) for name, r in results.items()}
     if len(stats) == 2:
-        print(f"ratio episodes/s ours/trl = {stats['ours'][0] / stats['trl'][0]:.2f}x; "
+        print(f"ratio episodes/s ours/trl = {stats['ours'][0] / stats['trl'][0]:.2f}x (wall), "
+              f"{stats['ours'][3] / stats['trl'][3]:.2f}x (per CPU-second); "
               f"score ours-trl = {stats['ours'][1] - stats['trl'][1]:+.3f}; kl ours={stats['ours'][2]:.3f} trl={stats['trl'][2]:.3f}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
