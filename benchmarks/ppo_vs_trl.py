@@ -149,7 +149,7 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history}
 
 
-def run_ours(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
+def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: int) -> dict:
     model, tok = load_policy(policy_dir, "cpu")
     rm = LlamaForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()
     offset = float(Path(rm_dir, "offset.txt").read_text())
@@ -157,14 +157,19 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
 
     @torch.no_grad()
     def reward_fn(prompts: list[str], responses: list[str]) -> torch.Tensor:
-        # the same token layout TRL scores: chat prompt + response + <|im_end|>
-        return _rm_scores(rm, tok, [by_prompt[p] + r + "<|im_end|>" for p, r in zip(prompts, responses)]) - offset
+        # the token layout TRL scores: chat prompt + response (+ <|im_end|> when the response stopped;
+        # a response shorter than the limit must have stopped)
+        def ended(r: str) -> str:
+            stopped = len(tok(r, add_special_tokens=False).input_ids) < args.response_length
+            return r + "<|im_end|>" if stopped else r
+
+        return _rm_scores(rm, tok, [by_prompt[p] + ended(r) for p, r in zip(prompts, responses)]) - offset
 
     cfg = PPOConfig(
         total_episodes=args.episodes, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
         ppo_epochs=args.ppo_epochs, learning_rate=args.lr, max_new_tokens=args.response_length,
         temperature=args.temperature, kl_coef=args.kl_coef, missing_stop_penalty=args.missing_stop_penalty,
-        seed=args.seed, trainable_layers=args.trainable_layers,
+        seed=args.seed, trainable_layers=trainable_layers,
     )
     history = []
 
@@ -180,13 +185,14 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
 
 
 def summary(name: str, r: dict, last: int) -> tuple[float, float, float, float]:
+    """Print and return (episodes/s, mean score and KL over the last `last` steps, episodes per CPU-second)."""
     eps = r["episodes"] / r["elapsed"]
     eps_cpu = r["episodes"] / r["cpu"]
     tail = r["history"][-last:]
     score = sum(h["objective/scores"] for h in tail) / len(tail)
     kl = sum(h["objective/kl"] for h in tail) / len(tail)
     first = r["history"][0]["objective/scores"]
-    print(f"{name:5s} episodes={r['episodes']} wall={r['elapsed']:.1f}s episodes/s={eps:.3f} "
+    print(f"{name:9s} episodes={r['episodes']} wall={r['elapsed']:.1f}s episodes/s={eps:.3f} "
           f"cpu={r['cpu']:.1f}s episodes/cpu-s={eps_cpu:.4f} "
           f"score first step={first:+.3f} last {len(tail)} steps={score:+.3f} kl={kl:.3f}")
     return eps, score, kl, eps_cpu
@@ -204,7 +210,8 @@ def main() -> None:
     p.add_argument("--kl-coef", type=float, default=0.02)
     p.add_argument("--missing-stop-penalty", type=float, default=1.0)
     p.add_argument("--layers", type=int, default=0, help="keep only the first N layers of SmolLM2 (0 = all 30)")
-    p.add_argument("--trainable-layers", type=int, default=0, help="ours only: train the top N layers (0 = all, as TRL)")
+    p.add_argument("--trainable-layers", default="0",
+                   help="ours only, comma list: train the top N layers (0 = every weight, as TRL); one run per value")
     p.add_argument("--reward-word", default=" great")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--last", type=int, default=2, help="average score/KL over the last N steps")
@@ -223,17 +230,20 @@ def main() -> None:
           f"episodes={args.episodes} batch={args.batch_size} minibatch={args.mini_batch_size} "
           f"ppo_epochs={args.ppo_epochs} response_length={args.response_length}", flush=True)
     results = {}
+    variants = [int(v) for v in str(args.trainable_layers).split(",") if v.strip()]
     if not args.skip_ours:
-        torch.manual_seed(args.seed)
-        results["ours"] = run_ours(args, policy_dir, rm_dir, work)
+        for n in variants:
+            torch.manual_seed(args.seed)
+            results["ours" if n == 0 else f"ours-top{n}"] = run_ours(args, policy_dir, rm_dir, work, n)
     if not args.skip_trl:
         torch.manual_seed(args.seed)
         results["trl"] = run_trl(args, policy_dir, rm_dir, work)
     stats = {name: summary(name, r, args.last) for name, r in results.items()}
-    if len(stats) == 2:
-        print(f"ratio episodes/s ours/trl = {stats['ours'][0] / stats['trl'][0]:.2f}x (wall), "
-              f"{stats['ours'][3] / stats['trl'][3]:.2f}x (per CPU-second); "
-              f"score ours-trl = {stats['ours'][1] - stats['trl'][1]:+.3f}; kl ours={stats['ours'][2]:.3f} trl={stats['trl'][2]:.3f}")
+    if "trl" in stats:
+        for name in (n for n in stats if n != "trl"):
+            print(f"ratio episodes/s {name}/trl = {stats[name][0] / stats['trl'][0]:.2f}x (wall), "
+                  f"{stats[name][3] / stats['trl'][3]:.2f}x (per CPU-second); "
+                  f"score {name}-trl = {stats[name][1] - stats['trl'][1]:+.3f}; kl {name}={stats[name][2]:.3f} trl={stats['trl'][2]:.3f}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

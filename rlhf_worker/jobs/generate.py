@@ -68,7 +68,7 @@ def run(job, ctx) -> None:
                     prompt = group[index]
                     rows = Completion.objects.bulk_create(
                         Completion(prompt=prompt, text=text, source=Completion.Source.MODEL, model_version=version,
-                                   model_name=version.name, sampling={**_settings(sampling), "sample_index": i})
+                                   sampling={**_settings(sampling), "sample_index": i})
                         for i, text in enumerate(texts)
                     )
                     completions_written += len(rows)
