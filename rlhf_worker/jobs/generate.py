@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from rlhf_worker.jobs.policy_common import DataSelection, device_for, prompt_input, resolve_policy, select_prompts
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    device_for,
+    prompt_input,
+    resolve_policy,
+    select_prompts,
+    validate_versions,
+)
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.generation import GenerationConfig
 
@@ -26,6 +33,7 @@ class Config(DataSelection):
 
     def validate(self) -> None:
         self.validate_selection()
+        validate_versions(policy_version_id=(self.policy_version_id, "policy"))
         GenerationConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed).validate()
         if not 1 <= self.batch_size <= 1024:
             raise ConfigError("batch_size", "must be between 1 and 1024")

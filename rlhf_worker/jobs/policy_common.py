@@ -27,6 +27,7 @@ class DataSelection:
     def validate_selection(self) -> None:
         if not self.project_ids and not self.prompt_ids:
             raise ConfigError("project_ids", "choose at least one project (or give prompt_ids)")
+        validate_projects(self.project_ids)
         for name in ("date_from", "date_to"):
             value = getattr(self, name)
             if value:
@@ -68,11 +69,30 @@ def prompt_input(prompt) -> str | list[dict]:
     return list(prompt.messages) if prompt.messages else prompt.text
 
 
-def prompt_text(prompt) -> str:
-    """Plain text of a prompt for the reward model (a chat prompt's text is its last user turn)."""
-    if prompt.text:
+def reward_prompt_text(prompt) -> str:
+    """The prompt as the reward model read it in training (the reward job's `prompt_as_text` when present)."""
+    try:
+        from rlhf_worker.jobs.reward import prompt_as_text
+    except ImportError:  # same rule: a chat prompt's turns one per line as "role: content", else the text
+        if prompt.messages:
+            return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt.messages)
         return prompt.text
-    return str(prompt.messages[-1].get("content", "")) if prompt.messages else ""
+    return prompt_as_text(prompt)
+
+
+def validate_versions(**fields: tuple[int | None, str]) -> None:
+    """Each given (version id, kind) exists; raises ConfigError naming the field otherwise."""
+    for name, (version_id, kind) in fields.items():
+        if version_id is not None and not ModelVersion.objects.filter(pk=version_id, kind=kind).exists():
+            raise ConfigError(name, f"no {kind} model version with id {version_id}")
+
+
+def validate_projects(project_ids: list[int]) -> None:
+    from labeling_app.models import Project
+
+    missing = sorted(set(project_ids) - set(Project.objects.filter(pk__in=project_ids).values_list("pk", flat=True)))
+    if missing:
+        raise ConfigError("project_ids", f"no project with id {', '.join(map(str, missing))}")
 
 
 def default_policy_source() -> str:

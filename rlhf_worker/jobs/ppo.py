@@ -10,8 +10,10 @@ from rlhf_worker.jobs.policy_common import (
     prompt_input,
     resolve_policy,
     resolve_reward,
+    reward_prompt_text,
     select_prompts,
     subconfig,
+    validate_versions,
     version_name,
 )
 from rlhf_worker.models import ModelVersion
@@ -31,6 +33,7 @@ class Config(PPOConfig, DataSelection):
     def validate(self) -> None:
         self.validate_selection()
         PPOConfig.validate(self)
+        validate_versions(base_version_id=(self.base_version_id, "policy"), reward_version_id=(self.reward_version_id, "reward"))
         if len(self.name) > 200:
             raise ConfigError("name", "must be at most 200 characters")
 
@@ -56,11 +59,12 @@ def run(job, ctx) -> ModelVersion | None:
     # the policy sees each prompt's chat messages; the reward model gets the plain text (the last user turn)
     reward_fn = load_reward_fn(reward, device)
     inputs = [prompt_input(p) for p in prompts]
+    reward_texts = [reward_prompt_text(p) for p in prompts]
 
     ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
     result = ppo.train(
         subconfig(PPOConfig, cfg), inputs, reward_fn, out_dir=str(ctx.out_dir / "policy"), base_path=base.path,
-        on_progress=ctx.report, should_stop=ctx.should_stop, device=device,
+        on_progress=ctx.report, should_stop=ctx.should_stop, device=device, reward_prompts=reward_texts,
     )
     if result.stopped or result.path is None:
         return None

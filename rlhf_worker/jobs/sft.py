@@ -10,6 +10,7 @@ from rlhf_worker.jobs.policy_common import (
     prompt_input,
     resolve_policy,
     subconfig,
+    validate_versions,
     version_name,
 )
 from rlhf_worker.models import ModelVersion
@@ -28,6 +29,7 @@ class Config(SFTConfig, DataSelection):
     def validate(self) -> None:
         self.validate_selection()
         SFTConfig.validate(self)
+        validate_versions(base_version_id=(self.base_version_id, "policy"))
         if len(self.name) > 200:
             raise ConfigError("name", "must be at most 200 characters")
 

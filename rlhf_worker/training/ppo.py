@@ -469,11 +469,13 @@ def train(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     device: str | None = None,
+    reward_prompts: Sequence[str] | None = None,
 ) -> PPOResult:
     """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
 
     The policy comes from `base_path` (a saved policy folder) or `policy=(model, tokenizer)`.
-    The frozen reference policy is a copy of the starting policy.
+    The frozen reference policy is a copy of the starting policy. `reward_fn` gets
+    `reward_prompts[i]` for prompt i (default: the prompt text, or a chat prompt's last message).
     """
     if not prompts:
         raise ValueError("PPO needs at least one prompt")
@@ -500,7 +502,9 @@ def train(
     )
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
     texts = [format_prompt(tokenizer, p) if cfg.use_chat_template else str(p) for p in prompts]
-    plain = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    plain = list(reward_prompts) if reward_prompts is not None else [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    if len(plain) != len(prompts):
+        raise ValueError("reward_prompts must have one entry per prompt")
     generator = torch.Generator().manual_seed(cfg.seed)
     sample_generator = torch.Generator(device=device).manual_seed(cfg.seed)
     history: list[dict[str, float]] = []

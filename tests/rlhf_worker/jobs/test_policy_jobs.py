@@ -161,17 +161,22 @@ def test_reward_and_policy_resolution(tiny_version, monkeypatch):
     assert policy_common.resolve_policy(None, field_name="base_version_id") == tiny_version
 
 
-def test_job_configs_name_the_wrong_field():
+@pytest.mark.django_db
+def test_job_configs_name_the_wrong_field(project, tiny_version):
     from rlhf_worker.jobs import ppo, sft
     from rlhf_worker.training.config_base import config_from_dict
 
+    pid = project.pk
     for module, data, field in [
         (generate_job, {}, "project_ids"),
-        (generate_job, {"project_ids": [1], "date_from": "yesterday"}, "date_from"),
-        (sft, {"project_ids": [1], "epochs": 0}, "epochs"),
-        (ppo, {"project_ids": [1], "mini_batch_size": 3}, "mini_batch_size"),
-        (ppo, {"project_ids": [1], "reward_version_id": "abc"}, "reward_version_id"),
+        (generate_job, {"project_ids": [pid + 1000]}, "project_ids"),
+        (generate_job, {"project_ids": [pid], "date_from": "yesterday"}, "date_from"),
+        (generate_job, {"project_ids": [pid], "policy_version_id": tiny_version.pk + 1000}, "policy_version_id"),
+        (sft, {"project_ids": [pid], "epochs": 0}, "epochs"),
+        (ppo, {"project_ids": [pid], "mini_batch_size": 3}, "mini_batch_size"),
+        (ppo, {"project_ids": [pid], "reward_version_id": "abc"}, "reward_version_id"),
+        (ppo, {"project_ids": [pid], "reward_version_id": tiny_version.pk}, "reward_version_id"),
     ]:
         with pytest.raises(ConfigError) as err:
             config_from_dict(module.Config, data)
-        assert err.value.field == field
+        assert err.value.field == field, (data, err.value)
