@@ -176,7 +176,7 @@ def train(
     train_rows, eval_rows = [rows[i] for i in train_idx], [rows[i] for i in eval_idx]
     pad_id = tokenizer.pad_token_id
     device_ = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     eval_before = evaluate(model, eval_rows, pad_id, cfg.batch_size)
