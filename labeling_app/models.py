@@ -155,6 +155,9 @@ class RankingTask(models.Model):
         indexes = [
             # The queue looks for open tasks of a project, oldest first.
             models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap")), name="task_open_idx"),
+            # The labeler queue (issue 3) finishes tasks others started first: the few partly labeled ones.
+            models.Index(fields=["project", "id"], condition=Q(submitted_count__gt=0, submitted_count__lt=F("overlap")),
+                         name="task_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -265,3 +268,52 @@ class CheckAnswer(models.Model):
 
     class Meta:
         constraints = [UniqueConstraint(fields=["rating", "check_question"], name="check_answer_one_per_check")]
+
+
+# --- Researcher area: bulk imports --------------------------------------------------------------
+
+
+class ImportJob(models.Model):
+    """One uploaded file being validated and imported; big files run as a Celery job.
+
+    The row holds the outcome; live progress of the insert pass (which runs inside one
+    transaction, so the row cannot show it) is mirrored to the cache under `progress_cache_key`.
+    """
+
+    class Kind(models.TextChoices):
+        PROMPTS = "prompts", "Prompts (JSONL or CSV)"
+        COMPLETIONS = "completions", "Prompts with completions (JSONL): makes ranking tasks"
+        DEMONSTRATIONS = "demonstrations", "Demonstrations (JSONL)"
+        PREFERENCES = "preferences", "Preference labels (JSONL: pairwise, implicit-prompt or grouped rankings)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        VALIDATING = "validating", "Validating"
+        IMPORTING = "importing", "Importing"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    file_path = models.CharField(max_length=500, help_text="The saved upload under the var dir.")
+    original_name = models.CharField(max_length=300, blank=True)
+    source_name = models.CharField(max_length=200, blank=True, help_text="ImportSource name for preference labels.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    total_lines = models.PositiveIntegerField(default=0)
+    processed_lines = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}], the first 100.")
+    error_count = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True, help_text="Counts of created rows and reported duplicates.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def progress_cache_key(self) -> str:
+        return f"import-job-progress:{self.pk}"
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.kind}) into {self.project}"

@@ -13,3 +13,16 @@ def ping(value: str) -> dict:
         cursor.execute("SELECT current_database()")
         database = cursor.fetchone()[0]
     return {"echo": value, "database": database}
+
+
+@shared_task(name="labeling_app.import_run")
+def import_run(job_id: int) -> None:
+    """Researcher area: run a big import job in the background (queue "default")."""
+    from django.db import close_old_connections
+
+    from labeling_app.services.imports import import_job_run
+
+    try:
+        import_job_run(job_id=job_id)
+    finally:
+        close_old_connections()  # a worker thread must not keep a database session open between jobs

@@ -76,6 +76,14 @@ def celery_worker(django_db_setup, django_db_blocker):
 
     from config.celery import app
 
+    from celery.signals import task_postrun
+    from django.db import connections
+
+    def close_worker_connections(**kwargs):
+        # The worker thread's connection would outlive the test database otherwise (CONN_MAX_AGE).
+        connections.close_all()
+
+    task_postrun.connect(close_worker_connections, weak=False)
     queue = f"test-{uuid.uuid4().hex[:10]}"
     old_default, old_training = app.conf.task_default_queue, settings.TRAINING_QUEUE
     app.conf.task_default_queue = queue
@@ -86,6 +94,7 @@ def celery_worker(django_db_setup, django_db_blocker):
             worker.test_queue = queue
             yield worker
     finally:
+        task_postrun.disconnect(close_worker_connections)
         app.conf.task_default_queue = old_default
         settings.TRAINING_QUEUE = old_training
 

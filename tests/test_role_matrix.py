@@ -45,6 +45,76 @@ MATRIX: dict[str, Row] = {
 }
 
 
+# --- Researcher area: projects, prompts, demonstrations, import, export, label quality ---
+def _demo_kwargs(w) -> dict:
+    from labeling_app.models import Demonstration
+
+    demo, _ = Demonstration.objects.get_or_create(prompt_id=w.task.prompt_id, defaults={"text": "An ideal answer."})
+    return {"pk": w.project.pk, "prompt_id": w.task.prompt_id, "demo_id": demo.pk}
+
+
+def _import_job_kwargs(w) -> dict:
+    from labeling_app.models import ImportJob
+
+    job, _ = ImportJob.objects.get_or_create(project=w.project, kind="prompts", defaults={"file_path": "/nonexistent.jsonl",
+                                                                                          "status": "failed"})
+    return {"pk": w.project.pk, "job_id": job.pk}
+
+
+_PROJECT = lambda w: {"pk": w.project.pk}  # noqa: E731
+_PROMPT = lambda w: {"pk": w.project.pk, "prompt_id": w.task.prompt_id}  # noqa: E731
+MATRIX.update({
+    "researcher:project_new": Row(RESEARCHER_UP),
+    "researcher:project_detail": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:project_edit": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_list": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_new": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:prompt_detail": Row(RESEARCHER_UP, _PROMPT),
+    "researcher:task_new": Row(page(403, 302, 302), _PROMPT, method="post"),  # no completions picked: back with a message
+    "researcher:demonstration_edit": Row(RESEARCHER_UP, _demo_kwargs),
+    "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
+    "researcher:export": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:export_download": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:labeler_quality": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}),
+})
+
+
+# --- Labeler queue, task page and labeling API (issue 3) ---------------------------------------
+API_LABELER_ONLY = {"anon": 401, "labeler": 200, "researcher": 403, "admin": 403}
+
+
+def _leased(w) -> dict:
+    """The world's project hands a task to the matrix labeler; URLs point at that task."""
+    from django.contrib.auth.models import User
+
+    from labeling_app.services.labeling import task_assign_next
+
+    return {"task_id": task_assign_next(project=w.project, labeler=User.objects.get(username="matrix-labeler")).task_id}
+
+
+def _own_annotation(w) -> dict:
+    from labeling_app.models import Annotation
+
+    task_id = _leased(w)["task_id"]
+    return {"annotation_id": Annotation.objects.get(task_id=task_id, labeler__username="matrix-labeler").pk}
+
+
+MATRIX.update({
+    "labeler:next": Row(page(302, 403, 403), kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+    "labeler:task": Row(LABELER_ONLY, kwargs=_leased),
+    "api:label-next": Row(API_LABELER_ONLY, kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+    "api:label-task": Row(API_LABELER_ONLY, kwargs=_leased),
+    "api:label-draft": Row(API_LABELER_ONLY, kwargs=_leased),
+    # Empty bodies: the labeler gets past authorization and is told what is missing.
+    "api:label-submit": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+    "api:label-skip": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+    "api:label-renew": Row(API_LABELER_ONLY, kwargs=_leased, method="post"),
+    "api:label-annotation": Row(API_LABELER_ONLY, kwargs=_own_annotation),
+})
+
+
 @dataclass
 class World:
     """Objects the parametrised URLs point at."""

@@ -2,8 +2,18 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from labeling_app.api import labeling
+
 app_name = "api"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Labeler queue and annotations (issue 3)
+    path("label/projects/<int:project_id>/next/", labeling.NextTaskApi.as_view(), name="label-next"),
+    path("label/tasks/<int:task_id>/", labeling.TaskDetailApi.as_view(), name="label-task"),
+    path("label/tasks/<int:task_id>/draft/", labeling.DraftApi.as_view(), name="label-draft"),
+    path("label/tasks/<int:task_id>/submit/", labeling.SubmitApi.as_view(), name="label-submit"),
+    path("label/tasks/<int:task_id>/skip/", labeling.SkipApi.as_view(), name="label-skip"),
+    path("label/tasks/<int:task_id>/renew/", labeling.RenewApi.as_view(), name="label-renew"),
+    path("label/annotations/<int:annotation_id>/", labeling.AnnotationDetailApi.as_view(), name="label-annotation"),
 ]

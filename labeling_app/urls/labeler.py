@@ -6,4 +6,6 @@ from labeling_app.views import labeler
 app_name = "labeler"
 urlpatterns = [
     path("", labeler.home, name="home"),
+    path("projects/<int:project_id>/next/", labeler.next_task, name="next"),
+    path("tasks/<int:task_id>/", labeler.task, name="task"),
 ]

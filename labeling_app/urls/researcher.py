@@ -1,9 +1,24 @@
 """URLs of the researcher pages (/projects/...)."""
 from django.urls import path
 
-from labeling_app.views import researcher
+from labeling_app.views import quality, researcher, researcher_data
 
 app_name = "researcher"
 urlpatterns = [
     path("", researcher.project_list, name="project_list"),
+    path("new/", researcher.project_new, name="project_new"),
+    path("<int:pk>/", researcher.project_detail, name="project_detail"),
+    path("<int:pk>/edit/", researcher.project_edit, name="project_edit"),
+    path("<int:pk>/prompts/", researcher.prompt_list, name="prompt_list"),
+    path("<int:pk>/prompts/new/", researcher.prompt_new, name="prompt_new"),
+    path("<int:pk>/prompts/<int:prompt_id>/", researcher.prompt_detail, name="prompt_detail"),
+    path("<int:pk>/prompts/<int:prompt_id>/tasks/new/", researcher.task_new, name="task_new"),
+    path("<int:pk>/prompts/<int:prompt_id>/demonstrations/<int:demo_id>/", researcher.demonstration_edit,
+         name="demonstration_edit"),
+    path("<int:pk>/import/", researcher_data.import_upload, name="import_upload"),
+    path("<int:pk>/imports/<int:job_id>/", researcher_data.import_job, name="import_job"),
+    path("<int:pk>/export/", researcher_data.export_page, name="export"),
+    path("<int:pk>/export/download/", researcher_data.export_download, name="export_download"),
+    path("<int:pk>/quality/", quality.project_quality, name="quality"),
+    path("<int:pk>/quality/labelers/<int:user_id>/", quality.labeler_quality, name="labeler_quality"),
 ]

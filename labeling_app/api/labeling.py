@@ -1,0 +1,240 @@
+"""Labeler API: next task, task detail, draft save/restore, submit, skip, lease renewal, own annotations."""
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling_app.roles import HasRole, LABELER
+from labeling_app.selectors import labeling as sel
+from labeling_app.services import labeling as svc
+
+
+class ErrorOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
+                                   help_text="Field name (e.g. `ratings.12.likert`) → what to fix.")
+
+
+def error_response(exc: svc.LabelingError) -> Response:
+    n = sum(len(m) for m in exc.errors.values())
+    detail = next(iter(exc.errors.values()))[0] if n == 1 else f"{n} things to fix before this can be saved."
+    return Response({"detail": detail, "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class LabelerApi(APIView):
+    permission_classes = [HasRole.of(LABELER)]
+
+
+# --- next task ------------------------------------------------------------------------------
+
+class CompletionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    text = serializers.CharField()
+
+
+class CheckOut(serializers.Serializer):
+    key = serializers.CharField()
+    question = serializers.CharField()
+
+
+class NextTaskOutput(serializers.Serializer):
+    task_id = serializers.IntegerField(allow_null=True, help_text="null when nothing is left for you in this project")
+    url = serializers.CharField(allow_null=True, help_text="The task page")
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    prompt_text = serializers.CharField(allow_null=True)
+    completions = CompletionOut(many=True, help_text="In the random order shown to you (empty when no task)")
+    checks = CheckOut(many=True, help_text="Answer each for every completion")
+
+
+class NextTaskApi(LabelerApi):
+    @extend_schema(request=None, responses=NextTaskOutput,
+                   summary="Lease the next task of a project (your open one first), with what is needed to label it")
+    def post(self, request, project_id: int):
+        project = sel.project_for_labeler(request.user, project_id)
+        assignment = svc.task_assign_next(project=project, labeler=request.user)
+        if assignment is None:
+            return Response(NextTaskOutput({"task_id": None, "url": None, "lease_expires_at": None, "prompt_text": None,
+                                            "completions": [], "checks": []}).data)
+        annotation = sel.annotation_for_labeler(request.user, assignment.task_id)
+        return Response(NextTaskOutput({
+            "task_id": assignment.task_id,
+            "url": reverse("labeler:task", args=[assignment.task_id]),
+            "lease_expires_at": assignment.expires_at,
+            "prompt_text": annotation.task.prompt.text,
+            "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
+            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(project)],
+        }).data)
+
+
+# --- task detail ----------------------------------------------------------------------------
+
+class TaskDetailOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    prompt_text = serializers.CharField()
+    prompt_messages = serializers.JSONField(allow_null=True)
+    completions = CompletionOut(many=True, help_text="In the random order shown to you")
+    checks = CheckOut(many=True)
+    status = serializers.CharField()
+    draft = serializers.JSONField()
+
+
+class TaskDetailApi(LabelerApi):
+    @extend_schema(responses=TaskDetailOutput, summary="A task you were given, completions in your shown order")
+    def get(self, request, task_id: int):
+        annotation = sel.annotation_for_labeler(request.user, task_id)
+        task = annotation.task
+        return Response(TaskDetailOutput({
+            "id": task.pk, "project": task.project_id, "prompt_text": task.prompt.text,
+            "prompt_messages": task.prompt.messages,
+            "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
+            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(task.project)],
+            "status": annotation.status, "draft": annotation.draft,
+        }).data)
+
+
+# --- draft ----------------------------------------------------------------------------------
+
+class DraftInput(serializers.Serializer):
+    draft = serializers.JSONField(help_text="Any JSON object up to 64 kB: the page's unsaved state")
+
+
+class DraftOutput(serializers.Serializer):
+    draft = serializers.JSONField()
+    updated_at = serializers.DateTimeField()
+
+
+class DraftApi(LabelerApi):
+    @extend_schema(responses=DraftOutput, summary="Restore your draft of a task")
+    def get(self, request, task_id: int):
+        annotation = sel.annotation_for_labeler(request.user, task_id)
+        return Response(DraftOutput(annotation).data)
+
+    @extend_schema(request=DraftInput, responses={200: DraftOutput, 400: ErrorOutput}, summary="Save your draft of a task")
+    def put(self, request, task_id: int):
+        task = sel.task_for_labeler(request.user, task_id)
+        data = DraftInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            annotation = svc.annotation_save_draft(task=task, labeler=request.user, draft=data.validated_data["draft"])
+        except svc.LabelingError as exc:
+            return error_response(exc)
+        return Response(DraftOutput(annotation).data)
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+class RatingInput(serializers.Serializer):
+    # Types only: ranges, completeness and the ranking are checked by the service, which words the errors.
+    completion = serializers.IntegerField()
+    likert = serializers.IntegerField(allow_null=True, required=False, help_text="1 (terrible) to 7 (excellent)")
+    rank = serializers.IntegerField(allow_null=True, required=False, help_text="1 = best; ties share a rank; dense 1..m")
+    checks = serializers.DictField(child=serializers.BooleanField(allow_null=True), required=False,
+                                   help_text="Every active check of the project: key → true (yes) / false (no)")
+
+
+class SubmitInput(serializers.Serializer):
+    ratings = RatingInput(many=True)
+    comment = serializers.CharField(allow_blank=True, required=False, default="", trim_whitespace=False)
+
+
+class SubmitOutput(serializers.Serializer):
+    annotation_id = serializers.IntegerField()
+    status = serializers.CharField()
+    created = serializers.BooleanField(help_text="false when this repeated an earlier successful submission")
+    submitted_at = serializers.DateTimeField()
+    contradictions = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()),
+                                           help_text="[a, b]: a ranked above b although b was rated higher")
+    today_count = serializers.IntegerField()
+
+
+class SubmitApi(LabelerApi):
+    @extend_schema(request=SubmitInput, responses={200: SubmitOutput, 400: ErrorOutput},
+                   summary="Submit your annotation (idempotent: a retry returns the stored one)")
+    def post(self, request, task_id: int):
+        task = sel.task_for_labeler(request.user, task_id)
+        data = SubmitInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = svc.annotation_submit(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
+                                           comment=data.validated_data["comment"])
+        except svc.LabelingError as exc:
+            return error_response(exc)
+        a = result.annotation
+        return Response(SubmitOutput({
+            "annotation_id": a.pk, "status": a.status, "created": result.created, "submitted_at": a.submitted_at,
+            "contradictions": [list(p) for p in result.contradictions],
+            "today_count": sel.labeler_today_count(request.user),
+        }).data)
+
+
+# --- skip -----------------------------------------------------------------------------------
+
+class SkipInput(serializers.Serializer):
+    reason = serializers.CharField(allow_blank=True, required=False, default="")
+
+
+class SkipOutput(serializers.Serializer):
+    annotation_id = serializers.IntegerField(source="pk")
+    status = serializers.CharField()
+    skip_reason = serializers.CharField()
+
+
+class SkipApi(LabelerApi):
+    @extend_schema(request=SkipInput, responses={200: SkipOutput, 400: ErrorOutput}, summary="Skip a task, with a reason")
+    def post(self, request, task_id: int):
+        task = sel.task_for_labeler(request.user, task_id)
+        data = SkipInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            annotation = svc.annotation_skip(task=task, labeler=request.user, reason=data.validated_data["reason"])
+        except svc.LabelingError as exc:
+            return error_response(exc)
+        return Response(SkipOutput(annotation).data)
+
+
+# --- lease renewal --------------------------------------------------------------------------
+
+class RenewOutput(serializers.Serializer):
+    lease_expires_at = serializers.DateTimeField(source="expires_at")
+
+
+class RenewApi(LabelerApi):
+    @extend_schema(request=None, responses={200: RenewOutput, 400: ErrorOutput}, summary="Extend your lease on a task")
+    def post(self, request, task_id: int):
+        task = sel.task_for_labeler(request.user, task_id)
+        try:
+            assignment = svc.assignment_renew(task=task, labeler=request.user)
+        except svc.LabelingError as exc:
+            return error_response(exc)
+        return Response(RenewOutput(assignment).data)
+
+
+# --- own annotations ------------------------------------------------------------------------
+
+class AnnotationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    task = serializers.IntegerField(source="task_id")
+    status = serializers.CharField()
+    shown_order = serializers.ListField(child=serializers.IntegerField())
+    comment = serializers.CharField()
+    skip_reason = serializers.CharField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    ratings = serializers.SerializerMethodField()
+
+    def get_ratings(self, annotation) -> list[dict]:
+        return [
+            {"completion": r.completion_id, "likert": r.likert, "rank": r.rank,
+             "checks": {a.check_question.key: a.value for a in r.check_answers.all()}}
+            for r in annotation.ratings.prefetch_related("check_answers__check_question")
+        ]
+
+
+class AnnotationDetailApi(LabelerApi):
+    @extend_schema(responses=AnnotationOutput, summary="One of your annotations (others' answer 404)")
+    def get(self, request, annotation_id: int):
+        return Response(AnnotationOutput(sel.annotation_by_id_for_labeler(request.user, annotation_id)).data)

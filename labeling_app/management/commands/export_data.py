@@ -1,0 +1,49 @@
+"""`manage.py export_data --project NAME --format pairwise OUT.jsonl`: stream labels or demonstrations as JSONL."""
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling_app.management.commands.import_data import project_by_name_or_id
+from labeling_app.selectors.exports import FORMATS, export_lines
+from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, LabelFilters
+
+
+class Command(BaseCommand):
+    help = "Export pairwise preferences, grouped rankings, SFT demonstrations or KTO-style labels as JSONL (streamed)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("out", nargs="?", default="-", help="Output file (default: standard output).")
+        parser.add_argument("--project", action="append", required=True, help="Project name or id; repeat for several.")
+        parser.add_argument("--format", choices=FORMATS, default="pairwise")
+        parser.add_argument("--from", dest="date_from", type=date.fromisoformat, default=None, help="YYYY-MM-DD (inclusive)")
+        parser.add_argument("--to", dest="date_to", type=date.fromisoformat, default=None, help="YYYY-MM-DD (inclusive)")
+        parser.add_argument("--labeler", default=None, help='Username, or "import:<source>".')
+        parser.add_argument("--full-overlap", action="store_true", help="Only tasks that got all their labels.")
+        parser.add_argument("--only-agreeing", action="store_true", help="Only labels agreeing with the task's other labels.")
+        parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
+        parser.add_argument("--no-imported", action="store_true", help="Leave out imported labels.")
+        parser.add_argument("--chat", action="store_true",
+                            help="Write plain prompts as one user turn too (one column type when a project mixes both).")
+
+    def handle(self, *args, out, project, format, date_from, date_to, labeler, full_overlap, only_agreeing,
+               min_agreement, no_imported, chat, **options):
+        if not 0 <= min_agreement <= 1:
+            raise CommandError("--min-agreement must be between 0 and 1")
+        filters = LabelFilters(
+            project_ids=[project_by_name_or_id(p).pk for p in project], date_from=date_from, date_to=date_to,
+            labeler=labeler, full_overlap=full_overlap, only_agreeing=only_agreeing, min_agreement=min_agreement,
+            include_imported=not no_imported, all_chat=chat,
+        )
+        n = 0
+        stream = sys.stdout if out == "-" else open(out, "w", encoding="utf-8")
+        try:
+            for line in export_lines(format, filters):
+                stream.write(line)
+                n += 1
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+        self.stderr.write(f"wrote {n} {format} records" + (f" to {out}" if out != "-" else ""))

@@ -1,0 +1,54 @@
+"""`manage.py import_data --project NAME --kind prompts FILE`: validate a whole file, then import it (streamed)."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling_app.models import ImportJob, Project
+from labeling_app.services.imports import ImportValidationError, import_file
+
+
+def project_by_name_or_id(value: str) -> Project:
+    project = Project.objects.filter(name=value).first()
+    if project is None and value.isdigit():
+        project = Project.objects.filter(pk=int(value)).first()
+    if project is None:
+        names = ", ".join(Project.objects.values_list("name", flat=True)[:20]) or "none yet"
+        raise CommandError(f"no project {value!r}; known projects: {names}")
+    return project
+
+
+class Command(BaseCommand):
+    help = ("Import prompts (JSONL/CSV), prompts with completions, demonstrations or preference labels (JSONL) into a "
+            "project. The whole file is validated first; any bad line aborts the import and is reported with its line and field.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--project", required=True, help="Project name (or id).")
+        parser.add_argument("--kind", required=True, choices=ImportJob.Kind.values)
+        parser.add_argument("--source", default="", help="Import source name; required for --kind preferences (e.g. hh-rlhf).")
+        parser.add_argument("--format", choices=["jsonl", "csv"], default=None, help="Default: from the file extension.")
+        parser.add_argument("--batch-size", type=int, default=1000)
+
+    def handle(self, *args, file, project, kind, source, format, batch_size, **options):
+        target = project_by_name_or_id(project)
+        verbosity = options.get("verbosity", 1)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if verbosity >= 2 or (done and done % 20000 == 0):
+                self.stderr.write(f"{phase}: {done}" + (f"/{total}" if total else "") + " lines")
+
+        try:
+            result = import_file(project=target, kind=kind, path=file, source_name=source, fmt=format,
+                                 batch_size=batch_size, on_progress=progress)
+        except ImportValidationError as exc:
+            raise CommandError(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(self.style.SUCCESS(
+            f"imported {result.lines} lines into {target.name!r}: {result.prompts_created} new prompts, "
+            f"{result.prompts_existing} already there, {result.completions_created} completions, {result.tasks_created} tasks, "
+            f"{result.demonstrations_created} demonstrations, {result.annotations_created} labels"))
+        for line, preview in result.duplicate_lines[:20]:
+            self.stdout.write(f"  duplicate prompt on line {line}: {preview}")
+        if result.prompts_existing > 20:
+            self.stdout.write(f"  ... {result.prompts_existing - 20} more duplicates")

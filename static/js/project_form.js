@@ -1,0 +1,21 @@
+// Project settings page: live Markdown-ish preview hint and "+ another check" rows.
+(function () {
+  const add = document.getElementById("add-check");
+  const box = document.getElementById("new-checks");
+  if (add && box) {
+    add.addEventListener("click", function () {
+      const input = document.createElement("input");
+      input.name = "new_question";
+      input.placeholder = "Another yes/no question";
+      input.setAttribute("aria-label", "New check question");
+      box.appendChild(input);
+      input.focus();
+    });
+  }
+  const text = document.getElementById("id_instructions");
+  const preview = document.getElementById("instructions-preview");
+  if (text && preview) {
+    // The server renders the real (sanitised) Markdown on save; here a plain-text echo keeps the layout honest.
+    text.addEventListener("input", function () { preview.textContent = text.value; preview.classList.add("raw"); });
+  }
+})();

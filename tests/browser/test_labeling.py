@@ -1,0 +1,223 @@
+"""The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from labeling_app.models import Annotation, CheckAnswer, Completion, Prompt, Rating
+from labeling_app.services.projects import project_create, task_create
+from tests.conftest import ARTIFACTS, login, make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHECKS = [("fails_instruction", "Fails to follow the instruction"), ("hallucination", "Hallucination / fabricated information"),
+          ("toxic", "Toxic: rude, disrespectful or hateful language")]
+INSTRUCTIONS = "Rate each answer from **1** (terrible) to **7** (excellent).\n\n- Answer every check\n- Ties are fine"
+
+
+@pytest.fixture
+def project(db):
+    researcher = make_user("res-b", "researcher")
+    make_user("lab-b", "labeler")
+    project = project_create(name="Browser project", user=researcher, completions_per_task=3, overlap=1,
+                             instructions=INSTRUCTIONS, checks=CHECKS)
+    answers = [
+        ("Explain what a hash table is in two sentences.",
+         ["A hash table stores key-value pairs in an array, using a hash function to turn each key into an index.",
+          "A hash table is a sorted tree invented by Alan Turing in 1921.",
+          "It maps keys to values through a hash function, giving average constant-time lookups."]),
+        ("What is the capital of Australia?", ["Canberra.", "Sydney, since 1788.", "The capital of Australia is Canberra."]),
+    ]
+    for text, completions in answers:
+        prompt = Prompt.objects.create(project=project, text=text)
+        task_create(project=project, prompt=prompt, completions=[
+            Completion.objects.create(prompt=prompt, text=c, source="imported") for c in completions
+        ])
+    return project
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"labeling-{name}.png"), full_page=True)
+
+
+def open_first_task(page, live_server) -> Annotation:
+    login(page, live_server, "lab-b")
+    page.goto(f"{live_server.url}/label/")
+    page.click("button.lt-start")
+    page.wait_for_url(re.compile(r"/label/tasks/\d+/$"))
+    page.wait_for_selector(".lt-item")
+    return Annotation.objects.get(labeler__username="lab-b", status="draft")
+
+
+def stored(annotation: Annotation) -> dict[int, tuple[int, int, dict[str, bool]]]:
+    """completion id -> (likert, rank, {check key: answer}) as stored in PostgreSQL."""
+    out = {}
+    for r in Rating.objects.filter(annotation=annotation):
+        answers = {a.check_question.key: a.value for a in CheckAnswer.objects.filter(rating=r).select_related("check_question")}
+        out[r.completion_id] = (r.likert, r.rank, answers)
+    return out
+
+
+def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
+    login(page, live_server, "lab-b")
+    page.goto(f"{live_server.url}/label/")
+    shot(page, "home")
+    for _ in range(30):  # Tab to "Start labeling", press Enter
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('lt-start')"):
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/label/tasks/\d+/$"))
+    page.wait_for_selector(".lt-item")
+    ann = Annotation.objects.get(labeler__username="lab-b", status="draft")
+    a, b, c = ann.shown_order
+
+    page.keyboard.press("?")
+    assert page.locator("#help-dialog").is_visible()
+    shot(page, "keyboard-help")
+    page.keyboard.press("Escape")
+    page.keyboard.press("5")          # A: 5, then its three checks; completing A moves on to B
+    for key in "yny":
+        page.keyboard.press(key)
+    page.keyboard.press("3")          # B: 3, checks n n n
+    for key in "nnn":
+        page.keyboard.press(key)
+    page.keyboard.press("6")          # C: 6, Shift+N answers all its checks "no"
+    page.keyboard.press("Shift+N")
+    page.keyboard.press("r")          # ranking suggested from ratings: C, A, B
+    assert page.evaluate("document.activeElement.dataset.completion") == str(c)
+    page.keyboard.press("ArrowDown")  # focus A
+    page.keyboard.press("Shift+ArrowUp")  # A joins C: a tie at rank 1
+    assert page.locator(".lt-tier").count() == 2
+    page.keyboard.press("c")
+    page.keyboard.type("done by keyboard")
+    shot(page, "keyboard-before-submit")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    shot(page, "keyboard-next-task")
+
+    ann.refresh_from_db()
+    assert ann.status == "submitted" and ann.comment == "done by keyboard"
+    assert stored(ann) == {
+        a: (5, 1, {"fails_instruction": True, "hallucination": False, "toxic": True}),
+        b: (3, 2, {"fails_instruction": False, "hallucination": False, "toxic": False}),
+        c: (6, 1, {"fails_instruction": False, "hallucination": False, "toxic": False}),
+    }
+    assert page.locator("#today-count").inner_text() == "1"
+
+
+def rate_with_mouse(page, cid: int, likert: int, answers: str) -> None:
+    page.click(f'#comp-{cid} label.lt-pill:has(input[value="{likert}"])')
+    for key, yn in zip([k for k, _ in CHECKS], answers):
+        page.click(f'#comp-{cid} .lt-check[data-check="{key}"] label:has(input[value="{"yes" if yn == "y" else "no"}"])')
+
+
+def test_label_with_the_mouse_and_drag_a_tie_into_the_ranking(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    rate_with_mouse(page, a, 2, "nyn")
+    rate_with_mouse(page, b, 7, "nnn")
+    rate_with_mouse(page, c, 4, "nnn")
+    # Suggested: B, C, A. Drag A onto C's row: C and A tie at rank 2.
+    page.drag_and_drop(f'.lt-item[data-completion="{a}"]', '.lt-tier[data-tier="1"]')
+    assert page.locator(".lt-tier").count() == 2
+    assert page.locator(".lt-tier.is-tie .lt-item").count() == 2
+    shot(page, "mouse-tie")
+    page.click("#submit-btn")
+    # A (rated 2) now ties with C (rated 4): no contradiction, so no question is asked.
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    ann.refresh_from_db()
+    assert ann.status == "submitted"
+    assert {cid: v[:2] for cid, v in stored(ann).items()} == {a: (2, 2), b: (7, 1), c: (4, 2)}
+    assert stored(ann)[a][2] == {"fails_instruction": False, "hallucination": True, "toxic": False}
+
+
+def test_a_contradicting_ranking_asks_to_confirm(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    rate_with_mouse(page, a, 2, "nnn")
+    rate_with_mouse(page, b, 7, "nnn")
+    rate_with_mouse(page, c, 4, "nnn")
+    # Drag A (rated 2) into the gap above the top row: A alone at rank 1, above B (7) and C (4).
+    page.drag_and_drop(f'.lt-item[data-completion="{a}"]', '.lt-gap[data-gap="0"]')
+    assert page.locator(".lt-tier").first.locator(f'.lt-item[data-completion="{a}"]').count() == 1
+    page.click("#submit-btn")
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    assert "Response A is ranked above Response B but rated lower (2 vs 7)" in dialog.inner_text()
+    shot(page, "mouse-contradiction")
+    page.click("#confirm-yes")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    assert {cid: v[1] for cid, v in stored(Annotation.objects.get(pk=ann.pk)).items()} == {a: 1, b: 2, c: 3}
+
+
+def test_reload_mid_task_restores_the_draft(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    rate_with_mouse(page, a, 6, "ny")
+    page.click(f'#comp-{b} label.lt-pill:has(input[value="3"])')
+    page.fill("#comment", "half way there")
+    page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Draft saved')")
+    draft = Annotation.objects.get(pk=ann.pk).draft
+    assert draft["comment"] == "half way there"
+    assert {r["completion"]: r["likert"] for r in draft["ratings"]} == {a: 6, b: 3, c: None}
+    # Drop the browser's copy too: what comes back is the server's draft.
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.wait_for_selector(".lt-item")
+    assert page.is_checked(f'input[name="likert-{a}"][value="6"]')
+    assert page.is_checked(f'input[name="likert-{b}"][value="3"]')
+    assert page.is_checked(f'input[name="check-{a}-hallucination"][value="yes"]')
+    assert not page.is_checked(f'input[name="check-{a}-toxic"][value="yes"]')
+    assert page.input_value("#comment") == "half way there"
+    shot(page, "reload-restored")
+    ann.refresh_from_db()
+    assert ann.status == "draft" and not Rating.objects.filter(annotation=ann).exists()
+
+
+def test_an_invalid_submission_shows_the_error_next_to_the_field(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    rate_with_mouse(page, a, 5, "nnn")
+    rate_with_mouse(page, c, 5, "nn")      # C's "toxic" left open, B not rated at all
+    page.click("#submit-btn")
+    b_error = page.locator(f'[data-error-for="ratings.{b}.likert"]')
+    b_error.wait_for(state="visible")
+    assert b_error.inner_text() == "Rate Response B from 1 (terrible) to 7 (excellent)."
+    toxic_error = page.locator(f'[data-error-for="ratings.{c}.checks.toxic"]')
+    assert "Response C: answer yes or no to “Toxic" in toxic_error.inner_text()
+    # The message sits inside the completion it is about.
+    assert page.locator(f'#comp-{b} [data-error-for="ratings.{b}.likert"]').is_visible()
+    assert page.locator("#form-error").is_visible()
+    shot(page, "invalid-errors")
+    ann.refresh_from_db()
+    assert ann.status == "draft" and not Rating.objects.filter(annotation=ann).exists()
+    assert {r["completion"]: r["likert"] for r in ann.draft["ratings"]} == {a: 5, b: None, c: 5}
+    # Fixing the field clears its message; the submission then goes through.
+    rate_with_mouse(page, b, 5, "nnn")
+    assert not b_error.is_visible()
+    page.click(f'#comp-{c} .lt-check[data-check="toxic"] label:has(input[value="no"])')
+    page.click("#submit-btn")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    ann.refresh_from_db()
+    assert ann.status == "submitted" and Rating.objects.filter(annotation=ann).count() == 3
+
+
+def test_skip_asks_for_a_reason_and_moves_on(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    page.keyboard.press("s")
+    dialog = page.locator("#skip-dialog")
+    dialog.wait_for(state="visible")
+    page.click("#skip-confirm")  # no reason yet: told what to do, nothing stored
+    reason_error = dialog.locator('[data-error-for="reason"]')
+    reason_error.wait_for(state="visible")
+    assert "Say why you skip" in reason_error.inner_text()
+    assert Annotation.objects.get(pk=ann.pk).status == "draft"
+    page.click('#skip-dialog label:has(input[value="The prompt is unclear or broken"])')
+    shot(page, "skip-dialog")
+    page.click("#skip-confirm")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    ann.refresh_from_db()
+    assert ann.status == "skipped" and ann.skip_reason == "The prompt is unclear or broken"

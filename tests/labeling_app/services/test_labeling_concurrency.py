@@ -1,0 +1,106 @@
+"""Many labelers ask for tasks at the same moment on real PostgreSQL: no task over its overlap, none twice."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection
+
+from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask
+from labeling_app.services.labeling import annotation_skip, annotation_submit, task_assign_next
+from labeling_app.services.projects import project_create, task_create
+from tests.conftest import make_user
+from tests.labeling_app.labeling_helpers import valid_ratings
+
+
+def build_project(researcher, *, tasks: int, overlap: int):
+    project = project_create(name=f"concurrency-{tasks}-{overlap}", user=researcher, completions_per_task=2,
+                             overlap=overlap, checks=[("toxic", "Toxic?")])
+    for i in range(tasks):
+        prompt = Prompt.objects.create(project=project, text=f"race {i}?")
+        task_create(project=project, prompt=prompt, completions=[
+            Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported") for j in range(2)
+        ])
+    return project
+
+
+def run_in_threads(fn, users):
+    barrier = threading.Barrier(len(users))
+    errors: list[BaseException] = []
+
+    def body(user):
+        try:
+            barrier.wait()
+            fn(user)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=body, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_first_requests_respect_the_overlap(researcher):
+    """16 labelers, 5 tasks with overlap 2: exactly 10 leases, each task held twice, nobody twice on one."""
+    project = build_project(researcher, tasks=5, overlap=2)
+    users = [make_user(f"burst{i}", "labeler") for i in range(16)]
+    got: dict[str, int | None] = {}
+
+    def ask(user):
+        a = task_assign_next(project=project, labeler=user)
+        got[user.username] = a.task_id if a else None
+
+    run_in_threads(ask, users)
+    held = Counter(t for t in got.values() if t is not None)
+    assert sum(held.values()) == 10 and set(held.values()) == {2}
+    assert Assignment.objects.filter(task__project=project).count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher):
+    """12 labelers loop next → submit (some skip) until the queue is empty, all at once."""
+    project = build_project(researcher, tasks=20, overlap=3)
+    users = [make_user(f"worker{i}", "labeler") for i in range(12)]
+    handed: dict[str, list[int]] = {u.username: [] for u in users}
+
+    def work(user):
+        n = 0
+        while (a := task_assign_next(project=project, labeler=user)) is not None:
+            handed[user.username].append(a.task_id)
+            n += 1
+            if n % 7 == 0:
+                annotation_skip(task=a.task, labeler=user, reason="parallel skip")
+            else:
+                annotation_submit(task=a.task, labeler=user, ratings=valid_ratings(a.task, user))
+
+    run_in_threads(work, users)
+    # A labeler who found every open slot leased stopped early; a skip may have freed one since.
+    for user in users:
+        work(user)
+    for username, tasks in handed.items():
+        assert len(tasks) == len(set(tasks)), f"{username} was given a task twice: {tasks}"
+    counts = dict(RankingTask.objects.filter(project=project).values_list("id", "submitted_count"))
+    submitted = Counter(Annotation.objects.filter(task__project=project, status="submitted").values_list("task_id", flat=True))
+    assert submitted == Counter({k: v for k, v in counts.items() if v})
+    assert all(v <= 3 for v in counts.values())
+    # 12 labelers can fill every task: each task ends with exactly its overlap.
+    assert set(counts.values()) == {3}
+    assert not Assignment.objects.filter(task__project=project).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher):
+    """A double click on "Start labeling" (two requests of one labeler at the same moment) leases one task."""
+    project = build_project(researcher, tasks=4, overlap=1)
+    user = make_user("doubleclick", "labeler")
+    got = []
+    run_in_threads(lambda u: got.append(task_assign_next(project=project, labeler=u).task_id), [user, user, user])
+    assert len(set(got)) == 1
+    assert Assignment.objects.filter(labeler=user).count() == 1
