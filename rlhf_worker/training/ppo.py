@@ -40,11 +40,11 @@ StopFn = Callable[[], bool]
 class PPOConfig:
     """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: the score rises within ~10 minutes."""
 
-    total_episodes: int = field(default=384, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
+    total_episodes: int = field(default=160, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the policy (trunk and LM head)."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
     value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest response, in tokens."})
     max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
@@ -61,7 +61,7 @@ class PPOConfig:
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages to mean 0, std 1 per batch."})
     missing_stop_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
-    trainable_layers: int = field(default=0, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen."})
+    trainable_layers: int = field(default=8, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen. Fewer layers = faster steps."})
     seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
     use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
     samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
@@ -266,7 +266,7 @@ class TrunkSplit:
 
     def __init__(self, model, ref_model, trainable_layers: int):
         layers = list(model.base_model.layers)
-        cut = len(layers) - trainable_layers
+        cut = max(0, len(layers) - trainable_layers)
         self.bottom = _trunk_view(model.base_model, layers[:cut], torch.nn.Identity())
         self.top = _trunk_view(model.base_model, layers[cut:], model.base_model.norm)
         ref_layers = list(ref_model.base_model.layers)

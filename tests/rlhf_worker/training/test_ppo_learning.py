@@ -18,7 +18,7 @@ def fraction_of_a(prompts, responses):
 def run(kl_coef: float, out_dir, steps: int = 40):
     cfg = PPOConfig(total_episodes=16 * steps, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
                     value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, kl_coef=kl_coef,
-                    missing_stop_penalty=0.0, seed=0)
+                    missing_stop_penalty=0.0, seed=0, trainable_layers=0)
     return train(cfg, PROMPTS, fraction_of_a, out_dir=str(out_dir), policy=tiny_policy(seed=0))
 
 
