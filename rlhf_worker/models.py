@@ -99,3 +99,22 @@ class JobMetric(models.Model):
     class Meta:
         ordering = ["step", "id"]
         indexes = [models.Index(fields=["job", "key", "step"], name="jobmetric_series_idx")]
+
+
+class CompletionScore(models.Model):
+    """A reward model's normalised score of one completion, shown next to the labels (written by score jobs)."""
+
+    completion = models.ForeignKey("labeling_app.Completion", on_delete=models.CASCADE, related_name="scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="completion_scores")
+    score = models.FloatField()
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    scored_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["completion_id", "model_version_id"]
+        constraints = [
+            UniqueConstraint(fields=["completion", "model_version"], name="completion_score_one_per_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.score:+.3f} for completion {self.completion_id} by {self.model_version_id}"

@@ -1,0 +1,41 @@
+"""Score job through a real Celery worker: every completion of a project scored once per reward model version."""
+from __future__ import annotations
+
+import pytest
+
+from labeling_app.models import Completion
+from rlhf_worker.jobs.score import Config as ScoreConfig
+from rlhf_worker.models import CompletionScore, ModelVersion
+from rlhf_worker.services.jobs import job_start
+from rlhf_worker.training.config_base import ConfigError, config_from_dict
+from rlhf_worker.training.reward_model import RewardModel, RewardScorer, tiny_backbone
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_score_job_scores_every_completion_once_per_version(labeled_project, training_queue, admin_user, tmp_path, wait_for):
+    backbone, tokenizer = tiny_backbone("bert", seed=5)
+    RewardModel(backbone, bias=0.5, scale=2.0).save_pretrained(tmp_path / "rm", tokenizer=tokenizer, extra={"max_length": 48})
+    version = ModelVersion.objects.create(kind="reward", name="tiny", path=str(tmp_path / "rm"))
+
+    for _ in range(2):  # scoring again updates the rows instead of adding duplicates
+        job = wait_for(job_start(kind="score", config={"project_ids": [labeled_project.pk], "batch_size": 8, "device": "cpu"},
+                                 user=admin_user))
+        assert job.status == "succeeded", job.error
+        assert job.result_version is None
+    completions = list(Completion.objects.filter(prompt__project=labeled_project).select_related("prompt").order_by("pk"))
+    rows = {s.completion_id: s for s in CompletionScore.objects.filter(model_version=version)}
+    assert len(rows) == len(completions) == CompletionScore.objects.count()
+    expected = RewardScorer.from_pretrained(tmp_path / "rm", device="cpu").score(
+        [c.prompt.text for c in completions], [c.text for c in completions])
+    assert [rows[c.pk].score for c in completions] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert rows[completions[0].pk].job_id == job.pk
+
+
+def test_score_job_config_errors(plain_project):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(ScoreConfig, {"project_ids": [plain_project.pk]})
+    assert err.value.field == "reward_version_id"  # no reward model exists yet
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(ScoreConfig, {"project_ids": []})
+    assert err.value.field == "project_ids"
