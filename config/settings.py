@@ -138,6 +138,9 @@ CELERY_TASK_SEND_SENT_EVENT = True
 TRAINING_QUEUE = os.environ.get("TRAINING_QUEUE", "training")
 
 MODEL_STORE = os.environ.get("MODEL_STORE", str(VAR_DIR / "models"))
+# Uploads are saved here before they are imported; files longer than IMPORT_ASYNC_LINES import in a Celery job.
+IMPORT_DIR = os.environ.get("IMPORT_DIR", str(VAR_DIR / "imports"))
+IMPORT_ASYNC_LINES = int(os.environ.get("IMPORT_ASYNC_LINES", "2000"))
 # A running job writes a heartbeat this often; a job silent for JOB_LOST_AFTER seconds is marked lost.
 JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "5"))
 JOB_LOST_AFTER_SECONDS = float(os.environ.get("JOB_LOST_AFTER_SECONDS", "120"))

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt
 from labeling_app.roles import RESEARCHER, role_required
 from labeling_app.selectors.quality import project_progress
+from labeling_app.selectors.scores import prompt_completion_summaries
 from labeling_app.services.authoring import (
     AuthoringError,
     check_add,
@@ -147,10 +148,14 @@ def prompt_detail(request, pk: int, prompt_id: int):
         else:
             messages.success(request, "Demonstration saved.")
             return redirect("researcher:prompt_detail", pk=project.pk, prompt_id=prompt.pk)
+    completions = list(prompt.completions.annotate(n_tasks=Count("tasks")).order_by("id"))
+    summaries = prompt_completion_summaries(prompt)
+    for c in completions:
+        c.summary = summaries[c.pk]
     return render(request, "researcher/prompt_detail.html", {
         "project": project, "prompt": prompt, "error": error,
         "demonstrations": prompt.demonstrations.select_related("author"),
-        "completions": prompt.completions.annotate(n_tasks=Count("tasks")).order_by("id"),
+        "completions": completions, "any_unscored": any(not c.summary.scores for c in completions),
         "tasks": prompt.tasks.order_by("id"),
     })
 

@@ -1,0 +1,100 @@
+"""Generate job: sample K completions per prompt from a policy version; each prompt's K become a ranking task at once."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    device_for,
+    prompt_input,
+    resolve_policy,
+    select_prompts,
+    validate_versions,
+)
+from rlhf_worker.training.config_base import ConfigError
+from rlhf_worker.training.generation import GenerationConfig
+
+
+@dataclass(frozen=True)
+class Config(DataSelection):
+    """Settings of a generate job (K comes from each project's completions_per_task)."""
+
+    policy_version_id: int | None = field(default=None, metadata={"help": "Policy version to sample from; empty = the promoted policy, else the default model."})
+    temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest completion, in tokens."})
+    seed: int = field(default=0, metadata={"help": "Random seed; the same seed, prompt and version give the same completions."})
+    batch_size: int = field(default=16, metadata={"help": "Rows (prompt x sample) generated together."})
+    create_tasks: bool = field(default=True, metadata={"help": "Turn each prompt's K completions into a ranking task."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
+
+    def validate(self) -> None:
+        self.validate_selection()
+        validate_versions(policy_version_id=(self.policy_version_id, "policy"))
+        GenerationConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed).validate()
+        if not 1 <= self.batch_size <= 1024:
+            raise ConfigError("batch_size", "must be between 1 and 1024")
+
+    def sampling(self, num_samples: int) -> GenerationConfig:
+        return GenerationConfig(num_samples=num_samples, temperature=self.temperature, top_p=self.top_p,
+                                max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+def run(job, ctx) -> None:
+    """Generate for every selected prompt, writing completions (and tasks) batch by batch."""
+    from labeling_app.models import Completion
+    from labeling_app.services.projects import task_create
+    from rlhf_worker.training.generation import generate_stream
+    from rlhf_worker.training.policy_models import load_policy
+
+    cfg: Config = ctx.config
+    version = resolve_policy(cfg.policy_version_id, field_name="policy_version_id")
+    prompts = list(select_prompts(cfg))
+    if not prompts:
+        raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
+    by_project = defaultdict(list)
+    for prompt in prompts:
+        by_project[prompt.project_id].append(prompt)
+    ctx.log(f"sampling from {version} for {len(prompts)} prompts in {len(by_project)} project(s)")
+    model, tokenizer = load_policy(version.path, device_for(cfg.device))
+    done = completions_written = tasks_written = 0
+    for group in by_project.values():
+        project = group[0].project
+        k = project.completions_per_task
+        sampling = cfg.sampling(k)
+        stream = generate_stream(
+            model, tokenizer, [prompt_input(p) for p in group], sampling, batch_size=cfg.batch_size,
+            should_stop=ctx.should_stop, prompt_keys=[p.pk for p in group],
+        )
+        for batch in stream:
+            samples = []
+            with transaction.atomic():  # a prompt's K completions and its task appear together
+                for index, texts in zip(batch.prompt_indices, batch.completions):
+                    prompt = group[index]
+                    rows = Completion.objects.bulk_create(
+                        Completion(prompt=prompt, text=text, source=Completion.Source.MODEL, model_version=version,
+                                   sampling={**_settings(sampling), "sample_index": i})
+                        for i, text in enumerate(texts)
+                    )
+                    completions_written += len(rows)
+                    if cfg.create_tasks:
+                        task_create(project=project, prompt=prompt, completions=rows, shuffle_seed=cfg.seed + prompt.pk)
+                        tasks_written += 1
+                    samples.append({"prompt": prompt.text[:500], "completion": texts[0][:1000]})
+            done += len(batch.prompt_indices)
+            ctx.report(done, len(prompts), {"generate/prompts_done": done, "generate/completions": completions_written,
+                                            "generate/tasks": tasks_written, "generate/no_stop": batch.finished_without_stop},
+                       samples[:3] or None)
+        if ctx.should_stop():
+            break
+    ctx.log(f"wrote {completions_written} completions and {tasks_written} ranking tasks")
+    return None
+
+
+def _settings(sampling: GenerationConfig) -> dict:
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed, "num_samples": sampling.num_samples}
+

@@ -1,0 +1,81 @@
+"""PPO job: optimise a policy version against a reward model version; the result is a new policy version."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    device_for,
+    prompt_input,
+    resolve_policy,
+    resolve_reward,
+    reward_prompt_text,
+    select_prompts,
+    subconfig,
+    validate_versions,
+    version_name,
+)
+from rlhf_worker.models import ModelVersion
+from rlhf_worker.training.config_base import ConfigError, config_to_dict
+from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
+
+
+@dataclass(frozen=True)
+class Config(PPOConfig, DataSelection):
+    """PPO settings plus the prompts, the starting policy and the reward model."""
+
+    base_version_id: int | None = field(default=None, metadata={"help": "Policy version to start from (also the KL reference); empty = the promoted policy, else the default model."})
+    reward_version_id: int | None = field(default=None, metadata={"help": "Reward model version to optimise against; empty = the promoted reward model."})
+    name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'PPO (job #N)')."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
+
+    def validate(self) -> None:
+        self.validate_selection()
+        PPOConfig.validate(self)
+        validate_versions(base_version_id=(self.base_version_id, "policy"), reward_version_id=(self.reward_version_id, "reward"))
+        if len(self.name) > 200:
+            raise ConfigError("name", "must be at most 200 characters")
+
+
+def load_reward_fn(version: ModelVersion, device: str) -> Callable:
+    """reward_fn(prompts, responses) -> normalised scores, from a saved reward model folder."""
+    from rlhf_worker.training.reward_model import RewardScorer
+
+    scorer = RewardScorer.from_pretrained(version.path, device=device)
+    return lambda prompts, responses: scorer.score(prompts, responses)
+
+
+def run(job, ctx) -> ModelVersion | None:
+    from rlhf_worker.training import ppo
+
+    cfg: Config = ctx.config
+    base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+    reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
+    prompts = list(select_prompts(cfg))
+    if not prompts:
+        raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
+    device = device_for(cfg.device)
+    # the policy sees each prompt's chat messages; the reward model gets the plain text (the last user turn)
+    reward_fn = load_reward_fn(reward, device)
+    inputs = [prompt_input(p) for p in prompts]
+    reward_texts = [reward_prompt_text(p) for p in prompts]
+
+    ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
+    result = ppo.train(
+        subconfig(PPOConfig, cfg), inputs, reward_fn, out_dir=str(ctx.out_dir / "policy"), base_path=base.path,
+        on_progress=ctx.report, should_stop=ctx.should_stop, device=device, reward_prompts=reward_texts,
+    )
+    if result.stopped or result.path is None:
+        return None
+    rise = mean_score_rise(result.history)
+    ctx.log(f"mean score rose by {rise:+.3f} over {result.steps} steps ({result.episodes} episodes)")
+    metrics = {k: v for k, v in result.metrics.items()}
+    metrics.update({"objective/score_rise": rise, "train/steps": result.steps, "train/episodes": result.episodes,
+                    "train/seconds": result.elapsed_s})
+    return ModelVersion.objects.create(
+        kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "PPO"), path=result.path, parent=base,
+        reward_model=reward, training_job=job, config=config_to_dict(cfg), metrics=metrics,
+        data_snapshot={"prompt_ids": [p.pk for p in prompts], "project_ids": cfg.project_ids,
+                       "date_from": cfg.date_from, "date_to": cfg.date_to},
+    )

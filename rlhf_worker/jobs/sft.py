@@ -1,0 +1,67 @@
+"""SFT job: fine-tune a policy version on the projects' demonstrations and register the result as a new version."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    device_for,
+    filter_dates,
+    prompt_input,
+    resolve_policy,
+    subconfig,
+    validate_versions,
+    version_name,
+)
+from rlhf_worker.models import ModelVersion
+from rlhf_worker.training.config_base import ConfigError, config_to_dict
+from rlhf_worker.training.sft import SFTConfig
+
+
+@dataclass(frozen=True)
+class Config(SFTConfig, DataSelection):
+    """SFT settings plus which demonstrations and which starting policy."""
+
+    base_version_id: int | None = field(default=None, metadata={"help": "Policy version to start from; empty = the promoted policy, else the default model."})
+    name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'SFT (job #N)')."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
+
+    def validate(self) -> None:
+        self.validate_selection()
+        SFTConfig.validate(self)
+        validate_versions(base_version_id=(self.base_version_id, "policy"))
+        if len(self.name) > 200:
+            raise ConfigError("name", "must be at most 200 characters")
+
+
+def run(job, ctx) -> ModelVersion | None:
+    from labeling_app.models import Demonstration
+    from rlhf_worker.training import sft
+
+    cfg: Config = ctx.config
+    base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+    demos = Demonstration.objects.select_related("prompt")
+    if cfg.project_ids:
+        demos = demos.filter(prompt__project_id__in=cfg.project_ids)
+    if cfg.prompt_ids:
+        demos = demos.filter(prompt_id__in=cfg.prompt_ids)
+    demos = list(filter_dates(demos, cfg).order_by("id"))
+    if not demos:
+        raise ValueError("no demonstrations match the selection: write some on the prompts first")
+    ctx.log(f"SFT from {base} on {len(demos)} demonstrations")
+    result = sft.train(
+        subconfig(SFTConfig, cfg), [(prompt_input(d.prompt), d.text) for d in demos],
+        out_dir=str(ctx.out_dir / "policy"), base_path=base.path, on_progress=ctx.report,
+        should_stop=ctx.should_stop, device=device_for(cfg.device),
+    )
+    if result.stopped or result.path is None:
+        return None
+    ctx.log(f"held-out loss {result.eval_loss_before} -> {result.eval_loss}")
+    return ModelVersion.objects.create(
+        kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "SFT"), path=result.path, parent=base,
+        training_job=job, config=config_to_dict(cfg),
+        metrics={"train/loss": result.train_loss, "eval/loss": result.eval_loss, "eval/loss_before": result.eval_loss_before,
+                 "train/steps": result.steps, "train/seconds": result.elapsed_s},
+        data_snapshot={"demonstration_ids": [d.pk for d in demos], "num_train": result.num_train, "num_eval": result.num_eval,
+                       "project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to},
+    )

@@ -1,0 +1,567 @@
+"""PPO for language-model policies (InstructGPT / lm-human-preferences), readable in the CleanRL manner.
+
+One PPO step = `rollout` (sample responses, score them, reference log-probs) -> `compute_rewards`
+(score at the last response token, per-token KL penalty) -> `compute_gae` (γ=1, λ=0.95) ->
+`ppo_update` (several epochs of shuffled minibatches, clipped ratio and clipped value loss).
+
+Unlike TRL, which trains two separate networks (policy and a value model), the value head sits
+on the policy's own trunk: one forward/backward serves both losses, and the rollout's log-probs
+and values come from the very forward passes that sampled the tokens.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config_base import ConfigError, config_from_dict, config_to_dict
+from .generation import (
+    autocast_for,
+    decode_responses,
+    encode_queries,
+    position_ids_from_mask,
+    sample_tokens,
+    trunk_and_head,
+)
+from .policy_models import disable_dropout, format_prompt, load_policy, save_policy, stop_token_ids
+
+RewardFn = Callable[[list[str], list[str]], torch.Tensor]
+ProgressFn = Callable[[int, int, dict, "list | None"], None]
+StopFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: the score rises within ~10 minutes."""
+
+    total_episodes: int = field(default=160, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
+    mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
+    ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
+    value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest response, in tokens."})
+    max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; log-probs use the same temperature."})
+    kl_coef: float = field(default=0.02, metadata={"help": "β of the per-token KL penalty against the reference policy (initial value when adaptive)."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt β towards kl_target (Ziegler et al. 2019)."})
+    kl_target: float = field(default=6.0, metadata={"help": "Target KL per response (nats) for the adaptive controller."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive KL controller."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor of GAE."})
+    lam: float = field(default=0.95, metadata={"help": "λ of GAE."})
+    cliprange: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss (it shares the policy's trunk)."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages to mean 0, std 1 per batch."})
+    missing_stop_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    trainable_layers: int = field(default=8, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen. Fewer layers = faster steps."})
+    seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
+    use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
+    samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "PPOConfig":
+        return config_from_dict(cls, d)
+
+    def validate(self) -> None:
+        positive_ints = ("total_episodes", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens", "kl_horizon")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be 1 or more")
+        if self.mini_batch_size > self.batch_size:
+            raise ConfigError("mini_batch_size", f"must be at most batch_size ({self.batch_size})")
+        if self.batch_size % self.mini_batch_size:
+            raise ConfigError("mini_batch_size", f"must divide batch_size ({self.batch_size})")
+        if self.total_episodes < self.batch_size:
+            raise ConfigError("total_episodes", f"must be at least batch_size ({self.batch_size})")
+        for name in ("learning_rate", "value_learning_rate"):
+            if not 0 < getattr(self, name) <= 1e-2:
+                raise ConfigError(name, "must be above 0 and at most 0.01")
+        if not 0 < self.temperature <= 5:
+            raise ConfigError("temperature", "must be above 0 and at most 5 (PPO needs sampling)")
+        if self.kl_coef < 0:
+            raise ConfigError("kl_coef", "must be 0 or more")
+        if self.kl_target <= 0:
+            raise ConfigError("kl_target", "must be above 0")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(name, "must be between 0 and 1")
+        for name in ("cliprange", "cliprange_value"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(name, "must be between 0 and 1 (exclusive)")
+        if self.vf_coef < 0:
+            raise ConfigError("vf_coef", "must be 0 or more")
+        if self.missing_stop_penalty < 0:
+            raise ConfigError("missing_stop_penalty", "must be 0 or more")
+        if self.max_grad_norm <= 0:
+            raise ConfigError("max_grad_norm", "must be above 0")
+        if self.trainable_layers < 0:
+            raise ConfigError("trainable_layers", "must be 0 (train everything) or more")
+        if self.samples_per_step < 0:
+            raise ConfigError("samples_per_step", "must be 0 or more")
+        if self.seed < 0:
+            raise ConfigError("seed", "must be 0 or more")
+
+    @property
+    def num_steps(self) -> int:
+        return self.total_episodes // self.batch_size
+
+
+class AdaptiveKLController:
+    """β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), Ziegler et al. 2019."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value = init_kl_coef
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + proportional_error * n_steps / self.horizon
+
+
+class FixedKLController:
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------
+# Small math pieces (tested against hand-computed values).
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x − mean) / std over the unmasked entries (unbiased variance); masked entries become 0."""
+    mean = masked_mean(x, mask)
+    centred = (x - mean) * mask
+    n = mask.sum().clamp(min=2)
+    var = (centred**2).sum() / (n - 1)
+    return centred * torch.rsqrt(var + eps) * mask
+
+
+def compute_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards −β·(logπ − logπ_ref), plus the score on each response's last token.
+
+    Returns (rewards [B,T], per-token kl [B,T]); both are 0 past the end of a response.
+    """
+    mask = response_mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = (response_mask.long().sum(1) - 1).clamp(min=0)
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores
+    return rewards * mask, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens: (advantages, returns), 0 past the end."""
+    mask = response_mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards * mask
+    steps = rewards.shape[1]
+    lastgaelam = torch.zeros_like(rewards[:, 0])
+    advantages_reversed = []
+    for t in reversed(range(steps)):
+        nextvalues = values[:, t + 1] if t < steps - 1 else torch.zeros_like(values[:, 0])
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        advantages_reversed.append(lastgaelam)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1) * mask
+    returns = advantages + values
+    return advantages, returns
+
+
+def ppo_losses(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+) -> dict[str, torch.Tensor]:
+    """Clipped surrogate policy loss and clipped value loss (both masked means), plus diagnostics."""
+    vpredclipped = old_values + torch.clamp(new_values - old_values, -cliprange_value, cliprange_value)
+    vf_losses1 = (new_values - returns) ** 2
+    vf_losses2 = (vpredclipped - returns) ** 2
+    vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
+    vf_clipfrac = masked_mean((vf_losses2 > vf_losses1).float(), mask)
+
+    logratio = new_logprobs - old_logprobs
+    ratio = torch.exp(logratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask)
+    approx_kl = 0.5 * masked_mean(logratio**2, mask)
+    return {"pg_loss": pg_loss, "vf_loss": vf_loss, "clipfrac": clipfrac, "vf_clipfrac": vf_clipfrac, "approx_kl": approx_kl}
+
+
+# ------------------------------------------------------------------------------------------
+# Model pieces.
+
+def make_value_head(model) -> torch.nn.Linear:
+    """A scalar head on the policy's last hidden state, zero-initialised so it starts neutral."""
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return head.to(next(model.parameters()).device)
+
+
+def freeze_lower_layers(model, trainable_layers: int) -> None:
+    """Keep only the top `trainable_layers` blocks, the final norm and an untied LM head trainable (0 = all).
+
+    Backward then stops at the lowest trainable block, and AdamW keeps state for fewer weights.
+    """
+    if trainable_layers <= 0:
+        return
+    layers = getattr(model.base_model, "layers", None)
+    if layers is None:
+        raise ValueError("trainable_layers needs a model whose trunk has `.layers` (Llama-style)")
+    model.requires_grad_(False)
+    for block in list(layers)[-trainable_layers:]:
+        block.requires_grad_(True)
+    norm = getattr(model.base_model, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and head.weight is not embeddings.weight:
+        head.requires_grad_(True)  # an untied LM head sits above the trunk: safe to train
+
+
+def _trunk_view(base: torch.nn.Module, layers: Sequence[torch.nn.Module], norm: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of a Llama-style trunk that runs only `layers` then `norm` (weights shared)."""
+    view = copy.copy(base)
+    view._modules = dict(base._modules)
+    view.layers = torch.nn.ModuleList(layers)
+    view.norm = norm
+    return view
+
+
+class TrunkSplit:
+    """Frozen bottom / trainable top of the policy trunk, plus the reference policy's top.
+
+    With the bottom frozen, policy and reference share it exactly: its hidden states are computed
+    once per rollout and fed (as `inputs_embeds`) to the reference's top for the KL term and to
+    the policy's top in every PPO epoch, so updates cost only the top layers.
+    """
+
+    def __init__(self, model, ref_model, trainable_layers: int):
+        layers = list(model.base_model.layers)
+        cut = max(0, len(layers) - trainable_layers)
+        self.bottom = _trunk_view(model.base_model, layers[:cut], torch.nn.Identity())
+        self.top = _trunk_view(model.base_model, layers[cut:], model.base_model.norm)
+        ref_layers = list(ref_model.base_model.layers)
+        self.ref_top = _trunk_view(ref_model.base_model, ref_layers[cut:], ref_model.base_model.norm)
+
+    @torch.no_grad()
+    def bottom_hidden(self, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:
+        input_ids = torch.cat([query_ids, response_ids], dim=1)
+        attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+        with autocast_for(input_ids.device):
+            return self.bottom(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+            ).last_hidden_state
+
+
+def forward_policy(
+    model,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float,
+    value_head: torch.nn.Module | None = None,
+    with_entropy: bool = False,
+    *,
+    trunk: torch.nn.Module | None = None,
+    trunk_inputs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Log-probs of the response tokens under log_softmax(logits / temperature), values, entropy.
+
+    Position ids count real tokens only, so a left-padded query sees the same positions as
+    unpadded; the LM head runs on the response positions only. With `trunk` + `trunk_inputs`
+    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run.
+    """
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+    backbone, lm_head = trunk_and_head(model)
+    inputs = {"input_ids": input_ids} if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
+    with autocast_for(input_ids.device):
+        hidden = (trunk or backbone)(
+            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+        ).last_hidden_state
+        hidden = hidden[:, query_ids.shape[1] - 1 : -1]
+        logits = lm_head(hidden).float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logprobs, values, entropy
+
+
+# ------------------------------------------------------------------------------------------
+# The three phases of a PPO step.
+
+@dataclass
+class Rollout:
+    prompts: list[str]
+    responses: list[str]
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+    scores: torch.Tensor  # raw reward_fn scores
+    penalised_scores: torch.Tensor  # minus missing_stop_penalty where no stop token
+    has_stop: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+    bottom_hidden: torch.Tensor | None = None  # [B, Lq+T, H] frozen-bottom states when training the top only
+
+
+@torch.no_grad()
+def rollout(
+    model, value_head, ref_model, tokenizer, prompts: list[str], prompt_texts: list[str], reward_fn: RewardFn,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
+) -> Rollout:
+    """Sample one response per prompt, score it, and get reference log-probs."""
+    device = next(model.parameters()).device
+    stop_ids = stop_token_ids(tokenizer)
+    query_ids, query_mask = encode_queries(tokenizer, prompt_texts, cfg.max_prompt_tokens, device)
+    t0 = time.perf_counter()
+    out = sample_tokens(
+        model, query_ids, query_mask,
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0,
+        stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generator, value_head=value_head,
+    )
+    t1 = time.perf_counter()
+    bottom = None
+    if split is not None:
+        bottom = split.bottom_hidden(query_ids, query_mask, out.response_ids, out.response_mask)
+        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
+                                            cfg.temperature, trunk=split.ref_top, trunk_inputs=bottom)
+    else:
+        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature)
+    t2 = time.perf_counter()
+    responses = decode_responses(tokenizer, out.response_ids, stop_ids)
+    scores = torch.as_tensor(reward_fn(list(prompts), responses), dtype=torch.float32).reshape(-1).to(device)
+    timings = {"time/sample_s": t1 - t0, "time/ref_s": t2 - t1, "time/reward_s": time.perf_counter() - t2}
+    if scores.shape[0] != len(prompts):
+        raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(prompts)} responses")
+    penalised = torch.where(out.has_stop, scores, scores - cfg.missing_stop_penalty)
+    return Rollout(
+        prompts=list(prompts), responses=responses, query_ids=query_ids, query_mask=query_mask,
+        response_ids=out.response_ids, response_mask=out.response_mask, logprobs=out.logprobs,
+        ref_logprobs=ref_logprobs * out.response_mask, values=out.values, entropy=out.entropy,
+        scores=scores, penalised_scores=penalised, has_stop=out.has_stop, timings=timings, bottom_hidden=bottom,
+    )
+
+
+def _trim(query_ids, query_mask, response_ids, response_mask, bottom_hidden, *rest):
+    """Drop columns that are padding for every row of a minibatch (positions come from the mask)."""
+    first = int(query_mask.any(0).long().argmax())
+    last = int(response_mask.any(0).long().cumsum(0).argmax()) + 1
+    if bottom_hidden is not None:
+        bottom_hidden = bottom_hidden[:, first:query_ids.shape[1] + last]
+    return (query_ids[:, first:], query_mask[:, first:], response_ids[:, :last], response_mask[:, :last], bottom_hidden,
+            *[r[:, :last] for r in rest])
+
+
+def ppo_update(
+    model, value_head, optimizer, batch: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
+) -> dict[str, float]:
+    """`ppo_epochs` passes of shuffled minibatches; returns the mean of each loss statistic."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stats: dict[str, list[float]] = {}
+    n = batch.query_ids.shape[0]
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(n, generator=generator).to(batch.query_ids.device)
+        for start in range(0, n, cfg.mini_batch_size):
+            idx = perm[start:start + cfg.mini_batch_size]
+            bottom = batch.bottom_hidden[idx] if batch.bottom_hidden is not None else None
+            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
+                batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx], bottom,
+                batch.logprobs[idx], batch.values[idx], advantages[idx], returns[idx],
+            )
+            new_logprobs, new_values, _ = forward_policy(
+                model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
+                trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+            )
+            losses = ppo_losses(
+                new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns,
+                mb_rmask, cfg.cliprange, cfg.cliprange_value,
+            )
+            loss = losses["pg_loss"] + cfg.vf_coef * losses["vf_loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            for key, value in losses.items():
+                stats.setdefault(key, []).append(float(value.detach()))
+    return {key: sum(v) / len(v) for key, v in stats.items()}
+
+
+def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float]) -> dict[str, float]:
+    mask = batch.response_mask.float()
+    kl_per_response = kl.sum(1)
+    return {
+        "objective/scores": float(batch.scores.mean()),
+        "objective/scores_with_penalty": float(batch.penalised_scores.mean()),
+        "objective/kl": float(kl_per_response.mean()),
+        "objective/rlhf_reward": float((batch.penalised_scores - kl_coef * kl_per_response).mean()),
+        "objective/entropy": float(masked_mean(batch.entropy, mask)),
+        "objective/kl_coef": float(kl_coef),
+        "policy/clipfrac": update_stats["clipfrac"],
+        "policy/approxkl": update_stats["approx_kl"],
+        "loss/policy": update_stats["pg_loss"],
+        "loss/value": update_stats["vf_loss"],
+        "val/clipfrac": update_stats["vf_clipfrac"],
+        "response/length": float(mask.sum(1).mean()),
+        "response/no_stop_fraction": float((~batch.has_stop).float().mean()),
+        **batch.timings,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class PPOResult:
+    path: str | None  # saved policy folder (None if stopped before the first step)
+    steps: int
+    episodes: int
+    stopped: bool
+    metrics: dict[str, float]  # last step's metrics
+    history: list[dict[str, float]]
+    elapsed_s: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def train(
+    cfg: PPOConfig,
+    prompts: Sequence[str | Sequence[dict]],
+    reward_fn: RewardFn,
+    *,
+    out_dir: str,
+    base_path: str | None = None,
+    policy: tuple[Any, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    device: str | None = None,
+    reward_prompts: Sequence[str] | None = None,
+) -> PPOResult:
+    """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
+
+    The policy comes from `base_path` (a saved policy folder) or `policy=(model, tokenizer)`.
+    The frozen reference policy is a copy of the starting policy. `reward_fn` gets
+    `reward_prompts[i]` for prompt i (default: the prompt text, or a chat prompt's last message).
+    """
+    if not prompts:
+        raise ValueError("PPO needs at least one prompt")
+    if policy is not None:
+        model, tokenizer = policy
+        if device is not None:
+            model.to(device)
+    elif base_path is not None:
+        model, tokenizer = load_policy(base_path, device)
+    else:
+        raise ValueError("give base_path or policy=(model, tokenizer)")
+    device = next(model.parameters()).device
+    torch.manual_seed(cfg.seed)
+    disable_dropout(model)
+    model.eval()  # dropout off in rollouts and updates: the ratio compares the same function
+    ref_model = copy.deepcopy(model).requires_grad_(False)
+    freeze_lower_layers(model, cfg.trainable_layers)
+    split = TrunkSplit(model, ref_model, cfg.trainable_layers) if cfg.trainable_layers > 0 else None
+    value_head = make_value_head(model)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
+         {"params": list(value_head.parameters()), "lr": cfg.value_learning_rate}],
+        eps=1e-5, fused=True,  # fused AdamW: one kernel per step, ~10x faster than foreach on this CPU
+    )
+    kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
+    texts = [format_prompt(tokenizer, p) if cfg.use_chat_template else str(p) for p in prompts]
+    plain = list(reward_prompts) if reward_prompts is not None else [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    if len(plain) != len(prompts):
+        raise ValueError("reward_prompts must have one entry per prompt")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sample_generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    start_time = time.perf_counter()
+    order: list[int] = []
+    stopped = False
+    step = 0
+    for step in range(1, cfg.num_steps + 1):
+        if should_stop is not None and should_stop():
+            stopped = True
+            step -= 1
+            break
+        idx = []
+        while len(idx) < cfg.batch_size:
+            if not order:
+                order = torch.randperm(len(texts), generator=generator).tolist()
+            idx.append(order.pop())
+        t0 = time.perf_counter()
+        batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
+                        reward_fn, cfg, sample_generator, split)
+        with torch.no_grad():
+            rewards, kl = compute_rewards(batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
+            advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = masked_whiten(advantages, batch.response_mask.float())
+        t1 = time.perf_counter()
+        update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator, split)
+        metrics = step_metrics(batch, kl, kl_ctl.value, update_stats)
+        metrics["time/rollout_s"] = t1 - t0
+        metrics["time/update_s"] = time.perf_counter() - t1
+        kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        elapsed = time.perf_counter() - start_time
+        metrics["time/episodes_per_s"] = step * cfg.batch_size / elapsed
+        metrics["train/episodes"] = float(step * cfg.batch_size)
+        history.append(metrics)
+        if on_progress is not None:
+            samples = [
+                {"prompt": p, "response": r, "score": round(float(s), 4)}
+                for p, r, s in list(zip(batch.prompts, batch.responses, batch.scores.tolist()))[: cfg.samples_per_step]
+            ]
+            on_progress(step, cfg.num_steps, metrics, samples or None)
+    path = None
+    if step > 0:
+        path = save_policy(model, tokenizer, out_dir)
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(Path(out_dir) / "value_head.safetensors"))
+    return PPOResult(
+        path=path, steps=step, episodes=step * cfg.batch_size, stopped=stopped,
+        metrics=history[-1] if history else {}, history=history,
+        elapsed_s=time.perf_counter() - start_time, config=config_to_dict(cfg),
+    )
+
+
+def mean_score_rise(history: list[dict[str, float]], window: int = 3) -> float:
+    """Mean 'objective/scores' of the last `window` steps minus that of the first `window` steps."""
+    window = max(1, min(window, len(history) // 2 or 1))
+    first = [h["objective/scores"] for h in history[:window]]
+    last = [h["objective/scores"] for h in history[-window:]]
+    return sum(last) / len(last) - sum(first) / len(first) if history else math.nan

@@ -1,0 +1,121 @@
+"""PPO end to end on a tiny policy: the score rises, KL stays bounded, stop penalty, cancel, loadable checkpoint."""
+import pytest
+import torch
+
+from rlhf_worker.training.generation import encode_queries
+from rlhf_worker.training.policy_models import format_prompt, load_policy, tiny_policy
+from rlhf_worker.training.ppo import PPOConfig, make_value_head, rollout, train
+
+torch.set_num_threads(1)
+PROMPTS = ["hi", "hello", "abc", "xyz"]
+
+
+def fraction_of_a(prompts, responses):
+    """Easy reward: the fraction of response characters that are 'a' (tiny tokenizer = characters)."""
+    return torch.tensor([sum(c == "a" for c in r) / max(len(r), 1) for r in responses])
+
+
+def run(kl_coef: float, out_dir, steps: int = 40):
+    cfg = PPOConfig(total_episodes=16 * steps, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
+                    value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, kl_coef=kl_coef,
+                    missing_stop_penalty=0.0, seed=0, trainable_layers=0)
+    return train(cfg, PROMPTS, fraction_of_a, out_dir=str(out_dir), policy=tiny_policy(seed=0))
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    return run(0.02, tmp_path_factory.mktemp("ppo"))
+
+
+def test_ppo_raises_the_score_with_bounded_kl(learned):
+    scores = [h["objective/scores"] for h in learned.history]
+    first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
+    assert first < 0.05, "a random policy rarely says 'a' (1 token of 99)"
+    assert last > 0.5, f"PPO should make 'a' the majority of the response, got {last:.3f}"
+    kl = [h["objective/kl"] for h in learned.history]
+    # 8 tokens, each at most log(99) ≈ 4.6 nats away from the near-uniform reference
+    assert max(kl) < 8 * 4.6
+    assert all(h["policy/approxkl"] < 0.5 for h in learned.history), "each update stays close to its rollout policy"
+    for key in ("objective/entropy", "policy/clipfrac", "loss/value", "loss/policy", "response/length"):
+        assert key in learned.metrics
+
+
+def test_larger_kl_coefficient_keeps_policy_closer(learned, tmp_path):
+    strong = run(0.5, tmp_path, steps=25)
+    kl_weak = sum(h["objective/kl"] for h in learned.history[15:25]) / 10
+    kl_strong = sum(h["objective/kl"] for h in strong.history[15:25]) / 10
+    assert kl_strong < 0.5 * kl_weak
+
+
+def test_checkpoint_is_a_loadable_policy_that_prefers_the_rewarded_token(learned):
+    model, tok = load_policy(learned.path, "cpu")
+    ids, mask = encode_queries(tok, [format_prompt(tok, "hi")], 64, "cpu")
+    with torch.no_grad():
+        probs = model(input_ids=ids, attention_mask=mask).logits[0, -1].softmax(-1)
+    assert int(probs.argmax()) == tok.convert_tokens_to_ids("a")
+
+
+def test_missing_stop_token_costs_a_fixed_penalty():
+    model, tok = tiny_policy(seed=0)
+    cfg = PPOConfig(batch_size=8, mini_batch_size=8, max_new_tokens=30, temperature=3.0, missing_stop_penalty=0.75)
+    texts = [format_prompt(tok, p) for p in PROMPTS * 2]
+    batch = rollout(model, make_value_head(model), model, tok, PROMPTS * 2, texts, lambda p, r: torch.ones(len(r)),
+                    cfg, torch.Generator().manual_seed(3))
+    assert batch.has_stop.any() and not batch.has_stop.all()
+    expected = torch.where(batch.has_stop, torch.tensor(1.0), torch.tensor(0.25))
+    torch.testing.assert_close(batch.penalised_scores, expected)
+    torch.testing.assert_close(batch.scores, torch.ones(8))
+
+
+def test_should_stop_returns_early_without_error(tmp_path):
+    calls = []
+    cfg = PPOConfig(total_episodes=64, batch_size=8, mini_batch_size=4, max_new_tokens=4)
+    result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=tiny_policy(seed=0),
+                   on_progress=lambda *a: calls.append(a), should_stop=lambda: len(calls) >= 2)
+    assert result.stopped and result.steps == 2 and result.episodes == 16
+    step, total, metrics, samples = calls[-1]
+    assert (step, total) == (2, 8)
+    assert samples and {"prompt", "response", "score"} <= set(samples[0])
+    assert result.path is not None and load_policy(result.path, "cpu")
+
+
+def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
+    import copy
+
+    from rlhf_worker.training.generation import sample_tokens
+    from rlhf_worker.training.policy_models import stop_token_ids
+    from rlhf_worker.training.ppo import TrunkSplit, forward_policy, freeze_lower_layers
+
+    model, tok = tiny_policy(seed=0, num_layers=3)
+    ref = copy.deepcopy(model)
+    head = make_value_head(model)
+    torch.nn.init.normal_(head.weight)
+    ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS], 64, "cpu")
+    out = sample_tokens(model, ids, mask, max_new_tokens=6, temperature=0.9, top_p=1.0, stop_ids=stop_token_ids(tok),
+                        pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    full_lp, full_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head)
+    freeze_lower_layers(model, 1)
+    split = TrunkSplit(model, ref, 1)
+    bottom = split.bottom_hidden(ids, mask, out.response_ids, out.response_mask)
+    top_lp, top_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head,
+                                      trunk=split.top, trunk_inputs=bottom)
+    ref_lp, _, _ = forward_policy(ref, ids, mask, out.response_ids, out.response_mask, 0.9, trunk=split.ref_top, trunk_inputs=bottom)
+    m = out.response_mask
+    torch.testing.assert_close(top_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(top_v[m], full_v[m].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ref_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
+    top_lp[m].sum().backward()
+    trainable = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trainable and all(n.startswith(("model.layers.2.", "model.norm")) for n in trainable)
+
+
+def test_training_only_the_top_layer_still_learns(tmp_path):
+    cfg = PPOConfig(total_episodes=16 * 30, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
+                    value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, missing_stop_penalty=0.0, seed=0,
+                    trainable_layers=1)
+    # untied LM head: it stays trainable (a tied one is the frozen input embedding)
+    model, tok = tiny_policy(seed=0, num_layers=3, tie_word_embeddings=False)
+    result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=(model, tok))
+    assert not model.model.layers[0].self_attn.q_proj.weight.requires_grad and model.lm_head.weight.requires_grad
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.3
