@@ -63,7 +63,12 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
     if name.endswith("_version_id"):
         kind = version_kind_for(name, job_kind)
         promoted = promoted_version(kind)
-        default_label = "Default" + (f" — promoted: #{promoted.pk} {promoted.name}" if promoted else " model")
+        if promoted:
+            default_label = f"Default — the promoted one: #{promoted.pk} {promoted.name}"
+        elif kind == ModelVersion.Kind.POLICY:
+            default_label = "Default — the built-in model (no policy promoted yet)"
+        else:
+            default_label = "Default — the promoted reward model (none promoted yet)"
         return forms.TypedChoiceField(choices=[("", default_label)] + model_version_choices(kind), coerce=int,
                                       empty_value=None, required=False, **common)
     if name.endswith("_job_id"):
