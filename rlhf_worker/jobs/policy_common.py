@@ -69,17 +69,6 @@ def prompt_input(prompt) -> str | list[dict]:
     return list(prompt.messages) if prompt.messages else prompt.text
 
 
-def reward_prompt_text(prompt) -> str:
-    """The prompt as the reward model read it in training (the reward job's `prompt_as_text` when present)."""
-    try:
-        from rlhf_worker.jobs.reward import prompt_as_text
-    except ImportError:  # same rule: a chat prompt's turns one per line as "role: content", else the text
-        if prompt.messages:
-            return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt.messages)
-        return prompt.text
-    return prompt_as_text(prompt)
-
-
 def validate_versions(**fields: tuple[int | None, str]) -> None:
     """Each given (version id, kind) exists; raises ConfigError naming the field otherwise."""
     for name, (version_id, kind) in fields.items():

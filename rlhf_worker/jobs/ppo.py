@@ -10,12 +10,12 @@ from rlhf_worker.jobs.policy_common import (
     prompt_input,
     resolve_policy,
     resolve_reward,
-    reward_prompt_text,
     select_prompts,
     subconfig,
     validate_versions,
     version_name,
 )
+from rlhf_worker.jobs.reward import prompt_as_text
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
@@ -59,7 +59,7 @@ def run(job, ctx) -> ModelVersion | None:
     # the policy sees each prompt's chat messages; the reward model gets the plain text (the last user turn)
     reward_fn = load_reward_fn(reward, device)
     inputs = [prompt_input(p) for p in prompts]
-    reward_texts = [reward_prompt_text(p) for p in prompts]
+    reward_texts = [prompt_as_text(p) for p in prompts]  # as the reward model read prompts in training
 
     ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
     result = ppo.train(
