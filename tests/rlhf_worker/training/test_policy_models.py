@@ -82,3 +82,21 @@ def test_real_smollm2_conversion(tmp_path):
     model, tok = load_policy(path, "cpu")
     assert tok.pad_token == "<|endoftext|>" and tok.eos_token == "<|im_end|>"
     assert "quantization_config" not in model.config.to_dict()
+
+
+@pytest.mark.skipif(not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="loads the real default models (~60 s); set RLHF_TEST_REAL_MODELS=1")
+def test_default_models_from_the_wheels_generate_and_score(tmp_path):
+    """What `make run` users get with no model hub: SmolLM2 answers, MiniLM scores the answer."""
+    from rlhf_worker.training.generation import GenerationConfig, generate
+    from rlhf_worker.training.reward_model import RewardModel, RewardScorer, default_backbone_path, load_for_training
+
+    model, tok = load_policy(policy_models.default_policy_path(str(tmp_path)), "cpu")
+    cfg = GenerationConfig(num_samples=2, temperature=0.7, top_p=0.9, max_new_tokens=12, seed=0)
+    answers = generate(model, tok, ["What is the capital of France?"], cfg, batch_size=2)
+    assert len(answers) == 1 and len(answers[0]) == 2
+    assert all(a.strip() for a in answers[0]), answers
+
+    reward, reward_tok = load_for_training(default_backbone_path())
+    assert isinstance(reward, RewardModel)
+    scores = RewardScorer(reward, reward_tok, max_length=128).score(["What is the capital of France?"] * 2, answers[0])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
