@@ -37,15 +37,11 @@ sys.path.insert(0, str(ROOT))
 BENCH_DB = "bench_import_export"
 
 
+from machine_info import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
 def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import django
     import psycopg
 

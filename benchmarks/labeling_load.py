@@ -32,20 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from machine_info import cpu_model  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 K = 4
 CHECK_KEYS = 12  # the project's default checks (InstructGPT's metadata questions + toxicity)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def with_db(url: str, name: str) -> str:

@@ -51,15 +51,11 @@ PROMPTS = [
 ]
 
 
+from machine_info import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}"
 
 

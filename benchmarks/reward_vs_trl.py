@@ -45,15 +45,11 @@ from rlhf_worker.training.reward_model import RewardModel, default_backbone_path
 from rlhf_worker.training.synthetic import synthetic_rankings  # noqa: E402
 
 
+from machine_info import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import transformers
     import trl
 
