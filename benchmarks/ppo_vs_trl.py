@@ -11,7 +11,8 @@ set to (E[tok] − mean E) for a chosen word `tok` (default " great"): the score
 the policy's own LM would continue the finished chat with that word, i.e. it rewards upbeat
 answers. It is shifted and scaled once so that scores of the prompts are mean 0, std 1.
 TRL's value model is a copy of that reward model (as in TRL's own examples); ours is a value
-head on the policy trunk.
+head on the policy trunk. The score compared is the one TRL logs as `objective/scores`: the
+reward model's score minus the missing-stop penalty (ours logs it as `objective/scores_with_penalty`).
 
 Run:  python benchmarks/ppo_vs_trl.py --episodes 32 --batch-size 16
       (--layers 8 for a faster, smaller policy; --skip-trl / --skip-ours to run one side)
@@ -170,7 +171,8 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
     history = []
 
     def on_progress(step, total, metrics, samples):
-        history.append(metrics)
+        # TRL logs objective/scores after subtracting the missing-stop penalty: compare the same quantity
+        history.append({"objective/scores": metrics["objective/scores_with_penalty"], "objective/kl": metrics["objective/kl"]})
         print("  ours", step, {k: round(v, 3) for k, v in metrics.items() if k.startswith(("objective/s", "objective/kl", "time/"))},
               (samples or [{}])[0].get("response", "")[:80].replace("\n", " "), flush=True)
 

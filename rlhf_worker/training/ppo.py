@@ -282,6 +282,82 @@ class TrunkSplit:
             ).last_hidden_state
 
 
+SHARED_PREFIX_MIN = 8  # shortest common prompt prefix worth a separate pass (a chat template's system turn is ~20)
+
+
+def common_prefix_length(query_ids: torch.Tensor, query_mask: torch.Tensor) -> int:
+    """How many leading tokens every (left-padded) query shares, leaving each row at least one of its own.
+
+    With a chat template this is the system turn: the same tokens at the same positions in every row.
+    """
+    lengths = query_mask.long().sum(1)
+    room = int(lengths.min()) - 1
+    if query_ids.shape[0] < 2 or room < 1:
+        return 0
+    starts = query_ids.shape[1] - lengths
+    aligned = query_ids.gather(1, starts[:, None] + torch.arange(room, device=query_ids.device)[None])
+    same = (aligned == aligned[:1]).all(0)
+    return room if bool(same.all()) else int(same.long().argmin())
+
+
+def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Trunk inputs for `input_ids`; with a tied LM head the embedding lookup's gradient is sparse.
+
+    A tied weight gets a dense gradient from the LM head anyway; the lookup's own part then
+    scatters into it instead of building (and adding) a second dense vocab x hidden matrix.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if torch.is_grad_enabled() and emb.weight.requires_grad and head is not None and head.weight is emb.weight:
+        return {"inputs_embeds": F.embedding(input_ids, emb.weight, padding_idx=emb.padding_idx, sparse=True)}
+    return {"input_ids": input_ids}
+
+
+def response_hidden(
+    model, query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Last hidden states at the positions that predict each response token: [B, T, H].
+
+    When every query starts with the same `SHARED_PREFIX_MIN`+ tokens (a chat template's system
+    turn), that prefix runs once, its keys/values are repeated for every row, and only the rest
+    runs per row. Positions and attention are those of the unshared pass, so log-probs, values and
+    gradients are the same (the prefix's gradient is the sum over rows, as before); it saves
+    prefix x (rows - 1) token passes, forward and backward.
+    """
+    backbone, _ = trunk_and_head(model)
+    batch, query_len = query_ids.shape
+    steps = response_ids.shape[1]
+    prefix = common_prefix_length(query_ids, query_mask)
+    if prefix < SHARED_PREFIX_MIN:
+        input_ids = torch.cat([query_ids, response_ids], dim=1)
+        attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+        hidden = backbone(
+            **_embed(model, input_ids), attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+        ).last_hidden_state
+        return hidden[:, query_len - 1 : -1]
+    device = query_ids.device
+    starts = query_len - query_mask.long().sum(1)
+    first = int(starts[0])
+    shared = backbone(
+        **_embed(model, query_ids[:1, first:first + prefix]), attention_mask=torch.ones(1, prefix, dtype=torch.long, device=device),
+        position_ids=torch.arange(prefix, device=device)[None], use_cache=True,
+    ).past_key_values
+    shared.batch_repeat_interleave(batch)  # differentiable: the prefix's gradient sums over rows
+    cut = int(starts.min()) + prefix  # first column any row still needs
+    columns = torch.arange(cut, query_len, device=device)
+    rest_query_mask = query_mask[:, cut:].long() * (columns[None] >= (starts[:, None] + prefix)).long()
+    attention_mask = torch.cat(
+        [torch.ones(batch, prefix, dtype=torch.long, device=device), rest_query_mask, response_mask.long()], dim=1
+    )
+    hidden = backbone(
+        **_embed(model, torch.cat([query_ids[:, cut:], response_ids], dim=1)), attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask)[:, prefix:], past_key_values=shared, use_cache=True,
+        cache_position=torch.arange(prefix, prefix + query_len - cut + steps, device=device),
+    ).last_hidden_state
+    rest_query = query_len - cut
+    return hidden[:, rest_query - 1 : rest_query - 1 + steps]
+
+
 def forward_policy(
     model,
     query_ids: torch.Tensor,
@@ -299,17 +375,21 @@ def forward_policy(
 
     Position ids count real tokens only, so a left-padded query sees the same positions as
     unpadded; the LM head runs on the response positions only. With `trunk` + `trunk_inputs`
-    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run.
+    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run; otherwise
+    a prompt prefix shared by every row runs once (`response_hidden`).
     """
-    input_ids = torch.cat([query_ids, response_ids], dim=1)
-    attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
-    backbone, lm_head = trunk_and_head(model)
-    inputs = {"input_ids": input_ids} if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
-    with autocast_for(input_ids.device):
-        hidden = (trunk or backbone)(
-            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
-        ).last_hidden_state
-        hidden = hidden[:, query_ids.shape[1] - 1 : -1]
+    if (trunk is None) != (trunk_inputs is None):
+        raise ValueError("give both trunk and trunk_inputs, or neither")
+    _, lm_head = trunk_and_head(model)
+    with autocast_for(query_ids.device):
+        if trunk_inputs is None:
+            hidden = response_hidden(model, query_ids, query_mask, response_ids, response_mask)
+        else:
+            attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+            hidden = trunk(
+                inputs_embeds=trunk_inputs, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+            ).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
         logits = lm_head(hidden).float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
