@@ -142,8 +142,9 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    trained = trainer.model.policy if hasattr(trainer.model, "policy") else policy
     history = [{"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]} for m in logs if "objective/scores" in m]
-    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history}
+    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": trained}
 
 
 def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: int) -> dict:
@@ -179,7 +180,42 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
     start, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, PROMPTS, reward_fn, out_dir=str(work / "ours_out"), policy=(model, tok), on_progress=on_progress)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history}
+    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": model}
+
+
+@torch.no_grad()
+def evaluate(args, policy, policy_dir: str, rm_dir: str) -> tuple[float, float, float]:
+    """Score and KL of a trained policy on a fixed set: every prompt x `--eval-samples` seeded samples.
+
+    The same sampler, reward formatting, penalty and reference for every side, so the comparison does
+    not depend on which prompts each trainer's last steps happened to draw. Returns (mean penalised
+    score, its standard error, mean KL per response = sum over tokens of log pi - log pi_ref).
+    """
+    from rlhf_worker.training.generation import encode_queries, sample_tokens
+    from rlhf_worker.training.policy_models import stop_token_ids
+    from rlhf_worker.training.ppo import forward_policy
+
+    ref, tok = load_policy(policy_dir, "cpu")
+    rm = LlamaForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()
+    offset = float(Path(rm_dir, "offset.txt").read_text())
+    policy = policy.eval()
+    stops = stop_token_ids(tok)
+    texts = [format_prompt(tok, p) for p in PROMPTS]
+    ids, mask = encode_queries(tok, texts, 256, "cpu")
+    scores, kls = [], []
+    for sample in range(args.eval_samples):
+        out = sample_tokens(policy, ids, mask, max_new_tokens=args.response_length, temperature=args.temperature, top_p=1.0,
+                            stop_ids=stops, pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(10_000 + sample))
+        lp, _, _ = forward_policy(policy, ids, mask, out.response_ids, out.response_mask, args.temperature)
+        ref_lp, _, _ = forward_policy(ref, ids, mask, out.response_ids, out.response_mask, args.temperature)
+        kls += ((lp - ref_lp) * out.response_mask).sum(1).tolist()
+        full = [t + tok.decode(r[m], skip_special_tokens=False) for t, r, m in zip(texts, out.response_ids, out.response_mask)]
+        s = _rm_scores(rm, tok, full) - offset - args.missing_stop_penalty * (~out.has_stop).float()
+        scores += s.tolist()
+    n = len(scores)
+    mean = sum(scores) / n
+    se = (sum((x - mean) ** 2 for x in scores) / (n - 1) / n) ** 0.5
+    return mean, se, sum(kls) / n
 
 
 def summary(name: str, r: dict, last: int) -> tuple[float, float, float, float]:
@@ -213,6 +249,7 @@ def main() -> None:
     p.add_argument("--reward-word", default=" great")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--last", type=int, default=2, help="average score/KL over the last N steps")
+    p.add_argument("--eval-samples", type=int, default=4, help="seeded samples per prompt in the fixed evaluation (0 = skip)")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--workdir", default=None)
@@ -237,6 +274,14 @@ def main() -> None:
         torch.manual_seed(args.seed)
         results["trl"] = run_trl(args, policy_dir, rm_dir, work)
     stats = {name: summary(name, r, args.last) for name, r in results.items()}
+    if args.eval_samples:
+        print(f"fixed evaluation: {len(PROMPTS)} prompts x {args.eval_samples} seeded samples per trained policy "
+              f"(same sampler, reward, penalty and reference for every side)")
+        torch.manual_seed(args.seed)
+        start_model, _ = load_policy(policy_dir, "cpu")
+        for name, r in [("start", {"policy": start_model}), *results.items()]:
+            mean, se, kl = evaluate(args, r["policy"], policy_dir, rm_dir)
+            print(f"  {name:9s} score={mean:+.3f} (standard error {se:.3f}) kl={kl:.3f}", flush=True)
     if "trl" in stats:
         for name in (n for n in stats if n != "trl"):
             print(f"ratio episodes/s {name}/trl = {stats[name][0] / stats['trl'][0]:.2f}x (wall), "
