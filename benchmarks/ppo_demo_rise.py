@@ -65,6 +65,7 @@ def main() -> None:
     for f in dataclasses.fields(ppo.PPOConfig):
         if f.type in ("int", "float", int, float):
             p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type in ("int", int) else float, default=None)
+    p.add_argument("--rm-epochs", type=int, default=None, help="reward-model epochs (default: RewardConfig's)")
     p.add_argument("--eval-seeds", type=int, default=2, help="answers per prompt in the before/after check")
     p.add_argument("--model-store", default=str(ROOT / "var" / "model_store"))
     args = p.parse_args()
@@ -79,8 +80,9 @@ def main() -> None:
     prompts = [prompt for prompt, _, _ in DEMO_PROMPTS]
 
     t0 = time.perf_counter()
-    rm = reward.train(reward.RewardConfig(), demo_rankings(), out_dir=work / "reward")
-    print(f"reward model: {time.perf_counter() - t0:.0f} s, {rm.num_train_rankings} train / {rm.num_eval_rankings} "
+    rm_cfg = reward.RewardConfig() if args.rm_epochs is None else reward.RewardConfig(epochs=args.rm_epochs)
+    rm = reward.train(rm_cfg, demo_rankings(), out_dir=work / "reward")
+    print(f"reward model: {rm_cfg.epochs} epoch(s), {time.perf_counter() - t0:.0f} s, {rm.num_train_rankings} train / {rm.num_eval_rankings} "
           f"held-out rankings, held-out metrics {({k: round(v, 3) for k, v in rm.metrics.items() if k.startswith('eval')})}")
     scorer = RewardScorer.from_pretrained(rm.model_dir, device="cpu")
 

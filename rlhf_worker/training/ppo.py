@@ -29,6 +29,7 @@ from .generation import (
     sample_tokens,
     trunk_and_head,
 )
+from .packing import pack_rows
 from .policy_models import disable_dropout, format_prompt, load_policy, save_policy, stop_token_ids
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -282,24 +283,6 @@ class TrunkSplit:
             ).last_hidden_state
 
 
-SHARED_PREFIX_MIN = 8  # shortest common prompt prefix worth a separate pass (a chat template's system turn is ~20)
-
-
-def common_prefix_length(query_ids: torch.Tensor, query_mask: torch.Tensor) -> int:
-    """How many leading tokens every (left-padded) query shares, leaving each row at least one of its own.
-
-    With a chat template this is the system turn: the same tokens at the same positions in every row.
-    """
-    lengths = query_mask.long().sum(1)
-    room = int(lengths.min()) - 1
-    if query_ids.shape[0] < 2 or room < 1:
-        return 0
-    starts = query_ids.shape[1] - lengths
-    aligned = query_ids.gather(1, starts[:, None] + torch.arange(room, device=query_ids.device)[None])
-    same = (aligned == aligned[:1]).all(0)
-    return room if bool(same.all()) else int(same.long().argmin())
-
-
 def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Trunk inputs for `input_ids`; with a tied LM head the embedding lookup's gradient is sparse.
 
@@ -312,50 +295,42 @@ def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids}
 
 
+PACK_ROWS = True  # module switch, so tests can compare the packed pass with the padded one
+
+
 def response_hidden(
     model, query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor,
+    *, trunk: torch.nn.Module | None = None, trunk_inputs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Last hidden states at the positions that predict each response token: [B, T, H].
+    """Last hidden states at the positions that predict each response token: [B, T, H] (0 past a response's end).
 
-    When every query starts with the same `SHARED_PREFIX_MIN`+ tokens (a chat template's system
-    turn), that prefix runs once, its keys/values are repeated for every row, and only the rest
-    runs per row. Positions and attention are those of the unshared pass, so log-probs, values and
-    gradients are the same (the prefix's gradient is the sum over rows, as before); it saves
-    prefix x (rows - 1) token passes, forward and backward.
+    The batch runs packed (`packing.pack_rows`): no padding tokens, and a prompt prefix shared by every
+    row (a chat template's system turn) once per bin. With `trunk` + `trunk_inputs` (a `TrunkSplit`
+    top and the cached bottom hidden states, in the padded layout) only the top layers run. Attention
+    implementations that take no custom mask (e.g. flash-attention) get the padded batch instead.
     """
-    backbone, _ = trunk_and_head(model)
+    backbone = trunk if trunk is not None else trunk_and_head(model)[0]
     batch, query_len = query_ids.shape
-    steps = response_ids.shape[1]
-    prefix = common_prefix_length(query_ids, query_mask)
-    if prefix < SHARED_PREFIX_MIN:
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if not PACK_ROWS or implementation not in ("sdpa", "eager"):
         input_ids = torch.cat([query_ids, response_ids], dim=1)
         attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
+        inputs = _embed(model, input_ids) if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
         hidden = backbone(
-            **_embed(model, input_ids), attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
         ).last_hidden_state
         return hidden[:, query_len - 1 : -1]
-    device = query_ids.device
-    starts = query_len - query_mask.long().sum(1)
-    first = int(starts[0])
-    shared = backbone(
-        **_embed(model, query_ids[:1, first:first + prefix]), attention_mask=torch.ones(1, prefix, dtype=torch.long, device=device),
-        position_ids=torch.arange(prefix, device=device)[None], use_cache=True,
-    ).past_key_values
-    shared.batch_repeat_interleave(batch)  # differentiable: the prefix's gradient sums over rows
-    cut = int(starts.min()) + prefix  # first column any row still needs
-    columns = torch.arange(cut, query_len, device=device)
-    rest_query_mask = query_mask[:, cut:].long() * (columns[None] >= (starts[:, None] + prefix)).long()
-    attention_mask = torch.cat(
-        [torch.ones(batch, prefix, dtype=torch.long, device=device), rest_query_mask, response_mask.long()], dim=1
-    )
+    packed = pack_rows(query_ids, query_mask, response_mask)
+    if trunk_inputs is None:
+        inputs = _embed(model, torch.cat([query_ids, response_ids], dim=1).reshape(-1)[packed.source])
+    else:
+        inputs = {"inputs_embeds": trunk_inputs.reshape(-1, trunk_inputs.shape[-1])[packed.source]}
+    mask_dtype = model.get_input_embeddings().weight.dtype if implementation == "eager" else None  # eager adds it
     hidden = backbone(
-        **_embed(model, torch.cat([query_ids[:, cut:], response_ids], dim=1)), attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask)[:, prefix:], past_key_values=shared, use_cache=True,
-        cache_position=torch.arange(prefix, prefix + query_len - cut + steps, device=device),
+        **inputs, attention_mask=packed.attention_mask(mask_dtype), position_ids=packed.position_ids, use_cache=False
     ).last_hidden_state
-    rest_query = query_len - cut
-    return hidden[:, rest_query - 1 : rest_query - 1 + steps]
+    hidden = hidden.reshape(-1, hidden.shape[-1])[packed.out_index]
+    return hidden * packed.out_valid[..., None].to(hidden.dtype)
 
 
 def forward_policy(
@@ -375,21 +350,14 @@ def forward_policy(
 
     Position ids count real tokens only, so a left-padded query sees the same positions as
     unpadded; the LM head runs on the response positions only. With `trunk` + `trunk_inputs`
-    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run; otherwise
-    a prompt prefix shared by every row runs once (`response_hidden`).
+    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run. The batch
+    runs packed, without padding and with a shared prompt prefix once (`response_hidden`).
     """
     if (trunk is None) != (trunk_inputs is None):
         raise ValueError("give both trunk and trunk_inputs, or neither")
     _, lm_head = trunk_and_head(model)
     with autocast_for(query_ids.device):
-        if trunk_inputs is None:
-            hidden = response_hidden(model, query_ids, query_mask, response_ids, response_mask)
-        else:
-            attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
-            hidden = trunk(
-                inputs_embeds=trunk_inputs, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False,
-            ).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
+        hidden = response_hidden(model, query_ids, query_mask, response_ids, response_mask, trunk=trunk, trunk_inputs=trunk_inputs)
         logits = lm_head(hidden).float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)

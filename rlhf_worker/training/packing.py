@@ -1,0 +1,116 @@
+"""Packing a PPO batch for the policy forward: no padding, and a prompt prefix every row shares runs once.
+
+A PPO batch is left-padded queries followed by right-padded responses, so each row's real tokens
+form one contiguous span. With a chat template every query also starts with the same system turn
+(~20 tokens for SmolLM2, a third of a short prompt + response). `pack_rows` lays the batch out as a
+few "bins", each one sequence of
+
+    [shared prefix][row a's own tokens][row b's own tokens]...[padding]
+
+with position ids that restart after the prefix for every row, and a block attention mask in which
+each row sees the prefix and itself (causally) and nothing else. The transformer then computes
+exactly what it computes on the padded batch (same positions, same visible keys), on fewer tokens,
+and the prefix's gradient is the sum over the rows that read it, as before. Bins are capped at
+`bin_tokens` because the dense mask costs attention work quadratic in a bin's length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PREFIX_SEGMENT = -1
+PAD_SEGMENT = -2
+
+
+def common_prefix_length(query_ids: torch.Tensor, query_mask: torch.Tensor) -> int:
+    """How many leading tokens every (left-padded) query shares, leaving each row at least one of its own."""
+    lengths = query_mask.long().sum(1)
+    room = int(lengths.min()) - 1
+    if query_ids.shape[0] < 2 or room < 1:
+        return 0
+    starts = query_ids.shape[1] - lengths
+    aligned = query_ids.gather(1, starts[:, None] + torch.arange(room, device=query_ids.device)[None])
+    same = (aligned == aligned[:1]).all(0)
+    return room if bool(same.all()) else int(same.long().argmin())
+
+
+@dataclass
+class PackedRows:
+    """Where every packed token comes from and where every wanted hidden state goes."""
+
+    source: torch.Tensor  # [G, N] index into the flattened [B * (Lq + T)] batch (padding slots: 0)
+    position_ids: torch.Tensor  # [G, N]
+    segment: torch.Tensor  # [G, N] row index, PREFIX_SEGMENT or PAD_SEGMENT
+    out_index: torch.Tensor  # [B, T] index into the flattened [G * N] packed hidden states
+    out_valid: torch.Tensor  # [B, T] bool: False where the response has ended (hidden state left at 0)
+    prefix: int
+
+    @property
+    def tokens(self) -> int:
+        return int((self.segment != PAD_SEGMENT).sum())
+
+    def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[G, 1, N, N]: boolean (True = may attend), or additive in `dtype` for eager attention."""
+        n = self.segment.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=self.segment.device).tril()
+        seg_q, seg_k = self.segment[:, :, None], self.segment[:, None, :]
+        allowed = causal[None] & ((seg_k == seg_q) | (seg_k == PREFIX_SEGMENT))
+        allowed = allowed[:, None]
+        if dtype is None:
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def pack_rows(
+    query_ids: torch.Tensor, query_mask: torch.Tensor, response_mask: torch.Tensor, bin_tokens: int = 384
+) -> PackedRows:
+    """Pack rows (query tail + response, minus the last response token, which predicts nothing we need).
+
+    The hidden state wanted for response token t of row i is the one at the token before it; those
+    land in `out_index[i, t]`.
+    """
+    device = query_ids.device
+    batch, query_len = query_ids.shape
+    steps = response_mask.shape[1]
+    width = query_len + steps
+    prefix = common_prefix_length(query_ids, query_mask)
+    starts = (query_len - query_mask.long().sum(1)).tolist()
+    ends = (query_len + response_mask.long().sum(1) - 1).tolist()  # exclusive; drops the last response token
+    first = starts[0]
+    prefix_source = torch.arange(first, first + prefix, device=device)
+
+    bins: list[list[int]] = []
+    lengths: list[int] = []
+    for row in range(batch):
+        own = max(ends[row], query_len) - (starts[row] + prefix)  # at least the last query token
+        if not bins or (lengths[-1] + own > bin_tokens and len(bins[-1]) > 0):
+            bins.append([])
+            lengths.append(prefix)
+        bins[-1].append(row)
+        lengths[-1] += own
+    n = max(lengths)
+    groups = len(bins)
+    source = torch.zeros(groups, n, dtype=torch.long, device=device)
+    position_ids = torch.zeros(groups, n, dtype=torch.long, device=device)
+    segment = torch.full((groups, n), PAD_SEGMENT, dtype=torch.long, device=device)
+    out_index = torch.zeros(batch, steps, dtype=torch.long, device=device)
+    out_valid = response_mask.bool().clone()
+    for g, rows in enumerate(bins):
+        source[g, :prefix] = prefix_source
+        position_ids[g, :prefix] = torch.arange(prefix, device=device)
+        segment[g, :prefix] = PREFIX_SEGMENT
+        at = prefix
+        for row in rows:
+            begin, end = starts[row] + prefix, max(ends[row], query_len)
+            own = end - begin
+            source[g, at:at + own] = row * width + torch.arange(begin, end, device=device)
+            position_ids[g, at:at + own] = torch.arange(prefix, prefix + own, device=device)
+            segment[g, at:at + own] = row
+            # response token t is predicted at column query_len - 1 + t, i.e. packed slot at + (that - begin)
+            out_index[row] = g * n + at + (query_len - 1 - begin) + torch.arange(steps, device=device).clamp(max=own - 1 - (query_len - 1 - begin))
+            at += own
+        # padding slots: positions keep counting so every position id stays in range
+        position_ids[g, at:] = torch.arange(n - at, device=device)
+    return PackedRows(source=source, position_ids=position_ids, segment=segment, out_index=out_index,
+                      out_valid=out_valid, prefix=prefix)
