@@ -39,13 +39,15 @@ StopFn = Callable[[], bool]
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: the score rises within ~10 minutes."""
+    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: on the demo project, against a reward
+    model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
+    (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
 
-    total_episodes: int = field(default=160, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
+    total_episodes: int = field(default=960, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
     value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest response, in tokens."})
     max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
@@ -60,7 +62,7 @@ class PPOConfig:
     cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss (it shares the policy's trunk)."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages to mean 0, std 1 per batch."})
-    missing_stop_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token."})
+    missing_stop_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token within max_new_tokens (0 = off; e.g. 1 pushes towards answers that end in time)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
     trainable_layers: int = field(default=8, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen. Fewer layers = faster steps."})
     seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
