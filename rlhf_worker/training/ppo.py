@@ -6,7 +6,8 @@ One PPO step = `rollout` (sample responses, score them, reference log-probs) -> 
 
 Unlike TRL, which trains two separate networks (policy and a value model), the value head sits
 on the policy's own trunk: one forward/backward serves both losses, and the rollout's log-probs
-and values come from the very forward passes that sampled the tokens.
+and values come from the very forward passes that sampled the tokens. Forward passes over a batch
+run packed (`packing.py`): no padding, and a prompt prefix shared by every row computed once.
 """
 from __future__ import annotations
 
@@ -292,7 +293,8 @@ def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     scatters into it instead of building (and adding) a second dense vocab x hidden matrix.
     """
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if torch.is_grad_enabled() and emb.weight.requires_grad and head is not None and head.weight is emb.weight:
+    plain_lookup = type(emb) is torch.nn.Embedding and emb.max_norm is None  # a subclass may scale the lookup
+    if plain_lookup and torch.is_grad_enabled() and emb.weight.requires_grad and head is not None and head.weight is emb.weight:
         return {"inputs_embeds": F.embedding(input_ids, emb.weight, padding_idx=emb.padding_idx, sparse=True)}
     return {"input_ids": input_ids}
 
@@ -312,7 +314,7 @@ def response_hidden(
     implementations that take no custom mask (e.g. flash-attention) get the padded batch instead.
     """
     backbone = trunk if trunk is not None else trunk_and_head(model)[0]
-    batch, query_len = query_ids.shape
+    query_len = query_ids.shape[1]
     implementation = getattr(model.config, "_attn_implementation", None)
     if not PACK_ROWS or implementation not in ("sdpa", "eager"):
         input_ids = torch.cat([query_ids, response_ids], dim=1)
