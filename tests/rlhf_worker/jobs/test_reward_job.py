@@ -58,7 +58,7 @@ def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_projec
 
 
 def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user, wait_for):
-    config = job_config(labeled_project, backbone_dir, epochs=100, eval_every=0)
+    config = job_config(labeled_project, backbone_dir, epochs=600, eval_every=0)
     job = job_start(kind="reward", config=config, user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 1 or finished(j))
     assert job.status == "running", job.error
