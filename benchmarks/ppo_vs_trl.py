@@ -128,12 +128,16 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
         dataloader_num_workers=0,
     )
     logs: list[dict] = []
+    snapshots: dict[int, dict] = {}
     trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
                          train_dataset=ds, value_model=value, eval_dataset=ds.select(range(2)))
     original_log = trainer.log
 
     def log(metrics, *a, **k):
         logs.append(dict(metrics))
+        step = trainer.state.global_step
+        if "objective/scores" in metrics and args.eval_every and step % args.eval_every == 0:
+            snapshots[step] = snapshot(getattr(trainer.model, "policy", policy))
         print("  trl", {k: round(v, 3) for k, v in metrics.items() if k in ("objective/scores", "objective/kl", "episode")}, flush=True)
         return original_log(metrics, *a, **k)
 
@@ -144,7 +148,8 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     trained = trainer.model.policy if hasattr(trainer.model, "policy") else policy
     history = [{"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]} for m in logs if "objective/scores" in m]
-    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": trained}
+    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": trained,
+            "snapshots": snapshots}
 
 
 def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: int) -> dict:
@@ -170,8 +175,11 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
         seed=args.seed, trainable_layers=trainable_layers,
     )
     history = []
+    snapshots: dict[int, dict] = {}
 
     def on_progress(step, total, metrics, samples):
+        if args.eval_every and step % args.eval_every == 0:
+            snapshots[step] = snapshot(model)
         # TRL logs objective/scores after subtracting the missing-stop penalty: compare the same quantity
         history.append({"objective/scores": metrics["objective/scores_with_penalty"], "objective/kl": metrics["objective/kl"]})
         print("  ours", step, {k: round(v, 3) for k, v in metrics.items() if k.startswith(("objective/s", "objective/kl", "time/"))},
@@ -180,7 +188,22 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
     start, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, PROMPTS, reward_fn, out_dir=str(work / "ours_out"), policy=(model, tok), on_progress=on_progress)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": model}
+    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": model,
+            "snapshots": snapshots}
+
+
+def snapshot(model) -> dict:
+    """A copy of the policy weights (both sides pay the same ~0.1 s per copy)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def score_at_kl(curve: list[tuple[float, float]], kl: float) -> float | None:
+    """Score at `kl` on the piecewise-linear curve through (KL, score) points (None outside its range)."""
+    points = sorted(curve)
+    for (k0, s0), (k1, s1) in zip(points, points[1:]):
+        if k0 <= kl <= k1:
+            return s0 if k1 == k0 else s0 + (s1 - s0) * (kl - k0) / (k1 - k0)
+    return None
 
 
 @torch.no_grad()
@@ -250,6 +273,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--last", type=int, default=2, help="average score/KL over the last N steps")
     p.add_argument("--eval-samples", type=int, default=4, help="seeded samples per prompt in the fixed evaluation (0 = skip)")
+    p.add_argument("--eval-every", type=int, default=5, help="also evaluate each side's policy every N steps (0 = only the end)")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--workdir", default=None)
@@ -279,9 +303,29 @@ def main() -> None:
               f"(same sampler, reward, penalty and reference for every side)")
         torch.manual_seed(args.seed)
         start_model, _ = load_policy(policy_dir, "cpu")
-        for name, r in [("start", {"policy": start_model}), *results.items()]:
-            mean, se, kl = evaluate(args, r["policy"], policy_dir, rm_dir)
-            print(f"  {name:9s} score={mean:+.3f} (standard error {se:.3f}) kl={kl:.3f}", flush=True)
+        start = evaluate(args, start_model, policy_dir, rm_dir)
+        print(f"  start     step  0 score={start[0]:+.3f} (standard error {start[1]:.3f}) kl={start[2]:.3f}", flush=True)
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for name, r in results.items():
+            curves[name] = [(start[2], start[0])]
+            final_step = len(r["history"])
+            points = {**r.get("snapshots", {}), final_step: None}  # None = the trained policy itself
+            for step in sorted(points):
+                if points[step] is None:
+                    policy = r["policy"]
+                else:
+                    policy, _ = load_policy(policy_dir, "cpu")
+                    policy.load_state_dict(points[step])
+                mean, se, kl = evaluate(args, policy, policy_dir, rm_dir)
+                curves[name].append((kl, mean))
+                print(f"  {name:9s} step {step:2d} score={mean:+.3f} (standard error {se:.3f}) kl={kl:.3f}", flush=True)
+        if "trl" in curves:
+            for name in (n for n in curves if n != "trl"):
+                for a, b in ((name, "trl"), ("trl", name)):
+                    kl = curves[b][-1][0]
+                    at = score_at_kl(curves[a], kl)
+                    print(f"  at {b}'s final KL {kl:.3f}: {a} scores "
+                          f"{'n/a (outside its KL range)' if at is None else f'{at:+.3f}'} vs {b} {curves[b][-1][1]:+.3f}")
     if "trl" in stats:
         for name in (n for n in stats if n != "trl"):
             print(f"ratio episodes/s {name}/trl = {stats[name][0] / stats['trl'][0]:.2f}x (wall), "
