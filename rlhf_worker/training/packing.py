@@ -77,13 +77,14 @@ def pack_rows(
     prefix = common_prefix_length(query_ids, query_mask)
     starts = (query_len - query_mask.long().sum(1)).tolist()
     ends = (query_len + response_mask.long().sum(1) - 1).tolist()  # exclusive; drops the last response token
-    first = starts[0]
-    prefix_source = torch.arange(first, first + prefix, device=device)
+    # each row's own columns [begin, end): after the shared prefix, up to at least the last query token
+    spans = [(start + prefix, max(end, query_len)) for start, end in zip(starts, ends)]
+    prefix_source = torch.arange(starts[0], starts[0] + prefix, device=device)
 
     bins: list[list[int]] = []
     lengths: list[int] = []
-    for row in range(batch):
-        own = max(ends[row], query_len) - (starts[row] + prefix)  # at least the last query token
+    for row, (begin, end) in enumerate(spans):
+        own = end - begin
         if not bins or (lengths[-1] + own > bin_tokens and len(bins[-1]) > 0):
             bins.append([])
             lengths.append(prefix)
@@ -102,7 +103,7 @@ def pack_rows(
         segment[g, :prefix] = PREFIX_SEGMENT
         at = prefix
         for row in rows:
-            begin, end = starts[row] + prefix, max(ends[row], query_len)
+            begin, end = spans[row]
             own = end - begin
             source[g, at:at + own] = row * width + torch.arange(begin, end, device=device)
             position_ids[g, at:at + own] = torch.arange(prefix, prefix + own, device=device)
