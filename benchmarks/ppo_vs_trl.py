@@ -146,7 +146,7 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    trained = trainer.model.policy if hasattr(trainer.model, "policy") else policy
+    trained = getattr(trainer.model, "policy", policy)
     history = [{"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]} for m in logs if "objective/scores" in m]
     return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": trained,
             "snapshots": snapshots}
@@ -206,8 +206,17 @@ def score_at_kl(curve: list[tuple[float, float]], kl: float) -> float | None:
     return None
 
 
+class Evaluator:
+    """The fixed evaluation's reference policy, reward model and prompts, loaded once per run."""
+
+    def __init__(self, policy_dir: str, rm_dir: str):
+        self.ref, self.tok = load_policy(policy_dir, "cpu")
+        self.rm = LlamaForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()
+        self.offset = float(Path(rm_dir, "offset.txt").read_text())
+
+
 @torch.no_grad()
-def evaluate(args, policy, policy_dir: str, rm_dir: str) -> tuple[float, float, float]:
+def evaluate(args, policy, ev: Evaluator) -> tuple[float, float, float]:
     """Score and KL of a trained policy on a fixed set: every prompt x `--eval-samples` seeded samples.
 
     The same sampler, reward formatting, penalty and reference for every side, so the comparison does
@@ -218,9 +227,7 @@ def evaluate(args, policy, policy_dir: str, rm_dir: str) -> tuple[float, float, 
     from rlhf_worker.training.policy_models import stop_token_ids
     from rlhf_worker.training.ppo import forward_policy
 
-    ref, tok = load_policy(policy_dir, "cpu")
-    rm = LlamaForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()
-    offset = float(Path(rm_dir, "offset.txt").read_text())
+    ref, tok, rm, offset = ev.ref, ev.tok, ev.rm, ev.offset
     policy = policy.eval()
     stops = stop_token_ids(tok)
     texts = [format_prompt(tok, p) for p in PROMPTS]
@@ -303,7 +310,8 @@ def main() -> None:
               f"(same sampler, reward, penalty and reference for every side)")
         torch.manual_seed(args.seed)
         start_model, _ = load_policy(policy_dir, "cpu")
-        start = evaluate(args, start_model, policy_dir, rm_dir)
+        ev = Evaluator(policy_dir, rm_dir)
+        start = evaluate(args, start_model, ev)
         print(f"  start     step  0 score={start[0]:+.3f} (standard error {start[1]:.3f}) kl={start[2]:.3f}", flush=True)
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, r in results.items():
@@ -316,7 +324,7 @@ def main() -> None:
                 else:
                     policy, _ = load_policy(policy_dir, "cpu")
                     policy.load_state_dict(points[step])
-                mean, se, kl = evaluate(args, policy, policy_dir, rm_dir)
+                mean, se, kl = evaluate(args, policy, ev)
                 curves[name].append((kl, mean))
                 print(f"  {name:9s} step {step:2d} score={mean:+.3f} (standard error {se:.3f}) kl={kl:.3f}", flush=True)
         if "trl" in curves:
