@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from labeling_app.roles import LABELER, role_required
 from labeling_app.selectors import labeling as sel
-from labeling_app.services.labeling import task_assign_next
+from labeling_app.services.leases import task_assign_next
 from labeling_app.text import markdown_to_safe_html
 
 
