@@ -9,8 +9,9 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import Greatest
 from django.utils.text import slugify
 
+from config.errors import ServiceError
+from labeling_app.imports.parsing import parse_chat_prompt
 from labeling_app.models import Annotation, CheckQuestion, Completion, Demonstration, Project, Prompt, RankingTask
-from labeling_app.services.imports import FieldError, _chat_prompt, _messages
 from labeling_app.services.projects import task_create
 
 
@@ -76,11 +77,12 @@ def parse_chat(raw: str | list) -> tuple[str, list[dict]]:
     """(last user turn, messages) from a chat editor's JSON; AuthoringError says what is wrong."""
     try:
         value = json.loads(raw) if isinstance(raw, str) else raw
-        return _chat_prompt(_messages(value, "messages"), "messages")
     except json.JSONDecodeError as exc:
         raise AuthoringError("messages", f"the conversation is not valid JSON: {exc.msg}") from None
-    except FieldError as exc:
-        raise AuthoringError("messages", f"{exc.field}: {exc.message}") from None
+    try:
+        return parse_chat_prompt(value, field="messages")
+    except ServiceError as exc:
+        raise AuthoringError("messages", exc.message) from None
 
 
 def prompt_create(*, project: Project, text: str = "", messages: list | None = None, user=None, source: str = "") -> Prompt:

@@ -9,8 +9,9 @@ from django.utils import timezone
 from labeling_app.models import ImportJob, Project
 from labeling_app.roles import RESEARCHER, role_required
 from labeling_app.selectors.exports import FORMATS, export_lines
+from labeling_app.selectors.imports import import_job_or_404, import_job_progress, import_job_running, recent_import_jobs
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, LabelFilters
-from labeling_app.services.imports import import_job_create, import_job_progress
+from labeling_app.services.imports import import_job_create
 
 
 class ImportForm(forms.Form):
@@ -36,17 +37,15 @@ def import_upload(request, pk: int):
                                 source_name=form.cleaned_data["source_name"], user=request.user)
         return redirect("researcher:import_job", pk=project.pk, job_id=job.pk)
     return render(request, "researcher/import_form.html", {"project": project, "form": form,
-                                                           "jobs": project.import_jobs.all()[:20]})
+                                                           "jobs": recent_import_jobs(project, 20)})
 
 
 @role_required(RESEARCHER)
 def import_job(request, pk: int, job_id: int):
-    job = get_object_or_404(ImportJob.objects.select_related("project"), pk=job_id, project_id=pk)
-    context = {"project": job.project, "job": job, "progress": import_job_progress(job),
-               "running": job.status not in (ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED)}
-    if request.htmx:
-        return render(request, "researcher/_import_status.html", context)
-    return render(request, "researcher/import_job.html", context)
+    job = import_job_or_404(pk, job_id)
+    context = {"project": job.project, "job": job, "progress": import_job_progress(job), "running": import_job_running(job)}
+    # htmx polls the status fragment alone (see researcher/_import_status.html)
+    return render(request, "researcher/_import_status.html" if request.htmx else "researcher/import_job.html", context)
 
 
 class ExportForm(forms.Form):
