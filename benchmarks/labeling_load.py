@@ -260,7 +260,7 @@ def explain_queue(db_url: str, project: int) -> str:
     """EXPLAIN ANALYZE of the hand-out query for a labeler with no history (what the index does at this size)."""
     from datetime import datetime, timezone
 
-    from labeling_app.services.labeling import _FRESH_SQL, _STARTED_SQL
+    from labeling_app.services.leases import _FRESH_SQL, _STARTED_SQL
 
     params = {"project": project, "labeler": -1, "tried": [], "now": datetime.now(timezone.utc)}
     lines = []

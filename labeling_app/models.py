@@ -155,7 +155,7 @@ class RankingTask(models.Model):
         indexes = [
             # The queue looks for open tasks of a project, oldest first.
             models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap")), name="task_open_idx"),
-            # The labeler queue (issue 3) finishes tasks others started first: the few partly labeled ones.
+            # The labeler queue finishes tasks others started first: the few partly labeled ones.
             models.Index(fields=["project", "id"], condition=Q(submitted_count__gt=0, submitted_count__lt=F("overlap")),
                          name="task_started_idx"),
         ]

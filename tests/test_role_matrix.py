@@ -103,7 +103,7 @@ def _leased(w) -> dict:
     """The world's project hands a task to the matrix labeler; URLs point at that task."""
     from django.contrib.auth.models import User
 
-    from labeling_app.services.labeling import task_assign_next
+    from labeling_app.services.leases import task_assign_next
 
     return {"task_id": task_assign_next(project=w.project, labeler=User.objects.get(username="matrix-labeler")).task_id}
 

@@ -1,27 +1,28 @@
-"""Labeler API: next task, task detail, draft save/restore, submit, skip, lease renewal, own annotations."""
+"""Labeler API: next task, task detail, draft save/restore, submit, skip, lease renewal, own annotations.
+
+A service's ServiceError is answered by config.errors.api_exception_handler: its status with
+{"detail", "errors"} (ErrorOutput below), so the views here only call the service.
+"""
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling_app.roles import HasRole, LABELER
 from labeling_app.selectors import labeling as sel
-from labeling_app.services import labeling as svc
+from labeling_app.services.annotations import annotation_save_draft, annotation_skip, annotation_submit
+from labeling_app.services.leases import assignment_renew, task_assign_next
 
 
 class ErrorOutput(serializers.Serializer):
+    """What a refused request answers (config.errors.api_exception_handler writes it from a ServiceError)."""
+
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
                                    help_text="Field name (e.g. `ratings.12.likert`) → what to fix.")
-
-
-def error_response(exc: svc.LabelingError) -> Response:
-    n = sum(len(m) for m in exc.errors.values())
-    detail = next(iter(exc.errors.values()))[0] if n == 1 else f"{n} things to fix before this can be saved."
-    return Response({"detail": detail, "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
 
 
 class LabelerApi(APIView):
@@ -55,7 +56,7 @@ class NextTaskApi(LabelerApi):
                    summary="Lease the next task of a project (your open one first), with what is needed to label it")
     def post(self, request, project_id: int):
         project = sel.project_for_labeler(request.user, project_id)
-        assignment = svc.task_assign_next(project=project, labeler=request.user)
+        assignment = task_assign_next(project=project, labeler=request.user)
         if assignment is None:
             return Response(NextTaskOutput({"task_id": None, "url": None, "lease_expires_at": None, "prompt_text": None,
                                             "completions": [], "checks": []}).data)
@@ -119,10 +120,7 @@ class DraftApi(LabelerApi):
         task = sel.task_for_labeler(request.user, task_id)
         data = DraftInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            annotation = svc.annotation_save_draft(task=task, labeler=request.user, draft=data.validated_data["draft"])
-        except svc.LabelingError as exc:
-            return error_response(exc)
+        annotation = annotation_save_draft(task=task, labeler=request.user, draft=data.validated_data["draft"])
         return Response(DraftOutput(annotation).data)
 
 
@@ -159,11 +157,8 @@ class SubmitApi(LabelerApi):
         task = sel.task_for_labeler(request.user, task_id)
         data = SubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            result = svc.annotation_submit(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
-                                           comment=data.validated_data["comment"])
-        except svc.LabelingError as exc:
-            return error_response(exc)
+        result = annotation_submit(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
+                                   comment=data.validated_data["comment"])
         a = result.annotation
         return Response(SubmitOutput({
             "annotation_id": a.pk, "status": a.status, "created": result.created, "submitted_at": a.submitted_at,
@@ -190,10 +185,7 @@ class SkipApi(LabelerApi):
         task = sel.task_for_labeler(request.user, task_id)
         data = SkipInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            annotation = svc.annotation_skip(task=task, labeler=request.user, reason=data.validated_data["reason"])
-        except svc.LabelingError as exc:
-            return error_response(exc)
+        annotation = annotation_skip(task=task, labeler=request.user, reason=data.validated_data["reason"])
         return Response(SkipOutput(annotation).data)
 
 
@@ -207,10 +199,7 @@ class RenewApi(LabelerApi):
     @extend_schema(request=None, responses={200: RenewOutput, 400: ErrorOutput}, summary="Extend your lease on a task")
     def post(self, request, task_id: int):
         task = sel.task_for_labeler(request.user, task_id)
-        try:
-            assignment = svc.assignment_renew(task=task, labeler=request.user)
-        except svc.LabelingError as exc:
-            return error_response(exc)
+        assignment = assignment_renew(task=task, labeler=request.user)
         return Response(RenewOutput(assignment).data)
 
 

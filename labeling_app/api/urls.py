@@ -8,7 +8,7 @@ app_name = "api"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    # Labeler queue and annotations (issue 3)
+    # Labeler queue and annotations
     path("label/projects/<int:project_id>/next/", labeling.NextTaskApi.as_view(), name="label-next"),
     path("label/tasks/<int:task_id>/", labeling.TaskDetailApi.as_view(), name="label-task"),
     path("label/tasks/<int:task_id>/draft/", labeling.DraftApi.as_view(), name="label-draft"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import TruncDate
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckQuestion, Project, RankingTask
@@ -133,3 +135,14 @@ def labeler_stats(project: Project) -> list[dict]:
             "contradicting_labels": s["contradicting_labels"], "contradicting_pairs": s["contradicting_pairs"],
         })
     return out
+
+
+def labeler_or_404(user_id: int):
+    return get_object_or_404(get_user_model(), pk=user_id)
+
+
+def labeler_activity(project: Project, labeler, *, recent: int = 20) -> dict:
+    """One labeler's submitted labels in a project: `per_day` [{day, n}] and the `recent` newest."""
+    annotations = Annotation.objects.filter(task__project=project, labeler=labeler, status=Annotation.Status.SUBMITTED)
+    per_day = annotations.annotate(day=TruncDate("submitted_at")).values("day").annotate(n=Count("id")).order_by("day")
+    return {"per_day": list(per_day), "recent": list(annotations.order_by("-submitted_at")[:recent])}

@@ -1,27 +1,122 @@
-"""Creating projects, prompts, completions and ranking tasks."""
+"""Projects: creating one, editing its settings and yes/no checks as one unit, and building its ranking tasks."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Greatest
+from django.utils.text import slugify
 
-from labeling_app.models import DEFAULT_CHECKS, CheckQuestion, Completion, Project, Prompt, RankingTask, TaskCompletion
+from config.errors import ServiceError
+from labeling_app.models import (
+    DEFAULT_CHECKS,
+    Annotation,
+    CheckQuestion,
+    Completion,
+    Project,
+    Prompt,
+    RankingTask,
+    TaskCompletion,
+)
+
+
+def _save_project(project: Project) -> None:
+    """Save, turning a clash with another project's name into a ServiceError on `name`."""
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError:
+        if Project.objects.filter(name=project.name).exclude(pk=project.pk).exists():
+            raise ServiceError(f"A project named {project.name!r} already exists; pick another name.", field="name") from None
+        raise
 
 
 def project_create(*, name: str, user=None, instructions: str = "", completions_per_task: int = 4, overlap: int = 1,
                    lease_minutes: int = 30, checks: Sequence[tuple[str, str]] | None = None) -> Project:
     """A project with its yes/no checks (InstructGPT's defaults unless given)."""
     with transaction.atomic():
-        project = Project.objects.create(
-            name=name, instructions=instructions, completions_per_task=completions_per_task,
-            overlap=overlap, lease_minutes=lease_minutes, created_by=user,
-        )
+        project = Project(name=name, instructions=instructions, completions_per_task=completions_per_task,
+                          overlap=overlap, lease_minutes=lease_minutes, created_by=user)
+        _save_project(project)
         CheckQuestion.objects.bulk_create(
             CheckQuestion(project=project, key=key, question=question, position=i)
             for i, (key, question) in enumerate(DEFAULT_CHECKS if checks is None else checks)
         )
     return project
+
+
+@dataclass(frozen=True)
+class CheckEdit:
+    """A researcher's edit of one existing check: the new wording and whether it is still asked."""
+
+    check_id: int
+    question: str
+    active: bool
+
+
+def project_update(*, project: Project, name: str, instructions: str, completions_per_task: int, overlap: int,
+                   lease_minutes: int, check_edits: Sequence[CheckEdit] = (), new_questions: Sequence[str] = ()) -> Project:
+    """Change a project's settings and its checks in one transaction: everything is saved, or nothing.
+
+    K is fixed once tasks exist; a new overlap applies to the open tasks labelers make (never below
+    the labels a task already has), not to imported-label tasks. Blank new questions are ignored.
+    Returns the saved project (a fresh instance: `project` itself is left as it was).
+    """
+    if not 2 <= completions_per_task <= 9:
+        raise ServiceError("K must be from 2 to 9", field="completions_per_task")
+    if overlap < 1:
+        raise ServiceError("overlap must be at least 1", field="overlap")
+    if lease_minutes < 1:
+        raise ServiceError("the lease must be at least 1 minute", field="lease_minutes")
+    with transaction.atomic():
+        saved = Project.objects.select_for_update().get(pk=project.pk)
+        if completions_per_task != saved.completions_per_task and saved.tasks.exists():
+            raise ServiceError(f"K cannot change: the project already has {saved.tasks.count()} tasks built with "
+                               f"K={saved.completions_per_task}. Make a new project for another K.", field="completions_per_task")
+        old_overlap = saved.overlap
+        saved.name, saved.instructions = name, instructions
+        saved.completions_per_task, saved.overlap, saved.lease_minutes = completions_per_task, overlap, lease_minutes
+        _save_project(saved)
+        if overlap != old_overlap:
+            imported = Exists(Annotation.objects.filter(task=OuterRef("pk"), labeler__isnull=True))
+            RankingTask.objects.filter(project=saved).exclude(imported).update(overlap=Greatest(overlap, "submitted_count"))
+        checks = {c.pk: c for c in CheckQuestion.objects.filter(project=saved)}
+        for edit in check_edits:
+            check = checks.get(edit.check_id)
+            if check is None:
+                raise ServiceError(f"check #{edit.check_id} is not a check of this project; reload the page",
+                                   field=f"check-{edit.check_id}-question")
+            check_update(check=check, question=edit.question, active=edit.active)
+        for question in new_questions:
+            if question.strip():
+                check_add(project=saved, question=question)
+    return saved
+
+
+def check_add(*, project: Project, question: str, key: str = "") -> CheckQuestion:
+    """A new yes/no check at the end of the project's list, its key made from the question unless given."""
+    question = question.strip()
+    if not question:
+        raise ServiceError("the question is empty", field="new_question")
+    key = slugify(key or question)[:64].replace("-", "_") or "check"
+    base, n = key, 2
+    while project.checks.filter(key=key).exists():
+        key, n = f"{base[:60]}_{n}", n + 1
+    position = (project.checks.order_by("-position").values_list("position", flat=True).first() or 0) + 1
+    return CheckQuestion.objects.create(project=project, key=key, question=question[:300], position=position)
+
+
+def check_update(*, check: CheckQuestion, question: str, active: bool) -> CheckQuestion:
+    """Reword or (de)activate a check; a deactivated check is no longer asked, its old answers stay."""
+    question = question.strip()
+    if not question:
+        raise ServiceError("the question is empty (untick 'asked' to stop asking it)", field=f"check-{check.pk}-question")
+    check.question, check.active = question[:300], active
+    check.save(update_fields=["question", "active"])
+    return check
 
 
 def task_create(*, project: Project, prompt: Prompt, completions: Iterable[Completion], shuffle_seed: int | None = None) -> RankingTask:

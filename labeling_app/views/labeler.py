@@ -6,8 +6,8 @@ from django.views.decorators.http import require_POST
 
 from labeling_app.roles import LABELER, role_required
 from labeling_app.selectors import labeling as sel
-from labeling_app.services.labeling import task_assign_next
-from labeling_app.text import markdown_to_safe_html
+from labeling_app.services.leases import task_assign_next
+from labeling_app.markdown import render_markdown
 
 
 @role_required(LABELER)
@@ -64,7 +64,7 @@ def task(request, task_id: int):
         "completions": completions,
         "checks": checks,
         "scale": range(1, 8),
-        "instructions_html": markdown_to_safe_html(project.instructions),
+        "instructions_html": render_markdown(project.instructions),
         "today_count": sel.labeler_today_count(request.user),
         "lease": lease,
         "config": config,

@@ -3,14 +3,16 @@ from datetime import date
 
 from django import forms
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from labeling_app.models import ImportJob, Project
 from labeling_app.roles import RESEARCHER, role_required
 from labeling_app.selectors.exports import FORMATS, export_lines
+from labeling_app.selectors.imports import import_job_or_404, import_job_progress, import_job_running, recent_import_jobs
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, LabelFilters
-from labeling_app.services.imports import import_job_create, import_job_progress
+from labeling_app.selectors.projects import project_or_404
+from labeling_app.services.imports import import_job_create
 
 
 class ImportForm(forms.Form):
@@ -28,7 +30,7 @@ class ImportForm(forms.Form):
 
 @role_required(RESEARCHER)
 def import_upload(request, pk: int):
-    project = get_object_or_404(Project, pk=pk)
+    project = project_or_404(pk)
     form = ImportForm(request.POST or None, request.FILES or None, initial={"kind": request.GET.get("kind", "prompts")})
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
@@ -36,17 +38,15 @@ def import_upload(request, pk: int):
                                 source_name=form.cleaned_data["source_name"], user=request.user)
         return redirect("researcher:import_job", pk=project.pk, job_id=job.pk)
     return render(request, "researcher/import_form.html", {"project": project, "form": form,
-                                                           "jobs": project.import_jobs.all()[:20]})
+                                                           "jobs": recent_import_jobs(project, 20)})
 
 
 @role_required(RESEARCHER)
 def import_job(request, pk: int, job_id: int):
-    job = get_object_or_404(ImportJob.objects.select_related("project"), pk=job_id, project_id=pk)
-    context = {"project": job.project, "job": job, "progress": import_job_progress(job),
-               "running": job.status not in (ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED)}
-    if request.htmx:
-        return render(request, "researcher/_import_status.html", context)
-    return render(request, "researcher/import_job.html", context)
+    job = import_job_or_404(pk, job_id)
+    context = {"project": job.project, "job": job, "progress": import_job_progress(job), "running": import_job_running(job)}
+    # htmx polls the status fragment alone (see researcher/_import_status.html)
+    return render(request, "researcher/_import_status.html" if request.htmx else "researcher/import_job.html", context)
 
 
 class ExportForm(forms.Form):
@@ -81,14 +81,14 @@ def export_filters(project: Project, data: dict) -> LabelFilters:
 
 @role_required(RESEARCHER)
 def export_page(request, pk: int):
-    project = get_object_or_404(Project, pk=pk)
+    project = project_or_404(pk)
     return render(request, "researcher/export.html", {"project": project, "form": ExportForm(), "formats": FORMATS})
 
 
 @role_required(RESEARCHER)
 def export_download(request, pk: int):
     """The file itself, streamed line by line (no filter given: pairwise, everything, imported included)."""
-    project = get_object_or_404(Project, pk=pk)
+    project = project_or_404(pk)
     params = request.GET.copy()
     if "include_imported" not in params and "submitted" not in params:
         params["include_imported"] = "on"

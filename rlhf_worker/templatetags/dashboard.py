@@ -1,4 +1,4 @@
-"""Template filters for the training dashboard: durations, percentages, metric lookups."""
+"""`{% load dashboard %}`: filters of the training dashboard's own (percentages and numbers: `rlhf_format`)."""
 from __future__ import annotations
 
 from django import template
@@ -19,25 +19,3 @@ def duration(seconds) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
-
-
-@register.filter
-def percent(fraction) -> str:
-    if fraction is None:
-        return "—"
-    return f"{100 * float(fraction):.0f}%"
-
-
-@register.filter
-def num(value, digits: int = 3) -> str:
-    """A metric for a table: 3 significant digits, '—' when missing."""
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.{int(digits)}g}"
-
-
-@register.filter
-def get_item(mapping, key):
-    return (mapping or {}).get(key)

@@ -90,3 +90,27 @@ def test_upload_small_file_and_see_errors(rc, demo_project):
     assert "Nothing was imported" in page and "K=4" in page
     page = rc.post(url, {"kind": "preferences", "file": SimpleUploadedFile("p.jsonl", b"{}")}).content.decode()
     assert "Name the source" in page
+
+
+def test_edit_with_a_bad_check_saves_nothing_and_shows_the_error_beside_it(rc, demo_project):
+    """Settings and checks are one save: a refused check must not leave the settings half-saved."""
+    checks = list(demo_project.checks.all())
+    data = {"name": "Renamed", "instructions": "New words", "completions_per_task": 4, "overlap": 3, "lease_minutes": 45,
+            "new_question": ["Mentions a competitor"]}
+    for check in checks:
+        data[f"check-{check.pk}-question"] = check.question
+        data[f"check-{check.pk}-active"] = "on"
+    data[f"check-{checks[0].pk}-active"] = ""  # an edit that must not be kept either
+    data[f"check-{checks[1].pk}-question"] = "   "
+    response = rc.post(f"/projects/{demo_project.pk}/edit/", data)
+    assert response.status_code == 200
+    project = Project.objects.get(pk=demo_project.pk)
+    assert (project.name, project.instructions, project.overlap, project.lease_minutes) == ("Test project", "", 2, 30)
+    assert set(project.tasks.values_list("overlap", flat=True)) == {2}
+    assert CheckQuestion.objects.get(pk=checks[0].pk).active
+    assert not project.checks.filter(key="mentions_a_competitor").exists()
+    page = response.content.decode()
+    row = page[page.index(f'name="check-{checks[1].pk}-question"'):]
+    row = row[:row.index("</tr>")]
+    assert "the question is empty" in row and 'aria-invalid="true"' in row  # beside the check it is about
+    assert 'value="Renamed"' in page and 'value="Mentions a competitor"' in page  # what was typed is kept

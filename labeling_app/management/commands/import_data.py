@@ -4,7 +4,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling_app.models import ImportJob, Project
-from labeling_app.services.imports import ImportValidationError, import_file
+from config.errors import ServiceError
+from labeling_app.services.imports import import_file
 
 
 def project_by_name_or_id(value: str) -> Project:
@@ -40,9 +41,7 @@ class Command(BaseCommand):
         try:
             result = import_file(project=target, kind=kind, path=file, source_name=source, fmt=format,
                                  batch_size=batch_size, on_progress=progress)
-        except ImportValidationError as exc:
-            raise CommandError(str(exc)) from None
-        except (ValueError, OSError) as exc:
+        except (ServiceError, ValueError, OSError) as exc:  # ImportRejected lists the bad lines in its message
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(
             f"imported {result.lines} lines into {target.name!r}: {result.prompts_created} new prompts, "

@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling_app.models import Annotation, Rating
-from labeling_app.services.labeling import task_assign_next
+from labeling_app.services.leases import task_assign_next
 from tests.labeling_app.labeling_helpers import valid_ratings
 
 

@@ -8,7 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from labeling_app.models import Annotation, Completion, Demonstration, ImportJob, ImportSource, Prompt, RankingTask
-from labeling_app.services.imports import ImportValidationError, import_file, import_job_create
+from config.errors import ServiceError
+from labeling_app.services.imports import ImportRejected, import_file, import_job_create
 from labeling_app.services.projects import project_create
 from tests.labeling_app.researcher_fixtures import write_jsonl
 
@@ -76,9 +77,9 @@ def test_completions_from_chosen_rejected_shape(k2, tmp_path):
 def test_k_mismatch_says_what_to_fix(k4, tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Q", "completions": ["a", "b", "c", "d"]},
                                               {"prompt": "R", "completions": ["a", "b", "c"]}])
-    with pytest.raises(ImportValidationError) as exc:
+    with pytest.raises(ImportRejected) as exc:
         run(k4, "completions", path)
-    (error,) = exc.value.errors
+    (error,) = exc.value.line_errors
     assert (error.line, error.field) == (2, "completions")
     assert "K=4" in error.message and "give exactly 4" in error.message
     assert not Prompt.objects.exists()
@@ -185,9 +186,9 @@ def test_bad_line_names_line_and_field_and_nothing_is_written(request, tmp_path,
             "preferences": {"prompt": "good", "chosen": "1", "rejected": "2"} if project.completions_per_task == 2
             else {"prompt": "good", "completions": ["1", "2", "3", "4"], "ranks": [1, 2, 3, 4]}}[kind]
     path = write_jsonl(tmp_path / "f.jsonl", [good, "", bad if isinstance(bad, str) else json.dumps(bad), good])
-    with pytest.raises(ImportValidationError) as exc:
+    with pytest.raises(ImportRejected) as exc:
         run(project, kind, path, source_name="src")
-    (error,) = exc.value.errors
+    (error,) = exc.value.line_errors
     assert error.line == 3, str(exc.value)
     assert error.field == field, str(exc.value)
     assert words in error.message, str(exc.value)
@@ -198,16 +199,16 @@ def test_bad_line_names_line_and_field_and_nothing_is_written(request, tmp_path,
 def test_csv_without_prompt_column_is_rejected(k4, tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("question\nwhat?\n", encoding="utf-8")
-    with pytest.raises(ImportValidationError, match="line 1, field \\(header\\): a CSV needs a 'prompt'"):
+    with pytest.raises(ImportRejected, match="line 1, field \\(header\\): a CSV needs a 'prompt'"):
         run(k4, "prompts", path)
 
 
 def test_all_or_nothing_and_errors_are_counted_beyond_the_shown_hundred(k4, tmp_path):
     rows = [{"prompt": f"good {i}"} for i in range(50)] + [{"prompt": ""} for _ in range(150)]
-    with pytest.raises(ImportValidationError) as exc:
+    with pytest.raises(ImportRejected) as exc:
         run(k4, "prompts", write_jsonl(tmp_path / "f.jsonl", rows), batch_size=10)
-    assert exc.value.error_count == 150 and len(exc.value.errors) == 100 and exc.value.lines == 200
-    assert exc.value.errors[0].line == 51
+    assert exc.value.error_count == 150 and len(exc.value.line_errors) == 100 and exc.value.lines == 200
+    assert exc.value.line_errors[0].line == 51
     assert not Prompt.objects.exists()
 
 
@@ -221,8 +222,16 @@ def test_duplicate_prompts_are_reported_not_doubled(k4, tmp_path):
 
 
 def test_preferences_need_a_source_name(k2, tmp_path):
-    with pytest.raises(ValueError, match="source name"):
+    with pytest.raises(ServiceError, match="source name"):
         run(k2, "preferences", write_jsonl(tmp_path / "f.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}]))
+
+
+def test_a_job_without_the_source_its_labels_need_fails_naming_the_field(k2, researcher, tmp_path, settings):
+    settings.IMPORT_DIR = str(tmp_path / "imports")
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    job = import_job_create(project=k2, kind="preferences", upload=open(path, "rb"), original_name="p.jsonl", user=researcher)
+    assert job.status == "failed" and [(e["field"], "source name" in e["message"]) for e in job.errors] == [("source_name", True)]
+    assert not Prompt.objects.exists()
 
 
 def test_small_upload_runs_inline_and_records_errors(k4, researcher, tmp_path, settings):

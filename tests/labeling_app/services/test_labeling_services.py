@@ -9,15 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckAnswer, Rating
-from labeling_app.services.labeling import (
-    AnnotationInvalid,
-    LabelingError,
-    annotation_save_draft,
-    annotation_skip,
-    annotation_submit,
-    assignment_renew,
-    task_assign_next,
-)
+from config.errors import ServiceError
+from labeling_app.services.annotations import AnnotationInvalid, annotation_save_draft, annotation_skip, annotation_submit
+from labeling_app.services.leases import assignment_renew, task_assign_next
 from tests.conftest import make_user
 from tests.labeling_app.labeling_helpers import valid_ratings
 
@@ -147,7 +141,7 @@ def test_expired_lease_returns_the_task_to_the_pool(demo_project):
     again = task_assign_next(project=demo_project, labeler=users[3])
     assert again is not None and again.task_id == leases[0].task_id
     # The labeler who let the lease expire cannot take it back now that it is full...
-    with pytest.raises(LabelingError, match="other labelers have finished"):
+    with pytest.raises(ServiceError, match="other labelers have finished"):
         assignment_renew(task=leases[0].task, labeler=users[0])
     # ...and asking for work does not hand them the same task again.
     assert task_assign_next(project=demo_project, labeler=users[0]) is None
@@ -175,14 +169,14 @@ def test_never_the_same_task_twice_after_submit_or_skip(demo_project, labeler):
 def test_skip_needs_a_reason_and_returns_the_task_to_others(demo_project, labeler, labeler2):
     demo_project.tasks.update(overlap=1)
     a = task_assign_next(project=demo_project, labeler=labeler)
-    with pytest.raises(LabelingError) as exc:
+    with pytest.raises(ServiceError) as exc:
         annotation_skip(task=a.task, labeler=labeler, reason="  ")
     assert "Say why you skip" in exc.value.errors["reason"][0]
     ann = annotation_skip(task=a.task, labeler=labeler, reason="I don't know this topic")
     assert ann.status == "skipped" and ann.skip_reason == "I don't know this topic"
     assert annotation_skip(task=a.task, labeler=labeler, reason="again").skip_reason == "I don't know this topic"
     assert task_assign_next(project=demo_project, labeler=labeler2).task_id == a.task_id
-    with pytest.raises(LabelingError, match="skipped this task"):
+    with pytest.raises(ServiceError, match="skipped this task"):
         annotation_submit(task=a.task, labeler=labeler, ratings=[])
 
 
@@ -190,12 +184,12 @@ def test_draft_save_and_guards(demo_project, labeler, labeler2):
     a = task_assign_next(project=demo_project, labeler=labeler)
     annotation_save_draft(task=a.task, labeler=labeler, draft={"comment": "half way", "ratings": []})
     assert Annotation.objects.get(task=a.task, labeler=labeler).draft["comment"] == "half way"
-    with pytest.raises(LabelingError, match="have not been given this task"):
+    with pytest.raises(ServiceError, match="have not been given this task"):
         annotation_save_draft(task=a.task, labeler=labeler2, draft={})
-    with pytest.raises(LabelingError):
+    with pytest.raises(ServiceError):
         annotation_save_draft(task=a.task, labeler=labeler, draft={"comment": "x" * 70_000})
     annotation_submit(task=a.task, labeler=labeler, ratings=valid_ratings(a.task, labeler))
-    with pytest.raises(LabelingError, match="already submitted"):
+    with pytest.raises(ServiceError, match="already submitted"):
         annotation_save_draft(task=a.task, labeler=labeler, draft={})
 
 

@@ -1,0 +1,85 @@
+"""The researcher's forms, and `call_service`: a service's ServiceError shown beside the form fields it names."""
+from __future__ import annotations
+
+from typing import Callable, Sequence, TypeVar
+
+from django import forms
+
+from config.errors import ServiceError
+from labeling_app.models import CheckQuestion
+from labeling_app.services.projects import CheckEdit
+
+T = TypeVar("T")
+
+
+def call_service(form: forms.Form, service: Callable[..., T], /, **kwargs) -> T | None:
+    """`service(**kwargs)`; when it raises ServiceError, None, and each of its messages is added to `form`
+    beside the field it names (one the form does not have goes to the form's non-field errors)."""
+    try:
+        return service(**kwargs)
+    except ServiceError as exc:
+        for field, messages in exc.errors.items():
+            for message in messages:
+                form.add_error(field if field in form.fields else None, message)
+        return None
+
+
+class ProjectForm(forms.Form):
+    """A project's settings; given the project's checks, also a question and an "asked" box per check."""
+
+    SETTINGS = ("name", "instructions", "completions_per_task", "overlap", "lease_minutes")
+
+    name = forms.CharField(max_length=200)
+    instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12, "class": "mono"}),
+                                   help_text="Markdown. Shown to labelers above every task.")
+    completions_per_task = forms.IntegerField(min_value=2, max_value=9, initial=4, label="K (completions per task)",
+                                              help_text="2 to 9. Fixed once the project has tasks.")
+    overlap = forms.IntegerField(min_value=1, max_value=20, initial=1, help_text="Labels wanted per task.")
+    lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30, label="Lease (minutes)",
+                                       help_text="How long a labeler holds a task before it returns to the pool.")
+
+    def __init__(self, *args, checks: Sequence[CheckQuestion] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checks = list(checks)
+        for check in self.checks:
+            # Not required here: an emptied question is the service's to refuse, with its own message.
+            self.fields[f"check-{check.pk}-question"] = forms.CharField(required=False, initial=check.question)
+            self.fields[f"check-{check.pk}-active"] = forms.BooleanField(required=False, initial=check.active)
+
+    def settings(self) -> dict:
+        return {k: self.cleaned_data[k] for k in self.SETTINGS}
+
+    def check_rows(self) -> list[tuple[CheckQuestion, forms.BoundField, forms.BoundField]]:
+        """(check, its question field, its "asked" field) for the checks table."""
+        return [(c, self[f"check-{c.pk}-question"], self[f"check-{c.pk}-active"]) for c in self.checks]
+
+    def check_edits(self) -> list[CheckEdit]:
+        """Every check as submitted; a question the request left out keeps its wording."""
+        edits = []
+        for check in self.checks:
+            name = f"check-{check.pk}-question"
+            question = self.cleaned_data[name] if name in self.data else check.question
+            edits.append(CheckEdit(check_id=check.pk, question=question, active=self.cleaned_data[f"check-{check.pk}-active"]))
+        return edits
+
+    def new_questions(self) -> list[str]:
+        """The "add a check" inputs (the page can add several rows of them)."""
+        return self.data.getlist("new_question") if hasattr(self.data, "getlist") else []
+
+
+class PromptForm(forms.Form):
+    """One prompt: plain text, or a chat conversation as the chat editor's JSON."""
+
+    mode = forms.ChoiceField(choices=[("plain", "Plain text"), ("chat", "Chat conversation")], initial="plain", required=False)
+    text = forms.CharField(required=False, strip=False)
+    messages = forms.CharField(required=False, strip=False)
+
+    def is_chat(self) -> bool:
+        return self.cleaned_data.get("mode") == "chat"
+
+
+class DemonstrationForm(forms.Form):
+    """The ideal answer to a prompt; optionally also one of the completions labelers rank."""
+
+    text = forms.CharField(required=False, strip=False)
+    as_completion = forms.BooleanField(required=False)

@@ -1,0 +1,219 @@
+"""The labeler's annotations: drafts, submissions (validated, idempotent) and skips."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from config.errors import NON_FIELD, ServiceError
+from labeling_app.models import Annotation, Assignment, CheckAnswer, CheckQuestion, Rating, RankingTask
+
+MAX_DRAFT_BYTES = 64_000
+MAX_COMMENT_CHARS = 5_000
+MAX_SKIP_REASON_CHARS = 300
+
+
+class AnnotationInvalid(ServiceError):
+    """A submission that does not pass validation; the draft keeps what was sent."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    annotation: Annotation
+    created: bool  # False when this call repeated an earlier, already stored submission
+    contradictions: list[tuple[int, int]] = field(default_factory=list)  # (ranked higher, rated higher) pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Drafts
+
+def _own_annotation(*, task: RankingTask, labeler, lock: bool = False) -> Annotation:
+    qs = Annotation.objects.filter(task=task, labeler=labeler)
+    if lock:
+        qs = qs.select_for_update()
+    annotation = qs.first()
+    if annotation is None:
+        raise ServiceError("You have not been given this task. Start labeling from the project list.")
+    return annotation
+
+
+def annotation_save_draft(*, task: RankingTask, labeler, draft: dict[str, Any]) -> Annotation:
+    """Store the page's unsaved state (any JSON object up to 64 kB) on the labeler's draft annotation."""
+    if not isinstance(draft, dict):
+        raise ServiceError("Send the draft as a JSON object.", field="draft")
+    if len(json.dumps(draft)) > MAX_DRAFT_BYTES:
+        raise ServiceError(f"The draft is larger than {MAX_DRAFT_BYTES // 1000} kB; shorten the comment.", field="draft")
+    with transaction.atomic():
+        annotation = _own_annotation(task=task, labeler=labeler, lock=True)
+        if annotation.status != Annotation.Status.DRAFT:
+            raise ServiceError(f"This task is already {annotation.get_status_display().lower()}; the draft can no longer change.")
+        annotation.draft = draft
+        annotation.save(update_fields=["draft", "updated_at"])
+    return annotation
+
+
+# ---------------------------------------------------------------------------------------------
+# Submission
+
+def _letter(i: int) -> str:
+    return f"Response {chr(ord('A') + i)}"
+
+
+def _validate(*, annotation: Annotation, task: RankingTask, ratings: Sequence[dict], comment: str,
+              checks: list[CheckQuestion]) -> tuple[dict[str, list[str]], dict[int, dict]]:
+    """Check a submission against the task; returns (errors by field, clean rows by completion id)."""
+    errors: dict[str, list[str]] = {}
+
+    def err(key: str, message: str) -> None:
+        errors.setdefault(key, []).append(message)
+
+    task_completions = set(task.task_completions.values_list("completion_id", flat=True))
+    order = [c for c in annotation.shown_order if c in task_completions]
+    order += sorted(task_completions - set(order))
+    name = {cid: _letter(i) for i, cid in enumerate(order)}
+
+    if not isinstance(ratings, (list, tuple)):
+        return {"ratings": ["Send one rating per completion as a list."]}, {}
+    given: dict[int, dict] = {}
+    for row in ratings:
+        cid = row.get("completion") if isinstance(row, dict) else None
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid not in task_completions:
+            err("ratings", f"{cid!r} is not one of this task's completions; rate exactly these: {sorted(task_completions)}.")
+            continue
+        if cid in given:
+            err("ratings", f"{name[cid]} is rated twice; send one rating per completion.")
+            continue
+        given[cid] = row
+
+    clean: dict[int, dict] = {}
+    ranks: dict[int, int] = {}
+    for cid in order:
+        row = given.get(cid, {})
+        prefix = f"ratings.{cid}"
+        likert = row.get("likert")
+        if likert is None or likert == "":
+            err(f"{prefix}.likert", f"Rate {name[cid]} from 1 (terrible) to 7 (excellent).")
+        elif isinstance(likert, bool) or not isinstance(likert, int) or not 1 <= likert <= 7:
+            err(f"{prefix}.likert", f"{name[cid]}: the rating must be a whole number from 1 to 7, not {likert!r}.")
+        answers = row.get("checks") or {}
+        if not isinstance(answers, dict):
+            err(f"{prefix}.checks", f"{name[cid]}: send the checks as an object of check key to yes/no.")
+            answers = {}
+        clean_answers: dict[int, bool] = {}
+        for check in checks:
+            value = answers.get(check.key)
+            if value is None or value == "":
+                err(f"{prefix}.checks.{check.key}", f"{name[cid]}: answer yes or no to “{check.question}”.")
+            elif not isinstance(value, bool):
+                err(f"{prefix}.checks.{check.key}", f"{name[cid]}: “{check.question}” takes yes or no, not {value!r}.")
+            else:
+                clean_answers[check.pk] = value
+        unknown = set(answers) - {c.key for c in checks}
+        if unknown:
+            err(f"{prefix}.checks", f"{name[cid]}: unknown checks {sorted(unknown)}; answer only this project's checks.")
+        rank = row.get("rank")
+        if rank is None or rank == "":
+            err(f"{prefix}.rank", f"Place {name[cid]} in the ranking.")
+        elif isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(order):
+            err(f"{prefix}.rank", f"{name[cid]}: the rank must be a whole number from 1 (best) to {len(order)}.")
+        else:
+            ranks[cid] = rank
+        clean[cid] = {"likert": likert, "rank": rank, "answers": clean_answers}
+
+    if len(ranks) == len(order):
+        used = sorted(set(ranks.values()))
+        if used != list(range(1, len(used) + 1)):
+            missing = sorted(set(range(1, max(used) + 1)) - set(used))
+            err("ranking", "Ranks must run 1, 2, 3… without gaps (tied completions share a rank): "
+                           f"nothing is ranked {', '.join(map(str, missing))}.")
+    if not isinstance(comment, str):
+        err("comment", "The comment must be text.")
+    elif len(comment) > MAX_COMMENT_CHARS:
+        err("comment", f"Shorten the comment to at most {MAX_COMMENT_CHARS} characters (it has {len(comment)}).")
+    return errors, clean
+
+
+def ranking_contradictions(rows: dict[int, dict]) -> list[tuple[int, int]]:
+    """Pairs (a, b) where a is ranked above b although b was rated higher."""
+    out = []
+    for a, ra in rows.items():
+        for b, rb in rows.items():
+            if ra["rank"] < rb["rank"] and ra["likert"] < rb["likert"]:
+                out.append((a, b))
+    return out
+
+
+def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], comment: str = "") -> SubmitResult:
+    """Validate and store the labeler's annotation of `task`; the server is the truth.
+
+    `ratings` holds one dict per completion: {"completion": id, "likert": 1-7, "rank": 1 = best
+    (ties share a rank; ranks dense 1..m), "checks": {check key: bool} for every active check}.
+    Invalid input raises AnnotationInvalid with messages per field and keeps what was sent in the
+    draft. Submitting again after success returns the stored annotation (created=False) and writes
+    nothing. On success the Rating and CheckAnswer rows are written and the lease is released.
+    """
+    with transaction.atomic():
+        annotation = _own_annotation(task=task, labeler=labeler, lock=True)
+        if annotation.status == Annotation.Status.SUBMITTED:
+            return SubmitResult(annotation=annotation, created=False)
+        if annotation.status == Annotation.Status.SKIPPED:
+            raise ServiceError("You skipped this task, so it can no longer be submitted. Take the next task.")
+        checks = list(CheckQuestion.objects.filter(project_id=task.project_id, active=True))
+        errors, clean = _validate(annotation=annotation, task=task, ratings=ratings, comment=comment, checks=checks)
+        if not errors:
+            try:
+                with transaction.atomic():
+                    return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
+            except IntegrityError as exc:
+                if "task_submitted_within_overlap" not in str(exc):
+                    raise
+                errors = {NON_FIELD: [
+                    "This task already has all the labels it needs (your lease had expired). "
+                    "Your work is kept as a draft; take the next task."]}
+        # Keep what was sent, so nothing typed is lost when the labeler fixes the errors.
+        draft = dict(annotation.draft or {})
+        draft.update({"ratings": list(ratings) if isinstance(ratings, (list, tuple)) else [], "comment": comment})
+        if len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES:
+            annotation.draft = draft
+            annotation.save(update_fields=["draft", "updated_at"])
+    raise AnnotationInvalid(errors)
+
+
+def _store(*, annotation: Annotation, task: RankingTask, labeler, clean: dict[int, dict], comment: str) -> SubmitResult:
+    annotation.status = Annotation.Status.SUBMITTED
+    annotation.submitted_at = timezone.now()
+    annotation.comment = comment
+    annotation.save(update_fields=["status", "submitted_at", "comment", "updated_at"])
+    rating_rows = Rating.objects.bulk_create(
+        Rating(annotation=annotation, completion_id=cid, likert=row["likert"], rank=row["rank"]) for cid, row in clean.items()
+    )
+    CheckAnswer.objects.bulk_create(
+        CheckAnswer(rating=rating, check_question_id=check_id, value=value)
+        for rating in rating_rows
+        for check_id, value in clean[rating.completion_id]["answers"].items()
+    )
+    Assignment.objects.filter(task=task, labeler=labeler).delete()
+    return SubmitResult(annotation=annotation, created=True, contradictions=ranking_contradictions(clean))
+
+
+def annotation_skip(*, task: RankingTask, labeler, reason: str) -> Annotation:
+    """Skip `task` with a reason; it goes back to the pool for others and never returns to this labeler."""
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ServiceError("Say why you skip this task (for example: “I don't know this topic”).", field="reason")
+    if len(reason) > MAX_SKIP_REASON_CHARS:
+        raise ServiceError(f"Shorten the reason to at most {MAX_SKIP_REASON_CHARS} characters.", field="reason")
+    with transaction.atomic():
+        annotation = _own_annotation(task=task, labeler=labeler, lock=True)
+        if annotation.status == Annotation.Status.SKIPPED:
+            return annotation
+        if annotation.status == Annotation.Status.SUBMITTED:
+            raise ServiceError("This task is already submitted; it cannot be skipped.")
+        annotation.status = Annotation.Status.SKIPPED
+        annotation.skip_reason = reason
+        annotation.save(update_fields=["status", "skip_reason", "updated_at"])
+        Assignment.objects.filter(task=task, labeler=labeler).delete()
+    return annotation
