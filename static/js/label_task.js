@@ -22,7 +22,7 @@ const state = {likert: {}, checks: {}, tiers: [ids.slice()], touched: false, com
 ids.forEach((id) => { state.checks[id] = {}; });
 const payload = () => payloadOf(state, ids);
 
-// The modules call each other through these callbacks; they run only on user actions, after all are built.
+// The modules reach each other through these callbacks, which first run once all of them are built.
 const changed = () => drafts.changed();
 const ranking = createRanking({
   root: document.getElementById("ranking"), state, ids, byId,

@@ -1,4 +1,4 @@
-"""The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors."""
+"""The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors, lease, its module scripts."""
 from __future__ import annotations
 
 import re

@@ -103,17 +103,22 @@ export function createRanking({root, state, ids, byId, onTouched, onReset}) {
     return `${byId[id].label}: rank ${r} of ${state.tiers.length}${tied.length ? `, tied with ${tied.join(", ")}` : ""}`;
   }
 
+  // A place a dragged response can be dropped on, highlighted while it is over it.
+  function acceptDrops(node, onDrop, isLeaving = () => true) {
+    node.addEventListener("dragover", (e) => { e.preventDefault(); node.classList.add("is-over"); });
+    node.addEventListener("dragleave", (e) => { if (isLeaving(e)) node.classList.remove("is-over"); });
+    node.addEventListener("drop", (e) => {
+      e.preventDefault();
+      node.classList.remove("is-over");
+      if (dragId) onDrop(dragId);
+    });
+  }
+
   function gapEl(i) {
     const gap = el("div", "lt-gap");
     gap.setAttribute("data-gap", i);
     gap.setAttribute("aria-hidden", "true");
-    gap.addEventListener("dragover", (e) => { e.preventDefault(); gap.classList.add("is-over"); });
-    gap.addEventListener("dragleave", () => gap.classList.remove("is-over"));
-    gap.addEventListener("drop", (e) => {
-      e.preventDefault();
-      gap.classList.remove("is-over");
-      if (dragId) dropOnGap(dragId, i);
-    });
+    acceptDrops(gap, (id) => dropOnGap(id, i));
     return gap;
   }
 
@@ -166,13 +171,8 @@ export function createRanking({root, state, ids, byId, onTouched, onReset}) {
     tier.forEach((id) => items.appendChild(itemEl(id)));
     row.appendChild(items);
     if (tier.length > 1) row.appendChild(el("span", "lt-tie-label", "tie"));
-    row.addEventListener("dragover", (e) => { e.preventDefault(); row.classList.add("is-over"); });
-    row.addEventListener("dragleave", (e) => { if (!row.contains(e.relatedTarget)) row.classList.remove("is-over"); });
-    row.addEventListener("drop", (e) => {
-      e.preventDefault();
-      row.classList.remove("is-over");
-      if (dragId) dropOnTier(dragId, t);
-    });
+    // Moving between the row's own items fires dragleave too: only leaving the row ends the highlight.
+    acceptDrops(row, (id) => dropOnTier(id, t), (e) => !row.contains(e.relatedTarget));
     return row;
   }
 
