@@ -1,13 +1,17 @@
-"""The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors."""
+"""The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors, lease, its module scripts."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from labeling_app.models import Annotation, CheckAnswer, Completion, Prompt, Rating
+from labeling_app.models import Annotation, Assignment, CheckAnswer, Completion, Prompt, Rating
+from labeling_app.services.labeling import annotation_submit, task_assign_next
 from labeling_app.services.projects import project_create, task_create
 from tests.conftest import ARTIFACTS, login, make_user
+from tests.labeling_app.labeling_helpers import valid_ratings
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -221,3 +225,198 @@ def test_skip_asks_for_a_reason_and_moves_on(page, live_server, project):
     page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
     ann.refresh_from_db()
     assert ann.status == "skipped" and ann.skip_reason == "The prompt is unclear or broken"
+
+
+def tiers(page) -> list[list[int]]:
+    """The ranking as shown: completion ids per row, best row first."""
+    return page.eval_on_selector_all(
+        ".lt-tier", "rows => rows.map(r => Array.from(r.querySelectorAll('.lt-item'), i => +i.dataset.completion))")
+
+
+def current_response(page) -> int:
+    return int(page.get_attribute(".lt-completion.is-current", "data-completion"))
+
+
+def focused_item(page) -> str | None:
+    return page.evaluate("document.activeElement.classList.contains('lt-item') ? document.activeElement.dataset.completion : null")
+
+
+def test_every_page_script_loads_as_a_javascript_module(page, live_server, project):
+    scripts = {}
+    page.on("response", lambda r: scripts.__setitem__(r.url.split("/static/")[1], r.headers.get("content-type", ""))
+            if "/static/js/" in r.url else None)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_first_task(page, live_server)
+    page.wait_for_load_state("networkidle")
+    assert page.get_attribute('script[src*="label_task.js"]', "type") == "module"
+    expected = {"js/label_task.js"} | {f"js/labeling/{name}.js" for name in
+                                       ("api", "dom", "drafts", "errors", "keyboard", "lease", "ranking", "ratings", "submit")}
+    assert set(scripts) == expected
+    # A module script with any other MIME type is refused by the browser.
+    assert all(kind.split(";")[0] in ("text/javascript", "application/javascript") for kind in scripts.values()), scripts
+    assert errors == []
+
+
+def test_responses_with_j_k_and_arrows_and_checks_with_y_n(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    assert current_response(page) == a
+    page.keyboard.press("j")
+    assert current_response(page) == b
+    page.keyboard.press("ArrowDown")
+    assert current_response(page) == c
+    page.keyboard.press("j")            # already the last: stays
+    assert current_response(page) == c
+    page.keyboard.press("k")
+    assert current_response(page) == b
+    page.keyboard.press("ArrowUp")
+    assert current_response(page) == a
+    # y/n answer the highlighted check and highlight the next open one.
+    assert page.get_attribute(f"#comp-{a} .lt-check.is-current", "data-check") == "fails_instruction"
+    page.keyboard.press("y")
+    assert page.is_checked(f'input[name="check-{a}-fails_instruction"][value="yes"]')
+    assert page.get_attribute(f"#comp-{a} .lt-check.is-current", "data-check") == "hallucination"
+    page.keyboard.press("n")
+    assert page.is_checked(f'input[name="check-{a}-hallucination"][value="no"]')
+    assert page.get_attribute(f"#comp-{a} .lt-check.is-current", "data-check") == "toxic"
+    # Unrated, so answering the last check keeps A current.
+    page.keyboard.press("n")
+    assert current_response(page) == a and page.locator(".lt-check.is-current").count() == 0
+    page.keyboard.press("y")            # nothing left to answer: said, not stored
+    assert page.inner_text("#rank-live") == "All checks of Response A are answered."
+    assert not page.is_checked(f'input[name="check-{a}-toxic"][value="yes"]')
+    # On a focused radio the arrows choose the neighbouring value, as browsers do, instead of changing the response.
+    page.click(f'#comp-{b} label.lt-pill:has(input[value="4"])')
+    assert current_response(page) == b
+    page.keyboard.press("ArrowRight")
+    assert page.is_checked(f'input[name="likert-{b}"][value="5"]')
+    page.keyboard.press("ArrowDown")
+    assert page.is_checked(f'input[name="likert-{b}"][value="6"]')
+    assert current_response(page) == b
+    assert tiers(page) == [[b], [a, c]]   # the suggestion follows the ratings
+    # In the comment box keys are text; Esc leaves it and the shortcuts work again.
+    page.keyboard.press("c")
+    page.keyboard.type("jk 7")
+    assert page.input_value("#comment") == "jk 7" and current_response(page) == b
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    assert current_response(page) == c
+    page.keyboard.press("2")
+    assert page.is_checked(f'input[name="likert-{c}"][value="2"]')
+    assert "Response C rated 2" in page.inner_text("#rank-live")
+    shot(page, "navigate-responses")
+
+
+def test_shift_arrows_move_a_response_through_a_tie(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    for key in ("7", "j", "5", "j", "3"):
+        page.keyboard.press(key)
+    assert tiers(page) == [[a], [b], [c]]
+    page.keyboard.press("r")
+    assert focused_item(page) == str(a)
+    steps = [
+        ("Shift+ArrowDown", [[b, a], [c]], "Response A: rank 1 of 2, tied with B"),
+        ("Shift+ArrowDown", [[b], [a], [c]], "Response A: rank 2 of 3"),
+        ("Shift+J", [[b], [c, a]], "Response A: rank 2 of 2, tied with C"),
+        ("Shift+ArrowDown", [[b], [c], [a]], "Response A: rank 3 of 3"),
+        ("Shift+ArrowDown", [[b], [c], [a]], "Response A is already at the bottom."),
+        ("Shift+K", [[b], [c, a]], "Response A: rank 2 of 2, tied with C"),
+    ]
+    for key, expected, spoken in steps:
+        page.keyboard.press(key)
+        assert tiers(page) == expected, key
+        assert page.inner_text("#rank-live") == spoken, key
+        assert focused_item(page) == str(a), key   # the moved response keeps the focus
+    assert page.inner_text("#rank-source") == "Your ranking." and page.is_visible("#rank-reset")
+    # Without Shift the arrows move the focus; in the ranking digits and r do nothing.
+    page.keyboard.press("ArrowUp")
+    assert focused_item(page) == str(c)
+    page.keyboard.press("k")
+    assert focused_item(page) == str(b)
+    page.keyboard.press("5")
+    page.keyboard.press("r")
+    assert focused_item(page) == str(b) and page.is_checked(f'input[name="likert-{c}"][value="3"]')
+    # A new rating no longer rearranges a ranking arranged by hand.
+    page.click(f'#comp-{c} label.lt-pill:has(input[value="1"])')
+    assert tiers(page) == [[b], [c, a]]
+    shot(page, "shift-arrows-tie")
+    # B (5) above A (7): asked to confirm; Ctrl+Enter does nothing while the question is open.
+    page.keyboard.press("Control+Enter")
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    page.keyboard.press("Control+Enter")
+    assert dialog.is_visible()
+    page.click("#confirm-no")
+    assert not dialog.is_visible() and focused_item(page) == str(b)
+    # Reset to ratings: the suggestion again, and it follows the ratings again.
+    page.click("#rank-reset")
+    assert tiers(page) == [[a], [b], [c]]
+    assert page.inner_text("#rank-source") == "Suggested from your ratings." and not page.is_visible("#rank-reset")
+    assert Annotation.objects.get(pk=ann.pk).status == "draft"
+
+
+def test_reload_restores_this_browsers_newer_draft_with_its_ranking(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    for key in ("6", "j", "4", "j", "2"):
+        page.keyboard.press(key)
+    page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Draft saved')")
+    # From here the server is out of reach: the changes live only in this browser.
+    page.route("**/draft/", lambda route: route.abort())
+    page.keyboard.press("Shift+N")
+    page.keyboard.press("r")
+    page.keyboard.press("Shift+ArrowDown")  # A ties with B
+    page.keyboard.press("c")
+    page.keyboard.type("offline note")
+    page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Offline')")
+    assert Annotation.objects.get(pk=ann.pk).draft["comment"] == ""
+    page.unroute("**/draft/")
+    page.reload()
+    page.wait_for_selector(".lt-item")
+    assert tiers(page) == [[b, a], [c]]
+    assert page.inner_text("#rank-source") == "Your ranking." and page.is_visible("#rank-reset")
+    assert page.input_value("#comment") == "offline note"
+    assert all(page.is_checked(f'input[name="check-{c}-{key}"][value="no"]') for key, _ in CHECKS)
+    assert page.is_checked(f'input[name="likert-{b}"][value="4"]')
+    assert current_response(page) == c
+    # The restored copy goes back to the server at once.
+    page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Draft saved')")
+    draft = Annotation.objects.get(pk=ann.pk).draft
+    assert draft["comment"] == "offline note" and draft["ui"]["tiers"] == [[b, a], [c]]
+    assert {r["completion"]: r["rank"] for r in draft["ratings"]} == {a: 1, b: 1, c: 2}
+    shot(page, "reload-local-draft")
+
+
+def test_help_opens_from_its_button_and_with_question_mark(page, live_server, project):
+    open_first_task(page, live_server)
+    help_dialog = page.locator("#help-dialog")
+    page.click("#help-open")
+    assert help_dialog.is_visible()
+    page.keyboard.press("j")            # the open dialog keeps the keys
+    page.click("#help-close")
+    assert not help_dialog.is_visible()
+    page.keyboard.press("r")
+    page.keyboard.press("?")            # from the ranking too
+    assert help_dialog.is_visible()
+    page.keyboard.press("Escape")
+    assert not help_dialog.is_visible()
+
+
+def test_a_lost_lease_shows_a_banner(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    # The lease runs out and another labeler finishes the task (overlap 1) meanwhile.
+    Assignment.objects.filter(task_id=ann.task_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    other = make_user("lab-other", "labeler")
+    lease = task_assign_next(project=project, labeler=other)
+    assert lease.task_id == ann.task_id
+    annotation_submit(task=lease.task, labeler=other, ratings=valid_ratings(lease.task, other))
+    assert page.is_hidden("#lease-banner")
+    # The page renews its lease whenever it becomes visible again.
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    banner = page.locator("#lease-banner")
+    banner.wait_for(state="visible")
+    assert banner.inner_text() == ("Your lease expired and other labelers have finished this task. Take the next task. "
+                                   "Your draft is kept.")
+    shot(page, "lease-lost")

@@ -1,0 +1,109 @@
+// Labeling page answers: each response's 1–7 rating and yes/no checks, the comment, and which response and check are current.
+import {announce} from "./dom.js";
+import {clearError} from "./errors.js";
+
+// The radios are the view and state mirrors them. onRating runs after a new rating, onChange after any answer.
+export function createRatings({form, commentEl, checks, state, ids, byId, onRating, onChange}) {
+  let current = 0;            // index into ids
+  let currentCheck = null;    // key of the highlighted check of the current response
+
+  const card = (i) => document.getElementById(`comp-${ids[i]}`);
+  const radio = (name, value) => form.querySelector(`input[name="${name}"][value="${value}"]`);
+
+  // show*: put a value into state and onto the page without side effects (restoring a draft).
+  function showLikert(id, n) {
+    const input = radio(`likert-${id}`, n);
+    if (input) input.checked = true;
+    state.likert[id] = n;
+  }
+  function showCheck(id, key, value) {
+    const input = radio(`check-${id}-${key}`, value ? "yes" : "no");
+    if (input) input.checked = true;
+    state.checks[id][key] = value;
+  }
+  function showComment(text) {
+    state.comment = text;
+    commentEl.value = text;
+  }
+
+  function setLikert(id, n) {
+    showLikert(id, n);
+    clearError(form, `ratings.${id}.likert`);
+    onRating();
+    onChange();
+  }
+  function setCheck(id, key, value) {
+    showCheck(id, key, value);
+    clearError(form, `ratings.${id}.checks.${key}`);
+    onChange();
+  }
+
+  function setCurrent(i, focus) {
+    current = Math.max(0, Math.min(ids.length - 1, i));
+    ids.forEach((id, k) => card(k).classList.toggle("is-current", k === current));
+    markCurrentCheck();
+    if (focus) {
+      card(current).focus({preventScroll: true});
+      card(current).scrollIntoView({block: "nearest", behavior: "smooth"});
+    }
+  }
+  function firstOpenCheck(id) {
+    const open = checks.find((c) => !(c.key in state.checks[id]));
+    return open ? open.key : null;
+  }
+  function markCurrentCheck(key) {
+    currentCheck = key || firstOpenCheck(ids[current]);
+    form.querySelectorAll(".lt-check.is-current").forEach((row) => row.classList.remove("is-current"));
+    if (currentCheck) {
+      const row = card(current).querySelector(`.lt-check[data-check="${currentCheck}"]`);
+      if (row) row.classList.add("is-current");
+    }
+  }
+
+  function rateCurrent(n) {
+    setLikert(ids[current], n);
+    announce(`${byId[ids[current]].label} rated ${n}`);
+  }
+  // Answers the highlighted check; once all of a rated response's checks are answered, the next response becomes current.
+  function answerCheck(value) {
+    const id = ids[current];
+    if (!currentCheck) { announce(`All checks of ${byId[id].label} are answered.`); return; }
+    setCheck(id, currentCheck, value);
+    markCurrentCheck();
+    const row = currentCheck && card(current).querySelector(`.lt-check[data-check="${currentCheck}"]`);
+    if (row) row.scrollIntoView({block: "nearest"});
+    if (!currentCheck && state.likert[id] && current < ids.length - 1) setCurrent(current + 1, true);
+  }
+  function answerAllNo() {
+    const id = ids[current];
+    checks.forEach((c) => { if (!(c.key in state.checks[id])) setCheck(id, c.key, false); });
+    markCurrentCheck();
+  }
+
+  form.addEventListener("change", (e) => {
+    const name = e.target.name || "";
+    let m = name.match(/^likert-(\d+)$/);
+    if (m) { setLikert(+m[1], +e.target.value); return; }
+    m = name.match(/^check-(\d+)-(.+)$/);
+    if (m) { setCheck(+m[1], m[2], e.target.value === "yes"); markCurrentCheck(); }
+  });
+  commentEl.addEventListener("input", () => {
+    state.comment = commentEl.value;
+    clearError(form, "comment");
+    onChange();
+  });
+  ids.forEach((id, i) => {
+    card(i).addEventListener("focusin", (e) => {
+      if (current !== i) setCurrent(i, false);
+      const row = e.target.closest(".lt-check");
+      if (row) markCurrentCheck(row.getAttribute("data-check"));
+    });
+    card(i).addEventListener("click", () => { if (current !== i) setCurrent(i, false); });
+  });
+
+  return {
+    showLikert, showCheck, showComment, setCurrent, rateCurrent, answerCheck, answerAllNo,
+    currentIndex: () => current,
+    step: (dir) => setCurrent(current + dir, true),
+  };
+}
