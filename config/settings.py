@@ -83,8 +83,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # refuses a locked pair before any password is checked, for every caller of authenticate(): the login page,
 # the admin site, and any password-taking API authentication.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
-AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # Attempts during a lockout do not extend it, so the retry time the page names holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
@@ -126,7 +126,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Behind a proxy that terminates TLS, SECURE_PROXY_SSL_HEADER names the header it sets (only trust a header
 # the proxy always overwrites), or every request looks like plain HTTP and the redirect never ends.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = env_header_pair("SECURE_PROXY_SSL_HEADER")
 
@@ -152,7 +152,7 @@ REST_FRAMEWORK = {
         "anon": env_rate("API_THROTTLE_ANON", "60/min"),
     },
     # How many proxies put the client's address in X-Forwarded-For; 0 trusts only the connection's address.
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF labeling platform API",

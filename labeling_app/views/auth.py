@@ -1,4 +1,5 @@
 """Landing page that sends each user to their work, and the login page's lockout answer."""
+import math
 from datetime import datetime
 
 from axes.handlers.proxy import AxesProxyHandler
@@ -54,7 +55,7 @@ def login_locked_out(request, original_response=None, credentials: dict | None =
     django-axes calls this in place of the login view's answer when it refused a login (AXES_LOCKOUT_CALLABLE).
     """
     ends = lockout_ends(request, credentials)
-    retry_after = max(1, int((ends - timezone.now()).total_seconds() + 0.999))
+    retry_after = max(1, math.ceil((ends - timezone.now()).total_seconds()))
     form = AuthenticationForm(request, initial={"username": get_client_username(request, credentials) or ""})
     context = {"form": form, "next": request.POST.get("next", ""), "locked_until": ends}
     response = render(request, "registration/login.html", context, status=429)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -148,3 +151,16 @@ def test_api_authentication_takes_no_password():
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ]
+
+
+def test_limit_and_window_come_from_the_environment_and_zero_is_refused(tmp_path):
+    code = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.AXES_FAILURE_LIMIT, int(s.AXES_COOLOFF_TIME.total_seconds()))")
+    env = dict(os.environ, LOGIN_FAILURE_LIMIT="5", LOGIN_LOCKOUT_MINUTES="30", RLHF_VAR_DIR=str(tmp_path),
+               DJANGO_SETTINGS_MODULE="config.settings")
+    ok = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split()[-2:] == ["5", "1800"]
+    env["LOGIN_LOCKOUT_MINUTES"] = "0"  # would silently turn the lockout off
+    refused = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "LOGIN_LOCKOUT_MINUTES must be at least 1, got 0" in refused.stderr
