@@ -1,4 +1,4 @@
-"""Reading settings from the environment: URLs, booleans, and the locally generated secret key."""
+"""Reading settings from the environment: URLs, booleans, numbers, rates, and the secret key (generated locally, checked in production)."""
 from __future__ import annotations
 
 import os
@@ -19,6 +19,47 @@ def env_bool(name: str, default: bool = False) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+RATE_PERIODS = ("s", "sec", "m", "min", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """A DRF throttle rate such as `600/min`; `off` (or `none`) means no limit, returned as None."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("off", "none"):
+        return None
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and period in RATE_PERIODS):
+        raise ValueError(f"{name} must look like 600/min (periods: {', '.join(RATE_PERIODS)}) or be off, got {value!r}")
+    return value
+
+
+def env_header_pair(name: str) -> tuple[str, str] | None:
+    """`HTTP_X_FORWARDED_PROTO,https` -> ("HTTP_X_FORWARDED_PROTO", "https"): a request header and the value that means TLS."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    header, _, expected = (part.strip() for part in value.partition(","))
+    if not header.startswith("HTTP_") or not expected:
+        raise ValueError(f"{name} must be HEADER,VALUE with the header as Django names it, "
+                         f"e.g. HTTP_X_FORWARDED_PROTO,https; got {value!r}")
+    return header, expected
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -49,13 +90,37 @@ def database_from_url(url: str) -> dict:
     }
 
 
+GENERATE_SECRET_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(64))"'
+
+
+def secret_key_weakness(value: str) -> str | None:
+    """Why a key is too weak to sign production sessions (Django's security.W009 rule), or None."""
+    from django.core.checks.security.base import (
+        SECRET_KEY_INSECURE_PREFIX, SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+    )
+
+    if value.startswith(SECRET_KEY_INSECURE_PREFIX):
+        return f"it starts with {SECRET_KEY_INSECURE_PREFIX!r}, the prefix of the keys startproject writes for development"
+    if len(value) < SECRET_KEY_MIN_LENGTH:
+        return f"it has {len(value)} characters, fewer than {SECRET_KEY_MIN_LENGTH}"
+    if len(set(value)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return f"it has {len(set(value))} different characters, fewer than {SECRET_KEY_MIN_UNIQUE_CHARACTERS}"
+    return None
+
+
 def secret_key(production: bool) -> str:
-    """SECRET_KEY from the environment; for local runs one is generated once into var/."""
+    """SECRET_KEY from the environment (in production it must be set and strong); locally one is generated once into var/."""
     value = os.environ.get("SECRET_KEY")
+    if production:
+        if not value:
+            raise RuntimeError(f"SECRET_KEY must be set in the environment when RLHF_ENV=production; generate one with {GENERATE_SECRET_KEY}")
+        weakness = secret_key_weakness(value)
+        if weakness:
+            raise RuntimeError(f"SECRET_KEY is too weak for RLHF_ENV=production: {weakness}. "
+                               f"Generate a strong one with {GENERATE_SECRET_KEY}")
+        return value
     if value:
         return value
-    if production:
-        raise RuntimeError("SECRET_KEY must be set in the environment when RLHF_ENV=production")
     path = VAR_DIR / "secret_key"
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
-from .env import BASE_DIR, VAR_DIR, database_from_url, env_bool, env_list, secret_key
+from .env import (
+    BASE_DIR, VAR_DIR, database_from_url, env_bool, env_header_pair, env_int, env_list, env_rate, secret_key,
+)
 
 PRODUCTION = os.environ.get("RLHF_ENV", "local") == "production"
 DEBUG = env_bool("DEBUG", False)
@@ -24,6 +27,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "labeling_app",
     "rlhf_worker",
 ]
@@ -38,6 +42,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -71,6 +77,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Login lockout (django-axes): LOGIN_FAILURE_LIMIT failed logins for one username from one client address
+# lock that pair for LOGIN_LOCKOUT_MINUTES. Keyed by the pair, so an attacker cannot lock everyone out from one
+# address, nor other people behind the same address out of their own accounts. The axes backend runs first and
+# refuses a locked pair before any password is checked, for every caller of authenticate(): the login page,
+# the admin site, and any password-taking API authentication.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Attempts during a lockout do not extend it, so the retry time the page names holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A correct password clears that pair's earlier failures: occasional typos never add up to a lockout.
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "labeling_app.views.auth.login_locked_out"
+# The client address as the API throttles see it (REMOTE_ADDR, or X-Forwarded-For behind NUM_PROXIES proxies).
+AXES_CLIENT_IP_CALLABLE = "labeling_app.views.auth.client_address"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "landing"
 LOGOUT_REDIRECT_URL = "login"
@@ -99,6 +122,13 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PRODUCTION
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# TLS in production: plain-HTTP requests are redirected to https, and HSTS tells browsers to use only https.
+# Behind a proxy that terminates TLS, SECURE_PROXY_SSL_HEADER names the header it sets (only trust a header
+# the proxy always overwrites), or every request looks like plain HTTP and the redirect never ends.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_PROXY_SSL_HEADER = env_header_pair("SECURE_PROXY_SSL_HEADER")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -114,6 +144,15 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # Counted in the Redis cache; past the rate the API answers 429 with Retry-After. The user rate is far
+    # above what a person labeling (a draft save per change, a few calls per task) can reach.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.UserThrottle", "config.throttling.AnonThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_rate("API_THROTTLE_USER", "1200/min"),
+        "anon": env_rate("API_THROTTLE_ANON", "60/min"),
+    },
+    # How many proxies put the client's address in X-Forwarded-For; 0 trusts only the connection's address.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF labeling platform API",

@@ -3,6 +3,7 @@ import json
 
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from labeling_app.models import Project
 from labeling_app.roles import user_roles
@@ -26,6 +27,6 @@ def test_seed_twice_gives_one_ready_project_and_stable_logins(db, tmp_path, monk
         assert task.submitted_count == 0
     assert project.checks.filter(key__in=["toxic", "hallucination"]).count() == 2
     for username, password in first.items():
-        user = authenticate(username=username, password=password)
+        user = authenticate(RequestFactory().post("/accounts/login/"), username=username, password=password)
         assert user is not None
         assert username in user_roles(user)

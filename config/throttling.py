@@ -1,0 +1,52 @@
+"""API throttles: one request counter per user (or client address) and time window, kept in the Redis cache."""
+from __future__ import annotations
+
+import math
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+
+class CountingRateThrottle(SimpleRateThrottle):
+    """DRF's rate throttle, counting with one Redis integer per fixed window instead of a list of request times.
+
+    DRF's own keeps every request time of the last period in one cache entry that each request reads and
+    rewrites whole: its cost grows with the rate, and concurrent requests on several gunicorn workers
+    overwrite each other's counts. INCR on a counter costs the same at any rate and counts every request.
+    A fixed window lets a client spend up to twice the rate across a window boundary; that is enough
+    to stop a runaway client, which is what these limits are for.
+    """
+
+    @property
+    def THROTTLE_RATES(self):
+        # Read per request (throttles are built per request), so settings overrides apply like any other.
+        return api_settings.DEFAULT_THROTTLE_RATES
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        window = int(self.now // self.duration)
+        self.window_ends = (window + 1) * self.duration
+        key = f"{self.key}:{window}"
+        try:
+            count = self.cache.incr(key)
+        except ValueError:  # the window's first request; if another worker just created it, count on it
+            # Kept for two windows so a request that arrives late in its window still finds the counter.
+            count = 1 if self.cache.add(key, 1, timeout=2 * self.duration) else self.cache.incr(key)
+        return count <= self.num_requests
+
+    def wait(self) -> float:
+        """Seconds until the window ends and the count starts again (Retry-After)."""
+        return max(1, math.ceil(self.window_ends - self.now))
+
+
+class UserThrottle(CountingRateThrottle, UserRateThrottle):
+    """`user` rate per signed-in user (per address for anonymous requests)."""
+
+
+class AnonThrottle(CountingRateThrottle, AnonRateThrottle):
+    """`anon` rate per client address, for requests without a signed-in user."""
