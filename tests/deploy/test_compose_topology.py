@@ -1,8 +1,9 @@
 """docker-compose.yml run as processes (no Docker here): import through the web and a worker, train, export.
 
 Each app service runs with the environment, command and healthcheck compose gives it and sees only what its
-container would (tests/deploy/topology.py): its own folder for every path not on a volume, the named volumes
-shared with the services that mount them, a fresh PostgreSQL database and an unused Redis database number.
+container would (tests/deploy/topology.py): its own folder for every path not on a volume (hidden from the
+other services by a private mount namespace where the kernel allows one), the named volumes shared with the
+services that mount them, a fresh PostgreSQL database and an unused Redis database number.
 RLHF_COMPOSE_FILE=path runs the same scenario against another compose file.
 """
 from __future__ import annotations
@@ -128,7 +129,8 @@ def test_compose_services_import_train_and_export_sharing_only_what_compose_shar
             lambda: (row := sql(database_url, "SELECT status, errors, file_path FROM labeling_app_importjob WHERE id = %s",
                                 import_id)) and row[0] in ("succeeded", "failed") and row,
             "the import job", 120, details=topology.logs)
-        assert status == "succeeded", f"import failed on the worker: {errors}; saved by the web at {file_path}"
+        assert topology.visible_to("worker", file_path), f"the web saved the upload where the worker cannot read it: {file_path}"
+        assert status == "succeeded", f"import failed on the worker: {errors}"
 
         # A backbone put into the models volume (as an admin would copy one there), a tiny random one.
         model_store = Path(topology.environment("training-worker")["MODEL_STORE"])

@@ -1,9 +1,11 @@
 """docker-compose.yml's app services as local processes, each with only what its container would have.
 
 A service gets the environment compose gives it, runs compose's command from the code folder (the image's
-/app), and sees: a folder of its own for every container path that is not on a volume (its /app/var
+/app), and sees: a folder of its own for every container path that is not on a volume (its /app/var and /tmp
 included), one shared folder per named volume it mounts, and this test run's PostgreSQL and Redis where
-compose names the hosts "postgres" and "redis".
+compose names the hosts "postgres" and "redis". Where the kernel lets us (root, or CAP_SYS_ADMIN), each
+process runs in a mount namespace of its own in which the other services' own folders are empty, so a path
+one container wrote outside a volume cannot be read by another, as with Docker.
 """
 from __future__ import annotations
 
@@ -42,6 +44,20 @@ def image_environment() -> dict[str, str]:
     return env
 
 
+def can_isolate() -> bool:
+    """Whether processes can get a private mount namespace (unshare(1) as root)."""
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# Mounts an empty read-only tmpfs on each folder before "--", then becomes the command after it.
+_HIDE_AND_EXEC = ('while [ "$1" != -- ]; do mount -t tmpfs -o ro,size=4k none "$1" || exit 97; shift; done; '
+                  'shift; exec "$@"')
+
+
 def wait_until(check, what: str, timeout: float, interval: float = 0.5, details=lambda: ""):
     """Poll check() until it returns something truthy; fail naming `what` (and the services' logs) on timeout."""
     deadline, last = time.monotonic() + timeout, None
@@ -60,6 +76,7 @@ class Topology:
         self.database_url, self.redis_url = database_url, redis_url
         self.ports: dict[str, int] = {}
         self.processes: dict[str, subprocess.Popen] = {}
+        self.isolated = can_isolate()
 
     # -- what a container sees -----------------------------------------------------------------
     def volume_dir(self, volume: str) -> Path:
@@ -74,7 +91,16 @@ class Topology:
         for target in sorted(mounts, key=len, reverse=True):
             if path.is_relative_to(target):
                 return self.volume_dir(mounts[target]) / path.relative_to(target)
-        return self.root / "containers" / service / path.relative_to("/")
+        return self.container_dir(service) / path.relative_to("/")
+
+    def container_dir(self, service: str) -> Path:
+        return self.root / "containers" / service
+
+    def visible_to(self, service: str, host_path: str | Path) -> bool:
+        """Whether `service` can read `host_path`: it lies in one of its volumes or in its own folder."""
+        path = Path(host_path)
+        mounted = [self.volume_dir(volume) for volume in self.services[service].named_volumes.values()]
+        return any(path.is_relative_to(folder) for folder in [*mounted, self.container_dir(service)])
 
     def _server_url(self, value: str) -> str:
         """A URL naming a compose service host ("postgres", "redis") -> this run's server for it."""
@@ -95,6 +121,8 @@ class Topology:
         for key, value in self.services[service].environment.items():
             env[key] = str(self.host_path(service, value)) if value.startswith("/") else self._server_url(value)
         env["RLHF_VAR_DIR"] = str(self.host_path(service, IMAGE_VAR_DIR))
+        env["TMPDIR"] = str(self.host_path(service, "/tmp"))
+        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         if service in self.ports:  # containers each have their own network; here they share one
             env["PORT"] = str(self.ports[service])
         env.update(extra or {})
@@ -104,20 +132,31 @@ class Topology:
     def log_path(self, service: str) -> Path:
         return self.root / "logs" / f"{service}.log"
 
+    def argv(self, service: str, command: list[str]) -> list[str]:
+        """`command` as `service` runs it: in a mount namespace where the other services' own folders are empty."""
+        if not self.isolated:
+            return command
+        others = [self.container_dir(name) for name in self.services if name != service]
+        for folder in others:
+            folder.mkdir(parents=True, exist_ok=True)
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _HIDE_AND_EXEC, "sh",
+                *map(str, others), "--", *command]
+
     def start(self, service: str) -> subprocess.Popen:
         self.log_path(service).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(service), "ab") as log:
-            process = subprocess.Popen(self.services[service].command, env=self.environment(service), cwd=compose.BASE_DIR,
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(self.argv(service, self.services[service].command), env=self.environment(service),
+                                       cwd=compose.BASE_DIR, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[service] = process
         return process
 
     def run(self, service: str, command: list[str] | None = None, *, extra_env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
         """A one-off command in a fresh container of `service` (`docker compose run --rm SERVICE ...`)."""
-        return subprocess.run(command or self.services[service].command, env=self.environment(service, extra_env),
-                              cwd=compose.BASE_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(self.argv(service, command or self.services[service].command),
+                              env=self.environment(service, extra_env), cwd=compose.BASE_DIR, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
 
     def healthcheck(self, service: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """The service's compose healthcheck, run in its environment (as `docker compose` runs it in the container)."""
