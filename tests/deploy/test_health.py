@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 
 import pytest
@@ -39,7 +40,9 @@ def test_healthz_is_200_without_database_or_redis(client, settings):
 
 @pytest.mark.django_db
 def test_readyz_is_200_when_a_worker_consumes_every_queue(client, celery_worker, training_queue):
-    response = client.get("/readyz")
+    deadline = time.monotonic() + 15  # a worker started for this test may need a moment to answer broadcasts
+    while (response := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
     body = response.json()
     assert response.status_code == 200, body
     assert body == {"status": "ok", "checks": {"database": "ok", "cache": "ok", "redis": "ok", "celery": "ok"}}
