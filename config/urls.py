@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from config import health
 from labeling_app.views.auth import landing
 
 urlpatterns = [
@@ -14,4 +15,7 @@ urlpatterns = [
     path("jobs/", include("rlhf_worker.urls")),
     path("api/", include("labeling_app.api.urls")),
     path("django-admin/", admin.site.urls),
+    # No login: compose healthchecks and load balancers call these (config/health.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]

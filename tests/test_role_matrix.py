@@ -22,6 +22,7 @@ class Row:
     method: str = "get"
     data: dict = field(default_factory=dict)
     url_name: str = ""  # when one URL needs two rows (GET and POST), the key differs from the URL name
+    settings: dict = field(default_factory=dict)  # Django settings the row's requests run under
 
 
 def page(labeler: int, researcher: int, admin: int, anon: int = 302) -> dict[str, int]:
@@ -56,6 +57,10 @@ MATRIX: dict[str, Row] = {
     "jobs:model_detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.version.pk}),
     "jobs:promote": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.version.pk}, method="post"),
     "jobs:workers": Row(RESEARCHER_UP),
+    # Health endpoints (config/health.py): no login, the same answer for everyone. Readiness names a
+    # training queue no worker consumes, so it is 503 whether or not a test worker runs in this session.
+    "healthz": Row(page(200, 200, 200, anon=200)),
+    "readyz": Row(page(503, 503, 503, anon=503), settings={"TRAINING_QUEUE": "matrix-queue-without-worker"}),
 }
 
 
@@ -181,8 +186,10 @@ def clients(client, django_user_model, db):
 
 
 @pytest.mark.parametrize("name", sorted(MATRIX))
-def test_role_matrix(name, world, clients):
+def test_role_matrix(name, world, clients, settings):
     row = MATRIX[name]
+    for setting, value in row.settings.items():
+        setattr(settings, setting, value)
     url = reverse(row.url_name or name, kwargs=row.kwargs(world))
     got = {}
     for role in ROLES:
