@@ -19,7 +19,9 @@ same settings and data folder: after 1 s, then 2, 4, 8, ... up to 30 s between t
 broken rather than unlucky (a port taken, a bad setting); retrying it forever would bury that in the
 log, so the launcher says which process failed and how, stops everything and exits with status 1.
 SIGINT (Ctrl-C), SIGTERM or SIGHUP to the launcher stops everything it started, the web server and
-workers first and the embedded servers after them, and exits with status 0.
+workers first and the embedded servers after them, and exits with status 0. A launcher killed
+outright (SIGKILL) cannot clean up: on Linux the kernel then sends SIGTERM to the web server and
+workers, and the next launcher takes over the embedded servers it left.
 """
 from __future__ import annotations
 
