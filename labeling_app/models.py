@@ -84,10 +84,6 @@ class CheckQuestion(models.Model):
     def __str__(self) -> str:
         return self.question
 
-    def flags_problem(self, answer: bool | None) -> bool:
-        """Whether `answer` (True = yes) to this check says the completion has a problem."""
-        return answer is not None and answer == self.problem_answer
-
     @property
     def problem_word(self) -> str:
         """The problem answer as the page says it: "yes" or "no"."""
