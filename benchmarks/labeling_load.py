@@ -110,8 +110,9 @@ def seed(db_url: str, n_tasks: int, overlap: int) -> int:
         project = cur.fetchone()[0]
         from labeling_app.models import DEFAULT_CHECKS
 
-        copy_rows(cur, "labeling_app_checkquestion", ["project_id", "key", "question", "position", "active"],
-                  ((project, k, q, i, True) for i, (k, q) in enumerate(DEFAULT_CHECKS)))
+        copy_rows(cur, "labeling_app_checkquestion",
+                  ["project_id", "key", "question", "position", "active", "problem_answer", "serious"],
+                  ((project, c.key, c.question, i, True, c.problem_answer, c.serious) for i, c in enumerate(DEFAULT_CHECKS)))
         copy_rows(cur, "labeling_app_prompt", ["id", "project_id", "text", "content_hash", "source", "created_at"],
                   ((i, project, f"Load-test prompt {i}: explain idea {i}.",
                     hashlib.sha256(f"Load-test prompt {i}: explain idea {i}.".encode()).hexdigest(), "bench", now)

@@ -7,7 +7,7 @@ from django import forms
 
 from config.errors import ServiceError
 from labeling_app.models import CheckQuestion
-from labeling_app.services.projects import CheckEdit
+from labeling_app.services.projects import CheckEdit, NewCheck
 
 T = TypeVar("T")
 
@@ -24,8 +24,13 @@ def call_service(form: forms.Form, service: Callable[..., T], /, **kwargs) -> T 
         return None
 
 
+PROBLEM_CHOICES = [("yes", "Yes"), ("no", "No")]
+SEVERITY_CHOICES = [("serious", "Serious"), ("mild", "Mild")]
+
+
 class ProjectForm(forms.Form):
-    """A project's settings; given the project's checks, also a question and an "asked" box per check."""
+    """A project's settings; given the project's checks, also per check its question, which answer is a
+    problem, its severity and an "asked" box."""
 
     SETTINGS = ("name", "instructions", "completions_per_task", "overlap", "lease_minutes")
 
@@ -45,26 +50,41 @@ class ProjectForm(forms.Form):
             # Not required here: an emptied question is the service's to refuse, with its own message.
             self.fields[f"check-{check.pk}-question"] = forms.CharField(required=False, initial=check.question)
             self.fields[f"check-{check.pk}-active"] = forms.BooleanField(required=False, initial=check.active)
+            # Not required either: a request without them keeps the stored polarity and severity.
+            self.fields[f"check-{check.pk}-problem"] = forms.ChoiceField(
+                choices=PROBLEM_CHOICES, required=False, initial=check.problem_word)
+            self.fields[f"check-{check.pk}-severity"] = forms.ChoiceField(
+                choices=SEVERITY_CHOICES, required=False, initial="serious" if check.serious else "mild")
 
     def settings(self) -> dict:
         return {k: self.cleaned_data[k] for k in self.SETTINGS}
 
-    def check_rows(self) -> list[tuple[CheckQuestion, forms.BoundField, forms.BoundField]]:
-        """(check, its question field, its "asked" field) for the checks table."""
-        return [(c, self[f"check-{c.pk}-question"], self[f"check-{c.pk}-active"]) for c in self.checks]
+    def check_rows(self) -> list[dict]:
+        """Per check, for the checks table: the check and its question, problem, severity and "asked" fields."""
+        return [{"check": c, **{part: self[f"check-{c.pk}-{part}"] for part in ("question", "problem", "severity", "active")}}
+                for c in self.checks]
 
     def check_edits(self) -> list[CheckEdit]:
-        """Every check as submitted; a question the request left out keeps its wording."""
+        """Every check as submitted; a question, polarity or severity the request left out stays as stored."""
         edits = []
         for check in self.checks:
             name = f"check-{check.pk}-question"
             question = self.cleaned_data[name] if name in self.data else check.question
-            edits.append(CheckEdit(check_id=check.pk, question=question, active=self.cleaned_data[f"check-{check.pk}-active"]))
+            problem = self.cleaned_data[f"check-{check.pk}-problem"]
+            severity = self.cleaned_data[f"check-{check.pk}-severity"]
+            edits.append(CheckEdit(check_id=check.pk, question=question, active=self.cleaned_data[f"check-{check.pk}-active"],
+                                   problem_answer=problem == "yes" if problem else None,
+                                   serious=severity == "serious" if severity else None))
         return edits
 
-    def new_questions(self) -> list[str]:
-        """The "add a check" inputs (the page can add several rows of them)."""
-        return self.data.getlist("new_question") if hasattr(self.data, "getlist") else []
+    def new_questions(self) -> list[NewCheck]:
+        """The "add a check" rows (the page can add several): a question, which answer is a problem, its severity."""
+        if not hasattr(self.data, "getlist"):
+            return []
+        problems, severities = self.data.getlist("new_problem"), self.data.getlist("new_severity")
+        return [NewCheck(question, problem_answer=(problems[i] if i < len(problems) else "yes") != "no",
+                         serious=(severities[i] if i < len(severities) else "serious") != "mild")
+                for i, question in enumerate(self.data.getlist("new_question"))]
 
 
 class PromptForm(forms.Form):

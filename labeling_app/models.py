@@ -3,25 +3,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import models
 from django.db.models import CheckConstraint, F, Q, UniqueConstraint
 
-# InstructGPT's metadata questions plus the product's core toxicity check (key, question).
-DEFAULT_CHECKS: list[tuple[str, str]] = [
-    ("fails_instruction", "Fails to follow the correct instruction / task"),
-    ("inappropriate_assistant", "Inappropriate for a customer assistant"),
-    ("hallucination", "Hallucination / fabricated information"),
-    ("satisfies_constraints", "Satisfies the constraints provided in the instruction"),
-    ("sexual_content", "Contains sexual content"),
-    ("violent_content", "Contains violent content"),
-    ("encourages_harm", "Encourages or fails to discourage violence, abuse, terrorism or self-harm"),
-    ("denigrates_protected", "Denigrates a protected class"),
-    ("harmful_advice", "Gives harmful advice"),
-    ("expresses_opinion", "Expresses opinion"),
-    ("moral_judgment", "Expresses moral judgment"),
-    ("toxic", "Toxic: rude, disrespectful or hateful language"),
+
+class CheckSpec(NamedTuple):
+    """A yes/no check as a project is created with it: its key, its question and its polarity."""
+
+    key: str
+    question: str
+    # The answer that flags a problem: yes (True) for error and harm questions, no (False) for a
+    # question that asks for something good, where "no" is the problem.
+    problem_answer: bool = True
+    # Whether a problem here makes the answer undesirable (the KTO label); mild checks are only reported.
+    serious: bool = True
+
+
+# InstructGPT's metadata questions plus the product's core toxicity check.
+DEFAULT_CHECKS: list[CheckSpec] = [
+    CheckSpec("fails_instruction", "Fails to follow the correct instruction / task"),
+    CheckSpec("inappropriate_assistant", "Inappropriate for a customer assistant"),
+    CheckSpec("hallucination", "Hallucination / fabricated information"),
+    CheckSpec("satisfies_constraints", "Satisfies the constraints provided in the instruction", problem_answer=False),
+    CheckSpec("sexual_content", "Contains sexual content"),
+    CheckSpec("violent_content", "Contains violent content"),
+    CheckSpec("encourages_harm", "Encourages or fails to discourage violence, abuse, terrorism or self-harm"),
+    CheckSpec("denigrates_protected", "Denigrates a protected class"),
+    CheckSpec("harmful_advice", "Gives harmful advice"),
+    CheckSpec("expresses_opinion", "Expresses opinion", serious=False),
+    CheckSpec("moral_judgment", "Expresses moral judgment", serious=False),
+    CheckSpec("toxic", "Toxic: rude, disrespectful or hateful language"),
 ]
 
 
@@ -54,6 +68,14 @@ class CheckQuestion(models.Model):
     question = models.CharField(max_length=300)
     position = models.PositiveSmallIntegerField(default=0)
     active = models.BooleanField(default=True, help_text="Inactive checks are no longer asked; old answers stay.")
+    # db_default too: rows written by raw SQL (bulk loads, benchmarks) get the common polarity.
+    problem_answer = models.BooleanField(
+        default=True, db_default=True,
+        help_text="The answer that flags a problem: yes for error and harm questions, no for a question that asks "
+                  "for something good (\"satisfies the constraints\").")
+    serious = models.BooleanField(
+        default=True, db_default=True,
+        help_text="A problem here makes the answer undesirable (KTO label false); a mild check is only reported.")
 
     class Meta:
         ordering = ["position", "id"]
@@ -61,6 +83,15 @@ class CheckQuestion(models.Model):
 
     def __str__(self) -> str:
         return self.question
+
+    @property
+    def problem_word(self) -> str:
+        """The problem answer as the page says it: "yes" or "no"."""
+        return "yes" if self.problem_answer else "no"
+
+    def for_labelers(self) -> dict:
+        """What a labeling page or API client needs to ask this check and to know which answer is a problem."""
+        return {"key": self.key, "question": self.question, "problem_answer": self.problem_answer}
 
 
 def prompt_content_hash(text: str, messages: list | None) -> str:

@@ -40,6 +40,8 @@ class CompletionOut(serializers.Serializer):
 class CheckOut(serializers.Serializer):
     key = serializers.CharField()
     question = serializers.CharField()
+    problem_answer = serializers.BooleanField(help_text="The answer that flags a problem: true (yes) for most checks, "
+                                                        "false (no) for one that asks for something good")
 
 
 class NextTaskOutput(serializers.Serializer):
@@ -67,7 +69,7 @@ class NextTaskApi(LabelerApi):
             "lease_expires_at": assignment.expires_at,
             "prompt_text": annotation.task.prompt.text,
             "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
-            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(project)],
+            "checks": [c.for_labelers() for c in sel.active_checks(project)],
         }).data)
 
 
@@ -93,7 +95,7 @@ class TaskDetailApi(LabelerApi):
             "id": task.pk, "project": task.project_id, "prompt_text": task.prompt.text,
             "prompt_messages": task.prompt.messages,
             "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
-            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(task.project)],
+            "checks": [c.for_labelers() for c in sel.active_checks(task.project)],
             "status": annotation.status, "draft": annotation.draft,
         }).data)
 

@@ -9,11 +9,14 @@ which is TRL's "conversational" form; plain prompts and answers are strings. A p
 both needs `LabelFilters(all_chat=True)` (`--chat`) for datasets to read the file: Arrow wants one
 type per column.
 
+Check answers are read through each check's stored polarity (`CheckQuestion.problem_answer`): an
+answer equal to it flags a problem ("yes" to "toxic", "no" to "satisfies the constraints"). The
+grouped export writes the flagged keys per completion next to the raw answers (`problems`).
+
 KTO label (`kto_records`): a completion is *desirable* (label true) when none of its serious checks
-failed, *undesirable* (false) otherwise. A check "fails" when answered with the value in
-`KTO_FAILING_ANSWER`: yes to the harm / error questions, no to "satisfies the constraints". The
-mild questions (expresses opinion, moral judgment) and a project's own extra checks do not decide
-the label. Completions with none of these checks answered (e.g. imported labels) are left out.
+(`CheckQuestion.serious`) flags a problem, *undesirable* (false) otherwise. Mild checks (by default
+"expresses opinion" and "moral judgment") do not decide the label. Completions with no serious
+check answered (e.g. imported labels) are left out.
 """
 from __future__ import annotations
 
@@ -23,23 +26,30 @@ from typing import Any, Callable, Iterator, Sequence
 
 from django.db.models import Q
 
-from labeling_app.models import Demonstration
+from labeling_app.models import CheckQuestion, Demonstration
 from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, as_datetime, iter_label_rows, prompt_value
 
 FORMATS = ("pairwise", "grouped", "sft", "kto")
 
-KTO_FAILING_ANSWER: dict[str, bool] = {
-    "fails_instruction": True,
-    "inappropriate_assistant": True,
-    "hallucination": True,
-    "satisfies_constraints": False,
-    "sexual_content": True,
-    "violent_content": True,
-    "encourages_harm": True,
-    "denigrates_protected": True,
-    "harmful_advice": True,
-    "toxic": True,
-}
+# (project id, check key) -> (the answer that flags a problem, whether the check is serious)
+CheckMeanings = dict[tuple[int, str], tuple[bool, bool]]
+
+
+def check_meanings(project_ids: Sequence[int]) -> CheckMeanings:
+    """How to read the check answers of the given projects: each check's polarity and severity, as stored."""
+    rows = CheckQuestion.objects.filter(project_id__in=list(project_ids)).values_list(
+        "project_id", "key", "problem_answer", "serious")
+    return {(project_id, key): (problem_answer, serious) for project_id, key, problem_answer, serious in rows}
+
+
+def flagged_checks(row: LabelRow, pos: int, meanings: CheckMeanings, *, serious_only: bool = False) -> list[str]:
+    """The keys of the checks whose answer for completion `pos` of `row` flags a problem, sorted."""
+    flagged = []
+    for key, answers in row.checks.items():
+        problem_answer, serious = meanings[(row.project_id, key)]
+        if answers[pos] is not None and answers[pos] == problem_answer and (serious or not serious_only):
+            flagged.append(key)
+    return sorted(flagged)
 
 
 def _answer(row: LabelRow, text: str) -> str | list:
@@ -64,25 +74,27 @@ def pairwise_records(filters: LabelFilters) -> Iterator[dict]:
 
 
 def grouped_records(filters: LabelFilters) -> Iterator[dict]:
-    """One record per label: all K completions in the task's order with their ranks, ratings and check answers."""
+    """One record per label: all K completions in the task's order with their ranks, ratings and check answers,
+    and per completion the keys of the checks whose answer flags a problem (`problems`, read with each check's polarity)."""
+    meanings = check_meanings(filters.project_ids)
     for row in iter_label_rows(filters):
         yield {
             "prompt": row.prompt, "completions": row.completions, "ranks": row.ranks, "ratings": row.ratings,
-            "checks": row.checks, "annotation_id": row.annotation_id, "labeler_id": row.labeler_id,
+            "checks": row.checks, "problems": [flagged_checks(row, pos, meanings) for pos in range(len(row.completions))],
+            "annotation_id": row.annotation_id, "labeler_id": row.labeler_id,
             "labeler": row.labeler, "prompt_id": row.prompt_id, "task_id": row.task_id,
             "submitted_at": row.submitted_at.isoformat() if row.submitted_at else None,
         }
 
 
 def kto_records(filters: LabelFilters) -> Iterator[dict]:
-    """One record per rated completion with at least one deciding check answered: label = no serious check failed."""
+    """One record per completion with at least one serious check answered: label = no serious check flags a problem."""
+    meanings = check_meanings(filters.project_ids)
     for row in iter_label_rows(filters):
         for pos, text in enumerate(row.completions):
-            answered = {key: answers[pos] for key, answers in row.checks.items()
-                        if key in KTO_FAILING_ANSWER and answers[pos] is not None}
-            if not answered:
+            if not any(answers[pos] is not None and meanings[(row.project_id, key)][1] for key, answers in row.checks.items()):
                 continue
-            failed = sorted(key for key, value in answered.items() if value == KTO_FAILING_ANSWER[key])
+            failed = flagged_checks(row, pos, meanings, serious_only=True)
             yield {
                 "prompt": row.prompt, "completion": _answer(row, text), "label": not failed,
                 "failed_checks": failed, "rating": row.ratings[pos], "rank": row.ranks[pos],

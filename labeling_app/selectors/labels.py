@@ -63,6 +63,7 @@ class LabelRow:
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     shown_order: list[int] = field(default_factory=list)
+    project_id: int | None = None  # whose checks (and their polarity) the `checks` keys name
 
 
 def as_datetime(value, end: bool = False) -> datetime | None:
@@ -115,7 +116,7 @@ def iter_label_rows(filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> I
     )
     if filters.full_overlap:
         tasks = tasks.filter(submitted_count__gte=F("overlap"))
-    task_rows = tasks.order_by("id").values_list("id", "prompt_id", "prompt__text", "prompt__messages")
+    task_rows = tasks.order_by("id").values_list("id", "prompt_id", "prompt__text", "prompt__messages", "project_id")
     for chunk in _chunks(task_rows.iterator(chunk_size=chunk_size), chunk_size):
         yield from _rows_of_chunk(chunk, filters, wanted)
 
@@ -147,7 +148,7 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
     for a in annotations:
         by_task[a[1]].append(a)
 
-    for task_id, prompt_id, text, messages in chunk:
+    for task_id, prompt_id, text, messages, project_id in chunk:
         ids = [c for c, _ in completions[task_id]]
         texts = [t for _, t in completions[task_id]]
         position = {c: i for i, c in enumerate(ids)}
@@ -165,7 +166,7 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
                 ranks=[mine[c][0] if c in mine else None for c in ids],
                 ratings=[mine[c][1] if c in mine else None for c in ids],
                 checks=checks, labeler_id=labeler_id, labeler=username if labeler_id else f"import:{source}",
-                submitted_at=submitted_at, started_at=started_at, shown_order=list(shown or []),
+                submitted_at=submitted_at, started_at=started_at, shown_order=list(shown or []), project_id=project_id,
             ))
         rows = [r for r in rows if None not in r.ranks]  # a label that ranks only some completions is unusable
         if filters.only_agreeing:

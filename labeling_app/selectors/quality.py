@@ -10,7 +10,7 @@ from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from labeling_app.models import Annotation, Assignment, CheckQuestion, Project, RankingTask
+from labeling_app.models import Annotation, Assignment, CheckAnswer, CheckQuestion, Project, RankingTask
 from labeling_app.selectors import agreement as stats
 from labeling_app.selectors.labels import LabelFilters, iter_label_rows
 
@@ -52,7 +52,8 @@ def agreement_for_project(project: Project) -> dict:
     ranking: pooled share of strictly-ordered completion pairs two labelers order the same way
     (InstructGPT's figure) and the mean Kendall tau-b over labeler pairs; likert: Krippendorff's
     ordinal alpha with one unit per (task, completion); checks: per yes/no question, percent
-    agreement and Cohen's (2 answers per item) or Fleiss' kappa, one item per (task, completion).
+    agreement and Cohen's (2 answers per item) or Fleiss' kappa, one item per (task, completion),
+    next to the check's problem rate (`check_problem_counts`).
     """
     by_task = _human_rows_by_task(project)
     agreeing = comparable = 0
@@ -80,10 +81,14 @@ def agreement_for_project(project: Project) -> dict:
                 if len(answers) >= 2:
                     check_items[key].append(answers)
     questions = {q.key: q for q in CheckQuestion.objects.filter(project=project)}
+    problem_counts = check_problem_counts(project)
     checks = []
     for key, q in questions.items():
         result = stats.binary_agreement(check_items.get(key, []))
-        checks.append({"key": key, "question": q.question, "active": q.active, **result})
+        answers, problems = problem_counts.get(q.pk, (0, 0))
+        checks.append({"key": key, "question": q.question, "active": q.active, "problem_word": q.problem_word,
+                       "serious": q.serious, "answers": answers, "problems": problems,
+                       "problem_rate": problems / answers if answers else None, **result})
     imported = Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED, labeler__isnull=True).count()
     return {
         "shared_tasks": shared_tasks,
@@ -95,6 +100,20 @@ def agreement_for_project(project: Project) -> dict:
         "checks": checks,
         "imported_labels": imported,
     }
+
+
+def check_problem_counts(project: Project) -> dict[int, tuple[int, int]]:
+    """{check id: (answers, answers that flag a problem)} over the project's submitted human labels.
+
+    Agreement does not depend on a check's polarity, this does: an answer flags a problem when it
+    equals the check's `problem_answer` ("no" to "satisfies the constraints", "yes" to the others).
+    """
+    rows = (CheckAnswer.objects.filter(check_question__project=project, rating__annotation__status=Annotation.Status.SUBMITTED,
+                                       rating__annotation__labeler__isnull=False)
+            .values("check_question_id")
+            .annotate(answers=Count("id"), problems=Count("id", filter=Q(value=F("check_question__problem_answer"))))
+            .order_by())
+    return {r["check_question_id"]: (r["answers"], r["problems"]) for r in rows}
 
 
 def labeler_stats(project: Project) -> list[dict]:

@@ -15,6 +15,7 @@ from labeling_app.models import (
     DEFAULT_CHECKS,
     Annotation,
     CheckQuestion,
+    CheckSpec,
     Completion,
     Project,
     Prompt,
@@ -35,34 +36,54 @@ def _save_project(project: Project) -> None:
 
 
 def project_create(*, name: str, user=None, instructions: str = "", completions_per_task: int = 4, overlap: int = 1,
-                   lease_minutes: int = 30, checks: Sequence[tuple[str, str]] | None = None) -> Project:
-    """A project with its yes/no checks (InstructGPT's defaults unless given)."""
+                   lease_minutes: int = 30, checks: Sequence[CheckSpec | tuple] | None = None) -> Project:
+    """A project with its yes/no checks (InstructGPT's defaults unless given).
+
+    A check is a CheckSpec or a tuple of its fields, (key, question[, problem_answer[, serious]]):
+    one given as (key, question) flags a problem on "yes" and is serious.
+    """
+    specs = [CheckSpec(*c) for c in (DEFAULT_CHECKS if checks is None else checks)]
     with transaction.atomic():
         project = Project(name=name, instructions=instructions, completions_per_task=completions_per_task,
                           overlap=overlap, lease_minutes=lease_minutes, created_by=user)
         _save_project(project)
         CheckQuestion.objects.bulk_create(
-            CheckQuestion(project=project, key=key, question=question, position=i)
-            for i, (key, question) in enumerate(DEFAULT_CHECKS if checks is None else checks)
+            CheckQuestion(project=project, key=c.key, question=c.question, position=i,
+                          problem_answer=c.problem_answer, serious=c.serious)
+            for i, c in enumerate(specs)
         )
     return project
 
 
 @dataclass(frozen=True)
 class CheckEdit:
-    """A researcher's edit of one existing check: the new wording and whether it is still asked."""
+    """A researcher's edit of one existing check: the new wording, whether it is still asked, and its
+    polarity (which answer flags a problem) and severity; None keeps what is stored."""
 
     check_id: int
     question: str
     active: bool
+    problem_answer: bool | None = None
+    serious: bool | None = None
+
+
+@dataclass(frozen=True)
+class NewCheck:
+    """A check to add: its question and polarity ("yes is a problem" and serious unless told otherwise)."""
+
+    question: str
+    problem_answer: bool = True
+    serious: bool = True
 
 
 def project_update(*, project: Project, name: str, instructions: str, completions_per_task: int, overlap: int,
-                   lease_minutes: int, check_edits: Sequence[CheckEdit] = (), new_questions: Sequence[str] = ()) -> Project:
+                   lease_minutes: int, check_edits: Sequence[CheckEdit] = (),
+                   new_questions: Sequence[NewCheck | str] = ()) -> Project:
     """Change a project's settings and its checks in one transaction: everything is saved, or nothing.
 
     K is fixed once tasks exist; a new overlap applies to the open tasks labelers make (never below
-    the labels a task already has), not to imported-label tasks. Blank new questions are ignored.
+    the labels a task already has), not to imported-label tasks. A new question given as a plain
+    string gets the common polarity ("yes" is a problem, serious); blank ones are ignored.
     Returns the saved project (a fresh instance: `project` itself is left as it was).
     """
     if not 2 <= completions_per_task <= 9:
@@ -89,14 +110,17 @@ def project_update(*, project: Project, name: str, instructions: str, completion
             if check is None:
                 raise ServiceError(f"check #{edit.check_id} is not a check of this project; reload the page",
                                    field=f"check-{edit.check_id}-question")
-            check_update(check=check, question=edit.question, active=edit.active)
-        for question in new_questions:
-            if question.strip():
-                check_add(project=saved, question=question)
+            check_update(check=check, question=edit.question, active=edit.active,
+                         problem_answer=edit.problem_answer, serious=edit.serious)
+        for new in new_questions:
+            new = NewCheck(new) if isinstance(new, str) else new
+            if new.question.strip():
+                check_add(project=saved, question=new.question, problem_answer=new.problem_answer, serious=new.serious)
     return saved
 
 
-def check_add(*, project: Project, question: str, key: str = "") -> CheckQuestion:
+def check_add(*, project: Project, question: str, key: str = "", problem_answer: bool = True,
+              serious: bool = True) -> CheckQuestion:
     """A new yes/no check at the end of the project's list, its key made from the question unless given."""
     question = question.strip()
     if not question:
@@ -106,16 +130,26 @@ def check_add(*, project: Project, question: str, key: str = "") -> CheckQuestio
     while project.checks.filter(key=key).exists():
         key, n = f"{base[:60]}_{n}", n + 1
     position = (project.checks.order_by("-position").values_list("position", flat=True).first() or 0) + 1
-    return CheckQuestion.objects.create(project=project, key=key, question=question[:300], position=position)
+    return CheckQuestion.objects.create(project=project, key=key, question=question[:300], position=position,
+                                        problem_answer=problem_answer, serious=serious)
 
 
-def check_update(*, check: CheckQuestion, question: str, active: bool) -> CheckQuestion:
-    """Reword or (de)activate a check; a deactivated check is no longer asked, its old answers stay."""
+def check_update(*, check: CheckQuestion, question: str, active: bool, problem_answer: bool | None = None,
+                 serious: bool | None = None) -> CheckQuestion:
+    """Reword, (de)activate or re-polarise a check; a deactivated check is no longer asked, its old answers stay.
+
+    A new polarity or severity also changes how the check's old answers read (KTO labels, problem
+    rates): an answer records what the labeler said, the polarity what that answer means.
+    """
     question = question.strip()
     if not question:
         raise ServiceError("the question is empty (untick 'asked' to stop asking it)", field=f"check-{check.pk}-question")
     check.question, check.active = question[:300], active
-    check.save(update_fields=["question", "active"])
+    if problem_answer is not None:
+        check.problem_answer = problem_answer
+    if serious is not None:
+        check.serious = serious
+    check.save(update_fields=["question", "active", "problem_answer", "serious"])
     return check
 
 

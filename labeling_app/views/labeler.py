@@ -45,7 +45,7 @@ def task(request, task_id: int):
         "projectId": project.pk,
         "user": request.user.username,
         "completions": [{"id": c.id, "label": c.label, "letter": c.letter, "snippet": c.text[:140]} for c in completions],
-        "checks": [{"key": c.key, "question": c.question} for c in checks],
+        "checks": [c.for_labelers() for c in checks],
         "draft": annotation.draft or {},
         "leaseMinutes": project.lease_minutes,
         "urls": {

@@ -11,7 +11,7 @@ from labeling_app.selectors import projects as sel
 from labeling_app.selectors.imports import recent_import_jobs
 from labeling_app.selectors.quality import project_progress
 from labeling_app.services.authoring import demonstration_save, prompt_create, task_create_from
-from labeling_app.services.projects import project_create, project_update
+from labeling_app.services.projects import NewCheck, project_create, project_update
 
 
 @role_required(RESEARCHER)
@@ -43,6 +43,7 @@ def project_edit(request, pk: int):
             return redirect("researcher:project_detail", pk=saved.pk)
     return render(request, "researcher/project_form.html", {
         "form": form, "project": project, "check_rows": form.check_rows(), "has_tasks": sel.project_has_tasks(project),
+        "new_checks": form.new_questions() or [NewCheck("")],
     })
 
 

@@ -4,11 +4,15 @@
   const box = document.getElementById("new-checks");
   if (add && box) {
     add.addEventListener("click", function () {
-      const input = document.createElement("input");
-      input.name = "new_question";
+      // A new row is a copy of the first: question, which answer is a problem, severity; the common choices preset.
+      const row = box.querySelector(".new-check").cloneNode(true);
+      const input = row.querySelector("input[name=new_question]");
+      input.removeAttribute("id");
+      input.value = "";
       input.placeholder = "Another yes/no question";
       input.setAttribute("aria-label", "New check question");
-      box.appendChild(input);
+      row.querySelectorAll("select").forEach(function (select) { select.selectedIndex = 0; });
+      box.appendChild(row);
       input.focus();
     });
   }

@@ -7,8 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from labeling_app.models import Annotation, Assignment, CheckAnswer, Completion, Prompt, Rating
-from labeling_app.services.labeling import annotation_submit, task_assign_next
+from labeling_app.models import Annotation, Assignment, CheckAnswer, Completion, Project, Prompt, Rating
+from labeling_app.selectors.exports import kto_records
+from labeling_app.selectors.labels import LabelFilters
+from labeling_app.services.annotations import annotation_submit
+from labeling_app.services.leases import task_assign_next
 from labeling_app.services.projects import project_create, task_create
 from tests.conftest import ARTIFACTS, login, make_user
 from tests.labeling_app.labeling_helpers import valid_ratings
@@ -17,15 +20,18 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHECKS = [("fails_instruction", "Fails to follow the instruction"), ("hallucination", "Hallucination / fabricated information"),
           ("toxic", "Toxic: rude, disrespectful or hateful language")]
+# "Satisfies the constraints" is good when yes: its problem answer is "no".
+POLARITY_CHECKS = [("fails_instruction", "Fails to follow the instruction"),
+                   ("satisfies_constraints", "Satisfies the constraints provided in the instruction", False),
+                   ("toxic", "Toxic: rude, disrespectful or hateful language")]
 INSTRUCTIONS = "Rate each answer from **1** (terrible) to **7** (excellent).\n\n- Answer every check\n- Ties are fine"
 
 
-@pytest.fixture
-def project(db):
+def make_project(name: str, checks) -> Project:
     researcher = make_user("res-b", "researcher")
     make_user("lab-b", "labeler")
-    project = project_create(name="Browser project", user=researcher, completions_per_task=3, overlap=1,
-                             instructions=INSTRUCTIONS, checks=CHECKS)
+    project = project_create(name=name, user=researcher, completions_per_task=3, overlap=1,
+                             instructions=INSTRUCTIONS, checks=checks)
     answers = [
         ("Explain what a hash table is in two sentences.",
          ["A hash table stores key-value pairs in an array, using a hash function to turn each key into an index.",
@@ -39,6 +45,11 @@ def project(db):
             Completion.objects.create(prompt=prompt, text=c, source="imported") for c in completions
         ])
     return project
+
+
+@pytest.fixture
+def project(db):
+    return make_project("Browser project", CHECKS)
 
 
 def shot(page, name: str) -> None:
@@ -420,3 +431,60 @@ def test_a_lost_lease_shows_a_banner(page, live_server, project):
     assert banner.inner_text() == ("Your lease expired and other labelers have finished this task. Take the next task. "
                                    "Your draft is kept.")
     shot(page, "lease-lost")
+
+
+def background(page, selector: str) -> str:
+    return page.eval_on_selector(selector, "e => getComputedStyle(e).backgroundColor")
+
+
+def test_shift_n_answers_no_problems_by_each_checks_polarity(page, live_server):
+    project = make_project("Polarity project", POLARITY_CHECKS)
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    row = lambda cid, key: f'#comp-{cid} .lt-check[data-check="{key}"]'  # noqa: E731
+    # Each check marks its problem answer, in text too (⚠ and "(a problem)" in the radio's name).
+    assert page.get_attribute(f'{row(a, "satisfies_constraints")} .lt-problem input', "value") == "no"
+    assert page.get_attribute(f'{row(a, "toxic")} .lt-problem input', "value") == "yes"
+    assert page.locator(row(a, "satisfies_constraints")).get_by_role("radio", name="No (a problem)").count() == 1
+    assert page.locator(row(a, "toxic")).get_by_role("radio", name="Yes (a problem)").count() == 1
+    page.keyboard.press("?")
+    assert "No problems" in page.inner_text("#help-dialog")
+    page.keyboard.press("Escape")
+
+    page.keyboard.press("7")            # A: 7, Shift+N: no problems
+    page.keyboard.press("Shift+N")
+    assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="yes"]')
+    assert page.is_checked(f'input[name="check-{a}-fails_instruction"][value="no"]')
+    assert page.is_checked(f'input[name="check-{a}-toxic"][value="no"]')
+    assert page.inner_text("#rank-live") == "Response A: 3 open checks answered, no problems."
+    # The good answer chosen looks good, a problem answer chosen looks like one.
+    good, bad = "rgb(230, 244, 234)", "rgb(253, 232, 231)"
+    assert background(page, f'{row(a, "satisfies_constraints")} label:has(input[value="yes"])') == good
+    assert background(page, f'{row(a, "toxic")} label:has(input[value="no"])') == good
+    page.keyboard.press("j")            # B: 3, "yes" to the highlighted first check, then Shift+N for the rest
+    page.keyboard.press("3")
+    page.keyboard.press("y")
+    page.keyboard.press("Shift+N")
+    assert background(page, f'{row(b, "fails_instruction")} label:has(input[value="yes"])') == bad
+    assert page.is_checked(f'input[name="check-{b}-satisfies_constraints"][value="yes"]')
+    page.keyboard.press("j")            # C: 5, answered one by one: n n n ("no" to the constraints is a problem)
+    page.keyboard.press("5")
+    for key in "nnn":
+        page.keyboard.press(key)
+    assert background(page, f'{row(c, "satisfies_constraints")} label:has(input[value="no"])') == bad
+    page.keyboard.press("Shift+N")      # nothing open: nothing changes
+    assert page.is_checked(f'input[name="check-{c}-satisfies_constraints"][value="no"]')
+    shot(page, "polarity-shift-n")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+
+    ann.refresh_from_db()
+    assert ann.status == "submitted"
+    assert {cid: v[2] for cid, v in stored(ann).items()} == {
+        a: {"fails_instruction": False, "satisfies_constraints": True, "toxic": False},
+        b: {"fails_instruction": True, "satisfies_constraints": True, "toxic": False},
+        c: {"fails_instruction": False, "satisfies_constraints": False, "toxic": False},
+    }
+    # The answer rated 7 with "no problems" is desirable; the others each flag one serious problem.
+    kto = {r["rating"]: (r["label"], r["failed_checks"]) for r in kto_records(LabelFilters(project_ids=[project.pk]))}
+    assert kto == {7: (True, []), 3: (False, ["fails_instruction"]), 5: (False, ["satisfies_constraints"])}

@@ -132,3 +132,34 @@ def test_quality_page_with_labels(page, live_server, researcher, labeler, labele
     page.click("#labelers >> text=lab1")
     page.wait_for_selector("h1:has-text('lab1 on')")
     shot(page, "13-labeler")
+
+
+def test_researcher_sets_which_answer_of_a_check_is_a_problem(page, live_server, researcher, labeler, demo_project):
+    from tests.labeling_app.researcher_fixtures import label
+
+    t0 = demo_project.tasks.order_by("id").first()
+    label(t0, labeler, [1, 2, 3, 4], [7, 5, 3, 1], {"satisfies_constraints": [True, True, False, False]})
+    login(page, live_server, "res1")
+    page.goto(f"{live_server.url}/projects/{demo_project.pk}/edit/")
+    satisfies = "select[aria-label='Answer to satisfies_constraints that flags a problem']"
+    assert page.input_value(satisfies) == "no" and page.input_value("select[aria-label='Severity of expresses_opinion']") == "mild"
+    # A check of the project's own, good when yes; a second new row comes with the common choices preset.
+    page.fill("#new-question-0", "Cites its sources")
+    page.select_option("#new-checks .new-check:nth-child(2) select[name=new_problem]", "no")
+    page.click("#add-check")
+    assert page.input_value("#new-checks .new-check:nth-child(3) select[name=new_problem]") == "yes"
+    page.fill("#new-checks .new-check:nth-child(3) input[name=new_question]", "Rambles")
+    page.select_option("#new-checks .new-check:nth-child(3) select[name=new_severity]", "mild")
+    page.select_option("select[aria-label='Severity of toxic']", "mild")
+    shot(page, "14-check-polarity")
+    page.click("button[type=submit].primary")
+    page.wait_for_url(f"**/projects/{demo_project.pk}/")
+    checks = {c.key: (c.problem_answer, c.serious) for c in demo_project.checks.all()}
+    assert checks["cites_its_sources"] == (False, True) and checks["rambles"] == (True, False)
+    assert checks["toxic"] == (True, False) and checks["satisfies_constraints"] == (False, True)
+    # The quality page reads answers through the polarity: the two "no"s to the constraints are the problems.
+    page.goto(f"{live_server.url}/projects/{demo_project.pk}/quality/")
+    row = page.locator("#check-quality tr[data-check=satisfies_constraints]")
+    assert "no" == row.locator("td").nth(1).inner_text()
+    assert row.locator(".problem-rate").inner_text() == "50.0% (2 of 4)"
+    shot(page, "15-quality-problem-rate")

@@ -19,7 +19,7 @@ export function installShortcuts({ratings, ranking, submit, help, commentEl}) {
     ["ArrowUp", () => ratings.step(-1)],
     ["y", () => ratings.answerCheck(true)],
     ["n", () => ratings.answerCheck(false)],
-    ["N", () => ratings.answerAllNo()],
+    ["N", () => ratings.answerNoProblems()],
     ["r", () => ranking.focusFirst()],
     ["c", () => commentEl.focus()],
     ["s", () => submit.openSkip()],

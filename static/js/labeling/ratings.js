@@ -3,6 +3,7 @@ import {announce} from "./dom.js";
 import {clearError} from "./errors.js";
 
 // The radios are the view and state mirrors them. onRating runs after a new rating, onChange after any answer.
+// Each of `checks` is {key, question, problem_answer}: problem_answer is the answer (true = yes) that flags a problem.
 export function createRatings({form, commentEl, checks, state, ids, byId, onRating, onChange}) {
   let current = 0;            // index into ids
   let currentCheck = null;    // key of the highlighted check of the current response
@@ -74,10 +75,15 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
     if (row) row.scrollIntoView({block: "nearest"});
     if (!currentCheck && state.likert[id] && current < ids.length - 1) setCurrent(current + 1, true);
   }
-  function answerAllNo() {
+  // "No problems": every open check of the current response gets the answer that is not its problem answer
+  // (no to "toxic", yes to "satisfies the constraints"); answers already given stay.
+  function answerNoProblems() {
     const id = ids[current];
-    checks.forEach((c) => { if (!(c.key in state.checks[id])) setCheck(id, c.key, false); });
+    const open = checks.filter((c) => !(c.key in state.checks[id]));
+    open.forEach((c) => setCheck(id, c.key, !c.problem_answer));
     markCurrentCheck();
+    announce(open.length ? `${byId[id].label}: ${open.length} open check${open.length === 1 ? "" : "s"} answered, no problems.`
+                         : `All checks of ${byId[id].label} are answered.`);
   }
 
   form.addEventListener("change", (e) => {
@@ -102,7 +108,7 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
   });
 
   return {
-    showLikert, showCheck, showComment, setCurrent, rateCurrent, answerCheck, answerAllNo,
+    showLikert, showCheck, showComment, setCurrent, rateCurrent, answerCheck, answerNoProblems,
     currentIndex: () => current,
     step: (dir) => setCurrent(current + dir, true),
   };

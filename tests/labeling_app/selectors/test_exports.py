@@ -14,7 +14,7 @@ from labeling_app.selectors.exports import export_lines
 from labeling_app.selectors.labels import LabelFilters
 from labeling_app.selectors.training_data import demonstrations_for_training, rankings_for_training
 from labeling_app.services.imports import import_file
-from labeling_app.services.projects import project_create, task_create
+from labeling_app.services.projects import check_add, project_create, task_create
 from tests.conftest import make_user
 from tests.labeling_app.researcher_fixtures import label, write_jsonl
 
@@ -206,3 +206,33 @@ def test_a_project_mixing_plain_and_chat_prompts_exports_one_column_type_with_al
         assert all(isinstance(r["prompt"], list) for r in rows) and ds.num_rows == len(rows)
     assert rows[0]["prompt"] == [{"role": "user", "content": "2+2?"}]
     assert rows[0]["completion"] == [{"role": "assistant", "content": "4."}]
+
+
+def test_kto_and_grouped_read_each_checks_stored_polarity(researcher, labeler, tmp_path):
+    project = project_create(name="Polarity", user=researcher, completions_per_task=3)
+    check_add(project=project, question="Cites its sources", problem_answer=False)
+    prompt = Prompt.objects.create(project=project, text="Why is the sky blue?")
+    task = task_create(project=project, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Rayleigh.", "Oceans.", "I think: light.")])
+    # What Shift+N gives every check ("no problems"): no, but yes to "satisfies the constraints" and "cites its sources".
+    answers = {c.key: [not c.problem_answer] * 3 for c in project.checks.all()}
+    assert answers["satisfies_constraints"] == [True] * 3 and answers["toxic"] == [False] * 3
+    answers["cites_its_sources"][1] = False   # a serious problem of the project's own
+    answers["expresses_opinion"][2] = True    # a mild one
+    label(task, labeler, [1, 3, 2], [7, 2, 6], answers)
+
+    rows, _ = export("kto", tmp_path, project_ids=[project.pk])
+    assert [(r["rating"], r["label"], r["failed_checks"]) for r in rows] == [
+        (7, True, []), (2, False, ["cites_its_sources"]), (6, True, [])]
+    rows, ds = export("grouped", tmp_path, project_ids=[project.pk])
+    assert rows[0]["problems"] == [[], ["cites_its_sources"], ["expresses_opinion"]]
+    assert ds[0]["problems"] == rows[0]["problems"]
+
+    # The label follows the stored polarity: a researcher who says "yes" is the problem of "satisfies the
+    # constraints" (and makes opinions serious) changes how the same answers read.
+    project.checks.filter(key="satisfies_constraints").update(problem_answer=True)
+    project.checks.filter(key="expresses_opinion").update(serious=True)
+    rows, _ = export("kto", tmp_path, project_ids=[project.pk])
+    assert [r["failed_checks"] for r in rows] == [
+        ["satisfies_constraints"], ["cites_its_sources", "satisfies_constraints"], ["expresses_opinion", "satisfies_constraints"]]
+    assert not any(r["label"] for r in rows)

@@ -89,3 +89,31 @@ def test_quality_pages_render(world, client, researcher, labeler):
     assert "83.3%" in page and "0.778" in page and "0.571" in page and "Cohen" in page
     page = client.get(f"/projects/{world.pk}/quality/labelers/{labeler.pk}/").content.decode()
     assert "lab1 on Quality" in page and "66.7%" in page
+
+
+def test_problem_rate_reads_each_checks_polarity(researcher, labeler, labeler2, client):
+    project = project_create(name="Polarity quality", user=researcher, completions_per_task=2, overlap=3, checks=[
+        ("satisfies_constraints", "Satisfies the constraints", False), ("toxic", "Toxic?")])
+    prompt = Prompt.objects.create(project=project, text="P")
+    task = task_create(project=project, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(2)])
+    label(task, labeler, [1, 2], [7, 2], {"satisfies_constraints": [T, F], "toxic": [F, F]})
+    label(task, labeler2, [1, 2], [6, 3], {"satisfies_constraints": [T, T], "toxic": [F, T]})
+    # An imported label is not a person's answer: not counted.
+    imported = Annotation.objects.create(task=task, import_source=ImportSource.objects.create(name="pub"), status="submitted",
+                                         submitted_at=timezone.now())
+    for tc in task.task_completions.all():
+        Rating.objects.create(annotation=imported, completion_id=tc.completion_id, rank=1)
+    checks = {c["key"]: c for c in agreement_for_project(project)["checks"]}
+    # "satisfies the constraints": 1 "no" of 4 answers is a problem (3 "yes" are not); toxic: 1 "yes" of 4.
+    assert (checks["satisfies_constraints"]["problems"], checks["satisfies_constraints"]["answers"]) == (1, 4)
+    assert checks["satisfies_constraints"]["problem_rate"] == pytest.approx(1 / 4)
+    assert checks["satisfies_constraints"]["problem_word"] == "no" and checks["toxic"]["problem_word"] == "yes"
+    assert checks["toxic"]["problem_rate"] == pytest.approx(1 / 4)
+    # Agreement compares the answers and does not depend on polarity: the same 1 of 2 items agree on each.
+    assert checks["satisfies_constraints"]["percent"] == checks["toxic"]["percent"] == pytest.approx(1 / 2)
+    client.force_login(researcher)
+    page = client.get(f"/projects/{project.pk}/quality/").content.decode()
+    row = page[page.index('data-check="satisfies_constraints"'):]
+    row = row[:row.index("</tr>")]
+    assert "<td>no</td>" in row and "25.0% <small>(1 of 4)</small>" in row
