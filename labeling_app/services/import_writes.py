@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from django.db import connection
 from django.utils import timezone
@@ -63,9 +63,7 @@ class ImportResult:
     invalid_lines: list[LineError] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        del data["invalid_lines"]
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "invalid_lines"}
 
     def _identical(self, line: int, what: str) -> None:
         if len(self.identical_lines) < MAX_DUPLICATES_LISTED:
