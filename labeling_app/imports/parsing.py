@@ -26,7 +26,15 @@ from typing import Any, Iterator
 
 from config.errors import ServiceError
 from labeling_app.models import Completion, ImportJob, Project, prompt_content_hash
-from labeling_app.validation import NUL, JsonInputError, json_loads, rank_gaps_problem, short_text_problem, text_problem
+from labeling_app.validation import (
+    NUL,
+    JsonInputError,
+    json_loads,
+    max_text_chars,
+    rank_gaps_problem,
+    short_text_problem,
+    text_problem,
+)
 
 KINDS = tuple(ImportJob.Kind.values)
 CHAT_ROLES = ("system", "user", "assistant")
@@ -403,6 +411,8 @@ def _raw_lines(path: str | Path, fmt: str) -> Iterator[tuple[int, Any, LineError
     """
     with open(path, "rb") as f:
         if fmt == "csv":
+            # The csv module refuses fields over 128 KiB; a text up to MAX_TEXT_CHARS must reach its own check.
+            csv.field_size_limit(max(csv.field_size_limit(), 4 * max_text_chars() + 1))
             reader = csv.DictReader(_csv_text_lines(f))
             try:
                 header = reader.fieldnames or []

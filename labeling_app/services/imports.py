@@ -15,6 +15,7 @@ saved file again as a new job, and `import_uploads_purge` deletes old rejected u
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ from config.errors import ServiceError
 from labeling_app.imports.parsing import KINDS, LineError, Record, count_lines, iter_records, k_mismatch_summary
 from labeling_app.models import ImportJob, ImportSource, Project
 from labeling_app.services.import_writes import ImportResult, insert_batch
+
+logger = logging.getLogger(__name__)
 
 MAX_ERRORS = 100
 # A skip-invalid import keeps the reason of every skipped line on its job, up to this many (all are counted).
@@ -269,7 +272,10 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval):
-                _beat(self.job_id)
+                try:
+                    _beat(self.job_id)
+                except Exception:  # a missed beat is retried next time; the import itself decides the outcome
+                    logger.warning("import job %s: heartbeat not written", self.job_id, exc_info=True)
         finally:
             connection.close()
 

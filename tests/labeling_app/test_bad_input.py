@@ -153,14 +153,6 @@ def test_export_download_header_survives_quotes_and_newlines_in_the_project_name
 
 # --- imports: upload page and command line ----------------------------------------------------
 
-@pytest.fixture
-def k2(db, researcher):
-    return project_create(name="Pairs", user=researcher, completions_per_task=2, overlap=1)
-
-
-@pytest.fixture
-def k4(db, researcher):
-    return project_create(name="Fours", user=researcher, completions_per_task=4, overlap=1)
 
 
 def upload(rc, project, kind: str, content: bytes, name: str = "f.jsonl", **extra) -> ImportJob:
@@ -292,3 +284,11 @@ def test_command_line_reports_bad_lines_without_a_traceback(k2, tmp_path):
     assert "line 2, field (json): nested too deeply" in str(exc.value)
     assert "line 3, field (encoding)" in str(exc.value)
     assert not Completion.objects.exists()
+
+
+def test_a_csv_text_longer_than_the_csv_modules_default_limit_reaches_the_text_check(rc, k2, settings):
+    settings.MAX_TEXT_CHARS = 200_000
+    job = upload(rc, k2, "prompts", b"prompt\n" + b"x" * 150_000 + b"\nshort\n", name="long.csv")
+    assert job.status == "succeeded", job.errors
+    job = upload(rc, k2, "prompts", b"prompt\n" + b"y" * 200_001 + b"\n", name="longer.csv")
+    assert [(e["line"], e["field"]) for e in job.errors] == [(2, "prompt")] and "MAX_TEXT_CHARS" in job.errors[0]["message"]

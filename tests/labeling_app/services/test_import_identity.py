@@ -1,25 +1,15 @@
 """Re-importing the same data changes nothing: identical completions, tasks, labels and demonstrations are reused or skipped."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from django.core.management import call_command
 
 from labeling_app.models import Annotation, Completion, Demonstration, Prompt, RankingTask, Rating
 from labeling_app.services.imports import import_file
-from labeling_app.services.projects import project_create
 from tests.labeling_app.researcher_fixtures import write_jsonl
 
 
-@pytest.fixture
-def k2(db, researcher):
-    return project_create(name="Pairs", user=researcher, completions_per_task=2, overlap=1)
-
-
-@pytest.fixture
-def k4(db, researcher):
-    return project_create(name="Fours", user=researcher, completions_per_task=4, overlap=2)
 
 
 def counts() -> dict:

@@ -1,7 +1,6 @@
 """Skip-invalid imports: opt-in only, the valid lines go in, and every skipped line is reported with its reason."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -15,10 +14,6 @@ from tests.labeling_app.researcher_fixtures import write_jsonl
 
 HH = "\n\nHuman: {q}\n\nAssistant: {a}"
 
-
-@pytest.fixture
-def k2(db, researcher):
-    return project_create(name="Pairs", user=researcher, completions_per_task=2, overlap=1)
 
 
 def hh_rows() -> list:
