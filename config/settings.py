@@ -184,6 +184,10 @@ MODEL_STORE = os.environ.get("MODEL_STORE", str(VAR_DIR / "models"))
 # Uploads are saved here before they are imported; files longer than IMPORT_ASYNC_LINES import in a Celery job.
 IMPORT_DIR = os.environ.get("IMPORT_DIR", str(VAR_DIR / "imports"))
 IMPORT_ASYNC_LINES = int(os.environ.get("IMPORT_ASYNC_LINES", "2000"))
+# Saved files of rejected (failed or lost) uploads are deleted after this many days; succeeded ones are kept.
+IMPORT_RETENTION_DAYS = float(os.environ.get("IMPORT_RETENTION_DAYS", "30"))
+# The longest prompt, completion or demonstration text accepted (imports, forms), in characters.
+MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "100000"))
 # A running job writes a heartbeat this often; a job silent for JOB_LOST_AFTER seconds is marked lost.
 JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "5"))
 JOB_LOST_AFTER_SECONDS = float(os.environ.get("JOB_LOST_AFTER_SECONDS", "120"))

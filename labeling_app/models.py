@@ -136,12 +136,19 @@ class Demonstration(models.Model):
     text = models.TextField()
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     source = models.CharField(max_length=200, blank=True)
+    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
+                                  help_text="Identity of the imported line that made it (labeling_app.imports.identity); "
+                                            "kept when the text is edited, so a re-import does not bring the old text back.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
-        constraints = [CheckConstraint(condition=~Q(text=""), name="demonstration_not_empty")]
+        constraints = [
+            CheckConstraint(condition=~Q(text=""), name="demonstration_not_empty"),
+            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
+                             name="demonstration_import_key_unique"),
+        ]
 
 
 class Completion(models.Model):
@@ -157,10 +164,18 @@ class Completion(models.Model):
     model_version = models.ForeignKey("rlhf_worker.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
     demonstration = models.ForeignKey(Demonstration, null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
     sampling = models.JSONField(default=dict, blank=True, help_text="Temperature, top-p, max new tokens, seed.")
+    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
+                                  help_text="Imported completions: identity of text + model name under the prompt.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # Re-importing a completion reuses it. Rows without a key (model outputs, demonstrations,
+            # and copies imported twice before keys existed) are outside the rule.
+            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
+                             name="completion_import_key_unique"),
+        ]
 
     def __str__(self) -> str:
         return self.text[:80]
@@ -175,6 +190,8 @@ class RankingTask(models.Model):
     overlap = models.PositiveSmallIntegerField(default=1)
     # Kept by a database trigger (see migration 0002): the number of submitted annotations.
     submitted_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
+                                  help_text="Tasks of imported completions: identity of the completion set and purpose.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -182,6 +199,8 @@ class RankingTask(models.Model):
         constraints = [
             CheckConstraint(condition=Q(overlap__gte=1), name="task_overlap_positive"),
             CheckConstraint(condition=Q(submitted_count__lte=F("overlap")), name="task_submitted_within_overlap"),
+            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
+                             name="task_import_key_unique"),
         ]
         indexes = [
             # The queue looks for open tasks of a project, oldest first.
@@ -246,6 +265,8 @@ class Annotation(models.Model):
     draft = models.JSONField(default=dict, blank=True, help_text="The page's unsaved state, restored after a reload.")
     comment = models.TextField(blank=True)
     skip_reason = models.CharField(max_length=300, blank=True)
+    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
+                                  help_text="Imported labels: identity of the ranks, ratings and checks given.")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
@@ -265,6 +286,9 @@ class Annotation(models.Model):
             CheckConstraint(
                 condition=~Q(status="submitted") | Q(submitted_at__isnull=False), name="annotation_submitted_has_time"
             ),
+            # An import source gives one task the same label once, however often its file is imported.
+            UniqueConstraint(fields=["task", "import_source", "import_key"], condition=Q(import_key__isnull=False),
+                             name="annotation_import_key_unique"),
         ]
         indexes = [
             models.Index(fields=["labeler", "status", "submitted_at"], name="annotation_labeler_status_idx"),
@@ -307,8 +331,10 @@ class CheckAnswer(models.Model):
 class ImportJob(models.Model):
     """One uploaded file being validated and imported; big files run as a Celery job.
 
-    The row holds the outcome; live progress of the insert pass (which runs inside one
-    transaction, so the row cannot show it) is mirrored to the cache under `progress_cache_key`.
+    The row holds the outcome, written in the same transaction as the imported rows (so a job that
+    is not "succeeded" imported nothing). Live progress of the insert pass (which runs inside that
+    transaction, so the row cannot show it) is mirrored to the cache under `progress_cache_key`;
+    the heartbeat is written from a thread of its own, outside it.
     """
 
     class Kind(models.TextChoices):
@@ -323,21 +349,31 @@ class ImportJob(models.Model):
         IMPORTING = "importing", "Importing"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        LOST = "lost", "Lost"
+
+    RUNNING = (Status.VALIDATING, Status.IMPORTING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.LOST)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    file_path = models.CharField(max_length=500, help_text="The saved upload under the var dir.")
+    file_path = models.CharField(max_length=500, blank=True,
+                                 help_text="The saved upload under IMPORT_DIR; empty once a rejected upload is purged.")
     original_name = models.CharField(max_length=300, blank=True)
     source_name = models.CharField(max_length=200, blank=True, help_text="ImportSource name for preference labels.")
+    skip_invalid = models.BooleanField(default=False, help_text="Import the valid lines and report the bad ones, "
+                                                                "instead of refusing the whole file.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     total_lines = models.PositiveIntegerField(default=0)
     processed_lines = models.PositiveIntegerField(default=0)
-    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}], the first 100.")
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}]: a failed file's first 100, "
+                                                                  "or every line a skip-invalid import skipped (up to 10,000).")
     error_count = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True, help_text="Counts of created rows and reported duplicates.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Written while the job runs; an old one means its worker died.")
     finished_at = models.DateTimeField(null=True, blank=True)
+    file_purged_at = models.DateTimeField(null=True, blank=True, help_text="When the upload was deleted (IMPORT_RETENTION_DAYS).")
 
     class Meta:
         ordering = ["-created_at"]

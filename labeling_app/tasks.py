@@ -26,3 +26,19 @@ def import_run(job_id: int) -> None:
         import_job_run(job_id=job_id)
     finally:
         close_old_connections()  # a worker thread must not keep a database session open between jobs
+
+
+@shared_task(name="labeling_app.imports_mark_lost")
+def imports_mark_lost_task() -> int:
+    """Scheduled: import jobs whose worker died are marked lost; returns how many."""
+    from labeling_app.services.imports import imports_mark_lost
+
+    return imports_mark_lost()
+
+
+@shared_task(name="labeling_app.import_uploads_purge")
+def import_uploads_purge_task() -> int:
+    """Scheduled: rejected uploads older than IMPORT_RETENTION_DAYS are deleted; returns how many files."""
+    from labeling_app.services.imports import import_uploads_purge
+
+    return import_uploads_purge()

@@ -5,16 +5,21 @@ A service's ServiceError is answered by config.errors.api_exception_handler: its
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from labeling_app.roles import HasRole, LABELER
 from labeling_app.selectors import labeling as sel
 from labeling_app.services.annotations import annotation_save_draft, annotation_skip, annotation_submit
 from labeling_app.services.leases import assignment_renew, task_assign_next
+from labeling_app.validation import JsonInputError, json_loads
 
 
 class ErrorOutput(serializers.Serializer):
@@ -25,8 +30,27 @@ class ErrorOutput(serializers.Serializer):
                                    help_text="Field name (e.g. `ratings.12.likert`) → what to fix.")
 
 
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser, except that no body can make it fail with a 500.
+
+    DRF catches ValueError only: a body nested thousands deep raises RecursionError inside
+    json.load, and an integer over Python's 4,300-digit limit gets advice meant for the server.
+    Both are a 400 with a plain reason here, like any other malformed JSON.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json_loads(stream.read().decode(encoding), strict=self.strict)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"JSON parse error - the body is not valid {encoding}: {exc.reason}") from None
+        except JsonInputError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
 class LabelerApi(APIView):
     permission_classes = [HasRole.of(LABELER)]
+    parser_classes = [SafeJSONParser] + [p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)]
 
 
 # --- next task ------------------------------------------------------------------------------

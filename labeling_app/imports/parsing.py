@@ -17,15 +17,24 @@ Accepted shapes, one JSON object per line (CSV: a header with `prompt` or `text`
 """
 from __future__ import annotations
 
+import codecs
 import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from config.errors import ServiceError
-from labeling_app.models import ImportJob, Project, prompt_content_hash
+from labeling_app.models import Completion, ImportJob, Project, prompt_content_hash
+from labeling_app.validation import (
+    NUL,
+    JsonInputError,
+    json_loads,
+    max_text_chars,
+    rank_gaps_problem,
+    short_text_problem,
+    text_problem,
+)
 
 KINDS = tuple(ImportJob.Kind.values)
 CHAT_ROLES = ("system", "user", "assistant")
@@ -44,16 +53,40 @@ class FieldError(Exception):
         self.field, self.message = field, message
 
 
+class KMismatch(FieldError):
+    """A line with another number of completions than the project's K (reported once per file, not per line)."""
+
+    def __init__(self, field: str, got: int, project: Project):
+        k = project.completions_per_task
+        super().__init__(field, f"has {got} completions, but project {project.name!r} ranks K={k} per task: "
+                                f"give exactly {k} per line, or import into a project with K={got}")
+        self.got = got
+
+
 @dataclass
 class LineError:
-    """What is wrong with one line of a file: its number, the field, and what to fix."""
+    """What is wrong with one line of a file: its number, the field, and what to fix.
+
+    `whole_file` marks an error that stops the file from being read further (a CSV header, an
+    undecodable CSV line): no line can be imported past it, even when bad lines may be skipped.
+    `k_got` is set on a line whose completion count is not the project's K.
+    """
 
     line: int
     field: str
     message: str
+    whole_file: bool = False
+    k_got: int | None = None
+
+    def __post_init__(self) -> None:
+        # The report is stored as JSON in PostgreSQL, which cannot hold NUL; a field name can quote the file.
+        self.field, self.message = self.field.replace(NUL, "\\u0000"), self.message.replace(NUL, "\\u0000")
 
     def __str__(self) -> str:
         return f"line {self.line}, field {self.field}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "field": self.field, "message": self.message}
 
 
 @dataclass
@@ -80,6 +113,25 @@ def _str(value: Any, field_name: str) -> str:
         raise FieldError(field_name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise FieldError(field_name, "is empty")
+    return _text(value, field_name)
+
+
+def _text(value: str, field_name: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise FieldError(field_name, problem)
+    return value
+
+
+MODEL_NAME_MAX = Completion._meta.get_field("model_name").max_length
+
+
+def _model_name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise FieldError(field_name, "must be a string")
+    problem = short_text_problem(value, MODEL_NAME_MAX)
+    if problem:
+        raise FieldError(field_name, problem)
     return value
 
 
@@ -95,7 +147,7 @@ def _messages(value: Any, field_name: str) -> list[dict]:
             raise FieldError(f"{where}.role", f"must be one of {', '.join(CHAT_ROLES)}, got {m['role']!r}")
         if not isinstance(m["content"], str):
             raise FieldError(f"{where}.content", "must be a string")
-        out.append({"role": m["role"], "content": m["content"]})
+        out.append({"role": m["role"], "content": _text(m["content"], f"{where}.content")})
     return out
 
 
@@ -145,10 +197,7 @@ def _completion_text(value: Any, field_name: str) -> tuple[str, str]:
         key = next((k for k in ("text", "content", "completion") if k in value), None)
         if key is None:
             raise FieldError(field_name, 'an object completion needs "text"')
-        model = value.get("model", "")
-        if not isinstance(model, str):
-            raise FieldError(f"{field_name}.model", "must be a string")
-        return _str(value[key], f"{field_name}.{key}"), model
+        return _str(value[key], f"{field_name}.{key}"), _model_name(value.get("model", ""), f"{field_name}.model")
     raise FieldError(field_name, f"must be a string, a chat list or an object, got {type(value).__name__}")
 
 
@@ -167,7 +216,8 @@ def _hh_turns(text: str, field_name: str) -> list[dict]:
 def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[str, list, str, str]:
     """Split two full dialogues into (prompt text, prompt messages, chosen answer, rejected answer)."""
     if isinstance(chosen, str) and isinstance(rejected, str):
-        chosen_msgs, rejected_msgs = _hh_turns(chosen, "chosen"), _hh_turns(rejected, "rejected")
+        chosen_msgs = _messages(_hh_turns(chosen, "chosen"), "chosen")
+        rejected_msgs = _messages(_hh_turns(rejected, "rejected"), "rejected")
     elif isinstance(chosen, list) and isinstance(rejected, list):
         chosen_msgs, rejected_msgs = _messages(chosen, "chosen"), _messages(rejected, "rejected")
     else:
@@ -202,12 +252,14 @@ def _optional_rating(obj: dict, key: str) -> int | None:
     return value
 
 
-def _k_error(field_name: str, got: int, project: Project) -> FieldError:
-    return FieldError(
-        field_name,
-        f"has {got} completions, but project {project.name!r} ranks K={project.completions_per_task} per task: "
-        f"give exactly {project.completions_per_task} per line, or import into a project with K={got}",
-    )
+def _distinct_completions(pairs: list[tuple[str, str]]) -> None:
+    """A task ranks different completions: the same text from the same model twice is one completion."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, pair in enumerate(pairs):
+        if pair in seen:
+            raise FieldError(f"completions[{i}]", f"is the same completion as completions[{seen[pair]}] (same text and "
+                                                  "model); a task ranks different completions")
+        seen[pair] = i
 
 
 def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: frozenset[str]) -> Record:
@@ -236,9 +288,7 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
 
     if kind == ImportJob.Kind.COMPLETIONS:
         text, messages = _prompt_of(obj)
-        default_model = obj.get("model", "")
-        if not isinstance(default_model, str):
-            raise FieldError("model", "must be a string")
+        default_model = _model_name(obj.get("model", ""), "model")
         if "completions" in obj:
             values = obj["completions"]
             if not isinstance(values, list):
@@ -249,8 +299,10 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
         else:
             raise FieldError("completions", 'missing: give "completions": [...] with the project\'s K completions')
         if len(pairs) != k:
-            raise _k_error("completions", len(pairs), project)
-        return Record(line, text, messages, completions=[t for t, _ in pairs], models=[m or default_model for _, m in pairs])
+            raise KMismatch("completions", len(pairs), project)
+        pairs = [(t, m or default_model) for t, m in pairs]
+        _distinct_completions(pairs)
+        return Record(line, text, messages, completions=[t for t, _ in pairs], models=[m for _, m in pairs])
 
     if kind == ImportJob.Kind.PREFERENCES:
         if "ranks" in obj:
@@ -258,8 +310,7 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
         if "chosen" not in obj or "rejected" not in obj:
             raise FieldError("chosen", 'missing: give "chosen" and "rejected" (pairwise), or "completions" with "ranks" (grouped)')
         if k != 2:
-            raise FieldError("chosen", f"a pairwise preference ranks 2 completions, but project {project.name!r} ranks "
-                                       f"K={k}: import pairwise data into a project with K=2")
+            raise KMismatch("chosen", 2, project)
         if "prompt" in obj:
             text, messages = _prompt_of(obj, allow_messages=False)
             chosen, _ = _completion_text(_strip_prompt_prefix(obj["chosen"], messages), "chosen")
@@ -282,7 +333,7 @@ def _grouped_ranking(obj: dict, *, line: int, project: Project, check_keys: froz
         raise FieldError("completions", "a grouped ranking needs a list of completions next to its ranks")
     pairs = [_completion_text(v, f"completions[{i}]") for i, v in enumerate(values)]
     if len(pairs) != project.completions_per_task:
-        raise _k_error("completions", len(pairs), project)
+        raise KMismatch("completions", len(pairs), project)
     if len({t for t, _ in pairs}) != len(pairs):
         raise FieldError("completions", "contains the same completion twice")
     ranks = obj["ranks"]
@@ -291,6 +342,9 @@ def _grouped_ranking(obj: dict, *, line: int, project: Project, check_keys: froz
     for i, r in enumerate(ranks):
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise FieldError(f"ranks[{i}]", f"must be a whole number >= 1 (1 = best), got {r!r}")
+    gaps = rank_gaps_problem(ranks)
+    if gaps:
+        raise FieldError("ranks", gaps)
     ratings = obj.get("ratings")
     if ratings is not None:
         if not isinstance(ratings, list) or len(ratings) != len(pairs):
@@ -310,9 +364,8 @@ def _grouped_ranking(obj: dict, *, line: int, project: Project, check_keys: froz
             for i, value in enumerate(answers):
                 if value is not None and not isinstance(value, bool):
                     raise FieldError(f"checks.{key}[{i}]", f"must be true, false or null, got {value!r}")
-    model = obj.get("model", "")
-    return Record(line, text, messages, completions=[t for t, _ in pairs],
-                  models=[m or (model if isinstance(model, str) else "") for _, m in pairs],
+    model = _model_name(obj.get("model", ""), "model")
+    return Record(line, text, messages, completions=[t for t, _ in pairs], models=[m or model for _, m in pairs],
                   ranks=list(ranks), ratings=ratings, checks=checks)
 
 
@@ -324,28 +377,67 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
     return "csv" if str(path).lower().endswith(".csv") else "jsonl"
 
 
+class _Undecodable(Exception):
+    def __init__(self, line: int, error: UnicodeDecodeError):
+        super().__init__(line)
+        self.line, self.error = line, error
+
+
+def _encoding_error(line: int, error: UnicodeDecodeError, *, whole_file: bool) -> LineError:
+    rest = "; the rest of the file was not read" if whole_file else ""
+    return LineError(line, "(encoding)", f"not valid UTF-8 text ({error}){rest}: save the file as UTF-8", whole_file=whole_file)
+
+
+def _decoded(raw: bytes, number: int) -> str:
+    """One physical line as text; a UTF-8 byte order mark at the very start of the file is dropped."""
+    if number == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    return raw.decode("utf-8")
+
+
+def _csv_text_lines(f) -> Iterator[str]:
+    for number, raw in enumerate(f, start=1):
+        try:
+            yield _decoded(raw, number)
+        except UnicodeDecodeError as exc:
+            raise _Undecodable(number, exc) from None
+
+
 def _raw_lines(path: str | Path, fmt: str) -> Iterator[tuple[int, Any, LineError | None]]:
-    """(line number, decoded object, decoding error) for each non-blank line, streamed."""
-    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+    """(line number, decoded object, error) for each non-blank line, streamed.
+
+    The file is read as bytes and decoded line by line, so undecodable bytes are reported on
+    their own line; a JSONL line is independent of the others, a CSV record may span lines.
+    """
+    with open(path, "rb") as f:
         if fmt == "csv":
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            if not ({"prompt", "text"} & set(header)):
-                yield 1, None, LineError(1, "(header)", f"a CSV needs a 'prompt' (or 'text') column; found {', '.join(header) or 'no header'}")
-                return
-            for row in reader:
-                obj = {k: v for k, v in row.items() if k and v not in (None, "")}
-                if not obj:
-                    continue
-                yield reader.line_num, obj, None
+            # The csv module refuses fields over 128 KiB; a text up to MAX_TEXT_CHARS must reach its own check.
+            csv.field_size_limit(max(csv.field_size_limit(), 4 * max_text_chars() + 1))
+            reader = csv.DictReader(_csv_text_lines(f))
+            try:
+                header = reader.fieldnames or []
+                if not ({"prompt", "text"} & set(header)):
+                    yield 1, None, LineError(1, "(header)", f"a CSV needs a 'prompt' (or 'text') column; found "
+                                                           f"{', '.join(header) or 'no header'}", whole_file=True)
+                    return
+                for row in reader:
+                    obj = {k: v for k, v in row.items() if k and v not in (None, "")}
+                    if obj:
+                        yield reader.line_num, obj, None
+            except _Undecodable as exc:
+                yield exc.line, None, _encoding_error(exc.line, exc.error, whole_file=True)
+            except csv.Error as exc:
+                yield reader.line_num, None, LineError(reader.line_num, "(csv)", f"not valid CSV: {exc}", whole_file=True)
             return
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                yield number, json.loads(raw), None
-            except json.JSONDecodeError as exc:
-                yield number, None, LineError(number, "(json)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+                yield number, json_loads(_decoded(raw, number)), None
+            except UnicodeDecodeError as exc:
+                yield number, None, _encoding_error(number, exc, whole_file=False)
+            except JsonInputError as exc:
+                yield number, None, LineError(number, "(json)", str(exc))
 
 
 def iter_records(path: str | Path, kind: str, *, project: Project, check_keys: frozenset[str],
@@ -356,7 +448,7 @@ def iter_records(path: str | Path, kind: str, *, project: Project, check_keys: f
     """
     fmt = detect_format(path, fmt)
     if fmt == "csv" and kind not in (ImportJob.Kind.PROMPTS, ImportJob.Kind.DEMONSTRATIONS):
-        yield LineError(1, "(file)", f"{kind} are imported from JSONL only; CSV is for prompts and demonstrations")
+        yield LineError(1, "(file)", f"{kind} are imported from JSONL only; CSV is for prompts and demonstrations", whole_file=True)
         return
     for number, obj, error in _raw_lines(path, fmt):
         if error is not None:
@@ -364,8 +456,24 @@ def iter_records(path: str | Path, kind: str, *, project: Project, check_keys: f
             continue
         try:
             yield parse_line(obj, kind, line=number, project=project, check_keys=check_keys)
+        except KMismatch as exc:
+            yield LineError(number, exc.field, exc.message, k_got=exc.got)
         except FieldError as exc:
             yield LineError(number, exc.field, exc.message)
+
+
+def k_mismatch_summary(project: Project, got: int, field_name: str, lines: list[int], count: int, total: int) -> LineError:
+    """One error for every line with `got` completions instead of K: `lines` are the first of them, `count` all."""
+    k = project.completions_per_task
+    if count == total and count > 1:
+        subject = f"every line has {got} completions"
+    elif count == 1:
+        subject = f"has {got} completions"
+    else:
+        shown = ", ".join(map(str, lines)) + (", …" if count > len(lines) else "")
+        subject = f"{count} lines have {got} completions (lines {shown})"
+    return LineError(lines[0], field_name, f"{subject}, but project {project.name!r} ranks K={k} per task: "
+                                           f"give exactly {k} per line, or import into a project with K={got}")
 
 
 def count_lines(path: str | Path) -> int:

@@ -10,8 +10,12 @@ from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
 from labeling_app.models import Annotation, Assignment, CheckAnswer, CheckQuestion, Rating, RankingTask
+from labeling_app.validation import NUL, NUL_MESSAGE, json_value_problem, rank_gaps_problem
 
 MAX_DRAFT_BYTES = 64_000
+# A page's draft is a few levels deep; a limit well below Python's recursion limit keeps every later
+# json.dumps of it (the API, the task page) safe.
+MAX_DRAFT_DEPTH = 32
 MAX_COMMENT_CHARS = 5_000
 MAX_SKIP_REASON_CHARS = 300
 
@@ -44,6 +48,9 @@ def annotation_save_draft(*, task: RankingTask, labeler, draft: dict[str, Any]) 
     """Store the page's unsaved state (any JSON object up to 64 kB) on the labeler's draft annotation."""
     if not isinstance(draft, dict):
         raise ServiceError("Send the draft as a JSON object.", field="draft")
+    problem = json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH)
+    if problem:
+        raise ServiceError(f"The draft {problem}.", field="draft")
     if len(json.dumps(draft)) > MAX_DRAFT_BYTES:
         raise ServiceError(f"The draft is larger than {MAX_DRAFT_BYTES // 1000} kB; shorten the comment.", field="draft")
     with transaction.atomic():
@@ -124,13 +131,13 @@ def _validate(*, annotation: Annotation, task: RankingTask, ratings: Sequence[di
         clean[cid] = {"likert": likert, "rank": rank, "answers": clean_answers}
 
     if len(ranks) == len(order):
-        used = sorted(set(ranks.values()))
-        if used != list(range(1, len(used) + 1)):
-            missing = sorted(set(range(1, max(used) + 1)) - set(used))
-            err("ranking", "Ranks must run 1, 2, 3… without gaps (tied completions share a rank): "
-                           f"nothing is ranked {', '.join(map(str, missing))}.")
+        gaps = rank_gaps_problem(ranks.values())
+        if gaps:
+            err("ranking", gaps)
     if not isinstance(comment, str):
         err("comment", "The comment must be text.")
+    elif NUL in comment:
+        err("comment", f"The comment {NUL_MESSAGE}.")
     elif len(comment) > MAX_COMMENT_CHARS:
         err("comment", f"Shorten the comment to at most {MAX_COMMENT_CHARS} characters (it has {len(comment)}).")
     return errors, clean
@@ -176,7 +183,8 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
         # Keep what was sent, so nothing typed is lost when the labeler fixes the errors.
         draft = dict(annotation.draft or {})
         draft.update({"ratings": list(ratings) if isinstance(ratings, (list, tuple)) else [], "comment": comment})
-        if len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES:
+        if (json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH) is None
+                and len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES):
             annotation.draft = draft
             annotation.save(update_fields=["draft", "updated_at"])
     raise AnnotationInvalid(errors)

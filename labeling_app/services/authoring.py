@@ -1,7 +1,6 @@
 """Researchers' writes one by one: prompts (plain or chat), demonstrations, and ranking tasks from chosen completions."""
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 from django.db import IntegrityError, transaction
@@ -10,14 +9,15 @@ from config.errors import ServiceError
 from labeling_app.imports.parsing import parse_chat_prompt
 from labeling_app.models import Completion, Demonstration, Project, Prompt, RankingTask
 from labeling_app.services.projects import task_create
+from labeling_app.validation import JsonInputError, json_loads, text_problem
 
 
 def parse_chat(raw: str | list) -> tuple[str, list[dict]]:
     """(last user turn, messages) from a chat editor's JSON; a ServiceError on "messages" says what is wrong."""
     try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as exc:
-        raise ServiceError(f"the conversation is not valid JSON: {exc.msg}", field="messages") from None
+        value = json_loads(raw) if isinstance(raw, str) else raw
+    except JsonInputError as exc:
+        raise ServiceError(f"the conversation cannot be read: {exc}", field="messages") from None
     return parse_chat_prompt(value, field="messages")
 
 
@@ -27,6 +27,8 @@ def prompt_create(*, project: Project, text: str = "", messages: list | None = N
         text, messages = parse_chat(messages)
     elif not text.strip():
         raise ServiceError("write the prompt (or switch to a chat conversation)", field="text")
+    elif text_problem(text):
+        raise ServiceError(f"the prompt {text_problem(text)}", field="text")
     prompt = Prompt(project=project, text=text, messages=messages or None, created_by=user, source=source or "written")
     try:
         with transaction.atomic():
@@ -44,6 +46,8 @@ def demonstration_save(*, prompt: Prompt, text: str, user=None, demonstration: D
     (source=demonstration), kept in step with later edits while no task uses it."""
     if not text.strip():
         raise ServiceError("the demonstration is empty", field="text")
+    if text_problem(text):
+        raise ServiceError(f"the demonstration {text_problem(text)}", field="text")
     with transaction.atomic():
         if demonstration is None:
             demonstration = Demonstration.objects.create(prompt=prompt, text=text, author=user, source="written")

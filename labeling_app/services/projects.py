@@ -22,6 +22,7 @@ from labeling_app.models import (
     RankingTask,
     TaskCompletion,
 )
+from labeling_app.validation import NUL, NUL_MESSAGE
 
 
 def _save_project(project: Project) -> None:
@@ -125,6 +126,8 @@ def check_add(*, project: Project, question: str, key: str = "", problem_answer:
     question = question.strip()
     if not question:
         raise ServiceError("the question is empty", field="new_question")
+    if NUL in question or NUL in key:
+        raise ServiceError(f"the check {NUL_MESSAGE}", field="new_question")
     key = slugify(key or question)[:64].replace("-", "_") or "check"
     base, n = key, 2
     while project.checks.filter(key=key).exists():

@@ -1,10 +1,11 @@
-"""`manage.py import_data --project NAME --kind prompts FILE`: validate a whole file, then import it (streamed)."""
+"""`manage.py import_data --project NAME --kind prompts FILE [--skip-invalid]`: validate a whole file, then import it (streamed)."""
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling_app.models import ImportJob, Project
 from config.errors import ServiceError
+from labeling_app.models import ImportJob, Project
+from labeling_app.selectors.imports import import_result_lines
 from labeling_app.services.imports import import_file
 
 
@@ -20,7 +21,8 @@ def project_by_name_or_id(value: str) -> Project:
 
 class Command(BaseCommand):
     help = ("Import prompts (JSONL/CSV), prompts with completions, demonstrations or preference labels (JSONL) into a "
-            "project. The whole file is validated first; any bad line aborts the import and is reported with its line and field.")
+            "project. The whole file is validated first; any bad line aborts the import and is reported with its line and "
+            "field, unless --skip-invalid. Importing the same file again reuses or skips what is already there.")
 
     def add_arguments(self, parser):
         parser.add_argument("file")
@@ -29,8 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--source", default="", help="Import source name; required for --kind preferences (e.g. hh-rlhf).")
         parser.add_argument("--format", choices=["jsonl", "csv"], default=None, help="Default: from the file extension.")
         parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument("--skip-invalid", action="store_true",
+                            help="Import the valid lines and skip the bad ones, listing each with its reason "
+                                 "(default: any bad line refuses the whole file).")
 
-    def handle(self, *args, file, project, kind, source, format, batch_size, **options):
+    def handle(self, *args, file, project, kind, source, format, batch_size, skip_invalid=False, **options):
         target = project_by_name_or_id(project)
         verbosity = options.get("verbosity", 1)
 
@@ -40,13 +45,15 @@ class Command(BaseCommand):
 
         try:
             result = import_file(project=target, kind=kind, path=file, source_name=source, fmt=format,
-                                 batch_size=batch_size, on_progress=progress)
+                                 batch_size=batch_size, skip_invalid=skip_invalid, on_progress=progress)
         except (ServiceError, ValueError, OSError) as exc:  # ImportRejected lists the bad lines in its message
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(
-            f"imported {result.lines} lines into {target.name!r}: {result.prompts_created} new prompts, "
-            f"{result.prompts_existing} already there, {result.completions_created} completions, {result.tasks_created} tasks, "
-            f"{result.demonstrations_created} demonstrations, {result.annotations_created} labels"))
+            f"imported into {target.name!r}: " + "; ".join(import_result_lines(result.as_dict(), kind=kind, source_name=source))))
+        for error in result.invalid_lines:
+            self.stdout.write(f"  skipped {error}")
+        if result.invalid_skipped > len(result.invalid_lines):
+            self.stdout.write(f"  ... {result.invalid_skipped - len(result.invalid_lines)} more skipped lines")
         for line, preview in result.duplicate_lines[:20]:
             self.stdout.write(f"  duplicate prompt on line {line}: {preview}")
         if result.prompts_existing > 20:

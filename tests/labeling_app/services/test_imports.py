@@ -17,14 +17,6 @@ HH_CHOSEN = "\n\nHuman: What is 2+2?\n\nAssistant: It is 4.\n\nHuman: And 3+3?\n
 HH_REJECTED = "\n\nHuman: What is 2+2?\n\nAssistant: It is 4.\n\nHuman: And 3+3?\n\nAssistant: Probably 7."
 
 
-@pytest.fixture
-def k2(db, researcher):
-    return project_create(name="Pairs", user=researcher, completions_per_task=2, overlap=1)
-
-
-@pytest.fixture
-def k4(db, researcher):
-    return project_create(name="Fours", user=researcher, completions_per_task=4, overlap=2)
 
 
 def run(project, kind, path, **kw):
