@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from rlhf_worker.jobs import job_module
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
-
-from . import job_module
+from rlhf_worker.training.config_base import config_from_dict
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 20_000
@@ -146,9 +146,9 @@ def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
     ctx = None
     try:
         module = job_module(job.kind)
-        from rlhf_worker.training.config_base import config_from_dict
-
-        config = config_from_dict(module.Config, job.config)
+        # The start service stored this config validated and normalised: rebuild it, do not validate it again
+        # (what it refers to is read afresh by the job body; see rlhf_worker/jobs/__init__.py).
+        config = config_from_dict(module.Config, job.config, validate=False)
         ctx = JobContext(job, config)
         ctx.log(f"started on {worker}")
         version = module.run(job, ctx)

@@ -122,6 +122,14 @@ def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     return head, tail
 
 
+def reward_prompt_text(prompt: str | Sequence[dict]) -> str:
+    """The prompt as the reward model reads it, in training and in scoring: plain text as it is, a chat
+    prompt as its turns one per line ("role: content")."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
+
+
 def format_text(tokenizer, prompt: str, completion: str) -> str:
     """prompt + completion as one text: the chat template when the tokenizer has one, else a plain join."""
     if getattr(tokenizer, "chat_template", None):
