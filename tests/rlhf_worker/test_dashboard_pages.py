@@ -213,7 +213,7 @@ def test_rerun_starts_a_new_job_with_the_same_config(fake_reward_kind, training_
 
 @pytest.mark.django_db
 def test_every_installed_job_kind_gets_a_start_form_with_all_its_settings(admin_user, demo_project):
-    """Runs over whichever real job modules are merged: each renders every Config field with its default."""
+    """Every registered job kind renders every Config field with its default."""
     from rlhf_worker.selectors import job_kinds
     from rlhf_worker.training.config_base import config_fields
 
