@@ -10,7 +10,6 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from rlhf_worker.charts import chart_groups
-from rlhf_worker.jobs import job_module
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -31,6 +30,9 @@ class JobKindInfo:
 
 def job_kind_info(kind: str) -> JobKindInfo:
     """A job kind, its start form's Config, and whether the registry (`rlhf_worker.jobs.JOB_MODULES`) runs it."""
+    # Imported here, not with the URLs: the job modules load torch, which only the jobs pages need.
+    from rlhf_worker.jobs import job_module
+
     label = TrainingJob.Kind(kind).label
     try:
         module = job_module(kind)

@@ -9,7 +9,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
-from rlhf_worker.jobs import job_module
 from rlhf_worker.models import TrainingJob
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
 
@@ -18,6 +17,9 @@ def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """The normalised config of a `kind` job, validated once for every caller: first its values on their own
     (every wrong field at once), then what it refers to in the database (the job module's `check`).
     Raises ServiceError naming the fields that are wrong."""
+    # Imported here, not with the URLs: the job modules load torch, which only starting a job needs.
+    from rlhf_worker.jobs import job_module
+
     if kind not in TrainingJob.Kind.values:
         raise ServiceError(f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}", field="kind")
     try:
