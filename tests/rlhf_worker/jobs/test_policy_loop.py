@@ -28,16 +28,22 @@ def reward_job_config(project_id: int) -> dict:
             "eval_fraction": 0.0, "learning_rate": 1e-3, "max_length": 128, "device": "cpu"}
 
 
+def preference(text: str) -> tuple[int, str]:
+    """More 'a' characters is better, then the text itself decides: the tiny random policy often writes no 'a'
+    at all, and a reward job whose rankings are all ties has nothing to learn from."""
+    return text.count("a"), text
+
+
 def label_every_task(project, labeler) -> int:
-    """Rank each task's completions: more 'a' characters is better (ties allowed)."""
+    """Rank each task's completions by `preference` (identical texts tie)."""
     count = 0
     for task in RankingTask.objects.filter(project=project):
         completions = list(task.completions.all())
-        order = sorted({c.text.count("a") for c in completions}, reverse=True)
+        order = sorted({preference(c.text) for c in completions}, reverse=True)
         annotation = Annotation.objects.create(task=task, labeler=labeler, status="submitted", submitted_at=timezone.now(),
                                                shown_order=[c.pk for c in completions])
         for c in completions:
-            rank = order.index(c.text.count("a")) + 1
+            rank = order.index(preference(c.text)) + 1
             Rating.objects.create(annotation=annotation, completion=c, rank=rank, likert=max(1, 8 - 3 * rank))
         count += 1
     return count
