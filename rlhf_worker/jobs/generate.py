@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from labeling_app.services.projects import model_completions_create
 from rlhf_worker.jobs.common import model_version
-from rlhf_worker.jobs.policy_common import DataSelection, resolve_policy
+from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy, selected_prompts
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.generation import GenerationConfig, generate_stream
@@ -39,7 +39,7 @@ class Config(DataSelection):
 
 def check(cfg: Config) -> None:
     """At start: the prompt selection (projects, dates) and the chosen policy version."""
-    cfg.check_selection()
+    check_selection(cfg)
     if cfg.policy_version_id is not None:
         model_version(cfg.policy_version_id, kind=ModelVersion.Kind.POLICY, field="policy_version_id")
 
@@ -48,7 +48,7 @@ def run(job, ctx) -> None:
     """Generate for every selected prompt, writing each prompt's completions (and task) as soon as they are done."""
     cfg: Config = ctx.config
     version = resolve_policy(cfg.policy_version_id, field_name="policy_version_id")
-    prompts = cfg.prompts()
+    prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
     by_project = defaultdict(list)

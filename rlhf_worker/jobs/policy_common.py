@@ -28,15 +28,17 @@ class DataSelection:
         if not self.project_ids and not self.prompt_ids:
             raise ConfigError("project_ids", "choose at least one project (or give prompt_ids)")
 
-    def check_selection(self) -> None:
-        """The projects exist and the dates read as a range (labels.DateRange); ServiceError naming the field."""
-        check_projects(self.project_ids)
-        DateRange.parse(self.date_from, self.date_to)
 
-    def prompts(self) -> list[dict]:
-        """The selected prompts as `training_data.prompts_for_training` rows."""
-        return list(prompts_for_training(project_ids=self.project_ids, prompt_ids=self.prompt_ids,
-                                         date_from=self.date_from, date_to=self.date_to))
+def check_selection(cfg: DataSelection) -> None:
+    """At start: the projects exist and the dates read as a range (labels.DateRange); ServiceError naming the field."""
+    check_projects(cfg.project_ids)
+    DateRange.parse(cfg.date_from, cfg.date_to)
+
+
+def selected_prompts(cfg: DataSelection) -> list[dict]:
+    """The selected prompts, as `training_data.prompts_for_training` rows."""
+    return list(prompts_for_training(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids,
+                                     date_from=cfg.date_from, date_to=cfg.date_to))
 
 
 def default_policy_source() -> str:

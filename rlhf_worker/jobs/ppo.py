@@ -5,7 +5,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rlhf_worker.jobs.common import model_version, subconfig, version_name
-from rlhf_worker.jobs.policy_common import DataSelection, resolve_policy, resolve_reward
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    check_selection,
+    resolve_policy,
+    resolve_reward,
+    selected_prompts,
+)
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training import ppo
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
@@ -31,7 +37,7 @@ class Config(PPOConfig, DataSelection):
 
 def check(cfg: Config) -> None:
     """At start: the prompt selection (projects, dates), the chosen starting policy and reward model."""
-    cfg.check_selection()
+    check_selection(cfg)
     if cfg.base_version_id is not None:
         model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
     if cfg.reward_version_id is not None:
@@ -48,7 +54,7 @@ def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
     base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
     reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
-    prompts = cfg.prompts()
+    prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
     reward_fn = load_reward_fn(reward, cfg.device)

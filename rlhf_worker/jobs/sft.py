@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from labeling_app.selectors.training_data import demonstrations_for_training
 from rlhf_worker.jobs.common import model_version, subconfig, version_name
-from rlhf_worker.jobs.policy_common import DataSelection, resolve_policy
+from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training import sft
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
@@ -29,7 +29,7 @@ class Config(SFTConfig, DataSelection):
 
 def check(cfg: Config) -> None:
     """At start: the data selection (projects, dates) and the chosen starting policy."""
-    cfg.check_selection()
+    check_selection(cfg)
     if cfg.base_version_id is not None:
         model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
 
