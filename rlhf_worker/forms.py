@@ -1,5 +1,9 @@
 """A Django form built from a job kind's Config dataclass: every setting, its default and help, with
-pickers for data (projects, date range) and models (registry versions or the default)."""
+pickers for data (projects, date range) and models (registry versions or the default).
+
+The form checks the values on their own (`Config.validate()`, every wrong field at once); what they refer to
+in the database is the start service's check, whose ServiceError the view puts back here (`apply_error`).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +14,12 @@ from typing import Any
 
 from django import forms
 
-from labeling_app.models import Project
+from config.errors import NON_FIELD, ServiceError
+from labeling_app.selectors.training_data import project_choices
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.selectors import job_choices, model_version_choices, promoted_version
-from rlhf_worker.training.config_base import ConfigError, config_fields, config_from_dict, config_to_dict
+from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
-MAX_ERRORS = 20
 LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)"}
 
 
@@ -76,7 +80,7 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
                                       required=False, **common)
     if name == "project_ids":
         return forms.TypedMultipleChoiceField(
-            choices=list(Project.objects.values_list("pk", "name")), coerce=int, required=False,
+            choices=project_choices(), coerce=int, required=False,
             widget=forms.SelectMultiple(attrs={"size": 6}), label=label,
             help_text=(help_text + " Ctrl/⌘-click to choose several; none chosen means all.").strip())
     if is_date_field(name):
@@ -105,30 +109,6 @@ def _initial(value: Any, field: forms.Field) -> Any:
     if isinstance(value, dict):
         return json.dumps(value)
     return value
-
-
-def collect_config_errors(config_cls: type, data: dict[str, Any]) -> tuple[Any | None, dict[str, str]]:
-    """Validate with config_from_dict; on an error, put that field back to its default and try again,
-    so the form shows every wrong field at once (not only the first). Returns (config or None, errors)."""
-    defaults = {f["name"]: f["default"] for f in config_fields(config_cls)}
-    data, errors = dict(data), {}
-    for _ in range(MAX_ERRORS):
-        try:
-            config = config_from_dict(config_cls, data)
-        except ConfigError as exc:
-            if exc.field in errors:  # its default is not valid either (e.g. a required choice)
-                break
-            errors[exc.field] = exc.message
-            if exc.field in data and exc.field in defaults:
-                data[exc.field] = defaults[exc.field]
-            else:
-                break
-        except (TypeError, ValueError) as exc:  # a Config whose validate() raises plain errors
-            errors.setdefault("__all__", str(exc))
-            break
-        else:
-            return (None if errors else config), errors
-    return None, errors
 
 
 class JobConfigForm(forms.Form):
@@ -175,11 +155,16 @@ class JobConfigForm(forms.Form):
             if field in self.fields and field not in self.errors:
                 self.add_error(field, message)
             elif field not in self.fields:
-                self.add_error(None, f"{field}: {message}" if field != "__all__" else message)
+                self.add_error(None, f"{field}: {message}" if field != NOT_ONE_FIELD else message)
         if config is not None and not self.errors:
             self.config_dict = config_to_dict(config)
         return cleaned
 
-    def apply_error(self, exc: ConfigError) -> None:
-        """Show a ConfigError raised later (by the service) beside its field."""
-        self.add_error(exc.field if exc.field in self.fields else None, exc.message if exc.field in self.fields else str(exc))
+    def apply_error(self, exc: ServiceError) -> None:
+        """Show the start service's refusal beside the fields it names (the rest above the form)."""
+        for field, messages in exc.errors.items():
+            for message in messages:
+                if field in self.fields:
+                    self.add_error(field, message)
+                else:
+                    self.add_error(None, message if field == NON_FIELD else f"{field}: {message}")

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from rlhf_worker import jobs as job_kinds_pkg
 from rlhf_worker.charts import chart_groups
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 
@@ -30,20 +29,17 @@ class JobKindInfo:
 
 
 def job_kind_info(kind: str) -> JobKindInfo:
-    """A job kind and whether this installation can run it (a missing or broken module is 'unavailable')."""
+    """A job kind, its start form's Config, and whether the registry (`rlhf_worker.jobs.JOB_MODULES`) runs it."""
+    # Imported here, not with the URLs: the job modules load torch, which only the jobs pages need.
+    from rlhf_worker.jobs import job_module
+
     label = TrainingJob.Kind(kind).label
     try:
-        module = job_kinds_pkg.job_module(kind)
+        module = job_module(kind)
     except LookupError:
         return JobKindInfo(kind, label, False, reason=f"not installed: rlhf_worker/jobs/{kind}.py does not exist yet")
-    except Exception as exc:  # a broken job module must not take the dashboard down
-        logger.exception("job module %s failed to import", kind)
-        return JobKindInfo(kind, label, False, reason=f"its module failed to import: {type(exc).__name__}: {exc}")
-    config_cls = getattr(module, "Config", None)
-    if config_cls is None or not callable(getattr(module, "run", None)):
-        return JobKindInfo(kind, label, False, reason=f"rlhf_worker/jobs/{kind}.py has no Config and run(job, ctx)")
     description = ((module.__doc__ or "").strip().splitlines() or [""])[0]
-    return JobKindInfo(kind, label, True, description=description, config_cls=config_cls)
+    return JobKindInfo(kind, label, True, description=description, config_cls=module.Config)
 
 
 def job_kinds() -> list[JobKindInfo]:
@@ -59,6 +55,28 @@ def job_list(*, kind: str | None = None, status: str | None = None, limit: int =
     if status:
         jobs = jobs.filter(status=status)
     return jobs[:limit]
+
+
+def job_get(*, pk: int) -> TrainingJob | None:
+    """One job with who started it and the version it registered (None if there is no such job)."""
+    return TrainingJob.objects.select_related("created_by", "result_version").filter(pk=pk).first()
+
+
+def job_config_to_copy(*, pk: int, kind: str) -> dict[str, Any] | None:
+    """The stored config of job `pk` if it is a `kind` job, to prefill a new start form with."""
+    job = TrainingJob.objects.filter(pk=pk, kind=kind).only("config").first()
+    return job.config if job else None
+
+
+def jobs_running() -> list[TrainingJob]:
+    """Every running job (without its log and samples), for the workers page."""
+    return list(TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING).defer("log", "samples"))
+
+
+def jobs_lost(*, limit: int = 20) -> list[TrainingJob]:
+    """The most recently lost jobs, newest first."""
+    return list(TrainingJob.objects.filter(status=TrainingJob.Status.LOST).defer("log", "samples")
+                .order_by("-finished_at")[:limit])
 
 
 def job_series(*, job: TrainingJob, after_id: int = 0, limit: int = 20_000) -> dict[str, Any]:
@@ -87,6 +105,16 @@ def job_series(*, job: TrainingJob, after_id: int = 0, limit: int = 20_000) -> d
         "series": series,
         "charts": chart_groups(keys),
     }
+
+
+def model_version_get(*, pk: int) -> ModelVersion | None:
+    """One model version with its lineage (parent, reward model, training job); None if there is none."""
+    return ModelVersion.objects.select_related("parent", "reward_model", "training_job").filter(pk=pk).first()
+
+
+def model_version_lineage(version: ModelVersion) -> dict[str, list[ModelVersion]]:
+    """What came from a version: versions trained from it, and (for a reward model) policies optimised against it."""
+    return {"children": list(version.children.all()), "policies_trained": list(version.policies_trained.all())}
 
 
 def promoted_version(kind: str) -> ModelVersion | None:

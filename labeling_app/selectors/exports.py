@@ -27,7 +27,15 @@ from typing import Any, Callable, Iterator, Sequence
 from django.db.models import Q
 
 from labeling_app.models import CheckQuestion, Demonstration
-from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, LabelRow, as_datetime, iter_label_rows, prompt_value
+from labeling_app.selectors.labels import (
+    CHUNK_SIZE,
+    DateRange,
+    DayBound,
+    LabelFilters,
+    LabelRow,
+    iter_label_rows,
+    prompt_value,
+)
 
 FORMATS = ("pairwise", "grouped", "sft", "kto")
 
@@ -103,13 +111,9 @@ def kto_records(filters: LabelFilters) -> Iterator[dict]:
             }
 
 
-def demonstration_queryset(*, project_ids: Sequence[int], date_from: date | datetime | None = None,
-                           date_to: date | datetime | None = None, author: str | None = None):
-    q = Q(prompt__project_id__in=list(project_ids))
-    if date_from is not None:
-        q &= Q(created_at__gte=as_datetime(date_from))
-    if date_to is not None:
-        q &= Q(created_at__lte=as_datetime(date_to, end=True))
+def demonstration_queryset(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None,
+                           author: str | None = None):
+    q = Q(prompt__project_id__in=list(project_ids)) & DateRange.parse(date_from, date_to).q("created_at")
     if author:
         q &= Q(author__username=author)
     return Demonstration.objects.filter(q).select_related("prompt", "author").order_by("id")

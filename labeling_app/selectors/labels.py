@@ -1,6 +1,8 @@
-"""Submitted labels as plain rows, streamed task by task with the filters exports and training share."""
+"""Submitted labels as plain rows, streamed task by task with the filters exports and training share; and the
+two readings they share with every other reader of labeling data: a date range, and a labeler's name."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -9,18 +11,90 @@ from typing import Iterable, Iterator, Sequence
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from config.errors import ServiceError
 from labeling_app.models import Annotation, CheckAnswer, RankingTask, Rating, TaskCompletion
 from labeling_app.selectors.agreement import ranking_pair_agreement
 
 CHUNK_SIZE = 1000
 DEFAULT_MIN_AGREEMENT = 0.75
+IMPORT_PREFIX = "import:"
+DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+DayBound = str | date | datetime | None
+
+
+def parse_day(value: DayBound, *, field: str) -> date | datetime | None:
+    """The one reading of a day bound: text "YYYY-MM-DD" (what a date input, a config and the command line
+    give), a date or datetime as it is, empty text or None for no bound. ServiceError naming `field` otherwise."""
+    if value is None or isinstance(value, date):  # a datetime is a date too
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        if not DAY_FORMAT.fullmatch(text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ServiceError(f"must be a day as YYYY-MM-DD (e.g. 2026-01-31), or empty; got {text!r}", field=field) from None
+
+
+def _instant(bound: date | datetime, *, end: bool = False) -> datetime:
+    """A datetime bound as it is; a day as its first (or, for `end`, its last) instant in the current time zone."""
+    if isinstance(bound, datetime):
+        return bound
+    return timezone.make_aware(datetime.combine(bound, time.max if end else time.min))
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Inclusive bounds a timestamp column must fall in; None leaves that side open.
+
+    A day bound covers the whole day in the current time zone (to 2026-01-31 includes 23:59 that day); a
+    datetime bound is exact. Filters compare the column itself (`>=` / `<=`), so an index on it is used.
+    """
+
+    first: date | datetime | None = None
+    last: date | datetime | None = None
+
+    @classmethod
+    def parse(cls, date_from: DayBound = None, date_to: DayBound = None) -> "DateRange":
+        """Read a from/to pair with `parse_day`; a range that ends before it starts is a ServiceError on date_to."""
+        dates = cls(parse_day(date_from, field="date_from"), parse_day(date_to, field="date_to"))
+        if dates.first is not None and dates.last is not None and _instant(dates.first) > _instant(dates.last, end=True):
+            raise ServiceError(f"must not be before date_from ({date_from})", field="date_to")
+        return dates
+
+    def q(self, column: str) -> Q:
+        """The filter on a timestamp `column` (e.g. "submitted_at", "created_at")."""
+        q = Q()
+        if self.first is not None:
+            q &= Q(**{f"{column}__gte": _instant(self.first)})
+        if self.last is not None:
+            q &= Q(**{f"{column}__lte": _instant(self.last, end=True)})
+        return q
+
+
+def labeler_name(*, username: str | None, import_source: str | None) -> str:
+    """How the author of a label is named everywhere (exports, filters, reward training): the labeler's
+    username, or "import:<source name>" for imported labels, which belong to a source, not a person."""
+    return username if username else f"{IMPORT_PREFIX}{import_source}"
+
+
+def labeler_q(name: str) -> Q:
+    """Annotations whose author has this `labeler_name`."""
+    if name.startswith(IMPORT_PREFIX):
+        return Q(import_source__name=name[len(IMPORT_PREFIX):])
+    return Q(labeler__username=name)
 
 
 @dataclass
 class LabelFilters:
     """Which submitted labels to take.
 
-    labeler: a username, or "import:<source name>" for imported labels.
+    date_from / date_to: inclusive, read by `DateRange.parse` (a "YYYY-MM-DD" text, a date or a datetime).
+    labeler: a `labeler_name` (a username, or "import:<source name>" for imported labels).
+    annotation_ids: only these labels (e.g. the ones a training run used, to read them again).
     full_overlap: only tasks that received all `overlap` labels.
     only_agreeing: only labels whose ranking agrees with the task's other labels on at least
       `min_agreement` of the completion pairs both order strictly (a label with no other label
@@ -28,9 +102,10 @@ class LabelFilters:
     """
 
     project_ids: Sequence[int] = ()
-    date_from: date | datetime | None = None
-    date_to: date | datetime | None = None
+    date_from: DayBound = None
+    date_to: DayBound = None
     labeler: str | None = None
+    annotation_ids: Sequence[int] | None = None
     full_overlap: bool = False
     only_agreeing: bool = False
     min_agreement: float = DEFAULT_MIN_AGREEMENT
@@ -66,30 +141,15 @@ class LabelRow:
     project_id: int | None = None  # whose checks (and their polarity) the `checks` keys name
 
 
-def as_datetime(value, end: bool = False) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return timezone.make_aware(datetime.combine(value, time.max if end else time.min))
-
-
 def _annotation_filter(f: LabelFilters) -> Q:
-    q = Q(status=Annotation.Status.SUBMITTED)
-    if f.date_from is not None:
-        q &= Q(submitted_at__gte=as_datetime(f.date_from))
-    if f.date_to is not None:
-        q &= Q(submitted_at__lte=as_datetime(f.date_to, end=True))
+    q = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(f.date_from, f.date_to).q("submitted_at")
     if f.labeler:
-        if f.labeler.startswith("import:"):
-            q &= Q(import_source__name=f.labeler[len("import:"):])
-        else:
-            q &= Q(labeler__username=f.labeler)
+        q &= labeler_q(f.labeler)
+    if f.annotation_ids is not None:
+        q &= Q(pk__in=list(f.annotation_ids))
     if not f.include_imported:
         q &= Q(labeler__isnull=False)
     return q
-
-
-def labeler_name(annotation: Annotation) -> str:
-    return annotation.labeler.username if annotation.labeler_id else f"import:{annotation.import_source.name}"
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
@@ -165,7 +225,7 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
                 completion_ids=ids, completions=texts,
                 ranks=[mine[c][0] if c in mine else None for c in ids],
                 ratings=[mine[c][1] if c in mine else None for c in ids],
-                checks=checks, labeler_id=labeler_id, labeler=username if labeler_id else f"import:{source}",
+                checks=checks, labeler_id=labeler_id, labeler=labeler_name(username=username, import_source=source),
                 submitted_at=submitted_at, started_at=started_at, shown_order=list(shown or []), project_id=project_id,
             ))
         rows = [r for r in rows if None not in r.ranks]  # a label that ranks only some completions is unusable

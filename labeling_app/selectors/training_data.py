@@ -1,32 +1,91 @@
-"""Rows the training jobs read: rankings for the reward model, demonstrations for SFT (streamed plain dicts)."""
+"""Rows the training jobs read, as plain dicts: the one door from rlhf_worker's jobs to the labeling tables.
+
+Rankings for the reward model, demonstrations for SFT, prompts for generation and PPO, completions to
+score. Dates go through `labels.DateRange` and labelers are named by `labels.labeler_name`, exactly as in
+exports, so a reward model trained on a date range sees the labels an export of that range holds.
+"""
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Iterator, Sequence
 
-from labeling_app.selectors.exports import demonstration_queryset
-from labeling_app.selectors.labels import CHUNK_SIZE, LabelFilters, iter_label_rows
+from django.db.models import Q
+
+from labeling_app.models import Completion, Demonstration, Project, Prompt
+from labeling_app.selectors.labels import CHUNK_SIZE, DateRange, DayBound, LabelFilters, iter_label_rows, prompt_value
 
 
-def rankings_for_training(*, project_ids: Sequence[int], date_from: date | datetime | None = None,
-                          date_to: date | datetime | None = None, include_imported: bool = True,
+def rankings_for_training(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None,
+                          annotation_ids: Sequence[int] | None = None, include_imported: bool = True,
                           full_overlap: bool = False, only_agreeing: bool = False) -> Iterator[dict]:
     """Every submitted ranking of the projects: {annotation_id, prompt (text or chat messages),
     completions: [text, ...], ranks: [int, ...] (1 = best, ties equal), labeler (username or
-    "import:<source>"), prompt_id}. Completions are in the task's order; labels with ties are kept
-    (the reward model skips tied pairs)."""
-    filters = LabelFilters(project_ids=project_ids, date_from=date_from, date_to=date_to,
+    "import:<source>"), prompt_id}. Task by task; completions in the task's order; labels with ties are
+    kept (the reward model skips tied pairs). `annotation_ids` narrows to exactly those labels."""
+    filters = LabelFilters(project_ids=project_ids, date_from=date_from, date_to=date_to, annotation_ids=annotation_ids,
                            include_imported=include_imported, full_overlap=full_overlap, only_agreeing=only_agreeing)
     for row in iter_label_rows(filters):
         yield {"annotation_id": row.annotation_id, "prompt": row.prompt, "completions": row.completions,
                "ranks": row.ranks, "labeler": row.labeler, "prompt_id": row.prompt_id}
 
 
-def demonstrations_for_training(*, project_ids: Sequence[int], date_from: date | datetime | None = None,
-                                date_to: date | datetime | None = None) -> Iterator[dict]:
-    """Every demonstration of the projects: {prompt (text or chat messages), completion (text), demonstration_id, prompt_id}."""
-    qs = demonstration_queryset(project_ids=project_ids, date_from=date_from, date_to=date_to)
+def _chosen(*, project_ids: Sequence[int], prompt_ids: Sequence[int], project_field: str, prompt_field: str) -> Q:
+    """Rows of the chosen projects and of the chosen prompts (both given: rows in both; neither: no rows)."""
+    if not project_ids and not prompt_ids:
+        return Q(pk__in=[])
+    q = Q()
+    if project_ids:
+        q &= Q(**{f"{project_field}__in": list(project_ids)})
+    if prompt_ids:
+        q &= Q(**{f"{prompt_field}__in": list(prompt_ids)})
+    return q
+
+
+def demonstrations_for_training(*, project_ids: Sequence[int], prompt_ids: Sequence[int] = (),
+                                date_from: DayBound = None, date_to: DayBound = None) -> Iterator[dict]:
+    """Every demonstration of the projects (and/or prompts) written in the date range, in id order:
+    {prompt (text or chat messages), completion (text), demonstration_id, prompt_id}."""
+    qs = Demonstration.objects.filter(
+        _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"),
+        DateRange.parse(date_from, date_to).q("created_at"),
+    ).select_related("prompt").order_by("id")
     for demo in qs.iterator(chunk_size=CHUNK_SIZE):
         prompt = demo.prompt
-        yield {"prompt": prompt.messages if prompt.messages else prompt.text, "completion": demo.text,
+        yield {"prompt": prompt_value(prompt.text, prompt.messages), "completion": demo.text,
                "demonstration_id": demo.pk, "prompt_id": prompt.pk}
+
+
+def prompts_for_training(*, project_ids: Sequence[int] = (), prompt_ids: Sequence[int] = (),
+                         date_from: DayBound = None, date_to: DayBound = None) -> Iterator[dict]:
+    """Prompts of the projects (and/or the given prompt ids) created in the date range, in id order:
+    {prompt_id, project_id, prompt (text or chat messages), text, completions_per_task (the project's K)}."""
+    qs = (Prompt.objects.filter(_chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="project_id",
+                                        prompt_field="pk"),
+                                DateRange.parse(date_from, date_to).q("created_at"))
+          .order_by("id").values_list("id", "project_id", "text", "messages", "project__completions_per_task"))
+    for prompt_id, project_id, text, messages, k in qs.iterator(chunk_size=CHUNK_SIZE):
+        yield {"prompt_id": prompt_id, "project_id": project_id, "prompt": prompt_value(text, messages), "text": text,
+               "completions_per_task": k}
+
+
+def completions_to_score(*, project_ids: Sequence[int]) -> Iterator[dict]:
+    """Every completion of the projects, in id order: {completion_id, prompt (text or chat messages), text}."""
+    qs = (Completion.objects.filter(prompt__project_id__in=list(project_ids)).order_by("id")
+          .values_list("id", "prompt__text", "prompt__messages", "text"))
+    for completion_id, prompt_text, messages, text in qs.iterator(chunk_size=CHUNK_SIZE):
+        yield {"completion_id": completion_id, "prompt": prompt_value(prompt_text, messages), "text": text}
+
+
+def completion_count(*, project_ids: Sequence[int]) -> int:
+    """How many completions `completions_to_score` yields for these projects."""
+    return Completion.objects.filter(prompt__project_id__in=list(project_ids)).count()
+
+
+def missing_project_ids(project_ids: Sequence[int]) -> list[int]:
+    """The ids among `project_ids` that name no project, sorted (a job config naming them is wrong)."""
+    found = set(Project.objects.filter(pk__in=list(project_ids)).values_list("pk", flat=True))
+    return sorted(set(project_ids) - found)
+
+
+def project_choices() -> list[tuple[int, str]]:
+    """(id, name) of every project, for a picker of a job's data."""
+    return list(Project.objects.values_list("pk", "name"))

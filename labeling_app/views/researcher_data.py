@@ -9,10 +9,10 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
+from config.errors import ServiceError
 from labeling_app.models import ImportJob, Project
 from labeling_app.roles import RESEARCHER, role_required
 from labeling_app.selectors.exports import FORMATS, export_lines
-from config.errors import ServiceError
 from labeling_app.selectors.imports import (
     import_job_or_404,
     import_job_progress,
@@ -21,7 +21,7 @@ from labeling_app.selectors.imports import (
     import_result_lines,
     recent_import_jobs,
 )
-from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, LabelFilters
+from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, LabelFilters
 from labeling_app.selectors.projects import project_or_404
 from labeling_app.services.imports import MAX_ERRORS, import_job_create, import_job_retry, retention_days
 
@@ -81,8 +81,8 @@ class ExportForm(forms.Form):
         ("sft", "SFT: demonstrations (prompt, completion)"),
         ("kto", "Unpaired KTO labels from the checks (prompt, completion, label)"),
     ], initial="pairwise")
-    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     labeler = forms.CharField(required=False, help_text='A username, or "import:<source>" for imported labels.')
     full_overlap = forms.BooleanField(required=False, label="Only tasks with all their labels (full overlap)")
     only_agreeing = forms.BooleanField(required=False, label="Only labels that agree with the task's other labels")
@@ -91,6 +91,14 @@ class ExportForm(forms.Form):
     include_imported = forms.BooleanField(required=False, initial=True, label="Include imported labels")
     all_chat = forms.BooleanField(required=False, label="Write every prompt as a chat conversation",
                                   help_text="Needed when the project mixes plain and chat prompts: dataset readers want one type per column.")
+
+    def clean(self):
+        data = super().clean()
+        try:
+            DateRange.parse(data.get("date_from"), data.get("date_to"))
+        except ServiceError as exc:
+            self.add_error(exc.field, exc.message)
+        return data
 
 
 def export_filters(project: Project, data: dict) -> LabelFilters:

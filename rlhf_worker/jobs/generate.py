@@ -4,18 +4,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db import transaction
-
-from rlhf_worker.jobs.policy_common import (
-    DataSelection,
-    device_for,
-    prompt_input,
-    resolve_policy,
-    select_prompts,
-    validate_versions,
-)
+from labeling_app.services.projects import model_completions_create
+from rlhf_worker.jobs.common import model_version
+from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy, selected_prompts
+from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError
-from rlhf_worker.training.generation import GenerationConfig
+from rlhf_worker.training.generation import GenerationConfig, generate_stream
+from rlhf_worker.training.policy_models import load_policy
 
 
 @dataclass(frozen=True)
@@ -33,7 +28,6 @@ class Config(DataSelection):
 
     def validate(self) -> None:
         self.validate_selection()
-        validate_versions(policy_version_id=(self.policy_version_id, "policy"))
         GenerationConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed).validate()
         if not 1 <= self.batch_size <= 1024:
             raise ConfigError("batch_size", "must be between 1 and 1024")
@@ -43,47 +37,43 @@ class Config(DataSelection):
                                 max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-def run(job, ctx) -> None:
-    """Generate for every selected prompt, writing completions (and tasks) batch by batch."""
-    from labeling_app.models import Completion
-    from labeling_app.services.projects import task_create
-    from rlhf_worker.training.generation import generate_stream
-    from rlhf_worker.training.policy_models import load_policy
+def check(cfg: Config) -> None:
+    """At start: the prompt selection (projects, dates) and the chosen policy version."""
+    check_selection(cfg)
+    if cfg.policy_version_id is not None:
+        model_version(cfg.policy_version_id, kind=ModelVersion.Kind.POLICY, field="policy_version_id")
 
+
+def run(job, ctx) -> None:
+    """Generate for every selected prompt, writing each prompt's completions (and task) as soon as they are done."""
     cfg: Config = ctx.config
     version = resolve_policy(cfg.policy_version_id, field_name="policy_version_id")
-    prompts = list(select_prompts(cfg))
+    prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
     by_project = defaultdict(list)
     for prompt in prompts:
-        by_project[prompt.project_id].append(prompt)
+        by_project[prompt["project_id"]].append(prompt)
     ctx.log(f"sampling from {version} for {len(prompts)} prompts in {len(by_project)} project(s)")
-    model, tokenizer = load_policy(version.path, device_for(cfg.device))
+    model, tokenizer = load_policy(version.path, cfg.device)
     done = completions_written = tasks_written = 0
     for group in by_project.values():
-        project = group[0].project
-        k = project.completions_per_task
-        sampling = cfg.sampling(k)
+        sampling = cfg.sampling(group[0]["completions_per_task"])
         stream = generate_stream(
-            model, tokenizer, [prompt_input(p) for p in group], sampling, batch_size=cfg.batch_size,
-            should_stop=ctx.should_stop, prompt_keys=[p.pk for p in group],
+            model, tokenizer, [p["prompt"] for p in group], sampling, batch_size=cfg.batch_size,
+            should_stop=ctx.should_stop, prompt_keys=[p["prompt_id"] for p in group],
         )
         for batch in stream:
             samples = []
-            with transaction.atomic():  # a prompt's K completions and its task appear together
-                for index, texts in zip(batch.prompt_indices, batch.completions):
-                    prompt = group[index]
-                    rows = Completion.objects.bulk_create(
-                        Completion(prompt=prompt, text=text, source=Completion.Source.MODEL, model_version=version,
-                                   sampling={**_settings(sampling), "sample_index": i})
-                        for i, text in enumerate(texts)
-                    )
-                    completions_written += len(rows)
-                    if cfg.create_tasks:
-                        task_create(project=project, prompt=prompt, completions=rows, shuffle_seed=cfg.seed + prompt.pk)
-                        tasks_written += 1
-                    samples.append({"prompt": prompt.text[:500], "completion": texts[0][:1000]})
+            for index, texts in zip(batch.prompt_indices, batch.completions):
+                prompt = group[index]
+                written = model_completions_create(
+                    prompt_id=prompt["prompt_id"], texts=texts, model_version_id=version.pk, sampling=_settings(sampling),
+                    create_task=cfg.create_tasks, shuffle_seed=cfg.seed + prompt["prompt_id"],
+                )
+                completions_written += len(written)
+                tasks_written += int(cfg.create_tasks)
+                samples.append({"prompt": prompt["text"][:500], "completion": texts[0][:1000]})
             done += len(batch.prompt_indices)
             ctx.report(done, len(prompts), {"generate/prompts_done": done, "generate/completions": completions_written,
                                             "generate/tasks": tasks_written, "generate/no_stop": batch.finished_without_stop},
@@ -97,4 +87,3 @@ def run(job, ctx) -> None:
 def _settings(sampling: GenerationConfig) -> dict:
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
             "seed": sampling.seed, "num_samples": sampling.num_samples}
-

@@ -1,14 +1,14 @@
-"""Shared by the policy jobs (generate, sft, ppo): config fields for data selection, picking versions and rows."""
+"""Shared by the policy jobs (generate, sft, ppo): which prompts they read, and which policy / reward model they use."""
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
 
+from config.errors import ServiceError
+from labeling_app.selectors.labels import DateRange
+from labeling_app.selectors.training_data import prompts_for_training
+from rlhf_worker.jobs.common import check_projects, model_version
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError
 
@@ -27,61 +27,18 @@ class DataSelection:
     def validate_selection(self) -> None:
         if not self.project_ids and not self.prompt_ids:
             raise ConfigError("project_ids", "choose at least one project (or give prompt_ids)")
-        validate_projects(self.project_ids)
-        for name in ("date_from", "date_to"):
-            value = getattr(self, name)
-            if value:
-                try:
-                    dt.date.fromisoformat(value)
-                except ValueError:
-                    raise ConfigError(name, f"must be a date as YYYY-MM-DD, got {value!r}") from None
-        if self.date_from and self.date_to and self.date_from > self.date_to:
-            raise ConfigError("date_to", "must not be before date_from")
 
 
-def subconfig(cls: type, cfg: Any):
-    """Build the training config `cls` from the fields of a job Config that extends it."""
-    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+def check_selection(cfg: DataSelection) -> None:
+    """At start: the projects exist and the dates read as a range (labels.DateRange); ServiceError naming the field."""
+    check_projects(cfg.project_ids)
+    DateRange.parse(cfg.date_from, cfg.date_to)
 
 
-def filter_dates(qs: QuerySet, cfg: DataSelection, field_name: str = "created_at") -> QuerySet:
-    if cfg.date_from:
-        qs = qs.filter(**{f"{field_name}__date__gte": dt.date.fromisoformat(cfg.date_from)})
-    if cfg.date_to:
-        qs = qs.filter(**{f"{field_name}__date__lte": dt.date.fromisoformat(cfg.date_to)})
-    return qs
-
-
-def select_prompts(cfg: DataSelection) -> QuerySet:
-    """Prompts of the chosen projects (or the chosen prompt ids), in id order."""
-    from labeling_app.models import Prompt
-
-    qs = Prompt.objects.select_related("project")
-    if cfg.prompt_ids:
-        qs = qs.filter(pk__in=cfg.prompt_ids)
-    if cfg.project_ids:
-        qs = qs.filter(project_id__in=cfg.project_ids)
-    return filter_dates(qs, cfg).order_by("id")
-
-
-def prompt_input(prompt) -> str | list[dict]:
-    """What the policy is asked: the chat messages of a chat prompt, else its text."""
-    return list(prompt.messages) if prompt.messages else prompt.text
-
-
-def validate_versions(**fields: tuple[int | None, str]) -> None:
-    """Each given (version id, kind) exists; raises ConfigError naming the field otherwise."""
-    for name, (version_id, kind) in fields.items():
-        if version_id is not None and not ModelVersion.objects.filter(pk=version_id, kind=kind).exists():
-            raise ConfigError(name, f"no {kind} model version with id {version_id}")
-
-
-def validate_projects(project_ids: list[int]) -> None:
-    from labeling_app.models import Project
-
-    missing = sorted(set(project_ids) - set(Project.objects.filter(pk__in=project_ids).values_list("pk", flat=True)))
-    if missing:
-        raise ConfigError("project_ids", f"no project with id {', '.join(map(str, missing))}")
+def selected_prompts(cfg: DataSelection) -> list[dict]:
+    """The selected prompts, as `training_data.prompts_for_training` rows."""
+    return list(prompts_for_training(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids,
+                                     date_from=cfg.date_from, date_to=cfg.date_to))
 
 
 def default_policy_source() -> str:
@@ -97,10 +54,7 @@ def default_policy_source() -> str:
 def resolve_policy(version_id: int | None, *, field_name: str) -> ModelVersion:
     """The chosen policy version, else the promoted one, else the default model (registered once)."""
     if version_id is not None:
-        version = ModelVersion.objects.filter(pk=version_id).first()
-        if version is None or version.kind != ModelVersion.Kind.POLICY:
-            raise ConfigError(field_name, f"no policy model version #{version_id}")
-        return version
+        return model_version(version_id, kind=ModelVersion.Kind.POLICY, field=field_name)
     promoted = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, is_promoted=True).first()
     if promoted is not None:
         return promoted
@@ -114,21 +68,9 @@ def resolve_policy(version_id: int | None, *, field_name: str) -> ModelVersion:
 
 def resolve_reward(version_id: int | None, *, field_name: str) -> ModelVersion:
     """The chosen reward model version, else the promoted one; there is no default reward model."""
-    qs = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD)
-    version = qs.filter(pk=version_id).first() if version_id is not None else qs.filter(is_promoted=True).first()
-    if version is None:
-        which = f"#{version_id}" if version_id is not None else "promoted"
-        raise ConfigError(field_name, f"no {which} reward model version: train one with a reward job first")
-    return version
-
-
-def device_for(name: str) -> str:
-    import torch
-
-    if name in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def version_name(job, requested: str, default_prefix: str) -> str:
-    return requested or f"{default_prefix} (job #{job.pk})"
+    if version_id is not None:
+        return model_version(version_id, kind=ModelVersion.Kind.REWARD, field=field_name)
+    promoted = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, is_promoted=True).first()
+    if promoted is None:
+        raise ServiceError("no promoted reward model version: train one with a reward job first", field=field_name)
+    return promoted

@@ -4,21 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rlhf_worker.jobs.common import model_version, subconfig, version_name
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
-    device_for,
-    prompt_input,
+    check_selection,
     resolve_policy,
     resolve_reward,
-    select_prompts,
-    subconfig,
-    validate_versions,
-    version_name,
+    selected_prompts,
 )
-from rlhf_worker.jobs.reward import prompt_as_text
 from rlhf_worker.models import ModelVersion
+from rlhf_worker.training import ppo
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
+from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
 
 
 @dataclass(frozen=True)
@@ -33,49 +31,52 @@ class Config(PPOConfig, DataSelection):
     def validate(self) -> None:
         self.validate_selection()
         PPOConfig.validate(self)
-        validate_versions(base_version_id=(self.base_version_id, "policy"), reward_version_id=(self.reward_version_id, "reward"))
         if len(self.name) > 200:
             raise ConfigError("name", "must be at most 200 characters")
 
 
+def check(cfg: Config) -> None:
+    """At start: the prompt selection (projects, dates), the chosen starting policy and reward model."""
+    check_selection(cfg)
+    if cfg.base_version_id is not None:
+        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
+    if cfg.reward_version_id is not None:
+        model_version(cfg.reward_version_id, kind=ModelVersion.Kind.REWARD, field="reward_version_id")
+
+
 def load_reward_fn(version: ModelVersion, device: str) -> Callable:
     """reward_fn(prompts, responses) -> normalised scores, from a saved reward model folder."""
-    from rlhf_worker.training.reward_model import RewardScorer
-
     scorer = RewardScorer.from_pretrained(version.path, device=device)
     return lambda prompts, responses: scorer.score(prompts, responses)
 
 
 def run(job, ctx) -> ModelVersion | None:
-    from rlhf_worker.training import ppo
-
     cfg: Config = ctx.config
     base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
     reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
-    prompts = list(select_prompts(cfg))
+    prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
-    device = device_for(cfg.device)
-    # the policy sees each prompt's chat messages; the reward model gets the plain text (the last user turn)
-    reward_fn = load_reward_fn(reward, device)
-    inputs = [prompt_input(p) for p in prompts]
-    reward_texts = [prompt_as_text(p) for p in prompts]  # as the reward model read prompts in training
+    reward_fn = load_reward_fn(reward, cfg.device)
+    # the policy sees each prompt's chat messages; the reward model reads them as it did in training
+    inputs = [p["prompt"] for p in prompts]
+    reward_texts = [reward_prompt_text(p["prompt"]) for p in prompts]
 
     ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
     result = ppo.train(
         subconfig(PPOConfig, cfg), inputs, reward_fn, out_dir=str(ctx.out_dir / "policy"), base_path=base.path,
-        on_progress=ctx.report, should_stop=ctx.should_stop, device=device, reward_prompts=reward_texts,
+        on_progress=ctx.report, should_stop=ctx.should_stop, device=cfg.device, reward_prompts=reward_texts,
     )
     if result.stopped or result.path is None:
         return None
     rise = mean_score_rise(result.history)
     ctx.log(f"mean score rose by {rise:+.3f} over {result.steps} steps ({result.episodes} episodes)")
-    metrics = {k: v for k, v in result.metrics.items()}
+    metrics = dict(result.metrics)
     metrics.update({"objective/score_rise": rise, "train/steps": result.steps, "train/episodes": result.episodes,
                     "train/seconds": result.elapsed_s})
     return ModelVersion.objects.create(
         kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "PPO"), path=result.path, parent=base,
         reward_model=reward, training_job=job, config=config_to_dict(cfg), metrics=metrics,
-        data_snapshot={"prompt_ids": [p.pk for p in prompts], "project_ids": cfg.project_ids,
+        data_snapshot={"prompt_ids": [p["prompt_id"] for p in prompts], "project_ids": cfg.project_ids,
                        "date_from": cfg.date_from, "date_to": cfg.date_to},
     )

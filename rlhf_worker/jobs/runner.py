@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from config.errors import NON_FIELD, ServiceError
+from rlhf_worker.jobs import job_module
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
-
-from . import job_module
+from rlhf_worker.training.config_base import config_from_dict
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 20_000
@@ -146,9 +147,9 @@ def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
     ctx = None
     try:
         module = job_module(job.kind)
-        from rlhf_worker.training.config_base import config_from_dict
-
-        config = config_from_dict(module.Config, job.config)
+        # The start service stored this config validated and normalised: rebuild it, do not validate it again
+        # (what it refers to is read afresh by the job body; see rlhf_worker/jobs/__init__.py).
+        config = config_from_dict(module.Config, job.config, validate=False)
         ctx = JobContext(job, config)
         ctx.log(f"started on {worker}")
         version = module.run(job, ctx)
@@ -170,10 +171,17 @@ def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
                 ctx.flush()
             except Exception:  # the original error matters more than a failed progress write
                 logger.exception("job %s: could not write final progress", job_id)
-        _finish(job, TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        _finish(job, TrainingJob.Status.FAILED, error=f"{_failure_line(exc)}\n\n{traceback.format_exc()}")
         return TrainingJob.Status.FAILED
     finally:
         heartbeat.stopped.set()
+
+
+def _failure_line(exc: Exception) -> str:
+    """The first line of a failed job's error; a refusal names the setting it is about (e.g. a deleted version)."""
+    if isinstance(exc, ServiceError) and exc.field != NON_FIELD:
+        return f"{type(exc).__name__}: {exc.field}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = None, error: str = "", log: str = "") -> None:

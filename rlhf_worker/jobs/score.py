@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from labeling_app.models import Completion
+from config.errors import ServiceError
+from labeling_app.selectors.training_data import completion_count, completions_to_score
+from rlhf_worker.jobs.common import check_projects, model_version
 from rlhf_worker.models import CompletionScore, ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import ConfigError
-from rlhf_worker.training.reward_model import RewardScorer
-
-from .reward import prompt_as_text, validate_data_selection
+from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
 
 CHUNK = 512  # completions per database round trip (and per progress report)
 
@@ -29,38 +29,43 @@ class Config:
             raise ConfigError("batch_size", f"must be between 1 and 4096, got {self.batch_size}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        validate_data_selection(self.project_ids, "", "")
-        rewards = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD)
-        if self.reward_version_id is not None and not rewards.filter(pk=self.reward_version_id).exists():
-            raise ConfigError("reward_version_id", f"no reward model version with id {self.reward_version_id}")
-        if self.reward_version_id is None and not rewards.exists():
-            raise ConfigError("reward_version_id", "there is no reward model yet: train one with a reward job first")
+        if not self.project_ids:
+            raise ConfigError("project_ids", "choose at least one project")
+
+
+def check(cfg: Config) -> None:
+    """At start: the projects exist, and so does the reward model to score with."""
+    check_projects(cfg.project_ids)
+    reward_version_for(cfg)
 
 
 def reward_version_for(cfg: Config) -> ModelVersion:
-    rewards = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD)
+    """The chosen reward model version, else the newest one."""
     if cfg.reward_version_id is not None:
-        return rewards.get(pk=cfg.reward_version_id)
-    return rewards.order_by("-created_at", "-pk").first()
+        return model_version(cfg.reward_version_id, kind=ModelVersion.Kind.REWARD, field="reward_version_id")
+    newest = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at", "-pk").first()
+    if newest is None:
+        raise ServiceError("there is no reward model yet: train one with a reward job first", field="reward_version_id")
+    return newest
 
 
 def run(job: TrainingJob, ctx) -> None:
     cfg: Config = ctx.config
     version = reward_version_for(cfg)
     scorer = RewardScorer.from_pretrained(version.path, device=cfg.device)
-    completions = Completion.objects.filter(prompt__project_id__in=cfg.project_ids).select_related("prompt").order_by("pk")
-    total = completions.count()
+    total = completion_count(project_ids=cfg.project_ids)
     ctx.log(f"scoring {total} completions of projects {cfg.project_ids} with reward model {version.pk} ({version.name})")
     done, score_sum = 0, 0.0
     ctx.report(0, total, {})
-    chunk: list[Completion] = []
+    chunk: list[dict] = []
 
     def flush_chunk() -> None:
         nonlocal done, score_sum
-        scores = scorer.score([prompt_as_text(c.prompt) for c in chunk], [c.text for c in chunk], batch_size=cfg.batch_size)
+        scores = scorer.score([reward_prompt_text(c["prompt"]) for c in chunk], [c["text"] for c in chunk],
+                              batch_size=cfg.batch_size)
         now = timezone.now()
         CompletionScore.objects.bulk_create(
-            [CompletionScore(completion=c, model_version=version, score=float(s), job=job, scored_at=now)
+            [CompletionScore(completion_id=c["completion_id"], model_version=version, score=float(s), job=job, scored_at=now)
              for c, s in zip(chunk, scores.tolist())],
             update_conflicts=True, unique_fields=["completion", "model_version"], update_fields=["score", "job", "scored_at"],
         )
@@ -69,7 +74,7 @@ def run(job: TrainingJob, ctx) -> None:
         ctx.report(done, total, {"score/mean": score_sum / done})
         chunk.clear()
 
-    for completion in completions.iterator(chunk_size=CHUNK):
+    for completion in completions_to_score(project_ids=cfg.project_ids):
         chunk.append(completion)
         if len(chunk) == CHUNK:
             flush_chunk()

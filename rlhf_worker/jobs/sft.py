@@ -3,17 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf_worker.jobs.policy_common import (
-    DataSelection,
-    device_for,
-    filter_dates,
-    prompt_input,
-    resolve_policy,
-    subconfig,
-    validate_versions,
-    version_name,
-)
+from labeling_app.selectors.training_data import demonstrations_for_training
+from rlhf_worker.jobs.common import model_version, subconfig, version_name
+from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy
 from rlhf_worker.models import ModelVersion
+from rlhf_worker.training import sft
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.sft import SFTConfig
 
@@ -29,30 +23,29 @@ class Config(SFTConfig, DataSelection):
     def validate(self) -> None:
         self.validate_selection()
         SFTConfig.validate(self)
-        validate_versions(base_version_id=(self.base_version_id, "policy"))
         if len(self.name) > 200:
             raise ConfigError("name", "must be at most 200 characters")
 
 
-def run(job, ctx) -> ModelVersion | None:
-    from labeling_app.models import Demonstration
-    from rlhf_worker.training import sft
+def check(cfg: Config) -> None:
+    """At start: the data selection (projects, dates) and the chosen starting policy."""
+    check_selection(cfg)
+    if cfg.base_version_id is not None:
+        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
 
+
+def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
     base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
-    demos = Demonstration.objects.select_related("prompt")
-    if cfg.project_ids:
-        demos = demos.filter(prompt__project_id__in=cfg.project_ids)
-    if cfg.prompt_ids:
-        demos = demos.filter(prompt_id__in=cfg.prompt_ids)
-    demos = list(filter_dates(demos, cfg).order_by("id"))
+    demos = list(demonstrations_for_training(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids,
+                                             date_from=cfg.date_from, date_to=cfg.date_to))
     if not demos:
         raise ValueError("no demonstrations match the selection: write some on the prompts first")
     ctx.log(f"SFT from {base} on {len(demos)} demonstrations")
     result = sft.train(
-        subconfig(SFTConfig, cfg), [(prompt_input(d.prompt), d.text) for d in demos],
+        subconfig(SFTConfig, cfg), [(d["prompt"], d["completion"]) for d in demos],
         out_dir=str(ctx.out_dir / "policy"), base_path=base.path, on_progress=ctx.report,
-        should_stop=ctx.should_stop, device=device_for(cfg.device),
+        should_stop=ctx.should_stop, device=cfg.device,
     )
     if result.stopped or result.path is None:
         return None
@@ -62,6 +55,7 @@ def run(job, ctx) -> ModelVersion | None:
         training_job=job, config=config_to_dict(cfg),
         metrics={"train/loss": result.train_loss, "eval/loss": result.eval_loss, "eval/loss_before": result.eval_loss_before,
                  "train/steps": result.steps, "train/seconds": result.elapsed_s},
-        data_snapshot={"demonstration_ids": [d.pk for d in demos], "num_train": result.num_train, "num_eval": result.num_eval,
-                       "project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to},
+        data_snapshot={"demonstration_ids": [d["demonstration_id"] for d in demos], "num_train": result.num_train,
+                       "num_eval": result.num_eval, "project_ids": cfg.project_ids, "date_from": cfg.date_from,
+                       "date_to": cfg.date_to},
     )

@@ -8,24 +8,33 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from rlhf_worker.jobs import job_module
+from config.errors import NON_FIELD, ServiceError
 from rlhf_worker.models import TrainingJob
-from rlhf_worker.training.config_base import ConfigError, config_from_dict, config_to_dict
+from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
 
 
 def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The normalised config for `kind`; raises ConfigError naming the field that is wrong."""
+    """The normalised config of a `kind` job, validated once for every caller: first its values on their own
+    (every wrong field at once), then what it refers to in the database (the job module's `check`).
+    Raises ServiceError naming the fields that are wrong."""
+    # Imported here, not with the URLs: the job modules load torch, which only starting a job needs.
+    from rlhf_worker.jobs import job_module
+
     if kind not in TrainingJob.Kind.values:
-        raise ConfigError("kind", f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}")
+        raise ServiceError(f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}", field="kind")
     try:
         module = job_module(kind)
     except LookupError:
-        raise ConfigError("kind", f"{kind} jobs are not available in this installation") from None
-    return config_to_dict(config_from_dict(module.Config, config))
+        raise ServiceError(f"{kind} jobs are not available in this installation", field="kind") from None
+    cfg, errors = collect_config_errors(module.Config, config)
+    if errors:
+        raise ServiceError({(NON_FIELD if name == NOT_ONE_FIELD else name): [message] for name, message in errors.items()})
+    module.check(cfg)
+    return config_to_dict(cfg)
 
 
 def job_start(*, kind: str, config: dict[str, Any], user) -> TrainingJob:
-    """Validate the config, store the job, and queue it once the row is committed."""
+    """Validate the config (ServiceError naming the wrong fields), store the job, and queue it once the row is committed."""
     normalised = job_config_validate(kind=kind, config=config)
     with transaction.atomic():
         job = TrainingJob.objects.create(kind=kind, config=normalised, created_by=user)

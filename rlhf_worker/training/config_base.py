@@ -76,8 +76,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def config_from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
-    """Build `cls` from user input: unknown keys and wrong types raise ConfigError naming the field."""
+def config_from_dict(cls: type[T], data: dict[str, Any] | None, *, validate: bool = True) -> T:
+    """Build `cls` from user input: unknown keys and wrong types raise ConfigError naming the field, then
+    `validate()` checks the values. `validate=False` only rebuilds a config stored after it was validated."""
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -86,10 +87,38 @@ def config_from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(name, value, hints[name]) for name, value in data.items()}
     obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(obj, "validate", None)
+    if validate and callable(check):
+        check()
     return obj
+
+
+NOT_ONE_FIELD = "__all__"  # the key of an error collect_config_errors cannot pin on one field
+MAX_ERRORS = 20
+
+
+def collect_config_errors(cls: type[T], data: dict[str, Any]) -> tuple[T | None, dict[str, str]]:
+    """Validate with config_from_dict; on an error, put that field back to its default and try again, so a
+    form or an API shows every wrong field at once (not only the first). Returns (config or None, errors)."""
+    defaults = {f["name"]: f["default"] for f in config_fields(cls)}
+    data, errors = dict(data), {}
+    for _ in range(MAX_ERRORS):
+        try:
+            config = config_from_dict(cls, data)
+        except ConfigError as exc:
+            if exc.field in errors:  # its default is not valid either (e.g. a required choice)
+                break
+            errors[exc.field] = exc.message
+            if exc.field in data and exc.field in defaults:
+                data[exc.field] = defaults[exc.field]
+            else:
+                break
+        except (TypeError, ValueError) as exc:  # a Config whose validate() raises plain errors
+            errors.setdefault(NOT_ONE_FIELD, str(exc))
+            break
+        else:
+            return (None if errors else config), errors
+    return None, errors
 
 
 def config_to_dict(obj: Any) -> dict[str, Any]:

@@ -1,17 +1,15 @@
 """Batched sampling from a causal LM: left padding, KV cache, temperature / top-p, stop tokens, per-row seeds."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict
+from .device import autocast_for
 from .policy_models import format_prompt, stop_token_ids
-
-ProgressFn = Callable[[int, int, dict, "list | None"], None]
-StopFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -55,13 +53,6 @@ class SampleOutput:
     entropy: torch.Tensor  # [B, T] float32; entropy of the temperature-scaled distribution
     values: torch.Tensor | None  # [B, T] from `value_head` on the same hidden states, if given
     has_stop: torch.Tensor  # [B] bool; False when the response ran to max_new_tokens without a stop
-
-
-def autocast_for(device: torch.device | str):
-    """bf16 autocast on GPU only; a no-op context on CPU."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -114,7 +105,7 @@ def sample_tokens(
 
     The log-probs (and values, when `value_head` is given) come from the same forward passes
     that chose the tokens, so a PPO rollout needs no extra policy pass; they are computed at the
-    sampling temperature (before top-p), matching what `ppo.forward_policy` recomputes.
+    sampling temperature (before top-p), matching what `policy_forward.forward_policy` recomputes.
     """
     device = input_ids.device
     backbone, lm_head = trunk_and_head(model)

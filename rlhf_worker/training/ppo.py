@@ -2,12 +2,13 @@
 
 One PPO step = `rollout` (sample responses, score them, reference log-probs) -> `compute_rewards`
 (score at the last response token, per-token KL penalty) -> `compute_gae` (γ=1, λ=0.95) ->
-`ppo_update` (several epochs of shuffled minibatches, clipped ratio and clipped value loss).
+`ppo_update` (several epochs of shuffled minibatches, clipped ratio and clipped value loss). The file
+reads in that order: config, rollout, advantages, losses, update, the training loop.
 
 Unlike TRL, which trains two separate networks (policy and a value model), the value head sits
 on the policy's own trunk: one forward/backward serves both losses, and the rollout's log-probs
-and values come from the very forward passes that sampled the tokens. Forward passes over a batch
-run packed (`packing.py`): no padding, and a prompt prefix shared by every row computed once.
+and values come from the very forward passes that sampled the tokens. The model side of that
+(the packed forward, the value head, the trunk split) is `policy_forward.py`.
 """
 from __future__ import annotations
 
@@ -19,24 +20,19 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
-from .generation import (
-    autocast_for,
-    decode_responses,
-    encode_queries,
-    position_ids_from_mask,
-    sample_tokens,
-    trunk_and_head,
-)
-from .packing import pack_rows
+from .device import resolve_device
+from .generation import decode_responses, encode_queries, sample_tokens
+from .policy_forward import TrunkSplit, forward_policy, freeze_lower_layers, make_value_head
 from .policy_models import disable_dropout, format_prompt, load_policy, save_policy, stop_token_ids
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
-ProgressFn = Callable[[int, int, dict, "list | None"], None]
-StopFn = Callable[[], bool]
 
+
+# ------------------------------------------------------------------------------------------
+# Config.
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -118,260 +114,9 @@ class PPOConfig:
         return self.total_episodes // self.batch_size
 
 
-class AdaptiveKLController:
-    """β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), Ziegler et al. 2019."""
-
-    def __init__(self, init_kl_coef: float, target: float, horizon: int):
-        self.value = init_kl_coef
-        self.target = target
-        self.horizon = horizon
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
-        self.value *= 1 + proportional_error * n_steps / self.horizon
-
-
-class FixedKLController:
-    def __init__(self, kl_coef: float):
-        self.value = kl_coef
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        pass
-
 
 # ------------------------------------------------------------------------------------------
-# Small math pieces (tested against hand-computed values).
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x − mean) / std over the unmasked entries (unbiased variance); masked entries become 0."""
-    mean = masked_mean(x, mask)
-    centred = (x - mean) * mask
-    n = mask.sum().clamp(min=2)
-    var = (centred**2).sum() / (n - 1)
-    return centred * torch.rsqrt(var + eps) * mask
-
-
-def compute_rewards(
-    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token rewards −β·(logπ − logπ_ref), plus the score on each response's last token.
-
-    Returns (rewards [B,T], per-token kl [B,T]); both are 0 past the end of a response.
-    """
-    mask = response_mask.to(logprobs.dtype)
-    kl = (logprobs - ref_logprobs) * mask
-    rewards = -kl_coef * kl
-    last = (response_mask.long().sum(1) - 1).clamp(min=0)
-    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores
-    return rewards * mask, kl
-
-
-def compute_gae(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over response tokens: (advantages, returns), 0 past the end."""
-    mask = response_mask.to(values.dtype)
-    values = values * mask
-    rewards = rewards * mask
-    steps = rewards.shape[1]
-    lastgaelam = torch.zeros_like(rewards[:, 0])
-    advantages_reversed = []
-    for t in reversed(range(steps)):
-        nextvalues = values[:, t + 1] if t < steps - 1 else torch.zeros_like(values[:, 0])
-        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
-        lastgaelam = delta + gamma * lam * lastgaelam
-        advantages_reversed.append(lastgaelam)
-    advantages = torch.stack(advantages_reversed[::-1], dim=1) * mask
-    returns = advantages + values
-    return advantages, returns
-
-
-def ppo_losses(
-    new_logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    new_values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    mask: torch.Tensor,
-    cliprange: float,
-    cliprange_value: float,
-) -> dict[str, torch.Tensor]:
-    """Clipped surrogate policy loss and clipped value loss (both masked means), plus diagnostics."""
-    vpredclipped = old_values + torch.clamp(new_values - old_values, -cliprange_value, cliprange_value)
-    vf_losses1 = (new_values - returns) ** 2
-    vf_losses2 = (vpredclipped - returns) ** 2
-    vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
-    vf_clipfrac = masked_mean((vf_losses2 > vf_losses1).float(), mask)
-
-    logratio = new_logprobs - old_logprobs
-    ratio = torch.exp(logratio)
-    pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
-    clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask)
-    approx_kl = 0.5 * masked_mean(logratio**2, mask)
-    return {"pg_loss": pg_loss, "vf_loss": vf_loss, "clipfrac": clipfrac, "vf_clipfrac": vf_clipfrac, "approx_kl": approx_kl}
-
-
-# ------------------------------------------------------------------------------------------
-# Model pieces.
-
-def make_value_head(model) -> torch.nn.Linear:
-    """A scalar head on the policy's last hidden state, zero-initialised so it starts neutral."""
-    head = torch.nn.Linear(model.config.hidden_size, 1)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    return head.to(next(model.parameters()).device)
-
-
-def freeze_lower_layers(model, trainable_layers: int) -> None:
-    """Keep only the top `trainable_layers` blocks, the final norm and an untied LM head trainable (0 = all).
-
-    Backward then stops at the lowest trainable block, and AdamW keeps state for fewer weights.
-    """
-    if trainable_layers <= 0:
-        return
-    layers = getattr(model.base_model, "layers", None)
-    if layers is None:
-        raise ValueError("trainable_layers needs a model whose trunk has `.layers` (Llama-style)")
-    model.requires_grad_(False)
-    for block in list(layers)[-trainable_layers:]:
-        block.requires_grad_(True)
-    norm = getattr(model.base_model, "norm", None)
-    if norm is not None:
-        norm.requires_grad_(True)
-    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is not None and head.weight is not embeddings.weight:
-        head.requires_grad_(True)  # an untied LM head sits above the trunk: safe to train
-
-
-def _trunk_view(base: torch.nn.Module, layers: Sequence[torch.nn.Module], norm: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of a Llama-style trunk that runs only `layers` then `norm` (weights shared)."""
-    view = copy.copy(base)
-    view._modules = dict(base._modules)
-    view.layers = torch.nn.ModuleList(layers)
-    view.norm = norm
-    return view
-
-
-class TrunkSplit:
-    """Frozen bottom / trainable top of the policy trunk, plus the reference policy's top.
-
-    With the bottom frozen, policy and reference share it exactly: its hidden states are computed
-    once per rollout and fed (as `inputs_embeds`) to the reference's top for the KL term and to
-    the policy's top in every PPO epoch, so updates cost only the top layers.
-    """
-
-    def __init__(self, model, ref_model, trainable_layers: int):
-        layers = list(model.base_model.layers)
-        cut = max(0, len(layers) - trainable_layers)
-        self.bottom = _trunk_view(model.base_model, layers[:cut], torch.nn.Identity())
-        self.top = _trunk_view(model.base_model, layers[cut:], model.base_model.norm)
-        ref_layers = list(ref_model.base_model.layers)
-        self.ref_top = _trunk_view(ref_model.base_model, ref_layers[cut:], ref_model.base_model.norm)
-
-    @torch.no_grad()
-    def bottom_hidden(self, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:
-        input_ids = torch.cat([query_ids, response_ids], dim=1)
-        attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
-        with autocast_for(input_ids.device):
-            return self.bottom(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
-            ).last_hidden_state
-
-
-def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Trunk inputs for `input_ids`; with a tied LM head the embedding lookup's gradient is sparse.
-
-    A tied weight gets a dense gradient from the LM head anyway; the lookup's own part then
-    scatters into it instead of building (and adding) a second dense vocab x hidden matrix.
-    """
-    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    plain_lookup = type(emb) is torch.nn.Embedding and emb.max_norm is None  # a subclass may scale the lookup
-    if plain_lookup and torch.is_grad_enabled() and emb.weight.requires_grad and head is not None and head.weight is emb.weight:
-        return {"inputs_embeds": F.embedding(input_ids, emb.weight, padding_idx=emb.padding_idx, sparse=True)}
-    return {"input_ids": input_ids}
-
-
-PACK_ROWS = True  # module switch, so tests can compare the packed pass with the padded one
-
-
-def response_hidden(
-    model, query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor,
-    *, trunk: torch.nn.Module | None = None, trunk_inputs: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Last hidden states at the positions that predict each response token: [B, T, H] (0 past a response's end).
-
-    The batch runs packed (`packing.pack_rows`): no padding tokens, and a prompt prefix shared by every
-    row (a chat template's system turn) once per bin. With `trunk` + `trunk_inputs` (a `TrunkSplit`
-    top and the cached bottom hidden states, in the padded layout) only the top layers run. Attention
-    implementations that take no custom mask (e.g. flash-attention) get the padded batch instead.
-    """
-    backbone = trunk if trunk is not None else trunk_and_head(model)[0]
-    query_len = query_ids.shape[1]
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if not PACK_ROWS or implementation not in ("sdpa", "eager"):
-        input_ids = torch.cat([query_ids, response_ids], dim=1)
-        attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
-        inputs = _embed(model, input_ids) if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
-        hidden = backbone(
-            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
-        ).last_hidden_state
-        return hidden[:, query_len - 1 : -1]
-    packed = pack_rows(query_ids, query_mask, response_mask)
-    if trunk_inputs is None:
-        inputs = _embed(model, torch.cat([query_ids, response_ids], dim=1).reshape(-1)[packed.source])
-    else:
-        inputs = {"inputs_embeds": trunk_inputs.reshape(-1, trunk_inputs.shape[-1])[packed.source]}
-    mask_dtype = model.get_input_embeddings().weight.dtype if implementation == "eager" else None  # eager adds it
-    hidden = backbone(
-        **inputs, attention_mask=packed.attention_mask(mask_dtype), position_ids=packed.position_ids, use_cache=False
-    ).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.shape[-1])[packed.out_index]
-    return hidden * packed.out_valid[..., None].to(hidden.dtype)
-
-
-def forward_policy(
-    model,
-    query_ids: torch.Tensor,
-    query_mask: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    temperature: float,
-    value_head: torch.nn.Module | None = None,
-    with_entropy: bool = False,
-    *,
-    trunk: torch.nn.Module | None = None,
-    trunk_inputs: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Log-probs of the response tokens under log_softmax(logits / temperature), values, entropy.
-
-    Position ids count real tokens only, so a left-padded query sees the same positions as
-    unpadded; the LM head runs on the response positions only. With `trunk` + `trunk_inputs`
-    (a `TrunkSplit` top and the cached bottom hidden states) only the top layers run. The batch
-    runs packed, without padding and with a shared prompt prefix once (`response_hidden`).
-    """
-    if (trunk is None) != (trunk_inputs is None):
-        raise ValueError("give both trunk and trunk_inputs, or neither")
-    _, lm_head = trunk_and_head(model)
-    with autocast_for(query_ids.device):
-        hidden = response_hidden(model, query_ids, query_mask, response_ids, response_mask, trunk=trunk, trunk_inputs=trunk_inputs)
-        logits = lm_head(hidden).float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-    return logprobs, values, entropy
-
-
-# ------------------------------------------------------------------------------------------
-# The three phases of a PPO step.
+# Rollout: sample, score, reference log-probs.
 
 @dataclass
 class Rollout:
@@ -430,6 +175,116 @@ def rollout(
     )
 
 
+
+# ------------------------------------------------------------------------------------------
+# Advantages: per-token rewards with the KL penalty, then GAE (tested against hand-computed values).
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x − mean) / std over the unmasked entries (unbiased variance); masked entries become 0."""
+    mean = masked_mean(x, mask)
+    centred = (x - mean) * mask
+    n = mask.sum().clamp(min=2)
+    var = (centred**2).sum() / (n - 1)
+    return centred * torch.rsqrt(var + eps) * mask
+
+
+def compute_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards −β·(logπ − logπ_ref), plus the score on each response's last token.
+
+    Returns (rewards [B,T], per-token kl [B,T]); both are 0 past the end of a response.
+    """
+    mask = response_mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = (response_mask.long().sum(1) - 1).clamp(min=0)
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores
+    return rewards * mask, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens: (advantages, returns), 0 past the end."""
+    mask = response_mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards * mask
+    steps = rewards.shape[1]
+    lastgaelam = torch.zeros_like(rewards[:, 0])
+    advantages_reversed = []
+    for t in reversed(range(steps)):
+        nextvalues = values[:, t + 1] if t < steps - 1 else torch.zeros_like(values[:, 0])
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        advantages_reversed.append(lastgaelam)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1) * mask
+    returns = advantages + values
+    return advantages, returns
+
+
+
+class AdaptiveKLController:
+    """β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), Ziegler et al. 2019."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value = init_kl_coef
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + proportional_error * n_steps / self.horizon
+
+
+class FixedKLController:
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+
+# ------------------------------------------------------------------------------------------
+# Losses: clipped surrogate and clipped value loss.
+
+def ppo_losses(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+) -> dict[str, torch.Tensor]:
+    """Clipped surrogate policy loss and clipped value loss (both masked means), plus diagnostics."""
+    vpredclipped = old_values + torch.clamp(new_values - old_values, -cliprange_value, cliprange_value)
+    vf_losses1 = (new_values - returns) ** 2
+    vf_losses2 = (vpredclipped - returns) ** 2
+    vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
+    vf_clipfrac = masked_mean((vf_losses2 > vf_losses1).float(), mask)
+
+    logratio = new_logprobs - old_logprobs
+    ratio = torch.exp(logratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask)
+    approx_kl = 0.5 * masked_mean(logratio**2, mask)
+    return {"pg_loss": pg_loss, "vf_loss": vf_loss, "clipfrac": clipfrac, "vf_clipfrac": vf_clipfrac, "approx_kl": approx_kl}
+
+
+# ------------------------------------------------------------------------------------------
+# Update: PPO epochs over shuffled minibatches of one rollout.
+
 def _trim(query_ids, query_mask, response_ids, response_mask, bottom_hidden, *rest):
     """Drop columns that are padding for every row of a minibatch (positions come from the mask)."""
     first = int(query_mask.any(0).long().argmax())
@@ -475,6 +330,10 @@ def ppo_update(
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
+
+# ------------------------------------------------------------------------------------------
+# The training loop.
+
 def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float]) -> dict[str, float]:
     mask = batch.response_mask.float()
     kl_per_response = kl.sum(1)
@@ -496,7 +355,6 @@ def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats:
     }
 
 
-# ------------------------------------------------------------------------------------------
 
 @dataclass
 class PPOResult:
@@ -520,7 +378,7 @@ def train(
     policy: tuple[Any, Any] | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     reward_prompts: Sequence[str] | None = None,
 ) -> PPOResult:
     """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
@@ -534,7 +392,7 @@ def train(
     if policy is not None:
         model, tokenizer = policy
         if device is not None:
-            model.to(device)
+            model.to(resolve_device(device))
     elif base_path is not None:
         model, tokenizer = load_policy(base_path, device)
     else:

@@ -15,23 +15,14 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
-from .reward_model import (
-    RewardModel,
-    RewardScorer,
-    autocast_for,
-    encode_example,
-    load_for_training,
-    pad_batch,
-    resolve_device,
-)
+from .device import autocast_for, resolve_device
+from .reward_model import RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
 TRAINER_STATE_FILE = "trainer_state.pt"
-
-ProgressFn = Callable[[int, int, dict[str, float], "list | None"], None]
-StopFn = Callable[[], bool]
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .device import autocast_for, resolve_device
+
 FORMAT_NAME = "rlhf-reward-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "reward_config.json"
@@ -118,6 +120,14 @@ def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
             break
     tokenizer._reward_affixes = (head, tail)
     return head, tail
+
+
+def reward_prompt_text(prompt: str | Sequence[dict]) -> str:
+    """The prompt as the reward model reads it, in training and in scoring: plain text as it is, a chat
+    prompt as its turns one per line ("role: content")."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
 
 
 def format_text(tokenizer, prompt: str, completion: str) -> str:
@@ -244,17 +254,6 @@ class RewardModel(nn.Module):
 
 def read_saved_config(directory: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(directory) / CONFIG_FILE).read_text())
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto" or device == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on a GPU; a no-op context on the CPU (fp32)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -5,17 +5,16 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
+from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
-from .generation import autocast_for
+from .device import autocast_for, resolve_device
 from .policy_models import disable_dropout, format_prompt, load_policy, save_policy
 
 IGNORE_INDEX = -100
-ProgressFn = Callable[[int, int, dict, "list | None"], None]
-StopFn = Callable[[], bool]
 Prompt = str | Sequence[dict]
 
 
@@ -155,7 +154,7 @@ def train(
     policy: tuple[Any, Any] | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
 ) -> SFTResult:
     """Fine-tune on (prompt, completion) pairs and save a loadable policy folder to `out_dir`."""
     if not examples:
@@ -163,7 +162,7 @@ def train(
     if policy is not None:
         model, tokenizer = policy
         if device is not None:
-            model.to(device)
+            model.to(resolve_device(device))
     elif base_path is not None:
         model, tokenizer = load_policy(base_path, device)
     else:

@@ -4,19 +4,19 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from config.errors import ServiceError
 from labeling_app.roles import ADMIN, RESEARCHER, role_required
 from rlhf_worker.forms import JobConfigForm
 from rlhf_worker.models import TrainingJob
-from rlhf_worker.selectors import job_kind_info, job_kinds
+from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds
 from rlhf_worker.selectors import job_list as select_jobs
 from rlhf_worker.selectors import job_series as select_series
 from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
-from rlhf_worker.training.config_base import ConfigError
 
 LOG_TAIL_LINES = 60
 
@@ -46,6 +46,13 @@ def _kind_or_404(kind: str):
     return job_kind_info(kind)
 
 
+def _job_or_404(pk: int) -> TrainingJob:
+    job = job_get(pk=pk)
+    if job is None:
+        raise Http404(f"no job #{pk}")
+    return job
+
+
 @role_required(ADMIN)
 def job_start_form(request, kind: str):
     info = _kind_or_404(kind)
@@ -54,14 +61,13 @@ def job_start_form(request, kind: str):
     initial = None
     source = request.GET.get("from")
     if source and source.isdigit():
-        previous = TrainingJob.objects.filter(pk=int(source), kind=kind).first()
-        initial = previous.config if previous else None
+        initial = job_config_to_copy(pk=int(source), kind=kind)
     if request.method == "POST":
         form = JobConfigForm(request.POST, config_cls=info.config_cls, job_kind=kind)
         if form.is_valid():
             try:
                 job = job_start(kind=kind, config=form.config_dict, user=request.user)
-            except ConfigError as exc:
+            except ServiceError as exc:
                 form.apply_error(exc)
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
@@ -84,7 +90,7 @@ def _age_seconds(when):
 @role_required(RESEARCHER)
 def job_detail(request, pk: int):
     jobs_mark_lost()
-    job = get_object_or_404(TrainingJob.objects.select_related("created_by", "result_version"), pk=pk)
+    job = _job_or_404(pk)
     context = _live_context(request, job)
     context["config_items"] = sorted((job.config or {}).items())
     return render(request, "jobs/detail.html", context)
@@ -95,15 +101,14 @@ def job_live(request, pk: int):
     """The part of a job's page that changes while it runs; htmx swaps it every few seconds and the
     fragment drops its own polling trigger once the job has finished."""
     jobs_mark_lost()
-    job = get_object_or_404(TrainingJob.objects.select_related("result_version"), pk=pk)
-    return render(request, "jobs/_live.html", _live_context(request, job))
+    return render(request, "jobs/_live.html", _live_context(request, _job_or_404(pk)))
 
 
 @role_required(RESEARCHER)
 def job_series(request, pk: int):
     """JSON: metric points newer than ?after=<id>, grouped into charts (the page polls it)."""
     jobs_mark_lost()
-    job = get_object_or_404(TrainingJob, pk=pk)
+    job = _job_or_404(pk)
     try:
         after = max(0, int(request.GET.get("after", 0)))
     except ValueError:
@@ -114,7 +119,7 @@ def job_series(request, pk: int):
 @role_required(ADMIN)
 @require_POST
 def job_cancel_view(request, pk: int):
-    job = job_cancel(job=get_object_or_404(TrainingJob, pk=pk))
+    job = job_cancel(job=_job_or_404(pk))
     if job.status == TrainingJob.Status.CANCELLED:
         messages.success(request, f"Job #{job.pk} cancelled.")
     elif job.cancel_requested and not job.is_finished:
@@ -127,10 +132,10 @@ def job_cancel_view(request, pk: int):
 @role_required(ADMIN)
 @require_POST
 def job_rerun_view(request, pk: int):
-    old = get_object_or_404(TrainingJob, pk=pk)
+    old = _job_or_404(pk)
     try:
         job = job_rerun(job=old, user=request.user)
-    except ConfigError as exc:
+    except ServiceError as exc:
         messages.error(request, f"Could not re-run job #{old.pk}: {exc}. Edit the settings and start it again.")
         return redirect(f"{reverse('jobs:start', kwargs={'kind': old.kind})}?from={old.pk}")
     messages.success(request, f"Job #{job.pk} queued with the settings of job #{old.pk}.")

@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from labeling_app.roles import ADMIN, RESEARCHER, role_required
 from rlhf_worker.models import ModelVersion
-from rlhf_worker.selectors import data_summary, model_versions_overview, promoted_policy
+from rlhf_worker.selectors import (
+    data_summary,
+    model_version_get,
+    model_version_lineage,
+    model_versions_overview,
+    promoted_policy,
+)
 from rlhf_worker.services.models import model_version_promote
+
+
+def _version_or_404(pk: int) -> ModelVersion:
+    version = model_version_get(pk=pk)
+    if version is None:
+        raise Http404(f"no model version #{pk}")
+    return version
 
 
 def _chart_rows(rows: list[dict], names: list[str]) -> list[dict]:
@@ -31,10 +45,9 @@ def model_version_list(request):
 
 @role_required(RESEARCHER)
 def model_version_detail(request, pk: int):
-    version = get_object_or_404(ModelVersion.objects.select_related("parent", "reward_model", "training_job"), pk=pk)
+    version = _version_or_404(pk)
     return render(request, "jobs/model_detail.html", {
-        "version": version, "data": data_summary(version.data_snapshot),
-        "children": version.children.all(), "policies_trained": version.policies_trained.all(),
+        "version": version, "data": data_summary(version.data_snapshot), **model_version_lineage(version),
         "metrics": sorted((version.metrics or {}).items()), "config_items": sorted((version.config or {}).items()),
         "snapshot_items": sorted((version.data_snapshot or {}).items()),
     })
@@ -43,7 +56,7 @@ def model_version_detail(request, pk: int):
 @role_required(ADMIN)
 @require_POST
 def model_version_promote_view(request, pk: int):
-    version = model_version_promote(version=get_object_or_404(ModelVersion, pk=pk), user=request.user)
+    version = model_version_promote(version=_version_or_404(pk), user=request.user)
     what = "generation jobs now use it by default" if version.kind == ModelVersion.Kind.POLICY else \
         "it is now the default reward model"
     messages.success(request, f"Promoted {version}: {what}.")

@@ -6,8 +6,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from labeling_app.roles import RESEARCHER, role_required
-from rlhf_worker.models import TrainingJob
-from rlhf_worker.selectors import workers_overview
+from rlhf_worker.selectors import jobs_lost, jobs_running, workers_overview
 from rlhf_worker.services.jobs import jobs_mark_lost
 
 
@@ -16,11 +15,11 @@ def worker_list(request):
     jobs_mark_lost()
     overview = workers_overview()
     connected = {w["name"].split("@", 1)[-1] for w in overview["workers"]} | {w["name"] for w in overview["workers"]}
-    running = list(TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING).defer("log", "samples"))
+    running = jobs_running()
     now = timezone.now()
     for job in running:
         job.heartbeat_age = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else None
         job.worker_connected = job.worker in connected
-    lost = TrainingJob.objects.filter(status=TrainingJob.Status.LOST).defer("log", "samples").order_by("-finished_at")[:20]
+    lost = jobs_lost(limit=20)
     return render(request, "jobs/workers.html", {"overview": overview, "running": running, "lost": lost,
                                                  "training_queue": settings.TRAINING_QUEUE})

@@ -1,7 +1,6 @@
 """Browser: an admin starts a reward-model job on seeded labels, watches it, sees the version, promotes a policy."""
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -102,10 +101,6 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     shot(page, "6-jobs-list")
 
 
-REAL_REWARD = importlib.util.find_spec("rlhf_worker.jobs.reward") is not None
-
-
-@pytest.mark.skipif(not REAL_REWARD, reason="rlhf_worker/jobs/reward.py is not merged yet")
 def test_admin_trains_the_real_reward_model_on_seeded_labels(
         page, live_server, settings, training_queue, admin_user, labeler, labeler2, demo_project, tmp_path):
     """The same flow through the real reward job (training.reward.train) with a tiny random BERT backbone."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
+from labeling_app.selectors.labels import DateRange
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError
 
@@ -40,6 +41,11 @@ class FakeRewardConfig:
             raise ConfigError("learning_rate", "must be in (0, 10]")
         if self.step_seconds < 0:
             raise ConfigError("step_seconds", "must not be negative")
+
+
+def fake_reward_check(cfg) -> None:
+    """What a real job checks at start that this double can: the dates read as a range."""
+    DateRange.parse(cfg.date_from, cfg.date_to)
 
 
 def text_features(text: str) -> list[float]:
@@ -141,27 +147,20 @@ def fake_reward_run(job, ctx):
 FAKE_REWARD = types.ModuleType("fake_reward")
 FAKE_REWARD.__doc__ = "Reward model (test double): Bradley-Terry on text features, trained on the rankings."
 FAKE_REWARD.Config = FakeRewardConfig
+FAKE_REWARD.check = fake_reward_check
 FAKE_REWARD.run = fake_reward_run
 
 
 def install_fake_kinds(monkeypatch, kinds: dict[str, types.ModuleType | None]) -> None:
-    """Make `rlhf_worker.jobs.job_module` (and the runner's and services' copies) return these modules;
-    a kind mapped to None is 'not installed'. Other kinds fall through to the real lookup."""
-    import rlhf_worker.jobs as jobs_pkg
-    import rlhf_worker.jobs.runner as runner
-    import rlhf_worker.services.jobs as services
+    """Put these modules in the job registry (`rlhf_worker.jobs.JOB_MODULES`) for one test; a kind mapped to
+    None is taken out of it ('not installed'). Other kinds keep their real modules."""
+    from rlhf_worker.jobs import JOB_MODULES
 
-    real = jobs_pkg.job_module
-
-    def job_module(kind):
-        if kind in kinds:
-            if kinds[kind] is None:
-                raise LookupError(f"no job implementation for kind {kind!r}")
-            return kinds[kind]
-        return real(kind)
-
-    for target in (jobs_pkg, runner, services):
-        monkeypatch.setattr(target, "job_module", job_module)
+    for kind, module in kinds.items():
+        if module is None:
+            monkeypatch.delitem(JOB_MODULES, kind)
+        else:
+            monkeypatch.setitem(JOB_MODULES, kind, module)
 
 
 @pytest.fixture

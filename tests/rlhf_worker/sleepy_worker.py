@@ -19,7 +19,7 @@ import django  # noqa: E402
 
 django.setup()
 
-import rlhf_worker.jobs.runner as runner  # noqa: E402
+from rlhf_worker.jobs import JOB_MODULES  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,8 @@ def sleepy_run(job, ctx):
     return None
 
 
-runner.job_module = lambda kind: types.SimpleNamespace(Config=SleepyConfig, run=sleepy_run)
+JOB_MODULES.update({kind: types.SimpleNamespace(Config=SleepyConfig, check=lambda cfg: None, run=sleepy_run)
+                    for kind in list(JOB_MODULES)})
 
 if __name__ == "__main__":
     from config.celery import app

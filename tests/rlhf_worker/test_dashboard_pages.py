@@ -1,7 +1,6 @@
 """The training dashboard: start form from a Config, field errors, roles, live page, cancel, lost jobs."""
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -12,22 +11,13 @@ from django.utils import timezone
 from rlhf_worker.charts import chart_groups
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from tests.rlhf_worker.dashboard_fakes import FAKE_REWARD, fake_reward_kind, install_fake_kinds, seed_rankings  # noqa: F401
+from tests.rlhf_worker.helpers import status_in, wait_for
 
 
 def client_for(user) -> Client:
     c = Client()
     c.force_login(user)
     return c
-
-
-def wait_status(job, statuses, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in statuses:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job stayed {job.status}, expected one of {statuses}")
 
 
 VALID = {"steps": "12", "learning_rate": "0.5", "step_seconds": "0", "fail_at": "-1", "normalize": "on",
@@ -190,7 +180,7 @@ def test_cancel_from_the_job_page_stops_a_running_job(fake_reward_kind, training
     response = c.post(reverse("jobs:start", kwargs={"kind": "reward"}), {**VALID, "steps": "400", "step_seconds": "0.05"})
     job = TrainingJob.objects.get()
     assert response.status_code == 302
-    wait_status(job, {"running"})
+    wait_for(job, status_in("running"), timeout=30)
     # the workers page shows the test worker, its queue, and that it runs this job
     from django.core.cache import cache
 
@@ -200,7 +190,7 @@ def test_cancel_from_the_job_page_stops_a_running_job(fake_reward_kind, training
     workers_html = c.get(reverse("jobs:workers")).content.decode()
     assert training_queue in workers_html and f"Reward model job #{job.pk}" in workers_html
     assert c.post(reverse("jobs:cancel", kwargs={"pk": job.pk})).status_code == 302
-    job = wait_status(job, TrainingJob.FINISHED)
+    job = wait_for(job, timeout=30)
     assert job.status == "cancelled" and job.step < 400 and job.result_version is None
     html = c.get(reverse("jobs:detail", kwargs={"pk": job.pk})).content.decode()
     assert "Cancelled" in html and 'id="cancel-job"' not in html
@@ -211,19 +201,19 @@ def test_rerun_starts_a_new_job_with_the_same_config(fake_reward_kind, training_
     seed_rankings(demo_project, [labeler, labeler2], n_prompts=4)
     c = client_for(admin_user)
     c.post(reverse("jobs:start", kwargs={"kind": "reward"}), {**VALID, "steps": "6"})
-    first = wait_status(TrainingJob.objects.get(), TrainingJob.FINISHED)
+    first = wait_for(TrainingJob.objects.get(), timeout=30)
     assert first.status == "succeeded", first.error
     assert first.result_version.metrics["eval/accuracy"] >= 0.5
     response = c.post(reverse("jobs:rerun", kwargs={"pk": first.pk}))
     second = TrainingJob.objects.exclude(pk=first.pk).get()
     assert response["Location"] == reverse("jobs:detail", kwargs={"pk": second.pk})
     assert second.config == first.config
-    assert wait_status(second, TrainingJob.FINISHED).status == "succeeded"
+    assert wait_for(second, timeout=30).status == "succeeded"
 
 
 @pytest.mark.django_db
 def test_every_installed_job_kind_gets_a_start_form_with_all_its_settings(admin_user, demo_project):
-    """Runs over whichever real job modules are merged: each renders every Config field with its default."""
+    """Every registered job kind renders every Config field with its default."""
     from rlhf_worker.selectors import job_kinds
     from rlhf_worker.training.config_base import config_fields
 

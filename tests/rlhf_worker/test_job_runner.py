@@ -9,9 +9,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from config.errors import ServiceError
+from rlhf_worker.jobs import JOB_MODULES
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.services.jobs import job_cancel, job_start, jobs_mark_lost
 from rlhf_worker.training.config_base import ConfigError
+from tests.rlhf_worker.helpers import status_in, wait_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +39,12 @@ def fake_run(job, ctx):
     return ModelVersion.objects.create(kind="reward", name=f"fake-{job.pk}", path=str(ctx.out_dir), training_job=job)
 
 
-FAKE = types.SimpleNamespace(Config=FakeConfig, run=fake_run)
+FAKE = types.SimpleNamespace(Config=FakeConfig, check=lambda cfg: None, run=fake_run)
 
 
 @pytest.fixture
 def fake_kind(monkeypatch):
-    import rlhf_worker.jobs.runner as runner
-    import rlhf_worker.services.jobs as services
-
-    monkeypatch.setattr(runner, "job_module", lambda kind: FAKE)
-    monkeypatch.setattr(services, "job_module", lambda kind: FAKE)
-
-
-def wait_status(job, statuses, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in statuses:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job stayed {job.status}, expected one of {statuses}")
+    monkeypatch.setitem(JOB_MODULES, "reward", FAKE)
 
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,7 +52,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_job_succeeds_with_metrics_and_a_model(fake_kind, training_queue, admin_user):
     job = job_start(kind="reward", config={"steps": 4}, user=admin_user)
-    job = wait_status(job, TrainingJob.FINISHED)
+    job = wait_for(job, timeout=30)
     assert job.status == "succeeded", job.error
     assert job.progress == 1.0 and job.step == 4 and job.total_steps == 4
     assert job.result_version is not None and job.result_version.training_job_id == job.pk
@@ -74,7 +63,7 @@ def test_job_succeeds_with_metrics_and_a_model(fake_kind, training_queue, admin_
 
 
 def test_failure_records_the_error_and_registers_no_model(fake_kind, training_queue, admin_user):
-    job = wait_status(job_start(kind="reward", config={"steps": 5, "fail_at": 3}, user=admin_user), TrainingJob.FINISHED)
+    job = wait_for(job_start(kind="reward", config={"steps": 5, "fail_at": 3}, user=admin_user), timeout=30)
     assert job.status == "failed"
     assert "RuntimeError: boom at step 3" in job.error
     assert job.result_version is None
@@ -83,9 +72,9 @@ def test_failure_records_the_error_and_registers_no_model(fake_kind, training_qu
 
 def test_cancel_stops_a_running_job(fake_kind, training_queue, admin_user):
     job = job_start(kind="reward", config={"steps": 200, "step_seconds": 0.05}, user=admin_user)
-    wait_status(job, {"running"})
+    wait_for(job, status_in("running"), timeout=30)
     job_cancel(job=job)
-    job = wait_status(job, TrainingJob.FINISHED)
+    job = wait_for(job, timeout=30)
     assert job.status == "cancelled"
     assert job.step < 200
     assert job.result_version is None
@@ -98,13 +87,13 @@ def test_cancel_of_a_queued_job_is_immediate(fake_kind, admin_user):
 
 
 def test_bad_config_raises_a_field_error_and_creates_no_job(fake_kind, admin_user):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ServiceError) as err:
         job_start(kind="reward", config={"steps": 0}, user=admin_user)
     assert err.value.field == "steps"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ServiceError) as err:
         job_start(kind="reward", config={"steps": "many"}, user=admin_user)
     assert err.value.field == "steps"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ServiceError) as err:
         job_start(kind="reward", config={"learning_rat": 1}, user=admin_user)
     assert err.value.field == "learning_rat"
     assert not TrainingJob.objects.exists()

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from config.errors import ServiceError
 from labeling_app.management.commands.import_data import project_by_name_or_id
 from labeling_app.selectors.exports import FORMATS, export_lines
-from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, LabelFilters
+from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, LabelFilters
 
 
 class Command(BaseCommand):
@@ -18,8 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("out", nargs="?", default="-", help="Output file (default: standard output).")
         parser.add_argument("--project", action="append", required=True, help="Project name or id; repeat for several.")
         parser.add_argument("--format", choices=FORMATS, default="pairwise")
-        parser.add_argument("--from", dest="date_from", type=date.fromisoformat, default=None, help="YYYY-MM-DD (inclusive)")
-        parser.add_argument("--to", dest="date_to", type=date.fromisoformat, default=None, help="YYYY-MM-DD (inclusive)")
+        parser.add_argument("--from", dest="date_from", default=None, help="YYYY-MM-DD (inclusive)")
+        parser.add_argument("--to", dest="date_to", default=None, help="YYYY-MM-DD (inclusive)")
         parser.add_argument("--labeler", default=None, help='Username, or "import:<source>".')
         parser.add_argument("--full-overlap", action="store_true", help="Only tasks that got all their labels.")
         parser.add_argument("--only-agreeing", action="store_true", help="Only labels agreeing with the task's other labels.")
@@ -32,6 +32,10 @@ class Command(BaseCommand):
                min_agreement, no_imported, chat, **options):
         if not 0 <= min_agreement <= 1:
             raise CommandError("--min-agreement must be between 0 and 1")
+        try:
+            DateRange.parse(date_from, date_to)
+        except ServiceError as exc:
+            raise CommandError(f"--{'from' if exc.field == 'date_from' else 'to'} {exc.message}") from None
         filters = LabelFilters(
             project_ids=[project_by_name_or_id(p).pk for p in project], date_from=date_from, date_to=date_to,
             labeler=labeler, full_overlap=full_overlap, only_agreeing=only_agreeing, min_agreement=min_agreement,

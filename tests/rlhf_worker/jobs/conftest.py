@@ -1,15 +1,12 @@
 """Fixtures for the reward and score job tests: a tiny backbone folder and a project with submitted rankings."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from django.utils import timezone
 
 from labeling_app.models import Annotation, Completion, Demonstration, Prompt, Rating
 from labeling_app.services.projects import project_create, task_create
-from rlhf_worker.models import TrainingJob
 from rlhf_worker.training.reward_model import save_tiny_backbone
 from rlhf_worker.training.synthetic import synthetic_rankings
 
@@ -47,22 +44,3 @@ def labeled_project(researcher, django_user_model):
         Rating.objects.bulk_create(Rating(annotation=annotation, completion=c, rank=levels.index(r) + 1)
                                    for c, r in zip(completions, ranking.ranks))
     return project
-
-
-def finished(job) -> bool:
-    return job.status in TrainingJob.FINISHED
-
-
-@pytest.fixture
-def wait_for():
-    """wait_for(job, condition, timeout) polls the row until condition(job) holds."""
-    def wait(job, condition=finished, timeout=120.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if condition(job):
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f"job {job.pk} stayed {job.status} at step {job.step}/{job.total_steps}: {job.error}")
-
-    return wait

@@ -1,7 +1,6 @@
 """Policy jobs (generate, sft, ppo) through the real Celery worker on PostgreSQL + Redis, with tiny models."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,24 +9,15 @@ from django.conf import settings
 
 from labeling_app.models import Completion, Demonstration, Prompt, RankingTask
 from labeling_app.services.projects import project_create
+from config.errors import ServiceError
 from rlhf_worker.jobs import generate as generate_job
 from rlhf_worker.jobs import policy_common
-from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
-from rlhf_worker.services.jobs import job_start
-from rlhf_worker.training.config_base import ConfigError
+from rlhf_worker.models import JobMetric, ModelVersion
+from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.training.policy_models import load_policy, save_tiny_policy
+from tests.rlhf_worker.helpers import wait_for
 
 torch.set_num_threads(1)
-
-
-def wait_finished(job, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.is_finished:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job.pk} still {job.status} after {timeout}s")
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def test_generate_job_through_celery(project, tiny_version, training_queue, admi
     job = job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": tiny_version.pk,
                                               "max_new_tokens": 8, "temperature": 0.9, "top_p": 0.95, "seed": 3},
                     user=admin_user)
-    job = wait_finished(job)
+    job = wait_for(job)
     assert job.status == "succeeded", job.error
     completions = Completion.objects.filter(prompt__project=project)
     assert completions.count() == 6
@@ -100,7 +90,7 @@ def test_sft_job_registers_a_child_version(project, tiny_version, training_queue
     job = job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk, "epochs": 3,
                                          "learning_rate": 5e-3, "batch_size": 2, "eval_fraction": 0.34, "warmup_steps": 0},
                     user=admin_user)
-    job = wait_finished(job)
+    job = wait_for(job)
     assert job.status == "succeeded", job.error
     version = job.result_version
     assert version.kind == "policy" and version.parent_id == tiny_version.pk and version.training_job_id == job.pk
@@ -112,8 +102,8 @@ def test_sft_job_registers_a_child_version(project, tiny_version, training_queue
 
 @pytestmark_tx
 def test_sft_job_without_demonstrations_fails_with_a_clear_error(project, tiny_version, training_queue, admin_user):
-    job = wait_finished(job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk},
-                                  user=admin_user))
+    job = wait_for(job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk},
+                             user=admin_user))
     assert job.status == "failed" and "no demonstrations" in job.error
 
 
@@ -133,7 +123,7 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
                                          "reward_version_id": reward_version.pk, "total_episodes": 12, "batch_size": 4,
                                          "mini_batch_size": 2, "max_new_tokens": 6, "learning_rate": 1e-3},
                     user=admin_user)
-    job = wait_finished(job)
+    job = wait_for(job)
     assert job.status == "succeeded", job.error
     assert seen == [reward_version.pk]
     version = job.result_version
@@ -147,10 +137,10 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
 
 @pytest.mark.django_db
 def test_reward_and_policy_resolution(tiny_version, monkeypatch):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ServiceError) as err:
         policy_common.resolve_reward(None, field_name="reward_version_id")
     assert err.value.field == "reward_version_id"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ServiceError):
         policy_common.resolve_policy(10**9, field_name="base_version_id")
     monkeypatch.setattr(policy_common, "default_policy_source", lambda: tiny_version.path + "-default")
     default = policy_common.resolve_policy(None, field_name="base_version_id")
@@ -163,20 +153,17 @@ def test_reward_and_policy_resolution(tiny_version, monkeypatch):
 
 @pytest.mark.django_db
 def test_job_configs_name_the_wrong_field(project, tiny_version):
-    from rlhf_worker.jobs import ppo, sft
-    from rlhf_worker.training.config_base import config_from_dict
-
     pid = project.pk
-    for module, data, field in [
-        (generate_job, {}, "project_ids"),
-        (generate_job, {"project_ids": [pid + 1000]}, "project_ids"),
-        (generate_job, {"project_ids": [pid], "date_from": "yesterday"}, "date_from"),
-        (generate_job, {"project_ids": [pid], "policy_version_id": tiny_version.pk + 1000}, "policy_version_id"),
-        (sft, {"project_ids": [pid], "epochs": 0}, "epochs"),
-        (ppo, {"project_ids": [pid], "mini_batch_size": 3}, "mini_batch_size"),
-        (ppo, {"project_ids": [pid], "reward_version_id": "abc"}, "reward_version_id"),
-        (ppo, {"project_ids": [pid], "reward_version_id": tiny_version.pk}, "reward_version_id"),
+    for kind, data, field in [
+        ("generate", {}, "project_ids"),
+        ("generate", {"project_ids": [pid + 1000]}, "project_ids"),
+        ("generate", {"project_ids": [pid], "date_from": "yesterday"}, "date_from"),
+        ("generate", {"project_ids": [pid], "policy_version_id": tiny_version.pk + 1000}, "policy_version_id"),
+        ("sft", {"project_ids": [pid], "epochs": 0}, "epochs"),
+        ("ppo", {"project_ids": [pid], "mini_batch_size": 3}, "mini_batch_size"),
+        ("ppo", {"project_ids": [pid], "reward_version_id": "abc"}, "reward_version_id"),
+        ("ppo", {"project_ids": [pid], "reward_version_id": tiny_version.pk}, "reward_version_id"),
     ]:
-        with pytest.raises(ConfigError) as err:
-            config_from_dict(module.Config, data)
+        with pytest.raises(ServiceError) as err:
+            job_config_validate(kind=kind, config=data)
         assert err.value.field == field, (data, err.value)

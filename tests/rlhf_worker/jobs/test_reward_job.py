@@ -5,18 +5,15 @@ import pytest
 import torch
 from django.utils import timezone
 
+from config.errors import ServiceError
 from labeling_app.models import Annotation, Demonstration
-from rlhf_worker.jobs.reward import Config as RewardJobConfig
+from labeling_app.selectors.training_data import rankings_for_training
 from rlhf_worker.models import JobMetric, ModelVersion
-from rlhf_worker.services.jobs import job_cancel, job_start
-from rlhf_worker.training.config_base import ConfigError
+from rlhf_worker.services.jobs import job_cancel, job_config_validate, job_start
 from rlhf_worker.training.reward_model import RewardScorer
+from tests.rlhf_worker.helpers import finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def finished(job):
-    return job.status in ("succeeded", "failed", "cancelled", "lost")
 
 
 def job_config(project, backbone_dir, **overrides):
@@ -26,7 +23,7 @@ def job_config(project, backbone_dir, **overrides):
     return config
 
 
-def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_project, backbone_dir, training_queue, admin_user, wait_for):
+def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_project, backbone_dir, training_queue, admin_user):
     job = job_start(kind="reward", config=job_config(labeled_project, backbone_dir), user=admin_user)
     statuses = {job.status}
     job = wait_for(job, lambda j: statuses.add(j.status) or finished(j))
@@ -57,7 +54,7 @@ def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_projec
     assert child.result_version.parent_id == version.pk
 
 
-def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user, wait_for):
+def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user):
     config = job_config(labeled_project, backbone_dir, epochs=600, eval_every=0)
     job = job_start(kind="reward", config=config, user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 1 or finished(j))
@@ -77,7 +74,7 @@ def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, b
     assert resumed.result_version.data_snapshot["resumed_from_job"] == job.pk
 
 
-def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labeled_project, training_queue, admin_user, tmp_path, wait_for):
+def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labeled_project, training_queue, admin_user, tmp_path):
     missing = str(tmp_path / "no-such-backbone")
     job = wait_for(job_start(kind="reward", config=job_config(labeled_project, missing), user=admin_user), finished)
     assert job.status == "failed"
@@ -85,7 +82,7 @@ def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labe
     assert job.result_version is None and not ModelVersion.objects.exists()
 
 
-def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(plain_project, backbone_dir, training_queue, admin_user, wait_for):
+def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(plain_project, backbone_dir, training_queue, admin_user):
     job = wait_for(job_start(kind="reward", config=job_config(plain_project, backbone_dir), user=admin_user), finished)
     assert job.status == "failed" and "label some tasks first" in job.error
 
@@ -100,14 +97,12 @@ def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(plain_proj
     ({"resume_job_id": 999999}, "resume_job_id"),
 ])
 def test_reward_job_config_errors_name_the_field(plain_project, backbone_dir, overrides, field_name):
-    with pytest.raises(ConfigError) as err:
-        RewardJobConfig.from_dict(job_config(plain_project, backbone_dir, **overrides))
+    with pytest.raises(ServiceError) as err:
+        job_config_validate(kind="reward", config=job_config(plain_project, backbone_dir, **overrides))
     assert err.value.field == field_name
 
 
 def test_date_range_selects_annotations(labeled_project, backbone_dir):
-    from rlhf_worker.jobs.reward import submitted_annotations
-
     today = timezone.now().date().isoformat()
-    assert submitted_annotations(project_ids=[labeled_project.pk], date_from=today, date_to=today).count() == 24
-    assert submitted_annotations(project_ids=[labeled_project.pk], date_to="2000-01-01").count() == 0
+    assert len(list(rankings_for_training(project_ids=[labeled_project.pk], date_from=today, date_to=today))) == 24
+    assert len(list(rankings_for_training(project_ids=[labeled_project.pk], date_to="2000-01-01"))) == 0

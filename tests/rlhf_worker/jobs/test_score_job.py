@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import pytest
 
+from config.errors import ServiceError
 from labeling_app.models import Completion
-from rlhf_worker.jobs.score import Config as ScoreConfig
 from rlhf_worker.models import CompletionScore, ModelVersion
-from rlhf_worker.services.jobs import job_start
-from rlhf_worker.training.config_base import ConfigError, config_from_dict
+from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.training.reward_model import RewardModel, RewardScorer, tiny_backbone
+from tests.rlhf_worker.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_score_job_scores_every_completion_once_per_version(labeled_project, training_queue, admin_user, tmp_path, wait_for):
+def test_score_job_scores_every_completion_once_per_version(labeled_project, training_queue, admin_user, tmp_path):
     backbone, tokenizer = tiny_backbone("bert", seed=5)
     RewardModel(backbone, bias=0.5, scale=2.0).save_pretrained(tmp_path / "rm", tokenizer=tokenizer, extra={"max_length": 48})
     version = ModelVersion.objects.create(kind="reward", name="tiny", path=str(tmp_path / "rm"))
@@ -33,9 +33,9 @@ def test_score_job_scores_every_completion_once_per_version(labeled_project, tra
 
 
 def test_score_job_config_errors(plain_project):
-    with pytest.raises(ConfigError) as err:
-        config_from_dict(ScoreConfig, {"project_ids": [plain_project.pk]})
+    with pytest.raises(ServiceError) as err:
+        job_config_validate(kind="score", config={"project_ids": [plain_project.pk]})
     assert err.value.field == "reward_version_id"  # no reward model exists yet
-    with pytest.raises(ConfigError) as err:
-        config_from_dict(ScoreConfig, {"project_ids": []})
+    with pytest.raises(ServiceError) as err:
+        job_config_validate(kind="score", config={"project_ids": []})
     assert err.value.field == "project_ids"

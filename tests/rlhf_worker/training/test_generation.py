@@ -14,7 +14,7 @@ from rlhf_worker.training.generation import (
     truncate_at_stop,
 )
 from rlhf_worker.training.policy_models import format_prompt, stop_token_ids, tiny_policy
-from rlhf_worker.training.ppo import forward_policy, make_value_head
+from rlhf_worker.training.policy_forward import forward_policy, make_value_head
 
 torch.set_num_threads(1)
 PROMPTS = ["hi", "tell me a long story about cats", "2+2?"]

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from rlhf_worker.training import ppo
+from rlhf_worker.training import policy_forward
 from rlhf_worker.training.generation import encode_queries, sample_tokens
 from rlhf_worker.training.packing import PAD_SEGMENT, PREFIX_SEGMENT, common_prefix_length, pack_rows
 from rlhf_worker.training.policy_models import stop_token_ids, tiny_policy
@@ -65,7 +65,7 @@ def test_pack_rows_layout():
 def test_packed_pass_matches_padded_pass_and_its_gradients(monkeypatch, tied, attention):
     model, tok = tiny_policy(seed=1, num_layers=3, tie_word_embeddings=tied)
     model.config._attn_implementation = attention
-    head = ppo.make_value_head(model)
+    head = policy_forward.make_value_head(model)
     torch.nn.init.normal_(head.weight)
     ids, mask, out = batch(model, tok)
     # responses of different lengths (as if each had stopped): what follows the end is padding
@@ -73,10 +73,10 @@ def test_packed_pass_matches_padded_pass_and_its_gradients(monkeypatch, tied, at
     out.response_ids[~m] = tok.pad_token_id
 
     def run(pack):
-        monkeypatch.setattr(ppo, "PACK_ROWS", pack)
+        monkeypatch.setattr(policy_forward, "PACK_ROWS", pack)
         model.zero_grad(set_to_none=True)
         head.zero_grad(set_to_none=True)
-        logprobs, values, _ = ppo.forward_policy(model, ids, mask, out.response_ids, m, 1.0, head)
+        logprobs, values, _ = policy_forward.forward_policy(model, ids, mask, out.response_ids, m, 1.0, head)
         ((logprobs * m).sum() + (values * m).sum()).backward()
         grads = {n: p.grad.to_dense().clone() for n, p in [*model.named_parameters(), *head.named_parameters()]}
         return logprobs.detach(), values.detach(), grads
@@ -95,13 +95,13 @@ def test_packed_top_layers_on_cached_bottom_states_match(monkeypatch):
     model, tok = tiny_policy(seed=2, num_layers=3)
     ref = copy.deepcopy(model)
     ids, mask, out = batch(model, tok)
-    monkeypatch.setattr(ppo, "PACK_ROWS", False)
-    full_lp, _, _ = ppo.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0)
-    monkeypatch.setattr(ppo, "PACK_ROWS", True)
-    ppo.freeze_lower_layers(model, 1)
-    split = ppo.TrunkSplit(model, ref, 1)
+    monkeypatch.setattr(policy_forward, "PACK_ROWS", False)
+    full_lp, _, _ = policy_forward.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0)
+    monkeypatch.setattr(policy_forward, "PACK_ROWS", True)
+    policy_forward.freeze_lower_layers(model, 1)
+    split = policy_forward.TrunkSplit(model, ref, 1)
     bottom = split.bottom_hidden(ids, mask, out.response_ids, out.response_mask)
-    top_lp, _, _ = ppo.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0, trunk=split.top, trunk_inputs=bottom)
+    top_lp, _, _ = policy_forward.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0, trunk=split.top, trunk_inputs=bottom)
     m = out.response_mask
     torch.testing.assert_close(top_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
 
@@ -113,7 +113,7 @@ def test_packed_pass_runs_the_prefix_once_per_bin_and_no_padding():
     hook = model.model.layers[0].register_forward_hook(lambda mod, args, result: seen.append(tuple(args[0].shape[:2])))
     try:
         with torch.no_grad():
-            ppo.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0)
+            policy_forward.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0)
     finally:
         hook.remove()
     prefix = len(SYSTEM)

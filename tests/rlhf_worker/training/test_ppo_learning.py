@@ -4,7 +4,8 @@ import torch
 
 from rlhf_worker.training.generation import encode_queries
 from rlhf_worker.training.policy_models import format_prompt, load_policy, tiny_policy
-from rlhf_worker.training.ppo import PPOConfig, make_value_head, rollout, train
+from rlhf_worker.training.policy_forward import make_value_head
+from rlhf_worker.training.ppo import PPOConfig, rollout, train
 
 torch.set_num_threads(1)
 PROMPTS = ["hi", "hello", "abc", "xyz"]
@@ -84,7 +85,7 @@ def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
 
     from rlhf_worker.training.generation import sample_tokens
     from rlhf_worker.training.policy_models import stop_token_ids
-    from rlhf_worker.training.ppo import TrunkSplit, forward_policy, freeze_lower_layers
+    from rlhf_worker.training.policy_forward import TrunkSplit, forward_policy, freeze_lower_layers
 
     model, tok = tiny_policy(seed=0, num_layers=3)
     ref = copy.deepcopy(model)

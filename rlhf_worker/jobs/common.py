@@ -1,0 +1,41 @@
+"""Shared by every job kind: the checks of what a config names (projects, model versions), and small helpers.
+
+`check_projects` and `model_version` raise ServiceError naming the config field, so the start form shows
+the message beside it. A job's `check(cfg)` calls them when the job is started; `run` calls
+`model_version` again when it needs the row, because a version can be deleted while the job waits.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from config.errors import ServiceError
+from labeling_app.selectors.training_data import missing_project_ids
+from rlhf_worker.models import ModelVersion
+
+
+def check_projects(project_ids: Sequence[int]) -> None:
+    """Every id names a project."""
+    missing = missing_project_ids(project_ids)
+    if missing:
+        raise ServiceError(f"no project with id {', '.join(map(str, missing))}", field="project_ids")
+
+
+def model_version(version_id: int, *, kind: str, field: str) -> ModelVersion:
+    """The model version `version_id` of `kind` ("policy" or "reward"); ServiceError naming `field` if there is none."""
+    version = ModelVersion.objects.filter(pk=version_id, kind=kind).first()
+    if version is None:
+        raise ServiceError(f"no {kind} model version with id {version_id}", field=field)
+    return version
+
+
+def subconfig(cls: type, cfg: Any, **overrides: Any):
+    """The training config `cls` from the fields of a job Config that extends it (plus `overrides`)."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}
+    values.update(overrides)
+    return cls(**values)
+
+
+def version_name(job, requested: str, default_prefix: str) -> str:
+    """The name a new version gets: the one asked for, else e.g. "SFT (job #12)"."""
+    return requested or f"{default_prefix} (job #{job.pk})"

@@ -1,0 +1,117 @@
+"""The job registry and who validates a job's config: the service once, the runner only what can vanish."""
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from config.errors import ServiceError
+from rlhf_worker.jobs import JOB_MODULES, job_module
+from rlhf_worker.jobs.runner import execute_job
+from rlhf_worker.models import ModelVersion, TrainingJob
+from rlhf_worker.services.jobs import job_start
+from rlhf_worker.training.config_base import ConfigError, config_fields
+from rlhf_worker.training.policy_models import save_tiny_policy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_every_job_kind_has_one_registered_module_with_config_check_and_run():
+    assert set(JOB_MODULES) == set(TrainingJob.Kind.values)
+    for kind in TrainingJob.Kind.values:
+        module = job_module(kind)
+        assert module.__name__ == f"rlhf_worker.jobs.{kind}", kind
+        assert dataclasses.is_dataclass(module.Config) and callable(module.Config.validate), kind
+        assert callable(module.check) and callable(module.run), kind
+        assert (module.__doc__ or "").strip(), kind
+    with pytest.raises(LookupError):
+        job_module("distill")
+
+
+@pytest.fixture
+def no_queue(monkeypatch):
+    """Jobs are stored but not sent to Celery: the tests run them in-process with execute_job."""
+    monkeypatch.setattr("rlhf_worker.services.jobs.job_enqueue", lambda *, job_id: None)
+
+
+@pytest.fixture
+def counted_kind(monkeypatch):
+    """A job kind that counts how often its config is validated and checked."""
+    calls = {"validate": 0, "check": 0}
+
+    @dataclasses.dataclass(frozen=True)
+    class CountedConfig:
+        steps: int = 1
+
+        def validate(self):
+            calls["validate"] += 1
+            if self.steps < 1:
+                raise ConfigError("steps", "must be at least 1")
+
+    def check(cfg):
+        calls["check"] += 1
+
+    def run(job, ctx):
+        ctx.report(ctx.config.steps, ctx.config.steps, {"train/loss": 0.5})
+
+    monkeypatch.setitem(JOB_MODULES, "score", types.SimpleNamespace(Config=CountedConfig, check=check, run=run))
+    return calls
+
+
+def test_the_service_validates_once_and_the_runner_trusts_the_stored_config(counted_kind, no_queue, admin_user):
+    job = job_start(kind="score", config={"steps": "3"}, user=admin_user)
+    assert job.config == {"steps": 3}
+    assert counted_kind == {"validate": 1, "check": 1}
+    assert execute_job(job.pk) == TrainingJob.Status.SUCCEEDED
+    assert counted_kind == {"validate": 1, "check": 1}, "the runner rebuilt the config without validating it again"
+    with pytest.raises(ServiceError) as err:
+        job_start(kind="score", config={"steps": 0}, user=admin_user)
+    assert err.value.field == "steps" and counted_kind["check"] == 1, "check runs only on values that passed"
+
+
+def test_a_version_deleted_while_the_job_waits_fails_the_job_naming_it(no_queue, admin_user, researcher):
+    from labeling_app.models import Prompt
+    from labeling_app.services.projects import project_create
+
+    project = project_create(name="Vanishing", user=researcher, completions_per_task=2)
+    Prompt.objects.create(project=project, text="say a")
+    version = ModelVersion.objects.create(kind="policy", name="tiny", path=save_tiny_policy(
+        str(Path(settings.MODEL_STORE) / "tiny-policy")))
+    job = job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": version.pk,
+                                             "max_new_tokens": 4, "device": "cpu"}, user=admin_user)
+    deleted = version.pk
+    version.delete()
+    assert execute_job(job.pk) == TrainingJob.Status.FAILED
+    job.refresh_from_db()
+    assert job.error.startswith(f"ServiceError: policy_version_id: no policy model version with id {deleted}")
+
+
+def form_defaults(config_cls) -> dict:
+    """What the start form posts when every field keeps its default."""
+    data = {}
+    for info in config_fields(config_cls):
+        default = info["default"]
+        if isinstance(default, bool):
+            if default:
+                data[info["name"]] = "on"
+        elif default is not None:
+            data[info["name"]] = ", ".join(map(str, default)) if isinstance(default, list) else str(default)
+    return data
+
+
+def test_the_start_form_shows_the_services_refusal_beside_the_field(admin_user, demo_project):
+    stopped = TrainingJob.objects.create(kind="reward", status="cancelled", config={})  # left no checkpoint
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post(reverse("jobs:start", kwargs={"kind": "reward"}), {
+        **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
+        "resume_job_id": str(stopped.pk)})
+    html = response.content.decode()
+    assert response.status_code == 200 and "Nothing was started" in html
+    assert 'id="error-resume_job_id"' in html and f"reward job {stopped.pk} left no checkpoint" in html
+    assert TrainingJob.objects.count() == 1
