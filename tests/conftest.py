@@ -79,8 +79,11 @@ def celery_worker(django_db_setup, django_db_blocker):
     from celery.signals import task_postrun
     from django.db import connections
 
-    def close_worker_connections(**kwargs):
+    def close_worker_connections(task=None, **kwargs):
         # The worker thread's connection would outlive the test database otherwise (CONN_MAX_AGE).
+        # A task run in the test's own thread (`.apply()`) shares the test's connection: leave it open.
+        if task is not None and task.request.is_eager:
+            return
         connections.close_all()
 
     task_postrun.connect(close_worker_connections, weak=False)
