@@ -16,8 +16,8 @@ def use_django_logging(**kwargs) -> None:
     """Workers log with the web's format and level (LOG_FORMAT, LOG_LEVEL; config/logs.py). With a receiver on
     this signal Celery leaves logging alone: it neither replaces the root logger's handlers nor applies
     `--loglevel`."""
-    from logging.config import dictConfig
-
     from django.conf import settings
 
-    dictConfig(settings.LOGGING)
+    from config.logs import configure
+
+    configure(settings.LOGGING)

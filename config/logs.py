@@ -1,6 +1,8 @@
 """Logging for web and workers alike: one line per record with time, level and logger; JSON lines when LOG_FORMAT=json."""
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
 
 LOG_FORMATS = ("text", "json")
@@ -47,3 +49,10 @@ def logging_config(level: str, log_format: str) -> dict:
             "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
         },
     }
+
+
+def configure(config: dict) -> None:
+    """Applies a logging_config() dictionary (Django's LOGGING_CONFIG, and the Celery workers' set-up), and sends
+    Python's warnings through logging too, so that they come out as lines of the same kind."""
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)

@@ -219,3 +219,4 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
 
 # Web (Django and gunicorn, see gunicorn.conf.py) and Celery workers (config/celery.py) log through this.
 LOGGING = logging_config(*log_settings())
+LOGGING_CONFIG = "config.logs.configure"
