@@ -12,7 +12,7 @@ from labeling_app.models import Completion, Demonstration, Prompt, RankingTask
 from labeling_app.services.projects import project_create
 from rlhf_worker.jobs import generate as generate_job
 from rlhf_worker.jobs import policy_common
-from rlhf_worker.models import JobMetric, ModelVersion
+from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.services.jobs import job_start
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.policy_models import load_policy, save_tiny_policy
