@@ -5,7 +5,7 @@ import os
 import tempfile
 
 from django.contrib.staticfiles.storage import HashedFilesMixin
-from whitenoise.compress import Compressor
+from whitenoise.compress import Compressor, brotli_installed
 from whitenoise.storage import CompressedManifestStaticFilesStorage
 
 # Our page scripts live under static/js/ (collected as js/...). label_task.js imports ./labeling/*.js by relative
@@ -54,6 +54,6 @@ class StaticStorage(CompressedManifestStaticFilesStorage):
 
     def compress_files(self, paths):
         hashed = set(self.hashed_files.values())
-        suffix = ".br" if AtomicCompressor(quiet=True).use_brotli else ".gz"
+        suffix = ".br" if brotli_installed else ".gz"
         todo = [path for path in paths if self.clean_name(path) in hashed and not self.exists(path + suffix)]
         yield from super().compress_files(todo)

@@ -1,6 +1,9 @@
 """/metrics: the app's numbers as PostgreSQL holds them, request metrics, and who may read them."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import psycopg
@@ -170,3 +173,13 @@ def test_a_blocked_query_is_reported_within_its_timeout(client, db):
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == before
+
+
+def test_a_short_metrics_token_stops_the_start(tmp_path):
+    code = "import django; django.setup(); from django.conf import settings; print(len(settings.METRICS_TOKEN))"
+    env = dict(os.environ, RLHF_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
+    ok = subprocess.run([sys.executable, "-c", code], env={**env, "METRICS_TOKEN": TOKEN}, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.split()[-1] == str(len(TOKEN)), ok.stderr
+    short = subprocess.run([sys.executable, "-c", code], env={**env, "METRICS_TOKEN": "guessable"}, capture_output=True,
+                           text=True)
+    assert short.returncode != 0 and "METRICS_TOKEN must be at least 32 characters" in short.stderr
