@@ -12,6 +12,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.error import URLError
+from urllib.parse import urlsplit
+
+from django.db import connection
 
 from tests.config.test_metrics import samples, value
 from tests.deploy.topology import free_port
@@ -30,8 +33,10 @@ def get(port: int, path: str, token: str | None = None) -> bytes:
 def test_metrics_add_up_over_worker_processes_and_gunicorn_logs_json(tmp_path, db):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_LEVEL")}
+    # The test database, where the app's tables are (the server's own database may not be migrated).
+    database_url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"]).geturl()
     env.update(DJANGO_SETTINGS_MODULE="config.settings_test", METRICS_TOKEN=TOKEN, LOG_FORMAT="json",
-               TMPDIR=str(tmp_path), RLHF_VAR_DIR=str(tmp_path / "var"))
+               TMPDIR=str(tmp_path), RLHF_VAR_DIR=str(tmp_path / "var"), DATABASE_URL=database_url)
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
         # Run from the project root, as `make run` and the image do: that is where gunicorn finds gunicorn.conf.py.
@@ -59,8 +64,10 @@ def test_metrics_add_up_over_worker_processes_and_gunicorn_logs_json(tmp_path, d
                 list(pool.map(lambda _: get(port, "/healthz"), range(8)))
             sent += 8
 
-        counted = value(samples(get(port, "/metrics", TOKEN)), REQUESTS)
+        scraped = samples(get(port, "/metrics", TOKEN))
+        counted = value(scraped, REQUESTS)
         assert counted == sent + 1  # the scrape counts itself: every request of both workers is in the sum
+        assert value(scraped, "rlhf_metrics_query_success", query="jobs") == 1
         again = value(samples(get(port, "/metrics", TOKEN)), REQUESTS)
         assert again == counted + 1
     finally:
