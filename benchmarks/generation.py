@@ -10,7 +10,6 @@ Run:  python benchmarks/generation.py --prompts 16 --k 4 --max-new-tokens 32 --b
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

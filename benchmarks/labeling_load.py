@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import io
 import json
 import os
 import platform
@@ -95,9 +94,9 @@ def copy_rows(cur, table: str, columns: list[str], rows) -> None:
 
 def seed(db_url: str, n_tasks: int, overlap: int) -> int:
     """A fresh project of n_tasks tasks (K completions each, the 12 default checks); returns its id."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     t0 = time.perf_counter()
     with psycopg.connect(db_url) as conn, conn.cursor() as cur:
         cur.execute("""TRUNCATE labeling_app_checkanswer, labeling_app_rating, labeling_app_annotation,
@@ -261,17 +260,17 @@ def integrity(db_url: str, project: int) -> dict:
 
 def explain_queue(db_url: str, project: int) -> str:
     """EXPLAIN ANALYZE of the hand-out query for a labeler with no history (what the index does at this size)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from labeling_app.services.leases import _FRESH_SQL, _STARTED_SQL
 
-    params = {"project": project, "labeler": -1, "tried": [], "now": datetime.now(timezone.utc)}
+    params = {"project": project, "labeler": -1, "tried": [], "now": datetime.now(UTC)}
     lines = []
     with psycopg.connect(db_url) as conn, conn.cursor() as cur:
         for name, sql in (("started", _STARTED_SQL), ("fresh", _FRESH_SQL)):
             cur.execute("EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) " + sql.strip(), params)
             plan = [r[0] for r in cur.fetchall()]
-            scans = [l.strip() for l in plan if "Scan" in l][:4]
+            scans = [step.strip() for step in plan if "Scan" in step][:4]
             lines.append(f"    {name}: {'; '.join(scans)} | {plan[-1].strip()}")
         conn.rollback()
     return "\n".join(lines)

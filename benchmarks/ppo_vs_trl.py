@@ -292,7 +292,7 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ppo_vs_trl_"))
     work.mkdir(parents=True, exist_ok=True)
     policy_dir, rm_dir = build_models(work / "models", args.model_store, args.layers, args.reward_word)
-    print(f"policy: SmolLM2-135M-Instruct{' first %d layers' % args.layers if args.layers else ''}; "
+    print(f"policy: SmolLM2-135M-Instruct{f' first {args.layers} layers' if args.layers else ''}; "
           f"episodes={args.episodes} batch={args.batch_size} minibatch={args.mini_batch_size} "
           f"ppo_epochs={args.ppo_epochs} response_length={args.response_length}", flush=True)
     results = {}

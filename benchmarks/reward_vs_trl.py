@@ -158,7 +158,7 @@ def main() -> None:
 
     backbone = default_backbone_path()
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    print(f"# reward_vs_trl  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# reward_vs_trl  {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
     print(f"# backbone: all-MiniLM-L6-v2 ({backbone}); epochs {args.epochs}, lr {args.lr}, max_length "
           f"{args.max_length}, seed {args.seed}, fp32 CPU, TRL sampler "

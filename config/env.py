@@ -96,7 +96,9 @@ GENERATE_SECRET_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(64
 def secret_key_weakness(value: str) -> str | None:
     """Why a key is too weak to sign production sessions (Django's security.W009 rule), or None."""
     from django.core.checks.security.base import (
-        SECRET_KEY_INSECURE_PREFIX, SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+        SECRET_KEY_INSECURE_PREFIX,
+        SECRET_KEY_MIN_LENGTH,
+        SECRET_KEY_MIN_UNIQUE_CHARACTERS,
     )
 
     if value.startswith(SECRET_KEY_INSECURE_PREFIX):

@@ -4,9 +4,21 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from whitenoise.compress import Compressor
+
 from .env import (
-    BASE_DIR, VAR_DIR, database_from_url, env_bool, env_header_pair, env_int, env_list, env_rate, secret_key,
+    BASE_DIR,
+    GENERATE_SECRET_KEY,
+    VAR_DIR,
+    database_from_url,
+    env_bool,
+    env_header_pair,
+    env_int,
+    env_list,
+    env_rate,
+    secret_key,
 )
+from .logs import log_settings, logging_config
 
 PRODUCTION = os.environ.get("RLHF_ENV", "local") == "production"
 DEBUG = env_bool("DEBUG", False)
@@ -27,12 +39,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "django_prometheus",
     "axes",
     "labeling_app",
     "rlhf_worker",
 ]
 
 MIDDLEWARE = [
+    # First and (but for axes) last: request counts and latencies for /metrics, every request included.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -42,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as axes asks: it turns a refused login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -113,10 +129,15 @@ STATICFILES_FINDERS = [
 ]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = not PRODUCTION
+# Content-hashed names (cached for a year by browsers), gzip and Brotli copies, ES module imports rewritten to the
+# hashed names (config/static_storage.py). Needs `collectstatic`, which `make run` and the image build run; the
+# test suite runs without it (config/settings_test.py).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {"BACKEND": "config.static_storage.StaticStorage"},
 }
+# Source maps are fetched only by a browser's developer tools: not worth compressing (swagger's and redoc's are MBs).
+WHITENOISE_SKIP_COMPRESS_EXTENSIONS = (*Compressor.SKIP_COMPRESS_EXTENSIONS, "map")
 
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PRODUCTION
 SESSION_COOKIE_HTTPONLY = True
@@ -130,7 +151,8 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION el
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = env_header_pair("SECURE_PROXY_SSL_HEADER")
 # Load balancers and compose probe the health endpoints over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# So does Prometheus scrape /metrics (a token sent over plain HTTP has been sent before any redirect could help).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -191,10 +213,14 @@ MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "100000"))
 # A running job writes a heartbeat this often; a job silent for JOB_LOST_AFTER seconds is marked lost.
 JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "5"))
 JOB_LOST_AFTER_SECONDS = float(os.environ.get("JOB_LOST_AFTER_SECONDS", "120"))
+# How often a job's page refreshes while the job runs.
+JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "2"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-}
+# /metrics (config/metrics.py): Prometheus sends `Authorization: Bearer <METRICS_TOKEN>`; unset, only admins see it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ValueError(f"METRICS_TOKEN must be at least 32 characters long; generate one with {GENERATE_SECRET_KEY}")
+
+# Web (Django and gunicorn, see gunicorn.conf.py) and Celery workers (config/celery.py) log through this.
+LOGGING = logging_config(*log_settings())
+LOGGING_CONFIG = "config.logs.configure"

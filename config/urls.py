@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from config import health
+from config import health, metrics
 from labeling_app.views.auth import landing
 
 urlpatterns = [
@@ -18,4 +18,6 @@ urlpatterns = [
     # No login: compose healthchecks and load balancers call these (config/health.py).
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Prometheus: an admin session or METRICS_TOKEN (config/metrics.py).
+    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -61,6 +61,8 @@ MATRIX: dict[str, Row] = {
     # training queue no worker consumes, so it is 503 whether or not a test worker runs in this session.
     "healthz": Row(page(200, 200, 200, anon=200)),
     "readyz": Row(page(503, 503, 503, anon=503), settings={"TRAINING_QUEUE": "matrix-queue-without-worker"}),
+    # Prometheus metrics (config/metrics.py): admins, or a bearer METRICS_TOKEN (tests/config/test_metrics.py).
+    "metrics": Row({"anon": 401, "labeler": 403, "researcher": 403, "admin": 200}),
 }
 
 

@@ -86,7 +86,7 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
 
     # promote a policy: generation jobs use it by default from now on
     page.click(f"[data-promote='{policy.pk}']")
-    page.wait_for_selector(f"#promoted-policy:has-text('sft-demo')")
+    page.wait_for_selector("#promoted-policy:has-text('sft-demo')")
     policy.refresh_from_db()
     assert policy.is_promoted
     assert ModelVersion.objects.filter(kind="policy", is_promoted=True).count() == 1

@@ -22,7 +22,7 @@ def test_wrong_passwords_lock_the_account_and_the_page_says_until_when(page, liv
     make_user("lab-lock", "labeler")
     make_user("lab-next-desk", "labeler")
 
-    for attempt in range(2):
+    for _ in range(2):
         login(page, live_server, "lab-lock", "not-my-password")
         assert page.locator("[role=alert]").inner_text() == "Your username and password didn't match. Please try again."
     shot(page, "1-wrong-password")

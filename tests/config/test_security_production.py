@@ -20,7 +20,7 @@ def start(tmp_path, code: str = SHOW, args: tuple[str, ...] = (), **env_vars: st
     """A fresh interpreter loading the settings (they are read once, at start) with the given environment."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SECURE_") and k not in ("SECRET_KEY", "RLHF_ENV", "ALLOWED_HOSTS")}
-    env.update(RLHF_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", **env_vars)
+    env.update({"RLHF_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings", **env_vars})
     command = [sys.executable, *args] if args else [sys.executable, "-c", code]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
@@ -90,8 +90,9 @@ plain = c.get("/accounts/login/")
 tls = c.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
 print(plain.status_code, plain.get("Location"), tls.status_code, tls.get("Strict-Transport-Security"))
 """
+    # config.settings_test: the page links static files, and no collectstatic ran for hashed names.
     result = start(tmp_path, code, SECRET_KEY=secrets.token_urlsafe(64), SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
-                   **PRODUCTION)
+                   DJANGO_SETTINGS_MODULE="config.settings_test", **PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["301", "https://rlhf.example.org/accounts/login/", "200",
                                      "max-age=31536000;", "includeSubDomains"]

@@ -1,7 +1,6 @@
 """Settings read the environment; the launcher uses external servers by URL or starts embedded ones."""
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys

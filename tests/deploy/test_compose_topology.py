@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import uuid
 from pathlib import Path
@@ -87,11 +88,19 @@ def test_compose_services_import_train_and_export_sharing_only_what_compose_shar
         # docker compose up: migrate runs to the end first, then web and workers.
         migrated = topology.run("migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        # What the image build did (the Dockerfile's RUN ... collectstatic): static files in the web's /app/var.
+        collected = topology.run("web", ["python", "manage.py", "collectstatic", "--no-input", "-v", "0"], timeout=600)
+        assert collected.returncode == 0, collected.stdout + collected.stderr
 
         topology.start("web")
         wait_until(lambda: topology.healthcheck("web", timeout=20).returncode == 0, "web healthcheck", 90,
                    interval=1, details=topology.logs)
         browser = Browser(port)
+        # Pages link static files by hashed name, served from there compressed.
+        stylesheet = re.search(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', browser.get("/accounts/login/")[1].decode())
+        assert stylesheet, "the login page links the hashed stylesheet"
+        response, _ = browser.request("GET", stylesheet.group(1), headers={"Accept-Encoding": "br"})
+        assert (response.status, response.headers["Content-Encoding"]) == (200, "br")
         response, body = browser.get("/readyz")
         assert response.status == 503, body
         waiting_for = json.loads(body)["checks"]["celery"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 from django.template import Context, Template
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 

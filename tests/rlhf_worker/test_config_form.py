@@ -50,7 +50,7 @@ def test_version_pickers_list_the_right_registry_and_default():
     reward = ModelVersion.objects.create(kind="reward", name="rm-a", path="/r")
     f = form()
     assert [c[0] for c in f.fields["policy_version_id"].choices] == ["", policy.pk]
-    assert "the promoted one: #%d sft-a" % policy.pk in f.fields["policy_version_id"].choices[0][1]
+    assert f"the promoted one: #{policy.pk} sft-a" in f.fields["policy_version_id"].choices[0][1]
     assert [c[0] for c in f.fields["reward_version_id"].choices] == ["", reward.pk]
     from rlhf_worker.models import TrainingJob
 

@@ -89,7 +89,7 @@ def test_versions_page_shows_lineage_and_metrics_side_by_side(researcher):
     c.force_login(researcher)
     html = c.get(reverse("jobs:models")).content.decode()
     assert "0.681" in html and "0.734" in html and "projects #3; rankings: 120; 3 annotations" in html
-    assert "1.23" in html and "0.0567" in html and "#{} sft-2".format(base.pk) in html and "rm-7" in html
+    assert "1.23" in html and "0.0567" in html and f"#{base.pk} sft-2" in html and "rm-7" in html
     assert 'id="reward-chart"' in html and 'id="policy-chart"' in html and "vendor/plotly/plotly.min.js" in html
     detail = c.get(reverse("jobs:model_detail", kwargs={"pk": rm.pk})).content.decode()
     assert "Policies optimised against it" in detail and "ppo-9" in detail

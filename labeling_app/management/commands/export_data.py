@@ -1,12 +1,12 @@
 """`manage.py export_data --project NAME --format pairwise OUT.jsonl`: stream labels or demonstrations as JSONL."""
 from __future__ import annotations
 
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import ServiceError
 from labeling_app.management.commands.import_data import project_by_name_or_id
+from labeling_app.management.progress import progress_bar
 from labeling_app.selectors.exports import FORMATS, export_lines
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, LabelFilters
 
@@ -42,12 +42,17 @@ class Command(BaseCommand):
             include_imported=not no_imported, all_chat=chat,
         )
         n = 0
-        stream = sys.stdout if out == "-" else open(out, "w", encoding="utf-8")
+        to_file = out != "-"
+        stream = open(out, "w", encoding="utf-8") if to_file else self.stdout
+        # No bar when the records themselves go to the terminal: the two would be drawn over each other.
+        bar = progress_bar(self, desc=f"{format} export", unit=" records", enabled=to_file or not self.stdout.isatty())
         try:
-            for line in export_lines(format, filters):
-                stream.write(line)
-                n += 1
+            with bar:
+                for line in export_lines(format, filters):
+                    stream.write(line)  # each line ends with "\n", so self.stdout adds no second one
+                    n += 1
+                    bar.update()
         finally:
-            if stream is not sys.stdout:
+            if to_file:
                 stream.close()
         self.stderr.write(f"wrote {n} {format} records" + (f" to {out}" if out != "-" else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import ServiceError
+from labeling_app.management.progress import progress_bar
 from labeling_app.models import ImportJob, Project
 from labeling_app.selectors.imports import import_result_lines
 from labeling_app.services.imports import import_file
@@ -38,9 +39,15 @@ class Command(BaseCommand):
     def handle(self, *args, file, project, kind, source, format, batch_size, skip_invalid=False, **options):
         target = project_by_name_or_id(project)
         verbosity = options.get("verbosity", 1)
+        bars = {}  # phase -> its progress bar, drawn when stderr is a terminal
 
         def progress(phase: str, done: int, total: int) -> None:
-            if verbosity >= 2 or (done and done % 20000 == 0):
+            if phase not in bars:
+                bars[phase] = progress_bar(self, desc=phase, unit=" lines", total=total or None)
+            bar = bars[phase]
+            if not bar.disable:
+                bar.update(done - bar.n)
+            elif verbosity >= 2 or (done and done % 20000 == 0):
                 self.stderr.write(f"{phase}: {done}" + (f"/{total}" if total else "") + " lines")
 
         try:
@@ -48,6 +55,9 @@ class Command(BaseCommand):
                                  batch_size=batch_size, skip_invalid=skip_invalid, on_progress=progress)
         except (ServiceError, ValueError, OSError) as exc:  # ImportRejected lists the bad lines in its message
             raise CommandError(str(exc)) from None
+        finally:
+            for bar in bars.values():
+                bar.close()
         self.stdout.write(self.style.SUCCESS(
             f"imported into {target.name!r}: " + "; ".join(import_result_lines(result.as_dict(), kind=kind, source_name=source))))
         for error in result.invalid_lines:

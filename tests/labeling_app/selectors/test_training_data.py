@@ -24,7 +24,7 @@ from labeling_app.services.projects import project_create
 from rlhf_worker.jobs.reward import rankings_from_rows
 from tests.labeling_app.researcher_fixtures import label, write_jsonl
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def at(day: str, clock: dt.time) -> dt.datetime:

@@ -54,6 +54,7 @@ def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_projec
     assert child.result_version.parent_id == version.pk
 
 
+@pytest.mark.slow
 def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user):
     config = job_config(labeled_project, backbone_dir, epochs=600, eval_every=0)
     job = job_start(kind="reward", config=config, user=admin_user)

@@ -76,6 +76,7 @@ def test_format_prompt_uses_chat_template_or_plain_text():
     assert format_prompt(tok, "hi") == "hi\n"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="converts the real GGUF (~40 s); set RLHF_TEST_REAL_MODELS=1")
 def test_real_smollm2_conversion(tmp_path):
     path = policy_models.default_policy_path(str(tmp_path))
@@ -84,6 +85,7 @@ def test_real_smollm2_conversion(tmp_path):
     assert "quantization_config" not in model.config.to_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="loads the real default models (~60 s); set RLHF_TEST_REAL_MODELS=1")
 def test_default_models_from_the_wheels_generate_and_score(tmp_path):
     """What `make run` users get with no model hub: SmolLM2 answers, MiniLM scores the answer."""
