@@ -180,6 +180,11 @@ class Completion(models.Model):
     def __str__(self) -> str:
         return self.text[:80]
 
+    @property
+    def cut_at_length_limit(self) -> bool:
+        """A generated answer that ran to max_new_tokens without ending: it stops mid-way."""
+        return self.sampling.get("finish_reason") == "length"
+
 
 class RankingTask(models.Model):
     """One prompt with its K completions, to be labeled `overlap` times."""

@@ -94,6 +94,7 @@ class ShownCompletion:
     label: str  # "Response A": its place in the order this labeler sees
     letter: str
     text: str
+    cut_at_length_limit: bool = False
 
 
 def completions_in_shown_order(annotation: Annotation) -> list[ShownCompletion]:
@@ -101,7 +102,8 @@ def completions_in_shown_order(annotation: Annotation) -> list[ShownCompletion]:
     by_id = {c.pk: c for c in Completion.objects.filter(tasks=annotation.task_id)}
     order = [cid for cid in annotation.shown_order if cid in by_id] + sorted(set(by_id) - set(annotation.shown_order))
     return [
-        ShownCompletion(id=cid, label=f"Response {chr(65 + i)}", letter=chr(65 + i), text=by_id[cid].text)
+        ShownCompletion(id=cid, label=f"Response {chr(65 + i)}", letter=chr(65 + i), text=by_id[cid].text,
+                        cut_at_length_limit=by_id[cid].cut_at_length_limit)
         for i, cid in enumerate(order)
     ]
 

@@ -176,16 +176,18 @@ def task_create(*, project: Project, prompt: Prompt, completions: Iterable[Compl
 
 
 def model_completions_create(*, prompt_id: int, texts: Sequence[str], model_version_id: int, sampling: dict,
-                             create_task: bool, shuffle_seed: int | None = None) -> list[Completion]:
-    """A policy version's samples of one prompt as model completions (each stores `sampling` and its sample
-    index), plus, with `create_task`, the ranking task over them: one transaction, so a task never appears
-    with only some of its completions."""
+                             create_task: bool, shuffle_seed: int | None = None,
+                             finish_reasons: Sequence[str] | None = None) -> list[Completion]:
+    """A policy version's samples of one prompt as model completions (each stores `sampling`, its sample
+    index and, when given, its finish reason: "stop" or "length"), plus, with `create_task`, the ranking
+    task over them: one transaction, so a task never appears with only some of its completions."""
     prompt = Prompt.objects.select_related("project").get(pk=prompt_id)
+    reasons = list(finish_reasons) if finish_reasons is not None else [None] * len(texts)
     with transaction.atomic():
         completions = Completion.objects.bulk_create(
             Completion(prompt=prompt, text=text, source=Completion.Source.MODEL, model_version_id=model_version_id,
-                       sampling={**sampling, "sample_index": i})
-            for i, text in enumerate(texts)
+                       sampling={**sampling, "sample_index": i, **({"finish_reason": reason} if reason else {})})
+            for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
         )
         if create_task:
             task_create(project=prompt.project, prompt=prompt, completions=completions, shuffle_seed=shuffle_seed)

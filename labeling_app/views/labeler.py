@@ -6,8 +6,12 @@ from django.views.decorators.http import require_POST
 
 from labeling_app.roles import LABELER, role_required
 from labeling_app.selectors import labeling as sel
+from labeling_app.selectors.progress import labeler_progress
 from labeling_app.services.leases import task_assign_next
 from labeling_app.markdown import render_markdown
+
+# Long enough to fill the widest ranking row; the row's CSS ellipsis cuts it to the width there is.
+PREVIEW_CHARS = 240
 
 
 @role_required(LABELER)
@@ -40,12 +44,15 @@ def task(request, task_id: int):
     completions = sel.completions_in_shown_order(annotation)
     checks = sel.active_checks(project)
     lease = sel.lease_for(request.user, task)
+    checks_shown = [{**c.for_labelers(), "short": _short_label(c.key), "problem_word": c.problem_word} for c in checks]
+    progress = labeler_progress(request.user, project)
     config = {
         "taskId": task.pk,
         "projectId": project.pk,
         "user": request.user.username,
-        "completions": [{"id": c.id, "label": c.label, "letter": c.letter, "snippet": c.text[:140]} for c in completions],
-        "checks": [c.for_labelers() for c in checks],
+        "completions": [{"id": c.id, "label": c.label, "letter": c.letter, "snippet": _preview(c.text),
+                         "cut": c.cut_at_length_limit} for c in completions],
+        "checks": checks_shown,
         "draft": annotation.draft or {},
         "leaseMinutes": project.lease_minutes,
         "urls": {
@@ -62,10 +69,22 @@ def task(request, task_id: int):
         "project": project,
         "annotation": annotation,
         "completions": completions,
-        "checks": checks,
+        "checks": checks_shown,
         "scale": range(1, 8),
         "instructions_html": render_markdown(project.instructions),
-        "today_count": sel.labeler_today_count(request.user),
+        "progress": progress,
         "lease": lease,
         "config": config,
     })
+
+
+def _preview(text: str) -> str:
+    """An answer on one line for its ranking row: runs of spaces and line breaks become one space, so a
+    list reads "1. First 2. Second" (each marker next to its item) instead of stopping after its first line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[:PREVIEW_CHARS - 1].rstrip() + "…"
+
+
+def _short_label(key: str) -> str:
+    """A check's name on its compact toggle: its key in words ("fails_instruction" -> "fails instruction")."""
+    return key.replace("_", " ").replace("-", " ")

@@ -65,11 +65,12 @@ def run(job, ctx) -> None:
         )
         for batch in stream:
             samples = []
-            for index, texts in zip(batch.prompt_indices, batch.completions):
+            for index, texts, stopped in zip(batch.prompt_indices, batch.completions, batch.stopped, strict=True):
                 prompt = group[index]
                 written = model_completions_create(
                     prompt_id=prompt["prompt_id"], texts=texts, model_version_id=version.pk, sampling=_settings(sampling),
                     create_task=cfg.create_tasks, shuffle_seed=cfg.seed + prompt["prompt_id"],
+                    finish_reasons=["stop" if s else "length" for s in stopped],
                 )
                 completions_written += len(written)
                 tasks_written += int(cfg.create_tasks)

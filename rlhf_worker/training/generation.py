@@ -205,6 +205,8 @@ class GenerationBatch:
     completions: list[list[str]]  # completions[j] are the K samples of prompts[prompt_indices[j]]
     new_tokens: int  # response tokens generated in this batch (for throughput)
     finished_without_stop: int  # responses that hit max_new_tokens
+    # stopped[j][k]: sample k of prompts[prompt_indices[j]] ended at a stop token (False: cut at max_new_tokens)
+    stopped: list[list[bool]] = field(default_factory=list)
 
 
 def generate_stream(
@@ -236,6 +238,7 @@ def generate_stream(
     rows = [(i, k) for i in order for k in range(cfg.num_samples)]
     total = (len(rows) + batch_size - 1) // batch_size
     pending: dict[int, list[str | None]] = {}
+    pending_stopped: dict[int, list[bool]] = {}
     for step, start in enumerate(range(0, len(rows), batch_size), start=1):
         if should_stop is not None and should_stop():
             return
@@ -249,9 +252,10 @@ def generate_stream(
         )
         decoded = decode_responses(tokenizer, out.response_ids, stop_ids)
         finished: list[int] = []
-        for (i, k), text in zip(chunk, decoded):
+        for (i, k), text, has_stop in zip(chunk, decoded, out.has_stop.tolist()):
             slots = pending.setdefault(i, [None] * cfg.num_samples)
             slots[k] = text
+            pending_stopped.setdefault(i, [False] * cfg.num_samples)[k] = has_stop
             if all(s is not None for s in slots):
                 finished.append(i)
         batch = GenerationBatch(
@@ -259,6 +263,7 @@ def generate_stream(
             completions=[[str(s) for s in pending.pop(i)] for i in finished],
             new_tokens=int(out.response_mask.sum()),
             finished_without_stop=int((~out.has_stop).sum()),
+            stopped=[pending_stopped.pop(i) for i in finished],
         )
         if on_progress is not None:
             metrics = {"generation/new_tokens": float(batch.new_tokens), "generation/no_stop": float(batch.finished_without_stop)}

@@ -1,4 +1,5 @@
-// Labeling task page (an ES module): wires ratings, ranking, drafts, submit/skip, keyboard and lease renewal to the page.
+// Labeling task page (an ES module): wires ratings, ranking, drafts, submit/skip, keyboard, compact checks, progress and
+// lease renewal to the page.
 import {jsonApi} from "./labeling/api.js";
 import {clearError} from "./labeling/errors.js";
 import {createRatings} from "./labeling/ratings.js";
@@ -7,6 +8,8 @@ import {createDrafts, payloadOf} from "./labeling/drafts.js";
 import {createSubmit} from "./labeling/submit.js";
 import {createHelp, installShortcuts} from "./labeling/keyboard.js";
 import {keepLease} from "./labeling/lease.js";
+import {createCompact} from "./labeling/compact.js";
+import {createProgress} from "./labeling/progress.js";
 
 const cfg = JSON.parse(document.getElementById("label-config").textContent);
 const form = document.getElementById("label-form");
@@ -31,8 +34,9 @@ const ranking = createRanking({
 });
 const ratings = createRatings({form, commentEl, checks: cfg.checks, state, ids, byId, onRating: ranking.followRatings, onChange: changed});
 const drafts = createDrafts({cfg, state, ids, api, ranking, ratings, saveStateEl, isSubmitting: () => submit.isSubmitting()});
-const submit = createSubmit({cfg, state, byId, api, ranking, drafts, payload, saveStateEl});
-installShortcuts({ratings, ranking, submit, help: createHelp(), commentEl});
+const progress = createProgress({cfg});
+const submit = createSubmit({cfg, state, byId, api, ranking, drafts, progress, payload, saveStateEl});
+installShortcuts({ratings, ranking, submit, help: createHelp(), compact: createCompact({cfg}), commentEl});
 keepLease({cfg, api});
 
 const restored = drafts.restore();

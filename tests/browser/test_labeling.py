@@ -5,6 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckAnswer, Completion, Project, Prompt, Rating
@@ -93,12 +94,14 @@ def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
     assert page.locator("#help-dialog").is_visible()
     shot(page, "keyboard-help")
     page.keyboard.press("Escape")
-    page.keyboard.press("5")          # A: 5, then its three checks; completing A moves on to B
+    page.keyboard.press("5")          # A: 5, then its three checks; j moves on to B
     for key in "yny":
         page.keyboard.press(key)
+    page.keyboard.press("j")
     page.keyboard.press("3")          # B: 3, checks n n n
     for key in "nnn":
         page.keyboard.press(key)
+    page.keyboard.press("j")
     page.keyboard.press("6")          # C: 6, Shift+N answers all its checks "no"
     page.keyboard.press("Shift+N")
     page.keyboard.press("r")          # ranking suggested from ratings: C, A, B
@@ -106,7 +109,7 @@ def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
     page.keyboard.press("ArrowDown")  # focus A
     page.keyboard.press("Shift+ArrowUp")  # A joins C: a tie at rank 1
     assert page.locator(".lt-tier").count() == 2
-    page.keyboard.press("c")
+    page.keyboard.press("Shift+C")
     page.keyboard.type("done by keyboard")
     shot(page, "keyboard-before-submit")
     page.keyboard.press("Control+Enter")
@@ -262,7 +265,8 @@ def test_every_page_script_loads_as_a_javascript_module(page, live_server, proje
     page.wait_for_load_state("networkidle")
     assert page.get_attribute('script[src*="label_task.js"]', "type") == "module"
     expected = {"js/label_task.js"} | {f"js/labeling/{name}.js" for name in
-                                       ("api", "dom", "drafts", "errors", "keyboard", "lease", "ranking", "ratings", "submit")}
+                                       ("api", "compact", "dom", "drafts", "errors", "keyboard", "lease", "progress",
+                                        "ranking", "ratings", "submit")}
     assert set(scripts) == expected
     # A module script with any other MIME type is refused by the browser.
     assert all(kind.split(";")[0] in ("text/javascript", "application/javascript") for kind in scripts.values()), scripts
@@ -307,7 +311,7 @@ def test_responses_with_j_k_and_arrows_and_checks_with_y_n(page, live_server, pr
     assert current_response(page) == b
     assert tiers(page) == [[b], [a, c]]   # the suggestion follows the ratings
     # In the comment box keys are text; Esc leaves it and the shortcuts work again.
-    page.keyboard.press("c")
+    page.keyboard.press("Shift+C")
     page.keyboard.type("jk 7")
     assert page.input_value("#comment") == "jk 7" and current_response(page) == b
     page.keyboard.press("Escape")
@@ -379,7 +383,7 @@ def test_reload_restores_this_browsers_newer_draft_with_its_ranking(page, live_s
     page.keyboard.press("Shift+N")
     page.keyboard.press("r")
     page.keyboard.press("Shift+ArrowDown")  # A ties with B
-    page.keyboard.press("c")
+    page.keyboard.press("Shift+C")
     page.keyboard.type("offline note")
     page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Offline')")
     assert Annotation.objects.get(pk=ann.pk).draft["comment"] == ""
@@ -488,3 +492,184 @@ def test_shift_n_answers_no_problems_by_each_checks_polarity(page, live_server):
     # The answer rated 7 with "no problems" is desirable; the others each flag one serious problem.
     kto = {r["rating"]: (r["label"], r["failed_checks"]) for r in kto_records(LabelFilters(project_ids=[project.pk]))}
     assert kto == {7: (True, []), 3: (False, ["fails_instruction"]), 5: (False, ["satisfies_constraints"])}
+
+
+def test_j_after_the_last_check_goes_to_the_next_response_and_letters_jump(page, live_server, project):
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    page.keyboard.press("5")          # A rated, then its last check answered: A stays current
+    for key in "nny":
+        page.keyboard.press(key)
+    assert current_response(page) == a
+    assert page.inner_text("#rank-live") == "Response A: all checks answered. j: next response."
+    page.keyboard.press("j")          # so the next j goes to B, not past it
+    assert current_response(page) == b
+    page.keyboard.press("4")
+    page.keyboard.press("Shift+N")
+    page.keyboard.press("j")
+    assert current_response(page) == c
+    # a–i go straight to a response; a letter past the last one only says so.
+    page.keyboard.press("a")
+    assert current_response(page) == a
+    page.keyboard.press("c")
+    assert current_response(page) == c and page.evaluate("document.activeElement.id") == f"comp-{c}"
+    page.keyboard.press("d")
+    assert current_response(page) == c and page.inner_text("#rank-live") == "There is no Response D."
+    page.keyboard.press("b")
+    page.keyboard.press("6")
+    assert page.is_checked(f'input[name="likert-{b}"][value="6"]')
+    # From the ranking too; the comment has Shift+C, and in it letters are text.
+    page.keyboard.press("r")
+    page.keyboard.press("a")
+    assert current_response(page) == a and focused_item(page) is None
+    page.keyboard.press("Shift+C")
+    page.keyboard.type("abc")
+    assert page.input_value("#comment") == "abc" and current_response(page) == a
+    page.keyboard.press("Escape")
+    page.keyboard.press("?")
+    help_text = page.inner_text("#help-dialog")
+    assert "Go to response A … I" in help_text and "Write a comment" in help_text
+    shot(page, "letters-and-j")
+
+
+def toggle(page, cid: int, key: str) -> str:
+    return f'#comp-{cid} .lt-toggle[data-check="{key}"]'
+
+
+def test_compact_checks_one_row_of_toggles_remembered_per_labeler(page, live_server):
+    make_project("Twelve checks", None)   # the twelve default checks
+    ann = open_first_task(page, live_server)
+    a, b, c = ann.shown_order
+    full_height = page.eval_on_selector(f"#comp-{a}", "e => e.getBoundingClientRect().height")
+    assert page.is_visible(f'#comp-{a} .lt-check[data-check="toxic"]') and not page.is_visible(toggle(page, a, "toxic"))
+    page.keyboard.press("v")
+    assert page.get_attribute("#compact-toggle", "aria-pressed") == "true"
+    assert not page.is_visible(f'#comp-{a} .lt-check[data-check="toxic"]')
+    assert page.locator(f"#comp-{a} .lt-toggle:visible").count() == 12
+    # The twelve checks shrink to a strip of toggles: the card is less than half as tall.
+    assert page.eval_on_selector(f"#comp-{a}", "e => e.getBoundingClientRect().height") < full_height / 2
+    # Shown by its key in words, named by its question and problem answer, pressed when that answer is chosen.
+    assert page.inner_text(f'{toggle(page, a, "fails_instruction")} .lt-short') == "fails instruction"
+    fails = page.locator(f"#comp-{a} .lt-toggles").get_by_role(
+        "button", name="Fails to follow the correct instruction / task: yes is a problem (not answered)", exact=True)
+    assert fails.count() == 1 and fails.get_attribute("aria-pressed") == "false"
+
+    page.keyboard.press("6")
+    page.keyboard.press("y")          # y/n still answer the highlighted check, shown on its toggle
+    assert page.get_attribute(toggle(page, a, "fails_instruction"), "data-state") == "problem"
+    assert page.get_attribute(toggle(page, a, "inappropriate_assistant"), "class").endswith("is-current")
+    page.click(toggle(page, a, "hallucination"))          # an open check: the first press flags it
+    assert page.get_attribute(toggle(page, a, "hallucination"), "aria-pressed") == "true"
+    page.click(toggle(page, a, "satisfies_constraints"))  # its problem answer is "no"
+    assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="no"]')
+    page.click(toggle(page, a, "satisfies_constraints"))  # a second press: the other answer
+    assert page.get_attribute(toggle(page, a, "satisfies_constraints"), "data-state") == "fine"
+    assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="yes"]')
+    page.click(f"#comp-{a} .lt-rest-fine")                # the rest: no problems
+    assert page.locator(f'#comp-{a} .lt-toggle[data-state="open"]').count() == 0
+    assert page.locator(f'#comp-{a} .lt-toggle[aria-pressed="true"]').count() == 2
+    shot(page, "compact-checks")
+
+    # Remembered for this labeler in this browser: a reload (and the next task) opens compact, answers restored.
+    page.wait_for_function("document.getElementById('save-state').textContent.startsWith('Draft saved')")
+    assert page.evaluate("localStorage.getItem('rlhf-compact:lab-b')") == "1"
+    page.reload()
+    page.wait_for_selector(".lt-item")
+    assert page.evaluate("document.documentElement.classList.contains('lt-compact')")
+    assert page.get_attribute(toggle(page, a, "hallucination"), "data-state") == "problem"
+    assert page.get_attribute(toggle(page, a, "toxic"), "data-state") == "fine"
+    assert page.get_attribute(toggle(page, b, "toxic"), "data-state") == "open"
+    # A check left open shows in full with its message when the submission is refused.
+    for key in ("b", "5", "N", "c", "4"):
+        page.keyboard.press(key if key != "N" else "Shift+N")
+    page.click(toggle(page, c, "toxic"))
+    page.keyboard.press("Control+Enter")
+    error = page.locator(f'[data-error-for="ratings.{c}.checks.fails_instruction"]')
+    error.wait_for(state="visible")
+    assert page.is_visible(f'#comp-{c} .lt-check[data-check="fails_instruction"]')
+    shot(page, "compact-error")
+    page.click("#compact-toggle")     # the button too; off again: a row per check, same answers
+    assert page.is_visible(f'#comp-{a} .lt-check[data-check="toxic"]')
+    assert page.is_checked(f'input[name="check-{a}-hallucination"][value="yes"]')
+    assert page.evaluate("localStorage.getItem('rlhf-compact:lab-b')") == "0"
+
+
+def test_progress_today_this_session_and_left(page, live_server, project):
+    # A task submitted earlier today by this labeler in another project: "today" counts the whole day.
+    labeler = User.objects.get(username="lab-b")
+    other = project_create(name="Other project", user=User.objects.get(username="res-b"), completions_per_task=2, checks=CHECKS)
+    prompt = Prompt.objects.create(project=other, text="Earlier")
+    task_create(project=other, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("one", "two")])
+    earlier = task_assign_next(project=other, labeler=labeler)
+    annotation_submit(task=earlier.task, labeler=labeler, ratings=valid_ratings(earlier.task, labeler))
+    ann = open_first_task(page, live_server)
+    progress = lambda: [page.inner_text(f"#{n}-count") for n in ("today", "session", "left")]  # noqa: E731
+    assert progress() == ["1", "0", "1"]   # left: the project's other task; the one on screen is taken
+    shot(page, "progress-start")
+    for key in ("5", "N", "j", "4", "N", "j", "3", "N"):
+        page.keyboard.press(key if key != "N" else "Shift+N")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(f"!location.pathname.endsWith('/tasks/{ann.task_id}/')")
+    page.wait_for_selector(".lt-item")
+    assert progress() == ["2", "1", "0"]
+    shot(page, "progress-after-one")
+    # A new browser session (another tab) starts its own count; the day's stays.
+    second = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    other_tab = second.new_page()
+    login(other_tab, live_server, "lab-b")
+    other_tab.goto(page.url)
+    other_tab.wait_for_selector(".lt-item")
+    assert [other_tab.inner_text(f"#{n}-count") for n in ("today", "session", "left")] == ["2", "0", "0"]
+    second.close()
+
+
+LIST_ANSWER = "1.\nPreheat the oven to 220 C.\n2. Mix flour, water, salt and yeast.\n3. Knead for ten minutes."
+
+
+def test_long_and_multi_line_answers_stay_inside_their_cards(page, live_server):
+    researcher = make_user("res-b", "researcher")
+    make_user("lab-b", "labeler")
+    project = project_create(name="Long answers", user=researcher, completions_per_task=3, overlap=1, checks=CHECKS)
+    prompt = Prompt.objects.create(project=project, text="How do I bake bread?")
+    texts = [LIST_ANSWER, "See https://example.com/" + "a" * 400 + " " + "and knead it well " * 40, "- flour\n- water\n\n- salt"]
+    task_create(project=project, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=t, source="model", sampling={"finish_reason": "stop"}) for t in texts])
+    ann = open_first_task(page, live_server)
+    by_text = dict(zip(texts, Completion.objects.filter(prompt=prompt).order_by("id").values_list("id", flat=True)))
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), "no sideways scroll"
+    card = page.eval_on_selector(".lt-ranking", "e => e.getBoundingClientRect().right")
+    rights = page.eval_on_selector_all(".lt-item", "els => els.map(e => e.getBoundingClientRect().right)")
+    assert len(rights) == 3 and all(r <= card for r in rights)
+    for cid in ann.shown_order:
+        text_box = page.eval_on_selector(f"#comp-{cid} .lt-text", "e => [e.scrollWidth, e.clientWidth]")
+        assert text_box[0] <= text_box[1], "a long word wraps inside the answer's card"
+    snippet = lambda cid: page.inner_text(f'.lt-item[data-completion="{cid}"] .lt-snippet')  # noqa: E731
+    # One line, list markers next to their items, cut with an ellipsis where the row ends.
+    assert snippet(by_text[LIST_ANSWER]) == "1. Preheat the oven to 220 C. 2. Mix flour, water, salt and yeast. 3. Knead for ten minutes."
+    assert snippet(by_text[texts[2]]) == "- flour - water - salt"
+    long_snippet = f'.lt-item[data-completion="{by_text[texts[1]]}"] .lt-snippet'
+    assert page.eval_on_selector(long_snippet, "e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow") == "ellipsis"
+    assert page.eval_on_selector(long_snippet, "e => e.getBoundingClientRect().height") < 30
+    assert not page.locator(".lt-cut").count()
+    shot(page, "long-answers")
+
+
+def test_an_answer_cut_at_the_length_limit_is_marked(page, live_server):
+    researcher = make_user("res-b", "researcher")
+    make_user("lab-b", "labeler")
+    project = project_create(name="Generated", user=researcher, completions_per_task=2, overlap=1, checks=CHECKS)
+    prompt = Prompt.objects.create(project=project, text="Tell me a story.")
+    sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "seed": 0}
+    cut = Completion.objects.create(prompt=prompt, text="Once upon a time there was a", source="model",
+                                    sampling={**sampling, "finish_reason": "length"})
+    whole = Completion.objects.create(prompt=prompt, text="The end.", source="model", sampling={**sampling, "finish_reason": "stop"})
+    task_create(project=project, prompt=prompt, completions=[cut, whole])
+    open_first_task(page, live_server)
+    assert page.inner_text(f"#comp-{cut.pk} .lt-cut") == "cut at the length limit"
+    assert page.locator(f"#comp-{whole.pk} .lt-cut").count() == 0
+    # In the ranking too, where the answers are compared.
+    assert page.inner_text(f'.lt-item[data-completion="{cut.pk}"] .lt-cut') == "cut"
+    assert "cut at the length limit" in page.get_attribute(f'.lt-item[data-completion="{cut.pk}"]', "aria-label")
+    assert page.locator(f'.lt-item[data-completion="{whole.pk}"] .lt-cut').count() == 0
+    shot(page, "cut-at-length")

@@ -10,9 +10,14 @@ export function createHelp() {
 const isUp = (key) => key === "ArrowUp" || key === "k" || key === "K";
 const isDown = (key) => key === "ArrowDown" || key === "j" || key === "J";
 
-export function installShortcuts({ratings, ranking, submit, help, commentEl}) {
+// a–i: responses A–I (K is at most 9).
+const LETTER_KEYS = "abcdefghi";
+
+export function installShortcuts({ratings, ranking, submit, help, compact, commentEl}) {
   // Plain keys outside the ranking, text fields and dialogs (a focused ranking item handles j/k and arrows itself).
+  // The comment is Shift+C: a plain c is response C.
   const pageKeys = new Map([
+    ...Array.from(LETTER_KEYS, (letter, i) => [letter, () => ratings.jump(i)]),
     ["j", () => ratings.step(1)],
     ["k", () => ratings.step(-1)],
     ["ArrowDown", () => ratings.step(1)],
@@ -21,8 +26,9 @@ export function installShortcuts({ratings, ranking, submit, help, commentEl}) {
     ["n", () => ratings.answerCheck(false)],
     ["N", () => ratings.answerNoProblems()],
     ["r", () => ranking.focusFirst()],
-    ["c", () => commentEl.focus()],
+    ["C", () => commentEl.focus()],
     ["s", () => submit.openSkip()],
+    ["v", () => compact.toggle()],
   ]);
 
   // Keys of a focused ranking item: arrows (or j/k) move the focus, with Shift they move the response. True if handled.

@@ -131,10 +131,15 @@ export function createRanking({root, state, ids, byId, onTouched, onReset}) {
     item.setAttribute("data-completion", id);
     item.setAttribute("role", "button");
     item.setAttribute("aria-roledescription", "movable response");
-    item.setAttribute("aria-label", describe(id) + (rated ? `, rated ${rated}` : ", not rated yet"));
+    item.setAttribute("aria-label", describe(id) + (rated ? `, rated ${rated}` : ", not rated yet") + (c.cut ? ", cut at the length limit" : ""));
     item.setAttribute("aria-describedby", "rank-help");
     item.appendChild(el("span", "lt-letter", c.letter));
     item.appendChild(el("span", "lt-snippet", c.snippet));
+    if (c.cut) {
+      const cut = el("span", "lt-badge lt-cut", "cut");
+      cut.title = "Cut at the length limit: this answer stops mid-way.";
+      item.appendChild(cut);
+    }
     item.appendChild(el("span", "lt-chip", rated ? `rated ${rated}` : "unrated"));
     for (const [arrow, dir, word] of [["▲", -1, "up"], ["▼", 1, "down"]]) {
       // Out of the tab order: the keyboard moves a focused response with Shift+arrows instead.

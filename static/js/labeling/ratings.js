@@ -1,4 +1,5 @@
-// Labeling page answers: each response's 1–7 rating and yes/no checks, the comment, and which response and check are current.
+// Labeling page answers: each response's 1–7 rating and yes/no checks (as radios, and as the compact mode's toggles),
+// the comment, and which response and check are current.
 import {announce} from "./dom.js";
 import {clearError} from "./errors.js";
 
@@ -10,6 +11,19 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
 
   const card = (i) => document.getElementById(`comp-${ids[i]}`);
   const radio = (name, value) => form.querySelector(`input[name="${name}"][value="${value}"]`);
+  const problemOf = {};
+  checks.forEach((c) => { problemOf[c.key] = c.problem_answer; });
+
+  // A compact toggle shows its check's answer: open (dashed), the problem answer (pressed, ⚠) or the other one.
+  function paintToggle(id, key) {
+    const toggle = form.querySelector(`#comp-${id} .lt-toggle[data-check="${key}"]`);
+    if (!toggle) return;
+    const value = state.checks[id][key];
+    const answered = value === true || value === false;
+    toggle.dataset.state = !answered ? "open" : value === problemOf[key] ? "problem" : "fine";
+    toggle.setAttribute("aria-pressed", String(answered && value === problemOf[key]));
+    toggle.querySelector(".lt-open-note").hidden = answered;
+  }
 
   // show*: put a value into state and onto the page without side effects (restoring a draft).
   function showLikert(id, n) {
@@ -21,6 +35,7 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
     const input = radio(`check-${id}-${key}`, value ? "yes" : "no");
     if (input) input.checked = true;
     state.checks[id][key] = value;
+    paintToggle(id, key);
   }
   function showComment(text) {
     state.comment = text;
@@ -54,10 +69,9 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
   }
   function markCurrentCheck(key) {
     currentCheck = key || firstOpenCheck(ids[current]);
-    form.querySelectorAll(".lt-check.is-current").forEach((row) => row.classList.remove("is-current"));
+    form.querySelectorAll("[data-check].is-current").forEach((node) => node.classList.remove("is-current"));
     if (currentCheck) {
-      const row = card(current).querySelector(`.lt-check[data-check="${currentCheck}"]`);
-      if (row) row.classList.add("is-current");
+      card(current).querySelectorAll(`[data-check="${currentCheck}"]`).forEach((node) => node.classList.add("is-current"));
     }
   }
 
@@ -65,7 +79,8 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
     setLikert(ids[current], n);
     announce(`${byId[ids[current]].label} rated ${n}`);
   }
-  // Answers the highlighted check; once all of a rated response's checks are answered, the next response becomes current.
+  // Answers the highlighted check and highlights the next open one. The response stays current after its last
+  // check: moving on is j's job alone, so a j pressed next always lands on the next response, never the one after.
   function answerCheck(value) {
     const id = ids[current];
     if (!currentCheck) { announce(`All checks of ${byId[id].label} are answered.`); return; }
@@ -73,7 +88,13 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
     markCurrentCheck();
     const row = currentCheck && card(current).querySelector(`.lt-check[data-check="${currentCheck}"]`);
     if (row) row.scrollIntoView({block: "nearest"});
-    if (!currentCheck && state.likert[id] && current < ids.length - 1) setCurrent(current + 1, true);
+    if (!currentCheck) announce(`${byId[id].label}: all checks answered.${current < ids.length - 1 ? " j: next response." : ""}`);
+  }
+  // The response with letter index i (a = 0) becomes current; a letter past the last response is only said.
+  function jump(i) {
+    if (i >= ids.length) { announce(`There is no Response ${String.fromCharCode(65 + i)}.`); return; }
+    setCurrent(i, true);
+    announce(byId[ids[i]].label);
   }
   // "No problems": every open check of the current response gets the answer that is not its problem answer
   // (no to "toxic", yes to "satisfies the constraints"); answers already given stay.
@@ -86,6 +107,20 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
                          : `All checks of ${byId[id].label} are answered.`);
   }
 
+  // A compact toggle flags its check's problem, and a second press takes the other answer (an open check starts at
+  // the problem answer: a labeler presses toggles to flag problems, and "no problems" answers the rest).
+  form.addEventListener("click", (e) => {
+    const toggle = e.target.closest(".lt-toggle");
+    const rest = e.target.closest(".lt-rest-fine");
+    if (!toggle && !rest) return;
+    const i = ids.indexOf(+e.target.closest(".lt-completion").getAttribute("data-completion"));
+    if (current !== i) setCurrent(i, false);
+    if (rest) { answerNoProblems(); return; }
+    const key = toggle.getAttribute("data-check");
+    const problem = problemOf[key];
+    setCheck(ids[i], key, state.checks[ids[i]][key] === problem ? !problem : problem);
+    markCurrentCheck();
+  });
   form.addEventListener("change", (e) => {
     const name = e.target.name || "";
     let m = name.match(/^likert-(\d+)$/);
@@ -101,14 +136,14 @@ export function createRatings({form, commentEl, checks, state, ids, byId, onRati
   ids.forEach((id, i) => {
     card(i).addEventListener("focusin", (e) => {
       if (current !== i) setCurrent(i, false);
-      const row = e.target.closest(".lt-check");
+      const row = e.target.closest("[data-check]");
       if (row) markCurrentCheck(row.getAttribute("data-check"));
     });
     card(i).addEventListener("click", () => { if (current !== i) setCurrent(i, false); });
   });
 
   return {
-    showLikert, showCheck, showComment, setCurrent, rateCurrent, answerCheck, answerNoProblems,
+    showLikert, showCheck, showComment, setCurrent, rateCurrent, answerCheck, answerNoProblems, jump,
     currentIndex: () => current,
     step: (dir) => setCurrent(current + dir, true),
   };

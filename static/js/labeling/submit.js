@@ -9,7 +9,7 @@ function flattenDrf(body) {
   return out;
 }
 
-export function createSubmit({cfg, state, byId, api, ranking, drafts, payload, saveStateEl}) {
+export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, payload, saveStateEl}) {
   const button = document.getElementById("submit-btn");
   const confirmDialog = document.getElementById("confirm-dialog");
   const skipDialog = document.getElementById("skip-dialog");
@@ -55,7 +55,7 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, payload, s
       const r = await api("POST", cfg.urls.submit, payload());
       if (r.ok) {
         drafts.forgetLocal();
-        document.getElementById("today-count").textContent = r.body.today_count;
+        progress.submitted(r.body.today_count);
         saveStateEl.textContent = "Submitted. Loading the next task…";
         await goNext();
         return;
