@@ -5,13 +5,21 @@ A service's ServiceError is answered by config.errors.api_exception_handler: its
 """
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import OuterRef
+from django.http import Http404
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authtoken.models import Token
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling_app.roles import HasRole, LABELER
+from labeling_app.models import Project
+from labeling_app.roles import HasRole, LABELER, ROLES, remember_roles
 from labeling_app.selectors import labeling as sel
 from labeling_app.services.annotations import annotation_save_draft, annotation_skip, annotation_submit
 from labeling_app.services.leases import assignment_renew, task_assign_next
@@ -25,7 +33,26 @@ class ErrorOutput(serializers.Serializer):
                                    help_text="Field name (e.g. `ratings.12.likert`) → what to fix.")
 
 
+class TokenWithRolesAuthentication(TokenAuthentication):
+    """DRF's token authentication that reads the user's roles in the same query as the token and the user.
+
+    Every labeler request checks the role; reading it apart would cost a round trip per request.
+    """
+
+    def authenticate_credentials(self, key):
+        groups = Group.objects.filter(user=OuterRef("user_id"), name__in=ROLES).values("name")
+        token = Token.objects.select_related("user").annotate(group_names=ArraySubquery(groups)).filter(key=key).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        remember_roles(token.user, token.group_names)
+        return token.user, token
+
+
 class LabelerApi(APIView):
+    # Token first, as in the default: unauthenticated calls get 401 with a WWW-Authenticate header.
+    authentication_classes = [TokenWithRolesAuthentication, SessionAuthentication]
     permission_classes = [HasRole.of(LABELER)]
 
 
@@ -55,19 +82,24 @@ class NextTaskApi(LabelerApi):
     @extend_schema(request=None, responses=NextTaskOutput,
                    summary="Lease the next task of a project (your open one first), with what is needed to label it")
     def post(self, request, project_id: int):
-        project = sel.project_for_labeler(request.user, project_id)
-        assignment = task_assign_next(project=project, labeler=request.user)
+        project = sel.project_ref_for_labeler(request.user, project_id)
+        try:
+            assignment = task_assign_next(project=project, labeler=request.user)
+        except Project.DoesNotExist:
+            raise Http404("No such project.") from None
         if assignment is None:
             return Response(NextTaskOutput({"task_id": None, "url": None, "lease_expires_at": None, "prompt_text": None,
                                             "completions": [], "checks": []}).data)
-        annotation = sel.annotation_for_labeler(request.user, assignment.task_id)
+        # Everything comes with the assignment (one round trip); the checks from the cache it validates.
         return Response(NextTaskOutput({
             "task_id": assignment.task_id,
             "url": reverse("labeler:task", args=[assignment.task_id]),
             "lease_expires_at": assignment.expires_at,
-            "prompt_text": annotation.task.prompt.text,
-            "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
-            "checks": [{"key": c.key, "question": c.question} for c in sel.active_checks(project)],
+            "prompt_text": assignment.task.prompt.text,
+            "completions": [{"id": c.id, "label": c.label, "text": c.text}
+                            for c in sel.shown_completions(assignment.shown_completions)],
+            "checks": [{"key": c.key, "question": c.question}
+                       for c in sel.active_checks(project, version=assignment.checks_version)],
         }).data)
 
 
@@ -163,7 +195,7 @@ class SubmitApi(LabelerApi):
         return Response(SubmitOutput({
             "annotation_id": a.pk, "status": a.status, "created": result.created, "submitted_at": a.submitted_at,
             "contradictions": [list(p) for p in result.contradictions],
-            "today_count": sel.labeler_today_count(request.user),
+            "today_count": result.today_count if result.today_count is not None else sel.labeler_today_count(request.user),
         }).data)
 
 
