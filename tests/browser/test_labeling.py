@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckAnswer, Completion, Prompt, Rating
-from labeling_app.services.labeling import annotation_submit, task_assign_next
+from labeling_app.services.annotations import annotation_submit
+from labeling_app.services.leases import task_assign_next
 from labeling_app.services.projects import project_create, task_create
 from tests.conftest import ARTIFACTS, login, make_user
 from tests.labeling_app.labeling_helpers import valid_ratings
