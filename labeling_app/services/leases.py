@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from config.errors import ServiceError
 from labeling_app.models import Annotation, Assignment, Project, Prompt, RankingTask
+from labeling_app.selectors.labeling import model_from_row
 
 
 def _now():
@@ -29,16 +30,6 @@ def _has_room(task_id: int, *, exclude_labeler_id: int | None = None) -> bool:
         cur.execute("SELECT labeling_task_has_room(%s, %s, %s)", [task_id, _now(), exclude_labeler_id])
         row = cur.fetchone()
     return bool(row and row[0])
-
-
-def _json(value):
-    # Django reads jsonb as text (so JSONField can apply its decoder); a raw cursor gets the text.
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _from_row(model, row: dict, columns: dict[str, str]):
-    """A model instance from the hand-out's row: `columns` maps field name to column; other fields stay deferred."""
-    return model.from_db(DEFAULT_DB_ALIAS, list(columns), [row[c] for c in columns.values()])
 
 
 def task_assign_next(*, project: Project, labeler) -> Assignment | None:
@@ -63,18 +54,18 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
         raise Project.DoesNotExist(f"No project with id {project.pk}.")
     if row["outcome"] == "none":
         return None
-    row["project_id"], row["labeler_id"] = project.pk, labeler.pk
-    row["prompt_messages"] = _json(row["prompt_messages"])
-    task = _from_row(RankingTask, row, {"id": "task_id", "project_id": "project_id", "prompt_id": "task_prompt_id",
-                                        "overlap": "task_overlap", "submitted_count": "task_submitted_count",
-                                        "created_at": "task_created_at"})
+    task = model_from_row(RankingTask, {
+        "id": row["task_id"], "project_id": project.pk, "prompt_id": row["task_prompt_id"], "overlap": row["task_overlap"],
+        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"]})
     task.project = project
-    task.prompt = _from_row(Prompt, row, {"id": "task_prompt_id", "project_id": "project_id", "text": "prompt_text",
-                                          "messages": "prompt_messages"})
-    assignment = _from_row(Assignment, row, {"id": "assignment_id", "task_id": "task_id", "labeler_id": "labeler_id",
-                                             "created_at": "assignment_created_at", "expires_at": "expires_at"})
+    task.prompt = model_from_row(Prompt, {"id": row["task_prompt_id"], "project_id": project.pk, "text": row["prompt_text"],
+                                          "messages": row["prompt_messages"]})
+    assignment = model_from_row(Assignment, {
+        "id": row["assignment_id"], "task_id": row["task_id"], "labeler_id": labeler.pk,
+        "created_at": row["assignment_created_at"], "expires_at": row["expires_at"]})
     assignment.task, assignment.labeler = task, labeler
-    assignment.shown_completions = [(cid, text) for cid, text in _json(row["completions"])]
+    # Django has psycopg read jsonb as text (for JSONField's decoders).
+    assignment.shown_completions = [(cid, text) for cid, text in json.loads(row["completions"])]
     assignment.checks_version = row["checks_version"]
     return assignment
 
