@@ -16,6 +16,21 @@ from django.db import migrations
 CHECKS_VERSION = """coalesce((SELECT string_agg(q.id::text || ':' || q.xmin::text, ',' ORDER BY q.id)
                            FROM labeling_app_checkquestion q WHERE q.project_id = {project}), '')"""
 
+# Candidates: open tasks of the project, not labeled by this labeler in any way, with room left.
+# "OFFSET 0" keeps each NOT EXISTS a per-row probe of a unique index: without it PostgreSQL may turn
+# it into an anti-join that reads all of this labeler's annotations, which grows with their history.
+CANDIDATE = """t.project_id = p_project AND t.submitted_count < t.overlap
+                  AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
+                                  WHERE a.task_id = t.id AND a.labeler_id = p_labeler OFFSET 0)
+                  AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s
+                                  WHERE s.task_id = t.id AND s.labeler_id = p_labeler OFFSET 0)
+                  AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
+                                           WHERE s.task_id = t.id AND s.expires_at > p_now) < t.overlap
+                  AND NOT (t.id = ANY(v_tried))"""
+
+NONE_ROW = """SELECT 'none'::text, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::bigint, NULL::bigint,
+            NULL::smallint, NULL::smallint, NULL::timestamptz, NULL::text, NULL::jsonb, NULL::jsonb, NULL::text"""
+
 CREATE = r"""
 CREATE FUNCTION labeling_task_has_room(p_task bigint, p_now timestamptz, p_exclude_labeler integer)
 RETURNS boolean LANGUAGE sql VOLATILE AS $$
@@ -55,8 +70,7 @@ DECLARE
 BEGIN
     SELECT make_interval(mins => p.lease_minutes) INTO v_lease FROM labeling_app_project p WHERE p.id = p_project;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'no_project'::text, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-            NULL::bigint, NULL::smallint, NULL::smallint, NULL::timestamptz, NULL::text, NULL::jsonb, NULL::jsonb, NULL::text;
+        RETURN QUERY """ + NONE_ROW.replace("'none'", "'no_project'") + r""";
         RETURN;
     END IF;
 
@@ -84,6 +98,12 @@ BEGIN
         END IF;
         IF v_task IS NOT NULL THEN
             UPDATE labeling_app_assignment SET expires_at = p_now + v_lease WHERE id = v_own.id;
+            -- Gone meanwhile (the labeler's own submit or skip of it committed first): hand out another.
+            IF NOT FOUND THEN
+                v_task := NULL;
+            END IF;
+        END IF;
+        IF v_task IS NOT NULL THEN
             -- A lease without its draft (renewed after the draft was gone) gets one.
             INSERT INTO labeling_app_annotation (task_id, labeler_id, status, shown_order, draft, comment, skip_reason,
                                                  started_at, updated_at)
@@ -95,11 +115,10 @@ BEGIN
     END IF;
 
     IF v_task IS NULL THEN
-        -- Candidates: open tasks of the project, not labeled by this labeler in any way, with room left,
-        -- oldest first; rows another transaction is assigning are skipped. Tasks someone already started
-        -- (a submitted label, or a live lease) are finished first, so labels complete tasks instead of
-        -- spreading thin. "OFFSET 0" keeps each NOT EXISTS a per-row probe of a unique index: without it
-        -- PostgreSQL may turn it into an anti-join that reads all of this labeler's annotations.
+        -- Oldest first among the candidates (CANDIDATE above); rows another transaction is assigning
+        -- are skipped. Tasks someone already started (a submitted label, or a live lease) are finished
+        -- first, so labels complete tasks instead of spreading thin; both sources are small sets reached
+        -- by index, and the materialized CTE makes the query start from them.
         FOR attempt IN 1..16 LOOP
             WITH started AS MATERIALIZED (
                 SELECT st.id FROM labeling_app_rankingtask st
@@ -108,40 +127,17 @@ BEGIN
                 SELECT s.task_id FROM labeling_app_assignment s WHERE s.expires_at > p_now
             )
             SELECT t.id INTO v_candidate FROM started c JOIN labeling_app_rankingtask t ON t.id = c.id
-            WHERE t.project_id = p_project AND t.submitted_count < t.overlap
-              AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
-                              WHERE a.task_id = t.id AND a.labeler_id = p_labeler OFFSET 0)
-              AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s
-                              WHERE s.task_id = t.id AND s.labeler_id = p_labeler OFFSET 0)
-              AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
-                                       WHERE s.task_id = t.id AND s.expires_at > p_now) < t.overlap
-              AND NOT (t.id = ANY(v_tried))
+            WHERE """ + CANDIDATE + r"""
             ORDER BY c.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;
             IF v_candidate IS NULL THEN
                 -- Any open task, oldest first, walking task_open_idx.
-                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t
-                WHERE t.project_id = p_project AND t.submitted_count < t.overlap
-                  AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
-                                  WHERE a.task_id = t.id AND a.labeler_id = p_labeler OFFSET 0)
-                  AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s
-                                  WHERE s.task_id = t.id AND s.labeler_id = p_labeler OFFSET 0)
-                  AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
-                                           WHERE s.task_id = t.id AND s.expires_at > p_now) < t.overlap
-                  AND NOT (t.id = ANY(v_tried))
+                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """ + CANDIDATE + r"""
                 ORDER BY t.project_id, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;
             END IF;
             IF v_candidate IS NULL THEN
                 -- Every candidate is locked by a concurrent hand-out (a nearly empty queue, or overlap > 1
                 -- with a burst of requests): wait for the lock instead of wrongly answering "none left".
-                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t
-                WHERE t.project_id = p_project AND t.submitted_count < t.overlap
-                  AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
-                                  WHERE a.task_id = t.id AND a.labeler_id = p_labeler OFFSET 0)
-                  AND NOT EXISTS (SELECT 1 FROM labeling_app_assignment s
-                                  WHERE s.task_id = t.id AND s.labeler_id = p_labeler OFFSET 0)
-                  AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
-                                           WHERE s.task_id = t.id AND s.expires_at > p_now) < t.overlap
-                  AND NOT (t.id = ANY(v_tried))
+                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """ + CANDIDATE + r"""
                 ORDER BY t.project_id, t.id LIMIT 1 FOR UPDATE OF t;
             END IF;
             EXIT WHEN v_candidate IS NULL;
@@ -155,8 +151,7 @@ BEGIN
             v_candidate := NULL;
         END LOOP;
         IF v_task IS NULL THEN
-            RETURN QUERY SELECT 'none'::text, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-                NULL::bigint, NULL::smallint, NULL::smallint, NULL::timestamptz, NULL::text, NULL::jsonb, NULL::jsonb, NULL::text;
+            RETURN QUERY """ + NONE_ROW + r""";
             RETURN;
         END IF;
         INSERT INTO labeling_app_assignment (task_id, labeler_id, created_at, expires_at)
@@ -184,6 +179,10 @@ BEGIN
     JOIN labeling_app_prompt p ON p.id = t.prompt_id
     JOIN labeling_app_annotation a ON a.task_id = t.id AND a.labeler_id = p_labeler
     WHERE s.task_id = v_task AND s.labeler_id = p_labeler;
+    IF NOT FOUND THEN
+        -- Only if someone deleted the lease just made (an admin, a TRUNCATE): nothing to hand out now.
+        RETURN QUERY """ + NONE_ROW + r""";
+    END IF;
 END;
 $$;
 """
