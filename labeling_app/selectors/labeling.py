@@ -35,11 +35,12 @@ def model_from_row(model, values: dict[str, Any]):
     """A model instance from column values by attname, decoded as the ORM decodes them (JSON fields);
     fields not given stay deferred (they load on first use)."""
     decoders = _decoders(model)
+    decoded = []
     for attname, value in values.items():
         for decode in decoders[attname]:
             value = decode(value, None, connection)
-        values[attname] = value
-    return model.from_db(DEFAULT_DB_ALIAS, list(values), list(values.values()))
+        decoded.append(value)
+    return model.from_db(DEFAULT_DB_ALIAS, list(values), decoded)
 
 
 def models_from_row(row, *models) -> list:

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask
+from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask, Rating
+from labeling_app.selectors import labeling as sel
 from labeling_app.services.annotations import annotation_skip, annotation_submit
 from labeling_app.services.leases import task_assign_next
 from labeling_app.services.projects import project_create, task_create
@@ -105,3 +106,18 @@ def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher):
     run_in_threads(lambda u: got.append(task_assign_next(project=project, labeler=u).task_id), [user, user, user])
     assert len(set(got)) == 1
     assert Assignment.objects.filter(labeler=user).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_submission_twice_at_once_stores_one_label(demo_project, labeler):
+    """A double click on "Submit": both requests read the draft, then both store at the same moment."""
+    a = task_assign_next(project=demo_project, labeler=labeler)
+    ratings = valid_ratings(a.task, labeler)
+    reads = [sel.task_for_labeler(labeler, a.task_id) for _ in range(2)]
+    results = []
+    run_in_threads(lambda task: results.append(annotation_submit(task=task, labeler=labeler, ratings=ratings)), reads)
+    assert sorted(r.created for r in results) == [False, True]
+    assert len({r.annotation.pk for r in results}) == 1
+    assert Rating.objects.filter(annotation__task=a.task).count() == 4
+    a.task.refresh_from_db()
+    assert a.task.submitted_count == 1

@@ -1,7 +1,6 @@
 """Round trips of the labeler's hand-out and submission, and what keeps them few correct: the checks cache and the guarded store."""
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
@@ -189,34 +188,3 @@ def test_an_expired_lease_on_a_task_filled_meanwhile_keeps_the_work_as_a_draft(d
     assert ann.status == "draft" and ann.draft["comment"] == "late"
     mine.task.refresh_from_db()
     assert mine.task.submitted_count == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_same_submission_twice_at_once_stores_one_label(demo_project, labeler):
-    """A double click: two requests of one labeler submit one task at the same moment, each on its own connection."""
-    a = task_assign_next(project=demo_project, labeler=labeler)
-    ratings = valid_ratings(a.task, labeler)
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def submit():
-        try:
-            task = sel.task_for_labeler(labeler, a.task_id)  # both read the draft before either stores
-            barrier.wait()
-            results.append(annotation_submit(task=task, labeler=labeler, ratings=ratings))
-        except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert sorted(r.created for r in results) == [False, True]
-    assert len({r.annotation.pk for r in results}) == 1
-    assert Rating.objects.filter(annotation__task=a.task).count() == 4
-    a.task.refresh_from_db()
-    assert a.task.submitted_count == 1
