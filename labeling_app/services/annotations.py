@@ -210,6 +210,7 @@ def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comme
         if not errors:
             try:
                 with transaction.atomic():
+                    # Under the row lock the draft stays a draft and what was read is current: this stores.
                     return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
             except IntegrityError as exc:
                 if "task_submitted_within_overlap" not in str(exc):
