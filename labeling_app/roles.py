@@ -19,7 +19,12 @@ def user_roles(user) -> set[str]:
     cached = getattr(user, "_rlhf_roles", None)
     if cached is not None:
         return cached
-    roles = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    return remember_roles(user, user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+
+
+def remember_roles(user, group_names) -> set[str]:
+    """The roles from the user's group names (read by the caller, e.g. with the user), kept on the user for this request."""
+    roles = {name for name in group_names if name in ROLES}
     if user.is_superuser:
         roles.add(ADMIN)
     if ADMIN in roles:

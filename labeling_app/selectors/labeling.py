@@ -1,16 +1,56 @@
 """Reads for the labeler's pages and API, with the labeler's authorization built in."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, time
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Count, F, Q
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.utils import timezone
 
-from labeling_app.models import Annotation, Assignment, CheckQuestion, Completion, Project, RankingTask
+from labeling_app.models import Annotation, Assignment, CheckQuestion, Completion, Project, Prompt, RankingTask
 from labeling_app.roles import LABELER, has_role
+
+
+# --- Reads every labeling request makes, in plain SQL ------------------------------------------
+# Compiling an ORM query costs more CPU (about a millisecond on a small server) than PostgreSQL takes
+# to answer these index lookups, so the hot reads are SQL over the models' own column lists.
+
+def sql_columns(model, alias: str) -> str:
+    """`alias."column", …` for every concrete field of `model`, in field order (what models_from_row reads)."""
+    return ", ".join(f'{alias}."{f.column}"' for f in model._meta.concrete_fields)
+
+
+@functools.cache
+def _decoders(model) -> dict[str, list]:
+    return {f.attname: f.get_db_converters(connection) for f in model._meta.concrete_fields}
+
+
+def model_from_row(model, values: dict[str, Any]):
+    """A model instance from column values by attname, decoded as the ORM decodes them (JSON fields);
+    fields not given stay deferred (they load on first use)."""
+    decoders = _decoders(model)
+    decoded = []
+    for attname, value in values.items():
+        for decode in decoders[attname]:
+            value = decode(value, None, connection)
+        decoded.append(value)
+    return model.from_db(DEFAULT_DB_ALIAS, list(values), decoded)
+
+
+def models_from_row(row, *models) -> list:
+    """Instances from a row that holds sql_columns(model) for each of `models`, one after the other."""
+    out, start = [], 0
+    for model in models:
+        attnames = [f.attname for f in model._meta.concrete_fields]
+        out.append(model_from_row(model, dict(zip(attnames, row[start:start + len(attnames)]))))
+        start += len(attnames)
+    return out
 
 
 def _require_labeler(user) -> None:
@@ -21,25 +61,38 @@ def _require_labeler(user) -> None:
 def task_for_labeler(user, task_id: int) -> RankingTask:
     """The task, if this labeler was given it (has an annotation on it); 404 otherwise.
 
-    Someone else's task answers 404, not 403, so labelers cannot probe which tasks exist.
+    Someone else's task answers 404, not 403, so labelers cannot probe which tasks exist. The
+    labeler's annotation, read in the same query, comes along as `task.labeler_annotation`
+    (services that take the task use it instead of reading it again).
     """
-    _require_labeler(user)
-    task = (
-        RankingTask.objects.select_related("project", "prompt")
-        .filter(pk=task_id, annotations__labeler=user)
-        .first()
-    )
-    if task is None:
-        raise Http404("No such task in your queue.")
+    annotation = annotation_for_labeler(user, task_id)
+    task = annotation.task
+    task.labeler_annotation = annotation
     return task
 
 
+@functools.cache
+def _annotation_for_labeler_sql() -> str:
+    return f"""
+        SELECT {sql_columns(Annotation, "a")}, {sql_columns(RankingTask, "t")},
+               {sql_columns(Project, "p")}, {sql_columns(Prompt, "pr")}
+        FROM {Annotation._meta.db_table} a
+        JOIN {RankingTask._meta.db_table} t ON t.id = a.task_id
+        JOIN {Project._meta.db_table} p ON p.id = t.project_id
+        JOIN {Prompt._meta.db_table} pr ON pr.id = t.prompt_id
+        WHERE a.task_id = %s AND a.labeler_id = %s"""
+
+
 def annotation_for_labeler(user, task_id: int) -> Annotation:
-    """The labeler's own annotation of a task (404 if they have none)."""
+    """The labeler's own annotation of a task (404 if they have none), with its task, project and prompt."""
     _require_labeler(user)
-    annotation = Annotation.objects.select_related("task__project", "task__prompt").filter(task_id=task_id, labeler=user).first()
-    if annotation is None:
+    with connection.cursor() as cur:
+        cur.execute(_annotation_for_labeler_sql(), [task_id, user.pk])
+        row = cur.fetchone()
+    if row is None:
         raise Http404("No such task in your queue.")
+    annotation, task, project, prompt = models_from_row(row, Annotation, RankingTask, Project, Prompt)
+    task.project, task.prompt, annotation.task = project, prompt, task
     return annotation
 
 
@@ -52,6 +105,16 @@ def annotation_by_id_for_labeler(user, annotation_id: int) -> Annotation:
     return annotation
 
 
+def project_ref_for_labeler(user, project_id: int) -> Project:
+    """The project by id for a labeler, not read from the database: its fields load on first use.
+
+    For callers that pass it to a service which reads the project anyway (task_assign_next raises
+    Project.DoesNotExist for a project that is not there).
+    """
+    _require_labeler(user)
+    return Project.from_db(DEFAULT_DB_ALIAS, ["id"], [project_id])
+
+
 def project_for_labeler(user, project_id: int) -> Project:
     _require_labeler(user)
     project = Project.objects.filter(pk=project_id).first()
@@ -60,14 +123,14 @@ def project_for_labeler(user, project_id: int) -> Project:
     return project
 
 
-def _start_of_today() -> datetime:
+def start_of_today() -> datetime:
     now = timezone.localtime()
     return timezone.make_aware(datetime.combine(now.date(), time.min), now.tzinfo)
 
 
 def labeler_today_count(user, project: Project | None = None) -> int:
     """Tasks this labeler submitted since local midnight (in this project, if given)."""
-    qs = Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED, submitted_at__gte=_start_of_today())
+    qs = Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED, submitted_at__gte=start_of_today())
     if project is not None:
         qs = qs.filter(task__project=project)
     return qs.count()
@@ -80,7 +143,7 @@ def labeler_projects(user) -> list[Project]:
         .order_by("name")
     )
     today = dict(
-        Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED, submitted_at__gte=_start_of_today())
+        Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED, submitted_at__gte=start_of_today())
         .values("task__project").annotate(n=Count("id")).values_list("task__project", "n")
     )
     for project in projects:
@@ -97,19 +160,58 @@ class ShownCompletion:
     cut_at_length_limit: bool = False
 
 
+def shown_completions(ordered: list[tuple]) -> list[ShownCompletion]:
+    """(completion id, text[, cut at the length limit]) tuples, already in the labeler's shown order, named
+    "Response A", "Response B", …"""
+    return [ShownCompletion(id=row[0], label=f"Response {chr(65 + i)}", letter=chr(65 + i), text=row[1],
+                            cut_at_length_limit=bool(row[2]) if len(row) > 2 else False)
+            for i, row in enumerate(ordered)]
+
+
 def completions_in_shown_order(annotation: Annotation) -> list[ShownCompletion]:
     """The task's completions in the random order recorded on this labeler's annotation."""
-    by_id = {c.pk: c for c in Completion.objects.filter(tasks=annotation.task_id)}
+    by_id = {cid: (text, finish_reason == "length") for cid, text, finish_reason in
+             Completion.objects.filter(tasks=annotation.task_id).values_list("id", "text", "sampling__finish_reason")}
     order = [cid for cid in annotation.shown_order if cid in by_id] + sorted(set(by_id) - set(annotation.shown_order))
-    return [
-        ShownCompletion(id=cid, label=f"Response {chr(65 + i)}", letter=chr(65 + i), text=by_id[cid].text,
-                        cut_at_length_limit=by_id[cid].cut_at_length_limit)
-        for i, cid in enumerate(order)
-    ]
+    return shown_completions([(cid, *by_id[cid]) for cid in order])
 
 
-def active_checks(project: Project) -> list[CheckQuestion]:
-    return list(CheckQuestion.objects.filter(project=project, active=True))
+# SQL for the version of a project's checks, `{project}` being SQL for the project's id: any insert,
+# update or delete of one of its checks changes it (an update gives the row a new xmin), whoever
+# writes (a service, the admin site, a QuerySet.update). The hand-out function (migration 0008_labeling_functions) computes the same.
+CHECKS_VERSION_SQL = """coalesce((SELECT string_agg(q.id::text || ':' || q.xmin::text, ',' ORDER BY q.id)
+                         FROM labeling_app_checkquestion q WHERE q.project_id = {project}), '')"""
+
+# Per process: project id -> (checks version, active checks). Every labeling request needs the checks,
+# and they change rarely; a version read in a statement the request makes anyway validates the entry.
+_checks_cache: dict[int, tuple[str, tuple[CheckQuestion, ...]]] = {}
+
+
+def _load_checks(project_id: int) -> tuple[str, tuple[CheckQuestion, ...]]:
+    rows = list(
+        CheckQuestion.objects.filter(project_id=project_id)
+        .annotate(row_xmin=RawSQL(f"{CheckQuestion._meta.db_table}.xmin::text", ()))
+        .order_by("id")
+    )
+    version = ",".join(f"{c.pk}:{c.row_xmin}" for c in rows)
+    entry = (version, tuple(sorted((c for c in rows if c.active), key=lambda c: (c.position, c.pk))))
+    _checks_cache[project_id] = entry
+    return entry
+
+
+def project_checks(project_id: int, *, version: str | None = None, fresh: bool = False) -> tuple[str, list[CheckQuestion]]:
+    """(version, active checks) of a project, from this process's cache unless `fresh` or the cached
+    version differs from `version` (a CHECKS_VERSION_SQL value the caller read). With neither, the
+    cached entry may be stale: use it only where the write that depends on it verifies the version."""
+    cached = None if fresh else _checks_cache.get(project_id)
+    if cached is None or (version is not None and cached[0] != version):
+        cached = _load_checks(project_id)
+    return cached[0], list(cached[1])
+
+
+def active_checks(project: Project, *, version: str | None = None) -> list[CheckQuestion]:
+    """The project's active checks in their order; cached while `version` (see project_checks) matches."""
+    return project_checks(project.pk, version=version, fresh=version is None)[1]
 
 
 def lease_for(user, task: RankingTask) -> Assignment | None:

@@ -8,7 +8,7 @@ from django.db import connection
 
 from labeling_app.models import Annotation, Project
 from labeling_app.roles import LABELER, has_role
-from labeling_app.selectors.labeling import _start_of_today
+from labeling_app.selectors.labeling import start_of_today
 
 # Past this many the page says "1000+": a labeler needs no exact figure there, and the count
 # stops early instead of walking every open task of a big project on each task page.
@@ -47,7 +47,7 @@ def labeler_progress(user, project: Project) -> LabelerProgress:
     """
     if not has_role(user, LABELER):
         raise PermissionDenied("Only labelers have labeling progress.")
-    params = {"labeler": user.pk, "submitted": Annotation.Status.SUBMITTED, "since": _start_of_today(),
+    params = {"labeler": user.pk, "submitted": Annotation.Status.SUBMITTED, "since": start_of_today(),
               "project": project.pk, "limit": LEFT_CAP + 1}
     with connection.cursor() as cur:
         cur.execute(_PROGRESS_SQL, params)

@@ -1,15 +1,17 @@
 """The labeler's annotations: drafts, submissions (validated, idempotent) and skips."""
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
-from labeling_app.models import Annotation, Assignment, CheckAnswer, CheckQuestion, Rating, RankingTask
+from labeling_app.models import Annotation, Assignment, CheckQuestion, RankingTask
+from labeling_app.selectors.labeling import CHECKS_VERSION_SQL, project_checks, start_of_today
 from labeling_app.validation import NUL, NUL_MESSAGE, json_value_problem, rank_gaps_problem
 
 MAX_DRAFT_BYTES = 64_000
@@ -29,6 +31,7 @@ class SubmitResult:
     annotation: Annotation
     created: bool  # False when this call repeated an earlier, already stored submission
     contradictions: list[tuple[int, int]] = field(default_factory=list)  # (ranked higher, rated higher) pairs
+    today_count: int | None = None  # the labeler's submissions since local midnight, when this call stored one
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,15 +72,14 @@ def _letter(i: int) -> str:
     return f"Response {chr(ord('A') + i)}"
 
 
-def _validate(*, annotation: Annotation, task: RankingTask, ratings: Sequence[dict], comment: str,
+def _validate(*, annotation: Annotation, task_completions: set[int], ratings: Sequence[dict], comment: str,
               checks: list[CheckQuestion]) -> tuple[dict[str, list[str]], dict[int, dict]]:
-    """Check a submission against the task; returns (errors by field, clean rows by completion id)."""
+    """Check a submission against the task's completions; returns (errors by field, clean rows by completion id)."""
     errors: dict[str, list[str]] = {}
 
     def err(key: str, message: str) -> None:
         errors.setdefault(key, []).append(message)
 
-    task_completions = set(task.task_completions.values_list("completion_id", flat=True))
     order = [c for c in annotation.shown_order if c in task_completions]
     order += sorted(task_completions - set(order))
     name = {cid: _letter(i) for i, cid in enumerate(order)}
@@ -153,6 +155,9 @@ def ranking_contradictions(rows: dict[int, dict]) -> list[tuple[int, int]]:
     return out
 
 
+_SKIPPED = "You skipped this task, so it can no longer be submitted. Take the next task."
+
+
 def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], comment: str = "") -> SubmitResult:
     """Validate and store the labeler's annotation of `task`; the server is the truth.
 
@@ -161,18 +166,58 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
     Invalid input raises AnnotationInvalid with messages per field and keeps what was sent in the
     draft. Submitting again after success returns the stored annotation (created=False) and writes
     nothing. On success the Rating and CheckAnswer rows are written and the lease is released.
+
+    A valid submission costs one statement: it is validated against the annotation (the one
+    `task.labeler_annotation` carries, else read), the completions recorded in its shown order and
+    the project's cached checks, and stored by a statement that first verifies those were current.
+    Anything else (invalid input, a concurrent change) takes the path that locks the annotation and
+    reads everything afresh, so what is stored and every message are as if all was read under the lock.
     """
+    annotation = getattr(task, "labeler_annotation", None)
+    if annotation is None or annotation.labeler_id != labeler.pk or annotation.task_id != task.pk:
+        annotation = _own_annotation(task=task, labeler=labeler)
+    # Submitted and skipped are final states: what was read stays true.
+    if annotation.status == Annotation.Status.SUBMITTED:
+        return SubmitResult(annotation=annotation, created=False)
+    if annotation.status == Annotation.Status.SKIPPED:
+        raise ServiceError(_SKIPPED)
+    checks_version, checks = project_checks(task.project_id)
+    completion_ids = set(annotation.shown_order)
+    errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
+                              comment=comment, checks=checks)
+    if not errors:
+        try:
+            with _own_transaction_or_savepoint():
+                result = _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment,
+                                expect=(sorted(completion_ids), checks_version))
+            if result is not None:
+                return result
+        except IntegrityError as exc:
+            if "task_submitted_within_overlap" not in str(exc):
+                raise
+    return _submit_locked(task=task, labeler=labeler, ratings=ratings, comment=comment)
+
+
+def _own_transaction_or_savepoint():
+    """Outside a transaction one statement is its own; inside the caller's, a savepoint keeps a failed one from spoiling it."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
+def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comment: str) -> SubmitResult:
     with transaction.atomic():
         annotation = _own_annotation(task=task, labeler=labeler, lock=True)
         if annotation.status == Annotation.Status.SUBMITTED:
             return SubmitResult(annotation=annotation, created=False)
         if annotation.status == Annotation.Status.SKIPPED:
-            raise ServiceError("You skipped this task, so it can no longer be submitted. Take the next task.")
-        checks = list(CheckQuestion.objects.filter(project_id=task.project_id, active=True))
-        errors, clean = _validate(annotation=annotation, task=task, ratings=ratings, comment=comment, checks=checks)
+            raise ServiceError(_SKIPPED)
+        _, checks = project_checks(task.project_id, fresh=True)
+        completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
+        errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
+                                  comment=comment, checks=checks)
         if not errors:
             try:
                 with transaction.atomic():
+                    # Under the row lock the draft stays a draft and what was read is current: this stores.
                     return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
             except IntegrityError as exc:
                 if "task_submitted_within_overlap" not in str(exc):
@@ -190,21 +235,66 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
     raise AnnotationInvalid(errors)
 
 
-def _store(*, annotation: Annotation, task: RankingTask, labeler, clean: dict[int, dict], comment: str) -> SubmitResult:
-    annotation.status = Annotation.Status.SUBMITTED
-    annotation.submitted_at = timezone.now()
-    annotation.comment = comment
-    annotation.save(update_fields=["status", "submitted_at", "comment", "updated_at"])
-    rating_rows = Rating.objects.bulk_create(
-        Rating(annotation=annotation, completion_id=cid, likert=row["likert"], rank=row["rank"]) for cid, row in clean.items()
-    )
-    CheckAnswer.objects.bulk_create(
-        CheckAnswer(rating=rating, check_question_id=check_id, value=value)
-        for rating in rating_rows
-        for check_id, value in clean[rating.completion_id]["answers"].items()
-    )
-    Assignment.objects.filter(task=task, labeler=labeler).delete()
-    return SubmitResult(annotation=annotation, created=True, contradictions=ranking_contradictions(clean))
+# One statement stores a submission: the annotation turns submitted (only from draft, and, when the
+# caller validated against data read without a lock, only while the task's completions and the
+# project's checks are still what it validated against), its ratings and check answers are inserted,
+# the lease is released, and the labeler's submissions today are counted. The counter trigger moves
+# the task's submitted_count in the same statement, so the overlap CHECK rejects it all at once.
+_STORE_SQL = """
+WITH ann AS (
+    UPDATE labeling_app_annotation a
+    SET status = 'submitted', submitted_at = %(now)s, comment = %(comment)s, updated_at = %(now)s
+    WHERE a.id = %(annotation)s AND a.status = 'draft'
+      AND (%(completions)s::bigint[] IS NULL
+           OR ARRAY(SELECT tc.completion_id FROM labeling_app_taskcompletion tc
+                    WHERE tc.task_id = a.task_id ORDER BY tc.completion_id) = %(completions)s::bigint[])
+      AND (%(checks_version)s::text IS NULL OR {checks_version} = %(checks_version)s::text)
+    RETURNING a.id, a.task_id, a.labeler_id
+), rating AS (
+    INSERT INTO labeling_app_rating (annotation_id, completion_id, likert, rank)
+    SELECT ann.id, r.completion_id, r.likert, r.rank
+    FROM ann CROSS JOIN unnest(%(rating_completions)s::bigint[], %(likerts)s::smallint[], %(ranks)s::smallint[])
+         WITH ORDINALITY AS r(completion_id, likert, rank, n)
+    ORDER BY r.n
+    RETURNING id, completion_id
+), answer AS (
+    INSERT INTO labeling_app_checkanswer (rating_id, check_question_id, value)
+    SELECT rating.id, x.check_id, x.value
+    FROM unnest(%(answer_completions)s::bigint[], %(answer_checks)s::bigint[], %(answer_values)s::boolean[])
+         WITH ORDINALITY AS x(completion_id, check_id, value, n)
+    JOIN rating ON rating.completion_id = x.completion_id
+    ORDER BY x.n
+), lease AS (
+    DELETE FROM labeling_app_assignment s USING ann WHERE s.task_id = ann.task_id AND s.labeler_id = ann.labeler_id
+)
+SELECT EXISTS (SELECT 1 FROM ann),
+       (SELECT count(*) FROM labeling_app_annotation d
+        WHERE d.labeler_id = %(labeler)s AND d.status = 'submitted' AND d.submitted_at >= %(since)s)
+""".format(checks_version=CHECKS_VERSION_SQL.format(project="%(project)s"))
+
+
+def _store(*, annotation: Annotation, task: RankingTask, labeler, clean: dict[int, dict], comment: str,
+           expect: tuple[list[int], str] | None = None) -> SubmitResult | None:
+    """Store a validated submission; None (nothing written) when it is no longer a draft or `expect` is out of date."""
+    now = timezone.now()
+    answers = [(cid, check_id, value) for cid, row in clean.items() for check_id, value in row["answers"].items()]
+    with connection.cursor() as cur:
+        cur.execute(_STORE_SQL, {
+            "now": now, "comment": comment, "annotation": annotation.pk, "labeler": labeler.pk, "project": task.project_id,
+            "completions": expect[0] if expect else None, "checks_version": expect[1] if expect else None,
+            "rating_completions": list(clean), "likerts": [row["likert"] for row in clean.values()],
+            "ranks": [row["rank"] for row in clean.values()],
+            "answer_completions": [a[0] for a in answers], "answer_checks": [a[1] for a in answers],
+            "answer_values": [a[2] for a in answers], "since": start_of_today(),
+        })
+        stored, submitted_before = cur.fetchone()
+    if not stored:
+        return None
+    annotation.status, annotation.submitted_at, annotation.comment, annotation.updated_at = (
+        Annotation.Status.SUBMITTED, now, comment, now)
+    # The count's snapshot is from before this statement's own update.
+    return SubmitResult(annotation=annotation, created=True, contradictions=ranking_contradictions(clean),
+                        today_count=submitted_before + 1)
 
 
 def annotation_skip(*, task: RankingTask, labeler, reason: str) -> Annotation:

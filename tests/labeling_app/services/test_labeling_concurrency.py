@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
-from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask
+from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask, Rating
+from labeling_app.selectors import labeling as sel
 from labeling_app.services.annotations import annotation_skip, annotation_submit
 from labeling_app.services.leases import task_assign_next
 from labeling_app.services.projects import project_create, task_create
@@ -105,3 +108,54 @@ def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher):
     run_in_threads(lambda u: got.append(task_assign_next(project=project, labeler=u).task_id), [user, user, user])
     assert len(set(got)) == 1
     assert Assignment.objects.filter(labeler=user).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_submission_twice_at_once_stores_one_label(demo_project, labeler):
+    """A double click on "Submit": both requests read the draft, then both store at the same moment."""
+    a = task_assign_next(project=demo_project, labeler=labeler)
+    ratings = valid_ratings(a.task, labeler)
+    reads = [sel.task_for_labeler(labeler, a.task_id) for _ in range(2)]
+    results = []
+    run_in_threads(lambda task: results.append(annotation_submit(task=task, labeler=labeler, ratings=ratings)), reads)
+    assert sorted(r.created for r in results) == [False, True]
+    assert len({r.annotation.pk for r in results}) == 1
+    assert Rating.objects.filter(annotation__task=a.task).count() == 4
+    a.task.refresh_from_db()
+    assert a.task.submitted_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hand_out_renewing_a_lease_that_its_labelers_submit_just_released_hands_out_the_next(demo_project, labeler):
+    """"Next" while the same labeler's submit is committing: the lease it was renewing is gone, so another task comes."""
+    first = task_assign_next(project=demo_project, labeler=labeler)
+    holding, release = threading.Event(), threading.Event()
+    handed: list = []
+
+    def play(role: str) -> None:
+        if role == "submit":  # the labeler's submit of the first task, committed only when released
+            with transaction.atomic():
+                Annotation.objects.filter(task=first.task, labeler=labeler).update(status="submitted",
+                                                                                   submitted_at=timezone.now())
+                Assignment.objects.filter(task=first.task, labeler=labeler).delete()
+                holding.set()
+                release.wait(30)
+        elif role == "next":
+            holding.wait(30)
+            handed.append(task_assign_next(project=demo_project, labeler=labeler))
+        else:  # release the submit once the hand-out waits for the lease row it wants to renew
+            holding.wait(30)
+            deadline = time.monotonic() + 30
+            while not _someone_waits_for_a_row_lock() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            release.set()
+
+    run_in_threads(play, ["submit", "next", "release"])
+    assert handed and handed[0] is not None and handed[0].task_id != first.task_id
+    assert Assignment.objects.filter(labeler=labeler).count() == 1
+
+
+def _someone_waits_for_a_row_lock() -> bool:
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        return cur.fetchone()[0] > 0
