@@ -37,7 +37,7 @@ def job_kind_info(kind: str) -> JobKindInfo:
     try:
         module = job_module(kind)
     except LookupError:
-        return JobKindInfo(kind, label, False, reason=f"not installed: rlhf_worker/jobs/{kind}.py does not exist yet")
+        return JobKindInfo(kind, label, False, reason=f"not installed: no module is registered for {kind} jobs in rlhf_worker.jobs.JOB_MODULES")
     description = ((module.__doc__ or "").strip().splitlines() or [""])[0]
     return JobKindInfo(kind, label, True, description=description, config_cls=module.Config)
 

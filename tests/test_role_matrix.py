@@ -44,7 +44,7 @@ MATRIX: dict[str, Row] = {
     "jobs:list": Row(RESEARCHER_UP),
     "api:schema": Row(API_ANY_USER),
     "api:docs": Row(API_ANY_USER),
-    # Training dashboard (issue 7): researchers may look, only admins start / cancel / re-run / promote.
+    # Training dashboard: researchers may look, only admins start / cancel / re-run / promote.
     "jobs:start": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}),
     # An empty POST is never a valid config (numbers are required), so admins get the form back with errors.
     "jobs:start (post)": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"),
@@ -102,7 +102,7 @@ MATRIX.update({
 })
 
 
-# --- Labeler queue, task page and labeling API (issue 3) ---------------------------------------
+# --- Labeler queue, task page and labeling API ---------------------------------------------
 API_LABELER_ONLY = {"anon": 401, "labeler": 200, "researcher": 403, "admin": 403}
 
 

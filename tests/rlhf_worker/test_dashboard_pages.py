@@ -79,7 +79,7 @@ def test_a_kind_without_a_module_is_shown_unavailable(monkeypatch, admin_user):
     c = client_for(admin_user)
     html = c.get(reverse("jobs:list")).content.decode()
     assert "Start: Reward model" in html
-    assert "Unavailable — not installed: rlhf_worker/jobs/ppo.py does not exist yet" in html
+    assert "Unavailable — not installed: no module is registered for ppo jobs in rlhf_worker.jobs.JOB_MODULES" in html
     response = c.post(reverse("jobs:start", kwargs={"kind": "ppo"}), {"steps": "3"})
     assert response.status_code == 200 and "PPO jobs are unavailable" in response.content.decode()
     assert not TrainingJob.objects.exists()
