@@ -124,11 +124,12 @@ def _export_form(request) -> ExportForm:
     params = request.GET.copy()
     if "include_imported" not in params and "submitted" not in params:
         params["include_imported"] = "on"
+    params.setdefault("min_agreement", str(DEFAULT_MIN_AGREEMENT))  # shown in the bound form, as its initial would be
     return ExportForm(params)
 
 
 def _export_context(project: Project, form: ExportForm) -> dict:
-    context = {"project": project, "form": form, "formats": FORMATS, "query": form.data.urlencode(),
+    context = {"project": project, "form": form, "formats": FORMATS,
                "empty_message": EMPTY_SELECTION}
     if form.is_valid():
         fmt = form.cleaned_data["format"]
