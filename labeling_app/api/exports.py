@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -78,8 +79,8 @@ class ResearcherExportApi(APIView):
 
 class ExportApi(ResearcherExportApi):
     @extend_schema(parameters=[ExportQuery], responses={
-        (200, "application/jsonl"): OpenApiResponse(description="The JSONL file, one record per line, streamed."),
-        (200, "application/vnd.apache.parquet"): OpenApiResponse(description="The Parquet file, streamed."),
+        (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.BINARY, description="The JSONL file, one record per line, streamed."),
+        (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="The Parquet file, streamed."),
         404: ErrorOutput})
     def get(self, request, project_id: int):
         """A project's export as a file (`file=jsonl|parquet`); 404 with a message when the selection has no rows."""
