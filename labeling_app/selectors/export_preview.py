@@ -18,8 +18,8 @@ from django.db.models import Exists, F, OuterRef
 
 from labeling_app.models import Annotation, CheckAnswer, CheckQuestion, Rating, TaskCompletion
 from labeling_app.selectors.exports import (
-    _check_format,
-    _demonstrations,
+    check_export_format,
+    selected_demonstrations,
     export_records,
     export_schema,
     features_dict,
@@ -73,9 +73,9 @@ def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
 
 def export_count(fmt: str, filters: LabelFilters) -> int:
     """How many records `export_records(fmt, filters)` yields, counted in one SQL query."""
-    _check_format(fmt)
+    check_export_format(fmt)
     if fmt == "sft":
-        return _demonstrations(filters).count()
+        return selected_demonstrations(filters).count()
     selected, params = _selected_sql(filters)
     rating, task_completion = Rating._meta.db_table, TaskCompletion._meta.db_table
     if fmt == "grouped":

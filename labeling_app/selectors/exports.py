@@ -133,7 +133,7 @@ def demonstration_queryset(*, project_ids: Sequence[int], date_from: DayBound = 
 
 def sft_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
     """Demonstrations as prompt-completion pairs (labeler filter = the demonstration's author)."""
-    for demo in _demonstrations(filters).iterator(chunk_size=chunk_size):
+    for demo in selected_demonstrations(filters).iterator(chunk_size=chunk_size):
         prompt = demo.prompt
         chat = bool(prompt.messages) or filters.all_chat
         yield {
@@ -144,7 +144,8 @@ def sft_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iterator
         }
 
 
-def _demonstrations(filters: LabelFilters):
+def selected_demonstrations(filters: LabelFilters):
+    """The demonstrations an SFT export of `filters` writes (the labeler filter picks the author)."""
     return demonstration_queryset(project_ids=filters.project_ids, date_from=filters.date_from,
                                   date_to=filters.date_to, author=filters.labeler)
 
@@ -154,7 +155,8 @@ RECORDS: dict[str, Callable[..., Iterator[dict]]] = {
 }
 
 
-def _check_format(fmt: str) -> None:
+def check_export_format(fmt: str) -> None:
+    """ValueError naming the formats, for a caller that passed an unknown one (forms and the API offer only FORMATS)."""
     if fmt not in RECORDS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
 
@@ -172,9 +174,9 @@ def selection_has_chat(fmt: str, filters: LabelFilters) -> bool:
     the answer may say chat for a selection whose chat labels are all filtered out later; the file is
     still one type per column.
     """
-    _check_format(fmt)
+    check_export_format(fmt)
     if fmt == "sft":
-        return _demonstrations(filters).filter(_has_chat("prompt")).exists()
+        return selected_demonstrations(filters).filter(_has_chat("prompt")).exists()
     tasks = RankingTask.objects.filter(_has_chat("prompt"), project_id__in=list(filters.project_ids)).filter(
         Exists(Annotation.objects.filter(annotation_filter(filters), task=OuterRef("pk"))))
     if filters.full_overlap:
@@ -192,7 +194,7 @@ def resolve_chat(fmt: str, filters: LabelFilters) -> LabelFilters:
 
 def export_records(fmt: str, filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
     """The records of format `fmt`. Call it with `resolve_chat(fmt, filters)` for a file (the writers below do)."""
-    _check_format(fmt)
+    check_export_format(fmt)
     return RECORDS[fmt](filters, chunk_size)
 
 
@@ -227,7 +229,7 @@ def export_schema(fmt: str, filters: LabelFilters) -> pa.Schema:
     (null for an imported label's labeler_id and ratings); the grouped `checks` is a struct with one
     field per check key of the projects (a label that did not answer a check has null there).
     """
-    _check_format(fmt)
+    check_export_format(fmt)
     text = _MESSAGES if filters.all_chat else pa.string()
     fields: dict[str, list[tuple[str, pa.DataType]]] = {
         "pairwise": [("prompt", text), ("chosen", text), ("rejected", text), ("annotation_id", _ID), ("labeler_id", _ID),
