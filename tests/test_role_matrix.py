@@ -83,6 +83,22 @@ def _import_job_kwargs(w) -> dict:
 
 
 _PROJECT = lambda w: {"pk": w.project.pk}  # noqa: E731
+
+
+def _labeled_project(w) -> dict:
+    """The world's project with one submitted label, so an export has a row (an empty one answers 404)."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from labeling_app.models import Annotation, Rating
+
+    user, _ = User.objects.get_or_create(username="matrix-export-labeler")
+    annotation, created = Annotation.objects.get_or_create(task=w.task, labeler=user, defaults={
+        "status": "submitted", "submitted_at": timezone.now()})
+    if created:
+        for position, tc in enumerate(w.task.task_completions.order_by("position")):
+            Rating.objects.create(annotation=annotation, completion_id=tc.completion_id, rank=position + 1)
+    return {"pk": w.project.pk}
 _PROMPT = lambda w: {"pk": w.project.pk, "prompt_id": w.task.prompt_id}  # noqa: E731
 MATRIX.update({
     "researcher:project_new": Row(RESEARCHER_UP),
@@ -96,7 +112,12 @@ MATRIX.update({
     "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
     "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
     "researcher:export": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:export_download": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:export_download": Row(RESEARCHER_UP, _labeled_project),
+    "researcher:export_features": Row(RESEARCHER_UP, _PROJECT),
+    "api:export": Row({"anon": 401, "labeler": 403, "researcher": 200, "admin": 200},
+                      lambda w: {"project_id": _labeled_project(w)["pk"]}),
+    "api:export-preview": Row({"anon": 401, "labeler": 403, "researcher": 200, "admin": 200},
+                              lambda w: {"project_id": w.project.pk}),
     "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
     "researcher:labeler_quality": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}),
 })

@@ -2,7 +2,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from labeling_app.api import labeling
+from labeling_app.api import exports, labeling
 
 app_name = "api"
 urlpatterns = [
@@ -16,4 +16,7 @@ urlpatterns = [
     path("label/tasks/<int:task_id>/skip/", labeling.SkipApi.as_view(), name="label-skip"),
     path("label/tasks/<int:task_id>/renew/", labeling.RenewApi.as_view(), name="label-renew"),
     path("label/annotations/<int:annotation_id>/", labeling.AnnotationDetailApi.as_view(), name="label-annotation"),
+    # Researcher exports
+    path("projects/<int:project_id>/export/", exports.ExportApi.as_view(), name="export"),
+    path("projects/<int:project_id>/export/preview/", exports.ExportPreviewApi.as_view(), name="export-preview"),
 ]

@@ -141,7 +141,8 @@ class LabelRow:
     project_id: int | None = None  # whose checks (and their polarity) the `checks` keys name
 
 
-def _annotation_filter(f: LabelFilters) -> Q:
+def annotation_filter(f: LabelFilters) -> Q:
+    """The labels (Annotation rows) the filters want, before the task-level filters (overlap, agreement)."""
     q = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(f.date_from, f.date_to).q("submitted_at")
     if f.labeler:
         q &= labeler_q(f.labeler)
@@ -170,7 +171,7 @@ def iter_label_rows(filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> I
     labels, ratings and check answers are read with four flat `values_list` queries (no model
     instances: an export of 100,000 labels spends its time in PostgreSQL and json, not the ORM).
     """
-    wanted = _annotation_filter(filters)
+    wanted = annotation_filter(filters)
     tasks = RankingTask.objects.filter(project_id__in=list(filters.project_ids)).filter(
         Exists(Annotation.objects.filter(wanted, task=OuterRef("pk")))
     )

@@ -19,6 +19,7 @@ urlpatterns = [
     path("<int:pk>/imports/<int:job_id>/", researcher_data.import_job, name="import_job"),
     path("<int:pk>/export/", researcher_data.export_page, name="export"),
     path("<int:pk>/export/download/", researcher_data.export_download, name="export_download"),
+    path("<int:pk>/export/features/", researcher_data.export_features, name="export_features"),
     path("<int:pk>/quality/", quality.project_quality, name="quality"),
     path("<int:pk>/quality/labelers/<int:user_id>/", quality.labeler_quality, name="labeler_quality"),
 ]

@@ -1,18 +1,28 @@
 """Researcher pages: bulk import (upload, job progress) and dataset export (streamed download)."""
+import os
 import re
 import unicodedata
 from urllib.parse import quote
 
 from django import forms
 from django.contrib import messages
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from config.errors import ServiceError
 from labeling_app.models import ImportJob, Project
 from labeling_app.roles import RESEARCHER, role_required
-from labeling_app.selectors.exports import FORMATS, export_lines
+from labeling_app.selectors.export_preview import export_count, export_preview, preview_text
+from labeling_app.selectors.exports import (
+    EMPTY_SELECTION,
+    FORMATS,
+    export_features as export_features_of,
+    export_file_name,
+    export_filters,
+    export_lines,
+    export_parquet_chunks,
+)
 from labeling_app.selectors.imports import (
     import_job_or_404,
     import_job_progress,
@@ -21,7 +31,7 @@ from labeling_app.selectors.imports import (
     import_result_lines,
     recent_import_jobs,
 )
-from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, LabelFilters
+from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange
 from labeling_app.selectors.projects import project_or_404
 from labeling_app.services.imports import MAX_ERRORS, import_job_create, import_job_retry, retention_days
 
@@ -81,6 +91,10 @@ class ExportForm(forms.Form):
         ("sft", "SFT: demonstrations (prompt, completion)"),
         ("kto", "Unpaired KTO labels from the checks (prompt, completion, label)"),
     ], initial="pairwise")
+    file = forms.ChoiceField(required=False, label="File type", initial="jsonl", choices=[
+        ("jsonl", "JSONL (one JSON object per line; load with the Features file below)"),
+        ("parquet", "Parquet (typed columns, the schema inside the file)"),
+    ])
     date_from = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     labeler = forms.CharField(required=False, help_text='A username, or "import:<source>" for imported labels.')
@@ -90,7 +104,8 @@ class ExportForm(forms.Form):
                                      help_text="Share of completion pairs ordered the same way as the other labels.")
     include_imported = forms.BooleanField(required=False, initial=True, label="Include imported labels")
     all_chat = forms.BooleanField(required=False, label="Write every prompt as a chat conversation",
-                                  help_text="Needed when the project mixes plain and chat prompts: dataset readers want one type per column.")
+                                  help_text="A selection with any chat prompt is written as chat anyway (plain prompts as one "
+                                            "user turn), so each column has one type; tick this for chat in any case.")
 
     def clean(self):
         data = super().clean()
@@ -98,40 +113,80 @@ class ExportForm(forms.Form):
             DateRange.parse(data.get("date_from"), data.get("date_to"))
         except ServiceError as exc:
             self.add_error(exc.field, exc.message)
+        data["format"] = data.get("format") or "pairwise"
+        data["file"] = data.get("file") or "jsonl"
         return data
 
 
-def export_filters(project: Project, data: dict) -> LabelFilters:
-    min_agreement = data.get("min_agreement")
-    return LabelFilters(
-        project_ids=[project.pk], date_from=data.get("date_from"), date_to=data.get("date_to"),
-        labeler=data.get("labeler") or None, full_overlap=bool(data.get("full_overlap")),
-        only_agreeing=bool(data.get("only_agreeing")),
-        min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
-        include_imported=bool(data.get("include_imported", True)), all_chat=bool(data.get("all_chat")),
-    )
+def _export_form(request) -> ExportForm:
+    """The export form read from the query; with no filter given: pairwise, everything, imported labels included
+    (a form that was submitted says include_imported by its presence, and its hidden `submitted`)."""
+    params = request.GET.copy()
+    if "include_imported" not in params and "submitted" not in params:
+        params["include_imported"] = "on"
+    params.setdefault("min_agreement", str(DEFAULT_MIN_AGREEMENT))  # shown in the bound form, as its initial would be
+    return ExportForm(params)
+
+
+def _export_context(project: Project, form: ExportForm) -> dict:
+    context = {"project": project, "form": form, "formats": FORMATS,
+               "empty_message": EMPTY_SELECTION}
+    if form.is_valid():
+        fmt = form.cleaned_data["format"]
+        preview = export_preview(fmt, export_filters([project.pk], form.cleaned_data))
+        context.update(preview=preview, fmt=fmt, preview_rows=[
+            [preview_text(row.get(column)) for column in preview.columns] for row in preview.rows])
+    return context
 
 
 @role_required(RESEARCHER)
 def export_page(request, pk: int):
+    """The export form and, for the selection it describes, the row count and the first rows (htmx swaps them on change)."""
     project = project_or_404(pk)
-    return render(request, "researcher/export.html", {"project": project, "form": ExportForm(), "formats": FORMATS})
+    form = _export_form(request)
+    context = _export_context(project, form)
+    if request.htmx:  # htmx swaps 2xx answers only: the fragment shows the form's errors itself
+        return render(request, "researcher/_export_preview.html", context)
+    return render(request, "researcher/export.html", context, status=200 if form.is_valid() else 400)
 
 
 @role_required(RESEARCHER)
 def export_download(request, pk: int):
-    """The file itself, streamed line by line (no filter given: pairwise, everything, imported included)."""
+    """The file itself, streamed (JSONL line by line, Parquet row group by row group); an empty selection is the page
+    with a message (404), not an empty file."""
     project = project_or_404(pk)
-    params = request.GET.copy()
-    if "include_imported" not in params and "submitted" not in params:
-        params["include_imported"] = "on"
-    form = ExportForm(params)
+    form = _export_form(request)
     if not form.is_valid():
-        return render(request, "researcher/export.html", {"project": project, "form": form, "formats": FORMATS}, status=400)
-    fmt = form.cleaned_data["format"] or "pairwise"
-    filters = export_filters(project, form.cleaned_data)
-    name = f"{project.name}-{fmt}-{timezone.now():%Y%m%d-%H%M}.jsonl"
-    response = StreamingHttpResponse(export_lines(fmt, filters), content_type="application/jsonl; charset=utf-8")
+        return render(request, "researcher/export.html", _export_context(project, form), status=400)
+    fmt, file_type = form.cleaned_data["format"], form.cleaned_data["file"]
+    filters = export_filters([project.pk], form.cleaned_data)
+    if export_count(fmt, filters) == 0:
+        return render(request, "researcher/export.html", {**_export_context(project, form), "empty": True}, status=404)
+    return export_response(project.name, fmt, file_type, filters)
+
+
+@role_required(RESEARCHER)
+def export_features(request, pk: int):
+    """The `datasets.Features` of this selection's JSONL export, as a `.features.json` download."""
+    project = project_or_404(pk)
+    form = _export_form(request)
+    if not form.is_valid():
+        return render(request, "researcher/export.html", _export_context(project, form), status=400)
+    fmt = form.cleaned_data["format"]
+    features = export_features_of(fmt, export_filters([project.pk], form.cleaned_data))
+    response = JsonResponse(features, json_dumps_params={"indent": 1})
+    name = export_file_name(project.name, fmt, "jsonl", timezone.now()).removesuffix(".jsonl") + ".features.json"
+    response["Content-Disposition"] = attachment_header(name)
+    return response
+
+
+def export_response(project_name: str, fmt: str, file_type: str, filters) -> StreamingHttpResponse:
+    """The streamed download of an export (the page and the API answer with it)."""
+    name = export_file_name(project_name, fmt, file_type, timezone.now())
+    if file_type == "parquet":
+        response = StreamingHttpResponse(export_parquet_chunks(fmt, filters), content_type="application/vnd.apache.parquet")
+    else:
+        response = StreamingHttpResponse(export_lines(fmt, filters), content_type="application/jsonl; charset=utf-8")
     response["Content-Disposition"] = attachment_header(name)
     return response
 
@@ -145,5 +200,5 @@ def attachment_header(name: str) -> str:
     content_disposition_header writes one of the two forms only, and passes a newline through.
     """
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._") or "export.jsonl"
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._") or "export" + os.path.splitext(name)[1]
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

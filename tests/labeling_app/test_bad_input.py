@@ -12,9 +12,9 @@ from rest_framework.test import APIClient
 
 from labeling_app.models import Annotation, CheckQuestion, Completion, Demonstration, ImportJob, Prompt, RankingTask
 from labeling_app.services.leases import task_assign_next
-from labeling_app.services.projects import project_create
+from labeling_app.services.projects import project_create, task_create
 from tests.labeling_app.labeling_helpers import valid_ratings
-from tests.labeling_app.researcher_fixtures import write_jsonl
+from tests.labeling_app.researcher_fixtures import label, write_jsonl
 
 DEEP = "[" * 5000 + "]" * 5000
 HUGE = "9" * 5000
@@ -139,15 +139,23 @@ def test_max_text_chars_applies_to_prompt_and_demonstration_forms(rc, demo_proje
     assert rc.post(f"/projects/{demo_project.pk}/prompts/new/", {"mode": "plain", "text": "x" * 50}).status_code == 302
 
 
-def test_export_download_header_survives_quotes_and_newlines_in_the_project_name(rc, researcher):
+@pytest.mark.parametrize("url, suffix", [("/projects/{pk}/export/download/?format=pairwise", ".jsonl"),
+                                         ("/projects/{pk}/export/download/?format=pairwise&file=parquet", ".parquet"),
+                                         ("/projects/{pk}/export/features/?format=pairwise", ".features.json"),
+                                         ("/api/projects/{pk}/export/?format=pairwise&file=parquet", ".parquet")])
+def test_export_download_header_survives_quotes_and_newlines_in_the_project_name(rc, researcher, labeler, url, suffix):
     project = project_create(name='Evil "name"\r\nX-Injected: 1 é', user=researcher, completions_per_task=2)
-    response = rc.get(f"/projects/{project.pk}/export/download/?format=pairwise")
+    prompt = Prompt.objects.create(project=project, text="Q")
+    task = task_create(project=project, prompt=prompt, completions=[
+        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("a", "b")])
+    label(task, labeler, [1, 2])  # an empty selection answers 404 with a message, not a file
+    response = rc.get(url.format(pk=project.pk))
     assert response.status_code == 200
     header = response["Content-Disposition"]
     assert "\r" not in header and "\n" not in header
     ascii_name = header.split('filename="')[1].split('"')[0]
-    assert ascii_name.startswith("Evil_name_X-Injected_1_e-pairwise-") and ascii_name.endswith(".jsonl")
-    assert "filename*=UTF-8''Evil%20%22name%22" in header and "%C3%A9" in header
+    assert ascii_name.startswith("Evil_name_X-Injected_1_e-pairwise-") and ascii_name.endswith(suffix)
+    assert "filename*=UTF-8''Evil%20%22name%22" in header and "%C3%A9" in header and header.endswith(suffix)
     assert "X-Injected" not in {k for k, _ in response.items()}
 
 

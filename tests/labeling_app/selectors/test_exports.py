@@ -90,11 +90,19 @@ def test_sft_export_from_demonstrations(demo_project, researcher, tmp_path):
     chat = Prompt.objects.create(project=demo_project, text="Hey", messages=[{"role": "user", "content": "Hey"}])
     Demonstration.objects.create(prompt=chat, text="Hello there.", author=researcher)
     rows, ds = export("sft", tmp_path, project_ids=[demo_project.pk])
-    assert [r["completion"] for r in rows] == ["The ideal answer.", [{"role": "assistant", "content": "Hello there."}]]
+    # one chat prompt makes the whole selection chat: the plain one is written as one user turn
+    assert [r["prompt"] for r in rows] == [[{"role": "user", "content": prompt.text}], [{"role": "user", "content": "Hey"}]]
+    assert [r["completion"] for r in rows] == [[{"role": "assistant", "content": "The ideal answer."}],
+                                               [{"role": "assistant", "content": "Hello there."}]]
+    rows, _ = export("sft", tmp_path, project_ids=[demo_project.pk], date_to="2000-01-01")
+    assert rows == []
     assert ds.num_rows == 2 and {"prompt", "completion"} <= set(ds.column_names)
     assert list(demonstrations_for_training(project_ids=[demo_project.pk]))[1] == {
         "prompt": [{"role": "user", "content": "Hey"}], "completion": "Hello there.",
         "demonstration_id": Demonstration.objects.get(prompt=chat).pk, "prompt_id": chat.pk}
+    Demonstration.objects.filter(prompt=chat).delete()
+    rows, _ = export("sft", tmp_path, project_ids=[demo_project.pk])
+    assert [r["completion"] for r in rows] == ["The ideal answer."]  # all plain: strings
 
 
 def test_filters_date_labeler_full_overlap_and_agreeing(labeled, labeler, labeler2, tmp_path):
