@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.contrib.auth.tokens import default_token_generator
-from django.test import Client
+from django.contrib.auth import authenticate
+from django.test import Client, RequestFactory
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 from rest_framework.authtoken.models import Token
@@ -123,7 +124,7 @@ def test_a_deactivated_user_cannot_log_in_nor_use_a_token_and_labels_stay(demo_p
 
     user_set_active(user=labeler, active=False)
     assert api.get(f"/api/label/tasks/{assignment.task_id}/").status_code == 401
-    assert not Client().login(username="lab1", password="pw-for-tests-123")
+    assert authenticate(RequestFactory().post("/accounts/login/"), username="lab1", password="pw-for-tests-123") is None
     assert session.get("/label/").status_code == 302  # the open session ends too
     assert labeler.annotations.count() == 1  # nothing of theirs is deleted
 
