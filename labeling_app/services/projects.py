@@ -15,6 +15,7 @@ from config.errors import ServiceError
 from labeling_app.models import (
     DEFAULT_CHECKS,
     Annotation,
+    Assignment,
     CheckQuestion,
     CheckSpec,
     Completion,
@@ -203,7 +204,8 @@ def project_set_team(*, project: Project, team_only: bool, members: Iterable) ->
 
     The team is kept either way, so a project can be opened to all and restricted again without
     picking everyone anew. Members must be active labelers. A labeler taken off a team-only project
-    no longer gets its tasks, and their open task there answers 404; the labels they submitted stay.
+    no longer gets its tasks, their leases there end (the tasks go back to the team), and their open task
+    answers 404; the labels they submitted stay.
     """
     ids = {m if isinstance(m, int) else m.pk for m in members}
     labelers = set(get_user_model().objects.filter(pk__in=ids, is_active=True, groups__name=LABELER).values_list("pk", flat=True))
@@ -218,4 +220,12 @@ def project_set_team(*, project: Project, team_only: bool, members: Iterable) ->
     ProjectTeamMember.objects.filter(project=project).exclude(user_id__in=labelers).delete()
     ProjectTeamMember.objects.bulk_create([ProjectTeamMember(project=project, user_id=pk) for pk in labelers],
                                           ignore_conflicts=True)
+    if team_only:
+        # Leases of those left out end now, so their tasks go back to the team at once instead of when the
+        # lease runs out. Their drafts stay (hidden while they are outside the team). Lease writers lock the
+        # task row first (services/leases.py); so does this.
+        leased = RankingTask.objects.filter(project=project, assignments__isnull=False).exclude(
+            assignments__labeler_id__in=labelers)
+        locked = list(RankingTask.objects.select_for_update().filter(pk__in=leased.values("pk")).values_list("pk", flat=True))
+        Assignment.objects.filter(task_id__in=locked).exclude(labeler_id__in=labelers).delete()
     return project

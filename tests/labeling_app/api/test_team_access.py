@@ -69,7 +69,11 @@ def test_a_labeler_taken_off_the_team_gets_404_on_their_open_task_and_keeps_thei
     open_task = api.post(reverse("api:label-next", args=[demo_project.pk])).json()["task_id"]
     annotation_id = Annotation.objects.get(task_id=done, labeler=labeler2).pk
 
+    assert Assignment.objects.filter(labeler=labeler2, task_id=open_task).exists()
     project_set_team(project=demo_project, team_only=True, members=[labeler])
+    # Their lease ended with it (it no longer takes one of the task's labels from the team); their draft stays.
+    assert not Assignment.objects.filter(labeler=labeler2).exists()
+    assert Annotation.objects.get(labeler=labeler2, task_id=open_task).status == "draft"
     for name in ("api:label-task", "api:label-draft"):
         assert api.get(reverse(name, args=[open_task])).status_code == 404, name
     for name in ("api:label-submit", "api:label-skip", "api:label-renew"):
@@ -80,10 +84,10 @@ def test_a_labeler_taken_off_the_team_gets_404_on_their_open_task_and_keeps_thei
     assert page.get(reverse("labeler:task", args=[open_task])).status_code == 404
     assert Annotation.objects.filter(labeler=labeler2, status="submitted").count() == 1  # their label stays
 
-    # Put back on the team: the open task is theirs again.
+    # Put back on the team: their draft is theirs to see again, and the queue hands them work.
     project_set_team(project=demo_project, team_only=True, members=[labeler, labeler2])
     assert api.get(reverse("api:label-task", args=[open_task])).status_code == 200
-    assert api.post(reverse("api:label-next", args=[demo_project.pk])).json()["task_id"] == open_task
+    assert api.post(reverse("api:label-next", args=[demo_project.pk])).json()["task_id"] is not None
     # Opened to all: the team is kept for the next restriction, and everyone may label.
     project_set_team(project=demo_project, team_only=False, members=[labeler])
     outsider = make_user("lab3", "labeler")
