@@ -42,6 +42,8 @@ def test_the_demo_admin_reaches_django_admin_and_the_others_do_not(db, tmp_path,
     assert client.post("/accounts/login/", {"username": "admin", "password": logins["admin"]}).status_code == 302
     page = client.get("/django-admin/auth/user/")
     assert page.status_code == 200 and b"labeler" in page.content
+    project_page = client.get(f"/django-admin/labeling_app/project/{Project.objects.get().pk}/change/")
+    assert project_page.status_code == 200 and b"Team only" in project_page.content
     assert User.objects.get(username="admin").is_staff
     client.logout()
     assert client.post("/accounts/login/", {"username": "researcher", "password": logins["researcher"]}).status_code == 302
