@@ -9,11 +9,17 @@ class CheckQuestionInline(admin.TabularInline):
     extra = 0
 
 
+class TeamMemberInline(admin.TabularInline):
+    model = models.ProjectTeamMember
+    extra = 0
+    raw_id_fields = ("user",)
+
+
 @admin.register(models.Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "completions_per_task", "overlap", "lease_minutes", "created_at")
+    list_display = ("name", "completions_per_task", "overlap", "lease_minutes", "team_only", "created_at")
     search_fields = ("name",)
-    inlines = [CheckQuestionInline]
+    inlines = [CheckQuestionInline, TeamMemberInline]
 
 
 @admin.register(models.Prompt)

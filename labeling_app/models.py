@@ -47,6 +47,13 @@ class Project(models.Model):
     lease_minutes = models.PositiveIntegerField(default=30, help_text="How long a labeler holds a task.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Open to every labeler (False), or only to the labelers in its team (ProjectTeamMember). The rule is
+    # one SQL function, labeling_project_open_to (migration 0009_teams), that the hand-out, the labeler's
+    # reads and the project list all call.
+    team_only = models.BooleanField(default=False, db_default=False,
+                                    help_text="Only the team's labelers may label this project.")
+    team = models.ManyToManyField(settings.AUTH_USER_MODEL, through="ProjectTeamMember", related_name="team_projects",
+                                  blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -58,6 +65,17 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ProjectTeamMember(models.Model):
+    """A labeler in a project's team: who may label it while the project is team-only."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="team_members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [UniqueConstraint(fields=["project", "user"], name="team_member_once_per_project")]
 
 
 class CheckQuestion(models.Model):

@@ -157,6 +157,24 @@ MATRIX.update({
 })
 
 
+# --- People, teams and tokens (issue 12) --------------------------------------------------------
+_PERSON = lambda w: {"user_id": w.project.created_by_id}  # noqa: E731  (a researcher, not a matrix user)
+ANY_USER = page(200, 200, 200)
+MATRIX.update({
+    # An invalid or used link answers the "no longer works" page to anyone, logged in or not.
+    "set_password": Row(page(200, 200, 200, anon=200), kwargs=lambda w: {"uidb64": "MQ", "token": "not-a-token"}),
+    "profile": Row(ANY_USER),
+    "profile_token_create": Row(ANY_USER, method="post"),  # the new key is shown on the answer
+    "profile_token_revoke": Row(page(302, 302, 302), method="post"),
+    "people:list": Row(ADMIN_ONLY),
+    "people:create": Row(page(403, 403, 400), method="post"),  # empty form: back with what to fill in
+    "people:invite": Row(ADMIN_ONLY, kwargs=_PERSON, method="post"),
+    "people:roles": Row(page(403, 403, 302), kwargs=_PERSON, method="post"),  # no role ticked: a message
+    "people:active": Row(page(403, 403, 302), kwargs=_PERSON, method="post", data={"active": "1"}),
+    "researcher:project_team": Row(page(403, 302, 302), kwargs=_PROJECT, method="post", data={"access": "all"}),
+})
+
+
 @dataclass
 class World:
     """Objects the parametrised URLs point at."""

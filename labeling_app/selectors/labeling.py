@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS, connection
-from django.db.models import Count, F, Q
+from django.db.models import BooleanField, Count, F, Q
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.utils import timezone
@@ -58,10 +58,20 @@ def _require_labeler(user) -> None:
         raise PermissionDenied("Only labelers label tasks.")
 
 
+def open_to_labeler(user, project_id_sql: str = f"{Project._meta.db_table}.id") -> RawSQL:
+    """A filter: the project (whose id is the SQL `project_id_sql`) is open to this labeler.
+
+    The rule is the SQL function labeling_project_open_to (migration 0009_teams), which the hand-out
+    function calls too: a project not team-only, or one whose team lists the user.
+    """
+    return RawSQL(f"labeling_project_open_to({project_id_sql}, %s)", [user.pk], output_field=BooleanField())
+
+
 def task_for_labeler(user, task_id: int) -> RankingTask:
     """The task, if this labeler was given it (has an annotation on it); 404 otherwise.
 
-    Someone else's task answers 404, not 403, so labelers cannot probe which tasks exist. The
+    Someone else's task answers 404, not 403, so labelers cannot probe which tasks exist; so does a
+    task of a team-only project whose team does not list the labeler (any more). The
     labeler's annotation, read in the same query, comes along as `task.labeler_annotation`
     (services that take the task use it instead of reading it again).
     """
@@ -80,7 +90,7 @@ def _annotation_for_labeler_sql() -> str:
         JOIN {RankingTask._meta.db_table} t ON t.id = a.task_id
         JOIN {Project._meta.db_table} p ON p.id = t.project_id
         JOIN {Prompt._meta.db_table} pr ON pr.id = t.prompt_id
-        WHERE a.task_id = %s AND a.labeler_id = %s"""
+        WHERE a.task_id = %s AND a.labeler_id = %s AND labeling_project_open_to(t.project_id, a.labeler_id)"""
 
 
 def annotation_for_labeler(user, task_id: int) -> Annotation:
@@ -99,7 +109,8 @@ def annotation_for_labeler(user, task_id: int) -> Annotation:
 def annotation_by_id_for_labeler(user, annotation_id: int) -> Annotation:
     """An annotation by id, only if it is the labeler's own (404 for everyone else's)."""
     _require_labeler(user)
-    annotation = Annotation.objects.select_related("task").filter(pk=annotation_id, labeler=user).first()
+    annotation = (Annotation.objects.select_related("task").filter(pk=annotation_id, labeler=user)
+                  .filter(open_to_labeler(user, f"{RankingTask._meta.db_table}.project_id")).first())
     if annotation is None:
         raise Http404("No such annotation among yours.")
     return annotation
@@ -109,7 +120,7 @@ def project_ref_for_labeler(user, project_id: int) -> Project:
     """The project by id for a labeler, not read from the database: its fields load on first use.
 
     For callers that pass it to a service which reads the project anyway (task_assign_next raises
-    Project.DoesNotExist for a project that is not there).
+    Project.DoesNotExist for a project that is not there, or not open to the labeler: its team).
     """
     _require_labeler(user)
     return Project.from_db(DEFAULT_DB_ALIAS, ["id"], [project_id])
@@ -117,7 +128,7 @@ def project_ref_for_labeler(user, project_id: int) -> Project:
 
 def project_for_labeler(user, project_id: int) -> Project:
     _require_labeler(user)
-    project = Project.objects.filter(pk=project_id).first()
+    project = Project.objects.filter(pk=project_id).filter(open_to_labeler(user)).first()
     if project is None:
         raise Http404("No such project.")
     return project
@@ -137,9 +148,9 @@ def labeler_today_count(user, project: Project | None = None) -> int:
 
 
 def labeler_projects(user) -> list[Project]:
-    """Projects with `open_tasks` and this labeler's `today_count` (submitted today) attached."""
+    """The projects open to this labeler, with `open_tasks` and their `today_count` (submitted today) attached."""
     projects = list(
-        Project.objects.annotate(open_tasks=Count("tasks", filter=Q(tasks__submitted_count__lt=F("tasks__overlap"))))
+        Project.objects.filter(open_to_labeler(user)).annotate(open_tasks=Count("tasks", filter=Q(tasks__submitted_count__lt=F("tasks__overlap"))))
         .order_by("name")
     )
     today = dict(

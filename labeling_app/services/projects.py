@@ -5,6 +5,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Greatest
@@ -14,14 +15,17 @@ from config.errors import ServiceError
 from labeling_app.models import (
     DEFAULT_CHECKS,
     Annotation,
+    Assignment,
     CheckQuestion,
     CheckSpec,
     Completion,
     Project,
+    ProjectTeamMember,
     Prompt,
     RankingTask,
     TaskCompletion,
 )
+from labeling_app.roles import LABELER
 from labeling_app.validation import NUL, NUL_MESSAGE
 
 
@@ -192,3 +196,36 @@ def model_completions_create(*, prompt_id: int, texts: Sequence[str], model_vers
         if create_task:
             task_create(project=prompt.project, prompt=prompt, completions=completions, shuffle_seed=shuffle_seed)
     return completions
+
+
+@transaction.atomic
+def project_set_team(*, project: Project, team_only: bool, members: Iterable) -> Project:
+    """Who may label the project: every labeler (`team_only` False), or only `members`.
+
+    The team is kept either way, so a project can be opened to all and restricted again without
+    picking everyone anew. Members must be active labelers. A labeler taken off a team-only project
+    no longer gets its tasks, their leases there end (the tasks go back to the team), and their open task
+    answers 404; the labels they submitted stay.
+    """
+    ids = {m if isinstance(m, int) else m.pk for m in members}
+    labelers = set(get_user_model().objects.filter(pk__in=ids, is_active=True, groups__name=LABELER).values_list("pk", flat=True))
+    if ids - labelers:
+        names = ", ".join(sorted(get_user_model().objects.filter(pk__in=ids - labelers).values_list("username", flat=True)))
+        raise ServiceError(f"Only active labelers can be in a team; not: {names or 'unknown users'}.", field="members")
+    if team_only and not labelers:
+        raise ServiceError("A team-only project needs at least one labeler in its team; pick some, or open it to all.",
+                           field="members")
+    project.team_only = team_only
+    project.save(update_fields=["team_only"])
+    ProjectTeamMember.objects.filter(project=project).exclude(user_id__in=labelers).delete()
+    ProjectTeamMember.objects.bulk_create([ProjectTeamMember(project=project, user_id=pk) for pk in labelers],
+                                          ignore_conflicts=True)
+    if team_only:
+        # Leases of those left out end now, so their tasks go back to the team at once instead of when the
+        # lease runs out. Their drafts stay (hidden while they are outside the team). Lease writers lock the
+        # task row first (services/leases.py); so does this.
+        leased = RankingTask.objects.filter(project=project, assignments__isnull=False).exclude(
+            assignments__labeler_id__in=labelers)
+        locked = list(RankingTask.objects.select_for_update().filter(pk__in=leased.values("pk")).values_list("pk", flat=True))
+        Assignment.objects.filter(task_id__in=locked).exclude(labeler_id__in=labelers).delete()
+    return project

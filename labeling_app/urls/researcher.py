@@ -9,6 +9,7 @@ urlpatterns = [
     path("new/", researcher.project_new, name="project_new"),
     path("<int:pk>/", researcher.project_detail, name="project_detail"),
     path("<int:pk>/edit/", researcher.project_edit, name="project_edit"),
+    path("<int:pk>/team/", researcher.project_team, name="project_team"),
     path("<int:pk>/prompts/", researcher.prompt_list, name="prompt_list"),
     path("<int:pk>/prompts/new/", researcher.prompt_new, name="prompt_new"),
     path("<int:pk>/prompts/<int:prompt_id>/", researcher.prompt_detail, name="prompt_detail"),

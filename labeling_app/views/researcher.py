@@ -11,7 +11,8 @@ from labeling_app.selectors import projects as sel
 from labeling_app.selectors.imports import recent_import_jobs
 from labeling_app.selectors.quality import project_progress
 from labeling_app.services.authoring import demonstration_save, prompt_create, task_create_from
-from labeling_app.services.projects import NewCheck, project_create, project_update
+from labeling_app.selectors.people import team_choices, team_of
+from labeling_app.services.projects import NewCheck, project_create, project_set_team, project_update
 
 
 @role_required(RESEARCHER)
@@ -53,7 +54,27 @@ def project_detail(request, pk: int):
     return render(request, "researcher/project_detail.html", {
         "project": project, "counts": sel.project_counts(project), "progress": project_progress(project),
         "checks": sel.project_checks(project), "imports": recent_import_jobs(project, 5),
+        "team": team_of(project), "team_choices": team_choices(),
     })
+
+
+@require_POST
+@role_required(RESEARCHER)
+def project_team(request, pk: int):
+    """Open the project to every labeler, or only to the ticked ones."""
+    project = sel.project_or_404(pk)
+    team_only = request.POST.get("access") == "team"
+    try:
+        members = [int(m) for m in request.POST.getlist("members")]
+        project_set_team(project=project, team_only=team_only, members=members)
+    except ValueError:
+        messages.error(request, "Team not changed: the member list was not a list of user ids.")
+    except ServiceError as exc:
+        messages.error(request, f"Team not changed: {exc.message}")
+    else:
+        messages.success(request, "Only the team may label this project now." if team_only
+                         else "Every labeler may label this project now.")
+    return redirect("researcher:project_detail", pk=project.pk)
 
 
 @role_required(RESEARCHER)

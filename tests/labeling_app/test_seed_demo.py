@@ -30,3 +30,21 @@ def test_seed_twice_gives_one_ready_project_and_stable_logins(db, tmp_path, monk
         user = authenticate(RequestFactory().post("/accounts/login/"), username=username, password=password)
         assert user is not None
         assert username in user_roles(user)
+
+
+def test_the_demo_admin_reaches_django_admin_and_the_others_do_not(db, tmp_path, monkeypatch, client):
+    import labeling_app.management.commands.seed_demo as seed
+    from django.contrib.auth.models import User
+
+    monkeypatch.setattr(seed, "VAR_DIR", tmp_path)
+    call_command("seed_demo")
+    logins = json.loads((tmp_path / "demo_logins.json").read_text())
+    assert client.post("/accounts/login/", {"username": "admin", "password": logins["admin"]}).status_code == 302
+    page = client.get("/django-admin/auth/user/")
+    assert page.status_code == 200 and b"labeler" in page.content
+    project_page = client.get(f"/django-admin/labeling_app/project/{Project.objects.get().pk}/change/")
+    assert project_page.status_code == 200 and b"Team only" in project_page.content
+    assert User.objects.get(username="admin").is_staff
+    client.logout()
+    assert client.post("/accounts/login/", {"username": "researcher", "password": logins["researcher"]}).status_code == 302
+    assert client.get("/django-admin/").status_code == 302  # to Django admin's own login: not staff

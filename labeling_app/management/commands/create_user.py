@@ -1,17 +1,18 @@
-"""Create a user with its roles (Django groups labeler / researcher / admin), e.g. a deployment's first admin."""
+"""Create a user with its roles (Django groups labeler / researcher / admin), e.g. a deployment's first admin.
+
+It calls the same service as the People page (labeling_app.services.people.user_create)."""
 from __future__ import annotations
 
 import getpass
 import os
 import sys
 
-from django.contrib.auth import get_user_model, password_validation
-from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
+from config.errors import ServiceError
 from labeling_app.roles import ROLES
+from labeling_app.services.people import user_create
 
 PASSWORD_ENV = "RLHF_USER_PASSWORD"
 
@@ -31,17 +32,15 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, roles: list[str], email: str, interactive: bool, **options):
         User = get_user_model()
         if User.objects.filter(username=username).exists():
-            raise CommandError(f"user {username!r} already exists; change its roles in /django-admin/ or pick another name")
+            raise CommandError(f"user {username!r} already exists; change its roles on the People page (/people/) "
+                               f"or pick another name")
         password = os.environ.get(PASSWORD_ENV) or self.ask_password(interactive)
-        user = User(username=username, email=email)
         try:
-            password_validation.validate_password(password, user)
-        except ValidationError as exc:
-            raise CommandError("password rejected: " + " ".join(exc.messages)) from None
-        with transaction.atomic():
-            user.set_password(password)
-            user.save()
-            user.groups.add(*(Group.objects.get_or_create(name=role)[0] for role in roles))
+            user_create(username=username, email=email, roles=roles, password=password)
+        except ServiceError as exc:
+            if exc.field == "password":
+                raise CommandError("password rejected: " + " ".join(exc.errors["password"])) from None
+            raise CommandError(f"{exc.field}: {exc}" if exc.field != "non_field_errors" else str(exc)) from None
         self.stdout.write(f"Created {username!r} with the role{'s' if len(roles) > 1 else ''} {', '.join(roles)}.")
 
     def ask_password(self, interactive: bool) -> str:

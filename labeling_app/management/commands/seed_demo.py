@@ -30,7 +30,8 @@ def demo_logins_path():
 
 
 class Command(BaseCommand):
-    help = "Create the demo users (passwords generated once, kept in var/demo_logins.json) and the demo project."
+    help = ("Create the demo users (passwords generated once, kept in var/demo_logins.json; the admin is also a Django "
+            "superuser, for /django-admin/) and the demo project.")
 
     def handle(self, *args, **options):
         logins = self.ensure_users()
@@ -51,7 +52,9 @@ class Command(BaseCommand):
             user, created = User.objects.get_or_create(username=username)
             if created or not user.check_password(password):
                 user.set_password(password)
-                user.save()
+            # The demo admin also reaches Django admin (/django-admin/): staff, with every model permission.
+            user.is_staff = user.is_superuser = role == "admin"
+            user.save()
             user.groups.add(Group.objects.get_or_create(name=role)[0])
             stored[username] = password
         path.parent.mkdir(parents=True, exist_ok=True)
