@@ -5,13 +5,15 @@ On CUDA the training code runs under bf16 autocast where the GPU supports bf16 (
 float32 weights; peak memory is `torch.cuda.max_memory_allocated` per stage. `--tiny` runs the same stages
 on the CPU with tiny random models (no model files needed), so the script itself is tested in CI; peak
 memory is then the process's peak RSS so far. Every stage runs even when one fails; the exit status is 1
-if any failed.
+if any failed. `--set KEY=VALUE` passes a reward/SFT/PPO setting to every training stage that has it, so
+a setting added to the training configs (an adapter, say) gets its own pass without changing this script.
 
-Run:  python benchmarks/gpu_check.py [--tiny] [--device cuda:0] [--steps 4]
+Run:  python benchmarks/gpu_check.py [--tiny] [--device cuda:0] [--steps 4] [--set trainable_layers=8]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import shutil
@@ -53,10 +55,35 @@ def check_on(model: torch.nn.Module, device: torch.device, what: str) -> None:
         raise RuntimeError(f"{what} is on {actual}, expected {device}")
 
 
+TRAINING_CONFIGS = (reward.RewardConfig, sft.SFTConfig, ppo.PPOConfig)
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """--set KEY=VALUE pairs; each key must be a setting of at least one training config."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"gpu_check: --set takes KEY=VALUE, got {pair!r}")
+        settings[key.strip()] = value.strip()
+    known = {f.name for cls in TRAINING_CONFIGS for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SystemExit(f"gpu_check: --set {unknown[0]}: no reward, SFT or PPO setting has that name "
+                         f"(settings: {', '.join(sorted(known))})")
+    return settings
+
+
+def configured(cls, args, **base):
+    """The stage's config with the --set values that this config has (validated like a job's form input)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls.from_dict({**base, **{k: v for k, v in args.settings.items() if k in names}})
+
+
 def stage_reward(args, device, work: Path) -> tuple[str, RewardScorer]:
     rankings = synthetic_rankings(args.steps * 8 + 8, 4, seed=0, ties=False)
-    cfg = reward.RewardConfig(backbone=args.reward_backbone, epochs=1, batch_size=8, eval_fraction=0.1, eval_every=0,
-                              save_every=0, max_length=128, device=str(device))
+    cfg = configured(reward.RewardConfig, args, backbone=args.reward_backbone, epochs=1, batch_size=8, eval_fraction=0.1,
+                     eval_every=0, save_every=0, max_length=128, device=str(device))
     result = reward.train(cfg, rankings, out_dir=work / "reward")
     scorer = RewardScorer.from_pretrained(result.model_dir, device=device)
     check_on(scorer.model, device, "reward model")
@@ -67,7 +94,7 @@ def stage_reward(args, device, work: Path) -> tuple[str, RewardScorer]:
 def stage_sft(args, device, work: Path) -> str:
     rankings = synthetic_rankings(args.steps * 4, 2, seed=1)
     examples = [(r.prompt, r.completions[0]) for r in rankings]
-    cfg = sft.SFTConfig(epochs=1, batch_size=4, eval_fraction=0.0, max_seq_len=256, warmup_steps=1)
+    cfg = configured(sft.SFTConfig, args, epochs=1, batch_size=4, eval_fraction=0.0, max_seq_len=256, warmup_steps=1)
     result = sft.train(cfg, examples, out_dir=str(work / "sft"), base_path=args.policy, device=device)
     return f"{result.steps} steps, {result.steps * cfg.batch_size / result.elapsed_s:.2f} examples/s, loss {result.train_loss:.3f}"
 
@@ -81,11 +108,12 @@ def stage_ppo(args, device, work: Path, scorer: RewardScorer | None) -> str:
         def reward_fn(ps, rs):
             return [len(r) / 100 for r in rs]
     batch_size = 8
-    cfg = ppo.PPOConfig(total_episodes=batch_size * args.steps, batch_size=batch_size, mini_batch_size=4, ppo_epochs=1,
-                        max_new_tokens=args.new_tokens, trainable_layers=0, samples_per_step=0)
+    cfg = configured(ppo.PPOConfig, args, total_episodes=batch_size * args.steps, batch_size=batch_size, mini_batch_size=4,
+                     ppo_epochs=1, max_new_tokens=args.new_tokens, trainable_layers=0, samples_per_step=0)
     result = ppo.train(cfg, prompts, reward_fn, out_dir=str(work / "ppo"), base_path=args.policy, device=device)
     last = result.metrics
-    return (f"{result.steps} steps (full fine-tuning), {result.episodes / result.elapsed_s:.2f} episodes/s; last step: "
+    scope = "full fine-tuning" if cfg.trainable_layers == 0 else f"top {cfg.trainable_layers} layers"
+    return (f"{result.steps} steps ({scope}), {result.episodes / result.elapsed_s:.2f} episodes/s; last step: "
             f"rollout {last.get('time/rollout_s', float('nan')):.2f}s, update {last.get('time/update_s', float('nan')):.2f}s")
 
 
@@ -115,7 +143,11 @@ def main() -> int:
     p.add_argument("--policy", default=None, help="policy folder (default: SmolLM2-135M-Instruct from MODEL_STORE)")
     p.add_argument("--reward-backbone", default="", help="reward backbone folder (default: all-MiniLM-L6-v2)")
     p.add_argument("--stages", default="reward,sft,ppo,generation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a reward/SFT/PPO setting for every training stage that has it (e.g. a job setting such as "
+                        "trainable_layers=8); repeatable")
     args = p.parse_args()
+    args.settings = parse_settings(args.set)
     args.steps = args.steps or (2 if args.tiny else 8)
     args.new_tokens = args.new_tokens or (8 if args.tiny else 48)
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
@@ -140,7 +172,8 @@ def run_stages(args, device: torch.device, work: Path) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     precision = "bf16 autocast, float32 weights" if bf16_autocast_supported(device) else "float32"
     print(f"gpu_check on {device} ({name}), torch {torch.__version__}, {precision}; policy {args.policy}; "
-          f"{args.steps} steps per stage, {args.new_tokens} new tokens", flush=True)
+          f"{args.steps} steps per stage, {args.new_tokens} new tokens"
+          + "".join(f", {k}={v}" for k, v in args.settings.items()), flush=True)
 
     failed = []
     scorer = None
