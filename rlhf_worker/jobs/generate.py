@@ -20,6 +20,7 @@ class Config(DataSelection):
     policy_version_id: int | None = field(default=None, metadata={"help": "Policy version to sample from; empty = the promoted policy, else the default model."})
     temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens only, before top-p (0 = off)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Longest completion, in tokens."})
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed, prompt and version give the same completions."})
     batch_size: int = field(default=16, metadata={"help": "Rows (prompt x sample) generated together."})
@@ -28,12 +29,12 @@ class Config(DataSelection):
 
     def validate(self) -> None:
         self.validate_selection()
-        GenerationConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed).validate()
+        self.sampling(1).validate()
         if not 1 <= self.batch_size <= 1024:
             raise ConfigError("batch_size", "must be between 1 and 1024")
 
     def sampling(self, num_samples: int) -> GenerationConfig:
-        return GenerationConfig(num_samples=num_samples, temperature=self.temperature, top_p=self.top_p,
+        return GenerationConfig(num_samples=num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                 max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
@@ -86,5 +87,5 @@ def run(job, ctx) -> None:
 
 
 def _settings(sampling: GenerationConfig) -> dict:
-    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k, "max_new_tokens": sampling.max_new_tokens,
             "seed": sampling.seed, "num_samples": sampling.num_samples}

@@ -1,4 +1,4 @@
-"""Batched sampling from a causal LM: left padding, KV cache, temperature / top-p, stop tokens, per-row seeds."""
+"""Batched sampling from a causal LM: left padding, KV cache, temperature / top-k / top-p, stop tokens, per-row seeds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ class GenerationConfig:
     num_samples: int = field(default=4, metadata={"help": "Completions sampled per prompt (K)."})
     temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling: keep the smallest token set with this much probability (1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens only, before top-p (0 = off)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Longest response, in tokens."})
     max_prompt_tokens: int = field(default=512, metadata={"help": "Longer prompts keep only their last tokens."})
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed gives the same samples."})
@@ -35,6 +36,8 @@ class GenerationConfig:
             raise ConfigError("temperature", "must be between 0 (greedy) and 5")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError("top_p", "must be above 0 and at most 1")
+        if self.top_k < 0:
+            raise ConfigError("top_k", "must be 0 (off) or more")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError("max_new_tokens", "must be between 1 and 4096")
         if not 1 <= self.max_prompt_tokens <= 32768:
@@ -43,15 +46,18 @@ class GenerationConfig:
             raise ConfigError("seed", "must be 0 or more")
 
 
+NUCLEUS_CANDIDATES = 64  # top-p first looks at this many most likely tokens; a row whose nucleus is wider sorts its whole vocabulary
+
+
 @dataclass
 class SampleOutput:
     """Token-level result of `sample_tokens` for a batch of left-padded queries."""
 
     response_ids: torch.Tensor  # [B, T]; positions after the stop token hold the pad id
     response_mask: torch.Tensor  # [B, T] bool; True up to and including the stop token
-    logprobs: torch.Tensor  # [B, T] float32; log_softmax(logits / temperature) of the sampled token
-    entropy: torch.Tensor  # [B, T] float32; entropy of the temperature-scaled distribution
-    values: torch.Tensor | None  # [B, T] from `value_head` on the same hidden states, if given
+    logprobs: torch.Tensor  # [B, T] float32; log_softmax(logits / temperature) of the sampled token (0 past the end)
+    entropy: torch.Tensor | None  # [B, T] float32; entropy of the temperature-scaled distribution (None unless asked)
+    values: torch.Tensor | None  # [B, T] from `value_head` on the same hidden states, if given (0 past the end)
     has_stop: torch.Tensor  # [B] bool; False when the response ran to max_new_tokens without a stop
 
 
@@ -65,21 +71,74 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return ((seed * 1_000_003 + prompt_index) * 1_009 + sample_index) % (2**63 - 1)
 
 
-def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero the tail outside the nucleus and renormalise (always keeps the top token)."""
+def row_uniforms(
+    generator: torch.Generator | Sequence[torch.Generator] | None, rows: int, steps: int, device: torch.device | str
+) -> torch.Tensor:
+    """[rows, steps] uniforms in [0, 1), one per (row, step), drawn before decoding starts.
+
+    With one generator per row, row i's draws come from its own generator only, so its sample does
+    not depend on the other rows of the batch. The generators may live on any device (a CPU
+    generator gives the same draws on a GPU run); the result is moved to `device`.
+    """
+    if generator is None:
+        return torch.rand(rows, steps, device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.rand(rows, steps, generator=generator, device=generator.device).to(device)
+    generators = list(generator)
+    if len(generators) != rows:
+        raise ValueError(f"got {len(generators)} generators for {rows} rows: pass one per row, or a single one")
+    return torch.stack([torch.rand(steps, generator=g, device=g.device) for g in generators]).to(device)
+
+
+def _invert_cdf(probs: torch.Tensor, u: torch.Tensor, last: torch.Tensor | int) -> torch.Tensor:
+    """Index of the token whose cumulative-probability interval holds u·total (inverse-CDF sampling), per row."""
+    cdf = probs.cumsum(-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    position = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # first index whose cdf exceeds the target
+    return torch.minimum(position, torch.as_tensor(last, device=position.device))  # float rounding at the top end
+
+
+def _sample_sorted(
+    sorted_logits: torch.Tensor, sorted_idx: torch.Tensor, log_norm: torch.Tensor, u: torch.Tensor, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw from candidates sorted most likely first (probabilities exp(logit − log_norm)) after the top-p cut.
+
+    Returns (tokens, wider): `wider` marks rows where every candidate is inside the nucleus, so tokens
+    beyond the candidates might be too and the draw must be redone over a wider set.
+    """
+    probs = (sorted_logits - log_norm).exp()
+    cumulative = probs.cumsum(-1)
+    keep = (cumulative - probs) <= top_p  # the mass before a token is within top_p: a prefix, always the first
+    wider = cumulative[:, -1] <= top_p  # the next token (not a candidate) would be kept as well
+    kept = probs * keep
+    position = _invert_cdf(kept, u, keep.sum(-1) - 1)
+    return sorted_idx.gather(-1, position[:, None]).squeeze(-1), wider
+
+
+def sample_next(scaled: torch.Tensor, log_norm: torch.Tensor, u: torch.Tensor, *, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """One token per row from temperature-scaled logits [B, V] with top-k then top-p, by inverse CDF of u [B].
+
+    Each row's token depends only on its own logits and its own u. `log_norm` is logsumexp(scaled)
+    [B, 1]. Top-k renormalises over the k most likely tokens and top-p cuts that distribution (as
+    transformers' warpers do). The nucleus is found among the `NUCLEUS_CANDIDATES` most likely
+    tokens (a partial top-k instead of a sort of the whole vocabulary); only rows whose nucleus is
+    wider sort everything.
+    """
+    vocab = scaled.shape[-1]
+    if top_k > 0 and top_k < vocab:
+        top_logits, top_idx = scaled.topk(top_k, dim=-1)
+        tokens, _ = _sample_sorted(top_logits, top_idx, top_logits.logsumexp(-1, keepdim=True), u, top_p)
+        return tokens
     if top_p >= 1.0:
-        return probs
-    sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-    cumulative = sorted_probs.cumsum(-1)
-    sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs > top_p, 0.0)
-    filtered = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_probs)
-    return filtered / filtered.sum(-1, keepdim=True)
-
-
-def _draw(probs: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generator)])
+        return _invert_cdf((scaled - log_norm).exp(), u, vocab - 1)  # any order works without a cut: no sort
+    width = min(NUCLEUS_CANDIDATES, vocab)
+    top_logits, top_idx = scaled.topk(width, dim=-1)
+    tokens, wider = _sample_sorted(top_logits, top_idx, log_norm, u, top_p)
+    if width < vocab and bool(wider.any()):
+        rows = wider.nonzero().squeeze(1)
+        all_logits, all_idx = scaled[rows].sort(dim=-1, descending=True)
+        tokens[rows], _ = _sample_sorted(all_logits, all_idx, log_norm[rows], u[rows], top_p)
+    return tokens
 
 
 def trunk_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -98,48 +157,68 @@ def sample_tokens(
     top_p: float,
     stop_ids: Sequence[int],
     pad_id: int,
+    top_k: int = 0,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     value_head: torch.nn.Module | None = None,
+    compute_entropy: bool = True,
 ) -> SampleOutput:
-    """Sample responses for left-padded queries with a KV cache.
+    """Sample responses for left-padded queries with a KV cache, the whole batch at once.
+
+    Each row draws with its own pre-drawn uniforms (`row_uniforms`): with one generator per row a
+    row's sample depends on its seed only, whatever else is in the batch. A row that emits a stop
+    token leaves the batch (its KV-cache rows are dropped), so the remaining steps cost only what
+    is still running.
 
     The log-probs (and values, when `value_head` is given) come from the same forward passes
     that chose the tokens, so a PPO rollout needs no extra policy pass; they are computed at the
-    sampling temperature (before top-p), matching what `policy_forward.forward_policy` recomputes.
+    sampling temperature (before top-k/top-p), matching what `policy_forward.forward_policy` recomputes.
     """
     device = input_ids.device
     backbone, lm_head = trunk_and_head(model)
     batch = input_ids.shape[0]
     stop = torch.tensor(list(stop_ids), device=device)
+    uniforms = row_uniforms(generator, batch, max_new_tokens, device) if temperature > 0 else None
+    response_ids = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    response_mask = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
+    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
+    entropy = torch.zeros_like(logprobs) if compute_entropy else None
+    values = torch.zeros_like(logprobs) if value_head is not None else None
+    rows = torch.arange(batch, device=device)  # original index of each row still running
     attention_mask = attention_mask.long()
     position_ids = position_ids_from_mask(attention_mask)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, logprobs, entropies, values, masks = [], [], [], [], []
     with autocast_for(device):
         out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     cache = out.past_key_values
     hidden = out.last_hidden_state[:, -1]
     next_position = position_ids[:, -1]
-    for _ in range(max_new_tokens):
+    steps = 0
+    for t in range(max_new_tokens):
         with autocast_for(device):
             logits = lm_head(hidden).float()
         scaled = logits / temperature if temperature > 0 else logits
-        logp_all = torch.log_softmax(scaled, dim=-1)
-        probs = logp_all.exp()
-        if temperature > 0:
-            token = _draw(top_p_filter(probs, top_p), generator)
+        log_norm = scaled.logsumexp(-1, keepdim=True)
+        if uniforms is not None:
+            token = sample_next(scaled, log_norm, uniforms[rows, t], top_p=top_p, top_k=top_k)
         else:
             token = scaled.argmax(-1)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        tokens.append(token)
-        masks.append(~done)
-        logprobs.append(logp_all.gather(-1, token[:, None]).squeeze(-1))
-        entropies.append(-(probs * logp_all).sum(-1))
-        if value_head is not None:
-            values.append(value_head(hidden.float()).squeeze(-1))
-        done = done | torch.isin(token, stop)
-        if bool(done.all()):
+        response_ids[rows, t] = token
+        response_mask[rows, t] = True
+        logprobs[rows, t] = scaled.gather(-1, token[:, None]).squeeze(-1) - log_norm.squeeze(-1)
+        if entropy is not None:
+            entropy[rows, t] = log_norm.squeeze(-1) - ((scaled - log_norm).exp() * scaled).sum(-1)
+        if values is not None:
+            values[rows, t] = value_head(hidden.float()).squeeze(-1)
+        steps = t + 1
+        running = ~torch.isin(token, stop)
+        if t == max_new_tokens - 1:
             break
+        still = int(running.sum())
+        if still == 0:
+            break
+        if still < rows.shape[0]:  # drop finished rows from the batch and the cache
+            keep = running.nonzero().squeeze(1)
+            rows, token, attention_mask, next_position = rows[keep], token[keep], attention_mask[keep], next_position[keep]
+            cache.batch_select_indices(keep)
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         next_position = next_position + 1
         with autocast_for(device):
@@ -152,15 +231,14 @@ def sample_tokens(
             )
         cache = out.past_key_values
         hidden = out.last_hidden_state[:, -1]
-    response_ids = torch.stack(tokens, 1)
-    response_mask = torch.stack(masks, 1)
+    response_ids, response_mask = response_ids[:, :steps], response_mask[:, :steps]
     has_stop = (torch.isin(response_ids, stop) & response_mask).any(1)
     return SampleOutput(
         response_ids=response_ids,
         response_mask=response_mask,
-        logprobs=torch.stack(logprobs, 1).float(),
-        entropy=torch.stack(entropies, 1).float(),
-        values=torch.stack(values, 1).float() if values else None,
+        logprobs=logprobs[:, :steps],
+        entropy=entropy[:, :steps] if entropy is not None else None,
+        values=values[:, :steps] if values is not None else None,
         has_stop=has_stop,
     )
 
@@ -244,11 +322,12 @@ def generate_stream(
             return
         chunk = rows[start:start + batch_size]
         input_ids, attention_mask = encode_queries(tokenizer, [texts[i] for i, _ in chunk], cfg.max_prompt_tokens, device)
-        generators = [torch.Generator(device=device).manual_seed(row_seed(cfg.seed, keys[i], k)) for i, k in chunk]
+        # CPU generators: the same seed gives the same draws on a GPU (row_uniforms moves them there)
+        generators = [torch.Generator().manual_seed(row_seed(cfg.seed, keys[i], k)) for i, k in chunk]
         out = sample_tokens(
             model, input_ids, attention_mask,
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generators,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generators, compute_entropy=False,
         )
         decoded = decode_responses(tokenizer, out.response_ids, stop_ids)
         finished: list[int] = []

@@ -416,7 +416,7 @@ def train(
     if len(plain) != len(prompts):
         raise ValueError("reward_prompts must have one entry per prompt")
     generator = torch.Generator().manual_seed(cfg.seed)
-    sample_generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    sample_generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: a seed draws the same on any device
     history: list[dict[str, float]] = []
     start_time = time.perf_counter()
     order: list[int] = []
