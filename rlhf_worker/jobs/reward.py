@@ -124,7 +124,7 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     })
     ctx.log(f"done: eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}, labeler agreement "
             f"{metrics.get('eval/labeler_agreement', float('nan')):.3f}")
-    return ModelVersion.objects.create(
+    return ctx.db(lambda: ModelVersion.objects.create(
         kind=ModelVersion.Kind.REWARD, name=cfg.name or f"reward-{job.pk}", path=result.model_dir, parent=base,
         training_job=job, metrics=metrics, config=config_to_dict(cfg), data_snapshot=snapshot,
-    )
+    ), "registering the model version")
