@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from django.conf import settings
 
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import demonstrations_for_training, rankings_for_training
 from rlhf_worker.jobs.common import check_projects, model_version, subconfig
-from rlhf_worker.models import ModelVersion, TrainingJob
+from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint, train
 from rlhf_worker.training.reward_model import reward_prompt_text
@@ -49,7 +48,7 @@ def check(cfg: Config) -> None:
 
 def job_dir(job_id: int) -> Path:
     """Where the runner puts a reward job's outputs (JobContext.out_dir)."""
-    return Path(settings.MODEL_STORE) / "jobs" / f"{TrainingJob.Kind.REWARD}-{job_id}"
+    return job_output_dir(TrainingJob.Kind.REWARD, job_id)
 
 
 def resumable_job_dir(job_id: int) -> Path:

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from django.conf import settings
@@ -36,7 +35,7 @@ class JobContext:
         self.job = job
         self.config = config
         self.write_interval = write_interval
-        self.out_dir = Path(settings.MODEL_STORE) / "jobs" / f"{job.kind}-{job.pk}"
+        self.out_dir = job.output_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._started = time.monotonic()
         self._last_write = 0.0
