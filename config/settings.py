@@ -208,11 +208,16 @@ IMPORT_DIR = os.environ.get("IMPORT_DIR", str(VAR_DIR / "imports"))
 IMPORT_ASYNC_LINES = int(os.environ.get("IMPORT_ASYNC_LINES", "2000"))
 # Saved files of rejected (failed or lost) uploads are deleted after this many days; succeeded ones are kept.
 IMPORT_RETENTION_DAYS = float(os.environ.get("IMPORT_RETENTION_DAYS", "30"))
+# Output folders (checkpoints) of failed, cancelled and lost training jobs are deleted after this many days.
+JOB_RETENTION_DAYS = float(os.environ.get("JOB_RETENTION_DAYS", "14"))
 # The longest prompt, completion or demonstration text accepted (imports, forms), in characters.
 MAX_TEXT_CHARS = int(os.environ.get("MAX_TEXT_CHARS", "100000"))
 # A running job writes a heartbeat this often; a job silent for JOB_LOST_AFTER seconds is marked lost.
 JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "5"))
 JOB_LOST_AFTER_SECONDS = float(os.environ.get("JOB_LOST_AFTER_SECONDS", "120"))
+# A running job's heartbeat, progress, metric and cancel-check writes reconnect and retry this long when the
+# database restarts or is unreachable; past it the job fails (see rlhf_worker/jobs/db_retry.py).
+JOB_DB_RETRY_SECONDS = float(os.environ.get("JOB_DB_RETRY_SECONDS", "60"))
 # How often a job's page refreshes while the job runs.
 JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "2"))
 

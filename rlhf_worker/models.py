@@ -1,6 +1,8 @@
 """Training jobs (state, progress, metric series) and the model registry."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 from django.db.models import CheckConstraint, Q, UniqueConstraint
@@ -83,8 +85,18 @@ class TrainingJob(models.Model):
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 
+    @property
+    def output_dir(self) -> Path:
+        """Where the runner writes this job's checkpoints and models (under MODEL_STORE, shared by all workers)."""
+        return job_output_dir(self.kind, self.pk)
+
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job #{self.pk} ({self.status})"
+
+
+def job_output_dir(kind: str, job_id: int) -> Path:
+    """The output folder of job `job_id` of `kind` (TrainingJob.output_dir without the row)."""
+    return Path(settings.MODEL_STORE) / "jobs" / f"{kind}-{job_id}"
 
 
 class JobMetric(models.Model):

@@ -17,3 +17,11 @@ def mark_lost_jobs() -> int:
     from rlhf_worker.services.jobs import jobs_mark_lost
 
     return jobs_mark_lost()
+
+
+@shared_task(name="rlhf_worker.purge_job_outputs")
+def purge_job_outputs() -> int:
+    """Scheduled: checkpoints of failed, cancelled and lost jobs older than JOB_RETENTION_DAYS are deleted."""
+    from rlhf_worker.services.jobs import job_outputs_purge
+
+    return job_outputs_purge()

@@ -74,9 +74,9 @@ def run(job, ctx) -> ModelVersion | None:
     metrics = dict(result.metrics)
     metrics.update({"objective/score_rise": rise, "train/steps": result.steps, "train/episodes": result.episodes,
                     "train/seconds": result.elapsed_s})
-    return ModelVersion.objects.create(
+    return ctx.db(lambda: ModelVersion.objects.create(
         kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "PPO"), path=result.path, parent=base,
         reward_model=reward, training_job=job, config=config_to_dict(cfg), metrics=metrics,
         data_snapshot={"prompt_ids": [p["prompt_id"] for p in prompts], "project_ids": cfg.project_ids,
                        "date_from": cfg.date_from, "date_to": cfg.date_to},
-    )
+    ), "registering the model version")

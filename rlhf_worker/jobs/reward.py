@@ -6,15 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from django.conf import settings
 
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import demonstrations_for_training, rankings_for_training
 from rlhf_worker.jobs.common import check_projects, model_version, subconfig
-from rlhf_worker.models import ModelVersion, TrainingJob
+from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
-from rlhf_worker.training.reward import CHECKPOINT_DIR, TRAINER_STATE_FILE, Ranking, RewardConfig, train
+from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint, train
 from rlhf_worker.training.reward_model import reward_prompt_text
 
 DATA_SNAPSHOT_FILE = "data_snapshot.json"
@@ -49,15 +48,20 @@ def check(cfg: Config) -> None:
 
 def job_dir(job_id: int) -> Path:
     """Where the runner puts a reward job's outputs (JobContext.out_dir)."""
-    return Path(settings.MODEL_STORE) / "jobs" / f"{TrainingJob.Kind.REWARD}-{job_id}"
+    return job_output_dir(TrainingJob.Kind.REWARD, job_id)
 
 
 def resumable_job_dir(job_id: int) -> Path:
     """The output folder of an earlier reward job that left a checkpoint and its data snapshot to continue from."""
-    if not TrainingJob.objects.filter(pk=job_id, kind=TrainingJob.Kind.REWARD).exists():
+    previous = TrainingJob.objects.filter(pk=job_id, kind=TrainingJob.Kind.REWARD).only("status").first()
+    if previous is None:
         raise ServiceError(f"no reward job with id {job_id}", field="resume_job_id")
+    if not previous.is_finished:
+        # Its checkpoint is still being rewritten; two runs would also train on one folder's state at once.
+        raise ServiceError(f"reward job {job_id} is still {previous.status}: cancel it, or wait until it ends, "
+                           "then resume from it", field="resume_job_id")
     folder = job_dir(job_id)
-    if not (folder / CHECKPOINT_DIR / TRAINER_STATE_FILE).is_file() or not (folder / DATA_SNAPSHOT_FILE).is_file():
+    if find_checkpoint(folder) is None or not (folder / DATA_SNAPSHOT_FILE).is_file():
         raise ServiceError(f"reward job {job_id} left no checkpoint to resume from", field="resume_job_id")
     return folder
 
@@ -79,7 +83,7 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     selection = {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
     if cfg.resume_job_id is not None:
         previous = resumable_job_dir(cfg.resume_job_id)
-        resume_from = previous / CHECKPOINT_DIR
+        resume_from = find_checkpoint(previous)
         # Exactly the labels of the interrupted run, so the step count and data order line up with its checkpoint.
         snapshot = json.loads((previous / DATA_SNAPSHOT_FILE).read_text())
         selection = {"project_ids": snapshot["project_ids"], "annotation_ids": snapshot["annotation_ids"]}
@@ -124,7 +128,7 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     })
     ctx.log(f"done: eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}, labeler agreement "
             f"{metrics.get('eval/labeler_agreement', float('nan')):.3f}")
-    return ModelVersion.objects.create(
+    return ctx.db(lambda: ModelVersion.objects.create(
         kind=ModelVersion.Kind.REWARD, name=cfg.name or f"reward-{job.pk}", path=result.model_dir, parent=base,
         training_job=job, metrics=metrics, config=config_to_dict(cfg), data_snapshot=snapshot,
-    )
+    ), "registering the model version")

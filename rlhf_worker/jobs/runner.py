@@ -7,20 +7,21 @@ import socket
 import threading
 import time
 import traceback
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
 from rlhf_worker.jobs import job_module
+from rlhf_worker.jobs.db_retry import DatabaseUnavailable, drop_broken_connection, with_db_retry
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import config_from_dict
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 20_000
+T = TypeVar("T")
 
 
 class JobCancelled(Exception):
@@ -34,13 +35,13 @@ class JobContext:
         self.job = job
         self.config = config
         self.write_interval = write_interval
-        self.out_dir = Path(settings.MODEL_STORE) / "jobs" / f"{job.kind}-{job.pk}"
+        self.out_dir = job.output_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._started = time.monotonic()
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
-        self._pending_points: list[JobMetric] = []
+        self._pending_points: list[tuple[int, str, float]] = []  # (step, key, value) not yet written
         self._pending_log: list[str] = []
         self._state: dict[str, Any] = {}
 
@@ -51,7 +52,7 @@ class JobContext:
         for key, value in (metrics or {}).items():
             if value is None or not math.isfinite(float(value)):
                 continue
-            self._pending_points.append(JobMetric(job_id=self.job.pk, step=step, key=key, value=float(value)))
+            self._pending_points.append((step, key, float(value)))
             self._state.setdefault("summary", {})[key] = float(value)
         self._state["step"], self._state["total"] = step, total
         if samples:
@@ -72,17 +73,24 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_cancel_check >= 1.0:
             self._last_cancel_check = now
-            self._cancelled = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+            self._cancelled = with_db_retry(
+                lambda: TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists(), what=f"job {self.job.pk}: cancel check")
         return self._cancelled
 
     def raise_if_cancelled(self) -> None:
         if self.should_stop():
             raise JobCancelled()
 
+    def db(self, write: Callable[[], T], what: str) -> T:
+        """Run a job body's own database write (e.g. registering the model version) so it survives a database restart."""
+        return with_db_retry(write, what=f"job {self.job.pk}: {what}")
+
     # -- bookkeeping ---------------------------------------------------------------------------
     def flush(self) -> None:
+        """Write progress, summary, samples, log lines and metric points in one transaction (retried as a whole
+        across a database restart; what was pending stays pending until it is committed)."""
         self._last_write = time.monotonic()
-        updates: dict[str, Any] = {"heartbeat_at": timezone.now()}
+        updates: dict[str, Any] = {}
         step, total = self._state.get("step"), self._state.get("total")
         if step is not None:
             updates["step"] = step
@@ -91,21 +99,29 @@ class JobContext:
                 updates["progress"] = min(1.0, step / total)
                 elapsed = time.monotonic() - self._started
                 updates["eta_seconds"] = elapsed / step * (total - step) if step else None
+        summary = None
         if "summary" in self._state:
-            merged = dict(self.job.summary or {})
-            merged.update(self._state["summary"])
-            self.job.summary = updates["summary"] = merged
+            summary = {**(self.job.summary or {}), **self._state["summary"]}
+            updates["summary"] = summary
         if "samples" in self._state:
             updates["samples"] = self._state["samples"]
-        with transaction.atomic():
-            if self._pending_log:
-                self.job.log = (self.job.log + "\n" + "\n".join(self._pending_log)).strip()[-LOG_TAIL_CHARS:]
-                updates["log"] = self.job.log
-                self._pending_log = []
-            TrainingJob.objects.filter(pk=self.job.pk).update(**updates)
-            if self._pending_points:
-                JobMetric.objects.bulk_create(self._pending_points)
-                self._pending_points = []
+        log_lines, points = list(self._pending_log), list(self._pending_points)
+        log = (self.job.log + "\n" + "\n".join(log_lines)).strip()[-LOG_TAIL_CHARS:] if log_lines else None
+        if log is not None:
+            updates["log"] = log
+
+        def write() -> None:
+            with transaction.atomic():
+                TrainingJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), **updates)
+                JobMetric.objects.bulk_create(JobMetric(job_id=self.job.pk, step=s, key=k, value=v) for s, k, v in points)
+
+        with_db_retry(write, what=f"job {self.job.pk}: progress write")
+        if summary is not None:
+            self.job.summary = summary
+        if log is not None:
+            self.job.log = log
+        del self._pending_log[:len(log_lines)]
+        del self._pending_points[:len(points)]
 
 
 class _Heartbeat(threading.Thread):
@@ -119,7 +135,11 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval):
-                TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # the database restarted: beat again on a new connection next time
+                    logger.warning("job %s: heartbeat not written (%s); reconnecting", self.job_id, str(exc).strip())
+                    drop_broken_connection()
         finally:
             close_old_connections()
             from django.db import connection
@@ -130,11 +150,11 @@ class _Heartbeat(threading.Thread):
 def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
     """Run the job's body and record how it ended; returns the final status."""
     worker = socket.gethostname()
-    claimed = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
+    claimed = with_db_retry(lambda: TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
         status=TrainingJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
         worker=worker, celery_task_id=celery_task_id,
-    )
-    job = TrainingJob.objects.get(pk=job_id)
+    ), what=f"job {job_id}: claim")
+    job = with_db_retry(lambda: TrainingJob.objects.get(pk=job_id), what=f"job {job_id}: read")
     if not claimed:
         logger.warning("job %s is %s, not queued: not running it", job_id, job.status)
         return job.status
@@ -166,7 +186,7 @@ def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
         return TrainingJob.Status.CANCELLED
     except Exception as exc:  # a job failure is data for the dashboard, not a worker crash
         logger.exception("job %s failed", job_id)
-        if ctx:
+        if ctx and not isinstance(exc, DatabaseUnavailable):  # after a long outage, do not wait a second bound
             try:
                 ctx.flush()
             except Exception:  # the original error matters more than a failed progress write
@@ -193,7 +213,11 @@ def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = Non
         updates["result_version"] = version
     if error:
         updates["error"] = error[-LOG_TAIL_CHARS:]
-    current = TrainingJob.objects.only("log").get(pk=job.pk).log
     line = f"[{timezone.now():%H:%M:%S}] {log or status}"
-    updates["log"] = (current + "\n" + line).strip()[-LOG_TAIL_CHARS:]
-    TrainingJob.objects.filter(pk=job.pk).update(**updates)
+
+    def write() -> None:
+        with transaction.atomic():
+            current = TrainingJob.objects.select_for_update().only("log").get(pk=job.pk).log
+            TrainingJob.objects.filter(pk=job.pk).update(**updates, log=(current + "\n" + line).strip()[-LOG_TAIL_CHARS:])
+
+    with_db_retry(write, what=f"job {job.pk}: final status")

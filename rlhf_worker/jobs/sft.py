@@ -50,7 +50,7 @@ def run(job, ctx) -> ModelVersion | None:
     if result.stopped or result.path is None:
         return None
     ctx.log(f"held-out loss {result.eval_loss_before} -> {result.eval_loss}")
-    return ModelVersion.objects.create(
+    return ctx.db(lambda: ModelVersion.objects.create(
         kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "SFT"), path=result.path, parent=base,
         training_job=job, config=config_to_dict(cfg),
         metrics={"train/loss": result.train_loss, "eval/loss": result.eval_loss, "eval/loss_before": result.eval_loss_before,
@@ -58,4 +58,4 @@ def run(job, ctx) -> ModelVersion | None:
         data_snapshot={"demonstration_ids": [d["demonstration_id"] for d in demos], "num_train": result.num_train,
                        "num_eval": result.num_eval, "project_ids": cfg.project_ids, "date_from": cfg.date_from,
                        "date_to": cfg.date_to},
-    )
+    ), "registering the model version")

@@ -1,16 +1,24 @@
-"""Writes on training jobs: start (validated), cancel, re-run, and marking jobs whose worker died as lost."""
+"""Writes on training jobs: start (validated), cancel, re-run, marking jobs whose worker died as lost, and deleting
+the outputs of jobs that ended without a model once they are older than JOB_RETENTION_DAYS."""
 from __future__ import annotations
 
+import logging
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
-from rlhf_worker.models import TrainingJob
+from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
+
+logger = logging.getLogger(__name__)
 
 
 def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -85,4 +93,40 @@ def jobs_mark_lost(*, now=None) -> int:
         count += TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff).update(
             status=TrainingJob.Status.LOST, error=reason, finished_at=now
         )
+    return count
+
+
+# Jobs that ended without a model: their folders hold only checkpoints (a reward checkpoint is ~260 MB).
+PURGEABLE = (TrainingJob.Status.FAILED, TrainingJob.Status.CANCELLED, TrainingJob.Status.LOST)
+
+
+def job_outputs_purge(*, now=None) -> int:
+    """Delete the output folders of failed, cancelled and lost jobs that ended more than JOB_RETENTION_DAYS ago;
+    returns how many folders went.
+
+    Kept whatever their age: a succeeded job's outputs, any folder holding a registered model version (promoted
+    or not), and the checkpoint a queued or running job resumes from. The job row stays, with a log line.
+    """
+    now = now or timezone.now()
+    days = float(settings.JOB_RETENTION_DAYS)
+    cutoff = now - timedelta(days=days)
+    store = (Path(settings.MODEL_STORE) / "jobs").resolve()
+    version_paths = [Path(path).resolve() for path in ModelVersion.objects.exclude(path="").values_list("path", flat=True)]
+    resumed = {config.get("resume_job_id") for config in TrainingJob.objects.exclude(status__in=TrainingJob.FINISHED)
+               .values_list("config", flat=True) if isinstance(config, dict)}
+    count = 0
+    expired = TrainingJob.objects.filter(status__in=PURGEABLE, finished_at__lt=cutoff, result_version__isnull=True)
+    for job in expired.only("pk", "kind"):
+        folder = job.output_dir.resolve()
+        if folder.parent != store or not folder.is_dir() or job.pk in resumed:
+            continue
+        if any(path == folder or folder in path.parents for path in version_paths):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            logger.warning("job %s: could not delete all of %s", job.pk, folder)
+            continue
+        line = f"\n[{now:%Y-%m-%d %H:%M:%S}] outputs deleted: the job ended more than {days:g} days ago (JOB_RETENTION_DAYS)"
+        TrainingJob.objects.filter(pk=job.pk).update(log=Concat(F("log"), Value(line)))
+        count += 1
     return count

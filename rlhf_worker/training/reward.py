@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .atomic_dir import complete_dir, publish_dir, remove_dir, temp_dir_for
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
@@ -301,22 +301,28 @@ def evaluate(model: RewardModel, encoded: Sequence[EncodedRanking], pad_token_id
 
 
 def _save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write a resumable checkpoint; the previous one is deleted only once this one is complete on disk."""
+    tmp = temp_dir_for(path)
     model.save_pretrained(tmp, tokenizer=tokenizer, extra=extra)
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                tmp / TRAINER_STATE_FILE)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    publish_dir(tmp, path)
 
 
-def _find_checkpoint(resume_from: str | os.PathLike) -> Path:
+def find_checkpoint(resume_from: str | os.PathLike) -> Path | None:
+    """The complete checkpoint in `resume_from` (a checkpoint folder, or a run's output folder holding one), or None."""
     path = Path(resume_from)
     if (path / TRAINER_STATE_FILE).is_file():
         return path
-    if (path / CHECKPOINT_DIR / TRAINER_STATE_FILE).is_file():
-        return path / CHECKPOINT_DIR
-    raise FileNotFoundError(f"no checkpoint ({TRAINER_STATE_FILE}) in {path} or {path / CHECKPOINT_DIR}")
+    return complete_dir(path / CHECKPOINT_DIR, TRAINER_STATE_FILE)
+
+
+def _find_checkpoint(resume_from: str | os.PathLike) -> Path:
+    found = find_checkpoint(resume_from)
+    if found is None:
+        path = Path(resume_from)
+        raise FileNotFoundError(f"no checkpoint ({TRAINER_STATE_FILE}) in {path} or {path / CHECKPOINT_DIR}")
+    return found
 
 
 def normalization_stats(scorer: RewardScorer, pairs: Sequence[tuple[str, str]], batch_size: int) -> tuple[float, float]:
@@ -466,11 +472,9 @@ def train(
     bias, scale = normalization_stats(scorer, reference_completions, cfg.batch_size * 4)
     model.set_normalization(bias, scale)
     model_dir = out_dir / MODEL_DIR
-    tmp = out_dir / (MODEL_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_dir_for(model_dir)
     model.save_pretrained(tmp, tokenizer=tokenizer, extra={**saved_extra, "metrics": metrics})
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete; its optimizer state is dead weight
+    publish_dir(tmp, model_dir)
+    remove_dir(checkpoint_dir)  # the run is complete; its optimizer state is dead weight
     return RewardTrainResult(model_dir=str(model_dir), checkpoint_dir=None, stopped=False, bias=bias, scale=scale,
                              train_seconds=time.perf_counter() - started, **base)

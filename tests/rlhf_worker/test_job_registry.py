@@ -115,3 +115,31 @@ def test_the_start_form_shows_the_services_refusal_beside_the_field(admin_user, 
     assert response.status_code == 200 and "Nothing was started" in html
     assert 'id="error-resume_job_id"' in html and f"reward job {stopped.pk} left no checkpoint" in html
     assert TrainingJob.objects.count() == 1
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_a_job_cannot_resume_from_a_job_that_has_not_ended(admin_user, demo_project, status):
+    """Even with a checkpoint on disk: the running job still rewrites it, so the form refuses and starts nothing."""
+    unfinished = TrainingJob.objects.create(kind="reward", status=status, config={})
+    folder = Path(settings.MODEL_STORE) / "jobs" / f"reward-{unfinished.pk}"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint" / "trainer_state.pt").write_bytes(b"state")
+    (folder / "data_snapshot.json").write_text("{}")
+    config = {"project_ids": [demo_project.pk], "resume_job_id": unfinished.pk}
+    with pytest.raises(ServiceError) as refused:
+        job_start(kind="reward", config=config, user=admin_user)
+    assert refused.value.field == "resume_job_id" and f"reward job {unfinished.pk} is still {status}" in str(refused.value)
+
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post(reverse("jobs:start", kwargs={"kind": "reward"}), {
+        **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
+        "resume_job_id": str(unfinished.pk)})
+    html = response.content.decode()
+    assert response.status_code == 200 and "Nothing was started" in html
+    assert 'id="error-resume_job_id"' in html and f"reward job {unfinished.pk} is still {status}: cancel it" in html
+    assert TrainingJob.objects.count() == 1
+
+    # once it has ended, its checkpoint is what a new job continues from
+    TrainingJob.objects.filter(pk=unfinished.pk).update(status="cancelled")
+    assert job_module("reward").resumable_job_dir(unfinished.pk) == folder

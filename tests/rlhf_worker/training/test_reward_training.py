@@ -1,15 +1,20 @@
 """Reward training: InstructGPT K-wise loss, one forward per completion, learning, normalisation, resume, cancel, config."""
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.reward import (
+    CHECKPOINT_DIR,
+    TRAINER_STATE_FILE,
     EncodedRanking,
     Ranking,
     RewardConfig,
     collate_rankings,
+    find_checkpoint,
     labeler_agreement,
     pairs_from_ranks,
     ranking_loss_sum,
@@ -200,3 +205,47 @@ def test_config_from_dict_coerces_form_input():
     cfg = RewardConfig.from_dict({"learning_rate": "2e-5", "epochs": "2", "split_by": "labeler"})
     assert cfg.learning_rate == 2e-5 and cfg.epochs == 2 and cfg.split_by == "labeler"
     assert RewardConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_crash_while_a_checkpoint_replaces_the_last_one_keeps_a_complete_checkpoint(backbone_dir, tmp_path, monkeypatch):
+    """Killed between removing the old checkpoint and putting the new one in place: the old one is still there."""
+    rankings = synthetic_rankings(50, 3, seed=6, max_words=10)
+    cfg = tiny_cfg(backbone_dir, save_every=2)
+    real_replace = os.replace
+    checkpoint = tmp_path / CHECKPOINT_DIR
+    placed = []
+
+    def dies_placing_the_second_checkpoint(src, dst):
+        if Path(dst) == checkpoint:
+            placed.append(src)
+            if len(placed) == 2:
+                raise SystemExit("killed while the step-4 checkpoint was put in place")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_placing_the_second_checkpoint)
+    with pytest.raises(SystemExit):
+        train(cfg, rankings, out_dir=tmp_path)
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    found = find_checkpoint(tmp_path)
+    assert found is not None, "no complete checkpoint left"
+    assert torch.load(found / TRAINER_STATE_FILE, weights_only=True)["step"] == 2
+    resumed_steps = []
+    train(cfg, rankings, out_dir=tmp_path, resume_from=tmp_path, on_progress=lambda step, total, m, s: resumed_steps.append(step))
+    assert resumed_steps[0] == 3
+    assert find_checkpoint(tmp_path) is None and not list(tmp_path.glob(CHECKPOINT_DIR + "*")), "a finished run keeps no checkpoint"
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(backbone_dir, tmp_path, monkeypatch):
+    rankings = synthetic_rankings(20, 3, seed=6, max_words=10)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", str(dst))) or real_replace(src, dst))
+    train(tiny_cfg(backbone_dir, save_every=1), rankings, out_dir=tmp_path)
+    checkpoint = str(tmp_path / CHECKPOINT_DIR)
+    placed = [i for i, event in enumerate(events) if event == ("replace", checkpoint)]
+    assert placed
+    for i in placed:
+        synced = {Path(path).name for kind, path in events[:i] if kind == "fsync"}
+        assert {"model.safetensors", TRAINER_STATE_FILE} <= synced
