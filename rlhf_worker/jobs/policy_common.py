@@ -43,12 +43,13 @@ def check_prompts_selected(cfg: DataSelection) -> None:
 
 
 def selection_text(cfg) -> str:
-    """'projects #1, #2 (2026-01-01 → …)' for messages about what a selection holds."""
+    """'projects #1, #2 between 2026-01-01 and now', for messages about what a selection holds."""
     text = "projects " + ", ".join(f"#{p}" for p in cfg.project_ids) if cfg.project_ids else "the chosen prompts"
     if getattr(cfg, "prompt_ids", None) and cfg.project_ids:
         text += f" (prompts {', '.join(map(str, cfg.prompt_ids))})"
-    if cfg.date_from or cfg.date_to:
-        text += f" between {cfg.date_from or 'the start'} and {cfg.date_to or 'now'}"
+    date_from, date_to = getattr(cfg, "date_from", ""), getattr(cfg, "date_to", "")
+    if date_from or date_to:
+        text += f" between {date_from or 'the start'} and {date_to or 'now'}"
     return text
 
 

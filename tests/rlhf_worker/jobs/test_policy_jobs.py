@@ -155,7 +155,7 @@ def test_reward_and_policy_resolution(tiny_version, monkeypatch):
 def test_job_configs_name_the_wrong_field(project, tiny_version):
     pid = project.pk
     for kind, data, field in [
-        ("generate", {}, "project_ids"),
+        ("generate", {"project_ids": [pid], "date_to": "2000-01-01"}, "project_ids"),  # no prompts that old
         ("generate", {"project_ids": [pid + 1000]}, "project_ids"),
         ("generate", {"project_ids": [pid], "date_from": "yesterday"}, "date_from"),
         ("generate", {"project_ids": [pid], "policy_version_id": tiny_version.pk + 1000}, "policy_version_id"),
