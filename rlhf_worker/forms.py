@@ -120,7 +120,8 @@ class JobConfigForm(forms.Form):
                  common_fields: tuple[str, ...] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.config_cls, self.job_kind = config_cls, job_kind
-        self.common_names = None if common_fields is None else set(common_fields)
+        self.common_names = None if common_fields is None else [n for n in common_fields if n in dict.fromkeys(
+            f.name for f in dataclasses.fields(config_cls))]
         self.config_dict: dict[str, Any] | None = None
         self.described = config_fields(config_cls)
         metadata = {f.name: dict(f.metadata) for f in dataclasses.fields(config_cls)}
@@ -133,8 +134,10 @@ class JobConfigForm(forms.Form):
             self.fields[info["name"]] = field
 
     def common_fields(self) -> list:
-        """The bound fields shown first: the job kind's COMMON_FIELDS (every field when it names none)."""
-        return [f for f in self if self.common_names is None or f.name in self.common_names]
+        """The bound fields shown first, in the job kind's COMMON_FIELDS order (every field when it names none)."""
+        if self.common_names is None:
+            return list(self)
+        return [self[name] for name in self.common_names]
 
     def advanced_fields(self) -> list:
         """Every other field, for the "Advanced" section (a field added to a Config lands here)."""

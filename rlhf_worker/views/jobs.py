@@ -85,7 +85,8 @@ def job_start_form(request, kind: str):
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
-        return _render_start(request, info, form, status=400, preset_name=request.POST.get("preset_name", ""))
+        return _render_start(request, info, form, status=400, preset_name=request.POST.get("preset_name", ""),
+                             preset=job_preset_get(info, request.POST.get("preset", "")))
     initial, source, preset = None, request.GET.get("from"), None
     if source and source.isdigit():
         initial = job_config_to_copy(pk=int(source), kind=kind)
@@ -116,7 +117,8 @@ def job_preset_save_view(request, kind: str):
         else:
             messages.success(request, f"Preset {preset.name!r} {'saved' if created else 'updated'}.")
             return redirect(f"{reverse('jobs:start', kwargs={'kind': kind})}?{urlencode({'preset': preset.name})}")
-    return _render_start(request, info, form, status=400, preset_name=name, saving_preset=True)
+    return _render_start(request, info, form, status=400, preset_name=name, saving_preset=True,
+                         preset=job_preset_get(info, request.POST.get("preset", "")))
 
 
 @role_required(ADMIN)
