@@ -58,6 +58,8 @@ MATRIX: dict[str, Row] = {
     "jobs:preset_save": Row(page(403, 403, 302), kwargs=lambda w: {"kind": "score"}, method="post",
                             data={"batch_size": "32", "device": "auto", "preset_name": "matrix preset"}),
     "jobs:preset_delete": Row(page(403, 403, 302), kwargs=lambda w: {"pk": _preset(w)}, method="post"),
+    # The jobs API: an empty body names what is missing (400) once past authorization.
+    "api:jobs-start": Row({"anon": 401, "labeler": 403, "researcher": 403, "admin": 400}, method="post"),
     "jobs:notices_dismiss": Row(page(403, 403, 302), method="post", data={"until": "2026-01-01T00:00:00+00:00"}),
     "jobs:detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
     "jobs:live": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from labeling_app.api import labeling
+from rlhf_worker.api import JobStartApi
 
 app_name = "api"
 urlpatterns = [
@@ -16,4 +17,6 @@ urlpatterns = [
     path("label/tasks/<int:task_id>/skip/", labeling.SkipApi.as_view(), name="label-skip"),
     path("label/tasks/<int:task_id>/renew/", labeling.RenewApi.as_view(), name="label-renew"),
     path("label/annotations/<int:annotation_id>/", labeling.AnnotationDetailApi.as_view(), name="label-annotation"),
+    # Training jobs (admins)
+    path("jobs/", JobStartApi.as_view(), name="jobs-start"),
 ]

@@ -286,3 +286,31 @@ def test_dismissing_needs_a_time_and_goes_back_only_to_this_site(admin_user):
     response = c.post(reverse("jobs:notices_dismiss"), {"until": timezone.now().isoformat(), "next": "https://evil.example/"})
     assert response["Location"] == reverse("jobs:list")
     assert c.get(reverse("jobs:notices_dismiss")).status_code == 405
+
+
+# --- the jobs API -------------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_api_refuses_a_ppo_job_without_reward_model_like_the_form(prompts_project, admin_user):
+    ModelVersion.objects.create(kind="reward", name="rm-listed", path="/rm")
+    response = client_for(admin_user).post(reverse("api:jobs-start"), {"kind": "ppo", "config": {}},
+                                           content_type="application/json")
+    assert response.status_code == 400
+    body = response.json()
+    assert list(body["errors"]) == ["reward_version_id"] and "rm-listed" in body["detail"]
+    assert not TrainingJob.objects.exists()
+    response = client_for(admin_user).post(reverse("api:jobs-start"), {"kind": "nope"}, content_type="application/json")
+    assert response.status_code == 400 and "kind" in response.json()["errors"]
+
+
+@pytest.mark.django_db
+def test_the_api_starts_a_job_from_a_preset_with_overrides(prompts_project, admin_user, monkeypatch):
+    monkeypatch.setattr("rlhf_worker.services.jobs.job_enqueue", lambda *, job_id: None)
+    response = client_for(admin_user).post(reverse("api:jobs-start"), {
+        "kind": "generate", "preset": "quick cpu demo", "config": {"max_new_tokens": 8}}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.created_by == admin_user and job.config["device"] == "cpu" and job.config["batch_size"] == 4
+    assert job.config["max_new_tokens"] == 8 and job.config["project_ids"] == [prompts_project.pk]
+    response = client_for(admin_user).post(reverse("api:jobs-start"), {"kind": "generate", "preset": "missing"},
+                                           content_type="application/json")
+    assert response.status_code == 400 and list(response.json()["errors"]) == ["preset"]
