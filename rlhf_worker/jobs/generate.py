@@ -5,15 +5,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from labeling_app.services.projects import model_completions_create
-from rlhf_worker.jobs.common import model_version
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
+    check_policy,
     check_prompts_selected,
     check_selection,
     resolve_policy,
     selected_prompts,
 )
-from rlhf_worker.models import ModelVersion
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.generation import GenerationConfig, generate_stream
 from rlhf_worker.training.policy_models import load_policy
@@ -52,8 +51,7 @@ class Config(DataSelection):
 def check(cfg: Config) -> None:
     """At start: the prompt selection (projects, dates) holds prompts, and the chosen policy version exists."""
     check_selection(cfg)
-    if cfg.policy_version_id is not None:
-        model_version(cfg.policy_version_id, kind=ModelVersion.Kind.POLICY, field="policy_version_id")
+    check_policy(cfg.policy_version_id, field_name="policy_version_id")
     check_prompts_selected(cfg)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 
@@ -82,6 +83,27 @@ def resolve_policy(version_id: int | None, *, field_name: str) -> ModelVersion:
         defaults={"name": DEFAULT_POLICY_NAME, "config": {"source": "default"}},
     )
     return version
+
+
+def check_policy(version_id: int | None, *, field_name: str) -> None:
+    """At start: what `resolve_policy` will use exists: the chosen version, else the promoted one, else the built-in
+    model (settings.DEFAULT_POLICY, trusted as given, or the SmolLM2 wheel). Reads only; registers nothing."""
+    if version_id is not None:
+        model_version(version_id, kind=ModelVersion.Kind.POLICY, field=field_name)
+        return
+    if ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, is_promoted=True).exists():
+        return
+    if getattr(settings, "DEFAULT_POLICY", ""):
+        return
+    from rlhf_worker.training.policy_models import DEFAULT_POLICY_DIRNAME, gguf_file_path
+
+    if (Path(settings.MODEL_STORE) / "base" / DEFAULT_POLICY_DIRNAME / "config.json").is_file():
+        return  # converted before
+    try:
+        gguf_file_path()
+    except FileNotFoundError as exc:
+        raise ServiceError(f"no policy is promoted and the built-in model is missing ({exc}): choose a policy version, "
+                           "promote one, or set DEFAULT_POLICY", field=field_name) from None
 
 
 def resolve_reward(version_id: int | None, *, field_name: str) -> ModelVersion:

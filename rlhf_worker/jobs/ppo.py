@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rlhf_worker.jobs.common import model_version, subconfig, version_name
+from rlhf_worker.jobs.common import subconfig, version_name
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
+    check_policy,
     check_prompts_selected,
     check_selection,
     resolve_policy,
@@ -47,8 +48,7 @@ def check(cfg: Config) -> None:
     """At start: the prompt selection (projects, dates) holds prompts, the starting policy exists, and the reward
     model resolves (the chosen one, else the promoted one: `resolve_reward`, as `run` will)."""
     check_selection(cfg)
-    if cfg.base_version_id is not None:
-        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
+    check_policy(cfg.base_version_id, field_name="base_version_id")
     resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
     check_prompts_selected(cfg)
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import demonstrations_for_training, has_demonstrations
-from rlhf_worker.jobs.common import model_version, subconfig, version_name
-from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy, selection_text
+from rlhf_worker.jobs.common import subconfig, version_name
+from rlhf_worker.jobs.policy_common import DataSelection, check_policy, check_selection, resolve_policy, selection_text
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training import sft
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
@@ -37,8 +37,7 @@ class Config(SFTConfig, DataSelection):
 def check(cfg: Config) -> None:
     """At start: the data selection (projects, dates) holds demonstrations, and the chosen starting policy exists."""
     check_selection(cfg)
-    if cfg.base_version_id is not None:
-        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
+    check_policy(cfg.base_version_id, field_name="base_version_id")
     if not has_demonstrations(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from,
                               date_to=cfg.date_to):
         raise ServiceError(f"no demonstrations in {selection_text(cfg)}: SFT learns from them; write some on the "

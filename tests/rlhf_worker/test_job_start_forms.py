@@ -314,3 +314,19 @@ def test_the_api_starts_a_job_from_a_preset_with_overrides(prompts_project, admi
     response = client_for(admin_user).post(reverse("api:jobs-start"), {"kind": "generate", "preset": "missing"},
                                            content_type="application/json")
     assert response.status_code == 400 and list(response.json()["errors"]) == ["preset"]
+
+
+@pytest.mark.django_db
+def test_an_empty_policy_setting_is_refused_when_nothing_could_resolve_it(prompts_project, settings, monkeypatch):
+    """No policy promoted, no DEFAULT_POLICY and no built-in model wheel: refused at start, naming the setting."""
+    settings.DEFAULT_POLICY = ""
+    monkeypatch.setattr("rlhf_worker.training.policy_models.GGUF_PACKAGE", "no_such_model_wheel")
+    for kind, field_name in (("generate", "policy_version_id"), ("ppo", "base_version_id")):
+        with pytest.raises(ServiceError) as err:
+            job_config_validate(kind=kind, config={"project_ids": [prompts_project.pk]})
+        assert err.value.field == field_name and "built-in model is missing" in err.value.message, kind
+    policy = ModelVersion.objects.create(kind="policy", name="sft-1", path="/p", is_promoted=True)
+    assert job_config_validate(kind="generate", config={"project_ids": [prompts_project.pk]})
+    with pytest.raises(ServiceError) as err:
+        job_config_validate(kind="generate", config={"project_ids": [prompts_project.pk], "policy_version_id": policy.pk + 99})
+    assert err.value.field == "policy_version_id"
