@@ -64,7 +64,9 @@ def _config_form(info, data=None, *, initial=None) -> JobConfigForm:
 
 
 def _render_start(request, info, form, *, status: int = 200, **extra):
-    context = {"info": info, "form": form, "presets": job_presets(info) if form else [], **extra}
+    presets = job_presets(info) if form else []
+    context = {"info": info, "form": form, "presets": presets, "saved_presets": [p for p in presets if not p.builtin],
+               **extra}
     return render(request, "jobs/start.html", context, status=status)
 
 

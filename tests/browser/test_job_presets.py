@@ -68,8 +68,13 @@ def test_admin_uses_presets_is_refused_a_ppo_job_without_reward_model_and_sees_a
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     job = TrainingJob.objects.get()
     page.wait_for_selector("#job-status:has-text('Succeeded')", timeout=60_000)
+    earlier = TrainingJob.objects.create(  # someone else's failed job: its reason in the list, no notice for this admin
+        kind="sft", status="failed", started_at=job.created_at, finished_at=job.created_at,
+        error="ValueError: no demonstrations match the selection\nTraceback (most recent call last): ...")
     page.goto(f"{live_server.url}/jobs/")
     page.wait_for_selector("#job-notice")
+    failure = page.inner_text(f"#job-row-{earlier.pk} .failure-reason")
+    assert failure == "ValueError: no demonstrations match the selection"
     assert f"job #{job.pk}" in page.inner_text("#job-notice") and page.inner_text("#job-notice-badge") == "1"
     row = page.inner_text(f"#job-row-{job.pk}")
     assert re.search(r"\d+ s", row), row  # the duration column
