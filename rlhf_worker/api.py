@@ -4,13 +4,14 @@ from __future__ import annotations
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.errors import ServiceError
-from labeling_app.api.labeling import ErrorOutput, SafeJSONParser
+from labeling_app.api.labeling import ErrorOutput, SafeJSONParser, TokenWithRolesAuthentication
 from labeling_app.roles import ADMIN, HasRole
 from rlhf_worker.models import TrainingJob
 from rlhf_worker.selectors import job_kind_info, job_preset_get
@@ -34,6 +35,7 @@ class JobOutput(serializers.Serializer):
 
 
 class JobStartApi(APIView):
+    authentication_classes = [TokenWithRolesAuthentication, SessionAuthentication]  # as the labeling API
     permission_classes = [HasRole.of(ADMIN)]
     parser_classes = [SafeJSONParser] + [p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)]
 
