@@ -76,6 +76,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "labeling_app.roles.roles_context",
+                "rlhf_worker.context_processors.job_notices",
             ],
         },
     },

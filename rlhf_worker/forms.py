@@ -20,7 +20,8 @@ from rlhf_worker.models import ModelVersion
 from rlhf_worker.selectors import job_choices, model_version_choices, promoted_version
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
-LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)"}
+LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)",
+          "preset_name": "Preset name"}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -82,7 +83,8 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
         return forms.TypedMultipleChoiceField(
             choices=project_choices(), coerce=int, required=False,
             widget=forms.SelectMultiple(attrs={"size": 6}), label=label,
-            help_text=(help_text + " Ctrl/⌘-click to choose several; none chosen means all.").strip())
+            help_text=(help_text + " Ctrl/⌘-click to choose several; none chosen means every project (the ones"
+                       " that exist when the job starts; the job's settings then list them).").strip())
     if is_date_field(name):
         return forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}), **common)
     if metadata.get("choices"):
@@ -114,9 +116,12 @@ def _initial(value: Any, field: forms.Field) -> Any:
 class JobConfigForm(forms.Form):
     """Fields are added per Config; `clean()` validates with the Config itself (field-named errors)."""
 
-    def __init__(self, *args, config_cls: type, job_kind: str, initial_config: dict | None = None, **kwargs):
+    def __init__(self, *args, config_cls: type, job_kind: str, initial_config: dict | None = None,
+                 common_fields: tuple[str, ...] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.config_cls, self.job_kind = config_cls, job_kind
+        self.common_names = None if common_fields is None else [n for n in common_fields if n in dict.fromkeys(
+            f.name for f in dataclasses.fields(config_cls))]
         self.config_dict: dict[str, Any] | None = None
         self.described = config_fields(config_cls)
         metadata = {f.name: dict(f.metadata) for f in dataclasses.fields(config_cls)}
@@ -127,6 +132,28 @@ class JobConfigForm(forms.Form):
             value = (initial_config or {}).get(info["name"], info["default"])
             field.initial = _initial(value, field)
             self.fields[info["name"]] = field
+
+    def common_fields(self) -> list:
+        """The bound fields shown first, in the job kind's COMMON_FIELDS order (every field when it names none)."""
+        if self.common_names is None:
+            return list(self)
+        return [self[name] for name in self.common_names]
+
+    def advanced_fields(self) -> list:
+        """Every other field, for the "Advanced" section (a field added to a Config lands here)."""
+        return [f for f in self if self.common_names is not None and f.name not in self.common_names]
+
+    def advanced_has_errors(self) -> bool:
+        return any(f.errors for f in self.advanced_fields())
+
+    def error_summary(self) -> list[dict[str, str]]:
+        """Every error in page order (the form-wide ones first), each with the id of the input it is about,
+        for the summary at the top of the form whose links move to the field."""
+        items = [{"label": "", "message": str(m), "target": ""} for m in self.non_field_errors()]
+        for field in self:
+            for message in field.errors:
+                items.append({"label": field.label, "message": str(message), "target": field.id_for_label})
+        return items
 
     def config_input(self) -> dict[str, Any]:
         """The cleaned form values as config input (only fields that cleaned without a form error)."""
@@ -167,4 +194,4 @@ class JobConfigForm(forms.Form):
                 if field in self.fields:
                     self.add_error(field, message)
                 else:
-                    self.add_error(None, message if field == NON_FIELD else f"{field}: {message}")
+                    self.add_error(None, message if field == NON_FIELD else f"{LABELS.get(field, field)}: {message}")

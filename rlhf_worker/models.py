@@ -5,7 +5,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.db.models import CheckConstraint, Q, UniqueConstraint
+from django.db.models.functions import Lower
 
 
 class ModelVersion(models.Model):
@@ -89,6 +91,24 @@ class TrainingJob(models.Model):
     def output_dir(self) -> Path:
         """Where the runner writes this job's checkpoints and models (under MODEL_STORE, shared by all workers)."""
         return job_output_dir(self.kind, self.pk)
+    def duration_seconds(self, now=None) -> float | None:
+        """Seconds it ran: started to finished, or started to `now` while it runs; None if it never started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or (None if self.is_finished else (now or timezone.now()))
+        return max(0.0, (end - self.started_at).total_seconds()) if end else None
+
+    def eta_from_progress(self, now=None) -> float | None:
+        """Seconds left at the pace so far (elapsed × (1 − progress) / progress); None unless running with progress."""
+        if self.status != self.Status.RUNNING or not 0 < self.progress < 1:
+            return None
+        elapsed = self.duration_seconds(now)
+        return None if elapsed is None else elapsed * (1 - self.progress) / self.progress
+
+    @property
+    def error_first_line(self) -> str:
+        """Why it failed, in one line (the job page shows the whole error)."""
+        return next((line.strip() for line in (self.error or "").splitlines() if line.strip()), "")
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job #{self.pk} ({self.status})"
@@ -130,3 +150,35 @@ class CompletionScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score:+.3f} for completion {self.completion_id} by {self.model_version_id}"
+
+
+class JobPreset(models.Model):
+    """Settings an admin saved under a name for one job kind, to start the next job of that kind from.
+
+    The built-in presets ("Defaults", "Quick CPU demo") live in code (`rlhf_worker.presets`), not here.
+    `config` is the normalised config the start form produced; settings added to a kind later take their default.
+    """
+
+    kind = models.CharField(max_length=10, choices=TrainingJob.Kind.choices)
+    name = models.CharField(max_length=100)
+    config = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+        constraints = [UniqueConstraint(Lower("name"), "kind", name="job_preset_name_unique_per_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} preset {self.name!r}"
+
+
+class JobNoticesSeen(models.Model):
+    """Until when a user has seen the notices of their jobs that ended (moved forward only by dismissing them)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_notices_seen")
+    seen_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.user} saw job notices until {self.seen_until:%Y-%m-%d %H:%M:%S}"

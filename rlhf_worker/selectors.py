@@ -7,10 +7,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from rlhf_worker.charts import chart_groups
-from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
+from rlhf_worker.models import JobMetric, JobNoticesSeen, JobPreset, ModelVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class JobKindInfo:
     description: str = ""
     reason: str = ""
     config_cls: type | None = None
+    common_fields: tuple[str, ...] | None = None  # shown first on the start form; None: every field
+    quick_cpu_demo: dict[str, Any] | None = None
 
 
 def job_kind_info(kind: str) -> JobKindInfo:
@@ -39,7 +42,36 @@ def job_kind_info(kind: str) -> JobKindInfo:
     except LookupError:
         return JobKindInfo(kind, label, False, reason=f"not installed: no module is registered for {kind} jobs in rlhf_worker.jobs.JOB_MODULES")
     description = ((module.__doc__ or "").strip().splitlines() or [""])[0]
-    return JobKindInfo(kind, label, True, description=description, config_cls=module.Config)
+    return JobKindInfo(kind, label, True, description=description, config_cls=module.Config,
+                       common_fields=getattr(module, "COMMON_FIELDS", None),
+                       quick_cpu_demo=getattr(module, "QUICK_CPU_DEMO", None))
+
+
+DEFAULTS_PRESET, QUICK_CPU_PRESET = "Defaults", "Quick CPU demo"
+BUILTIN_PRESETS = (DEFAULTS_PRESET, QUICK_CPU_PRESET)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    config: dict[str, Any]
+    builtin: bool
+    pk: int | None = None
+
+
+def job_presets(info: JobKindInfo) -> list[Preset]:
+    """The presets of a job kind: "Defaults", "Quick CPU demo" (when the kind defines one), then those the admins saved."""
+    presets = [Preset(DEFAULTS_PRESET, {}, True)]
+    if info.quick_cpu_demo:
+        presets.append(Preset(QUICK_CPU_PRESET, dict(info.quick_cpu_demo), True))
+    presets += [Preset(p.name, p.config, False, p.pk) for p in JobPreset.objects.filter(kind=info.kind).order_by(Lower("name"))]
+    return presets
+
+
+def job_preset_get(info: JobKindInfo, name: str) -> Preset | None:
+    """The preset of that name (case does not matter), or None."""
+    wanted = name.strip().casefold()
+    return next((p for p in job_presets(info) if p.name.casefold() == wanted), None)
 
 
 def job_kinds() -> list[JobKindInfo]:
@@ -55,6 +87,27 @@ def job_list(*, kind: str | None = None, status: str | None = None, limit: int =
     if status:
         jobs = jobs.filter(status=status)
     return jobs[:limit]
+
+
+@dataclass(frozen=True)
+class JobNotices:
+    jobs: list  # the newest ended jobs, at most `limit`
+    count: int  # how many ended since the user last dismissed the notice
+    until: Any  # the newest finished_at among them: dismissing marks everything up to it as seen
+
+
+def job_notices(*, user, limit: int = 5) -> JobNotices:
+    """The user's own jobs that ended since they last dismissed the notice (all their ended jobs if they never did).
+
+    Read-only: only dismissing (a POST) moves the mark, so a job that ends while the page is open is not lost.
+    """
+    ended = TrainingJob.objects.filter(created_by=user, finished_at__isnull=False).defer("log", "samples", "config")
+    seen = JobNoticesSeen.objects.filter(user=user).values_list("seen_until", flat=True).first()
+    if seen is not None:
+        ended = ended.filter(finished_at__gt=seen)
+    jobs = list(ended.order_by("-finished_at", "-pk")[:limit])
+    count = len(jobs) if len(jobs) < limit else ended.count()
+    return JobNotices(jobs=jobs, count=count, until=jobs[0].finished_at if jobs else None)
 
 
 def job_get(*, pk: int) -> TrainingJob | None:

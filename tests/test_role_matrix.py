@@ -34,6 +34,12 @@ RESEARCHER_UP = page(403, 200, 200)
 ADMIN_ONLY = page(403, 403, 200)
 API_ANY_USER = page(200, 200, 200, anon=401)
 
+def _preset(w) -> int:
+    from rlhf_worker.models import JobPreset
+
+    return JobPreset.objects.get_or_create(kind="score", name="matrix preset to delete")[0].pk
+
+
 # url name -> expected status per role. Areas add their rows below.
 MATRIX: dict[str, Row] = {
     "landing": Row(page(302, 302, 302)),
@@ -46,8 +52,15 @@ MATRIX: dict[str, Row] = {
     "api:docs": Row(API_ANY_USER),
     # Training dashboard: researchers may look, only admins start / cancel / re-run / promote.
     "jobs:start": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}),
-    # An empty POST is never a valid config (numbers are required), so admins get the form back with errors.
-    "jobs:start (post)": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"),
+    # An empty POST is never a valid config (numbers are required), so admins get the form back with errors (400).
+    "jobs:start (post)": Row(page(403, 403, 400), kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"),
+    # Presets and the ended-jobs notice (issue 12): admins only; each saves and goes back (302).
+    "jobs:preset_save": Row(page(403, 403, 302), kwargs=lambda w: {"kind": "score"}, method="post",
+                            data={"batch_size": "32", "device": "auto", "preset_name": "matrix preset"}),
+    "jobs:preset_delete": Row(page(403, 403, 302), kwargs=lambda w: {"pk": _preset(w)}, method="post"),
+    # The jobs API: an empty body names what is missing (400) once past authorization.
+    "api:jobs-start": Row({"anon": 401, "labeler": 403, "researcher": 403, "admin": 400}, method="post"),
+    "jobs:notices_dismiss": Row(page(403, 403, 302), method="post", data={"until": "2026-01-01T00:00:00+00:00"}),
     "jobs:detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
     "jobs:live": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
     "jobs:series": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from labeling_app.api import exports, labeling
+from rlhf_worker.api import JobStartApi
 
 app_name = "api"
 urlpatterns = [
@@ -19,4 +20,6 @@ urlpatterns = [
     # Researcher exports
     path("projects/<int:project_id>/export/", exports.ExportApi.as_view(), name="export"),
     path("projects/<int:project_id>/export/preview/", exports.ExportPreviewApi.as_view(), name="export-preview"),
+    # Training jobs (admins)
+    path("jobs/", JobStartApi.as_view(), name="jobs-start"),
 ]

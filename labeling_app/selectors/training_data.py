@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 
 from django.db.models import Q
 
-from labeling_app.models import Completion, Demonstration, Project, Prompt
+from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt
 from labeling_app.selectors.labels import CHUNK_SIZE, DateRange, DayBound, LabelFilters, iter_label_rows, prompt_value
 
 
@@ -78,6 +78,33 @@ def completions_to_score(*, project_ids: Sequence[int]) -> Iterator[dict]:
 def completion_count(*, project_ids: Sequence[int]) -> int:
     """How many completions `completions_to_score` yields for these projects."""
     return Completion.objects.filter(prompt__project_id__in=list(project_ids)).count()
+
+
+def has_rankings(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None) -> bool:
+    """Whether `rankings_for_training` with these filters yields at least one label (one EXISTS query)."""
+    wanted = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(date_from, date_to).q("submitted_at")
+    return Annotation.objects.filter(wanted, task__project_id__in=list(project_ids)).exists()
+
+
+def has_demonstrations(*, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None,
+                       date_to: DayBound = None) -> bool:
+    """Whether `demonstrations_for_training` with these filters yields at least one row."""
+    return Demonstration.objects.filter(
+        _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"),
+        DateRange.parse(date_from, date_to).q("created_at")).exists()
+
+
+def has_prompts(*, project_ids: Sequence[int] = (), prompt_ids: Sequence[int] = (), date_from: DayBound = None,
+                date_to: DayBound = None) -> bool:
+    """Whether `prompts_for_training` with these filters yields at least one row."""
+    return Prompt.objects.filter(
+        _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="project_id", prompt_field="pk"),
+        DateRange.parse(date_from, date_to).q("created_at")).exists()
+
+
+def all_project_ids() -> list[int]:
+    """Every project's id, in id order: what "no project chosen" means for a job started now."""
+    return list(Project.objects.order_by("pk").values_list("pk", flat=True))
 
 
 def missing_project_ids(project_ids: Sequence[int]) -> list[int]:

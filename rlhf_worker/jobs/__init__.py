@@ -1,6 +1,6 @@
 """Job kinds: the module each `TrainingJob.kind` runs, and what every such module provides.
 
-A job module has three parts:
+A job module has three parts (and two optional lists for its start form):
 
 - `Config`: a frozen dataclass of the job's settings. `Config.validate()` checks the values on their own
   (ranges, choices, fields that depend on each other) in plain Python and raises ConfigError naming the field.
@@ -16,6 +16,10 @@ and stores the normalised config. The runner rebuilds the Config from that store
 again: nothing in it can have changed since. What it refers to can: a model version or a project deleted,
 a checkpoint folder removed while the job waited in the queue. So `run` does not trust those; it reads each
 row when it needs it (`common.model_version`, the selectors) and fails with a message naming the setting.
+
+Two optional names serve the start form: `COMMON_FIELDS` (the settings shown first; every other one goes under
+"Advanced", so a field added to a Config appears there without touching the form) and `QUICK_CPU_DEMO` (the
+values of the built-in "Quick CPU demo" preset, see `rlhf_worker.selectors.job_presets`).
 """
 from __future__ import annotations
 

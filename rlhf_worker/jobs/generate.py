@@ -5,12 +5,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from labeling_app.services.projects import model_completions_create
-from rlhf_worker.jobs.common import model_version
-from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy, selected_prompts
-from rlhf_worker.models import ModelVersion
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    check_policy,
+    check_prompts_selected,
+    check_selection,
+    resolve_policy,
+    selected_prompts,
+)
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.generation import GenerationConfig, generate_stream
 from rlhf_worker.training.policy_models import load_policy
+
+
+# The start form shows these first; every other setting goes under "Advanced".
+COMMON_FIELDS = ("project_ids", "policy_version_id", "max_new_tokens", "temperature", "device")
+# The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
+QUICK_CPU_DEMO = {"max_new_tokens": 32, "batch_size": 4, "device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -39,10 +50,10 @@ class Config(DataSelection):
 
 
 def check(cfg: Config) -> None:
-    """At start: the prompt selection (projects, dates) and the chosen policy version."""
+    """At start: the prompt selection (projects, dates) holds prompts, and the chosen policy version exists."""
     check_selection(cfg)
-    if cfg.policy_version_id is not None:
-        model_version(cfg.policy_version_id, kind=ModelVersion.Kind.POLICY, field="policy_version_id")
+    check_policy(cfg.policy_version_id, field_name="policy_version_id")
+    check_prompts_selected(cfg)
 
 
 def run(job, ctx) -> None:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
-from labeling_app.selectors.training_data import prompts_for_training
+from labeling_app.selectors.training_data import has_prompts, prompts_for_training
 from rlhf_worker.jobs.common import check_projects, model_version
 from rlhf_worker.models import ModelVersion
-from rlhf_worker.training.config_base import ConfigError
 
 DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct (default)"
 
@@ -25,14 +25,33 @@ class DataSelection:
     date_to: str = field(default="", metadata={"help": "Only rows created on or before this day (YYYY-MM-DD); empty = no limit."})
 
     def validate_selection(self) -> None:
-        if not self.project_ids and not self.prompt_ids:
-            raise ConfigError("project_ids", "choose at least one project (or give prompt_ids)")
+        """Nothing to check on its own: no project (and no prompt) chosen means every project, which the start
+        service writes into the stored config (`services.jobs.job_config_validate`)."""
 
 
 def check_selection(cfg: DataSelection) -> None:
     """At start: the projects exist and the dates read as a range (labels.DateRange); ServiceError naming the field."""
     check_projects(cfg.project_ids)
     DateRange.parse(cfg.date_from, cfg.date_to)
+
+
+def check_prompts_selected(cfg: DataSelection) -> None:
+    """At start: the selection holds at least one prompt (generate and PPO have nothing to do otherwise)."""
+    if not has_prompts(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from,
+                       date_to=cfg.date_to):
+        raise ServiceError(f"no prompts in {selection_text(cfg)}: add prompts to the project, or widen the selection",
+                           field="project_ids")
+
+
+def selection_text(cfg) -> str:
+    """'projects #1, #2 between 2026-01-01 and now', for messages about what a selection holds."""
+    text = "projects " + ", ".join(f"#{p}" for p in cfg.project_ids) if cfg.project_ids else "the chosen prompts"
+    if getattr(cfg, "prompt_ids", None) and cfg.project_ids:
+        text += f" (prompts {', '.join(map(str, cfg.prompt_ids))})"
+    date_from, date_to = getattr(cfg, "date_from", ""), getattr(cfg, "date_to", "")
+    if date_from or date_to:
+        text += f" between {date_from or 'the start'} and {date_to or 'now'}"
+    return text
 
 
 def selected_prompts(cfg: DataSelection) -> list[dict]:
@@ -66,11 +85,44 @@ def resolve_policy(version_id: int | None, *, field_name: str) -> ModelVersion:
     return version
 
 
+def check_policy(version_id: int | None, *, field_name: str) -> None:
+    """At start: what `resolve_policy` will use exists: the chosen version, else the promoted one, else the built-in
+    model (settings.DEFAULT_POLICY, trusted as given, or the SmolLM2 wheel). Reads only; registers nothing."""
+    if version_id is not None:
+        model_version(version_id, kind=ModelVersion.Kind.POLICY, field=field_name)
+        return
+    if ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, is_promoted=True).exists():
+        return
+    if getattr(settings, "DEFAULT_POLICY", ""):
+        return
+    from rlhf_worker.training.policy_models import DEFAULT_POLICY_DIRNAME, gguf_file_path
+
+    if (Path(settings.MODEL_STORE) / "base" / DEFAULT_POLICY_DIRNAME / "config.json").is_file():
+        return  # converted before
+    try:
+        gguf_file_path()
+    except FileNotFoundError as exc:
+        raise ServiceError(f"no policy is promoted and the built-in model is missing ({exc}): choose a policy version, "
+                           "promote one, or set DEFAULT_POLICY", field=field_name) from None
+
+
 def resolve_reward(version_id: int | None, *, field_name: str) -> ModelVersion:
     """The chosen reward model version, else the promoted one; there is no default reward model."""
     if version_id is not None:
         return model_version(version_id, kind=ModelVersion.Kind.REWARD, field=field_name)
     promoted = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, is_promoted=True).first()
     if promoted is None:
-        raise ServiceError("no promoted reward model version: train one with a reward job first", field=field_name)
+        raise ServiceError(no_default_reward_message(), field=field_name)
     return promoted
+
+
+def no_default_reward_message() -> str:
+    """Why an empty reward model setting cannot resolve, and what to do: the models to choose from, or how to get one."""
+    existing = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at", "-pk")
+                    .values_list("pk", "name")[:10])
+    if not existing:
+        return ("there is no reward model yet, so there is nothing to optimise against: start a Reward model job "
+                "(it trains on submitted rankings), then choose its result here or promote it on the Models page")
+    listed = ", ".join(f"#{pk} {name}" for pk, name in existing)
+    return (f"no reward model is promoted, so the empty setting has nothing to use: choose one of the reward models "
+            f"({listed}), or promote one on the Models page")

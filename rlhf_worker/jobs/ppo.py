@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rlhf_worker.jobs.common import model_version, subconfig, version_name
+from rlhf_worker.jobs.common import subconfig, version_name
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
+    check_policy,
+    check_prompts_selected,
     check_selection,
     resolve_policy,
     resolve_reward,
@@ -17,6 +19,13 @@ from rlhf_worker.training import ppo
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
 from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
+
+
+# The start form shows these first; every other setting goes under "Advanced".
+COMMON_FIELDS = ("project_ids", "base_version_id", "reward_version_id", "total_episodes", "kl_coef", "name", "device")
+# The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
+QUICK_CPU_DEMO = {"total_episodes": 32, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 16,
+                  "max_prompt_tokens": 128, "trainable_layers": 2, "samples_per_step": 1, "device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -36,12 +45,12 @@ class Config(PPOConfig, DataSelection):
 
 
 def check(cfg: Config) -> None:
-    """At start: the prompt selection (projects, dates), the chosen starting policy and reward model."""
+    """At start: the prompt selection (projects, dates) holds prompts, the starting policy exists, and the reward
+    model resolves (the chosen one, else the promoted one: `resolve_reward`, as `run` will)."""
     check_selection(cfg)
-    if cfg.base_version_id is not None:
-        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
-    if cfg.reward_version_id is not None:
-        model_version(cfg.reward_version_id, kind=ModelVersion.Kind.REWARD, field="reward_version_id")
+    check_policy(cfg.base_version_id, field_name="base_version_id")
+    resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
+    check_prompts_selected(cfg)
 
 
 def load_reward_fn(version: ModelVersion, device: str) -> Callable:

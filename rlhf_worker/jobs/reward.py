@@ -6,17 +6,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
-from labeling_app.selectors.training_data import demonstrations_for_training, rankings_for_training
+from labeling_app.selectors.training_data import demonstrations_for_training, has_rankings, rankings_for_training
 from rlhf_worker.jobs.common import check_projects, model_version, subconfig
+from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
-from rlhf_worker.training.config_base import ConfigError, config_to_dict
+from rlhf_worker.training.config_base import config_to_dict
 from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint, train
 from rlhf_worker.training.reward_model import reward_prompt_text
 
 DATA_SNAPSHOT_FILE = "data_snapshot.json"
+
+
+# The start form shows these first; every other setting goes under "Advanced".
+COMMON_FIELDS = ("project_ids", "base_version_id", "epochs", "learning_rate", "name", "device")
+# The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
+QUICK_CPU_DEMO = {"epochs": 1, "batch_size": 4, "max_length": 128, "eval_every": 10, "device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,7 @@ class Config(RewardConfig):
     name: str = field(default="", metadata={"help": "Name of the registered model version; empty = reward-<job id>."})
 
     def validate(self) -> None:
-        super().validate()
-        if not self.project_ids:
-            raise ConfigError("project_ids", "choose at least one project")
+        super().validate()  # no project chosen means every project (filled in by the start service)
 
 
 def check(cfg: Config) -> None:
@@ -44,6 +48,9 @@ def check(cfg: Config) -> None:
         model_version(cfg.base_version_id, kind=ModelVersion.Kind.REWARD, field="base_version_id")
     if cfg.resume_job_id is not None:
         resumable_job_dir(cfg.resume_job_id)
+    elif not has_rankings(project_ids=cfg.project_ids, date_from=cfg.date_from, date_to=cfg.date_to):
+        raise ServiceError(f"no submitted rankings in {selection_text(cfg)}: a reward model learns from them; label "
+                           "some tasks (or import labels) first, or widen the date range", field="project_ids")
 
 
 def job_dir(job_id: int) -> Path:

@@ -8,11 +8,18 @@ from django.utils import timezone
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import completion_count, completions_to_score
 from rlhf_worker.jobs.common import check_projects, model_version
+from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import CompletionScore, ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
 
 CHUNK = 512  # completions per database round trip (and per progress report)
+
+
+# The start form shows these first; every other setting goes under "Advanced".
+COMMON_FIELDS = ("project_ids", "reward_version_id", "device")
+# The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
+QUICK_CPU_DEMO = {"batch_size": 16, "device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,15 @@ class Config:
             raise ConfigError("batch_size", f"must be between 1 and 4096, got {self.batch_size}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not self.project_ids:
-            raise ConfigError("project_ids", "choose at least one project")
 
 
 def check(cfg: Config) -> None:
-    """At start: the projects exist, and so does the reward model to score with."""
+    """At start: the projects exist and hold completions, and there is a reward model to score with."""
     check_projects(cfg.project_ids)
     reward_version_for(cfg)
+    if not completion_count(project_ids=cfg.project_ids):
+        raise ServiceError(f"no completions in {selection_text(cfg)} to score: run a Generate job (or import "
+                           "completions) first", field="project_ids")
 
 
 def reward_version_for(cfg: Config) -> ModelVersion:

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from labeling_app.selectors.training_data import demonstrations_for_training
-from rlhf_worker.jobs.common import model_version, subconfig, version_name
-from rlhf_worker.jobs.policy_common import DataSelection, check_selection, resolve_policy
+from config.errors import ServiceError
+from labeling_app.selectors.training_data import demonstrations_for_training, has_demonstrations
+from rlhf_worker.jobs.common import subconfig, version_name
+from rlhf_worker.jobs.policy_common import DataSelection, check_policy, check_selection, resolve_policy, selection_text
 from rlhf_worker.models import ModelVersion
 from rlhf_worker.training import sft
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.sft import SFTConfig
+
+
+# The start form shows these first; every other setting goes under "Advanced".
+COMMON_FIELDS = ("project_ids", "base_version_id", "epochs", "learning_rate", "name", "device")
+# The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
+QUICK_CPU_DEMO = {"epochs": 1, "batch_size": 4, "max_seq_len": 256, "device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,13 @@ class Config(SFTConfig, DataSelection):
 
 
 def check(cfg: Config) -> None:
-    """At start: the data selection (projects, dates) and the chosen starting policy."""
+    """At start: the data selection (projects, dates) holds demonstrations, and the chosen starting policy exists."""
     check_selection(cfg)
-    if cfg.base_version_id is not None:
-        model_version(cfg.base_version_id, kind=ModelVersion.Kind.POLICY, field="base_version_id")
+    check_policy(cfg.base_version_id, field_name="base_version_id")
+    if not has_demonstrations(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from,
+                              date_to=cfg.date_to):
+        raise ServiceError(f"no demonstrations in {selection_text(cfg)}: SFT learns from them; write some on the "
+                           "prompts' pages (or import them) first, or widen the selection", field="project_ids")
 
 
 def run(job, ctx) -> ModelVersion | None:

@@ -2,6 +2,7 @@
 the outputs of jobs that ended without a model once they are older than JOB_RETENTION_DAYS."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
+from labeling_app.selectors.training_data import all_project_ids
 from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
 
@@ -37,8 +39,22 @@ def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
     cfg, errors = collect_config_errors(module.Config, config)
     if errors:
         raise ServiceError({(NON_FIELD if name == NOT_ONE_FIELD else name): [message] for name, message in errors.items()})
+    cfg = with_every_project_if_none_chosen(cfg)
     module.check(cfg)
     return config_to_dict(cfg)
+
+
+def with_every_project_if_none_chosen(cfg):
+    """No project chosen (and no prompt ids) means every project: the ids that exist now are written into the
+    config, so the stored job says exactly which projects it read and a re-run reads the same ones."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if "project_ids" not in names or cfg.project_ids or getattr(cfg, "prompt_ids", None):
+        return cfg
+    every = all_project_ids()
+    if not every:
+        raise ServiceError("there are no projects yet, so there is no data to train on: create a project and add "
+                           "prompts first", field="project_ids")
+    return dataclasses.replace(cfg, project_ids=every)
 
 
 def job_start(*, kind: str, config: dict[str, Any], user) -> TrainingJob:

@@ -19,3 +19,15 @@ def duration(seconds) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
+
+
+@register.filter
+def job_duration(job) -> str:
+    """How long a job ran (or has been running); '—' if it never started."""
+    return duration(job.duration_seconds())
+
+
+@register.filter
+def job_eta(job) -> str:
+    """Time left at the pace so far, for a running job with some progress; '—' otherwise."""
+    return duration(job.eta_from_progress())

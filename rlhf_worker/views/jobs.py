@@ -3,20 +3,25 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, JsonResponse
+from urllib.parse import urlencode
+
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from config.errors import ServiceError
 from labeling_app.roles import ADMIN, RESEARCHER, role_required
 from rlhf_worker.forms import JobConfigForm
-from rlhf_worker.models import TrainingJob
-from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds
+from rlhf_worker.models import JobPreset, TrainingJob
+from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds, job_preset_get, job_presets
 from rlhf_worker.selectors import job_list as select_jobs
 from rlhf_worker.selectors import job_series as select_series
 from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
+from rlhf_worker.services.presets import job_notices_dismiss, job_preset_delete, job_preset_save
 
 LOG_TAIL_LINES = 60
 
@@ -53,17 +58,27 @@ def _job_or_404(pk: int) -> TrainingJob:
     return job
 
 
+def _config_form(info, data=None, *, initial=None) -> JobConfigForm:
+    return JobConfigForm(data, config_cls=info.config_cls, job_kind=info.kind, initial_config=initial,
+                         common_fields=info.common_fields)
+
+
+def _render_start(request, info, form, *, status: int = 200, **extra):
+    presets = job_presets(info) if form else []
+    context = {"info": info, "form": form, "presets": presets, "saved_presets": [p for p in presets if not p.builtin],
+               **extra}
+    return render(request, "jobs/start.html", context, status=status)
+
+
 @role_required(ADMIN)
 def job_start_form(request, kind: str):
+    """GET: the form, prefilled from ?preset=<name> or ?from=<job id>; POST: start the job (400 and every error
+    listed at the top, each beside its field, when something is wrong)."""
     info = _kind_or_404(kind)
     if not info.available:
-        return render(request, "jobs/start.html", {"info": info, "form": None})
-    initial = None
-    source = request.GET.get("from")
-    if source and source.isdigit():
-        initial = job_config_to_copy(pk=int(source), kind=kind)
+        return _render_start(request, info, None)
     if request.method == "POST":
-        form = JobConfigForm(request.POST, config_cls=info.config_cls, job_kind=kind)
+        form = _config_form(info, request.POST)
         if form.is_valid():
             try:
                 job = job_start(kind=kind, config=form.config_dict, user=request.user)
@@ -72,9 +87,65 @@ def job_start_form(request, kind: str):
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
-    else:
-        form = JobConfigForm(config_cls=info.config_cls, job_kind=kind, initial_config=initial)
-    return render(request, "jobs/start.html", {"info": info, "form": form, "source": source})
+        return _render_start(request, info, form, status=400, preset_name=request.POST.get("preset_name", ""),
+                             preset=job_preset_get(info, request.POST.get("preset", "")))
+    initial, source, preset = None, request.GET.get("from"), None
+    if source and source.isdigit():
+        initial = job_config_to_copy(pk=int(source), kind=kind)
+    elif request.GET.get("preset"):
+        preset = job_preset_get(info, request.GET["preset"])
+        if preset is None:
+            messages.error(request, f"There is no {info.label} preset called {request.GET['preset']!r}; showing the defaults.")
+        else:
+            initial = preset.config
+    return _render_start(request, info, _config_form(info, initial=initial), source=source, preset=preset,
+                         preset_name=preset.name if preset and not preset.builtin else "")
+
+
+@role_required(ADMIN)
+@require_POST
+def job_preset_save_view(request, kind: str):
+    """Save the start form's settings as a named preset of this job kind (checked like a start, minus the data)."""
+    info = _kind_or_404(kind)
+    if not info.available:
+        raise Http404(f"{info.label} jobs are not available")
+    form = _config_form(info, request.POST)
+    name = request.POST.get("preset_name", "")
+    if form.is_valid():
+        try:
+            preset, created = job_preset_save(kind=kind, name=name, config=form.config_dict, user=request.user)
+        except ServiceError as exc:
+            form.apply_error(exc)
+        else:
+            messages.success(request, f"Preset {preset.name!r} {'saved' if created else 'updated'}.")
+            return redirect(f"{reverse('jobs:start', kwargs={'kind': kind})}?{urlencode({'preset': preset.name})}")
+    return _render_start(request, info, form, status=400, preset_name=name, saving_preset=True,
+                         preset=job_preset_get(info, request.POST.get("preset", "")))
+
+
+@role_required(ADMIN)
+@require_POST
+def job_preset_delete_view(request, pk: int):
+    preset = JobPreset.objects.filter(pk=pk).first()
+    if preset is None:
+        raise Http404(f"no preset #{pk}")
+    job_preset_delete(preset=preset)
+    messages.success(request, f"Preset {preset.name!r} deleted.")
+    return redirect("jobs:start", kind=preset.kind)
+
+
+@role_required(ADMIN)
+@require_POST
+def job_notices_dismiss_view(request):
+    """Mark the notices of ended jobs seen up to the time the page showed (`until`), then go back."""
+    until = parse_datetime(request.POST.get("until", ""))
+    if until is None:
+        return HttpResponseBadRequest("until must be the ISO time of the newest ended job the notice showed")
+    job_notices_dismiss(user=request.user, until=until)
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = reverse("jobs:list")
+    return redirect(back)
 
 
 def _live_context(request, job: TrainingJob) -> dict:

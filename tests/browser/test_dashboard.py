@@ -34,7 +34,7 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     # bad settings: field errors beside the fields, nothing started
     page.fill("#id_steps", "0")
     page.fill("#id_learning_rate", "99")
-    page.click("form.config-form button[type=submit]")
+    page.click("#start-job")
     page.wait_for_selector("#error-steps")
     assert "must be at least 1" in page.inner_text("#field-steps")
     assert "must be in (0, 10]" in page.inner_text("#field-learning_rate")
@@ -45,7 +45,7 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     page.fill("#id_learning_rate", "0.5")
     page.fill("#id_step_seconds", "0.12")
     page.select_option("select[name=project_ids]", str(demo_project.pk))
-    page.click("form.config-form button[type=submit]")
+    page.click("#start-job")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     job = TrainingJob.objects.get()
 
@@ -116,10 +116,11 @@ def test_admin_trains_the_real_reward_model_on_seeded_labels(
     settings_to_fill = {"backbone": str(backbone), "epochs": "6", "batch_size": "2", "max_length": "64",
                         "eval_fraction": "0.25", "eval_every": "4", "save_every": "0", "learning_rate": "0.001",
                         "device": "cpu", "name": "tiny-rm"}
+    page.click("#advanced-settings > summary")  # batch size, max length, eval/save steps are advanced settings
     for name, value in settings_to_fill.items():
         page.fill(f"#id_{name}", value)
     page.select_option("select[name=project_ids]", str(demo_project.pk))
-    page.click("form.config-form button[type=submit]")
+    page.click("#start-job")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     job = TrainingJob.objects.get()
     page.wait_for_selector("#job-status:has-text('Succeeded')", timeout=90_000)

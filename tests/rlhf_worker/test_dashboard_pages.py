@@ -42,7 +42,7 @@ def test_bad_settings_give_field_errors_and_start_nothing(fake_reward_kind, admi
     c = client_for(admin_user)
     url = reverse("jobs:start", kwargs={"kind": "reward"})
     response = c.post(url, {**VALID, "steps": "0", "learning_rate": "99", "step_seconds": "slow"})
-    assert response.status_code == 200
+    assert response.status_code == 400
     html = response.content.decode()
     assert "Nothing was started" in html
     # every wrong field at once, each error beside its own field
@@ -225,5 +225,5 @@ def test_every_installed_job_kind_gets_a_start_form_with_all_its_settings(admin_
             assert f'id="field-{f["name"]}"' in html, (info.kind, f["name"])
         # an empty submission starts nothing and says so
         response = c.post(reverse("jobs:start", kwargs={"kind": info.kind}), {})
-        assert response.status_code == 200 and "Nothing was started" in response.content.decode(), info.kind
+        assert response.status_code == 400 and "Nothing was started" in response.content.decode(), info.kind
     assert not TrainingJob.objects.exists()

@@ -112,7 +112,7 @@ def test_the_start_form_shows_the_services_refusal_beside_the_field(admin_user, 
         **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
         "resume_job_id": str(stopped.pk)})
     html = response.content.decode()
-    assert response.status_code == 200 and "Nothing was started" in html
+    assert response.status_code == 400 and "Nothing was started" in html
     assert 'id="error-resume_job_id"' in html and f"reward job {stopped.pk} left no checkpoint" in html
     assert TrainingJob.objects.count() == 1
 

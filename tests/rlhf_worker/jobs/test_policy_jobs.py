@@ -12,7 +12,7 @@ from labeling_app.services.projects import project_create
 from config.errors import ServiceError
 from rlhf_worker.jobs import generate as generate_job
 from rlhf_worker.jobs import policy_common
-from rlhf_worker.models import JobMetric, ModelVersion
+from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.training.policy_models import load_policy, save_tiny_policy
 from tests.rlhf_worker.helpers import wait_for
@@ -100,11 +100,12 @@ def test_sft_job_registers_a_child_version(project, tiny_version, training_queue
     assert JobMetric.objects.filter(job=job, key="train/loss").count() == job.total_steps
 
 
-@pytestmark_tx
-def test_sft_job_without_demonstrations_fails_with_a_clear_error(project, tiny_version, training_queue, admin_user):
-    job = wait_for(job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk},
-                             user=admin_user))
-    assert job.status == "failed" and "no demonstrations" in job.error
+@pytest.mark.django_db
+def test_sft_job_without_demonstrations_is_refused_at_start_with_a_clear_error(project, tiny_version, admin_user):
+    with pytest.raises(ServiceError) as err:
+        job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk}, user=admin_user)
+    assert err.value.field == "project_ids" and "no demonstrations" in err.value.message
+    assert not TrainingJob.objects.exists()
 
 
 @pytestmark_tx
@@ -155,7 +156,7 @@ def test_reward_and_policy_resolution(tiny_version, monkeypatch):
 def test_job_configs_name_the_wrong_field(project, tiny_version):
     pid = project.pk
     for kind, data, field in [
-        ("generate", {}, "project_ids"),
+        ("generate", {"project_ids": [pid], "date_to": "2000-01-01"}, "project_ids"),  # no prompts that old
         ("generate", {"project_ids": [pid + 1000]}, "project_ids"),
         ("generate", {"project_ids": [pid], "date_from": "yesterday"}, "date_from"),
         ("generate", {"project_ids": [pid], "policy_version_id": tiny_version.pk + 1000}, "policy_version_id"),

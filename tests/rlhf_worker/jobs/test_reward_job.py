@@ -8,7 +8,7 @@ from django.utils import timezone
 from config.errors import ServiceError
 from labeling_app.models import Annotation, Demonstration
 from labeling_app.selectors.training_data import rankings_for_training
-from rlhf_worker.models import JobMetric, ModelVersion
+from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.services.jobs import job_cancel, job_config_validate, job_start
 from rlhf_worker.training.reward_model import RewardScorer
 from tests.rlhf_worker.helpers import finished, wait_for
@@ -83,9 +83,11 @@ def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labe
     assert job.result_version is None and not ModelVersion.objects.exists()
 
 
-def test_no_submitted_rankings_fails_with_a_message_saying_what_to_do(plain_project, backbone_dir, training_queue, admin_user):
-    job = wait_for(job_start(kind="reward", config=job_config(plain_project, backbone_dir), user=admin_user), finished)
-    assert job.status == "failed" and "label some tasks first" in job.error
+def test_no_submitted_rankings_is_refused_at_start_saying_what_to_do(plain_project, backbone_dir, admin_user):
+    with pytest.raises(ServiceError) as err:
+        job_start(kind="reward", config=job_config(plain_project, backbone_dir), user=admin_user)
+    assert err.value.field == "project_ids" and "label some tasks" in err.value.message
+    assert not TrainingJob.objects.exists()
 
 
 @pytest.mark.parametrize("overrides, field_name", [

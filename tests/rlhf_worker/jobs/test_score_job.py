@@ -36,6 +36,13 @@ def test_score_job_config_errors(plain_project):
     with pytest.raises(ServiceError) as err:
         job_config_validate(kind="score", config={"project_ids": [plain_project.pk]})
     assert err.value.field == "reward_version_id"  # no reward model exists yet
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(ServiceError) as err:  # none chosen means every project; still no reward model
         job_config_validate(kind="score", config={"project_ids": []})
-    assert err.value.field == "project_ids"
+    assert err.value.field == "reward_version_id" and "train one with a reward job" in err.value.message
+
+
+def test_score_job_without_completions_is_refused_at_start(plain_project):
+    ModelVersion.objects.create(kind="reward", name="rm", path="/nowhere")
+    with pytest.raises(ServiceError) as err:
+        job_config_validate(kind="score", config={"project_ids": [plain_project.pk]})
+    assert err.value.field == "project_ids" and "no completions" in err.value.message
