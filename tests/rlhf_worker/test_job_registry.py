@@ -136,7 +136,7 @@ def test_a_job_cannot_resume_from_a_job_that_has_not_ended(admin_user, demo_proj
         **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
         "resume_job_id": str(unfinished.pk)})
     html = response.content.decode()
-    assert response.status_code == 200 and "Nothing was started" in html
+    assert response.status_code == 400 and "Nothing was started" in html
     assert 'id="error-resume_job_id"' in html and f"reward job {unfinished.pk} is still {status}: cancel it" in html
     assert TrainingJob.objects.count() == 1
 
