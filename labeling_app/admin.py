@@ -25,6 +25,8 @@ class ProjectAdmin(admin.ModelAdmin):
 @admin.register(models.Prompt)
 class PromptAdmin(admin.ModelAdmin):
     list_display = ("id", "project", "__str__", "source", "created_at")
+    list_select_related = ("project",)
+    show_full_result_count = False
     list_filter = ("project",)
     search_fields = ("text",)
 
@@ -32,12 +34,15 @@ class PromptAdmin(admin.ModelAdmin):
 @admin.register(models.Demonstration)
 class DemonstrationAdmin(admin.ModelAdmin):
     list_display = ("id", "prompt", "author", "created_at")
+    list_select_related = ("prompt", "author")
     raw_id_fields = ("prompt",)
 
 
 @admin.register(models.Completion)
 class CompletionAdmin(admin.ModelAdmin):
     list_display = ("id", "prompt", "source", "model_name", "model_version", "created_at")
+    list_select_related = ("prompt", "model_version")
+    show_full_result_count = False
     list_filter = ("source",)
     raw_id_fields = ("prompt", "demonstration", "model_version")
 
@@ -51,6 +56,8 @@ class TaskCompletionInline(admin.TabularInline):
 @admin.register(models.RankingTask)
 class RankingTaskAdmin(admin.ModelAdmin):
     list_display = ("id", "project", "prompt", "overlap", "submitted_count", "created_at")
+    list_select_related = ("project", "prompt")
+    show_full_result_count = False
     list_filter = ("project",)
     raw_id_fields = ("prompt",)
     inlines = [TaskCompletionInline]
@@ -59,6 +66,7 @@ class RankingTaskAdmin(admin.ModelAdmin):
 @admin.register(models.Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
     list_display = ("id", "task", "labeler", "expires_at")
+    list_select_related = ("task__project", "labeler")
     raw_id_fields = ("task",)
 
 
@@ -71,6 +79,8 @@ class RatingInline(admin.TabularInline):
 @admin.register(models.Annotation)
 class AnnotationAdmin(admin.ModelAdmin):
     list_display = ("id", "task", "labeler", "import_source", "status", "submitted_at")
+    list_select_related = ("task__project", "labeler", "import_source")
+    show_full_result_count = False
     list_filter = ("status",)
     raw_id_fields = ("task",)
     inlines = [RatingInline]
@@ -79,12 +89,16 @@ class AnnotationAdmin(admin.ModelAdmin):
 @admin.register(models.Rating)
 class RatingAdmin(admin.ModelAdmin):
     list_display = ("id", "annotation", "completion", "likert", "rank")
+    list_select_related = ("annotation", "completion")
+    show_full_result_count = False
     raw_id_fields = ("annotation", "completion")
 
 
 @admin.register(models.CheckAnswer)
 class CheckAnswerAdmin(admin.ModelAdmin):
     list_display = ("id", "rating", "check_question", "value")
+    list_select_related = ("rating", "check_question")
+    show_full_result_count = False
     raw_id_fields = ("rating",)
 
 

@@ -133,6 +133,9 @@ class Prompt(models.Model):
             UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_content_per_project"),
             CheckConstraint(condition=~Q(text="") | Q(messages__isnull=False), name="prompt_has_content"),
         ]
+        # The prompts page lists a project's prompts newest first: without it PostgreSQL walks the primary key
+        # backwards through every later project's prompts.
+        indexes = [models.Index(fields=["project", "id"], name="prompt_project_id_idx")]
 
     def save(self, *args, **kwargs):
         # The identity hash is derived data, kept in step with the content on every save.

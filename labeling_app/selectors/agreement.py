@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from itertools import combinations
-from typing import Hashable, Iterable, Sequence
+from typing import Hashable, Iterable, NamedTuple, Sequence
 
 
 def ranking_pair_agreement(ranks_a: Sequence[int], ranks_b: Sequence[int]) -> tuple[int, int]:
@@ -70,6 +70,13 @@ def krippendorff_alpha_ordinal(units: Iterable[Sequence[int | None]]) -> float |
             for b in range(m):
                 if a != b:
                     coincidence[(values[a], values[b])] += 1 / (m - 1)
+    return krippendorff_alpha_from_coincidence(coincidence)
+
+
+def krippendorff_alpha_from_coincidence(coincidence: dict[tuple[int, int], float]) -> float | None:
+    """Ordinal alpha from the coincidence matrix {(c, k): o_ck} (what SQL sums per unit:
+    n_uc * (n_uk - [c == k]) / (m_u - 1)); see `krippendorff_alpha_ordinal`."""
+    coincidence = {ck: w for ck, w in coincidence.items() if w}
     if not coincidence:
         return None
     categories = sorted({c for c, _ in coincidence})
@@ -170,3 +177,53 @@ def median(values: Sequence[float]) -> float | None:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+class BinaryTally(NamedTuple):
+    """Items of a yes/no question that share these figures: `items` items, each with `answers` answers of which
+    `yes` are True; `first` and `second` the answers of its first two raters (for Cohen's kappa); `first_seen`
+    orders the groups as the items came (the first group of the most common size wins a tie, as in Counter)."""
+
+    answers: int
+    yes: int
+    first: bool
+    second: bool
+    items: int
+    first_seen: Sequence = ()
+
+
+def binary_agreement_from_tallies(tallies: Iterable[BinaryTally]) -> dict:
+    """`binary_agreement` from grouped counts instead of one list per item (what SQL returns)."""
+    tallies = [t for t in tallies if t.answers >= 2]
+    n_items = sum(t.items for t in tallies)
+    out = {"items": n_items, "percent": None, "kappa": None, "kappa_kind": ""}
+    if not n_items:
+        return out
+
+    def pairs(n: int) -> int:
+        return n * (n - 1) // 2
+
+    out["percent"] = sum(t.items * (pairs(t.yes) + pairs(t.answers - t.yes)) / pairs(t.answers) for t in tallies) / n_items
+    per_size: dict[int, int] = Counter()
+    seen: dict[int, Sequence] = {}
+    for t in tallies:
+        per_size[t.answers] += t.items
+        seen[t.answers] = min(seen.get(t.answers, t.first_seen), t.first_seen)
+    n = max(per_size, key=lambda size: (per_size[size], [-x for x in seen[size]]))
+    same_n = [t for t in tallies if t.answers == n]
+    big_n = per_size[n]
+    if n == 2:
+        p_o = sum(t.items for t in same_n if t.first == t.second) / big_n
+        count_a, count_b = Counter(), Counter()
+        for t in same_n:
+            count_a[t.first] += t.items
+            count_b[t.second] += t.items
+        p_e = sum(count_a[c] * count_b[c] for c in (True, False)) / (big_n * big_n)
+        out["kappa"], out["kappa_kind"] = (None if p_e == 1 else (p_o - p_e) / (1 - p_e)), "Cohen"
+    else:
+        yes = sum(t.items * t.yes for t in same_n)
+        p_e = sum((c / (big_n * n)) ** 2 for c in (yes, big_n * n - yes))
+        p_bar = sum(t.items * (t.yes ** 2 + (n - t.yes) ** 2 - n) / (n * (n - 1)) for t in same_n) / big_n
+        out["kappa"], out["kappa_kind"] = (None if p_e == 1 else (p_bar - p_e) / (1 - p_e)), "Fleiss"
+    out["kappa_items"] = big_n
+    return out

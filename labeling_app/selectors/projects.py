@@ -1,10 +1,11 @@
 """Reads for the researcher's pages: projects with their counts, a project's prompts, checks and demonstrations."""
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from labeling_app.models import Annotation, CheckQuestion, Completion, Demonstration, Project, Prompt
+from labeling_app.models import Annotation, CheckQuestion, Completion, Demonstration, Project, Prompt, RankingTask
 from labeling_app.selectors.scores import prompt_completion_summaries
 
 
@@ -12,9 +13,24 @@ def project_or_404(project_id: int) -> Project:
     return get_object_or_404(Project, pk=project_id)
 
 
+PROJECTS_PER_PAGE = 50
+PROMPTS_PER_PAGE = 50
+
+
+def count_of(related: QuerySet, fk: str = "project") -> Coalesce:
+    """The number of `related` rows pointing at the outer row through `fk`, as a correlated subquery.
+
+    Two `Count(..., distinct=True)` over two joins multiply the rows (prompts x tasks: 37M pairs took
+    46 s on /projects/); one subquery per count reads each index once per shown row.
+    """
+    counted = (related.filter(**{fk: OuterRef("pk")}).order_by().values(fk)
+               .annotate(n=Func(F("pk"), function="COUNT")).values("n"))
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
 def projects_with_counts() -> QuerySet[Project]:
-    """Every project with `n_prompts` and `n_tasks`."""
-    return Project.objects.annotate(n_prompts=Count("prompts", distinct=True), n_tasks=Count("tasks", distinct=True))
+    """Every project with `n_prompts` and `n_tasks`; page it, the counts are computed for the rows shown."""
+    return Project.objects.annotate(n_prompts=count_of(Prompt.objects.all()), n_tasks=count_of(RankingTask.objects.all()))
 
 
 def project_counts(project: Project) -> dict:
@@ -40,8 +56,9 @@ def project_has_tasks(project: Project) -> bool:
 
 def prompts_of_project(project: Project, *, search: str = "") -> QuerySet[Prompt]:
     """The project's prompts, newest first, with `n_demos`, `n_tasks` and `n_completions`; `search` filters the text."""
-    prompts = project.prompts.annotate(n_demos=Count("demonstrations", distinct=True), n_tasks=Count("tasks", distinct=True),
-                                       n_completions=Count("completions", distinct=True)).order_by("-id")
+    prompts = project.prompts.annotate(n_demos=count_of(Demonstration.objects.all(), "prompt"),
+                                       n_tasks=count_of(RankingTask.objects.all(), "prompt"),
+                                       n_completions=count_of(Completion.objects.all(), "prompt")).order_by("-id")
     return prompts.filter(text__icontains=search) if search else prompts
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import combinations
+from datetime import date
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
@@ -12,7 +13,6 @@ from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckAnswer, CheckQuestion, Project, RankingTask
 from labeling_app.selectors import agreement as stats
-from labeling_app.selectors.labels import LabelFilters, iter_label_rows
 
 
 def project_progress(project: Project) -> dict:
@@ -38,16 +38,128 @@ def project_progress(project: Project) -> dict:
     }
 
 
-def _human_rows_by_task(project: Project):
-    """{task_id: [LabelRow, ...]} of the project's human labels (imported ones are not compared)."""
-    by_task = defaultdict(list)
-    for row in iter_label_rows(LabelFilters(project_ids=[project.pk], include_imported=False)):
-        by_task[row.task_id].append(row)
-    return by_task
+# One statement computes every agreement figure of a project from its submitted human labels that rank every
+# completion of their task (`iter_label_rows` drops the others too); imported labels are never compared.
+# The CTEs are computed once per statement, so the labels are read once and the page gets aggregates only.
+_QUALITY_SQL = """
+WITH ann AS (
+    SELECT a.id, a.task_id, a.labeler_id, a.submitted_at, a.started_at, a.shown_order
+    FROM labeling_app_annotation a JOIN labeling_app_rankingtask t ON t.id = a.task_id
+    WHERE t.project_id = %(project)s AND a.status = 'submitted' AND a.labeler_id IS NOT NULL
+), rated AS (  -- one row per (label, task completion)
+    SELECT ann.id AS annotation_id, ann.task_id, tc.completion_id, tc.position, r.id AS rating_id, r.rank, r.likert
+    FROM ann JOIN labeling_app_taskcompletion tc ON tc.task_id = ann.task_id
+    LEFT JOIN labeling_app_rating r ON r.annotation_id = ann.id AND r.completion_id = tc.completion_id
+), ur AS (  -- of the labels that rank every completion
+    SELECT * FROM rated WHERE annotation_id IN (
+        SELECT annotation_id FROM rated GROUP BY annotation_id HAVING count(rank) = count(*))
+), label_pairs AS (  -- per two labels of a task: InstructGPT's agreeing / comparable pairs, Kendall's tau-b parts
+    SELECT a, b, count(*) FILTER (WHERE sa <> 0 AND sb <> 0 AND sa = sb) AS agreeing,
+           count(*) FILTER (WHERE sa <> 0 AND sb <> 0) AS comparable,
+           count(*) AS n0, count(*) FILTER (WHERE sa = 0) AS tied_a, count(*) FILTER (WHERE sb = 0) AS tied_b
+    FROM (SELECT x1.annotation_id AS a, y1.annotation_id AS b,
+                 sign(x1.rank - x2.rank) AS sa, sign(y1.rank - y2.rank) AS sb
+          FROM ur x1
+          JOIN ur x2 ON x2.annotation_id = x1.annotation_id AND x2.position > x1.position
+          JOIN ur y1 ON y1.task_id = x1.task_id AND y1.completion_id = x1.completion_id AND y1.annotation_id > x1.annotation_id
+          JOIN ur y2 ON y2.annotation_id = y1.annotation_id AND y2.completion_id = x2.completion_id) signs
+    GROUP BY a, b
+), likert_values AS (  -- Krippendorff's units are (task, completion)
+    SELECT task_id, completion_id, likert, count(*) AS n FROM ur WHERE likert IS NOT NULL
+    GROUP BY task_id, completion_id, likert
+), likert_units AS (
+    SELECT task_id, completion_id, sum(n) AS m FROM likert_values GROUP BY task_id, completion_id HAVING sum(n) >= 2
+), check_items AS (  -- a check's items are (task, completion) with two or more answers
+    SELECT q.key, ur.task_id, ur.position, count(*) AS answers, count(*) FILTER (WHERE ans.value) AS yes,
+           (array_agg(ans.value ORDER BY ur.annotation_id))[1] AS first,
+           (array_agg(ans.value ORDER BY ur.annotation_id))[2] AS second
+    FROM ur JOIN labeling_app_checkanswer ans ON ans.rating_id = ur.rating_id
+    JOIN labeling_app_checkquestion q ON q.id = ans.check_question_id
+    GROUP BY q.key, ur.task_id, ur.position HAVING count(*) >= 2
+), per_label AS (
+    SELECT ann.id, ann.labeler_id, extract(epoch FROM ann.submitted_at - ann.started_at)::float8 AS seconds,
+           shown_first.rank = ranks.best AS first_best, coalesce(contra.n, 0) AS contradicting
+    FROM ann
+    JOIN (SELECT annotation_id, min(rank) AS best FROM ur GROUP BY annotation_id) ranks ON ranks.annotation_id = ann.id
+    LEFT JOIN ur shown_first ON shown_first.annotation_id = ann.id AND shown_first.completion_id =
+        CASE WHEN jsonb_typeof(ann.shown_order -> 0) = 'number' THEN (ann.shown_order ->> 0)::numeric END
+    LEFT JOIN (  -- pairs ranked one way and rated the other
+        SELECT i.annotation_id, count(*) AS n
+        FROM ur i JOIN ur j ON j.annotation_id = i.annotation_id AND j.position > i.position
+        WHERE i.likert IS NOT NULL AND j.likert IS NOT NULL
+          AND ((i.rank < j.rank AND i.likert < j.likert) OR (j.rank < i.rank AND j.likert < i.likert))
+        GROUP BY i.annotation_id) contra ON contra.annotation_id = ann.id
+), per_labeler_pairs AS (
+    SELECT p.labeler_id, sum(s.agreeing) AS agreeing, sum(s.comparable) AS comparable
+    FROM (SELECT a AS id, agreeing, comparable FROM label_pairs UNION ALL SELECT b, agreeing, comparable FROM label_pairs) s
+    JOIN per_label p ON p.id = s.id GROUP BY p.labeler_id
+)
+SELECT
+    (SELECT count(*) FROM (SELECT task_id FROM ur GROUP BY task_id HAVING count(DISTINCT annotation_id) >= 2) shared),
+    (SELECT json_build_object(
+        'agreeing', coalesce(sum(agreeing), 0), 'comparable', coalesce(sum(comparable), 0),
+        'tau_sum', sum(tau), 'tau_pairs', count(tau))
+     FROM (SELECT agreeing, comparable, CASE WHEN (n0 - tied_a) * (n0 - tied_b) > 0
+                  THEN (2 * agreeing - comparable) / sqrt(((n0 - tied_a) * (n0 - tied_b))::float8) END AS tau
+           FROM label_pairs) taus),
+    (SELECT coalesce(json_agg(json_build_array(c, k, w)), '[]') FROM (
+        SELECT c.likert AS c, k.likert AS k, sum((c.n * (k.n - (c.likert = k.likert)::int))::float8 / (u.m - 1)) AS w
+        FROM likert_values c JOIN likert_values k USING (task_id, completion_id) JOIN likert_units u USING (task_id, completion_id)
+        GROUP BY c.likert, k.likert) coincidence),
+    (SELECT count(*) FROM likert_units),
+    (SELECT coalesce(json_agg(json_build_array(key, answers, yes, first, second, items, first_seen)), '[]') FROM (
+        SELECT key, answers, yes, first, second, count(*) AS items, min(ARRAY[task_id, position]) AS first_seen
+        FROM check_items GROUP BY key, answers, yes, first, second) tallies),
+    (SELECT coalesce(json_agg(json_build_array(day, agreeing, comparable) ORDER BY day), '[]') FROM (
+        SELECT (greatest(x.submitted_at, y.submitted_at) AT TIME ZONE %(tz)s)::date AS day,
+               sum(lp.agreeing) AS agreeing, sum(lp.comparable) AS comparable
+        FROM label_pairs lp JOIN ann x ON x.id = lp.a JOIN ann y ON y.id = lp.b GROUP BY day) days),
+    (SELECT coalesce(json_agg(json_build_array(labeler_id, username, tasks, median, agreeing, comparable, first_best,
+                                               first_known, contradicting_labels, contradicting_pairs)
+                              ORDER BY username), '[]') FROM (
+        SELECT p.labeler_id, u.username, count(*) AS tasks,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY p.seconds) FILTER (WHERE p.seconds IS NOT NULL) AS median,
+               coalesce(max(pp.agreeing), 0) AS agreeing, coalesce(max(pp.comparable), 0) AS comparable,
+               count(*) FILTER (WHERE p.first_best) AS first_best, count(p.first_best) AS first_known,
+               count(*) FILTER (WHERE p.contradicting > 0) AS contradicting_labels, sum(p.contradicting) AS contradicting_pairs
+        FROM per_label p JOIN auth_user u ON u.id = p.labeler_id
+        LEFT JOIN per_labeler_pairs pp ON pp.labeler_id = p.labeler_id
+        GROUP BY p.labeler_id, u.username) labelers)
+"""
 
 
-def agreement_for_project(project: Project) -> dict:
-    """Inter-labeler agreement over tasks with two or more human labels.
+def quality_aggregates(project: Project) -> dict:
+    """Every agreement figure of the project's human labels, aggregated in one SQL statement (see `_QUALITY_SQL`):
+    `shared_tasks`, `ranking`, `likert`, `check_tallies` {key: [BinaryTally]}, `per_day` and `labelers`."""
+    with connection.cursor() as cursor:
+        cursor.execute(_QUALITY_SQL, {"project": project.pk, "tz": timezone.get_current_timezone_name()})
+        shared, ranking, coincidence, units, tallies, days, labelers = cursor.fetchone()
+    check_tallies: dict[str, list[stats.BinaryTally]] = defaultdict(list)
+    for key, answers, yes, first, second, items, first_seen in tallies:
+        check_tallies[key].append(stats.BinaryTally(answers, yes, first, second, items, tuple(first_seen)))
+    agreeing, comparable, tau_pairs = ranking["agreeing"], ranking["comparable"], ranking["tau_pairs"]
+    k = project.completions_per_task
+    return {
+        "shared_tasks": shared,
+        "ranking": {"agreeing": agreeing, "comparable": comparable,
+                    "pair_agreement": agreeing / comparable if comparable else None,
+                    "kendall_tau": ranking["tau_sum"] / tau_pairs if tau_pairs else None, "tau_pairs": tau_pairs},
+        "likert": {"alpha": stats.krippendorff_alpha_from_coincidence({(c, k): w for c, k, w in coincidence}),
+                   "units": units},
+        "check_tallies": check_tallies,
+        "per_day": [{"day": date.fromisoformat(day), "agreeing": a, "comparable": c,
+                     "pair_agreement": a / c if c else None} for day, a, c in days],
+        "labelers": [{
+            "labeler": name, "labeler_id": lid, "tasks": tasks, "median_seconds": median,
+            "agreement": ag / co if co else None, "comparable_pairs": co,
+            "position_bias": best / known if known else None, "chance": 1 / k,
+            "contradicting_labels": c_labels, "contradicting_pairs": c_pairs,
+        } for lid, name, tasks, median, ag, co, best, known, c_labels, c_pairs in labelers],
+    }
+
+
+def agreement_for_project(project: Project, aggregates: dict | None = None) -> dict:
+    """Inter-labeler agreement over tasks with two or more human labels, from `quality_aggregates`.
 
     ranking: pooled share of strictly-ordered completion pairs two labelers order the same way
     (InstructGPT's figure) and the mean Kendall tau-b over labeler pairs; likert: Krippendorff's
@@ -55,51 +167,31 @@ def agreement_for_project(project: Project) -> dict:
     agreement and Cohen's (2 answers per item) or Fleiss' kappa, one item per (task, completion),
     next to the check's problem rate (`check_problem_counts`).
     """
-    by_task = _human_rows_by_task(project)
-    agreeing = comparable = 0
-    taus: list[float] = []
-    likert_units: list[list] = []
-    check_items: dict[str, list[list[bool]]] = defaultdict(list)
-    shared_tasks = 0
-    for rows in by_task.values():
-        if len(rows) < 2:
-            continue
-        shared_tasks += 1
-        for a, b in combinations(rows, 2):
-            ag, co = stats.ranking_pair_agreement(a.ranks, b.ranks)
-            agreeing, comparable = agreeing + ag, comparable + co
-            tau = stats.kendall_tau_b(a.ranks, b.ranks)
-            if tau is not None:
-                taus.append(tau)
-        k = len(rows[0].completions)
-        for pos in range(k):
-            likert_units.append([r.ratings[pos] for r in rows])
-        keys = set().union(*(r.checks for r in rows))
-        for key in keys:
-            for pos in range(k):
-                answers = [r.checks[key][pos] for r in rows if key in r.checks and r.checks[key][pos] is not None]
-                if len(answers) >= 2:
-                    check_items[key].append(answers)
-    questions = {q.key: q for q in CheckQuestion.objects.filter(project=project)}
+    aggregates = aggregates or quality_aggregates(project)
     problem_counts = check_problem_counts(project)
     checks = []
-    for key, q in questions.items():
-        result = stats.binary_agreement(check_items.get(key, []))
+    for q in CheckQuestion.objects.filter(project=project):
+        result = stats.binary_agreement_from_tallies(aggregates["check_tallies"].get(q.key, []))
         answers, problems = problem_counts.get(q.pk, (0, 0))
-        checks.append({"key": key, "question": q.question, "active": q.active, "problem_word": q.problem_word,
+        checks.append({"key": q.key, "question": q.question, "active": q.active, "problem_word": q.problem_word,
                        "serious": q.serious, "answers": answers, "problems": problems,
                        "problem_rate": problems / answers if answers else None, **result})
     imported = Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED, labeler__isnull=True).count()
-    return {
-        "shared_tasks": shared_tasks,
-        "ranking": {"agreeing": agreeing, "comparable": comparable,
-                    "pair_agreement": agreeing / comparable if comparable else None,
-                    "kendall_tau": sum(taus) / len(taus) if taus else None, "tau_pairs": len(taus)},
-        "likert": {"alpha": stats.krippendorff_alpha_ordinal(likert_units),
-                   "units": sum(1 for u in likert_units if sum(v is not None for v in u) >= 2)},
-        "checks": checks,
-        "imported_labels": imported,
-    }
+    return {"shared_tasks": aggregates["shared_tasks"], "ranking": aggregates["ranking"], "likert": aggregates["likert"],
+            "checks": checks, "imported_labels": imported}
+
+
+def agreement_per_day(project: Project, aggregates: dict | None = None) -> list[dict]:
+    """Pair agreement of the labels compared on each day (the day the later of two labels came in), oldest first."""
+    return (aggregates or quality_aggregates(project))["per_day"]
+
+
+def labeler_stats(project: Project, *, labeler_id: int | None = None, aggregates: dict | None = None) -> list[dict]:
+    """Per human labeler (or only `labeler_id`), by name: tasks, median seconds per task, pair agreement with the
+    others on shared tasks, position bias (share of labels whose first-shown completion got rank 1, against 1/K
+    by chance, ties inflate it) and labels whose Likert ratings contradict their own ranking."""
+    rows = (aggregates or quality_aggregates(project))["labelers"]
+    return [r for r in rows if labeler_id is None or r["labeler_id"] == labeler_id]
 
 
 def check_problem_counts(project: Project) -> dict[int, tuple[int, int]]:
@@ -116,46 +208,6 @@ def check_problem_counts(project: Project) -> dict[int, tuple[int, int]]:
     return {r["check_question_id"]: (r["answers"], r["problems"]) for r in rows}
 
 
-def labeler_stats(project: Project) -> list[dict]:
-    """Per human labeler: tasks, median seconds per task, pair agreement with the others on shared tasks,
-    position bias (share of labels whose first-shown completion got rank 1, against 1/K by chance, ties
-    inflate it) and labels whose Likert ratings contradict their own ranking."""
-    by_task = _human_rows_by_task(project)
-    per: dict[str, dict] = defaultdict(lambda: {"tasks": 0, "seconds": [], "agreeing": 0, "comparable": 0,
-                                                "first_best": 0, "first_known": 0, "contradicting_labels": 0,
-                                                "contradicting_pairs": 0, "labeler_id": None})
-    for rows in by_task.values():
-        for row in rows:
-            s = per[row.labeler]
-            s["labeler_id"] = row.labeler_id
-            s["tasks"] += 1
-            if row.submitted_at and row.started_at:
-                s["seconds"].append((row.submitted_at - row.started_at).total_seconds())
-            best = stats.first_shown_ranked_best(row.shown_order, dict(zip(row.completion_ids, row.ranks)))
-            if best is not None:
-                s["first_known"] += 1
-                s["first_best"] += best
-            c = stats.rating_contradictions(row.ranks, row.ratings)
-            s["contradicting_pairs"] += c
-            s["contradicting_labels"] += c > 0
-            for other in rows:
-                if other.annotation_id != row.annotation_id:
-                    ag, co = stats.ranking_pair_agreement(row.ranks, other.ranks)
-                    s["agreeing"] += ag
-                    s["comparable"] += co
-    k = project.completions_per_task
-    out = []
-    for name, s in sorted(per.items()):
-        out.append({
-            "labeler": name, "labeler_id": s["labeler_id"], "tasks": s["tasks"],
-            "median_seconds": stats.median(s["seconds"]),
-            "agreement": s["agreeing"] / s["comparable"] if s["comparable"] else None, "comparable_pairs": s["comparable"],
-            "position_bias": s["first_best"] / s["first_known"] if s["first_known"] else None, "chance": 1 / k,
-            "contradicting_labels": s["contradicting_labels"], "contradicting_pairs": s["contradicting_pairs"],
-        })
-    return out
-
-
 def labeler_or_404(user_id: int):
     return get_object_or_404(get_user_model(), pk=user_id)
 
@@ -165,3 +217,19 @@ def labeler_activity(project: Project, labeler, *, recent: int = 20) -> dict:
     annotations = Annotation.objects.filter(task__project=project, labeler=labeler, status=Annotation.Status.SUBMITTED)
     per_day = annotations.annotate(day=TruncDate("submitted_at")).values("day").annotate(n=Count("id")).order_by("day")
     return {"per_day": list(per_day), "recent": list(annotations.order_by("-submitted_at")[:recent])}
+
+
+def quality_charts(progress: dict, per_day: list[dict], labelers: list[dict]) -> dict:
+    """The quality page's chart series as plain JSON data (dates as "YYYY-MM-DD"): labels per day (people and
+    imported), pair agreement per day, and agreement per labeler with how many pairs each figure rests on."""
+    return {
+        "labels_per_day": {"days": [d["day"].isoformat() for d in progress["labels_per_day"] if d["day"]],
+                           "human": [d["human"] for d in progress["labels_per_day"] if d["day"]],
+                           "imported": [d["imported"] for d in progress["labels_per_day"] if d["day"]]},
+        "agreement_per_day": {"days": [d["day"].isoformat() for d in per_day],
+                              "agreement": [d["pair_agreement"] for d in per_day],
+                              "pairs": [d["comparable"] for d in per_day]},
+        "agreement_per_labeler": {"labelers": [r["labeler"] for r in labelers if r["agreement"] is not None],
+                                  "agreement": [r["agreement"] for r in labelers if r["agreement"] is not None],
+                                  "pairs": [r["comparable_pairs"] for r in labelers if r["agreement"] is not None]},
+    }

@@ -1,4 +1,4 @@
-"""Researcher pages: label quality of a project (progress, agreement) and of one labeler."""
+"""Researcher pages: label quality of a project (progress, agreement, charts) and of one labeler."""
 from django.shortcuts import render
 
 from labeling_app.roles import RESEARCHER, role_required
@@ -9,15 +9,19 @@ from labeling_app.selectors.quality import (
     labeler_or_404,
     labeler_stats,
     project_progress,
+    quality_aggregates,
+    quality_charts,
 )
 
 
 @role_required(RESEARCHER)
 def project_quality(request, pk: int):
     project = project_or_404(pk)
+    progress, aggregates = project_progress(project), quality_aggregates(project)
+    labelers = labeler_stats(project, aggregates=aggregates)
     return render(request, "researcher/quality.html", {
-        "project": project, "progress": project_progress(project), "agreement": agreement_for_project(project),
-        "labelers": labeler_stats(project),
+        "project": project, "progress": progress, "agreement": agreement_for_project(project, aggregates),
+        "labelers": labelers, "charts": quality_charts(progress, aggregates["per_day"], labelers),
     })
 
 
@@ -25,7 +29,7 @@ def project_quality(request, pk: int):
 def labeler_quality(request, pk: int, user_id: int):
     project = project_or_404(pk)
     person = labeler_or_404(user_id)
-    mine = [row for row in labeler_stats(project) if row["labeler_id"] == person.pk]
+    mine = labeler_stats(project, labeler_id=person.pk)
     return render(request, "researcher/labeler_quality.html", {
         "project": project, "person": person, "stats": mine[0] if mine else None, **labeler_activity(project, person),
     })

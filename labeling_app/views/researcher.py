@@ -17,7 +17,8 @@ from labeling_app.services.projects import NewCheck, project_create, project_set
 
 @role_required(RESEARCHER)
 def project_list(request):
-    return render(request, "researcher/project_list.html", {"projects": sel.projects_with_counts()})
+    page = Paginator(sel.projects_with_counts(), sel.PROJECTS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "researcher/project_list.html", {"projects": page, "page": page})
 
 
 @role_required(RESEARCHER)
@@ -81,7 +82,7 @@ def project_team(request, pk: int):
 def prompt_list(request, pk: int):
     project = sel.project_or_404(pk)
     q = request.GET.get("q", "").strip()
-    page = Paginator(sel.prompts_of_project(project, search=q), 50).get_page(request.GET.get("page"))
+    page = Paginator(sel.prompts_of_project(project, search=q), sel.PROMPTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "researcher/prompt_list.html", {"project": project, "page": page, "q": q})
 
 
