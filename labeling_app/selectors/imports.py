@@ -96,6 +96,16 @@ def import_undo_plan(job: ImportJob) -> UndoPlan:
                     prompts=prompts, created=created, human_labels=human_labels)
 
 
+UNDO_WORDS = {"prompts": "prompts", "completions": "completions", "tasks": "ranking tasks", "demonstrations": "demonstrations",
+              "annotations": "imported labels"}
+
+
+def import_undo_summary(counts: dict[str, int]) -> str:
+    """'3 prompts, 6 completions, 3 ranking tasks' from undo counts (kinds with none left out), or 'nothing'."""
+    said = [f"{counts[kind]} {word}" for kind, word in UNDO_WORDS.items() if counts.get(kind)]
+    return ", ".join(said) or "nothing"
+
+
 def import_job_undo_refusal(job: ImportJob) -> str:
     """Why this job cannot be undone whatever its rows, or "" (the labels on its rows are checked separately)."""
     if job.status == ImportJob.Status.UNDONE:

@@ -46,7 +46,7 @@ def _undo(job_id: int, user) -> ImportJob:
     plan = import_undo_plan(job)
     if plan.human_labels:
         n = plan.human_labels
-        raise ServiceError(f"{n} label{'s' if n != 1 else ''} by labelers (drafts included) depend on tasks this import "
+        raise ServiceError(f"{n} label{'s' if n != 1 else ''} by labelers (drafts included) depend{'s' if n == 1 else ''} on tasks this import "
                            f"created, so it cannot be undone: undoing it would delete {'them' if n != 1 else 'it'}. "
                            f"Nothing was changed.", status=409)
     deleted: dict[str, int] = {}

@@ -26,6 +26,7 @@ from labeling_app.selectors.exports import (
     export_parquet_chunks,
 )
 from labeling_app.selectors.imports import (
+    UNDO_WORDS,
     import_job_counts,
     import_job_or_404,
     import_job_progress,
@@ -35,6 +36,7 @@ from labeling_app.selectors.imports import (
     import_jobs_of_project,
     import_result_lines,
     import_undo_plan,
+    import_undo_summary,
 )
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange
 from labeling_app.selectors.projects import project_or_404
@@ -88,14 +90,16 @@ def import_job(request, pk: int, job_id: int):
         return redirect("researcher:import_job", pk=job.project_id, job_id=retry.pk)
     context = {"project": job.project, "job": job, "progress": import_job_progress(job), "running": import_job_running(job),
                "summary": import_result_lines(job.result, kind=job.kind, source_name=job.source_name),
-               "retryable": import_job_retryable(job), "max_errors": MAX_ERRORS, "retention_days": retention_days()}
+               "retryable": import_job_retryable(job), "max_errors": MAX_ERRORS, "retention_days": retention_days(),
+               "undone_summary": import_undo_summary(job.undo_result.get("deleted", {}))}
     if job.status == ImportJob.Status.SUCCEEDED and not request.htmx:
         context["undo_refusal"] = import_job_undo_refusal(job)
         if not context["undo_refusal"]:
             plan = import_undo_plan(job)
             counts = plan.counts()
             context["undo"] = {"human_labels": plan.human_labels,
-                               "rows": [(kind, n, plan.created[kind] - n) for kind, n in counts.items() if plan.created[kind]]}
+                               "rows": [(word, counts[kind], plan.created[kind] - counts[kind])
+                                        for kind, word in UNDO_WORDS.items() if plan.created[kind]]}
     # htmx polls the status fragment alone (see researcher/_import_status.html)
     return render(request, "researcher/_import_status.html" if request.htmx else "researcher/import_job.html", context)
 
@@ -110,8 +114,7 @@ def import_undo(request, pk: int, job_id: int):
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        deleted = job.undo_result["deleted"]
-        messages.success(request, "Import undone: deleted " + ", ".join(f"{n} {kind}" for kind, n in deleted.items()) + ".")
+        messages.success(request, f"Import undone: deleted {import_undo_summary(job.undo_result['deleted'])}.")
     return redirect("researcher:import_job", pk=job.project_id, job_id=job.pk)
 
 
