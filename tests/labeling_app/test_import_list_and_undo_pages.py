@@ -42,7 +42,7 @@ def test_the_list_shows_file_kind_counts_result_and_date(rc, project):
     page = rc.get(f"/projects/{project.pk}/import/").content.decode()
     three, again, bad = (ImportJob.objects.get(original_name=n) for n in ("three.jsonl", "again.jsonl", "bad.jsonl"))
     cells = row_of(page, three)
-    assert cells[0] == "three.jsonl" and cells[1].startswith("Prompts with") and cells[2] == "Succeeded"
+    assert cells[0] == "three.jsonl" and cells[1] == "Completions" and cells[2] == "Succeeded"
     assert cells[3:7] == ["12", "0", "0", "3"]  # 3 prompts + 6 completions + 3 tasks created
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[7]) and cells[8] == "res1"
     # Q9's prompt, 2 completions and task are new; Q0 and Q1's 2 prompts, 4 completions and 2 tasks are reused.
