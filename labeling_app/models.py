@@ -125,6 +125,8 @@ class Prompt(models.Model):
     content_hash = models.CharField(max_length=64, editable=False)
     source = models.CharField(max_length=200, blank=True, help_text="Where it came from (file name, author).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,6 +162,8 @@ class Demonstration(models.Model):
     import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
                                   help_text="Identity of the imported line that made it (labeling_app.imports.identity); "
                                             "kept when the text is edited, so a re-import does not bring the old text back.")
+    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -187,6 +191,8 @@ class Completion(models.Model):
     sampling = models.JSONField(default=dict, blank=True, help_text="Temperature, top-p, max new tokens, seed.")
     import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
                                   help_text="Imported completions: identity of text + model name under the prompt.")
+    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -218,6 +224,8 @@ class RankingTask(models.Model):
     submitted_count = models.PositiveSmallIntegerField(default=0, editable=False)
     import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
                                   help_text="Tasks of imported completions: identity of the completion set and purpose.")
+    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -293,6 +301,8 @@ class Annotation(models.Model):
     skip_reason = models.CharField(max_length=300, blank=True)
     import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
                                   help_text="Imported labels: identity of the ranks, ratings and checks given.")
+    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
@@ -376,9 +386,10 @@ class ImportJob(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         LOST = "lost", "Lost"
+        UNDONE = "undone", "Undone"
 
     RUNNING = (Status.VALIDATING, Status.IMPORTING)
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.LOST)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.LOST, Status.UNDONE)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -400,6 +411,12 @@ class ImportJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Written while the job runs; an old one means its worker died.")
     finished_at = models.DateTimeField(null=True, blank=True)
     file_purged_at = models.DateTimeField(null=True, blank=True, help_text="When the upload was deleted (IMPORT_RETENTION_DAYS).")
+    # Jobs from before migration 0009 did not record which rows they created (their rows have no
+    # import_job), so they cannot be undone: the migration sets this false for them.
+    rows_recorded = models.BooleanField(default=True, help_text="The rows this import created carry its id, so it can be undone.")
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    undo_result = models.JSONField(default=dict, blank=True, help_text="Counts of the rows the undo deleted and kept.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -124,6 +124,9 @@ MATRIX.update({
     "researcher:demonstration_edit": Row(RESEARCHER_UP, _demo_kwargs),
     "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
     "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
+    # POST only; the matrix's job failed, so the undo is refused with a message and the page comes back (302).
+    "researcher:import_undo": Row(page(403, 302, 302), _import_job_kwargs, method="post"),
+    "researcher:import_undo (get)": Row(page(405, 405, 405, anon=405), _import_job_kwargs, url_name="researcher:import_undo"),
     "researcher:export": Row(RESEARCHER_UP, _PROJECT),
     "researcher:export_download": Row(RESEARCHER_UP, _labeled_project),
     "researcher:export_features": Row(RESEARCHER_UP, _PROJECT),

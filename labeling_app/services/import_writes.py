@@ -87,14 +87,15 @@ def _insert(sql: str, params: list) -> list[int]:
     return [row[0] for row in _rows(sql, params)]
 
 
-def _insert_prompts(project: Project, batch: list[Record], source: str, user_id: int | None) -> tuple[dict[str, int], set[str]]:
+def _insert_prompts(project: Project, batch: list[Record], source: str, user_id: int | None,
+                    job_id: int | None) -> tuple[dict[str, int], set[str]]:
     """Insert the batch's prompts that are new; (content_hash -> prompt id for all, hashes created now)."""
     table = _table(Prompt)
     created = {row[0] for row in _rows(
-        f"INSERT INTO {table} (project_id, text, messages, content_hash, source, created_by_id, created_at) "
-        f"SELECT %s, t, m::jsonb, h, %s, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(t, m, h) "
+        f"INSERT INTO {table} (project_id, text, messages, content_hash, source, created_by_id, import_job_id, created_at) "
+        f"SELECT %s, t, m::jsonb, h, %s, %s, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(t, m, h) "
         f"ON CONFLICT ON CONSTRAINT prompt_unique_content_per_project DO NOTHING RETURNING content_hash",
-        [project.pk, source, user_id, timezone.now(), [r.text for r in batch],
+        [project.pk, source, user_id, job_id, timezone.now(), [r.text for r in batch],
          [json.dumps(r.messages) if r.messages else None for r in batch], [r.content_hash for r in batch]],
     )}
     ids = dict(_rows(f"SELECT content_hash, id FROM {table} WHERE project_id = %s AND content_hash = ANY(%s)",
@@ -127,12 +128,13 @@ def _upsert(table: str, *, parent: str, columns: dict[str, str], values: list, a
 
 
 def insert_batch(project: Project, kind: str, batch: list[Record], result: ImportResult, *, source: str,
-                 user_id: int | None, import_source: ImportSource | None) -> None:
+                 user_id: int | None, import_source: ImportSource | None, job_id: int | None = None) -> None:
     """Insert one batch of validated records of `kind` and add what was written, reused and skipped to `result`.
 
-    Run it inside the import's transaction: a file is imported whole or not at all.
+    Run it inside the import's transaction: a file is imported whole or not at all. Every row created
+    (not reused) carries `job_id`, the import job that made it, so the job can be undone.
     """
-    ids, created = _insert_prompts(project, batch, source, user_id)
+    ids, created = _insert_prompts(project, batch, source, user_id, job_id)
     claimed: set[str] = set()
     keep: list[tuple[Record, int]] = []
     for r in batch:
@@ -150,15 +152,16 @@ def insert_batch(project: Project, kind: str, batch: list[Record], result: Impor
     if not keep:
         return
     if kind == ImportJob.Kind.DEMONSTRATIONS:
-        _insert_demonstrations(keep, result, source=source, user_id=user_id)
+        _insert_demonstrations(keep, result, source=source, user_id=user_id, job_id=job_id)
     elif kind in (ImportJob.Kind.COMPLETIONS, ImportJob.Kind.PREFERENCES):
-        completion_ids = _upsert_completions(keep, result)
-        task_ids = _upsert_tasks(project, keep, completion_ids, result, labels=kind == ImportJob.Kind.PREFERENCES)
+        completion_ids = _upsert_completions(keep, result, job_id)
+        task_ids = _upsert_tasks(project, keep, completion_ids, result, job_id, labels=kind == ImportJob.Kind.PREFERENCES)
         if kind == ImportJob.Kind.PREFERENCES:
-            _insert_labels(project, keep, completion_ids, task_ids, result, import_source=import_source)
+            _insert_labels(project, keep, completion_ids, task_ids, result, job_id, import_source=import_source)
 
 
-def _insert_demonstrations(keep: list[tuple[Record, int]], result: ImportResult, *, source: str, user_id: int | None) -> None:
+def _insert_demonstrations(keep: list[tuple[Record, int]], result: ImportResult, *, source: str, user_id: int | None,
+                           job_id: int | None) -> None:
     table = _table(Demonstration)
     # Already there: imported with this text (even if edited since), or written by hand with this text.
     there = set(_rows(
@@ -180,8 +183,9 @@ def _insert_demonstrations(keep: list[tuple[Record, int]], result: ImportResult,
     now = timezone.now()
     _, created = _upsert(
         table, parent="prompt_id",
-        columns={"prompt_id": "p", "text": "t", "author_id": "%s", "source": "%s", "created_at": "%s", "updated_at": "%s"},
-        values=[user_id, source, now, now],
+        columns={"prompt_id": "p", "text": "t", "author_id": "%s", "source": "%s", "import_job_id": "%s", "created_at": "%s",
+                 "updated_at": "%s"},
+        values=[user_id, source, job_id, now, now],
         arrays={"p": ("bigint", [k[0] for _, k in new]), "t": ("text", [r.demonstration for r, _ in new])},
         keys=[k for _, k in new],
     )
@@ -192,7 +196,7 @@ def _insert_demonstrations(keep: list[tuple[Record, int]], result: ImportResult,
             result._identical(r.line, "demonstration")
 
 
-def _upsert_completions(keep: list[tuple[Record, int]], result: ImportResult) -> list[list[int]]:
+def _upsert_completions(keep: list[tuple[Record, int]], result: ImportResult, job_id: int | None) -> list[list[int]]:
     """Each record's completion ids, in its own order; identical completions are reused."""
     keys = [[(pid, completion_key(text, model)) for text, model in zip(r.completions, r.models)] for r, pid in keep]
     first: dict[tuple[int, str], tuple[str, str]] = {}
@@ -201,8 +205,9 @@ def _upsert_completions(keep: list[tuple[Record, int]], result: ImportResult) ->
             first.setdefault(key, (text, model))
     ids, created = _upsert(
         _table(Completion), parent="prompt_id",
-        columns={"prompt_id": "p", "text": "t", "source": "%s", "model_name": "m", "sampling": "'{}'::jsonb", "created_at": "%s"},
-        values=[Completion.Source.IMPORTED, timezone.now()],
+        columns={"prompt_id": "p", "text": "t", "source": "%s", "model_name": "m", "sampling": "'{}'::jsonb",
+                 "import_job_id": "%s", "created_at": "%s"},
+        values=[Completion.Source.IMPORTED, job_id, timezone.now()],
         arrays={"p": ("bigint", [p for p, _ in first]), "t": ("text", [t for t, _ in first.values()]),
                 "m": ("text", [m for _, m in first.values()])},
         keys=list(first),
@@ -213,7 +218,7 @@ def _upsert_completions(keep: list[tuple[Record, int]], result: ImportResult) ->
 
 
 def _upsert_tasks(project: Project, keep: list[tuple[Record, int]], completion_ids: list[list[int]], result: ImportResult,
-                  *, labels: bool) -> list[int]:
+                  job_id: int | None, *, labels: bool) -> list[int]:
     """Each record's task id; a task over the same completions (and purpose) is made once."""
     keys = [(pid, task_key(mine, labels=labels)) for (_, pid), mine in zip(keep, completion_ids)]
     first: dict[tuple[int, str], list[int]] = {}
@@ -222,8 +227,9 @@ def _upsert_tasks(project: Project, keep: list[tuple[Record, int]], completion_i
     # A new label task starts with overlap 1; _insert_labels sets it to the labels it gets.
     ids, created = _upsert(
         _table(RankingTask), parent="prompt_id",
-        columns={"prompt_id": "p", "project_id": "%s", "overlap": "%s", "submitted_count": "0", "created_at": "%s"},
-        values=[project.pk, 1 if labels else project.overlap, timezone.now()],
+        columns={"prompt_id": "p", "project_id": "%s", "overlap": "%s", "submitted_count": "0", "import_job_id": "%s",
+                 "created_at": "%s"},
+        values=[project.pk, 1 if labels else project.overlap, job_id, timezone.now()],
         arrays={"p": ("bigint", [p for p, _ in first])},
         keys=list(first),
     )
@@ -254,7 +260,7 @@ def _rating_rows(r: Record, completion_ids: list[int]) -> list[tuple[int, int, i
 
 
 def _insert_labels(project: Project, keep: list[tuple[Record, int]], completion_ids: list[list[int]], task_ids: list[int],
-                   result: ImportResult, *, import_source: ImportSource) -> None:
+                   result: ImportResult, job_id: int | None, *, import_source: ImportSource) -> None:
     rows = [_rating_rows(r, mine) for (r, _), mine in zip(keep, completion_ids)]
     keys = [label_key(mine) for mine in rows]
     # The task rows' locks serialise imports adding labels to the same tasks, so the check for
@@ -283,10 +289,10 @@ def _insert_labels(project: Project, keep: list[tuple[Record, int]], completion_
     now = timezone.now()
     annotation_ids = _insert(
         f"INSERT INTO {_table(Annotation)} (task_id, import_source_id, import_key, status, shown_order, draft, comment, "
-        f"skip_reason, started_at, updated_at, submitted_at) "
-        f"SELECT t, %s, k, %s, o::jsonb, '{{}}'::jsonb, '', '', %s, %s, %s "
+        f"skip_reason, import_job_id, started_at, updated_at, submitted_at) "
+        f"SELECT t, %s, k, %s, o::jsonb, '{{}}'::jsonb, '', '', %s, %s, %s, %s "
         f"FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u(t, k, o) RETURNING id",
-        [import_source.pk, Annotation.Status.SUBMITTED, now, now, now, [task_ids[i] for i in new], [keys[i] for i in new],
+        [import_source.pk, Annotation.Status.SUBMITTED, job_id, now, now, now, [task_ids[i] for i in new], [keys[i] for i in new],
          [json.dumps(completion_ids[i]) for i in new]],
     )
     result.annotations_created += len(annotation_ids)

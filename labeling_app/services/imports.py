@@ -140,13 +140,14 @@ def validate_file(path: str | Path, kind: str, *, project: Project, fmt: str | N
 def import_file(*, project: Project, kind: str, path: str | Path, source_name: str = "", user=None,
                 fmt: str | None = None, batch_size: int = 1000, skip_invalid: bool = False,
                 on_progress: Callable[[str, int, int], None] | None = None,
-                before_commit: Callable[[ImportResult], None] | None = None) -> ImportResult:
+                before_commit: Callable[[ImportResult], None] | None = None, job_id: int | None = None) -> ImportResult:
     """Validate `path` as a whole, then insert it in one transaction; raises ImportRejected.
 
     on_progress(phase, done_lines, total_lines) is called as the passes advance (phase
     "validating", then "importing": its first call, with done=0, comes before the insert
     transaction opens). before_commit(result) runs inside that transaction once every line is
-    in, so what it writes commits together with the imported rows, or not at all.
+    in, so what it writes commits together with the imported rows, or not at all. The rows created
+    carry `job_id` (the ImportJob running this), which is what lets the job be undone.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -173,13 +174,15 @@ def import_file(*, project: Project, kind: str, path: str | Path, source_name: s
                 raise RuntimeError(f"the file changed between validation and import: {record}")
             batch.append(record)
             if len(batch) >= batch_size:
-                insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source)
+                insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source,
+                             job_id=job_id)
                 done += len(batch)
                 batch = []
                 if on_progress:
                     on_progress("importing", done, checked.valid)
         if batch:
-            insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source)
+            insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source,
+                         job_id=job_id)
             done += len(batch)
         if on_progress:
             on_progress("importing", done, checked.valid)
@@ -314,7 +317,8 @@ def import_job_run(*, job_id: int) -> ImportJob:
     heartbeat.start()
     try:
         import_file(project=job.project, kind=job.kind, path=job.file_path, source_name=job.source_name or "",
-                    user=job.created_by, skip_invalid=job.skip_invalid, on_progress=progress, before_commit=succeed)
+                    user=job.created_by, skip_invalid=job.skip_invalid, on_progress=progress, before_commit=succeed,
+                    job_id=job.pk)
     except ImportRejected as exc:
         fail([e.as_dict() for e in exc.line_errors], exc.error_count, processed_lines=exc.lines)
     except ServiceError as exc:

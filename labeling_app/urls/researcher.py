@@ -18,6 +18,7 @@ urlpatterns = [
          name="demonstration_edit"),
     path("<int:pk>/import/", researcher_data.import_upload, name="import_upload"),
     path("<int:pk>/imports/<int:job_id>/", researcher_data.import_job, name="import_job"),
+    path("<int:pk>/imports/<int:job_id>/undo/", researcher_data.import_undo, name="import_undo"),
     path("<int:pk>/export/", researcher_data.export_page, name="export"),
     path("<int:pk>/export/download/", researcher_data.export_download, name="export_download"),
     path("<int:pk>/export/features/", researcher_data.export_features, name="export_features"),

@@ -6,9 +6,11 @@ from urllib.parse import quote
 
 from django import forms
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from config.errors import ServiceError
 from labeling_app.models import ImportJob, Project
@@ -24,16 +26,24 @@ from labeling_app.selectors.exports import (
     export_parquet_chunks,
 )
 from labeling_app.selectors.imports import (
+    UNDO_WORDS,
+    import_job_counts,
     import_job_or_404,
     import_job_progress,
     import_job_retryable,
     import_job_running,
+    import_job_undo_refusal,
+    import_jobs_of_project,
     import_result_lines,
-    recent_import_jobs,
+    import_undo_plan,
+    import_undo_summary,
 )
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange
 from labeling_app.selectors.projects import project_or_404
+from labeling_app.services.import_undo import import_job_undo
 from labeling_app.services.imports import MAX_ERRORS, import_job_create, import_job_retry, retention_days
+
+IMPORTS_PER_PAGE = 20
 
 
 class ImportForm(forms.Form):
@@ -62,8 +72,9 @@ def import_upload(request, pk: int):
                                 source_name=form.cleaned_data["source_name"], user=request.user,
                                 skip_invalid=form.cleaned_data["skip_invalid"])
         return redirect("researcher:import_job", pk=project.pk, job_id=job.pk)
-    return render(request, "researcher/import_form.html", {"project": project, "form": form,
-                                                           "jobs": recent_import_jobs(project, 20)})
+    page = Paginator(import_jobs_of_project(project), IMPORTS_PER_PAGE).get_page(request.GET.get("page"))
+    rows = [(job, import_job_counts(job)) for job in page]
+    return render(request, "researcher/import_form.html", {"project": project, "form": form, "page": page, "rows": rows})
 
 
 @role_required(RESEARCHER)
@@ -79,9 +90,32 @@ def import_job(request, pk: int, job_id: int):
         return redirect("researcher:import_job", pk=job.project_id, job_id=retry.pk)
     context = {"project": job.project, "job": job, "progress": import_job_progress(job), "running": import_job_running(job),
                "summary": import_result_lines(job.result, kind=job.kind, source_name=job.source_name),
-               "retryable": import_job_retryable(job), "max_errors": MAX_ERRORS, "retention_days": retention_days()}
+               "retryable": import_job_retryable(job), "max_errors": MAX_ERRORS, "retention_days": retention_days(),
+               "undone_summary": import_undo_summary(job.undo_result.get("deleted", {}))}
+    if job.status == ImportJob.Status.SUCCEEDED and not request.htmx:
+        context["undo_refusal"] = import_job_undo_refusal(job)
+        if not context["undo_refusal"]:
+            plan = import_undo_plan(job)
+            counts = plan.counts()
+            context["undo"] = {"human_labels": plan.human_labels,
+                               "rows": [(word, counts[kind], plan.created[kind] - counts[kind])
+                                        for kind, word in UNDO_WORDS.items() if plan.created[kind]]}
     # htmx polls the status fragment alone (see researcher/_import_status.html)
     return render(request, "researcher/_import_status.html" if request.htmx else "researcher/import_job.html", context)
+
+
+@require_POST
+@role_required(RESEARCHER)
+def import_undo(request, pk: int, job_id: int):
+    """Undo a finished import as a whole (the job page asks to confirm first, showing what goes)."""
+    job = import_job_or_404(pk, job_id)
+    try:
+        job = import_job_undo(job=job, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Import undone: deleted {import_undo_summary(job.undo_result['deleted'])}.")
+    return redirect("researcher:import_job", pk=job.project_id, job_id=job.pk)
 
 
 class ExportForm(forms.Form):
