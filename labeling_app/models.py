@@ -411,7 +411,7 @@ class ImportJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Written while the job runs; an old one means its worker died.")
     finished_at = models.DateTimeField(null=True, blank=True)
     file_purged_at = models.DateTimeField(null=True, blank=True, help_text="When the upload was deleted (IMPORT_RETENTION_DAYS).")
-    # Jobs from before migration 0009 did not record which rows they created (their rows have no
+    # Jobs from before migration 0011 did not record which rows they created (their rows have no
     # import_job), so they cannot be undone: the migration sets this false for them.
     rows_recorded = models.BooleanField(default=True, help_text="The rows this import created carry its id, so it can be undone.")
     undone_at = models.DateTimeField(null=True, blank=True)

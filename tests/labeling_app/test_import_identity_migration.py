@@ -100,11 +100,11 @@ def test_back_fill_keys_the_oldest_of_each_copy_and_keeps_every_row(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_imports_from_before_0009_are_marked_as_not_undoable():
+def test_imports_from_before_0011_are_marked_as_not_undoable():
     """Their rows do not say which import made them, so undo must refuse them; jobs made afterwards record their rows."""
     from labeling_app.models import ImportJob
 
-    apps = _migrate([("labeling_app", "0008_labeling_functions")])
+    apps = _migrate([("labeling_app", "0010_page_indexes")])
     project = apps.get_model("labeling_app", "Project").objects.create(name="Old", completions_per_task=2, overlap=1,
                                                                       lease_minutes=30)
     old = apps.get_model("labeling_app", "ImportJob").objects.create(project=project, kind="prompts", status="succeeded")

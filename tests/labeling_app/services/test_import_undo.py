@@ -140,7 +140,7 @@ def test_only_a_succeeded_import_can_be_undone(k2, researcher, status):
 
 def test_an_import_from_before_rows_were_recorded_cannot_be_undone(k2, researcher):
     job = upload(k2, researcher, "prompts", [{"prompt": "old"}])
-    ImportJob.objects.filter(pk=job.pk).update(rows_recorded=False)  # as migration 0009 marks older jobs
+    ImportJob.objects.filter(pk=job.pk).update(rows_recorded=False)  # as migration 0011 marks older jobs
     job.refresh_from_db()
     with pytest.raises(ServiceError, match="ran before imports recorded the rows"):
         import_job_undo(job=job, user=researcher)
