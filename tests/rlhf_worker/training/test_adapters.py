@@ -227,3 +227,31 @@ def test_reward_training_with_lora_learns_and_saves_merged_model_and_adapter(ber
     references = [(r.prompt, c) for r in rankings for c in r.completions]
     scores = scorer.score([p for p, _ in references], [c for _, c in references]).double()
     assert float(scores.mean()) == pytest.approx(0.0, abs=1e-3), "normalised after merging, as before"
+
+
+# ----------------------------------------------------------------------------------------------- standard formats
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_a_saved_reward_model_loads_with_plain_transformers_and_gives_the_apps_scores(kind, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf_worker.training.reward import train
+    from rlhf_worker.training.reward_model import RewardScorer, encode_example, pad_batch, save_tiny_backbone
+    from rlhf_worker.training.synthetic import synthetic_rankings
+
+    backbone = save_tiny_backbone(tmp_path / f"tiny-{kind}", kind, seed=0)
+    rankings = synthetic_rankings(30, 3, seed=1, max_words=10)
+    result = train(reward_cfg(backbone), rankings, out_dir=tmp_path / "out")
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    assert config["reward_bias"] == pytest.approx(result.bias) and config["reward_scale"] == pytest.approx(result.scale)
+    assert result.scale != 1.0, "a real normalisation, not the identity"
+
+    plain = AutoModelForSequenceClassification.from_pretrained(result.model_dir, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    pairs = [(r.prompt, c) for r in rankings[:6] for c in r.completions]
+    ids, mask = pad_batch([encode_example(tokenizer, p, c, 64)[0] for p, c in pairs], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = plain(input_ids=ids, attention_mask=mask).logits
+    assert logits.shape == (len(pairs), 1)
+    app_scores = RewardScorer.from_pretrained(result.model_dir, device="cpu").score([p for p, _ in pairs], [c for _, c in pairs])
+    torch.testing.assert_close(logits[:, 0], app_scores, atol=1e-5, rtol=1e-5)
