@@ -74,11 +74,12 @@ def child(args) -> None:
             if device.type == "cuda":
                 peak["cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             peak["episodes_per_s"] = metrics["time/episodes_per_s"]
+            # counted here: after train() returns, a LoRA model has its adapter merged (nothing left to train)
+            peak["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     with tempfile.TemporaryDirectory() as out:
         result = train(cfg, PROMPTS, distinct_words, out_dir=out, policy=(model, tokenizer), on_progress=on_progress)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(json.dumps({**peak, "steps": result.steps, "trainable_params": trainable}))
+    print(json.dumps({**peak, "steps": result.steps}))
 
 
 def main() -> None:
@@ -121,7 +122,7 @@ def main() -> None:
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[name]
         memory = f"peak RSS {r['rss_mib']:.0f} MiB" + (f", peak CUDA allocated {r['cuda_mib']:.0f} MiB" if "cuda_mib" in r else "")
-        print(f"{name:10s} {memory}, {r['episodes_per_s']:.2f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
+        print(f"{name:10s} {memory}, {r['episodes_per_s']:.4f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
               f"({time.perf_counter() - started:.0f} s)")
     key = "cuda_mib" if args.device.startswith("cuda") else "rss_mib"
     for scope in ("all", "top8"):
