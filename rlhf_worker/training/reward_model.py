@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +17,8 @@ FORMAT_NAME = "rlhf-reward-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "reward_config.json"
 WEIGHTS_FILE = "model.safetensors"
+HF_MODULE = "modeling_rlhf_reward"  # hf_reward_model.py, copied under this name into each saved folder
+HF_CLASS = "RlhfRewardModel"
 
 
 # --------------------------------------------------------------------------------------------- backbones
@@ -228,9 +231,27 @@ class RewardModel(nn.Module):
             **(extra or {}),
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        self._write_transformers_files(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         return str(directory)
+
+    def _write_transformers_files(self, directory: Path) -> None:
+        """config.json + the model class beside the weights: `AutoModelForSequenceClassification.from_pretrained(
+        directory, trust_remote_code=True)` then gives the normalised scores (see hf_reward_model.py)."""
+        hf_config = self.backbone.config.to_dict()
+        hf_config.update({
+            "architectures": [HF_CLASS],
+            "auto_map": {"AutoModelForSequenceClassification": f"{HF_MODULE}.{HF_CLASS}"},
+            "num_labels": 1,
+            "id2label": {"0": "reward"},
+            "label2id": {"reward": 0},
+            "reward_bias": float(self.reward_bias),
+            "reward_scale": float(self.reward_scale),
+            "reward_format": FORMAT_NAME,
+        })
+        (directory / "config.json").write_text(json.dumps(hf_config, indent=2, default=str))
+        shutil.copyfile(Path(__file__).with_name("hf_reward_model.py"), directory / f"{HF_MODULE}.py")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device | None = None) -> "RewardModel":

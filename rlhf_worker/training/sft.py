@@ -9,17 +9,18 @@ from typing import Any, Sequence
 
 import torch
 
+from .adapters import AdapterSettings, prepare_for_training, update_mode
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
-from .policy_models import disable_dropout, format_prompt, load_policy, save_policy
+from .policy_models import disable_dropout, format_prompt, load_policy, save_trained_policy
 
 IGNORE_INDEX = -100
 Prompt = str | Sequence[dict]
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(AdapterSettings):
     """SFT settings; defaults suit a few hundred demonstrations on SmolLM2-135M."""
 
     epochs: int = field(default=2, metadata={"help": "Passes over the training demonstrations."})
@@ -38,6 +39,7 @@ class SFTConfig:
         return config_from_dict(cls, d)
 
     def validate(self) -> None:
+        self.validate_adapter()
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be 1 or more")
@@ -169,6 +171,7 @@ def train(
         raise ValueError("give base_path or policy=(model, tokenizer)")
     torch.manual_seed(cfg.seed)
     disable_dropout(model)
+    peft_model = prepare_for_training(model, cfg)  # LoRA adapters and/or gradient checkpointing, when asked
     model.eval()
     rows = [build_example(tokenizer, p, c, max_seq_len=cfg.max_seq_len, use_chat_template=cfg.use_chat_template) for p, c in examples]
     train_idx, eval_idx = split_examples(len(rows), cfg.eval_fraction, cfg.seed)
@@ -196,9 +199,10 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = collate([train_rows[i] for i in order[start:start + cfg.batch_size]], pad_id, device_)
-            loss, _ = answer_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with update_mode(model, cfg):
+                loss, _ = answer_loss(model, batch)
+                loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             train_loss = float(loss.detach())
@@ -212,7 +216,7 @@ def train(
                 on_progress(step, total, metrics, None)
         if stopped:
             break
-    path = save_policy(model, tokenizer, out_dir) if step > 0 else None
+    path = save_trained_policy(model, tokenizer, out_dir, peft_model) if step > 0 else None
     return SFTResult(
         path=path, steps=step, stopped=stopped, train_loss=train_loss, eval_loss_before=eval_before,
         eval_loss=eval_loss, num_train=len(train_rows), num_eval=len(eval_rows), history=history,

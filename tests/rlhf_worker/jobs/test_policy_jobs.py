@@ -168,3 +168,39 @@ def test_job_configs_name_the_wrong_field(project, tiny_version):
         with pytest.raises(ServiceError) as err:
             job_config_validate(kind=kind, config=data)
         assert err.value.field == field, (data, err.value)
+
+
+@pytestmark_tx
+def test_lora_settings_from_the_start_form_reach_training_and_the_version_generates(project, tiny_version, training_queue, admin_user):
+    """adapter / LoRA / checkpointing fields of the admin form -> job config -> SFT; the LoRA version then generates."""
+    import json
+
+    from django.test import Client
+    from django.urls import reverse
+
+    from rlhf_worker.forms import JobConfigForm
+    from rlhf_worker.jobs import sft as sft_job
+    from rlhf_worker.models import TrainingJob
+
+    for prompt in Prompt.objects.filter(project=project):
+        Demonstration.objects.create(prompt=prompt, text="aaaa")
+    blank = JobConfigForm(config_cls=sft_job.Config, job_kind="sft")
+    data = {name: field.initial for name, field in blank.fields.items() if field.initial is not None and field.initial is not False}
+    data.update({"project_ids": [str(project.pk)], "base_version_id": str(tiny_version.pk), "epochs": "2", "batch_size": "2",
+                 "learning_rate": "0.005", "adapter": "lora", "lora_rank": "4", "lora_alpha": "8",
+                 "lora_target_modules": "q_proj, v_proj", "gradient_checkpointing": "on"})
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post(reverse("jobs:start", kwargs={"kind": "sft"}), data)
+    assert response.status_code == 302, [line for line in response.content.decode().splitlines() if "error" in line]
+    job = wait_for(TrainingJob.objects.get(kind="sft"))
+    assert job.status == "succeeded", job.error
+    assert {"adapter": "lora", "lora_rank": 4, "lora_alpha": 8.0, "lora_target_modules": ["q_proj", "v_proj"],
+            "gradient_checkpointing": True}.items() <= job.config.items()
+    adapter_config = json.loads((Path(job.result_version.path) / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"] and adapter_config["r"] == 4
+
+    generated = wait_for(job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": job.result_version.pk,
+                                                            "max_new_tokens": 4}, user=admin_user))
+    assert generated.status == "succeeded", generated.error
+    assert Completion.objects.filter(model_version=job.result_version).count() == 6
