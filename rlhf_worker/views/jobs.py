@@ -1,4 +1,6 @@
-"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run."""
+"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run.
+
+GETs only read: marking lost jobs and re-queueing vanished ones is the scheduler's sweep (services.jobs.jobs_sweep)."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -16,7 +18,7 @@ from rlhf_worker.models import TrainingJob
 from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds
 from rlhf_worker.selectors import job_list as select_jobs
 from rlhf_worker.selectors import job_series as select_series
-from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
+from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start
 
 LOG_TAIL_LINES = 60
 
@@ -28,7 +30,6 @@ def poll_ms() -> int:
 
 @role_required(RESEARCHER)
 def job_list(request):
-    jobs_mark_lost()  # the dashboard is a place that runs regularly anyway: no beat needed
     kind = request.GET.get("kind") or None
     status = request.GET.get("status") or None
     jobs = select_jobs(kind=kind if kind in TrainingJob.Kind.values else None,
@@ -62,6 +63,7 @@ def job_start_form(request, kind: str):
     source = request.GET.get("from")
     if source and source.isdigit():
         initial = job_config_to_copy(pk=int(source), kind=kind)
+    status = 200
     if request.method == "POST":
         form = JobConfigForm(request.POST, config_cls=info.config_cls, job_kind=kind)
         if form.is_valid():
@@ -69,12 +71,13 @@ def job_start_form(request, kind: str):
                 job = job_start(kind=kind, config=form.config_dict, user=request.user)
             except ServiceError as exc:
                 form.apply_error(exc)
+                status = 503 if exc.status == 503 else 200  # the broker is down: the form, kept, says so
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
     else:
         form = JobConfigForm(config_cls=info.config_cls, job_kind=kind, initial_config=initial)
-    return render(request, "jobs/start.html", {"info": info, "form": form, "source": source})
+    return render(request, "jobs/start.html", {"info": info, "form": form, "source": source}, status=status)
 
 
 def _live_context(request, job: TrainingJob) -> dict:
@@ -89,7 +92,6 @@ def _age_seconds(when):
 
 @role_required(RESEARCHER)
 def job_detail(request, pk: int):
-    jobs_mark_lost()
     job = _job_or_404(pk)
     context = _live_context(request, job)
     context["config_items"] = sorted((job.config or {}).items())
@@ -100,14 +102,12 @@ def job_detail(request, pk: int):
 def job_live(request, pk: int):
     """The part of a job's page that changes while it runs; htmx swaps it every few seconds and the
     fragment drops its own polling trigger once the job has finished."""
-    jobs_mark_lost()
     return render(request, "jobs/_live.html", _live_context(request, _job_or_404(pk)))
 
 
 @role_required(RESEARCHER)
 def job_series(request, pk: int):
     """JSON: metric points newer than ?after=<id>, grouped into charts (the page polls it)."""
-    jobs_mark_lost()
     job = _job_or_404(pk)
     try:
         after = max(0, int(request.GET.get("after", 0)))

@@ -7,12 +7,10 @@ from django.utils import timezone
 
 from labeling_app.roles import RESEARCHER, role_required
 from rlhf_worker.selectors import jobs_lost, jobs_running, workers_overview
-from rlhf_worker.services.jobs import jobs_mark_lost
 
 
 @role_required(RESEARCHER)
 def worker_list(request):
-    jobs_mark_lost()
     overview = workers_overview()
     connected = {w["name"].split("@", 1)[-1] for w in overview["workers"]} | {w["name"] for w in overview["workers"]}
     running = jobs_running()
