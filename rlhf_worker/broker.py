@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from config.errors import ServiceError
 
 # One quick try: a start during an outage is refused within about a second, not after Celery's retry loop.
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2, "timeout": 2.0}
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2}
 BROKER_CONNECT_SECONDS = 2.0
 
 

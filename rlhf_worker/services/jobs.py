@@ -6,18 +6,22 @@ jobs whose worker died as lost and queues again the queued jobs whose message th
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from config.errors import NON_FIELD, ServiceError
-from rlhf_worker.broker import broker_errors, task_ids_held, task_send, workers_running
+from rlhf_worker.broker import BrokerUnavailable, broker_errors, task_ids_held, task_send, workers_running
 from rlhf_worker.models import TrainingJob
+from rlhf_worker.selectors import SWEEP_CACHE_KEY
 
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
 
@@ -53,24 +57,24 @@ def job_start(*, kind: str, config: dict[str, Any], user) -> TrainingJob:
     normalised = job_config_validate(kind=kind, config=config)
     with transaction.atomic():
         job = TrainingJob.objects.create(kind=kind, config=normalised, created_by=user)
-        transaction.on_commit(lambda: job_enqueue(job_id=job.pk, delete_if_refused=True))
+        transaction.on_commit(lambda: _job_enqueue_or_withdraw(job_id=job.pk))
     return job
 
 
-def job_enqueue(*, job_id: int, delete_if_refused: bool = False) -> str:
-    """Send the job's message to TRAINING_QUEUE and note its task id on the row (while it is still queued).
+def _job_enqueue_or_withdraw(*, job_id: int) -> None:
+    try:
+        job_enqueue(job_id=job_id)
+    except BrokerUnavailable:
+        TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).delete()
+        raise
 
-    BrokerUnavailable when the broker does not take it; with `delete_if_refused` the (just created) row goes too.
-    """
-    from rlhf_worker.broker import BrokerUnavailable
+
+def job_enqueue(*, job_id: int) -> str:
+    """Send the job's message to TRAINING_QUEUE and note its task id on the row (while it is still queued);
+    BrokerUnavailable when the broker does not take it."""
     from rlhf_worker.tasks import run_training_job
 
-    try:
-        task_id = task_send(run_training_job, args=[job_id], queue=settings.TRAINING_QUEUE)
-    except BrokerUnavailable:
-        if delete_if_refused:
-            TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).delete()
-        raise
+    task_id = task_send(run_training_job, args=[job_id], queue=settings.TRAINING_QUEUE)
     TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(celery_task_id=task_id)
     return task_id
 
@@ -98,8 +102,14 @@ def job_cancel(*, job: TrainingJob) -> TrainingJob:
 
 def jobs_sweep(*, now=None) -> dict[str, int]:
     """The scheduled check (Celery beat, every JOB_SWEEP_SECONDS): running jobs whose worker died become lost,
-    queued jobs whose message vanished are queued again. Returns how many of each."""
-    return {"lost": jobs_mark_lost(now=now), "requeued": jobs_requeue_vanished(now=now)}
+    queued jobs whose message vanished are queued again. Returns how many of each, and notes when it ran
+    (`selectors.jobs_sweep_last`: the workers page and the scheduler's healthcheck read it)."""
+    done = {"lost": jobs_mark_lost(now=now), "requeued": jobs_requeue_vanished(now=now)}
+    try:
+        cache.set(SWEEP_CACHE_KEY, time.time(), timeout=None)
+    except (RedisError, OSError):  # the sweep itself is done; only its note is missing
+        logger.warning("could not note the job sweep's time in the cache")
+    return done
 
 
 def jobs_mark_lost(*, now=None) -> int:
@@ -176,7 +186,7 @@ def jobs_requeue_vanished(*, now=None) -> int:
                        job_id, task_id or "never sent")
         try:
             job_enqueue(job_id=job_id)
-        except ServiceError as exc:
+        except BrokerUnavailable as exc:
             logger.warning("job %s: could not queue it again: %s", job_id, exc)
             return count
         line = f"\n[{timezone.now():%H:%M:%S}] queued again: the broker had lost its message (was Redis restarted?)"
