@@ -50,17 +50,21 @@ def start_running_job(settings, worker_pool: str) -> tuple[TrainingJob, SleepyWo
     settings.JOB_HEARTBEAT_SECONDS = 0.3  # the workers' and the sweep's setting alike
     worker = SleepyWorker(queue, f"{queue}@%h", Path(settings.MODEL_STORE), pool=worker_pool,
                           env={"JOB_HEARTBEAT_SECONDS": "0.3", "MODEL_STORE": settings.MODEL_STORE})
-    job = TrainingJob.objects.create(kind="reward", config={"steps": 10_000})
-    job_enqueue(job_id=job.pk)
-    deadline, beats = time.monotonic() + 90, set()
-    while time.monotonic() < deadline and len(beats) < 2:
-        job.refresh_from_db()
-        if job.status == "running" and job.heartbeat_at:
-            beats.add(job.heartbeat_at)
-        assert worker.process.poll() is None, worker.log()
-        time.sleep(0.1)
-    assert len(beats) >= 2, f"job is {job.status}; worker log:\n{worker.log()}"
-    assert job.worker.startswith(f"{queue}@"), "the job names the Celery node that runs it"
+    try:
+        job = TrainingJob.objects.create(kind="reward", config={"steps": 10_000})
+        job_enqueue(job_id=job.pk)
+        deadline, beats = time.monotonic() + 90, set()
+        while time.monotonic() < deadline and len(beats) < 2:
+            job.refresh_from_db()
+            if job.status == "running" and job.heartbeat_at:
+                beats.add(job.heartbeat_at)
+            assert worker.process.poll() is None, worker.log()
+            time.sleep(0.1)
+        assert len(beats) >= 2, f"job is {job.status}; worker log:\n{worker.log()}"
+        assert job.worker.startswith(f"{queue}@"), "the job names the Celery node that runs it"
+    except BaseException:
+        worker.kill()
+        raise
     return job, worker
 
 
