@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,30 @@ def private_redis(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def celery_broker_at(url: str):
+    """This process's Celery app sends to (and asks workers through) the broker at `url` inside the block."""
+    from config.celery import app
+
+    def drop_connections() -> None:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._after_fork()  # forgets the connection and producer pools, which name the old URL
+
+    old = app.conf.broker_url
+    drop_connections()
+    app.conf.broker_url = url
+    try:
+        yield
+    finally:
+        drop_connections()
+        app.conf.broker_url = old
+
+
+@pytest.fixture
+def private_broker(private_redis):
+    """The private server as this process's Celery broker (the web's side: sending jobs, asking workers)."""
+    with celery_broker_at(private_redis.url()):
+        yield private_redis

@@ -22,7 +22,7 @@ from rlhf_worker.models import TrainingJob
 from rlhf_worker.services.jobs import job_enqueue, jobs_sweep
 from tests.rlhf_worker.worker_processes import SleepyWorker
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_the_heartbeat_thread_beats_while_running_and_stops_when_told(admin_user):
@@ -68,6 +68,7 @@ def start_running_job(settings, worker_pool: str) -> tuple[TrainingJob, SleepyWo
     return job, worker
 
 
+@pytest.mark.slow
 def test_a_killed_pool_process_is_reported_by_its_worker_and_the_job_is_lost_at_once(settings):
     job, worker = start_running_job(settings, "prefork")
     try:
@@ -84,6 +85,7 @@ def test_a_killed_pool_process_is_reported_by_its_worker_and_the_job_is_lost_at_
         worker.kill()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_whole_is_marked_lost_by_the_sweep_within_seconds_with_the_reason_on_its_page(settings, researcher):
     job, worker = start_running_job(settings, "solo")
     worker.kill()
