@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_database_url() -> str:
+def database_url_of_this_test() -> str:
     """DATABASE_URL naming the test database (the one this test process uses)."""
     from django.db import connection
 
@@ -25,7 +25,7 @@ class SleepyWorker:
     def __init__(self, queue: str, node: str, log_dir: Path, *, pool: str = "solo", env: dict[str, str] | None = None):
         self.node = node
         self.log_path = log_dir / f"worker-{node.split('@')[0]}.log"
-        environment = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1",
+        environment = {**os.environ, "DATABASE_URL": database_url_of_this_test(), "PYTHONUNBUFFERED": "1",
                        "TRAINING_QUEUE": queue, **(env or {})}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
