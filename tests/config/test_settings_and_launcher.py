@@ -13,7 +13,7 @@ from config.env import database_from_url
 from config.launcher import Services
 
 
-def database_url_of_this_test_with_host_port_and_socket_dir():
+def test_database_url_with_host_port_and_socket_dir():
     tcp = database_from_url("postgresql://app:s%40cret@db.example:6543/rlhf")
     assert (tcp["HOST"], tcp["PORT"], tcp["USER"], tcp["PASSWORD"], tcp["NAME"]) == ("db.example", "6543", "app", "s@cret", "rlhf")
     sock = database_from_url("postgresql://postgres@/rlhf?host=/tmp/pg")
