@@ -8,11 +8,14 @@ file, flushed), or a worker took it and died before the job row said so.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
 from config.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 # One quick try: a start during an outage is refused within about a second, not after Celery's retry loop.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2}
@@ -36,9 +39,10 @@ def task_send(task, *, args: list, queue: str) -> str:
     try:
         return task.apply_async(args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY).id
     except broker_errors() as exc:
+        logger.warning("could not send %s to queue %s: %s: %s", task.name, queue, type(exc).__name__, exc)
         raise BrokerUnavailable(
-            f"The job queue (Redis) cannot be reached ({type(exc).__name__}: {exc}). Nothing was started; "
-            "try again once Redis is back, or ask an administrator to check it.") from exc
+            "The job queue (Redis) cannot be reached, so the job was not started. Try again once Redis is back, "
+            "or ask an administrator to check it.") from exc
 
 
 def task_ids_held(task_ids: Iterable[str], *, queues: Iterable[str]) -> set[str]:

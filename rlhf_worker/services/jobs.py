@@ -103,7 +103,7 @@ def job_cancel(*, job: TrainingJob) -> TrainingJob:
 def jobs_sweep(*, now=None) -> dict[str, int]:
     """The scheduled check (Celery beat, every JOB_SWEEP_SECONDS): running jobs whose worker died become lost,
     queued jobs whose message vanished are queued again. Returns how many of each, and notes when it ran
-    (`selectors.jobs_sweep_last`: the workers page and the scheduler's healthcheck read it)."""
+    (`selectors.jobs_sweep_age`: the workers page and the scheduler's healthcheck read it)."""
     done = {"lost": jobs_mark_lost(now=now), "requeued": jobs_requeue_vanished(now=now)}
     try:
         cache.set(SWEEP_CACHE_KEY, time.time(), timeout=None)

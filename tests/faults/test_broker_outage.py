@@ -65,7 +65,8 @@ def test_a_start_while_redis_is_down_is_refused_at_once_with_a_form_error_and_st
     html = response.content.decode()
     assert response.status_code == 503, html[:2000]
     assert took < 3, f"the refusal took {took:.1f} s"
-    assert "The job queue (Redis) cannot be reached" in html and "Nothing was started" in html
+    assert "The job queue (Redis) cannot be reached, so the job was not started" in html and "Nothing was started." in html
+    assert "127.0.0.1" not in html, "no broker address on the page"
     assert 'value="7"' in html, "the form keeps what was typed"
     assert not TrainingJob.objects.exists(), "no orphan queued row"
 
