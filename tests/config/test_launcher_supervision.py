@@ -267,7 +267,9 @@ def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sig
     # The broker is the embedded Valkey: this run's workers consume the "default" and "training" queues,
     # and on a shared Redis they would take messages meant for another run using the same database number.
     run = launch(DATABASE_URL=launcher_database, REDIS_URL=None)
-    assert run.answers() and run.can_log_in()
+    # The first answer may take over 10 s on a loaded 2-core machine: gunicorn's workers load Django while both
+    # workers and the scheduler start.
+    assert _eventually(run.answers, 60) and run.can_log_in()
 
     scheduler_pid = run.started()["scheduler"][0]
     assert "\0beat\0" in Path(f"/proc/{scheduler_pid}/cmdline").read_text(), "the scheduler is Celery beat"
