@@ -1,4 +1,4 @@
-"""Starts what the app needs and keeps it running: PostgreSQL and Redis, the web server and Celery workers for `make run`, the services for `make test`.
+"""Starts what the app needs and keeps it running: PostgreSQL and Redis, the web server, Celery workers and the scheduler (Celery beat) for `make run`, the services for `make test`.
 
     python -m config.launcher run [--port 8000]
     python -m config.launcher test [pytest arguments...]
@@ -12,7 +12,7 @@ process started is stopped when it exits. One that another launcher started and 
 `make test` beside a `make run`) is used and left to that launcher; one left running by a launcher
 that was killed is taken over.
 
-Supervision (`run`). When the web server, a worker or an embedded server stops without being asked,
+Supervision (`run`). When the web server, a worker, the scheduler or an embedded server stops without being asked,
 the launcher logs how (its exit status, or the signal that killed it) and starts it again, with the
 same settings and data folder: after 1 s, then 2, 4, 8, ... up to 30 s between tries, and back to
 1 s once it has stayed up for 60 s. A process that stops within 10 s of starting 5 times in a row is
@@ -711,6 +711,9 @@ def command_run(options) -> int:
         supervisor.start(ChildProcess("training worker", [
             str(bin_dir / "celery"), "-A", "config", "worker", "-Q", env["TRAINING_QUEUE"], "-c", "1",
             "-n", "training@%h", "--loglevel", "INFO"], env))
+        # Celery beat: sends the periodic tasks of settings.CELERY_BEAT_SCHEDULE (the job sweep, import checks).
+        supervisor.start(ChildProcess("scheduler", [
+            str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO"], env))
 
         announced = False
 

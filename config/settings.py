@@ -87,7 +87,10 @@ DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Short socket timeouts: an unreachable Redis costs a request at most a few seconds, and what uses the cache fails
+# open (the API throttle lets requests through; see config/throttling.py).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -219,8 +222,27 @@ JOB_LOST_AFTER_SECONDS = float(os.environ.get("JOB_LOST_AFTER_SECONDS", "120"))
 # A running job's heartbeat, progress, metric and cancel-check writes reconnect and retry this long when the
 # database restarts or is unreachable; past it the job fails (see rlhf_worker/jobs/db_retry.py).
 JOB_DB_RETRY_SECONDS = float(os.environ.get("JOB_DB_RETRY_SECONDS", "60"))
+# How often the scheduler sweeps jobs (rlhf_worker.services.jobs.jobs_sweep), and how long a queued job waits
+# before the sweep checks that the broker still holds its message.
+JOB_SWEEP_SECONDS = float(os.environ.get("JOB_SWEEP_SECONDS", "5"))
+JOB_REQUEUE_AFTER_SECONDS = float(os.environ.get("JOB_REQUEUE_AFTER_SECONDS", "30"))
 # How often a job's page refreshes while the job runs.
 JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "2"))
+
+# Periodic tasks: `celery -A config beat` (make run's "scheduler", compose's `scheduler`; run exactly one) sends
+# each to the default queue. This is the one schedule: add an entry here. `expires`: a run not started within
+# its interval is dropped, so runs do not pile up behind a busy worker.
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "jobs-sweep": {"task": "rlhf_worker.jobs_sweep", "schedule": JOB_SWEEP_SECONDS,
+                   "options": {"expires": JOB_SWEEP_SECONDS}},
+    "imports-mark-lost": {"task": "labeling_app.imports_mark_lost", "schedule": 30.0, "options": {"expires": 30.0}},
+    "import-uploads-purge": {"task": "labeling_app.import_uploads_purge", "schedule": 3600.0,
+                             "options": {"expires": 3600.0}},
+    # Checkpoints of failed, cancelled and lost jobs older than JOB_RETENTION_DAYS.
+    "job-outputs-purge": {"task": "rlhf_worker.purge_job_outputs", "schedule": 3600.0,
+                          "options": {"expires": 3600.0}},
+}
 
 # /metrics (config/metrics.py): Prometheus sends `Authorization: Bearer <METRICS_TOKEN>`; unset, only admins see it.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -1,10 +1,24 @@
 """API throttles: one request counter per user (or client address) and time window, kept in the Redis cache."""
 from __future__ import annotations
 
+import logging
 import math
+import time
 
+from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+logger = logging.getLogger(__name__)
+_last_warning = 0.0
+
+
+def _warn_redis_down(exc: Exception) -> None:
+    """One warning a minute per process, not one per request, while Redis is down."""
+    global _last_warning
+    if time.monotonic() - _last_warning >= 60:
+        _last_warning = time.monotonic()
+        logger.warning("API throttle: Redis cannot be reached, requests are let through uncounted: %s", exc)
 
 
 class CountingRateThrottle(SimpleRateThrottle):
@@ -15,6 +29,9 @@ class CountingRateThrottle(SimpleRateThrottle):
     overwrite each other's counts. INCR on a counter costs the same at any rate and counts every request.
     A fixed window lets a client spend up to twice the rate across a window boundary; that is enough
     to stop a runaway client, which is what these limits are for.
+
+    It fails open: while Redis cannot be reached, requests are let through uncounted (and a warning logged),
+    so a broker or cache outage never stops labelers from labeling (tests/faults/test_redis_down_labeling.py).
     """
 
     @property
@@ -33,10 +50,14 @@ class CountingRateThrottle(SimpleRateThrottle):
         self.window_ends = (window + 1) * self.duration
         key = f"{self.key}:{window}"
         try:
-            count = self.cache.incr(key)
-        except ValueError:  # the window's first request; if another worker just created it, count on it
-            # Kept for two windows so a request that arrives late in its window still finds the counter.
-            count = 1 if self.cache.add(key, 1, timeout=2 * self.duration) else self.cache.incr(key)
+            try:
+                count = self.cache.incr(key)
+            except ValueError:  # the window's first request; if another worker just created it, count on it
+                # Kept for two windows so a request that arrives late in its window still finds the counter.
+                count = 1 if self.cache.add(key, 1, timeout=2 * self.duration) else self.cache.incr(key)
+        except (RedisError, OSError) as exc:
+            _warn_redis_down(exc)
+            return True
         return count <= self.num_requests
 
     def wait(self) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models.functions import Lower
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from rlhf_worker.charts import chart_groups
 from rlhf_worker.models import JobMetric, JobNoticesSeen, JobPreset, ModelVersion, TrainingJob
@@ -241,6 +243,16 @@ def data_summary(snapshot: dict | None) -> str:
 
 # --- workers -----------------------------------------------------------------------------------
 WORKERS_CACHE_KEY = "rlhf_worker:workers_overview"
+SWEEP_CACHE_KEY = "rlhf_worker:jobs_sweep:last"
+
+
+def jobs_sweep_age() -> float | None:
+    """Seconds since the scheduled job sweep last ran (None: not known, e.g. no scheduler runs, or Redis is down)."""
+    try:
+        last = cache.get(SWEEP_CACHE_KEY)
+    except (RedisError, OSError):
+        return None
+    return max(0.0, time.time() - last) if last is not None else None
 
 
 def _queue_device(name: str) -> str:

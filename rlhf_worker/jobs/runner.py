@@ -147,14 +147,19 @@ class _Heartbeat(threading.Thread):
             connection.close()
 
 
-def execute_job(job_id: int, *, celery_task_id: str = "") -> str:
-    """Run the job's body and record how it ended; returns the final status."""
-    worker = socket.gethostname()
+def execute_job(job_id: int, *, celery_task_id: str = "", worker: str = "") -> str:
+    """Run the job's body and record how it ended; returns the final status.
+
+    `worker` is the Celery node name (what the sweep asks Celery about); the host name without one."""
+    worker = worker or socket.gethostname()
     claimed = with_db_retry(lambda: TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
         status=TrainingJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
         worker=worker, celery_task_id=celery_task_id,
     ), what=f"job {job_id}: claim")
-    job = with_db_retry(lambda: TrainingJob.objects.get(pk=job_id), what=f"job {job_id}: read")
+    job = with_db_retry(lambda: TrainingJob.objects.filter(pk=job_id).first(), what=f"job {job_id}: read")
+    if job is None:  # its start was refused after all (the broker failed to confirm the message): nothing to run
+        logger.warning("job %s does not exist: not running it", job_id)
+        return "missing"
     if not claimed:
         logger.warning("job %s is %s, not queued: not running it", job_id, job.status)
         return job.status

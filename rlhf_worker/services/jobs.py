@@ -1,23 +1,32 @@
-"""Writes on training jobs: start (validated), cancel, re-run, marking jobs whose worker died as lost, and deleting
-the outputs of jobs that ended without a model once they are older than JOB_RETENTION_DAYS."""
+"""Writes on training jobs: start (validated), cancel, re-run, the sweep that keeps no job lost or stuck, and
+deleting the outputs of jobs that ended without a model once they are older than JOB_RETENTION_DAYS.
+
+The sweep (`jobs_sweep`, run by Celery beat every JOB_SWEEP_SECONDS, never by a page view) marks running
+jobs whose worker died as lost and queues again the queued jobs whose message the broker no longer holds.
+"""
 from __future__ import annotations
 
 import dataclasses
 import logging
 import shutil
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from config.errors import NON_FIELD, ServiceError
 from labeling_app.selectors.training_data import all_project_ids
+from rlhf_worker.broker import BrokerUnavailable, broker_errors, task_ids_held, task_send, workers_running
 from rlhf_worker.models import ModelVersion, TrainingJob
+from rlhf_worker.selectors import SWEEP_CACHE_KEY
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_to_dict
 
 logger = logging.getLogger(__name__)
@@ -58,19 +67,34 @@ def with_every_project_if_none_chosen(cfg):
 
 
 def job_start(*, kind: str, config: dict[str, Any], user) -> TrainingJob:
-    """Validate the config (ServiceError naming the wrong fields), store the job, and queue it once the row is committed."""
+    """Validate the config (ServiceError naming the wrong fields), store the job, and queue it once the row is committed.
+
+    When the broker cannot take the message, the row is deleted again and BrokerUnavailable (a ServiceError
+    with status 503) says so, within about a second: nothing is left queued that no worker will ever see.
+    """
     normalised = job_config_validate(kind=kind, config=config)
     with transaction.atomic():
         job = TrainingJob.objects.create(kind=kind, config=normalised, created_by=user)
-        transaction.on_commit(lambda: job_enqueue(job_id=job.pk))
+        transaction.on_commit(lambda: _job_enqueue_or_withdraw(job_id=job.pk))
     return job
 
 
-def job_enqueue(*, job_id: int) -> None:
+def _job_enqueue_or_withdraw(*, job_id: int) -> None:
+    try:
+        job_enqueue(job_id=job_id)
+    except BrokerUnavailable:
+        TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).delete()
+        raise
+
+
+def job_enqueue(*, job_id: int) -> str:
+    """Send the job's message to TRAINING_QUEUE and note its task id on the row (while it is still queued);
+    BrokerUnavailable when the broker does not take it."""
     from rlhf_worker.tasks import run_training_job
 
-    result = run_training_job.apply_async(args=[job_id], queue=settings.TRAINING_QUEUE)
-    TrainingJob.objects.filter(pk=job_id).update(celery_task_id=result.id)
+    task_id = task_send(run_training_job, args=[job_id], queue=settings.TRAINING_QUEUE)
+    TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(celery_task_id=task_id)
+    return task_id
 
 
 def job_rerun(*, job: TrainingJob, user) -> TrainingJob:
@@ -94,21 +118,98 @@ def job_cancel(*, job: TrainingJob) -> TrainingJob:
     return job
 
 
+def jobs_sweep(*, now=None) -> dict[str, int]:
+    """The scheduled check (Celery beat, every JOB_SWEEP_SECONDS): running jobs whose worker died become lost,
+    queued jobs whose message vanished are queued again. Returns how many of each, and notes when it ran
+    (`selectors.jobs_sweep_age`: the workers page and the scheduler's healthcheck read it)."""
+    done = {"lost": jobs_mark_lost(now=now), "requeued": jobs_requeue_vanished(now=now)}
+    try:
+        cache.set(SWEEP_CACHE_KEY, time.time(), timeout=None)
+    except (RedisError, OSError):  # the sweep itself is done; only its note is missing
+        logger.warning("could not note the job sweep's time in the cache")
+    return done
+
+
 def jobs_mark_lost(*, now=None) -> int:
-    """Running jobs whose heartbeat stopped (the worker died) become lost; returns how many."""
+    """Running jobs whose worker died become lost, with the reason; returns how many.
+
+    A job silent for JOB_LOST_AFTER_SECONDS is lost whatever its worker says. One silent for three heartbeats
+    is lost sooner when Celery tells us its worker is gone: the worker does not answer, or answers without
+    the job's task among those it runs (it was restarted). While the broker cannot be reached only the long
+    rule applies. A worker whose pool process dies reports it at once instead (`tasks.job_worker_lost`).
+    """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.JOB_LOST_AFTER_SECONDS)
-    stale = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+    long_cutoff = now - timedelta(seconds=settings.JOB_LOST_AFTER_SECONDS)
+    short_cutoff = now - timedelta(seconds=3 * settings.JOB_HEARTBEAT_SECONDS)
+    silent = list(TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=short_cutoff)
+                  .only("pk", "worker", "heartbeat_at", "celery_task_id"))
+    if not silent:
+        return 0
+    answers = None
+    if any(job.heartbeat_at >= long_cutoff for job in silent):
+        answers = workers_running(job.worker for job in silent if job.worker)
     count = 0
-    for job in stale:
-        reason = (
-            f"Lost: no heartbeat from worker {job.worker or '(unknown)'} since "
-            f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (more than {settings.JOB_LOST_AFTER_SECONDS:.0f} s); "
-            "the worker process probably died or was killed."
-        )
-        count += TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=TrainingJob.Status.LOST, error=reason, finished_at=now
-        )
+    for job in silent:
+        since = f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+        worker = job.worker or "(unknown)"
+        if job.heartbeat_at < long_cutoff:
+            reason = (f"Lost: no heartbeat from worker {worker} since {since} (more than "
+                      f"{settings.JOB_LOST_AFTER_SECONDS:.0f} s); the worker process probably died or was killed.")
+        elif answers is None:
+            continue
+        elif job.worker not in answers:
+            reason = (f"Lost: no heartbeat from worker {worker} since {since}, and the worker does not answer Celery; "
+                      "the worker process probably died or was killed.")
+        elif job.celery_task_id not in answers[job.worker]:
+            reason = (f"Lost: no heartbeat from worker {worker} since {since}, and that worker answers but no longer "
+                      "runs this job (it was restarted).")
+        else:
+            continue
+        count += job_mark_lost(job_id=job.pk, reason=reason, heartbeat_before=job.heartbeat_at, now=now)
+    return count
+
+
+def job_mark_lost(*, job_id: int, reason: str, heartbeat_before=None, now=None) -> int:
+    """The running job becomes lost with `reason` (only if it is still running and, with `heartbeat_before`,
+    has not beaten since); returns 1 if it did."""
+    running = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.RUNNING)
+    if heartbeat_before is not None:
+        running = running.filter(heartbeat_at__lte=heartbeat_before)
+    return running.update(status=TrainingJob.Status.LOST, error=reason, finished_at=now or timezone.now())
+
+
+def jobs_requeue_vanished(*, now=None) -> int:
+    """Queued jobs whose message the broker no longer holds are queued again; returns how many.
+
+    Only jobs queued for JOB_REQUEUE_AFTER_SECONDS are looked at, so a job whose message is being sent or has
+    just been taken by a worker is left alone. Should a worker take a message at the moment of the check, the
+    second message finds the job no longer queued and does nothing (the runner claims only queued rows).
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
+    waiting = list(TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED, created_at__lt=cutoff)
+                   .values_list("pk", "celery_task_id"))
+    if not waiting:
+        return 0
+    try:
+        held = task_ids_held((task_id for _, task_id in waiting), queues=[settings.TRAINING_QUEUE])
+    except broker_errors() as exc:
+        logger.warning("could not read the broker's queues, no job re-queued: %s", exc)
+        return 0
+    count = 0
+    for job_id, task_id in waiting:
+        if task_id in held:
+            continue
+        logger.warning("job %s is queued but the broker no longer holds its message (%s): queueing it again",
+                       job_id, task_id or "never sent")
+        try:
+            job_enqueue(job_id=job_id)
+        except BrokerUnavailable as exc:
+            logger.warning("job %s: could not queue it again: %s", job_id, exc)
+            return count
+        line = f"\n[{timezone.now():%H:%M:%S}] queued again: the broker had lost its message (was Redis restarted?)"
+        TrainingJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(line)))
+        count += 1
     return count
 
 

@@ -1,4 +1,6 @@
-"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run."""
+"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run.
+
+GETs only read: marking lost jobs and re-queueing vanished ones is the scheduler's sweep (services.jobs.jobs_sweep)."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -20,7 +22,7 @@ from rlhf_worker.models import JobPreset, TrainingJob
 from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds, job_preset_get, job_presets
 from rlhf_worker.selectors import job_list as select_jobs
 from rlhf_worker.selectors import job_series as select_series
-from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start, jobs_mark_lost
+from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start
 from rlhf_worker.services.presets import job_notices_dismiss, job_preset_delete, job_preset_save
 
 LOG_TAIL_LINES = 60
@@ -33,7 +35,6 @@ def poll_ms() -> int:
 
 @role_required(RESEARCHER)
 def job_list(request):
-    jobs_mark_lost()  # the dashboard is a place that runs regularly anyway: no beat needed
     kind = request.GET.get("kind") or None
     status = request.GET.get("status") or None
     jobs = select_jobs(kind=kind if kind in TrainingJob.Kind.values else None,
@@ -79,15 +80,18 @@ def job_start_form(request, kind: str):
         return _render_start(request, info, None)
     if request.method == "POST":
         form = _config_form(info, request.POST)
+        status = 400
         if form.is_valid():
             try:
                 job = job_start(kind=kind, config=form.config_dict, user=request.user)
             except ServiceError as exc:
                 form.apply_error(exc)
+                if exc.status == 503:  # the broker is down: the form, kept, says so
+                    status = 503
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
-        return _render_start(request, info, form, status=400, preset_name=request.POST.get("preset_name", ""),
+        return _render_start(request, info, form, status=status, preset_name=request.POST.get("preset_name", ""),
                              preset=job_preset_get(info, request.POST.get("preset", "")))
     initial, source, preset = None, request.GET.get("from"), None
     if source and source.isdigit():
@@ -160,7 +164,6 @@ def _age_seconds(when):
 
 @role_required(RESEARCHER)
 def job_detail(request, pk: int):
-    jobs_mark_lost()
     job = _job_or_404(pk)
     context = _live_context(request, job)
     context["config_items"] = sorted((job.config or {}).items())
@@ -171,14 +174,12 @@ def job_detail(request, pk: int):
 def job_live(request, pk: int):
     """The part of a job's page that changes while it runs; htmx swaps it every few seconds and the
     fragment drops its own polling trigger once the job has finished."""
-    jobs_mark_lost()
     return render(request, "jobs/_live.html", _live_context(request, _job_or_404(pk)))
 
 
 @role_required(RESEARCHER)
 def job_series(request, pk: int):
     """JSON: metric points newer than ?after=<id>, grouped into charts (the page polls it)."""
-    jobs_mark_lost()
     job = _job_or_404(pk)
     try:
         after = max(0, int(request.GET.get("after", 0)))

@@ -6,13 +6,11 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from labeling_app.roles import RESEARCHER, role_required
-from rlhf_worker.selectors import jobs_lost, jobs_running, workers_overview
-from rlhf_worker.services.jobs import jobs_mark_lost
+from rlhf_worker.selectors import jobs_lost, jobs_running, jobs_sweep_age, workers_overview
 
 
 @role_required(RESEARCHER)
 def worker_list(request):
-    jobs_mark_lost()
     overview = workers_overview()
     connected = {w["name"].split("@", 1)[-1] for w in overview["workers"]} | {w["name"] for w in overview["workers"]}
     running = jobs_running()
@@ -21,5 +19,10 @@ def worker_list(request):
         job.heartbeat_age = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else None
         job.worker_connected = job.worker in connected
     lost = jobs_lost(limit=20)
-    return render(request, "jobs/workers.html", {"overview": overview, "running": running, "lost": lost,
-                                                 "training_queue": settings.TRAINING_QUEUE})
+    sweep_age = jobs_sweep_age()
+    return render(request, "jobs/workers.html", {
+        "overview": overview, "running": running, "lost": lost, "training_queue": settings.TRAINING_QUEUE,
+        "sweep_every": settings.JOB_SWEEP_SECONDS, "sweep_age": sweep_age,
+        # Three missed runs (and a minute's grace for a busy default worker) before the page raises it.
+        "sweep_stale": sweep_age is None or sweep_age > 3 * settings.JOB_SWEEP_SECONDS + 60,
+    })

@@ -267,8 +267,12 @@ def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sig
     # The broker is the embedded Valkey: this run's workers consume the "default" and "training" queues,
     # and on a shared Redis they would take messages meant for another run using the same database number.
     run = launch(DATABASE_URL=launcher_database, REDIS_URL=None)
-    assert run.answers() and run.can_log_in()
+    # The first answer may take over 10 s on a loaded 2-core machine: gunicorn's workers load Django while both
+    # workers and the scheduler start.
+    assert _eventually(run.answers, 60) and run.can_log_in()
 
+    scheduler_pid = run.started()["scheduler"][0]
+    assert "\0beat\0" in Path(f"/proc/{scheduler_pid}/cmdline").read_text(), "the scheduler is Celery beat"
     training_pid = run.started()["training worker"][0]
     assert "training@" in Path(f"/proc/{training_pid}/cmdline").read_text()
     training_rest = _kill(training_pid)
@@ -288,6 +292,11 @@ def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sig
     assert run.can_log_in()
     assert not any(map(_alive, web_rest)), "the killed web server's workers outlived it"
     assert run.process.poll() is None
+
+    _kill(scheduler_pid)
+    run.wait_for_restart("scheduler", scheduler_pid)
+    run.wait_for_line(rf"scheduler \(pid {scheduler_pid}, up \d+ s\) was killed by SIGKILL; restarting it in 1 s",
+                      timeout=5)
 
     assert run.interrupt() == 0
     assert _eventually(lambda: not run.leftovers(), 20), f"left running: {run.leftovers()}\n{run.tail()}"

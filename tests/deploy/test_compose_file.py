@@ -10,7 +10,7 @@ from tests.deploy import compose
 
 VARIABLES = {"SECRET_KEY": "not-a-secret", "POSTGRES_PASSWORD": "not-a-password"}
 SERVICES = compose.services(compose.load(VARIABLES))
-APP_SERVICES = ("migrate", "web", "worker", "training-worker", "gpu-worker")
+APP_SERVICES = ("migrate", "web", "worker", "training-worker", "scheduler", "gpu-worker")
 WORKERS = ("worker", "training-worker", "gpu-worker")
 
 # CUDA wheel indexes PyTorch publishes for a torch pin: the release compatibility matrix in pytorch/pytorch's
@@ -39,7 +39,7 @@ def test_web_and_workers_start_after_the_migrations_have_finished():
     migrate = SERVICES["migrate"]
     assert migrate.command[:3] == ["python", "manage.py", "migrate"]
     assert migrate.depends_on() == {"postgres": "service_healthy"}
-    for name in ("web", *WORKERS):
+    for name in ("web", "scheduler", *WORKERS):
         assert SERVICES[name].depends_on() == {"postgres": "service_healthy", "redis": "service_healthy",
                                                "migrate": "service_completed_successfully"}, name
         assert "migrate" not in " ".join(SERVICES[name].command), f"{name} must not migrate on its own (it races)"
@@ -77,6 +77,15 @@ def test_healthchecks_probe_healthz_and_each_worker_by_its_node_name():
         assert f"inspect ping -d {prefix}@$HOSTNAME" in service.healthcheck[-1], name
     assert SERVICES["postgres"].healthcheck[0] == "pg_isready"
     assert SERVICES["redis"].healthcheck == ["redis-cli", "ping"]
+
+
+def test_one_scheduler_runs_celery_beat_and_checks_that_its_sweep_runs():
+    schedulers = [name for name, service in SERVICES.items() if "beat" in service.command]
+    assert schedulers == ["scheduler"]
+    scheduler = SERVICES["scheduler"]
+    assert scheduler.command[:4] == ["celery", "-A", "config", "beat"]
+    assert scheduler.healthcheck[-3:] == ["python", "manage.py", "jobs_sweep_check"]
+    assert "deploy" not in scheduler.spec or "replicas" not in scheduler.spec["deploy"]
 
 
 def test_every_app_container_gets_the_proxy_tls_settings():

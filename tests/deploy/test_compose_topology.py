@@ -113,6 +113,10 @@ def test_compose_services_import_train_and_export_sharing_only_what_compose_shar
         for name in WORKERS:
             checked = topology.healthcheck(name)
             assert checked.returncode == 0, f"{name} healthcheck: {checked.stdout} {checked.stderr}"
+        # The scheduler (Celery beat) sends the job sweep to `worker`; its healthcheck sees the sweep has run.
+        topology.start("scheduler")
+        wait_until(lambda: topology.healthcheck("scheduler").returncode == 0, "the scheduler's healthcheck", 90,
+                   interval=2, details=topology.logs)
 
         # The first admin, the way README says: docker compose run --rm web python manage.py create_user ...
         password = secrets.token_urlsafe(16)

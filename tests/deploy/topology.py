@@ -121,6 +121,7 @@ class Topology:
         for key, value in self.services[service].environment.items():
             env[key] = str(self.host_path(service, value)) if value.startswith("/") else self._server_url(value)
         env["RLHF_VAR_DIR"] = str(self.host_path(service, IMAGE_VAR_DIR))
+        Path(env["RLHF_VAR_DIR"]).mkdir(parents=True, exist_ok=True)  # the Dockerfile makes /app/var (beat keeps its schedule there)
         env["TMPDIR"] = str(self.host_path(service, "/tmp"))
         Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         if service in self.ports:  # containers each have their own network; here they share one

@@ -1,7 +1,8 @@
 """A real `celery worker` process for the killed-worker test: every job kind runs a slow fake body.
 
-Usage (the test starts it): python tests/rlhf_worker/sleepy_worker.py <queue> <node name>
-with DATABASE_URL pointing at the test database. The test kills it with SIGKILL mid-job.
+Usage (tests start it through worker_processes.start_sleepy_worker):
+    python tests/rlhf_worker/sleepy_worker.py <queue> <node name> [solo|prefork]
+with DATABASE_URL pointing at the test database. Tests kill it (or its pool process) with SIGKILL mid-job.
 """
 from __future__ import annotations
 
@@ -43,5 +44,6 @@ if __name__ == "__main__":
     from config.celery import app
 
     queue, node = sys.argv[1], sys.argv[2]
-    app.worker_main(["worker", "-Q", queue, "-n", node, "--pool", "solo", "--concurrency", "1",
+    pool = sys.argv[3] if len(sys.argv) > 3 else "solo"
+    app.worker_main(["worker", "-Q", queue, "-n", node, "--pool", pool, "--concurrency", "1",
                      "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from rlhf_worker.charts import chart_groups
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
+from rlhf_worker.services.jobs import jobs_mark_lost, jobs_sweep
 from tests.rlhf_worker.dashboard_fakes import FAKE_REWARD, fake_reward_kind, install_fake_kinds, seed_rankings  # noqa: F401
 from tests.rlhf_worker.helpers import status_in, wait_for
 
@@ -106,21 +109,50 @@ def test_labelers_and_researchers_cannot_start_or_cancel_jobs(fake_reward_kind, 
     assert 'id="cancel-job"' in admin_html and 'id="rerun-job"' in admin_html
 
 
+WRITES = ("INSERT", "UPDATE", "DELETE", "SELECT NEXTVAL", "LOCK")
+
+
 @pytest.mark.django_db
-def test_a_stale_heartbeat_becomes_lost_with_the_reason_on_the_job_page(researcher):
+def test_job_pages_only_read_and_the_sweep_marks_a_stale_job_lost_with_the_reason_on_its_page(researcher):
     job = TrainingJob.objects.create(kind="reward", status="running", worker="gpu-node-3",
                                      heartbeat_at=timezone.now() - timedelta(minutes=10))
+    queued = TrainingJob.objects.create(kind="reward", config={"steps": 3})
+    TrainingJob.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(hours=1))
     c = client_for(researcher)
+    urls = [reverse("jobs:list"), reverse("jobs:workers")] + [
+        reverse(name, kwargs={"pk": pk}) for pk in (job.pk, queued.pk) for name in ("jobs:detail", "jobs:live", "jobs:series")]
+    with CaptureQueriesContext(connection) as queries:
+        for url in urls:
+            assert c.get(url).status_code == 200, url
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(WRITES)]
+    assert writes == [], "a GET must not write; the scheduler's sweep marks lost jobs"
+    job.refresh_from_db()
+    assert job.status == "running"
+
+    assert jobs_mark_lost() == 1  # what the scheduled sweep runs
     html = c.get(reverse("jobs:detail", kwargs={"pk": job.pk})).content.decode()
     job.refresh_from_db()
     assert job.status == "lost"
     assert "Why it was marked lost" in html and "no heartbeat from worker gpu-node-3" in html
-    # the polling fragment marks lost jobs too, and a finished job's fragment stops polling
-    other = TrainingJob.objects.create(kind="reward", status="running", worker="w", heartbeat_at=timezone.now() - timedelta(minutes=10))
-    fragment = c.get(reverse("jobs:live", kwargs={"pk": other.pk})).content.decode()
-    other.refresh_from_db()
-    assert other.status == "lost" and "hx-trigger" not in fragment
-    assert "no heartbeat from worker w" in c.get(reverse("jobs:workers")).content.decode()
+    # a finished job's fragment stops polling, and the workers page lists it with the reason
+    fragment = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
+    assert "hx-trigger" not in fragment
+    assert "no heartbeat from worker gpu-node-3" in c.get(reverse("jobs:workers")).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_workers_page_says_when_no_sweep_has_run(researcher):
+    from django.core.cache import cache
+
+    from rlhf_worker.selectors import SWEEP_CACHE_KEY
+
+    cache.delete(SWEEP_CACHE_KEY)
+    c = client_for(researcher)
+    html = c.get(reverse("jobs:workers")).content.decode()
+    assert 'id="sweep-stale"' in html and "No job sweep has run yet" in html and "celery -A config beat" in html
+    jobs_sweep()
+    html = c.get(reverse("jobs:workers")).content.decode()
+    assert 'id="sweep-stale"' not in html and 'id="sweep-age"' in html and "Last sweep 0 s ago" in html
 
 
 @pytest.mark.django_db
