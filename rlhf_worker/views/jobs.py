@@ -91,7 +91,8 @@ def job_start_form(request, kind: str):
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
-        return _render_start(request, info, form, status=status, preset_name=request.POST.get("preset_name", ""),
+        return _render_start(request, info, form, status=status, queue_down=status == 503,
+                             preset_name=request.POST.get("preset_name", ""),
                              preset=job_preset_get(info, request.POST.get("preset", "")))
     initial, source, preset = None, request.GET.get("from"), None
     if source and source.isdigit():

@@ -51,22 +51,26 @@ def private_redis(tmp_path):
 
 @contextmanager
 def celery_broker_at(url: str):
-    """This process's Celery app sends to (and asks workers through) the broker at `url` inside the block."""
+    """This process's Celery app sends to (and asks workers through) the broker at `url` inside the block.
+
+    The app's connection and producer pools are set aside, not closed: an in-process test worker of this
+    session keeps using them, and gets them back as they were when the block ends. The pools made for `url`
+    are closed then."""
     from config.celery import app
 
-    def drop_connections() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app._after_fork()  # forgets the connection and producer pools, which name the old URL
-
-    old = app.conf.broker_url
-    drop_connections()
+    amqp = app.amqp
+    old_url, old_pool, old_producers = app.conf.broker_url, app._pool, amqp._producer_pool
+    app._pool, amqp._producer_pool = None, None
     app.conf.broker_url = url
     try:
         yield
     finally:
-        drop_connections()
-        app.conf.broker_url = old
+        if app._pool is not None:
+            app._pool.force_close_all()
+        if amqp._producer_pool is not None:
+            amqp._producer_pool.force_close_all()
+        app.conf.broker_url = old_url
+        app._pool, amqp._producer_pool = old_pool, old_producers
 
 
 @pytest.fixture

@@ -25,3 +25,18 @@ def wait_for(job: TrainingJob, until: Callable[[TrainingJob], bool] = finished, 
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job.pk} stayed {job.status} at step {job.step}/{job.total_steps} for {timeout:.0f} s: {job.error}")
+
+
+def form_defaults(config_cls) -> dict:
+    """What a job's start form posts when every field keeps its default (as the browser sends it)."""
+    from rlhf_worker.training.config_base import config_fields
+
+    data = {}
+    for info in config_fields(config_cls):
+        default = info["default"]
+        if isinstance(default, bool):
+            if default:
+                data[info["name"]] = "on"
+        elif default is not None:
+            data[info["name"]] = ", ".join(map(str, default)) if isinstance(default, list) else str(default)
+    return data

@@ -15,8 +15,9 @@ from rlhf_worker.jobs import JOB_MODULES, job_module
 from rlhf_worker.jobs.runner import execute_job
 from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.services.jobs import job_start
-from rlhf_worker.training.config_base import ConfigError, config_fields
+from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.policy_models import save_tiny_policy
+from tests.rlhf_worker.helpers import form_defaults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,19 +90,6 @@ def test_a_version_deleted_while_the_job_waits_fails_the_job_naming_it(no_queue,
     assert execute_job(job.pk) == TrainingJob.Status.FAILED
     job.refresh_from_db()
     assert job.error.startswith(f"ServiceError: policy_version_id: no policy model version with id {deleted}")
-
-
-def form_defaults(config_cls) -> dict:
-    """What the start form posts when every field keeps its default."""
-    data = {}
-    for info in config_fields(config_cls):
-        default = info["default"]
-        if isinstance(default, bool):
-            if default:
-                data[info["name"]] = "on"
-        elif default is not None:
-            data[info["name"]] = ", ".join(map(str, default)) if isinstance(default, list) else str(default)
-    return data
 
 
 def test_the_start_form_shows_the_services_refusal_beside_the_field(admin_user, demo_project):

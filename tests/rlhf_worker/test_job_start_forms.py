@@ -19,6 +19,7 @@ from rlhf_worker.selectors import job_kind_info, job_notices
 from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.services.presets import job_preset_save
 from tests.conftest import make_user
+from tests.rlhf_worker.helpers import form_defaults
 
 
 def client_for(user) -> Client:
@@ -36,8 +37,10 @@ def prompts_project(db, researcher):
 
 
 def ppo_form(**overrides) -> dict:
-    """What the PPO start form posts with every default (as the browser sends it)."""
-    data = {"total_episodes": "960", "batch_size": "16", "mini_batch_size": "8", "ppo_epochs": "2", "learning_rate": "5e-05",
+    """What the PPO start form posts with every default (as the browser sends it), the common ones spelt out."""
+    data = form_defaults(ppo_job.Config)
+    data.pop("project_ids")  # a multiple select with nothing chosen sends nothing
+    data |= {"total_episodes": "960", "batch_size": "16", "mini_batch_size": "8", "ppo_epochs": "2", "learning_rate": "5e-05",
             "value_learning_rate": "0.0001", "max_new_tokens": "32", "max_prompt_tokens": "256", "temperature": "0.7",
             "kl_coef": "0.02", "kl_target": "6.0", "kl_horizon": "10000", "gamma": "1.0", "lam": "0.95",
             "cliprange": "0.2", "cliprange_value": "0.2", "vf_coef": "0.1", "whiten_advantages": "on",
