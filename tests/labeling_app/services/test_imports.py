@@ -7,7 +7,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from labeling_app.models import Annotation, Completion, Demonstration, ImportJob, ImportSource, Prompt, RankingTask
+from labeling_app.models import Annotation, Completion, Demonstration, ImportSource, Prompt, RankingTask
 from config.errors import ServiceError
 from labeling_app.services.imports import ImportRejected, import_file, import_job_create
 from labeling_app.services.projects import project_create
