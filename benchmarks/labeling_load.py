@@ -86,6 +86,8 @@ def django_env(db_url: str, redis_url: str) -> dict:
 def migrate_and_users(env: dict, n: int) -> list[tuple[str, str]]:
     """Labelers bench0..n-1, each with an API token and a signed-in session: [(token, session key)]."""
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    # As `make run` does: with DEBUG off the pages name hashed static files from the collected manifest.
+    subprocess.run([PYTHON, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
     code = f"""
 import django, json; django.setup()
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
