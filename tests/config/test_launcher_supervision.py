@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import redis
 
 import config.launcher as launcher
 from config.launcher import ChildProcess, Interrupts, RestartPolicy, Services, Supervisor
+from tests.deploy.topology import free_port
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 STARTED = re.compile(r"^\[rlhf\] (?P<name>.+?): started \(pid (?P<pid>\d+)(?:, port (?P<port>\d+))?\)$")
@@ -79,19 +79,13 @@ def _eventually(check, timeout: float, interval: float = 0.3) -> bool:
     return bool(check())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # -- the launcher as a subprocess ------------------------------------------------------------------
 
 class LauncherRun:
     """`python -m config.launcher run` on a free port, its output collected line by line."""
 
     def __init__(self, var_dir: Path, env_changes: dict[str, str | None]) -> None:
-        self.var_dir, self.port = var_dir, _free_port()
+        self.var_dir, self.port = var_dir, free_port()
         env = dict(os.environ, RLHF_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
         for name, value in env_changes.items():
             if value is None:

@@ -1,17 +1,12 @@
 """Fault tests: a private Redis-compatible server (Valkey, as `make run` embeds it) that a test may stop and start."""
 from __future__ import annotations
 
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.deploy.topology import free_port
 
 
 class PrivateRedis:
