@@ -244,6 +244,10 @@ CELERY_BEAT_SCHEDULE = {
                           "options": {"expires": 3600.0}},
 }
 
+# Django admin lists of tables with more rows than this (by PostgreSQL's estimate) page with that estimate
+# instead of an exact count(*) of the whole table (labeling_app/admin_paging.py).
+ADMIN_EXACT_COUNT_LIMIT = 100_000
+
 # /metrics (config/metrics.py): Prometheus sends `Authorization: Bearer <METRICS_TOKEN>`; unset, only admins see it.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 32:

@@ -2,6 +2,7 @@
 from django.contrib import admin
 
 from . import models
+from .admin_paging import EstimatedCountAdmin
 
 
 class CheckQuestionInline(admin.TabularInline):
@@ -23,10 +24,9 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "project", "__str__", "source", "created_at")
     list_select_related = ("project",)
-    show_full_result_count = False
     list_filter = ("project",)
     search_fields = ("text",)
 
@@ -39,10 +39,9 @@ class DemonstrationAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Completion)
-class CompletionAdmin(admin.ModelAdmin):
+class CompletionAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "prompt", "source", "model_name", "model_version", "created_at")
     list_select_related = ("prompt", "model_version")
-    show_full_result_count = False
     list_filter = ("source",)
     raw_id_fields = ("prompt", "demonstration", "model_version")
 
@@ -54,17 +53,16 @@ class TaskCompletionInline(admin.TabularInline):
 
 
 @admin.register(models.RankingTask)
-class RankingTaskAdmin(admin.ModelAdmin):
+class RankingTaskAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "project", "prompt", "overlap", "submitted_count", "created_at")
     list_select_related = ("project", "prompt")
-    show_full_result_count = False
     list_filter = ("project",)
     raw_id_fields = ("prompt",)
     inlines = [TaskCompletionInline]
 
 
 @admin.register(models.Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "task", "labeler", "expires_at")
     list_select_related = ("task__project", "labeler")
     raw_id_fields = ("task",)
@@ -77,28 +75,25 @@ class RatingInline(admin.TabularInline):
 
 
 @admin.register(models.Annotation)
-class AnnotationAdmin(admin.ModelAdmin):
+class AnnotationAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "task", "labeler", "import_source", "status", "submitted_at")
     list_select_related = ("task__project", "labeler", "import_source")
-    show_full_result_count = False
     list_filter = ("status",)
     raw_id_fields = ("task",)
     inlines = [RatingInline]
 
 
 @admin.register(models.Rating)
-class RatingAdmin(admin.ModelAdmin):
+class RatingAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "annotation", "completion", "likert", "rank")
     list_select_related = ("annotation", "completion")
-    show_full_result_count = False
     raw_id_fields = ("annotation", "completion")
 
 
 @admin.register(models.CheckAnswer)
-class CheckAnswerAdmin(admin.ModelAdmin):
+class CheckAnswerAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("id", "rating", "check_question", "value")
     list_select_related = ("rating", "check_question")
-    show_full_result_count = False
     raw_id_fields = ("rating",)
 
 

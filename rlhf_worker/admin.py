@@ -1,6 +1,8 @@
 """Django admin for training jobs and model versions."""
 from django.contrib import admin
 
+from labeling_app.admin_paging import EstimatedCountAdmin
+
 from .models import JobMetric, ModelVersion, TrainingJob
 
 
@@ -18,6 +20,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobMetric)
-class JobMetricAdmin(admin.ModelAdmin):
+class JobMetricAdmin(EstimatedCountAdmin, admin.ModelAdmin):
     list_display = ("job", "step", "key", "value")
     list_filter = ("key",)

@@ -103,3 +103,31 @@ def test_labeler_home_queries_do_not_grow(client, researcher, labeler):
     for i in range(5):
         grow(project_create(name=f"Home {i}", user=researcher, completions_per_task=2, overlap=1), 2)
     assert queries(client, "/label/") == small
+
+
+def test_django_admin_big_table_pages_with_the_planner_estimate(admin_client_, researcher, settings):
+    """Past ADMIN_EXACT_COUNT_LIMIT rows, an unfiltered admin list counts nothing: the estimate stands in."""
+    project = project_create(name="Estimated", user=researcher, completions_per_task=2, overlap=1)
+    grow(project, 30)  # 60 completions
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_app_completion")
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'labeling_app_completion'::regclass")
+        estimate = cursor.fetchone()[0]
+    assert estimate > 0
+    url = "/django-admin/labeling_app/completion/"
+
+    settings.ADMIN_EXACT_COUNT_LIMIT = 10
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client_.get(url)
+    assert page.status_code == 200
+    assert not [q for q in captured if "COUNT(*)" in q["sql"].upper()]
+    assert page.context["cl"].result_count == estimate
+
+    # A filtered list, or a table under the limit, is counted exactly.
+    filtered = admin_client_.get(url + "?source__exact=imported")
+    assert filtered.context["cl"].result_count == Completion.objects.filter(source="imported").count() == 60
+    settings.ADMIN_EXACT_COUNT_LIMIT = 10_000
+    with CaptureQueriesContext(connection) as captured:
+        exact = admin_client_.get(url)
+    assert exact.context["cl"].result_count == 60
+    assert [q for q in captured if "COUNT(*)" in q["sql"].upper()]
