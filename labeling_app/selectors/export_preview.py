@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Exists, F, OuterRef
+from django.db.models import BooleanField, F
+from django.db.models.expressions import RawSQL
 
 from labeling_app.models import Annotation, CheckAnswer, CheckQuestion, Rating, TaskCompletion
 from labeling_app.selectors.exports import (
@@ -30,14 +31,16 @@ from labeling_app.selectors.labels import LabelFilters, annotation_filter
 PREVIEW_ROWS = 5
 
 
-def _complete(annotation_ref: str):
-    """Labels (at `annotation_ref`, an OuterRef path to an annotation id) that rank every completion of their task.
-
-    `iter_label_rows` drops the others (a label that ranks only some completions is unusable).
-    """
-    missing = TaskCompletion.objects.filter(task_id=OuterRef("task_id")).exclude(
-        Exists(Rating.objects.filter(annotation_id=OuterRef(OuterRef(annotation_ref)), completion_id=OuterRef("completion_id"))))
-    return ~Exists(missing)
+# Labels that rank every completion of their task (`iter_label_rows` drops the others: a label that ranks only
+# some completions is unusable). "OFFSET 0" keeps the check a probe of two small index ranges per label; without
+# it PostgreSQL turns it into an anti-join that hashes every task's completions (1M rows: 1.6 s of a 1.6 s count
+# at pages_at_scale's size, 0.09 s with the probe).
+_COMPLETE = RawSQL(f"""NOT EXISTS (
+    SELECT 1 FROM {TaskCompletion._meta.db_table} tc
+    WHERE tc.task_id = {Annotation._meta.db_table}.task_id
+      AND NOT EXISTS (SELECT 1 FROM {Rating._meta.db_table} r
+                      WHERE r.annotation_id = {Annotation._meta.db_table}.id AND r.completion_id = tc.completion_id)
+    OFFSET 0)""", [], output_field=BooleanField())
 
 
 def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
@@ -45,14 +48,14 @@ def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
     labels = Annotation.objects.filter(annotation_filter(filters), task__project_id__in=list(filters.project_ids))
     if filters.full_overlap:
         labels = labels.filter(task__submitted_count__gte=F("task__overlap"))
-    labels = labels.filter(_complete("pk"))
+    labels = labels.filter(_COMPLETE)
     sql, params = labels.order_by().values_list("id", "task_id").query.sql_with_params()
     if not filters.only_agreeing:
         return sql, list(params)
     # A label agrees when, over every other complete submitted label of its task and every completion pair
     # both order strictly, the share ordered the same way reaches min_agreement (see labels._agrees).
     others, others_params = Annotation.objects.filter(status=Annotation.Status.SUBMITTED).filter(
-        _complete("pk")).order_by().values_list("id", "task_id").query.sql_with_params()
+        _COMPLETE).order_by().values_list("id", "task_id").query.sql_with_params()
     rating, task_completion = Rating._meta.db_table, TaskCompletion._meta.db_table
     comparable = "ra_i.rank <> ra_j.rank AND rb_i.rank <> rb_j.rank"
     agreeing = f"{comparable} AND (ra_i.rank > ra_j.rank) = (rb_i.rank > rb_j.rank)"
@@ -78,11 +81,14 @@ def export_count(fmt: str, filters: LabelFilters) -> int:
         return selected_demonstrations(filters).count()
     selected, params = _selected_sql(filters)
     rating, task_completion = Rating._meta.db_table, TaskCompletion._meta.db_table
+    # The selection is computed once, by itself (MATERIALIZED): inlined, the planner misjudges it as one row and
+    # runs its per-label checks once per compared pair instead (0.7 s instead of 0.1 s at pages_at_scale's size).
+    selected = f"WITH s AS MATERIALIZED ({selected}) "
     if fmt == "grouped":
-        sql = f"SELECT count(*) FROM ({selected}) s"
+        sql = f"{selected} SELECT count(*) FROM s"
     elif fmt == "pairwise":  # ordered pairs of the label's completions, ties left out
         sql = f"""
-            SELECT count(*) FROM ({selected}) s
+            {selected} SELECT count(*) FROM s
             JOIN {task_completion} c_i ON c_i.task_id = s.task_id
             JOIN {task_completion} c_j ON c_j.task_id = s.task_id
             JOIN {rating} r_i ON r_i.annotation_id = s.id AND r_i.completion_id = c_i.completion_id
@@ -90,7 +96,7 @@ def export_count(fmt: str, filters: LabelFilters) -> int:
             WHERE r_i.rank < r_j.rank"""
     else:  # kto: completions with at least one serious check answered
         sql = f"""
-            SELECT count(*) FROM ({selected}) s
+            {selected} SELECT count(*) FROM s
             JOIN {task_completion} c ON c.task_id = s.task_id
             WHERE EXISTS (SELECT 1 FROM {rating} r
                           JOIN {CheckAnswer._meta.db_table} ca ON ca.rating_id = r.id
