@@ -130,7 +130,10 @@ class JobMetric(models.Model):
 
     class Meta:
         ordering = ["step", "id"]
-        indexes = [models.Index(fields=["job", "key", "step"], name="jobmetric_series_idx")]
+        # One value per series and step: a progress write retried after its commit's reply was lost (a database
+        # restart at that moment) writes the same points again, and they must replace, not double, the first ones.
+        # Its index serves the series reads too.
+        constraints = [UniqueConstraint(fields=["job", "key", "step"], name="jobmetric_one_per_series_step")]
 
 
 class CompletionScore(models.Model):

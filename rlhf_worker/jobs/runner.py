@@ -113,7 +113,12 @@ class JobContext:
         def write() -> None:
             with transaction.atomic():
                 TrainingJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), **updates)
-                JobMetric.objects.bulk_create(JobMetric(job_id=self.job.pk, step=s, key=k, value=v) for s, k, v in points)
+                # Idempotent: a retry of a write that did commit (its reply lost) replaces the same points. A
+                # series reported twice at one step keeps the later value (one row may take one update per statement).
+                latest = {(s, k): v for s, k, v in points}
+                JobMetric.objects.bulk_create(
+                    (JobMetric(job_id=self.job.pk, step=s, key=k, value=v) for (s, k), v in latest.items()),
+                    update_conflicts=True, unique_fields=["job", "key", "step"], update_fields=["value"])
 
         with_db_retry(write, what=f"job {self.job.pk}: progress write")
         if summary is not None:

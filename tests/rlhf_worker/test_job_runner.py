@@ -109,3 +109,33 @@ def test_a_job_whose_heartbeat_stopped_is_marked_lost(admin_user):
     fresh.refresh_from_db()
     assert stale.status == "lost" and "no heartbeat from worker w1" in stale.error
     assert fresh.status == "running"
+
+
+def test_a_progress_write_retried_after_its_commit_is_not_doubled(monkeypatch, admin_user, tmp_path):
+    """The commit happened but its reply was lost (PostgreSQL restarted at that moment): the retry writes the same
+    points again, and each point of a series is stored once."""
+    from django.db import OperationalError
+
+    from rlhf_worker.jobs import runner
+
+    real = runner.with_db_retry
+    lost_replies = []
+
+    def reply_lost_once(write, *, what):
+        def write_then_lose_reply():
+            result = write()
+            if not lost_replies:
+                lost_replies.append(what)
+                raise OperationalError("server closed the connection unexpectedly")
+            return result
+        return real(write_then_lose_reply, what=what)
+
+    monkeypatch.setattr(runner, "with_db_retry", reply_lost_once)
+    job = TrainingJob.objects.create(kind="reward", status="running", created_by=admin_user)
+    ctx = runner.JobContext(job, FakeConfig(), write_interval=3600)
+    ctx.report(1, 3, {"train/loss": 0.9, "train/acc": 0.5})
+    ctx.report(1, 3, {"train/loss": 0.8})  # the same series twice at one step: the later value stands
+    ctx.flush()
+    assert lost_replies, "the write was not retried"
+    assert sorted(JobMetric.objects.filter(job=job).values_list("key", "step", "value")) == [
+        ("train/acc", 1, 0.5), ("train/loss", 1, 0.8)]
