@@ -32,6 +32,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.db import drop_broken_connection
 from config.errors import ServiceError
 from labeling_app.imports.parsing import KINDS, LineError, Record, count_lines, iter_records, k_mismatch_summary
 from labeling_app.models import ImportJob, ImportSource, Project
@@ -279,6 +280,9 @@ class _Heartbeat(threading.Thread):
                     _beat(self.job_id)
                 except Exception:  # a missed beat is retried next time; the import itself decides the outcome
                     logger.warning("import job %s: heartbeat not written", self.job_id, exc_info=True)
+                    # A connection that PostgreSQL dropped (a restart) stays broken in this thread: the next beat
+                    # opens a fresh one instead of failing until the job is wrongly marked lost.
+                    drop_broken_connection()
         finally:
             connection.close()
 

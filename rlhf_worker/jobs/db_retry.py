@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection
+
+from config.db import drop_broken_connection
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,14 +34,6 @@ class DatabaseUnavailable(OperationalError):
 
 def retry_seconds() -> float:
     return float(getattr(settings, "JOB_DB_RETRY_SECONDS", 60))
-
-
-def drop_broken_connection() -> None:
-    """Close this thread's connection if it is unusable, so the next query opens a fresh one."""
-    try:
-        connection.close()
-    except DatabaseError:  # closing a dead socket may complain; the connection is discarded either way
-        connection.connection = None
 
 
 def with_db_retry(write: Callable[[], T], *, what: str) -> T:

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
 from rlhf_worker.jobs import job_module
-from rlhf_worker.jobs.db_retry import DatabaseUnavailable, drop_broken_connection, with_db_retry
+from config.db import drop_broken_connection
+from rlhf_worker.jobs.db_retry import DatabaseUnavailable, with_db_retry
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import config_from_dict
 

@@ -200,3 +200,34 @@ def test_purge_task_and_retention_from_now(project, researcher, import_dir, sett
     assert import_uploads_purge(now=timezone.now() + timedelta(days=31)) == 1
     bad.refresh_from_db()
     assert not bad.file_path
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_reconnects_after_the_database_dropped_its_connection(project, researcher, import_dir):
+    """PostgreSQL restarted under a running import: the heartbeat thread's connection is gone, and the next beats
+    come from a fresh one (before, every later beat failed on the dead connection until the job was marked lost)."""
+    from labeling_app.services.imports import _Heartbeat
+
+    job = stuck_job(project, researcher, import_dir)
+    heartbeat = _Heartbeat(job.pk, 0.05)
+    heartbeat.start()
+    try:
+        first = _wait_for_beat(job, after=timezone.now() - timedelta(seconds=60))
+        with connection.cursor() as cursor:  # what a restart does to every other session
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        dropped = timezone.now()
+        assert _wait_for_beat(job, after=dropped) > first
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join(timeout=10)
+
+
+def _wait_for_beat(job: ImportJob, *, after, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        beat = ImportJob.objects.values_list("heartbeat_at", flat=True).get(pk=job.pk)
+        if beat > after:
+            return beat
+        time.sleep(0.05)
+    raise AssertionError(f"no heartbeat after {after}")
