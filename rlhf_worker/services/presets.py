@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Lower
 
 from config.errors import ServiceError
@@ -26,6 +26,14 @@ def job_preset_save(*, kind: str, name: str, config: dict[str, Any], user) -> tu
         raise ServiceError(f"must be at most {PRESET_NAME_MAX} characters (got {len(name)})", field="preset_name")
     if name.casefold() in {b.casefold() for b in BUILTIN_PRESETS}:
         raise ServiceError(f"{name!r} is a built-in preset; choose another name", field="preset_name")
+    try:
+        return _preset_upsert(kind, name, config, user)
+    except IntegrityError:
+        # Another save of the same name committed between our look-up and our insert: replace that one.
+        return _preset_upsert(kind, name, config, user)
+
+
+def _preset_upsert(kind: str, name: str, config: dict[str, Any], user) -> tuple[JobPreset, bool]:
     with transaction.atomic():
         existing = (JobPreset.objects.select_for_update().annotate(lower=Lower("name"))
                     .filter(kind=kind, lower=name.casefold()).first())

@@ -214,6 +214,34 @@ def test_saved_presets_keep_working_when_a_setting_is_added_later(admin_user):
     assert 'name="batch_size" value="7"' in html and 'id="field-device"' in html
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_saves_of_one_preset_name_at_once_leave_one_preset(admin_user, monkeypatch):
+    """The other save's insert commits between this save's look-up (nothing found) and its insert: this save then
+    replaces that preset instead of failing with a 500 on the unique name."""
+    import threading
+
+    from django.db import connection
+
+    real_create = JobPreset.objects.create
+    raced = []
+
+    def create_after_a_concurrent_save(**fields):
+        if not raced:
+            raced.append(True)
+            other = threading.Thread(target=lambda: (
+                JobPreset.objects.create(kind="score", name="Nightly", config={"batch_size": 3}, created_by=admin_user),
+                connection.close()))
+            other.start()
+            other.join()
+        return real_create(**fields)
+
+    monkeypatch.setattr(JobPreset.objects, "create", create_after_a_concurrent_save)
+    preset, created = job_preset_save(kind="score", name="nightly", config={"batch_size": 9}, user=admin_user)
+    assert raced and not created
+    assert list(JobPreset.objects.values_list("name", "config")) == [("nightly", {"batch_size": 9})]
+    assert preset.pk == JobPreset.objects.get().pk
+
+
 def test_every_job_kind_names_real_common_fields_and_a_valid_quick_cpu_demo():
     from rlhf_worker.jobs import JOB_MODULES
     from rlhf_worker.training.config_base import config_fields, config_from_dict
