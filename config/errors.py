@@ -40,11 +40,32 @@ class ServiceError(Exception):
         return self.message if count == 1 else f"{count} things to fix before this can be saved."
 
 
+def flat_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """A DRF ValidationError's detail as {field path: messages}: nested fields joined with "." (`ratings.0.likert`)."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for name, value in detail.items():
+            out.update(flat_errors(value, f"{prefix}.{name}" if prefix else str(name)))
+        return out
+    if isinstance(detail, list) and any(isinstance(item, (dict, list)) for item in detail):
+        out = {}
+        for i, item in enumerate(detail):
+            if item:  # DRF lists an empty {} for each valid item of a `many=True` field
+                out.update(flat_errors(item, f"{prefix}.{i}" if prefix else str(i)))
+        return out
+    messages = detail if isinstance(detail, list) else [detail]
+    return {prefix or NON_FIELD: [str(m) for m in messages]}
+
+
 def api_exception_handler(exc, context):
-    """DRF's handler, plus: a ServiceError becomes its status with `{"detail", "errors"}`."""
+    """DRF's handler, plus one shape for every refused input: a ServiceError, and a serializer's ValidationError,
+    answer `{"detail", "errors"}` (errors: field path -> messages), as the API's ErrorOutput documents."""
+    from rest_framework.exceptions import ValidationError
     from rest_framework.response import Response
     from rest_framework.views import exception_handler
 
+    if isinstance(exc, ValidationError):
+        exc = ServiceError(flat_errors(exc.detail) or {NON_FIELD: ["Invalid input."]}, status=exc.status_code)
     if isinstance(exc, ServiceError):
         return Response({"detail": exc.detail, "errors": exc.errors}, status=exc.status)
     return exception_handler(exc, context)

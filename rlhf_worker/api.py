@@ -43,8 +43,7 @@ class JobStartApi(APIView):
                    summary="Start a training job; refused (400, naming the settings) when it could not run")
     def post(self, request):
         data = JobStartInput(data=request.data)
-        if not data.is_valid():
-            raise ServiceError({name: [str(m) for m in messages] for name, messages in data.errors.items()})
+        data.is_valid(raise_exception=True)
         kind, config = data.validated_data["kind"], dict(data.validated_data["config"])
         if data.validated_data.get("preset"):
             preset = job_preset_get(job_kind_info(kind), data.validated_data["preset"])

@@ -72,8 +72,7 @@ class ResearcherExportApi(APIView):
     def query(self, request, project_id: int):
         project = project_or_404(project_id)
         query = ExportQuery(data=request.query_params)
-        if not query.is_valid():  # answered as {"detail", "errors"} (ErrorOutput), like a service's refusal
-            raise ServiceError({field: [str(m) for m in messages] for field, messages in query.errors.items()})
+        query.is_valid(raise_exception=True)  # answered as {"detail", "errors"} (ErrorOutput), like a service's refusal
         return project, query.validated_data
 
 

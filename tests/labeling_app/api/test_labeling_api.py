@@ -129,3 +129,22 @@ def test_task_page_renders_instructions_safely(client, demo_project, labeler):
     ann = Annotation.objects.get(labeler=labeler)
     positions = [page.index(f'id="comp-{cid}"') for cid in ann.shown_order]
     assert positions == sorted(positions)  # shown in the recorded order
+
+
+def test_a_malformed_submission_answers_detail_and_errors_by_field_path(api, demo_project):
+    """Input the serializer refuses answers the documented ErrorOutput shape, like a service's refusal."""
+    task_id = next_task(api, demo_project)["task_id"]
+    url = reverse("api:label-submit", args=[task_id])
+    missing = api.post(url, {"comment": "no ratings"}, format="json")
+    assert missing.status_code == 400
+    assert set(missing.json()) == {"detail", "errors"} and list(missing.json()["errors"]) == ["ratings"]
+    assert missing.json()["detail"] == missing.json()["errors"]["ratings"][0]
+
+    nested = api.post(url, {"ratings": [{"completion": 1, "likert": 3}, {"completion": "x", "likert": "high"}]},
+                      format="json")
+    assert nested.status_code == 400
+    errors = nested.json()["errors"]
+    assert set(errors) == {"ratings.1.completion", "ratings.1.likert"}, errors
+    assert "valid integer" in errors["ratings.1.likert"][0]
+    assert nested.json()["detail"] == "2 things to fix before this can be saved."
+    assert not Annotation.objects.filter(task_id=task_id, status="submitted").exists()
