@@ -10,6 +10,7 @@ from django.utils import timezone
 from config.errors import ServiceError
 from labeling_app.models import Annotation, Assignment, Project, Prompt, RankingTask
 from labeling_app.selectors.labeling import model_from_row
+from labeling_app.services.task_archive import TASK_ARCHIVED
 
 
 def _now():
@@ -89,8 +90,11 @@ def _retake(assignment: Assignment) -> Assignment | None:
 def assignment_renew(*, task: RankingTask, labeler) -> Assignment:
     """Extend the labeler's lease on `task` (the open page calls this while the labeler works).
 
-    Raises ServiceError when the lease is gone and the task has meanwhile been filled by others.
+    Raises ServiceError when the lease is gone and the task has meanwhile been filled by others, and
+    (409) when the task was archived: the lease is left to run out, so a restore gives the task back.
     """
+    if RankingTask.objects.filter(pk=task.pk, archived_at__isnull=False).exists():
+        raise ServiceError(TASK_ARCHIVED, status=409)
     with transaction.atomic():
         assignment = Assignment.objects.select_related("task__project").filter(task=task, labeler=labeler).first()
         if assignment is None:
