@@ -182,9 +182,8 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
         return SubmitResult(annotation=annotation, created=False)
     if annotation.status == Annotation.Status.SKIPPED:
         raise ServiceError(_SKIPPED)
-    if task.archived_at is not None:
-        _keep_in_draft(annotation, ratings, comment)
-        raise ServiceError(TASK_ARCHIVED, status=409)
+    if task.archived_at is not None:  # refused (409) under the lock, keeping what was sent in the draft
+        return _submit_locked(task=task, labeler=labeler, ratings=ratings, comment=comment)
     checks_version, checks = project_checks(task.project_id)
     completion_ids = set(annotation.shown_order)
     errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
@@ -215,25 +214,26 @@ def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comme
         if annotation.status == Annotation.Status.SKIPPED:
             raise ServiceError(_SKIPPED)
         if RankingTask.objects.filter(pk=task.pk, archived_at__isnull=False).exists():
-            _keep_in_draft(annotation, ratings, comment)
-            raise ServiceError(TASK_ARCHIVED, status=409)
-        _, checks = project_checks(task.project_id, fresh=True)
-        completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
-        errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
-                                  comment=comment, checks=checks)
-        if not errors:
-            try:
-                with transaction.atomic():
-                    # Under the row lock the draft stays a draft and what was read is current: this stores.
-                    return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
-            except IntegrityError as exc:
-                if "task_submitted_within_overlap" not in str(exc):
-                    raise
-                errors = {NON_FIELD: [
-                    "This task already has all the labels it needs (your lease had expired). "
-                    "Your work is kept as a draft; take the next task."]}
+            errors, refusal = {NON_FIELD: [TASK_ARCHIVED]}, ServiceError(TASK_ARCHIVED, status=409)
+        else:
+            _, checks = project_checks(task.project_id, fresh=True)
+            completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
+            errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
+                                      comment=comment, checks=checks)
+            if not errors:
+                try:
+                    with transaction.atomic():
+                        # Under the row lock the draft stays a draft and what was read is current: this stores.
+                        return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
+                except IntegrityError as exc:
+                    if "task_submitted_within_overlap" not in str(exc):
+                        raise
+                    errors = {NON_FIELD: [
+                        "This task already has all the labels it needs (your lease had expired). "
+                        "Your work is kept as a draft; take the next task."]}
+            refusal = AnnotationInvalid(errors)
         _keep_in_draft(annotation, ratings, comment)
-    raise AnnotationInvalid(errors)
+    raise refusal  # after the block, which commits the draft
 
 
 def _keep_in_draft(annotation: Annotation, ratings, comment) -> None:
