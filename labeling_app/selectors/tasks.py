@@ -27,16 +27,15 @@ AGREEMENT_CHOICES = [("", "any"), ("disagree", "labels disagree"), ("agree", "la
 # Two submitted labels of a task disagree when they order some pair of its completions strictly and
 # oppositely: the pair definition of selectors/agreement.ranking_pair_agreement (a tie in either label
 # makes the pair not comparable), over every submitted label, human or imported (what submitted_count
-# counts). Per task, an EXISTS over its labels' ratings by index: it stops at the first such pair.
+# counts). Per task: each label's strict order of each completion pair, grouped by pair, by index. One
+# self-join of ratings, not a join of two labels' four ratings: that one took PostgreSQL ~50 ms to plan.
 _DISAGREE_SQL = f"""{RankingTask._meta.db_table}.submitted_count >= 2 AND EXISTS (
-    SELECT 1 FROM labeling_app_annotation a1
-    JOIN labeling_app_annotation a2 ON a2.task_id = a1.task_id AND a2.id > a1.id AND a2.status = 'submitted'
-    JOIN labeling_app_rating x1 ON x1.annotation_id = a1.id
-    JOIN labeling_app_rating x2 ON x2.annotation_id = a1.id AND x2.completion_id > x1.completion_id
-    JOIN labeling_app_rating y1 ON y1.annotation_id = a2.id AND y1.completion_id = x1.completion_id
-    JOIN labeling_app_rating y2 ON y2.annotation_id = a2.id AND y2.completion_id = x2.completion_id
-    WHERE a1.task_id = {RankingTask._meta.db_table}.id AND a1.status = 'submitted'
-      AND sign(x1.rank - x2.rank) * sign(y1.rank - y2.rank) < 0)"""
+    SELECT 1 FROM labeling_app_annotation a
+    JOIN labeling_app_rating x1 ON x1.annotation_id = a.id
+    JOIN labeling_app_rating x2 ON x2.annotation_id = a.id AND x2.completion_id > x1.completion_id
+    WHERE a.task_id = {RankingTask._meta.db_table}.id AND a.status = 'submitted' AND x1.rank <> x2.rank
+    GROUP BY x1.completion_id, x2.completion_id
+    HAVING bool_or(x1.rank < x2.rank) AND bool_or(x1.rank > x2.rank))"""
 
 
 def labels_disagree() -> RawSQL:
