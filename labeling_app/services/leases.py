@@ -57,7 +57,8 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
         return None
     task = model_from_row(RankingTask, {
         "id": row["task_id"], "project_id": project.pk, "prompt_id": row["task_prompt_id"], "overlap": row["task_overlap"],
-        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"]})
+        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"],
+        "archived_at": None})  # the hand-out never gives out an archived task
     task.project = project
     task.prompt = model_from_row(Prompt, {"id": row["task_prompt_id"], "project_id": project.pk, "text": row["prompt_text"],
                                           "messages": row["prompt_messages"]})
