@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from labeling_app.models import Assignment, Completion, Project, RankingTask, TaskCompletion
 from labeling_app.selectors.labels import DateRange
+from rlhf_worker.models import ModelVersion
 
 TASKS_PER_PAGE = 50
 
@@ -182,8 +183,6 @@ def _sources(task_ids: list[int]) -> dict[int, list[str]]:
 
 def task_filter_choices(project: Project) -> dict:
     """What the filter form offers: the project's imports (newest 200) and the policy versions."""
-    from rlhf_worker.models import ModelVersion
-
     imports = list(project.import_jobs.order_by("-id").values_list("id", "original_name", "kind")[:200])
     policies = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-id").values_list("id", "name")[:200])
     return {"imports": [(str(i), f"#{i} {name or kind}") for i, name, kind in imports],
