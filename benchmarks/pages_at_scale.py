@@ -157,12 +157,14 @@ def seed(db_url: str, n: dict, rng: random.Random) -> dict:
 
 def pages(ctx: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     """(name, path, roles) of every page and API read a researcher, admin or labeler opens."""
-    from labeling_app.models import Annotation, Project, Prompt
+    from labeling_app.models import Annotation, Project, Prompt, RankingTask
 
     project = Project.objects.order_by("id")[PROJECTS // 2]
     prompt = Prompt.objects.filter(project=project).order_by("id").first()
     last_page = Prompt.objects.filter(project=project).count() // 50 + 1
     annotation = Annotation.objects.filter(labeler_id=ctx["labeler"].pk).order_by("id").first()
+    # The task browser's second page: its cursor is the 50th newest task of the project.
+    task_cursor = RankingTask.objects.filter(project=project).order_by("-id").values_list("id", flat=True)[49]
     p, who = project.pk, ctx["labeler_ids"][0]
     rs = ("researcher", "admin")
     return [
@@ -176,6 +178,10 @@ def pages(ctx: dict) -> list[tuple[str, str, tuple[str, ...]]]:
         ("prompts search", f"/projects/{p}/prompts/?q=idea+1", rs),
         ("prompt detail", f"/projects/{p}/prompts/{prompt.pk}/", rs),
         ("new prompt form", f"/projects/{p}/prompts/new/", rs),
+        ("tasks", f"/projects/{p}/tasks/", rs),
+        ("tasks older page", f"/projects/{p}/tasks/?after={task_cursor}", rs),
+        ("tasks: labels disagree", f"/projects/{p}/tasks/?agreement=disagree", rs),
+        ("tasks: 2 labels, imported", f"/projects/{p}/tasks/?labels=2&source=imported", rs),
         ("import form", f"/projects/{p}/import/", rs),
         ("export form", f"/projects/{p}/export/", rs),
         ("quality", f"/projects/{p}/quality/", rs),

@@ -6,7 +6,9 @@ from typing import Callable, Sequence, TypeVar
 from django import forms
 
 from config.errors import ServiceError
-from labeling_app.models import CheckQuestion
+from labeling_app.models import CheckQuestion, Completion
+from labeling_app.selectors.labels import DateRange
+from labeling_app.selectors.tasks import AGREEMENT_CHOICES, STATUS_CHOICES, TaskFilters
 from labeling_app.services.projects import CheckEdit, NewCheck
 
 T = TypeVar("T")
@@ -103,3 +105,45 @@ class DemonstrationForm(forms.Form):
 
     text = forms.CharField(required=False, strip=False)
     as_completion = forms.BooleanField(required=False)
+
+
+class TaskFilterForm(forms.Form):
+    """The task browser's filters, read from the query string; `filters()` turns a valid form into TaskFilters."""
+
+    status = forms.ChoiceField(required=False)
+    labels = forms.IntegerField(required=False, min_value=0, label="Labels (exactly)")
+    labels_min = forms.IntegerField(required=False, min_value=0, label="at least")
+    labels_max = forms.IntegerField(required=False, min_value=0, label="at most")
+    agreement = forms.ChoiceField(required=False)
+    source = forms.ChoiceField(required=False, label="Completion source")
+    policy = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Policy version")
+    model_name = forms.CharField(required=False, max_length=200, label="Model name",
+                                 help_text="Imported completions: the model named in the file, exactly.")
+    import_job = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Import")
+    date_from = forms.CharField(required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.CharField(required=False, label="to", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, data, *, choices: dict):
+        super().__init__(data)
+        self.fields["status"].choices = STATUS_CHOICES
+        self.fields["agreement"].choices = AGREEMENT_CHOICES
+        self.fields["source"].choices = [("", "any"), *Completion.Source.choices]
+        self.fields["policy"].choices = [("", "any"), *choices["policies"]]
+        self.fields["import_job"].choices = [("", "any"), *choices["imports"]]
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("labels_min"), data.get("labels_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("labels_max", f"must be at least the minimum ({low}).")
+        try:
+            data["dates"] = DateRange.parse(data.get("date_from"), data.get("date_to"))
+        except ServiceError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        return data
+
+    def filters(self):
+        d = self.cleaned_data
+        return TaskFilters(status=d["status"], labels=d["labels"], labels_min=d["labels_min"], labels_max=d["labels_max"],
+                           agreement=d["agreement"], source=d["source"], policy=d["policy"],
+                           model_name=d["model_name"].strip(), import_job=d["import_job"], dates=d["dates"])

@@ -227,6 +227,9 @@ class RankingTask(models.Model):
     import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
                                    help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by a researcher (services/task_archive.py): the task leaves the labelers' queue and its open counts;
+    # its labels stay (exports, training data). Restoring clears it.
+    archived_at = models.DateTimeField(null=True, blank=True, help_text="When a researcher archived it; empty while it is live.")
 
     class Meta:
         ordering = ["id"]
@@ -237,11 +240,15 @@ class RankingTask(models.Model):
                              name="task_import_key_unique"),
         ]
         indexes = [
-            # The queue looks for open tasks of a project, oldest first.
-            models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap")), name="task_open_idx"),
+            # The queue looks for open tasks of a project, oldest first; archived ones are not open, so a big
+            # archived batch at the front costs the hand-out nothing (every reader of it says archived_at IS NULL).
+            models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                         name="task_open_idx"),
             # The labeler queue finishes tasks others started first: the few partly labeled ones.
             models.Index(fields=["project", "id"], condition=Q(submitted_count__gt=0, submitted_count__lt=F("overlap")),
                          name="task_started_idx"),
+            # The task browser pages a project's tasks newest first by id (keyset), whatever their state.
+            models.Index(fields=["project", "id"], name="task_project_id_idx"),
         ]
 
     def __str__(self) -> str:

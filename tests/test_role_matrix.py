@@ -191,6 +191,21 @@ MATRIX.update({
 })
 
 
+# --- Task browser: filters, bulk archive and restore (issue 12) --------------------------------
+MATRIX.update({
+    "researcher:task_list": Row(RESEARCHER_UP, _PROJECT),
+    "researcher:task_list (bad filter)": Row(page(403, 400, 400), _PROJECT, data={"labels": "many"},
+                                             url_name="researcher:task_list"),
+    # Restoring a task that is not archived changes nothing; the list comes back with a message (302).
+    "researcher:task_bulk": Row(page(403, 302, 302), lambda w: {"pk": w.project.pk}, method="post",
+                                data={"action": "restore", "task": "1"}),
+    # "… all matching" first answers the confirmation page with the count (200).
+    "researcher:task_bulk (confirm)": Row(page(403, 200, 200), _PROJECT, method="post", data={"action": "restore_all"},
+                                          url_name="researcher:task_bulk"),
+    "researcher:task_bulk (get)": Row(page(405, 405, 405, anon=405), _PROJECT, url_name="researcher:task_bulk"),
+})
+
+
 @dataclass
 class World:
     """Objects the parametrised URLs point at."""

@@ -152,7 +152,8 @@ def labeler_projects(user) -> list[Project]:
     """The projects open to this labeler, with `open_tasks` and their `today_count` (submitted today) attached."""
     projects = list(
         # A count per project through the partial index of open tasks, not a join of every task of every project.
-        Project.objects.filter(open_to_labeler(user)).annotate(open_tasks=count_of(RankingTask.objects.filter(submitted_count__lt=F("overlap"))))
+        Project.objects.filter(open_to_labeler(user)).annotate(open_tasks=count_of(
+            RankingTask.objects.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True)))
         .order_by("name")
     )
     today = dict(

@@ -24,7 +24,7 @@ _PROGRESS_SQL = """
        WHERE a.labeler_id = %(labeler)s AND a.status = %(submitted)s AND a.submitted_at >= %(since)s),
       (SELECT count(*) FROM (
          SELECT 1 FROM labeling_app_rankingtask t
-         WHERE t.project_id = %(project)s AND t.submitted_count < t.overlap
+         WHERE t.project_id = %(project)s AND t.submitted_count < t.overlap AND t.archived_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a
                            WHERE a.task_id = t.id AND a.labeler_id = %(labeler)s OFFSET 0)
          LIMIT %(limit)s) open)
@@ -41,7 +41,7 @@ class LabelerProgress:
 def labeler_progress(user, project: Project) -> LabelerProgress:
     """The labeler's counts for the task page header, in one query.
 
-    "Left" counts the project's tasks that still want labels and that this labeler has not
+    "Left" counts the project's live (not archived) tasks that still want labels and that this labeler has not
     submitted, skipped or opened (so the task on screen is not among them); tasks others hold
     right now count too, since they come back if those leases run out.
     """

@@ -16,14 +16,20 @@ from labeling_app.selectors import agreement as stats
 
 
 def project_progress(project: Project) -> dict:
-    """Tasks done (all overlap labels in) / in progress (some labels, or leased now) / waiting, and labels per day."""
+    """Tasks done (all overlap labels in) / in progress (some labels, or leased now) / waiting, and labels per day.
+
+    Archived tasks are counted apart (`archived`), whatever their labels: done, in progress and waiting are
+    over the live tasks, so "waiting" is what labelers can still be given. `tasks` is every task.
+    """
     tasks = RankingTask.objects.filter(project=project)
     leased = Exists(Assignment.objects.filter(task=OuterRef("pk"), expires_at__gt=timezone.now()))
     counts = tasks.aggregate(
         total=Count("id"),
-        done=Count("id", filter=Q(submitted_count__gte=F("overlap"))),
+        archived=Count("id", filter=Q(archived_at__isnull=False)),
+        done=Count("id", filter=Q(submitted_count__gte=F("overlap"), archived_at__isnull=True)),
     )
-    in_progress = tasks.filter(submitted_count__lt=F("overlap")).filter(Q(submitted_count__gt=0) | leased).count()
+    in_progress = (tasks.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True)
+                   .filter(Q(submitted_count__gt=0) | leased).count())
     per_day = (
         Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED)
         .annotate(day=TruncDate("submitted_at"))
@@ -32,8 +38,8 @@ def project_progress(project: Project) -> dict:
         .order_by("day")
     )
     return {
-        "tasks": counts["total"], "done": counts["done"], "in_progress": in_progress,
-        "waiting": counts["total"] - counts["done"] - in_progress,
+        "tasks": counts["total"], "done": counts["done"], "in_progress": in_progress, "archived": counts["archived"],
+        "waiting": counts["total"] - counts["archived"] - counts["done"] - in_progress,
         "labels_per_day": list(per_day),
     }
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from config.errors import NON_FIELD, ServiceError
 from labeling_app.models import Annotation, Assignment, CheckQuestion, RankingTask
 from labeling_app.selectors.labeling import CHECKS_VERSION_SQL, project_checks, start_of_today
+from labeling_app.services.task_archive import TASK_ARCHIVED
 from labeling_app.validation import NUL, NUL_MESSAGE, json_value_problem, rank_gaps_problem
 
 MAX_DRAFT_BYTES = 64_000
@@ -181,6 +182,8 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
         return SubmitResult(annotation=annotation, created=False)
     if annotation.status == Annotation.Status.SKIPPED:
         raise ServiceError(_SKIPPED)
+    if task.archived_at is not None:  # refused (409) under the lock, keeping what was sent in the draft
+        return _submit_locked(task=task, labeler=labeler, ratings=ratings, comment=comment)
     checks_version, checks = project_checks(task.project_id)
     completion_ids = set(annotation.shown_order)
     errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
@@ -210,34 +213,42 @@ def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comme
             return SubmitResult(annotation=annotation, created=False)
         if annotation.status == Annotation.Status.SKIPPED:
             raise ServiceError(_SKIPPED)
-        _, checks = project_checks(task.project_id, fresh=True)
-        completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
-        errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
-                                  comment=comment, checks=checks)
-        if not errors:
-            try:
-                with transaction.atomic():
-                    # Under the row lock the draft stays a draft and what was read is current: this stores.
-                    return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
-            except IntegrityError as exc:
-                if "task_submitted_within_overlap" not in str(exc):
-                    raise
-                errors = {NON_FIELD: [
-                    "This task already has all the labels it needs (your lease had expired). "
-                    "Your work is kept as a draft; take the next task."]}
-        # Keep what was sent, so nothing typed is lost when the labeler fixes the errors.
-        draft = dict(annotation.draft or {})
-        draft.update({"ratings": list(ratings) if isinstance(ratings, (list, tuple)) else [], "comment": comment})
-        if (json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH) is None
-                and len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES):
-            annotation.draft = draft
-            annotation.save(update_fields=["draft", "updated_at"])
-    raise AnnotationInvalid(errors)
+        if RankingTask.objects.filter(pk=task.pk, archived_at__isnull=False).exists():
+            errors, refusal = {NON_FIELD: [TASK_ARCHIVED]}, ServiceError(TASK_ARCHIVED, status=409)
+        else:
+            _, checks = project_checks(task.project_id, fresh=True)
+            completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
+            errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
+                                      comment=comment, checks=checks)
+            if not errors:
+                try:
+                    with transaction.atomic():
+                        # Under the row lock the draft stays a draft and what was read is current: this stores.
+                        return _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment)
+                except IntegrityError as exc:
+                    if "task_submitted_within_overlap" not in str(exc):
+                        raise
+                    errors = {NON_FIELD: [
+                        "This task already has all the labels it needs (your lease had expired). "
+                        "Your work is kept as a draft; take the next task."]}
+            refusal = AnnotationInvalid(errors)
+        _keep_in_draft(annotation, ratings, comment)
+    raise refusal  # after the block, which commits the draft
+
+
+def _keep_in_draft(annotation: Annotation, ratings, comment) -> None:
+    """Keep what was sent in the draft, so nothing typed is lost when the labeler fixes the errors."""
+    draft = dict(annotation.draft or {})
+    draft.update({"ratings": list(ratings) if isinstance(ratings, (list, tuple)) else [], "comment": comment})
+    if (json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH) is None
+            and len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES):
+        annotation.draft = draft
+        annotation.save(update_fields=["draft", "updated_at"])
 
 
 # One statement stores a submission: the annotation turns submitted (only from draft, and, when the
 # caller validated against data read without a lock, only while the task's completions and the
-# project's checks are still what it validated against), its ratings and check answers are inserted,
+# project's checks are still what it validated against, and never on an archived task), its ratings and check answers are inserted,
 # the lease is released, and the labeler's submissions today are counted. The counter trigger moves
 # the task's submitted_count in the same statement, so the overlap CHECK rejects it all at once.
 _STORE_SQL = """
@@ -245,6 +256,7 @@ WITH ann AS (
     UPDATE labeling_app_annotation a
     SET status = 'submitted', submitted_at = %(now)s, comment = %(comment)s, updated_at = %(now)s
     WHERE a.id = %(annotation)s AND a.status = 'draft'
+      AND NOT EXISTS (SELECT 1 FROM labeling_app_rankingtask t WHERE t.id = a.task_id AND t.archived_at IS NOT NULL)
       AND (%(completions)s::bigint[] IS NULL
            OR ARRAY(SELECT tc.completion_id FROM labeling_app_taskcompletion tc
                     WHERE tc.task_id = a.task_id ORDER BY tc.completion_id) = %(completions)s::bigint[])

@@ -10,6 +10,7 @@ from django.utils import timezone
 from config.errors import ServiceError
 from labeling_app.models import Annotation, Assignment, Project, Prompt, RankingTask
 from labeling_app.selectors.labeling import model_from_row
+from labeling_app.services.task_archive import TASK_ARCHIVED
 
 
 def _now():
@@ -56,7 +57,8 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
         return None
     task = model_from_row(RankingTask, {
         "id": row["task_id"], "project_id": project.pk, "prompt_id": row["task_prompt_id"], "overlap": row["task_overlap"],
-        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"]})
+        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"],
+        "archived_at": None})  # the hand-out never gives out an archived task
     task.project = project
     task.prompt = model_from_row(Prompt, {"id": row["task_prompt_id"], "project_id": project.pk, "text": row["prompt_text"],
                                           "messages": row["prompt_messages"]})
@@ -89,8 +91,11 @@ def _retake(assignment: Assignment) -> Assignment | None:
 def assignment_renew(*, task: RankingTask, labeler) -> Assignment:
     """Extend the labeler's lease on `task` (the open page calls this while the labeler works).
 
-    Raises ServiceError when the lease is gone and the task has meanwhile been filled by others.
+    Raises ServiceError when the lease is gone and the task has meanwhile been filled by others, and
+    (409) when the task was archived: the lease is left to run out, so a restore gives the task back.
     """
+    if RankingTask.objects.filter(pk=task.pk, archived_at__isnull=False).exists():
+        raise ServiceError(TASK_ARCHIVED, status=409)
     with transaction.atomic():
         assignment = Assignment.objects.select_related("task__project").filter(task=task, labeler=labeler).first()
         if assignment is None:

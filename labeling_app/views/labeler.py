@@ -40,6 +40,9 @@ def task(request, task_id: int):
         messages.info(request, f"You already {annotation.get_status_display().lower()} task {task_id}.")
         return redirect("labeler:home")
     task = annotation.task
+    if task.archived_at is not None:
+        messages.info(request, f"Task {task_id} was archived by the project's researchers; it takes no more labels.")
+        return redirect("labeler:home")
     project = task.project
     completions = sel.completions_in_shown_order(annotation)
     checks = sel.active_checks(project)
