@@ -278,8 +278,11 @@ def _ceiling_chart(per_day: list[dict], ceiling: list[dict]) -> dict:
     the time it was trained (ISO times)."""
     running = [r for r in agreement_running(per_day) if r["pair_agreement"] is not None]
     with_accuracy = [r for r in ceiling if r["accuracy"] is not None]
-    return {"days": [r["day"].isoformat() for r in running], "agreement": [r["pair_agreement"] for r in running],
-            "pairs": [r["comparable"] for r in running],
+    days = [r["day"].isoformat() for r in running]
+    if running:  # the last figure holds until now: the step line reaches the newest model
+        running.append(running[-1])
+        days.append(timezone.localtime().isoformat())
+    return {"days": days, "agreement": [r["pair_agreement"] for r in running], "pairs": [r["comparable"] for r in running],
             "models": [f"#{r['pk']} {r['name']}" for r in with_accuracy],
             "times": [timezone.localtime(r["created_at"]).isoformat() for r in with_accuracy],
             "accuracy": [r["accuracy"] for r in with_accuracy]}

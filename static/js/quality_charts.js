@@ -59,7 +59,7 @@
   const ceiling = data.reward_ceiling;
   if (ceiling && (ceiling.times.length || ceiling.days.length)) {
     Plotly.newPlot("chart-reward-ceiling", [
-      {type: "scatter", mode: "lines", line: {shape: "hv", dash: "dash"}, name: "labelers' pairwise agreement (ceiling)",
+      {type: "scatter", mode: "lines+markers", line: {shape: "hv", dash: "dash"}, name: "labelers' pairwise agreement (ceiling)",
        x: ceiling.days, y: ceiling.agreement, customdata: ceiling.pairs,
        hovertemplate: "%{x}: %{y:.1%} of %{customdata} pairs<extra></extra>", marker: {color: "#9aa5b8"}},
       {type: "scatter", mode: "lines+markers", name: "reward model held-out accuracy", x: ceiling.times,

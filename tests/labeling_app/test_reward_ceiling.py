@@ -78,7 +78,9 @@ def test_the_quality_page_shows_the_ceiling_table_and_chart_data(labeled, resear
     assert '<td class="accuracy">70.0%</td>' in row and "83.3%" in row and "(12 pairs)" in row
     chart = response.context["charts"]["reward_ceiling"]
     assert chart["models"] == [f"#{version.pk} reward-7"] and chart["accuracy"] == [0.7]
-    assert chart["agreement"] == pytest.approx([1.0, 1.0, 10 / 12]) and chart["pairs"] == [3, 6, 12]
+    # the running agreement per day, its last figure held until now
+    assert chart["agreement"] == pytest.approx([1.0, 1.0, 10 / 12, 10 / 12]) and chart["pairs"] == [3, 6, 12, 12]
+    assert chart["days"][:3] == [(now - timedelta(days=d)).date().isoformat() for d in (2, 1, 0)]
 
 
 def test_the_page_costs_the_same_queries_with_more_labels(labeled, researcher, django_assert_max_num_queries):
