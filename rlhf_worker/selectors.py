@@ -334,6 +334,13 @@ def autopilot_projects() -> list[dict[str, Any]]:
     return rows
 
 
+def pipeline_step_of_job(*, job_id: int):
+    """The autopilot cycle step that started the job (with its cycle and project), or None."""
+    from rlhf_worker.models import PipelineStep
+
+    return PipelineStep.objects.select_related("run__autopilot__project").filter(job_id=job_id).first()
+
+
 def pipeline_runs(*, autopilot, limit: int = 20) -> list[dict[str, Any]]:
     """The autopilot's newest cycles, each with one entry per planned step: the step's job (without log and samples)
     when it started, else None (not reached yet). Three queries whatever the number of cycles."""

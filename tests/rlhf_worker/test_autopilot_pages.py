@@ -103,5 +103,8 @@ def test_each_cycle_is_one_pipeline_row_with_its_jobs_and_failure_reason(project
     assert PipelineRun.objects.count() == 2
     assert "still running" in admin.get(url).content.decode()
 
+    job_page = admin.get(reverse("jobs:detail", kwargs={"pk": score_job.pk})).content.decode()
+    assert (f'Step 2 of <a href="{url}#pipeline-{first.pk}">autopilot cycle #{first.pk}</a> of {project.name}'
+            in job_page)
     overview = admin.get(reverse("jobs:autopilot")).content.decode()
     assert f'data-project="{project.pk}"' in overview and f"#{second.pk}" in overview
