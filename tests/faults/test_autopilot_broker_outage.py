@@ -10,7 +10,7 @@ from rlhf_worker.broker import task_ids_held
 from rlhf_worker.jobs.runner import _finish
 from rlhf_worker.models import PipelineRun, TrainingJob
 from rlhf_worker.services.autopilot import autopilot_configure, autopilots_tick, pipeline_start
-from tests.rlhf_worker.test_autopilot import labelers, project, rank, reward_version  # noqa: F401  (fixtures)
+from tests.rlhf_worker.autopilot_fixtures import labelers, project, rank, reward_version  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from django.urls import reverse
 from rlhf_worker.jobs.runner import _finish
 from rlhf_worker.models import Autopilot, PipelineRun, TrainingJob
 from rlhf_worker.services.autopilot import pipeline_start
-from tests.rlhf_worker.test_autopilot import labelers, project, rank, reward_version  # noqa: F401  (fixtures)
+from tests.rlhf_worker.autopilot_fixtures import labelers, project, rank, reward_version  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
