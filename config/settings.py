@@ -229,6 +229,10 @@ JOB_REQUEUE_AFTER_SECONDS = float(os.environ.get("JOB_REQUEUE_AFTER_SECONDS", "3
 # How often a job's page refreshes while the job runs.
 JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "2"))
 
+# How often the scheduler checks the projects' autopilots (rlhf_worker.services.autopilot.autopilots_tick): starts
+# the cycles that are due, and moves on a cycle whose job ended (the runner also does that at once).
+AUTOPILOT_TICK_SECONDS = float(os.environ.get("AUTOPILOT_TICK_SECONDS", "30"))
+
 # Periodic tasks: `celery -A config beat` (make run's "scheduler", compose's `scheduler`; run exactly one) sends
 # each to the default queue. This is the one schedule: add an entry here. `expires`: a run not started within
 # its interval is dropped, so runs do not pile up behind a busy worker.
@@ -239,6 +243,8 @@ CELERY_BEAT_SCHEDULE = {
     "imports-mark-lost": {"task": "labeling_app.imports_mark_lost", "schedule": 30.0, "options": {"expires": 30.0}},
     "import-uploads-purge": {"task": "labeling_app.import_uploads_purge", "schedule": 3600.0,
                              "options": {"expires": 3600.0}},
+    "autopilots-tick": {"task": "rlhf_worker.autopilots_tick", "schedule": AUTOPILOT_TICK_SECONDS,
+                        "options": {"expires": AUTOPILOT_TICK_SECONDS}},
     # Checkpoints of failed, cancelled and lost jobs older than JOB_RETENTION_DAYS.
     "job-outputs-purge": {"task": "rlhf_worker.purge_job_outputs", "schedule": 3600.0,
                           "options": {"expires": 3600.0}},

@@ -16,7 +16,7 @@ from django import forms
 
 from config.errors import NON_FIELD, ServiceError
 from labeling_app.selectors.training_data import project_choices
-from rlhf_worker.models import ModelVersion
+from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.selectors import job_choices, model_version_choices, promoted_version
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
@@ -195,3 +195,36 @@ class JobConfigForm(forms.Form):
                     self.add_error(field, message)
                 else:
                     self.add_error(None, message if field == NON_FIELD else f"{LABELS.get(field, field)}: {message}")
+
+
+class AutopilotForm(forms.Form):
+    """An autopilot's settings: N, PPO or not, auto-promote, and the preset each step's job starts from."""
+
+    every_n_rankings = forms.IntegerField(
+        label="Start a cycle after this many new rankings (N)", min_value=1, max_value=1_000_000, initial=100,
+        help_text="Counted from submitted rankings by people (imported labels do not count).")
+    include_ppo = forms.BooleanField(
+        label="Include a PPO step", required=False,
+        help_text="PPO from the promoted policy against the promoted reward model, between scoring and generation.")
+    auto_promote = forms.BooleanField(
+        label="Promote the new reward model when its held-out accuracy does not drop", required=False,
+        help_text="Off: promotion stays a person's decision on the Models page. Policies are never promoted automatically.")
+
+    STEP_KINDS = ("reward", "score", "ppo", "generate")
+
+    def __init__(self, *args, preset_names: dict[str, list[str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        for kind in self.STEP_KINDS:
+            self.fields[f"preset_{kind}"] = forms.ChoiceField(
+                label=f"{TrainingJob.Kind(kind).label} job settings",
+                choices=[(name, name) for name in preset_names.get(kind, [])], required=False,
+                help_text="A job preset (Jobs → Start → save as preset).")
+
+    @property
+    def presets(self) -> dict[str, str]:
+        return {kind: self.cleaned_data[f"preset_{kind}"] for kind in self.STEP_KINDS if self.cleaned_data.get(f"preset_{kind}")}
+
+    def apply_error(self, exc: ServiceError) -> None:
+        for name, messages in exc.errors.items():
+            for message in messages:
+                self.add_error(name if name in self.fields else None, message)

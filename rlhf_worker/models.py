@@ -185,3 +185,90 @@ class JobNoticesSeen(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} saw job notices until {self.seen_until:%Y-%m-%d %H:%M:%S}"
+
+
+class Autopilot(models.Model):
+    """A project's training cycle on a schedule: after every `every_n_rankings` new human rankings, the scheduler
+    (`services.autopilot.autopilots_tick`) starts a `PipelineRun`: reward → score → (PPO) → generate.
+
+    `rankings_at_last_cycle` is the project's count of submitted human rankings when the last cycle started (or when
+    the autopilot was set up): the next cycle is due once the count is `every_n_rankings` above it. `presets` names
+    the job preset (`selectors.job_presets`: "Defaults", "Quick CPU demo" or a saved one) each step's job starts from.
+    """
+
+    project = models.OneToOneField("labeling_app.Project", on_delete=models.CASCADE, related_name="autopilot")
+    paused = models.BooleanField(default=False, help_text="No new cycle starts, and a running cycle starts no next step.")
+    every_n_rankings = models.PositiveIntegerField(default=100, help_text="Start a cycle after this many new human rankings.")
+    include_ppo = models.BooleanField(default=False, help_text="Run a PPO job between scoring and generation.")
+    auto_promote = models.BooleanField(
+        default=False, help_text="Promote the cycle's reward model when its held-out accuracy does not drop below the "
+                                 "promoted reward model's. Off: promotion stays a human decision.")
+    rankings_at_last_cycle = models.PositiveIntegerField(default=0)
+    presets = models.JSONField(default=dict, blank=True, help_text="{job kind: preset name} for each step's job.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [CheckConstraint(condition=Q(every_n_rankings__gte=1), name="autopilot_every_n_at_least_1")]
+
+    def __str__(self) -> str:
+        return f"autopilot of project {self.project_id} ({'paused' if self.paused else f'every {self.every_n_rankings}'})"
+
+
+class PipelineRun(models.Model):
+    """One autopilot cycle: its steps' jobs in order. At most one is running or paused per autopilot (a partial
+    unique index), so two scheduler ticks can never start two cycles of one project."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.RUNNING, Status.PAUSED)
+
+    autopilot = models.ForeignKey(Autopilot, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    plan = models.JSONField(default=list, help_text='The job kinds of the cycle in order, e.g. ["reward", "score", "generate"].')
+    reason = models.TextField(blank=True, help_text="Why it failed (the failed step's error), or a note while it waits.")
+    rankings_at_start = models.PositiveIntegerField(default=0)
+    reward_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                       help_text="The reward model this cycle trained.")
+    promotion_note = models.TextField(blank=True, help_text="What auto-promote decided, and why.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   help_text="Who started it by hand; empty when the scheduler did.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            UniqueConstraint(fields=["autopilot"], condition=Q(status__in=["running", "paused"]),
+                             name="one_active_pipeline_per_autopilot"),
+        ]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def __str__(self) -> str:
+        return f"cycle #{self.pk} of project {self.autopilot.project_id if self.autopilot_id else '?'} ({self.status})"
+
+
+class PipelineStep(models.Model):
+    """One step of a cycle: the job it started (empty until started, or when the broker refused the job's message
+    and the job row was withdrawn: the scheduler starts it again)."""
+
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=10, choices=TrainingJob.Kind.choices)
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pipeline_steps")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "position"]
+        constraints = [UniqueConstraint(fields=["run", "position"], name="pipeline_step_position_unique")]
+
+    def __str__(self) -> str:
+        return f"step {self.position} ({self.kind}) of cycle {self.run_id}"

@@ -307,3 +307,55 @@ def workers_overview(*, timeout: float = 1.0, cache_seconds: float = 5.0) -> dic
         })
     cache.set(WORKERS_CACHE_KEY, result, cache_seconds)
     return result
+
+
+# --- autopilot ---------------------------------------------------------------------------------
+def autopilot_for_project(*, project_id: int):
+    """The project's autopilot, or None when it has none."""
+    from rlhf_worker.models import Autopilot
+
+    return Autopilot.objects.select_related("project", "created_by").filter(project_id=project_id).first()
+
+
+def autopilot_projects() -> list[dict[str, Any]]:
+    """Every project with its autopilot (or None) and its latest cycle, for the autopilot overview (two queries)."""
+    from labeling_app.models import Project
+    from rlhf_worker.models import Autopilot, PipelineRun
+
+    autopilots = {a.project_id: a for a in Autopilot.objects.all()}
+    latest: dict[int, PipelineRun] = {}
+    for run in (PipelineRun.objects.filter(autopilot__in=list(autopilots.values())).order_by("autopilot_id", "-created_at", "-pk")
+                .distinct("autopilot_id")):
+        latest[run.autopilot_id] = run
+    rows = []
+    for project in Project.objects.order_by("name").only("pk", "name"):
+        autopilot = autopilots.get(project.pk)
+        rows.append({"project": project, "autopilot": autopilot, "latest": latest.get(autopilot.pk) if autopilot else None})
+    return rows
+
+
+def pipeline_step_of_job(*, job_id: int):
+    """The autopilot cycle step that started the job (with its cycle and project), or None."""
+    from rlhf_worker.models import PipelineStep
+
+    return PipelineStep.objects.select_related("run__autopilot__project").filter(job_id=job_id).first()
+
+
+def pipeline_runs(*, autopilot, limit: int = 20) -> list[dict[str, Any]]:
+    """The autopilot's newest cycles, each with one entry per planned step: the step's job (without log and samples)
+    when it started, else None (not reached yet). Three queries whatever the number of cycles."""
+    from django.db.models import Prefetch
+
+    from rlhf_worker.models import PipelineStep
+
+    steps = PipelineStep.objects.select_related("job").defer("job__log", "job__samples", "job__config").order_by("position")
+    runs = list(autopilot.runs.select_related("reward_version").prefetch_related(Prefetch("steps", queryset=steps))[:limit])
+    out = []
+    for run in runs:
+        started = {step.position: step for step in run.steps.all()}
+        plan = [{"position": i, "kind": kind, "label": TrainingJob.Kind(kind).label, "step": started.get(i),
+                 "job": started[i].job if i in started else None} for i, kind in enumerate(run.plan, start=1)]
+        generate = next((p["job"] for p in plan if p["kind"] == TrainingJob.Kind.GENERATE and p["job"]), None)
+        out.append({"run": run, "plan": plan,
+                    "tasks_created": int((generate.summary or {}).get("generate/tasks", 0)) if generate else None})
+    return out

@@ -46,3 +46,11 @@ def purge_job_outputs() -> int:
     from rlhf_worker.services.jobs import job_outputs_purge
 
     return job_outputs_purge()
+
+
+@shared_task(name="rlhf_worker.autopilots_tick")
+def autopilots_tick() -> dict[str, int]:
+    """Scheduled (CELERY_BEAT_SCHEDULE): starts the autopilot cycles that are due and moves running ones on."""
+    from rlhf_worker.services.autopilot import autopilots_tick as tick
+
+    return tick()

@@ -1,7 +1,7 @@
 """URLs of the training dashboard (/jobs/...)."""
 from django.urls import path
 
-from rlhf_worker.views import jobs, models, workers
+from rlhf_worker.views import autopilot, jobs, models, workers
 
 app_name = "jobs"
 urlpatterns = [
@@ -19,4 +19,9 @@ urlpatterns = [
     path("models/<int:pk>/", models.model_version_detail, name="model_detail"),
     path("models/<int:pk>/promote/", models.model_version_promote_view, name="promote"),
     path("workers/", workers.worker_list, name="workers"),
+    path("autopilot/", autopilot.autopilot_list, name="autopilot"),
+    path("autopilot/<int:pk>/", autopilot.autopilot_project, name="autopilot_project"),
+    path("autopilot/<int:pk>/pause/", autopilot.autopilot_pause_view, name="autopilot_pause"),
+    path("autopilot/<int:pk>/resume/", autopilot.autopilot_resume_view, name="autopilot_resume"),
+    path("autopilot/<int:pk>/run/", autopilot.autopilot_run_now_view, name="autopilot_run"),
 ]

@@ -70,6 +70,15 @@ MATRIX: dict[str, Row] = {
     "jobs:model_detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.version.pk}),
     "jobs:promote": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.version.pk}, method="post"),
     "jobs:workers": Row(RESEARCHER_UP),
+    # Autopilot (issue 14): researchers may look, only admins set it up, pause, resume or start a cycle. An empty
+    # settings form is refused with what to fill in (400); pause / resume / run go back to the page (302).
+    "jobs:autopilot": Row(RESEARCHER_UP),
+    "jobs:autopilot_project": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.project.pk}),
+    "jobs:autopilot_project (post)": Row(page(403, 403, 400), kwargs=lambda w: {"pk": w.project.pk}, method="post",
+                                         url_name="jobs:autopilot_project"),
+    "jobs:autopilot_pause": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
+    "jobs:autopilot_resume": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
+    "jobs:autopilot_run": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
     # Health endpoints (config/health.py): no login, the same answer for everyone. Readiness names a
     # training queue no worker consumes, so it is 503 whether or not a test worker runs in this session.
     "healthz": Row(page(200, 200, 200, anon=200)),

@@ -225,7 +225,44 @@ def labeler_activity(project: Project, labeler, *, recent: int = 20) -> dict:
     return {"per_day": list(per_day), "recent": list(annotations.order_by("-submitted_at")[:recent])}
 
 
-def quality_charts(progress: dict, per_day: list[dict], labelers: list[dict]) -> dict:
+def agreement_running(per_day: list[dict]) -> list[dict]:
+    """Pair agreement of every label pair compared up to and including each day (running sums of `per_day`, which
+    SQL aggregated): the labelers' agreement on the data there was by then, oldest first."""
+    agreeing = comparable = 0
+    out = []
+    for day in per_day:
+        agreeing, comparable = agreeing + day["agreeing"], comparable + day["comparable"]
+        out.append({"day": day["day"], "agreeing": agreeing, "comparable": comparable,
+                    "pair_agreement": agreeing / comparable if comparable else None})
+    return out
+
+
+def reward_model_ceiling(project: Project, per_day: list[dict]) -> list[dict]:
+    """Each reward model trained on the project's rankings (alone or with other projects'), oldest first, with its
+    held-out accuracy on human rankings next to its ceiling: the labelers' pairwise agreement over the label pairs
+    compared by the day it was trained (`agreement_running`). A model cannot be expected to agree with a labeler
+    more often than labelers agree with each other. One query on the model registry; no label is read here."""
+    from rlhf_worker.models import ModelVersion
+    from rlhf_worker.selectors import metric_value
+
+    running = agreement_running(per_day)
+    versions = (ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, data_snapshot__project_ids__contains=[project.pk])
+                .order_by("created_at", "pk").values("pk", "name", "created_at", "metrics", "is_promoted",
+                                                     "data_snapshot__project_ids"))
+    rows = []
+    for v in versions:
+        day = timezone.localtime(v["created_at"]).date()
+        ceiling = next((r for r in reversed(running) if r["day"] <= day), None)
+        accuracy = metric_value(v["metrics"], "accuracy")
+        agreement = ceiling["pair_agreement"] if ceiling else None
+        rows.append({"pk": v["pk"], "name": v["name"], "created_at": v["created_at"], "promoted": v["is_promoted"],
+                     "other_projects": len(v["data_snapshot__project_ids"] or []) > 1,
+                     "accuracy": accuracy, "ceiling": agreement, "ceiling_pairs": ceiling["comparable"] if ceiling else 0,
+                     "gap": agreement - accuracy if accuracy is not None and agreement is not None else None})
+    return rows
+
+
+def quality_charts(progress: dict, per_day: list[dict], labelers: list[dict], ceiling: list[dict] | None = None) -> dict:
     """The quality page's chart series as plain JSON data (dates as "YYYY-MM-DD"): labels per day (people and
     imported), pair agreement per day, and agreement per labeler with how many pairs each figure rests on."""
     return {
@@ -238,4 +275,20 @@ def quality_charts(progress: dict, per_day: list[dict], labelers: list[dict]) ->
         "agreement_per_labeler": {"labelers": [r["labeler"] for r in labelers if r["agreement"] is not None],
                                   "agreement": [r["agreement"] for r in labelers if r["agreement"] is not None],
                                   "pairs": [r["comparable_pairs"] for r in labelers if r["agreement"] is not None]},
+        "reward_ceiling": _ceiling_chart(per_day, ceiling or []),
     }
+
+
+def _ceiling_chart(per_day: list[dict], ceiling: list[dict]) -> dict:
+    """The ceiling chart's series: running labeler agreement per day, and each reward model's held-out accuracy at
+    the time it was trained (ISO times)."""
+    running = [r for r in agreement_running(per_day) if r["pair_agreement"] is not None]
+    with_accuracy = [r for r in ceiling if r["accuracy"] is not None]
+    days = [r["day"].isoformat() for r in running]
+    if running:  # the last figure holds until now: the step line reaches the newest model
+        running.append(running[-1])
+        days.append(timezone.localtime().isoformat())
+    return {"days": days, "agreement": [r["pair_agreement"] for r in running], "pairs": [r["comparable"] for r in running],
+            "models": [f"#{r['pk']} {r['name']}" for r in with_accuracy],
+            "times": [timezone.localtime(r["created_at"]).isoformat() for r in with_accuracy],
+            "accuracy": [r["accuracy"] for r in with_accuracy]}

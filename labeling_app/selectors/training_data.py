@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt
 from labeling_app.selectors.labels import CHUNK_SIZE, DateRange, DayBound, LabelFilters, iter_label_rows, prompt_value
@@ -84,6 +84,15 @@ def has_rankings(*, project_ids: Sequence[int], date_from: DayBound = None, date
     """Whether `rankings_for_training` with these filters yields at least one label (one EXISTS query)."""
     wanted = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(date_from, date_to).q("submitted_at")
     return Annotation.objects.filter(wanted, task__project_id__in=list(project_ids)).exists()
+
+
+def human_ranking_counts(*, project_ids: Sequence[int]) -> dict[int, int]:
+    """{project id: its submitted rankings by people (imported labels not counted)}, one grouped COUNT; a project
+    without any is 0. What the autopilot counts new rankings with."""
+    counts = dict(Annotation.objects.filter(task__project_id__in=list(project_ids), status=Annotation.Status.SUBMITTED,
+                                            labeler__isnull=False)
+                  .values("task__project_id").annotate(n=Count("id")).order_by().values_list("task__project_id", "n"))
+    return {pid: counts.get(pid, 0) for pid in project_ids}
 
 
 def has_demonstrations(*, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None,

@@ -11,6 +11,7 @@ from labeling_app.selectors.quality import (
     project_progress,
     quality_aggregates,
     quality_charts,
+    reward_model_ceiling,
 )
 
 
@@ -19,9 +20,10 @@ def project_quality(request, pk: int):
     project = project_or_404(pk)
     progress, aggregates = project_progress(project), quality_aggregates(project)
     labelers = labeler_stats(project, aggregates=aggregates)
+    ceiling = reward_model_ceiling(project, aggregates["per_day"])
     return render(request, "researcher/quality.html", {
         "project": project, "progress": progress, "agreement": agreement_for_project(project, aggregates),
-        "labelers": labelers, "charts": quality_charts(progress, aggregates["per_day"], labelers),
+        "labelers": labelers, "ceiling": ceiling, "charts": quality_charts(progress, aggregates["per_day"], labelers, ceiling),
     })
 
 

@@ -18,6 +18,7 @@ from rlhf_worker.jobs import job_module
 from config.db import drop_broken_connection
 from rlhf_worker.jobs.db_retry import DatabaseUnavailable, with_db_retry
 from rlhf_worker.models import JobMetric, ModelVersion, TrainingJob
+from rlhf_worker.services.autopilot import job_ended_notify
 from rlhf_worker.training.config_base import config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -232,3 +233,4 @@ def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = Non
             TrainingJob.objects.filter(pk=job.pk).update(**updates, log=(current + "\n" + line).strip()[-LOG_TAIL_CHARS:])
 
     with_db_retry(write, what=f"job {job.pk}: final status")
+    job_ended_notify(job_id=job.pk)  # its autopilot cycle (if any) starts the next step now, not at the next tick

@@ -112,6 +112,7 @@ def job_cancel(*, job: TrainingJob) -> TrainingJob:
             job.cancel_requested = True
             job.finished_at = now
             job.save(update_fields=["status", "cancel_requested", "finished_at"])
+            transaction.on_commit(lambda: _job_ended_notify(job.pk))
         elif job.status == TrainingJob.Status.RUNNING:
             job.cancel_requested = True
             job.save(update_fields=["cancel_requested"])
@@ -175,7 +176,10 @@ def job_mark_lost(*, job_id: int, reason: str, heartbeat_before=None, now=None) 
     running = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.RUNNING)
     if heartbeat_before is not None:
         running = running.filter(heartbeat_at__lte=heartbeat_before)
-    return running.update(status=TrainingJob.Status.LOST, error=reason, finished_at=now or timezone.now())
+    lost = running.update(status=TrainingJob.Status.LOST, error=reason, finished_at=now or timezone.now())
+    if lost:
+        _job_ended_notify(job_id)
+    return lost
 
 
 def jobs_requeue_vanished(*, now=None) -> int:
@@ -211,6 +215,12 @@ def jobs_requeue_vanished(*, now=None) -> int:
         TrainingJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(line)))
         count += 1
     return count
+
+
+def _job_ended_notify(job_id: int) -> None:
+    from rlhf_worker.services.autopilot import job_ended_notify
+
+    job_ended_notify(job_id=job_id)
 
 
 # Jobs that ended without a model: their folders hold only checkpoints (a reward checkpoint is ~260 MB).

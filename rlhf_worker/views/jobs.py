@@ -21,6 +21,7 @@ from rlhf_worker.forms import JobConfigForm
 from rlhf_worker.models import JobPreset, TrainingJob
 from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds, job_preset_get, job_presets
 from rlhf_worker.selectors import job_list as select_jobs
+from rlhf_worker.selectors import pipeline_step_of_job
 from rlhf_worker.selectors import job_series as select_series
 from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start
 from rlhf_worker.services.presets import job_notices_dismiss, job_preset_delete, job_preset_save
@@ -168,6 +169,7 @@ def job_detail(request, pk: int):
     job = _job_or_404(pk)
     context = _live_context(request, job)
     context["config_items"] = sorted((job.config or {}).items())
+    context["pipeline_step"] = pipeline_step_of_job(job_id=job.pk)
     return render(request, "jobs/detail.html", context)
 
 

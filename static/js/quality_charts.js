@@ -55,4 +55,20 @@
   } else {
     empty("chart-agreement-per-labeler", "Agreement per labeler: no labeler shares a task with another yet.");
   }
+
+  const ceiling = data.reward_ceiling;
+  if (ceiling && (ceiling.times.length || ceiling.days.length)) {
+    Plotly.newPlot("chart-reward-ceiling", [
+      {type: "scatter", mode: "lines+markers", line: {shape: "hv", dash: "dash"}, name: "labelers' pairwise agreement (ceiling)",
+       x: ceiling.days, y: ceiling.agreement, customdata: ceiling.pairs,
+       hovertemplate: "%{x}: %{y:.1%} of %{customdata} pairs<extra></extra>", marker: {color: "#9aa5b8"}},
+      {type: "scatter", mode: "lines+markers", name: "reward model held-out accuracy", x: ceiling.times,
+       y: ceiling.accuracy, text: ceiling.models, hovertemplate: "%{text}: %{y:.1%}<extra></extra>",
+       marker: {color: "#2f5bd3", size: 9}},
+    ], {...base, title: {text: "Reward model accuracy next to its ceiling", font: {size: 15}},
+        xaxis: {title: {text: "time"}, type: "date"}, yaxis: {...percent, title: {text: "pairs ordered as people did"}}},
+      config);
+  } else if (ceiling) {
+    empty("chart-reward-ceiling", "No reward model trained on this project and no two labels of one task yet.");
+  }
 })();
