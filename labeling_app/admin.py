@@ -78,10 +78,10 @@ class RatingInline(admin.TabularInline):
 
 @admin.register(models.Annotation)
 class AnnotationAdmin(admin.ModelAdmin):
-    list_display = ("id", "task", "labeler", "import_source", "status", "submitted_at")
+    list_display = ("id", "task", "labeler", "import_source", "status", "review_state", "submitted_at")
     list_select_related = ("task__project", "labeler", "import_source")
     show_full_result_count = False
-    list_filter = ("status",)
+    list_filter = ("status", "review_state")
     raw_id_fields = ("task",)
     inlines = [RatingInline]
 

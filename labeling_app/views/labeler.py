@@ -74,7 +74,7 @@ def labeling_page(request, annotation, *, revise: bool = False):
         },
     }
     if revise:
-        config.update(mode="revise", draft=label_as_draft(annotation), openedAt=timezone.now().isoformat(), urls={
+        config.update(mode="revise", draft=label_as_draft(annotation, asked={c.key for c in checks}), openedAt=timezone.now().isoformat(), urls={
             "submit": reverse("api:label-revise", args=[task.pk]),
             "home": reverse("labeler:my_label", args=[task.pk]),
         })
@@ -93,13 +93,15 @@ def labeling_page(request, annotation, *, revise: bool = False):
     })
 
 
-def label_as_draft(annotation) -> dict:
-    """A submitted label in the shape of the page's draft, so the page opens showing it (ranking as given)."""
+def label_as_draft(annotation, *, asked: set[str]) -> dict:
+    """A submitted label in the shape of the page's draft, so the page opens showing it (ranking as given).
+    Only the answers to checks still `asked` come along: a revision answers the project's checks as they are now."""
     ratings = []
     tiers: dict[int, list[int]] = {}
     for rating in annotation.ratings.prefetch_related("check_answers__check_question"):
         ratings.append({"completion": rating.completion_id, "likert": rating.likert, "rank": rating.rank,
-                        "checks": {a.check_question.key: a.value for a in rating.check_answers.all()}})
+                        "checks": {a.check_question.key: a.value for a in rating.check_answers.all()
+                                   if a.check_question.key in asked}})
         tiers.setdefault(rating.rank, []).append(rating.completion_id)
     return {"ratings": ratings, "comment": annotation.comment,
             "ui": {"tiers": [tiers[rank] for rank in sorted(tiers)], "touched": True, "current": 0, "savedAt": 0}}

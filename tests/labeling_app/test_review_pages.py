@@ -185,5 +185,22 @@ def test_the_export_page_says_how_many_rejected_labels_are_left_out(client, demo
     client.force_login(researcher)
     html = client.get(f"/projects/{demo_project.pk}/export/?format=grouped").content.decode()
     assert "2 rejected labels are left out" in html
+    preview = client.get(f"/api/projects/{demo_project.pk}/export/preview/?format=grouped").json()
+    assert preview["rejected_left_out"] == 2 and preview["count"] == 0
     assert "rejected" not in client.get(f"/projects/{demo_project.pk}/export/?format=sft").content.decode().split(
         'id="export-preview"')[1].split("</div>")[0]
+
+
+def test_the_revision_page_asks_the_checks_as_they_are_now(client, demo_project, labeler):
+    mine = submit(demo_project, labeler)
+    dropped = demo_project.checks.get(key="toxic")
+    dropped.active = False
+    dropped.save()
+    client.force_login(labeler)
+    config = client.get(f"/label/mine/{mine.task_id}/revise/").context["config"]
+    assert all("toxic" not in r["checks"] and r["checks"] for r in config["draft"]["ratings"])
+    # What the page would send back as it opened is a valid revision.
+    answer = client.post(f"/api/label/tasks/{mine.task_id}/revise/", data=json.dumps(
+        {"ratings": [{k: r[k] for k in ("completion", "likert", "rank", "checks")} for r in config["draft"]["ratings"]],
+         "comment": "same"}), content_type="application/json")
+    assert answer.status_code == 200, answer.content
