@@ -76,9 +76,9 @@ class RatingInline(admin.TabularInline):
 
 @admin.register(models.Annotation)
 class AnnotationAdmin(EstimatedCountAdmin, admin.ModelAdmin):
-    list_display = ("id", "task", "labeler", "import_source", "status", "submitted_at")
+    list_display = ("id", "task", "labeler", "import_source", "status", "review_state", "submitted_at")
     list_select_related = ("task__project", "labeler", "import_source")
-    list_filter = ("status",)
+    list_filter = ("status", "review_state")
     raw_id_fields = ("task",)
     inlines = [RatingInline]
 

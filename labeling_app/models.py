@@ -292,11 +292,19 @@ class ImportSource(models.Model):
         return self.name
 
 
+class ReviewState(models.TextChoices):
+    PENDING = "pending", "Pending review"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+
+
 class Annotation(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         SUBMITTED = "submitted", "Submitted"
         SKIPPED = "skipped", "Skipped"
+
+    ReviewState = ReviewState
 
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="annotations")
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
@@ -313,9 +321,25 @@ class Annotation(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    # A researcher's review of the submitted label (services/review.py); the latest decision counts. Rejected
+    # labels are left out of training data and exports (selectors/labels.py `usable_labels_q`). db_default too:
+    # imports and the submission statement write rows in SQL without naming these columns.
+    review_state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.PENDING,
+                                    db_default=ReviewState.PENDING)
+    review_note = models.TextField(blank=True, default="", db_default="",
+                                   help_text="The reviewer's note to the labeler (required to reject).")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    # How often the labeler revised the label after submitting it; each earlier version is an AnnotationVersion.
+    revision_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         constraints = [
+            CheckConstraint(condition=~Q(review_state="rejected") | ~Q(review_note=""),
+                            name="annotation_rejected_has_note"),
+            CheckConstraint(condition=Q(review_state="pending") | Q(reviewed_at__isnull=False),
+                            name="annotation_reviewed_has_time"),
             # A label comes from exactly one of: a person, or a named import source.
             CheckConstraint(
                 condition=(Q(labeler__isnull=False) & Q(import_source__isnull=True))
@@ -357,6 +381,34 @@ class Rating(models.Model):
             CheckConstraint(condition=Q(rank__gte=1), name="rating_rank_positive"),
             UniqueConstraint(fields=["annotation", "completion"], name="rating_one_per_completion"),
         ]
+
+
+class AnnotationVersion(models.Model):
+    """An earlier version of a submitted label, kept when the labeler revised it (services/annotations.py
+    `annotation_revise`). The live Annotation with its Rating rows is always the latest version: statistics,
+    exports and training read that; the researcher's review page shows these below it."""
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField(help_text="1 = the first submission; the live label is version count + 1.")
+    # [{"completion": id, "likert": 1-7, "rank": 1 = best, "checks": {check key: bool}}], in the labeler's shown order.
+    ratings = models.JSONField(default=list)
+    comment = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    submitted_at = models.DateTimeField()
+    review_state = models.CharField(max_length=10, choices=ReviewState.choices)
+    review_note = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    replaced_at = models.DateTimeField(help_text="When the labeler's revision replaced it.")
+
+    class Meta:
+        ordering = ["annotation", "-version"]
+        constraints = [UniqueConstraint(fields=["annotation", "version"], name="annotation_version_unique")]
+
+    @property
+    def seconds_spent(self) -> float:
+        return (self.submitted_at - self.started_at).total_seconds()
 
 
 class CheckAnswer(models.Model):

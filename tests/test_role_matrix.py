@@ -182,6 +182,46 @@ MATRIX.update({
 })
 
 
+# --- Review (issue 12): researchers review a task's labels, labelers read and revise their own --------------
+def _submitted(w) -> dict:
+    """The matrix labeler submits a task of the world's project; URLs point at that task."""
+    from django.contrib.auth.models import User
+
+    from labeling_app.services.annotations import annotation_submit
+    from tests.labeling_app.labeling_helpers import valid_ratings
+
+    user = User.objects.get(username="matrix-labeler")
+    task = task_assign_next_for(w, user)
+    annotation_submit(task=task, labeler=user, ratings=valid_ratings(task, user))
+    return {"task_id": task.pk}
+
+
+def task_assign_next_for(w, user):
+    from labeling_app.services.leases import task_assign_next
+
+    return task_assign_next(project=w.project, labeler=user).task
+
+
+def _reviewed_label(w) -> dict:
+    from labeling_app.models import Annotation
+
+    _labeled_project(w)
+    annotation = Annotation.objects.get(task=w.task, labeler__username="matrix-export-labeler")
+    return {"pk": w.project.pk, "task_id": w.task.pk, "annotation_id": annotation.pk}
+
+
+MATRIX.update({
+    "researcher:task_review": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "task_id": w.task.pk}),
+    # POST only; no decision given: refused with a message, back to the task's page (302).
+    "researcher:annotation_review": Row(page(403, 302, 302), _reviewed_label, method="post"),
+    "labeler:my_labels": Row(LABELER_ONLY),
+    "labeler:my_label": Row(LABELER_ONLY, kwargs=_submitted),
+    "labeler:label_revise": Row(LABELER_ONLY, kwargs=_submitted),
+    # An empty body: past authorization, the labeler is told what is missing.
+    "api:label-revise": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_submitted, method="post"),
+})
+
+
 # --- People, teams and tokens (issue 12) --------------------------------------------------------
 _PERSON = lambda w: {"user_id": w.project.created_by_id}  # noqa: E731  (a researcher, not a matrix user)
 ANY_USER = page(200, 200, 200)

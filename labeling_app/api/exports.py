@@ -21,7 +21,7 @@ from labeling_app.api.labeling import ErrorOutput, TokenWithRolesAuthentication
 from labeling_app.roles import RESEARCHER, HasRole
 from labeling_app.selectors.export_preview import export_count, export_preview
 from labeling_app.selectors.exports import EMPTY_SELECTION, FILE_TYPES, FORMATS, export_filters
-from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange
+from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, rejected_left_out
 from labeling_app.selectors.projects import project_or_404
 from labeling_app.views.researcher_data import export_response
 
@@ -62,6 +62,8 @@ class ExportPreviewOutput(serializers.Serializer):
     rows = serializers.ListField(child=serializers.DictField(), help_text="The first rows, whole.")
     features = serializers.DictField(help_text="datasets.Features.from_dict(...) of the JSONL file.")
     detail = serializers.CharField(required=False, help_text="Present when count is 0: what to loosen.")
+    rejected_left_out = serializers.IntegerField(help_text="Labels of the selection a researcher rejected, so left out "
+                                                           "(0 for sft).")
 
 
 class ResearcherExportApi(APIView):
@@ -95,9 +97,11 @@ class ExportPreviewApi(ResearcherExportApi):
     def get(self, request, project_id: int):
         """What the export holds: row count, columns, the first rows and the JSONL file's datasets Features."""
         project, data = self.query(request, project_id)
-        preview = export_preview(data["format"], export_filters([project.pk], data), limit=data["rows"])
+        filters = export_filters([project.pk], data)
+        preview = export_preview(data["format"], filters, limit=data["rows"])
         body = {"count": preview.count, "columns": preview.columns, "chat": preview.chat, "rows": preview.rows,
-                "features": preview.features}
+                "features": preview.features,
+                "rejected_left_out": 0 if data["format"] == "sft" else rejected_left_out(filters)}
         if preview.count == 0:
             body["detail"] = EMPTY_SELECTION
         return Response(body)

@@ -1,4 +1,5 @@
-"""Labeler API: next task, task detail, draft save/restore, submit, skip, lease renewal, own annotations.
+"""Labeler API: next task, task detail, draft save/restore, submit, skip, lease renewal, own annotations and their
+revision.
 
 A service's ServiceError is answered by config.errors.api_exception_handler: its status with
 {"detail", "errors"} (ErrorOutput below), so the views here only call the service.
@@ -27,7 +28,7 @@ from rest_framework.views import APIView
 from labeling_app.models import Project
 from labeling_app.roles import HasRole, LABELER, remember_roles
 from labeling_app.selectors import labeling as sel
-from labeling_app.services.annotations import annotation_save_draft, annotation_skip, annotation_submit
+from labeling_app.services.annotations import annotation_revise, annotation_save_draft, annotation_skip, annotation_submit
 from labeling_app.services.leases import assignment_renew, task_assign_next
 from labeling_app.validation import JsonInputError, json_loads
 
@@ -295,6 +296,9 @@ class AnnotationOutput(serializers.Serializer):
     comment = serializers.CharField()
     skip_reason = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
+    review_state = serializers.CharField(help_text="pending, accepted or rejected (rejected labels are not trained on)")
+    review_note = serializers.CharField(help_text="The reviewer's note (why a label was rejected)")
+    revision_count = serializers.IntegerField(help_text="How often you revised it; the earlier versions are kept")
     ratings = serializers.SerializerMethodField()
 
     def get_ratings(self, annotation) -> list[dict]:
@@ -309,3 +313,29 @@ class AnnotationDetailApi(LabelerApi):
     @extend_schema(responses=AnnotationOutput, summary="One of your annotations (others' answer 404)")
     def get(self, request, annotation_id: int):
         return Response(AnnotationOutput(sel.annotation_by_id_for_labeler(request.user, annotation_id)).data)
+
+
+# --- revision of a submitted label ------------------------------------------------------------
+
+class ReviseInput(SubmitInput):
+    opened_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
+                                          help_text="When you opened the label to revise it: the revision's time spent")
+
+
+class ReviseOutput(serializers.Serializer):
+    annotation_id = serializers.IntegerField(source="pk")
+    review_state = serializers.CharField()
+    revision_count = serializers.IntegerField()
+    submitted_at = serializers.DateTimeField()
+
+
+class ReviseApi(LabelerApi):
+    @extend_schema(request=ReviseInput, responses={200: ReviseOutput, 400: ErrorOutput, 409: ErrorOutput},
+                   summary="Revise your submitted label until a researcher accepts it (the earlier version is kept)")
+    def post(self, request, task_id: int):
+        task = sel.task_for_labeler(request.user, task_id)
+        data = ReviseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation = annotation_revise(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
+                                       comment=data.validated_data["comment"], opened_at=data.validated_data["opened_at"])
+        return Response(ReviseOutput(annotation).data)

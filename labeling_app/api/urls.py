@@ -16,6 +16,7 @@ urlpatterns = [
     path("label/tasks/<int:task_id>/submit/", labeling.SubmitApi.as_view(), name="label-submit"),
     path("label/tasks/<int:task_id>/skip/", labeling.SkipApi.as_view(), name="label-skip"),
     path("label/tasks/<int:task_id>/renew/", labeling.RenewApi.as_view(), name="label-renew"),
+    path("label/tasks/<int:task_id>/revise/", labeling.ReviseApi.as_view(), name="label-revise"),
     path("label/annotations/<int:annotation_id>/", labeling.AnnotationDetailApi.as_view(), name="label-annotation"),
     # Researcher exports
     path("projects/<int:project_id>/export/", exports.ExportApi.as_view(), name="export"),

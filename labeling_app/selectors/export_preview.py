@@ -26,7 +26,7 @@ from labeling_app.selectors.exports import (
     features_dict,
     resolve_chat,
 )
-from labeling_app.selectors.labels import LabelFilters, annotation_filter
+from labeling_app.selectors.labels import LabelFilters, annotation_filter, usable_labels_q
 
 PREVIEW_ROWS = 5
 
@@ -52,9 +52,9 @@ def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
     sql, params = labels.order_by().values_list("id", "task_id").query.sql_with_params()
     if not filters.only_agreeing:
         return sql, list(params)
-    # A label agrees when, over every other complete submitted label of its task and every completion pair
+    # A label agrees when, over every other complete usable (submitted, not rejected) label of its task and every completion pair
     # both order strictly, the share ordered the same way reaches min_agreement (see labels._agrees).
-    others, others_params = Annotation.objects.filter(status=Annotation.Status.SUBMITTED).filter(
+    others, others_params = Annotation.objects.filter(usable_labels_q()).filter(
         _COMPLETE).order_by().values_list("id", "task_id").query.sql_with_params()
     rating, task_completion = Rating._meta.db_table, TaskCompletion._meta.db_table
     comparable = "ra_i.rank <> ra_j.rank AND rb_i.rank <> rb_j.rank"

@@ -12,7 +12,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from config.errors import ServiceError
-from labeling_app.models import Annotation, CheckAnswer, RankingTask, Rating, TaskCompletion
+from labeling_app.models import Annotation, CheckAnswer, RankingTask, Rating, ReviewState, TaskCompletion
 from labeling_app.selectors.agreement import ranking_pair_agreement
 
 CHUNK_SIZE = 1000
@@ -141,9 +141,17 @@ class LabelRow:
     project_id: int | None = None  # whose checks (and their polarity) the `checks` keys name
 
 
-def annotation_filter(f: LabelFilters) -> Q:
-    """The labels (Annotation rows) the filters want, before the task-level filters (overlap, agreement)."""
-    q = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(f.date_from, f.date_to).q("submitted_at")
+def usable_labels_q() -> Q:
+    """Labels that may be trained on and exported: submitted, and not rejected by a researcher's review.
+
+    Every reader that builds training data or an export starts from this (here, `export_preview` and
+    `training_data.has_rankings`); agreement statistics do not, they describe all of a labeler's work.
+    """
+    return Q(status=Annotation.Status.SUBMITTED) & ~Q(review_state=ReviewState.REJECTED)
+
+
+def _filter_q(f: LabelFilters) -> Q:
+    q = DateRange.parse(f.date_from, f.date_to).q("submitted_at")
     if f.labeler:
         q &= labeler_q(f.labeler)
     if f.annotation_ids is not None:
@@ -151,6 +159,18 @@ def annotation_filter(f: LabelFilters) -> Q:
     if not f.include_imported:
         q &= Q(labeler__isnull=False)
     return q
+
+
+def annotation_filter(f: LabelFilters) -> Q:
+    """The labels (Annotation rows) the filters want, before the task-level filters (overlap, agreement).
+    Rejected labels are never wanted (`usable_labels_q`)."""
+    return usable_labels_q() & _filter_q(f)
+
+
+def rejected_left_out(f: LabelFilters) -> int:
+    """How many submitted labels of the filters' projects that pass the label filters are rejected, so left out."""
+    return Annotation.objects.filter(_filter_q(f), status=Annotation.Status.SUBMITTED, review_state=ReviewState.REJECTED,
+                                     task__project_id__in=list(f.project_ids)).count()
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
@@ -188,8 +208,8 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
     for task_id, completion_id, text in (TaskCompletion.objects.filter(task_id__in=task_ids).order_by("task_id", "position")
                                          .values_list("task_id", "completion_id", "completion__text")):
         completions[task_id].append((completion_id, text))
-    # only_agreeing compares a label with every submitted label of its task, not just the selected ones.
-    loaded = Q(status=Annotation.Status.SUBMITTED) if filters.only_agreeing else wanted
+    # only_agreeing compares a label with every usable label of its task, not just the selected ones.
+    loaded = usable_labels_q() if filters.only_agreeing else wanted
     annotations = list(Annotation.objects.filter(loaded, task_id__in=task_ids).order_by("id").values_list(
         "id", "task_id", "labeler_id", "labeler__username", "import_source__name", "submitted_at", "started_at", "shown_order"))
     selected = (set(Annotation.objects.filter(wanted, task_id__in=task_ids).values_list("id", flat=True))

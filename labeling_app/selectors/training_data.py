@@ -11,13 +11,21 @@ from typing import Iterator, Sequence
 from django.db.models import Count, Q
 
 from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt
-from labeling_app.selectors.labels import CHUNK_SIZE, DateRange, DayBound, LabelFilters, iter_label_rows, prompt_value
+from labeling_app.selectors.labels import (
+    CHUNK_SIZE,
+    DateRange,
+    DayBound,
+    LabelFilters,
+    iter_label_rows,
+    prompt_value,
+    usable_labels_q,
+)
 
 
 def rankings_for_training(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None,
                           annotation_ids: Sequence[int] | None = None, include_imported: bool = True,
                           full_overlap: bool = False, only_agreeing: bool = False) -> Iterator[dict]:
-    """Every submitted ranking of the projects: {annotation_id, prompt (text or chat messages),
+    """Every submitted ranking of the projects (labels a researcher rejected left out): {annotation_id, prompt (text or chat messages),
     completions: [text, ...], ranks: [int, ...] (1 = best, ties equal), labeler (username or
     "import:<source>"), prompt_id}. Task by task; completions in the task's order; labels with ties are
     kept (the reward model skips tied pairs). `annotation_ids` narrows to exactly those labels."""
@@ -82,7 +90,7 @@ def completion_count(*, project_ids: Sequence[int]) -> int:
 
 def has_rankings(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None) -> bool:
     """Whether `rankings_for_training` with these filters yields at least one label (one EXISTS query)."""
-    wanted = Q(status=Annotation.Status.SUBMITTED) & DateRange.parse(date_from, date_to).q("submitted_at")
+    wanted = usable_labels_q() & DateRange.parse(date_from, date_to).q("submitted_at")
     return Annotation.objects.filter(wanted, task__project_id__in=list(project_ids)).exists()
 
 

@@ -1,8 +1,9 @@
-"""The labeler's annotations: drafts, submissions (validated, idempotent) and skips."""
+"""The labeler's annotations: drafts, submissions (validated, idempotent), skips and revisions of submitted labels."""
 from __future__ import annotations
 
 import contextlib
 import json
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -10,7 +11,16 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.errors import NON_FIELD, ServiceError
-from labeling_app.models import Annotation, Assignment, CheckQuestion, RankingTask
+from labeling_app.models import (
+    Annotation,
+    AnnotationVersion,
+    Assignment,
+    CheckAnswer,
+    CheckQuestion,
+    RankingTask,
+    Rating,
+    ReviewState,
+)
 from labeling_app.selectors.labeling import CHECKS_VERSION_SQL, project_checks, start_of_today
 from labeling_app.services.task_archive import TASK_ARCHIVED
 from labeling_app.validation import NUL, NUL_MESSAGE, json_value_problem, rank_gaps_problem
@@ -326,4 +336,86 @@ def annotation_skip(*, task: RankingTask, labeler, reason: str) -> Annotation:
         annotation.skip_reason = reason
         annotation.save(update_fields=["status", "skip_reason", "updated_at"])
         Assignment.objects.filter(task=task, labeler=labeler).delete()
+    return annotation
+
+
+# ---------------------------------------------------------------------------------------------
+# Revision of a submitted label
+
+def revision_refusal(annotation: Annotation) -> str | None:
+    """Why the labeler may not revise this label now, or None when they may.
+
+    A label stays open for revision while it is submitted and a researcher has not accepted it (pending
+    review, or rejected with a note to act on). An accepted label is final: what was accepted is what
+    training reads. A label of an archived task is closed too: the task left the campaign. (A project the
+    labeler lost access to hides the label altogether, see `selectors.labeling.annotation_for_labeler`.)
+    """
+    if annotation.status != Annotation.Status.SUBMITTED:
+        return (f"You have not submitted task {annotation.task_id}; only a submitted label can be revised."
+                if annotation.status == Annotation.Status.DRAFT else
+                f"You skipped task {annotation.task_id}; a skipped task has no label to revise.")
+    if annotation.review_state == ReviewState.ACCEPTED:
+        return "A researcher accepted this label, so it can no longer be revised."
+    if annotation.task.archived_at is not None:
+        return f"Task {annotation.task_id} was archived, so its labels can no longer be revised."
+    return None
+
+
+def _current_version_ratings(annotation: Annotation) -> list[dict]:
+    """The label's ratings and check answers as an AnnotationVersion keeps them, in the labeler's shown order."""
+    position = {cid: i for i, cid in enumerate(annotation.shown_order)}
+    answers: dict[int, dict[str, bool]] = {}
+    for rating_id, key, value in CheckAnswer.objects.filter(rating__annotation=annotation).values_list(
+            "rating_id", "check_question__key", "value"):
+        answers.setdefault(rating_id, {})[key] = value
+    rows = [{"completion": cid, "likert": likert, "rank": rank, "checks": answers.get(rid, {})}
+            for rid, cid, likert, rank in annotation.ratings.values_list("id", "completion_id", "likert", "rank")]
+    return sorted(rows, key=lambda r: (position.get(r["completion"], len(position)), r["completion"]))
+
+
+def annotation_revise(*, task: RankingTask, labeler, ratings: Sequence[dict], comment: str = "",
+                      opened_at: datetime | None = None) -> Annotation:
+    """Replace the labeler's submitted label of `task` with a new version, keeping the earlier one.
+
+    The input and its validation are a submission's (`_validate`, against the task's completions and the
+    project's active checks read under the row lock). The earlier version goes to AnnotationVersion; the
+    Rating and CheckAnswer rows are rewritten, so every reader (agreement, exports, training) sees the
+    latest. The status stays "submitted" and is not written, so the submitted_count trigger (migration
+    0002, which fires on UPDATE OF status) does not move. The review starts again: a rejected (or pending)
+    label is pending review after its revision. `opened_at` (when the labeler opened the revision page)
+    becomes the version's start, clamped between the earlier version's submission and now; without it the
+    revision counts no time.
+    """
+    with transaction.atomic():
+        annotation = _own_annotation(task=task, labeler=labeler, lock=True)
+        refusal = revision_refusal(annotation)
+        if refusal:
+            raise ServiceError(refusal, status=409)
+        _, checks = project_checks(task.project_id, fresh=True)
+        completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
+        errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
+                                  comment=comment, checks=checks)
+        if errors:
+            raise AnnotationInvalid(errors)
+        now = timezone.now()
+        AnnotationVersion.objects.create(
+            annotation=annotation, version=annotation.revision_count + 1, ratings=_current_version_ratings(annotation),
+            comment=annotation.comment, started_at=annotation.started_at, submitted_at=annotation.submitted_at,
+            review_state=annotation.review_state, review_note=annotation.review_note,
+            reviewed_by_id=annotation.reviewed_by_id, reviewed_at=annotation.reviewed_at, replaced_at=now)
+        Rating.objects.filter(annotation=annotation).delete()  # its check answers go with it (CASCADE)
+        new_ratings = Rating.objects.bulk_create(
+            [Rating(annotation=annotation, completion_id=cid, likert=row["likert"], rank=row["rank"])
+             for cid, row in clean.items()])
+        CheckAnswer.objects.bulk_create(
+            [CheckAnswer(rating=rating, check_question_id=check_id, value=value)
+             for rating, row in zip(new_ratings, clean.values()) for check_id, value in row["answers"].items()])
+        started = now if opened_at is None else min(max(opened_at, annotation.submitted_at), now)
+        annotation.comment, annotation.started_at, annotation.submitted_at = comment, started, now
+        annotation.review_state, annotation.review_note = ReviewState.PENDING, ""
+        annotation.reviewed_by, annotation.reviewed_at = None, None
+        annotation.revision_count += 1
+        # Never "status": see the docstring.
+        annotation.save(update_fields=["comment", "started_at", "submitted_at", "review_state", "review_note",
+                                       "reviewed_by", "reviewed_at", "revision_count", "updated_at"])
     return annotation

@@ -1,7 +1,7 @@
 """URLs of the researcher pages (/projects/...)."""
 from django.urls import path
 
-from labeling_app.views import quality, researcher, researcher_data, tasks
+from labeling_app.views import quality, researcher, researcher_data, review, tasks
 
 app_name = "researcher"
 urlpatterns = [
@@ -18,6 +18,9 @@ urlpatterns = [
          name="demonstration_edit"),
     path("<int:pk>/tasks/", tasks.task_list, name="task_list"),
     path("<int:pk>/tasks/bulk/", tasks.task_bulk, name="task_bulk"),
+    path("<int:pk>/tasks/<int:task_id>/", review.task_review, name="task_review"),
+    path("<int:pk>/tasks/<int:task_id>/labels/<int:annotation_id>/review/", review.annotation_review_view,
+         name="annotation_review"),
     path("<int:pk>/import/", researcher_data.import_upload, name="import_upload"),
     path("<int:pk>/imports/<int:job_id>/", researcher_data.import_job, name="import_job"),
     path("<int:pk>/imports/<int:job_id>/undo/", researcher_data.import_undo, name="import_undo"),

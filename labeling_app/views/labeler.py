@@ -2,6 +2,7 @@
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from labeling_app.roles import LABELER, role_required
@@ -36,19 +37,27 @@ def next_task(request, project_id: int):
 @role_required(LABELER)
 def task(request, task_id: int):
     annotation = sel.annotation_for_labeler(request.user, task_id)
+    if annotation.status == annotation.Status.SUBMITTED:
+        messages.info(request, f"You already submitted task {task_id}. Here is your label; you can revise it until "
+                               "a researcher accepts it.")
+        return redirect("labeler:my_label", task_id=task_id)
     if annotation.status != annotation.Status.DRAFT:
         messages.info(request, f"You already {annotation.get_status_display().lower()} task {task_id}.")
         return redirect("labeler:home")
+    return labeling_page(request, annotation)
+
+
+def labeling_page(request, annotation, *, revise: bool = False):
+    """The labeling page for the labeler's annotation: a draft to submit, or (`revise`) a submitted label to revise,
+    filled with the label as it is and sent to the revise call instead (no lease, no skip, no server draft)."""
     task = annotation.task
     if task.archived_at is not None:
-        messages.info(request, f"Task {task_id} was archived by the project's researchers; it takes no more labels.")
+        messages.info(request, f"Task {task.pk} was archived by the project's researchers; it takes no more labels.")
         return redirect("labeler:home")
     project = task.project
     completions = sel.completions_in_shown_order(annotation)
     checks = sel.active_checks(project)
-    lease = sel.lease_for(request.user, task)
     checks_shown = [{**c.for_labelers(), "short": _short_label(c.key), "problem_word": c.problem_word} for c in checks]
-    progress = labeler_progress(request.user, project)
     config = {
         "taskId": task.pk,
         "projectId": project.pk,
@@ -67,6 +76,11 @@ def task(request, task_id: int):
             "home": reverse("labeler:home"),
         },
     }
+    if revise:
+        config.update(mode="revise", draft=label_as_draft(annotation, asked={c.key for c in checks}), openedAt=timezone.now().isoformat(), urls={
+            "submit": reverse("api:label-revise", args=[task.pk]),
+            "home": reverse("labeler:my_label", args=[task.pk]),
+        })
     return render(request, "labeler/task.html", {
         "task": task,
         "project": project,
@@ -75,10 +89,25 @@ def task(request, task_id: int):
         "checks": checks_shown,
         "scale": range(1, 8),
         "instructions_html": render_markdown(project.instructions),
-        "progress": progress,
-        "lease": lease,
+        "progress": None if revise else labeler_progress(request.user, project),
+        "lease": None if revise else sel.lease_for(request.user, task),
+        "revise": revise,
         "config": config,
     })
+
+
+def label_as_draft(annotation, *, asked: set[str]) -> dict:
+    """A submitted label in the shape of the page's draft, so the page opens showing it (ranking as given).
+    Only the answers to checks still `asked` come along: a revision answers the project's checks as they are now."""
+    ratings = []
+    tiers: dict[int, list[int]] = {}
+    for rating in annotation.ratings.prefetch_related("check_answers__check_question"):
+        ratings.append({"completion": rating.completion_id, "likert": rating.likert, "rank": rating.rank,
+                        "checks": {a.check_question.key: a.value for a in rating.check_answers.all()
+                                   if a.check_question.key in asked}})
+        tiers.setdefault(rating.rank, []).append(rating.completion_id)
+    return {"ratings": ratings, "comment": annotation.comment,
+            "ui": {"tiers": [tiers[rank] for rank in sorted(tiers)], "touched": True, "current": 0, "savedAt": 0}}
 
 
 def _preview(text: str) -> str:

@@ -37,7 +37,7 @@ const drafts = createDrafts({cfg, state, ids, api, ranking, ratings, saveStateEl
 const progress = createProgress({cfg});
 const submit = createSubmit({cfg, state, byId, api, ranking, drafts, progress, payload, saveStateEl});
 installShortcuts({ratings, ranking, submit, help: createHelp(), compact: createCompact({cfg}), commentEl});
-keepLease({cfg, api});
+if (cfg.urls.renew) keepLease({cfg, api});   // a revision holds no lease
 
 const restored = drafts.restore();
 ratings.setCurrent(restored ? restored.current : 0, false);

@@ -13,7 +13,10 @@ export function payloadOf(state, ids) {
 }
 
 export function createDrafts({cfg, state, ids, api, ranking, ratings, saveStateEl, isSubmitting}) {
-  const localKey = `rlhf-draft:${cfg.user}:${cfg.taskId}`;
+  // A revision of a submitted label is kept apart from the task's draft; it has no server copy (the label stays as it
+  // is until the revision is sent).
+  const revising = cfg.mode === "revise";
+  const localKey = `rlhf-${revising ? "revision" : "draft"}:${cfg.user}:${cfg.taskId}`;
   let saveTimer = null;
 
   // The payload plus what the page needs to come back as it was: the tiers as arranged and the current response.
@@ -29,13 +32,14 @@ export function createDrafts({cfg, state, ids, api, ranking, ratings, saveStateE
     } catch (err) {
       // private mode or a full quota: the server copy remains
     }
+    if (revising) { saveStateEl.textContent = "Changes kept in this browser until you save the revision"; return; }
     saveStateEl.textContent = "Saving draft…";
     clearTimeout(saveTimer);
     saveTimer = setTimeout(save, SAVE_DELAY_MS);
   }
 
   async function save() {
-    if (isSubmitting()) return;
+    if (isSubmitting() || revising) return;
     try {
       const r = await api("PUT", cfg.urls.draft, {draft: draftDoc()});
       if (r.ok) {
@@ -85,7 +89,8 @@ export function createDrafts({cfg, state, ids, api, ranking, ratings, saveStateE
     const flat = tiers ? [].concat(...tiers).sort() : [];
     if (tiers && d.ui.touched && flat.length === ids.length && flat.join() === ids.slice().sort().join()) ranking.adopt(tiers);
     else ranking.suggest();
-    saveStateEl.textContent = "Draft restored";
+    saveStateEl.textContent = revising ? (d === server ? "Your label as you submitted it" : "Your unsaved changes restored")
+      : "Draft restored";
     return {current: d.ui && typeof d.ui.current === "number" ? d.ui.current : 0};
   }
 

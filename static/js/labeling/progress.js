@@ -1,6 +1,7 @@
 // Labeling page progress: today's count from the server, and this browser session's count kept in sessionStorage.
 
 export function createProgress({cfg}) {
+  if (cfg.mode === "revise") return {submitted() {}};   // a revision is not a new task done
   const todayEl = document.getElementById("today-count");
   const sessionEl = document.getElementById("session-count");
   // One count per labeler and project, for as long as this tab lives: the session starts when its first task opens.

@@ -16,6 +16,7 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, 
   const skipReason = document.getElementById("skip-reason");
   const skipError = skipDialog.querySelector('[data-error-for="reason"]');
   let submitting = false;
+  const revising = cfg.mode === "revise";   // revising a submitted label: no skip, back to the label when saved
 
   async function goNext() {
     const r = await api("POST", cfg.urls.next);
@@ -52,7 +53,14 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, 
     drafts.cancelPendingSave();
     saveStateEl.textContent = "Submitting…";
     try {
-      const r = await api("POST", cfg.urls.submit, payload());
+      const body = revising ? Object.assign(payload(), {opened_at: cfg.openedAt}) : payload();
+      const r = await api("POST", cfg.urls.submit, body);
+      if (r.ok && revising) {
+        drafts.forgetLocal();
+        saveStateEl.textContent = "Revision saved.";
+        window.location.assign(cfg.urls.home);
+        return;
+      }
       if (r.ok) {
         drafts.forgetLocal();
         progress.submitted(r.body.today_count);
@@ -61,7 +69,8 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, 
         return;
       }
       busy(false);
-      saveStateEl.textContent = "Not submitted: fix the marked fields. Your draft is kept.";
+      saveStateEl.textContent = revising ? "Not saved: fix the marked fields. Your changes are kept in this browser."
+        : "Not submitted: fix the marked fields. Your draft is kept.";
       showErrors(r.body.detail, r.body.errors || flattenDrf(r.body));
     } catch (err) {
       busy(false);
@@ -70,6 +79,7 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, 
   }
 
   function openSkip() {
+    if (revising) return;
     skipDialog.showModal();
     const first = skipDialog.querySelector('input[name="skip-choice"]');
     if (first) first.focus();
@@ -83,7 +93,7 @@ export function createSubmit({cfg, state, byId, api, ranking, drafts, progress, 
   document.getElementById("confirm-yes").addEventListener("click", () => { confirmDialog.close(); doSubmit(); });
   document.getElementById("confirm-no").addEventListener("click", () => { confirmDialog.close(); ranking.focusFirst(); });
 
-  document.getElementById("skip-open").addEventListener("click", openSkip);
+  if (!revising) document.getElementById("skip-open").addEventListener("click", openSkip);
   document.getElementById("skip-cancel").addEventListener("click", () => skipDialog.close());
   skipReason.addEventListener("input", clearSkipError);
   skipDialog.addEventListener("change", (e) => {
