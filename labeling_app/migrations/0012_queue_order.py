@@ -77,13 +77,29 @@ def _replace_once(sql: str, old: str, new: str) -> str:
 _LEASE = "SELECT make_interval(mins => p.lease_minutes) INTO v_lease FROM labeling_app_project p"
 _DECLARE = "    v_tried bigint[] := '{}';\n"
 
-# Among the started tasks (a small materialized set) the project's order is a sort of that set.
+# Among the started tasks (a small set: partly labeled tasks and live leases) the project's order applies too.
+# The order's sort keys are read with the set, so the statement sorts the set first and checks candidates
+# (the probes of CANDIDATE) lazily in that order, as 0008 did with `ORDER BY c.id`; a key read from the
+# joined task row instead made the planner check every started task before sorting (or worse, loop over
+# the whole set per open task: 9 s on 20k tasks).
+def _started_keys(alias: str) -> str:
+    return (f"CASE WHEN v_order = 'source_first' AND {alias}.source_key = v_source THEN 0 ELSE 1 END AS k_source, "
+            f"CASE WHEN v_order = 'fewest_labels' THEN {alias}.submitted_count END AS k_labels, "
+            f"CASE WHEN v_order = 'uncertainty' THEN {alias}.uncertainty_margin END AS k_margin, "
+            f"CASE WHEN v_order = 'newest' THEN -{alias}.id ELSE {alias}.id END AS k_id")
+
+
+_STARTED_SUBMITTED = "SELECT st.id FROM labeling_app_rankingtask st"
+STARTED_SUBMITTED = f"SELECT st.id, {_started_keys('st')} FROM labeling_app_rankingtask st"
+_STARTED_LEASED = "SELECT s.task_id FROM labeling_app_assignment s WHERE s.expires_at > p_now"
+STARTED_LEASED = (f"SELECT k.id, {_started_keys('k')} FROM labeling_app_assignment s "
+                  "JOIN labeling_app_rankingtask k ON k.id = s.task_id WHERE s.expires_at > p_now AND k.project_id = p_project")
+_STARTED_FROM = "FROM started c JOIN labeling_app_rankingtask t ON t.id = c.id"
+# Sorted in a subquery (OFFSET 0 keeps it one): the join keeps its order, so the top ORDER BY needs no sort.
+STARTED_FROM = ("FROM (SELECT * FROM started ORDER BY k_source, k_labels, k_margin, k_id OFFSET 0) c "
+                "JOIN labeling_app_rankingtask t ON t.id = c.id")
 _STARTED_ORDER = "ORDER BY c.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;"
-STARTED_ORDER = """ORDER BY CASE WHEN v_order = 'source_first' AND t.source_key = v_source THEN 0 ELSE 1 END,
-                     CASE WHEN v_order = 'fewest_labels' THEN t.submitted_count END,
-                     CASE WHEN v_order = 'uncertainty' THEN t.uncertainty_margin END,
-                     CASE WHEN v_order = 'newest' THEN -c.id ELSE c.id END
-            LIMIT 1 FOR UPDATE OF t SKIP LOCKED;"""
+STARTED_ORDER = "ORDER BY c.k_source, c.k_labels, c.k_margin, c.k_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;"
 
 # The two picks of an open task (skipping locked rows, then waiting for a lock), oldest first in 0009.
 _PICK = re.compile(r"(?P<indent>[ ]*)SELECT t\.id INTO v_candidate FROM labeling_app_rankingtask t WHERE (?P<condition>.*?)\n"
@@ -122,6 +138,9 @@ def assign_in_order(previous: str) -> str:
     sql = _replace_once(previous, _LEASE, "SELECT make_interval(mins => p.lease_minutes), p.queue_order, p.queue_source "
                                           "INTO v_lease, v_order, v_source FROM labeling_app_project p")
     sql = _replace_once(sql, _DECLARE, _DECLARE + "    v_order text;\n    v_source text;\n")
+    sql = _replace_once(sql, _STARTED_SUBMITTED, STARTED_SUBMITTED)
+    sql = _replace_once(sql, _STARTED_LEASED, STARTED_LEASED)
+    sql = _replace_once(sql, _STARTED_FROM, STARTED_FROM)
     sql = _replace_once(sql, _STARTED_ORDER, STARTED_ORDER)
     picks = len(_PICK.findall(sql))
     assert picks == 2, f"0009's hand-out has {picks} open-task picks, not 2: update 0012_queue_order"
