@@ -56,7 +56,8 @@ class ProjectForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.checks = list(checks)
         if sources is not None:  # an existing project: its queue order, with the sources of its tasks to put first
-            self.fields["queue_order"] = forms.ChoiceField(choices=QueueOrder.choices, label="Queue order",
+            # Not required: a request without it (an older page, a script) keeps the stored order.
+            self.fields["queue_order"] = forms.ChoiceField(choices=QueueOrder.choices, label="Queue order", required=False,
                                                            help_text=self.QUEUE_ORDER_HELP)
             self.fields["queue_source"] = forms.ChoiceField(
                 required=False, label="Source to put first",
@@ -78,8 +79,11 @@ class ProjectForm(forms.Form):
         return {k: self.cleaned_data[k] for k in self.SETTINGS}
 
     def queue_settings(self) -> dict:
-        """queue_order and queue_source for project_update; empty on the new-project form (oldest first)."""
-        return {k: self.cleaned_data[k] for k in ("queue_order", "queue_source") if k in self.fields}
+        """queue_order and queue_source for project_update; empty on the new-project form (oldest first) and
+        when the request left the order out (the stored one stays)."""
+        if not self.cleaned_data.get("queue_order"):
+            return {}
+        return {"queue_order": self.cleaned_data["queue_order"], "queue_source": self.cleaned_data.get("queue_source", "")}
 
     def check_rows(self) -> list[dict]:
         """Per check, for the checks table: the check and its question, problem, severity and "asked" fields."""
