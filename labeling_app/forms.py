@@ -62,9 +62,9 @@ class ProjectForm(forms.Form):
             self.fields["queue_source"] = forms.ChoiceField(
                 required=False, label="Source to put first",
                 choices=[("", "(none: pick one for 'Chosen source first')")]
-                + [(s.key, f"{s.label} ({s.open_tasks} open of {s.tasks} tasks)") for s in sources],
+                + [(s.key, s.label) for s in sources],
                 help_text="Only with 'Chosen source first'. The sources (policy versions, imported models, "
-                          "demonstrations) of this project's tasks.")
+                          "demonstrations) of this project's open tasks.")
         for check in self.checks:
             # Not required here: an emptied question is the service's to refuse, with its own message.
             self.fields[f"check-{check.pk}-question"] = forms.CharField(required=False, initial=check.question)

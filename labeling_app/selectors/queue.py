@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, F, Q
+from django.db import connection
 
 from labeling_app.models import RankingTask
 from rlhf_worker.models import ModelVersion
@@ -11,12 +11,10 @@ from rlhf_worker.models import ModelVersion
 
 @dataclass(frozen=True)
 class QueueSource:
-    """One RankingTask.source_key present in a project, named for people, with its task counts."""
+    """One RankingTask.source_key of a project's open tasks, named for people."""
 
     key: str
     label: str
-    tasks: int
-    open_tasks: int
 
 
 def _part_label(part: str, versions: dict[int, str]) -> str:
@@ -40,14 +38,33 @@ def source_label(key: str, versions: dict[int, str] | None = None) -> str:
     return " + ".join(_part_label(p, versions) for p in parts) or "(no completions)"
 
 
-def queue_sources(project_id: int) -> list[QueueSource]:
-    """The sources of the project's tasks, newest policy versions first; one grouped read of the project's tasks."""
-    rows = (RankingTask.objects.filter(project_id=project_id).order_by().values("source_key")
-            .annotate(tasks=Count("id"), open_tasks=Count("id", filter=Q(submitted_count__lt=F("overlap")))))
-    ids = {int(p[6:]) for r in rows for p in r["source_key"].split(" + ") if p.startswith("model:") and p[6:].isdigit()}
+# The distinct sources of a project's open tasks by a skip scan of task_open_source_idx: one index probe
+# per source, however many tasks the project holds (a GROUP BY would read every task on each page view).
+_OPEN_SOURCES = """
+WITH RECURSIVE s AS (
+    (SELECT t.source_key FROM {task} t WHERE t.project_id = %(project)s AND t.submitted_count < t.overlap
+     ORDER BY t.source_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.source_key FROM {task} t
+            WHERE t.project_id = %(project)s AND t.submitted_count < t.overlap AND t.source_key > s.source_key
+            ORDER BY t.source_key LIMIT 1)
+    FROM s WHERE s.source_key IS NOT NULL
+)
+SELECT source_key FROM s WHERE source_key IS NOT NULL
+"""
+
+
+def queue_sources(project_id: int, *, keep: str = "") -> list[QueueSource]:
+    """The sources of the project's open tasks (policy versions first, then by name), plus `keep` (the
+    project's chosen source, listed even once its tasks are done)."""
+    with connection.cursor() as cur:
+        cur.execute(_OPEN_SOURCES.format(task=RankingTask._meta.db_table), {"project": project_id})
+        keys = [row[0] for row in cur.fetchall()]
+    if keep and keep not in keys:
+        keys.append(keep)
+    ids = {int(p[6:]) for k in keys for p in k.split(" + ") if p.startswith("model:") and p[6:].isdigit()}
     versions = dict(ModelVersion.objects.filter(pk__in=ids).values_list("pk", "name"))
-    sources = [QueueSource(r["source_key"], source_label(r["source_key"], versions), r["tasks"], r["open_tasks"])
-               for r in rows]
+    sources = [QueueSource(k, source_label(k, versions)) for k in keys]
     return sorted(sources, key=lambda s: (not s.key.startswith("model:"), s.label))
 
 

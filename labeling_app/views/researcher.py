@@ -37,7 +37,7 @@ def project_new(request):
 @role_required(RESEARCHER)
 def project_edit(request, pk: int):
     project = sel.project_or_404(pk)
-    form = ProjectForm(request.POST or None, checks=sel.project_checks(project), sources=queue_sources(project.pk),
+    form = ProjectForm(request.POST or None, checks=sel.project_checks(project), sources=queue_sources(project.pk, keep=project.queue_source),
                        initial={k: getattr(project, k) for k in (*ProjectForm.SETTINGS, "queue_order", "queue_source")})
     if request.method == "POST" and form.is_valid():
         saved = call_service(form, project_update, project=project, **form.settings(), **form.queue_settings(),

@@ -87,9 +87,13 @@ def test_a_policy_version_first(project, labeler):
     add_task(project, "t5", model="old-model")
     sources = {s.key: s for s in queue_sources(project.pk)}
     assert sources[f"model:{version.pk}"].label == f"policy ppo-3 (version {version.pk})"
-    assert sources["imported:old-model"].open_tasks == 3 and sources["imported:old-model"].label == "imported from old-model"
+    assert sources["imported:old-model"].label == "imported from old-model"
+    assert list(sources) == [f"model:{version.pk}", "imported:new-policy", "imported:old-model"]
     set_order(project, "source_first", f"model:{version.pk}")
     assert queue(project, labeler) == ["t4", "t0", "t1", "t2", "t3", "t5"]
+    # Every task is done: no source is left to list, except the one the project keeps.
+    assert queue_sources(project.pk) == []
+    assert [s.key for s in queue_sources(project.pk, keep=f"model:{version.pk}")] == [f"model:{version.pk}"]
 
 
 def test_uncertainty_smallest_margin_first_unscored_last(project, labeler):
