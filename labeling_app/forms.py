@@ -6,8 +6,9 @@ from typing import Callable, Sequence, TypeVar
 from django import forms
 
 from config.errors import ServiceError
-from labeling_app.models import CheckQuestion, Completion
+from labeling_app.models import CheckQuestion, Completion, QueueOrder
 from labeling_app.selectors.labels import DateRange
+from labeling_app.selectors.queue import QueueSource
 from labeling_app.selectors.tasks import AGREEMENT_CHOICES, STATUS_CHOICES, TaskFilters
 from labeling_app.services.projects import CheckEdit, NewCheck
 
@@ -45,9 +46,27 @@ class ProjectForm(forms.Form):
     lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30, label="Lease (minutes)",
                                        help_text="How long a labeler holds a task before it returns to the pool.")
 
-    def __init__(self, *args, checks: Sequence[CheckQuestion] = (), **kwargs):
+    QUEUE_ORDER_HELP = (
+        "Which open task a labeler gets next. Tasks other labelers already started always come first, so they get "
+        "finished. Oldest / newest: by when the task was made. Fewest labels: the task with the fewest submitted "
+        "labels. Chosen source first: the tasks of the source picked below, then the rest oldest first. Reward model "
+        "least sure first: the tasks whose two best completions the latest score job scored closest together; "
+        "tasks it has not scored come after, oldest first.")
+
+    def __init__(self, *args, checks: Sequence[CheckQuestion] = (), sources: Sequence[QueueSource] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.checks = list(checks)
+        if sources is not None:  # an existing project: its queue order, with the sources of its tasks to put first
+            # Not required: a request without it (an older page, a script) keeps the stored order.
+            self.fields["queue_order"] = forms.ChoiceField(choices=QueueOrder.choices, label="Queue order", required=False,
+                                                           help_text=self.QUEUE_ORDER_HELP)
+            self.fields["queue_source"] = forms.ChoiceField(
+                required=False, label="Source to put first",
+                choices=[("", "(none: pick one for 'Chosen source first')")]
+                + [(s.key, s.label) for s in sources],
+                help_text="Only with 'Chosen source first'. The sources (policy versions, imported models, "
+                          "demonstrations) of this project's open tasks.")
         for check in self.checks:
             # Not required here: an emptied question is the service's to refuse, with its own message.
             self.fields[f"check-{check.pk}-question"] = forms.CharField(required=False, initial=check.question)
@@ -60,6 +79,13 @@ class ProjectForm(forms.Form):
 
     def settings(self) -> dict:
         return {k: self.cleaned_data[k] for k in self.SETTINGS}
+
+    def queue_settings(self) -> dict:
+        """queue_order and queue_source for project_update; empty on the new-project form (oldest first) and
+        when the request left the order out (the stored one stays)."""
+        if not self.cleaned_data.get("queue_order"):
+            return {}
+        return {"queue_order": self.cleaned_data["queue_order"], "queue_source": self.cleaned_data.get("queue_source", "")}
 
     def check_rows(self) -> list[dict]:
         """Per check, for the checks table: the check and its question, problem, severity and "asked" fields."""

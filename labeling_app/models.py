@@ -39,6 +39,16 @@ DEFAULT_CHECKS: list[CheckSpec] = [
 ]
 
 
+class QueueOrder(models.TextChoices):
+    """The orders a project can hand its open tasks out in (tasks others already started always come first)."""
+
+    OLDEST = "oldest", "Oldest first"
+    NEWEST = "newest", "Newest first"
+    FEWEST_LABELS = "fewest_labels", "Fewest labels first"
+    SOURCE_FIRST = "source_first", "Chosen source first"
+    UNCERTAINTY = "uncertainty", "Reward model least sure first"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     instructions = models.TextField(blank=True, help_text="Labeling instructions, Markdown.")
@@ -54,6 +64,13 @@ class Project(models.Model):
                                     help_text="Only the team's labelers may label this project.")
     team = models.ManyToManyField(settings.AUTH_USER_MODEL, through="ProjectTeamMember", related_name="team_projects",
                                   blank=True)
+    # The order the hand-out (labeling_task_assign_next, migration 0014_queue_order) gives open tasks in,
+    # after the tasks others already started. Each order walks its own partial index of open tasks.
+    queue_order = models.CharField(max_length=20, choices=QueueOrder.choices, default=QueueOrder.OLDEST,
+                                   db_default=QueueOrder.OLDEST, help_text="Which open task a labeler gets next.")
+    # For queue_order "source_first": a RankingTask.source_key; its tasks come first, then the oldest.
+    queue_source = models.TextField(blank=True, default="", db_default="",
+                                    help_text="With 'source first': the tasks of this source come first.")
 
     class Meta:
         ordering = ["name"]
@@ -230,6 +247,13 @@ class RankingTask(models.Model):
     # Set by a researcher (services/task_archive.py): the task leaves the labelers' queue and its open counts;
     # its labels stay (exports, training data). Restoring clears it.
     archived_at = models.DateTimeField(null=True, blank=True, help_text="When a researcher archived it; empty while it is live.")
+    # Where its completions came from, kept by a database trigger on TaskCompletion (migration 0014_queue_order): the
+    # distinct sources of its completions ("model:<version id>", "imported:<model name>", "demonstration"),
+    # sorted, joined with " + ". The queue order "source_first" walks an index on it.
+    source_key = models.TextField(blank=True, default="", db_default="", editable=False)
+    # The gap between the reward model's two highest scores of its completions, from the latest score job
+    # (rlhf_worker/jobs/score.py): small = the model cannot tell them apart. Null until scored.
+    uncertainty_margin = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -249,6 +273,15 @@ class RankingTask(models.Model):
                          name="task_started_idx"),
             # The task browser pages a project's tasks newest first by id (keyset), whatever their state.
             models.Index(fields=["project", "id"], name="task_project_id_idx"),
+            # The queue orders other than oldest/newest (task_open_idx, forwards or backwards): each an
+            # index of the open tasks in that order, so a hand-out reads the first few entries, not a sort.
+            models.Index(fields=["project", "submitted_count", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                         name="task_open_fewest_idx"),
+            models.Index(fields=["project", "source_key", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                         name="task_open_source_idx"),
+            # Ascending puts null margins (never scored) after every scored task.
+            models.Index(fields=["project", "uncertainty_margin", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                         name="task_open_margin_idx"),
         ]
 
     def __str__(self) -> str:

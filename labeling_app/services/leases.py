@@ -36,8 +36,10 @@ def _has_room(task_id: int, *, exclude_labeler_id: int | None = None) -> bool:
 def task_assign_next(*, project: Project, labeler) -> Assignment | None:
     """Lease the next task of `project` to `labeler`, or None when nothing is left for them.
 
-    The labeler's own open lease in this project comes back first (renewed). Otherwise the oldest
-    task others already started, then the oldest open task: never one this labeler has an
+    The labeler's own open lease in this project comes back first (renewed). Otherwise a task others
+    already started, then any open task, both in the project's queue order (Project.queue_order:
+    oldest, newest, fewest labels, a chosen source or the reward model's least certain first,
+    migration 0014_queue_order): never one this labeler has an
     annotation for (draft, submitted or skipped), never one whose submitted labels plus live leases
     already reach its overlap. An expired lease counts for nothing, so its task is back in the pool.
     The draft annotation is created with the random order the completions will be shown in.

@@ -22,6 +22,7 @@ from labeling_app.models import (
     Project,
     ProjectTeamMember,
     Prompt,
+    QueueOrder,
     RankingTask,
     TaskCompletion,
 )
@@ -83,14 +84,19 @@ class NewCheck:
 
 def project_update(*, project: Project, name: str, instructions: str, completions_per_task: int, overlap: int,
                    lease_minutes: int, check_edits: Sequence[CheckEdit] = (),
-                   new_questions: Sequence[NewCheck | str] = ()) -> Project:
+                   new_questions: Sequence[NewCheck | str] = (), queue_order: str | None = None,
+                   queue_source: str | None = None) -> Project:
     """Change a project's settings and its checks in one transaction: everything is saved, or nothing.
 
     K is fixed once tasks exist; a new overlap applies to the open tasks labelers make (never below
     the labels a task already has), not to imported-label tasks. A new question given as a plain
     string gets the common polarity ("yes" is a problem, serious); blank ones are ignored.
+    `queue_order` (a QueueOrder; None keeps it) with `queue_source` (a source_key of the project's tasks,
+    needed by "source_first" only) says which open task labelers get next.
     Returns the saved project (a fresh instance: `project` itself is left as it was).
     """
+    if queue_order is not None:
+        _check_queue_order(project, queue_order, queue_source or "")
     if not 2 <= completions_per_task <= 9:
         raise ServiceError("K must be from 2 to 9", field="completions_per_task")
     if overlap < 1:
@@ -105,6 +111,9 @@ def project_update(*, project: Project, name: str, instructions: str, completion
         old_overlap = saved.overlap
         saved.name, saved.instructions = name, instructions
         saved.completions_per_task, saved.overlap, saved.lease_minutes = completions_per_task, overlap, lease_minutes
+        if queue_order is not None:
+            saved.queue_order = queue_order
+            saved.queue_source = (queue_source or "") if queue_order == QueueOrder.SOURCE_FIRST else ""
         _save_project(saved)
         if overlap != old_overlap:
             imported = Exists(Annotation.objects.filter(task=OuterRef("pk"), labeler__isnull=True))
@@ -122,6 +131,20 @@ def project_update(*, project: Project, name: str, instructions: str, completion
             if new.question.strip():
                 check_add(project=saved, question=new.question, problem_answer=new.problem_answer, serious=new.serious)
     return saved
+
+
+def _check_queue_order(project: Project, queue_order: str, queue_source: str) -> None:
+    if queue_order not in QueueOrder.values:
+        raise ServiceError(f"unknown queue order {queue_order!r}: pick one of {', '.join(QueueOrder.values)}",
+                           field="queue_order")
+    if queue_order != QueueOrder.SOURCE_FIRST:
+        return
+    if not queue_source:
+        raise ServiceError("'Chosen source first' needs a source: pick the source whose tasks come first "
+                           "(or pick another order)", field="queue_source")
+    if not RankingTask.objects.filter(project=project, source_key=queue_source).exists():
+        raise ServiceError(f"no task of this project comes from {queue_source!r}: pick one of the sources listed",
+                           field="queue_source")
 
 
 def check_add(*, project: Project, question: str, key: str = "", problem_answer: bool = True,

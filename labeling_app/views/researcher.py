@@ -6,10 +6,12 @@ from django.views.decorators.http import require_POST
 
 from config.errors import ServiceError
 from labeling_app.forms import DemonstrationForm, ProjectForm, PromptForm, call_service
+from labeling_app.models import QueueOrder
 from labeling_app.roles import RESEARCHER, role_required
 from labeling_app.selectors import projects as sel
 from labeling_app.selectors.imports import recent_import_jobs
 from labeling_app.selectors.quality import project_progress
+from labeling_app.selectors.queue import project_has_margins, queue_sources, source_label
 from labeling_app.services.authoring import demonstration_save, prompt_create, task_create_from
 from labeling_app.selectors.people import team_choices, team_of
 from labeling_app.services.projects import NewCheck, project_create, project_set_team, project_update
@@ -35,25 +37,32 @@ def project_new(request):
 @role_required(RESEARCHER)
 def project_edit(request, pk: int):
     project = sel.project_or_404(pk)
-    form = ProjectForm(request.POST or None, checks=sel.project_checks(project),
-                       initial={k: getattr(project, k) for k in ProjectForm.SETTINGS})
+    form = ProjectForm(request.POST or None, checks=sel.project_checks(project), sources=queue_sources(project.pk, keep=project.queue_source),
+                       initial={k: getattr(project, k) for k in (*ProjectForm.SETTINGS, "queue_order", "queue_source")})
     if request.method == "POST" and form.is_valid():
-        saved = call_service(form, project_update, project=project, **form.settings(), check_edits=form.check_edits(),
-                             new_questions=form.new_questions())
+        saved = call_service(form, project_update, project=project, **form.settings(), **form.queue_settings(),
+                             check_edits=form.check_edits(), new_questions=form.new_questions())
         if saved:
             messages.success(request, "Project saved.")
+            if saved.queue_order == QueueOrder.UNCERTAINTY and not project_has_margins(saved.pk):
+                messages.warning(request, UNSCORED_NOTE)
             return redirect("researcher:project_detail", pk=saved.pk)
     return render(request, "researcher/project_form.html", {
         "form": form, "project": project, "check_rows": form.check_rows(), "has_tasks": sel.project_has_tasks(project),
-        "new_checks": form.new_questions() or [NewCheck("")],
+        "new_checks": form.new_questions() or [NewCheck("")], "has_margins": project_has_margins(project.pk),
+        "unscored_note": UNSCORED_NOTE,
     })
+
+
+UNSCORED_NOTE = ("No score job has scored this project's tasks yet: until one runs, 'Reward model least sure first' "
+                 "hands tasks out oldest first. Start a score job for this project on the Jobs page.")
 
 
 @role_required(RESEARCHER)
 def project_detail(request, pk: int):
     project = sel.project_or_404(pk)
     return render(request, "researcher/project_detail.html", {
-        "project": project, "counts": sel.project_counts(project), "progress": project_progress(project),
+        "project": project, "queue_source_label": source_label(project.queue_source) if project.queue_source else "", "counts": sel.project_counts(project), "progress": project_progress(project),
         "checks": sel.project_checks(project), "imports": recent_import_jobs(project, 5),
         "team": team_of(project), "team_choices": team_choices(),
     })

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db import transaction
 from django.utils import timezone
 
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import completion_count, completions_to_score
+from labeling_app.services.uncertainty import task_margins_update
 from rlhf_worker.jobs.common import check_projects, model_version
 from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import CompletionScore, ModelVersion, TrainingJob
@@ -72,11 +74,16 @@ def run(job: TrainingJob, ctx) -> None:
         scores = scorer.score([reward_prompt_text(c["prompt"]) for c in chunk], [c["text"] for c in chunk],
                               batch_size=cfg.batch_size)
         now = timezone.now()
-        CompletionScore.objects.bulk_create(
-            [CompletionScore(completion_id=c["completion_id"], model_version=version, score=float(s), job=job, scored_at=now)
-             for c, s in zip(chunk, scores.tolist())],
-            update_conflicts=True, unique_fields=["completion", "model_version"], update_fields=["score", "job", "scored_at"],
-        )
+        with transaction.atomic():
+            CompletionScore.objects.bulk_create(
+                [CompletionScore(completion_id=c["completion_id"], model_version=version, score=float(s), job=job,
+                                 scored_at=now)
+                 for c, s in zip(chunk, scores.tolist())],
+                update_conflicts=True, unique_fields=["completion", "model_version"],
+                update_fields=["score", "job", "scored_at"],
+            )
+            # The queue order "uncertainty" reads each task's margin between its two best scores.
+            task_margins_update(completion_ids=[c["completion_id"] for c in chunk])
         done += len(chunk)
         score_sum += float(scores.sum())
         ctx.report(done, total, {"score/mean": score_sum / done})

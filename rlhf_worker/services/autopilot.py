@@ -7,7 +7,8 @@ steps run one after another, each a job started through the one start service (`
 1. reward: the project's rankings, continuing from the newest reward model trained on the project (if any);
 2. score: the project's completions scored by that new reward model;
 3. PPO (when `include_ppo`): the promoted policy against the promoted reward model;
-4. generate: new ranking tasks from the promoted policy (they are the project's newest tasks).
+4. generate: new ranking tasks from the promoted policy (they are the project's newest tasks; turning the autopilot on
+   moves a project on the default queue order, oldest first, to newest first, so they are labeled first).
 
 A step starts when the previous one's job ends: at once from the job runner (`pipeline_job_ended`, called where
 the runner records a job's end), and in any case on the scheduler's next tick (which also covers jobs marked lost
@@ -27,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import ServiceError
+from labeling_app.models import QueueOrder
 from labeling_app.selectors.training_data import human_ranking_counts
 from rlhf_worker.broker import BrokerUnavailable
 from rlhf_worker.models import Autopilot, ModelVersion, PipelineRun, PipelineStep, TrainingJob
@@ -67,6 +69,11 @@ def autopilot_configure(*, project, every_n_rankings: int, include_ppo: bool, au
         if autopilot is None:
             counted = human_ranking_counts(project_ids=[project.pk])[project.pk]
             autopilot = Autopilot(project=project, rankings_at_last_cycle=counted, created_by=user)
+            # Each cycle's generated tasks go to the front of the queue: a project still on the default order
+            # (oldest first) hands out newest first from now on. A researcher's own choice of order is kept.
+            if project.queue_order == QueueOrder.OLDEST:
+                project.queue_order = QueueOrder.NEWEST
+                project.save(update_fields=["queue_order"])
         autopilot.every_n_rankings, autopilot.include_ppo, autopilot.auto_promote = every_n_rankings, include_ppo, auto_promote
         autopilot.presets = {**(autopilot.presets or {}), **chosen}
         autopilot.save()

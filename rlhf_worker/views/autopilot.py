@@ -74,7 +74,7 @@ def autopilot_project(request, pk: int):
     form = _form(autopilot, request.POST)
     if form.is_valid():
         try:
-            created = autopilot is None
+            created, order_before = autopilot is None, project.queue_order
             autopilot = autopilot_configure(
                 project=project, every_n_rankings=form.cleaned_data["every_n_rankings"],
                 include_ppo=form.cleaned_data["include_ppo"], auto_promote=form.cleaned_data["auto_promote"],
@@ -84,6 +84,9 @@ def autopilot_project(request, pk: int):
         else:
             messages.success(request, f"Autopilot {'turned on' if created else 'saved'}: a cycle starts after every "
                                       f"{autopilot.every_n_rankings} new ranking{'s' if autopilot.every_n_rankings != 1 else ''}.")
+            if project.queue_order != order_before:
+                messages.info(request, f"The project's queue order is now “{project.get_queue_order_display()}”, so each "
+                                       "cycle's new tasks are labeled first (change it on the project's settings page).")
             return redirect("jobs:autopilot_project", pk=project.pk)
     return _render(request, project, autopilot, form, status=400)
 

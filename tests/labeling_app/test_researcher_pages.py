@@ -114,3 +114,29 @@ def test_edit_with_a_bad_check_saves_nothing_and_shows_the_error_beside_it(rc, d
     row = row[:row.index("</tr>")]
     assert "the question is empty" in row and 'aria-invalid="true"' in row  # beside the check it is about
     assert 'value="Renamed"' in page and 'value="Mentions a competitor"' in page  # what was typed is kept
+
+
+def test_queue_order_on_the_settings_page(rc, demo_project):
+    """The order and the source are saved from the settings page; a bad combination says what to fix."""
+    url = f"/projects/{demo_project.pk}/edit/"
+    data = {"name": demo_project.name, "instructions": "", "completions_per_task": 4, "overlap": 2, "lease_minutes": 30}
+    page = rc.get(url).content.decode()
+    assert 'name="queue_order"' in page and ">imported (no model name)</option>" in page
+    assert "until one runs" in page  # no score job yet
+
+    page = rc.post(url, {**data, "queue_order": "source_first", "queue_source": ""}).content.decode()
+    assert "needs a source" in page
+    assert Project.objects.get(pk=demo_project.pk).queue_order == "oldest"
+    page = rc.post(url, {**data, "queue_order": "source_first", "queue_source": "imported:nobody"}).content.decode()
+    assert "Select a valid choice" in page
+
+    assert rc.post(url, {**data, "queue_order": "source_first", "queue_source": "imported:"}).status_code == 302
+    saved = Project.objects.get(pk=demo_project.pk)
+    assert (saved.queue_order, saved.queue_source) == ("source_first", "imported:")
+    assert "Chosen source first: imported (no model name)" in rc.get(f"/projects/{demo_project.pk}/").content.decode()
+
+    response = rc.post(url, {**data, "queue_order": "uncertainty"}, follow=True)
+    assert "hands tasks out oldest first" in response.content.decode()  # the warning after saving
+    assert Project.objects.get(pk=demo_project.pk).queue_order == "uncertainty"
+    assert rc.post(url, data).status_code == 302  # a post without the order keeps it
+    assert Project.objects.get(pk=demo_project.pk).queue_order == "uncertainty"

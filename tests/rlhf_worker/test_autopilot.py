@@ -285,3 +285,16 @@ def test_pipeline_advance_does_nothing_while_the_job_runs(project, labelers, adm
     assert steps(run) == [("reward", "running")]
     with pytest.raises(ServiceError, match="still running"):
         pipeline_start(autopilot=autopilot, force=True)
+
+
+def test_turning_the_autopilot_on_puts_new_tasks_first_unless_the_researcher_chose_an_order(project, admin_user):
+    from labeling_app.models import Project, QueueOrder
+
+    autopilot_configure(project=project, every_n_rankings=3, include_ppo=False, auto_promote=False, user=admin_user)
+    assert Project.objects.get(pk=project.pk).queue_order == QueueOrder.NEWEST
+
+    Autopilot.objects.filter(project=project).delete()
+    Project.objects.filter(pk=project.pk).update(queue_order=QueueOrder.UNCERTAINTY)
+    project.refresh_from_db()
+    autopilot_configure(project=project, every_n_rankings=5, include_ppo=False, auto_promote=False, user=admin_user)
+    assert Project.objects.get(pk=project.pk).queue_order == QueueOrder.UNCERTAINTY

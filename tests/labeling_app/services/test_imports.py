@@ -57,6 +57,8 @@ def test_completions_make_ranking_tasks_at_once(k4, tmp_path):
     q2 = RankingTask.objects.get(prompt__text="Q2")
     assert [tc.completion.model_name for tc in q2.task_completions.order_by("position")] == ["m1", "m2", "", ""]
     assert Completion.objects.filter(source="imported").count() == 8
+    # The trigger on the bulk TaskCompletion insert names each task's sources (for the queue order "source first").
+    assert (task.source_key, q2.source_key) == ("imported:m-default", "imported: + imported:m1 + imported:m2")
 
 
 def test_completions_from_chosen_rejected_shape(k2, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from labeling_app.models import Annotation, Assignment, Completion, Prompt, RankingTask, Rating
+from labeling_app.models import Annotation, Assignment, Completion, Project, Prompt, QueueOrder, RankingTask, Rating
 from labeling_app.selectors import labeling as sel
 from labeling_app.services.annotations import annotation_skip, annotation_submit
 from labeling_app.services.leases import task_assign_next
@@ -18,15 +18,27 @@ from tests.conftest import make_user
 from tests.labeling_app.labeling_helpers import valid_ratings
 
 
-def build_project(researcher, *, tasks: int, overlap: int):
+def build_project(researcher, *, tasks: int, overlap: int, order: str = QueueOrder.OLDEST):
+    """`tasks` tasks, every other one from "new-policy", with reward margins on two of every three, handed
+    out in queue order `order` (source_first puts "new-policy" first)."""
     project = project_create(name=f"concurrency-{tasks}-{overlap}", user=researcher, completions_per_task=2,
                              overlap=overlap, checks=[("toxic", "Toxic?")])
     for i in range(tasks):
         prompt = Prompt.objects.create(project=project, text=f"race {i}?")
-        task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported") for j in range(2)
+        task = task_create(project=project, prompt=prompt, completions=[
+            Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported",
+                                      model_name="new-policy" if i % 2 else "old-model") for j in range(2)
         ])
+        if i % 3:
+            RankingTask.objects.filter(pk=task.pk).update(uncertainty_margin=(i * 7919 % 13) / 13)
+    Project.objects.filter(pk=project.pk).update(
+        queue_order=order, queue_source="imported:new-policy" if order == QueueOrder.SOURCE_FIRST else "")
+    project.refresh_from_db()
     return project
+
+
+# The lease and overlap guarantees hold whichever order the queue hands tasks out in.
+every_order = pytest.mark.parametrize("order", QueueOrder.values)
 
 
 def run_in_threads(fn, users):
@@ -50,10 +62,11 @@ def run_in_threads(fn, users):
     assert not errors, errors
 
 
+@every_order
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_first_requests_respect_the_overlap(researcher):
+def test_simultaneous_first_requests_respect_the_overlap(researcher, order):
     """16 labelers, 5 tasks with overlap 2: exactly 10 leases, each task held twice, nobody twice on one."""
-    project = build_project(researcher, tasks=5, overlap=2)
+    project = build_project(researcher, tasks=5, overlap=2, order=order)
     users = [make_user(f"burst{i}", "labeler") for i in range(16)]
     got: dict[str, int | None] = {}
 
@@ -67,10 +80,11 @@ def test_simultaneous_first_requests_respect_the_overlap(researcher):
     assert Assignment.objects.filter(task__project=project).count() == 10
 
 
+@every_order
 @pytest.mark.django_db(transaction=True)
-def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher):
+def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher, order):
     """12 labelers loop next → submit (some skip) until the queue is empty, all at once."""
-    project = build_project(researcher, tasks=20, overlap=3)
+    project = build_project(researcher, tasks=20, overlap=3, order=order)
     users = [make_user(f"worker{i}", "labeler") for i in range(12)]
     handed: dict[str, list[int]] = {u.username: [] for u in users}
 
@@ -99,10 +113,11 @@ def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher
     assert not Assignment.objects.filter(task__project=project).exists()
 
 
+@every_order
 @pytest.mark.django_db(transaction=True)
-def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher):
+def test_one_labeler_asking_twice_at_once_holds_one_lease(researcher, order):
     """A double click on "Start labeling" (two requests of one labeler at the same moment) leases one task."""
-    project = build_project(researcher, tasks=4, overlap=1)
+    project = build_project(researcher, tasks=4, overlap=1, order=order)
     user = make_user("doubleclick", "labeler")
     got = []
     run_in_threads(lambda u: got.append(task_assign_next(project=project, labeler=u).task_id), [user, user, user])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from config.errors import ServiceError
-from labeling_app.models import Completion
+from labeling_app.models import Completion, RankingTask
 from rlhf_worker.models import CompletionScore, ModelVersion
 from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.training.reward_model import RewardModel, RewardScorer, tiny_backbone
@@ -30,6 +30,13 @@ def test_score_job_scores_every_completion_once_per_version(labeled_project, tra
         [c.prompt.text for c in completions], [c.text for c in completions])
     assert [rows[c.pk].score for c in completions] == pytest.approx(expected.tolist(), abs=1e-5)
     assert rows[completions[0].pk].job_id == job.pk
+    # Each task's uncertainty margin (for the queue order "uncertainty") is the gap between its two best scores.
+    by_completion = dict(zip((c.pk for c in completions), expected.tolist()))
+    tasks = RankingTask.objects.filter(project=labeled_project).prefetch_related("task_completions")
+    assert len(tasks) == 12
+    for task in tasks:
+        top, second = sorted((by_completion[tc.completion_id] for tc in task.task_completions.all()), reverse=True)[:2]
+        assert task.uncertainty_margin == pytest.approx(top - second, abs=1e-5)
 
 
 def test_score_job_config_errors(plain_project):
