@@ -43,6 +43,14 @@ def version_name(job, requested: str, default_prefix: str) -> str:
     return requested or f"{default_prefix} (job #{job.pk})"
 
 
+def training_processes(cfg: Any) -> int:
+    """How many processes the job trains in: its num_processes, else the worker's TRAINING_NUM_PROCESSES, else one
+    per GPU this worker sees (1 without a GPU)."""
+    from rlhf_worker.training.distributed import resolve_num_processes
+
+    return resolve_num_processes(cfg.num_processes, settings.TRAINING_NUM_PROCESSES)
+
+
 def run_training(kind: str, cfg: Any, args: dict[str, Any], ctx) -> Any:
     """Train `kind` with the training config `cfg` in as many processes as the job's num_processes (0: the worker's
     TRAINING_NUM_PROCESSES, else one per visible GPU) asks; progress and cancel go through `ctx` as in one process.
@@ -51,9 +59,8 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], ctx) -> Any:
     through a file this process reads: only this process writes to the database.
     """
     from rlhf_worker.training import launch
-    from rlhf_worker.training.distributed import resolve_num_processes
 
-    processes = resolve_num_processes(cfg.num_processes, settings.TRAINING_NUM_PROCESSES)
+    processes = training_processes(cfg)
     if processes > 1:
         ctx.log(f"training in {processes} processes, each on 1/{processes} of every batch")
     return launch.run_training(kind, cfg, args, num_processes=processes, run_dir=ctx.out_dir / "processes",

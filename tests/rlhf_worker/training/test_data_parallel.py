@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from rlhf_worker.training.launch import run_training
 from rlhf_worker.training.policy_models import save_policy, tiny_policy
 from rlhf_worker.training.reward import RewardConfig
-from rlhf_worker.training.reward_model import RewardScorer, save_tiny_backbone
+from rlhf_worker.training.ppo import PPOConfig
+from rlhf_worker.training.reward_model import RewardScorer, load_for_training, save_tiny_backbone
 from rlhf_worker.training.sft import SFTConfig
 from rlhf_worker.training.synthetic import synthetic_rankings
 
@@ -37,7 +38,7 @@ def one_and_two_processes(kind, cfg, args_for, tmp_path):
     for n in (1, 2):
         history = []
         result = run_training(kind, cfg, args_for(tmp_path / f"out{n}"), num_processes=n, run_dir=tmp_path / f"run{n}",
-                              on_progress=lambda step, total, metrics, samples: history.append((step, total, metrics, samples)))
+                              on_progress=lambda step, total, metrics, samples, history=history: history.append((step, total, metrics, samples)))
         runs[n] = (history, result)
     return runs
 
@@ -92,3 +93,31 @@ def test_sft_in_two_processes_equals_one(tmp_path):
     assert w1.keys() == w2.keys()
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], atol=1e-5, rtol=0, msg=key)
+
+
+def test_ppo_in_two_processes_equals_one(tmp_path):
+    """Each rank samples only its rows (r, r+2, ...) with the whole batch's uniforms, so the gathered rollout is
+    the one-process rollout; advantages are whitened over both ranks' rows and minibatch gradients summed."""
+    model, tokenizer = tiny_policy(seed=0)
+    base = save_policy(model, tokenizer, str(tmp_path / "base"))
+    backbone = save_tiny_backbone(tmp_path / "tiny-bert", "bert", seed=0)
+    reward_model, reward_tokenizer = load_for_training(backbone)
+    reward_dir = reward_model.save_pretrained(tmp_path / "reward", tokenizer=reward_tokenizer, extra={"max_length": 64})
+    prompts = ["hi", "hello there", "abc", "a longer prompt here", "xyz", "ok"]
+    # batch 6 = 3 rows per rank; minibatches of 3 split unevenly (0-3 rows) between the ranks; 2 trained layers
+    # on a frozen bottom (TrunkSplit) and whitened advantages
+    cfg = PPOConfig(total_episodes=18, batch_size=6, mini_batch_size=3, ppo_epochs=2, learning_rate=1e-3,
+                    value_learning_rate=1e-3, max_new_tokens=6, temperature=1.0, trainable_layers=1, seed=3)
+    runs = one_and_two_processes("ppo", cfg, lambda out: {
+        "prompts": prompts, "out_dir": str(out), "base_path": base, "device": "cpu", "reward_model_path": reward_dir,
+    }, tmp_path)
+    (one, r1), (two, r2) = runs[1], runs[2]
+    assert r1.steps == r2.steps == 3
+    assert_same_metrics(one, two, ("objective/scores", "objective/kl", "objective/entropy", "response/length",
+                                   "loss/policy", "loss/value", "policy/approxkl", "policy/clipfrac"), atol=1e-5)
+    assert any(h[2]["loss/policy"] != 0 for h in one)
+    for name in ("model.safetensors", "value_head.safetensors"):
+        w1, w2 = load_file(f"{r1.path}/{name}"), load_file(f"{r2.path}/{name}")
+        assert w1.keys() == w2.keys()
+        for key in w1:
+            torch.testing.assert_close(w2[key], w1[key], atol=1e-5, rtol=0, msg=key)
