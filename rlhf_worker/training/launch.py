@@ -155,7 +155,7 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
                 if stop_asked_at is not None and time.monotonic() - stop_asked_at > stop_grace_s:
                     if log is not None:
                         log(f"the training processes did not stop within {stop_grace_s:.0f} s: terminating them")
-                    terminate(launcher, run_dir)
+                    terminate(launcher, run_dir, grace_s=min(30.0, stop_grace_s))
                     break
                 time.sleep(poll_s)
         except BaseException:  # the parent itself is going down (an error in on_progress, a signal): take the ranks along
@@ -187,7 +187,8 @@ def rank_pids(run_dir: str | os.PathLike) -> list[int]:
 
 
 def terminate(launcher: subprocess.Popen, run_dir: str | os.PathLike, grace_s: float = 30.0) -> None:
-    """SIGTERM to torchrun (it passes it on to every rank), then SIGKILL to it and to every rank still there."""
+    """SIGTERM to torchrun (it passes it on to every rank), then, after `grace_s`, SIGKILL to it and to every rank
+    still there (a rank stuck in a collective ignores SIGTERM until it returns)."""
     if launcher.poll() is None:
         launcher.send_signal(signal.SIGTERM)
         try:
