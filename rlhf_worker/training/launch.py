@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,9 +171,15 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
         if stop_asked_at is not None and not result_path.is_file():
             raise TrainingProcessesFailed(f"the training processes were stopped by force after a cancel (exit code "
                                           f"{launcher.returncode}); output:\n{tail}")
-        raise TrainingProcessesFailed(f"training in {num_processes} processes failed (exit code {launcher.returncode}); "
-                                      f"the end of their output:\n{tail}")
+        raise TrainingProcessesFailed(f"training in {num_processes} processes failed: {_rank_error(tail)} (exit code "
+                                      f"{launcher.returncode}); the end of their output:\n{tail}")
     return _result_class(kind)(**json.loads(result_path.read_text()))
+
+
+def _rank_error(output: str) -> str:
+    """The first exception a rank printed ("[rank1]: ValueError: ..."), without the rank prefix; else a pointer."""
+    found = re.search(r"^\[rank\d+\]: ((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$", output, re.M)
+    return found[1] if found else f"see {OUTPUT_LOG} in the run folder"
 
 
 def rank_pids(run_dir: str | os.PathLike) -> list[int]:
