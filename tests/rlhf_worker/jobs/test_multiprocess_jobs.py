@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
+from labeling_app.models import Demonstration, Prompt
 from rlhf_worker.models import JobMetric, ModelVersion
 from rlhf_worker.services.jobs import job_cancel, job_start
 from rlhf_worker.training.launch import rank_pids
+from rlhf_worker.training.policy_models import load_policy
 from rlhf_worker.training.reward import find_checkpoint
+from rlhf_worker.training.reward_model import load_for_training
 from tests.rlhf_worker.helpers import finished, wait_for
+from tests.rlhf_worker.jobs.test_policy_jobs import project, tiny_version  # noqa: F401 (fixtures)
 from tests.rlhf_worker.jobs.test_reward_job import job_config
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -68,3 +73,33 @@ def test_two_process_reward_job_succeeds_and_registers_the_model(labeled_project
     assert Path(version.path, "model.safetensors").is_file()
     for key in ("train/loss", "eval/loss", "eval/accuracy"):
         assert key in version.metrics and JobMetric.objects.filter(job=job, key=key).exists(), key
+
+
+def test_two_process_sft_and_ppo_jobs_register_versions(project, tiny_version, backbone_dir, training_queue, admin_user):
+    for prompt in Prompt.objects.filter(project=project):
+        Demonstration.objects.create(prompt=prompt, text="aaaa")
+    sft = job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk, "epochs": 2,
+                                         "learning_rate": 5e-3, "batch_size": 3, "eval_fraction": 0.0, "warmup_steps": 0,
+                                         "num_processes": 2}, user=admin_user)
+    sft = wait_for(sft, finished, timeout=240)
+    assert sft.status == "succeeded", sft.error
+    assert "training in 2 processes" in sft.log
+    assert JobMetric.objects.filter(job=sft, key="train/loss").count() == sft.total_steps == 2
+    assert load_policy(sft.result_version.path, "cpu")
+
+    model, tokenizer = load_for_training(backbone_dir)  # every rank loads the reward model from its folder
+    reward_path = model.save_pretrained(Path(settings.MODEL_STORE) / "tiny-reward", tokenizer=tokenizer,
+                                        extra={"max_length": 64})
+    reward = ModelVersion.objects.create(kind="reward", name="tiny reward", path=str(reward_path))
+    ppo = job_start(kind="ppo", config={"project_ids": [project.pk], "base_version_id": sft.result_version.pk,
+                                         "reward_version_id": reward.pk, "total_episodes": 8, "batch_size": 4,
+                                         "mini_batch_size": 2, "max_new_tokens": 6, "learning_rate": 1e-3,
+                                         "num_processes": 2}, user=admin_user)
+    ppo = wait_for(ppo, finished, timeout=240)
+    assert ppo.status == "succeeded", ppo.error
+    assert "training in 2 processes" in ppo.log
+    version = ppo.result_version
+    assert version.parent_id == sft.result_version.pk and version.reward_model_id == reward.pk
+    assert JobMetric.objects.filter(job=ppo, key="objective/scores").count() == 2
+    assert ppo.samples and {"prompt", "response", "score"} <= set(ppo.samples[0])  # rank 0's samples reach the row
+    assert load_policy(version.path, "cpu")
