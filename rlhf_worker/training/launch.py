@@ -232,13 +232,20 @@ class _EventReader:
 
 
 def _parent_alive(pid: int) -> bool:
+    """Whether the process that started the run still runs (a killed one that is not reaped yet is a zombie)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: ask the kernel (a zombie then still counts as alive)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 def rank_main(run_dir: str | os.PathLike) -> None:
