@@ -128,6 +128,7 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
     """
     if num_processes <= 1:
         return call_trainer(kind, cfg, args, on_progress=on_progress, should_stop=should_stop)
+    _check_gpus(num_processes, getattr(cfg, "device", None) or args.get("device") or "auto")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in (EVENTS_FILE, RESULT_FILE, STOP_FILE):
@@ -174,6 +175,18 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
         raise TrainingProcessesFailed(f"training in {num_processes} processes failed: {_rank_error(tail)} (exit code "
                                       f"{launcher.returncode}); the end of their output:\n{tail}")
     return _result_class(kind)(**json.loads(result_path.read_text()))
+
+
+def _check_gpus(num_processes: int, device: str) -> None:
+    """Each rank takes its own GPU: refuse more ranks than visible GPUs (a CPU run may have any number)."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return
+    visible = torch.cuda.device_count()
+    if num_processes > visible:
+        raise ValueError(f"num_processes: {num_processes} processes need {num_processes} GPUs, but this worker sees "
+                         f"{visible} (CUDA_VISIBLE_DEVICES): use at most {visible}, or 0 for one per GPU")
 
 
 def _rank_error(output: str) -> str:
