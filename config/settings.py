@@ -226,6 +226,12 @@ JOB_DB_RETRY_SECONDS = float(os.environ.get("JOB_DB_RETRY_SECONDS", "60"))
 # before the sweep checks that the broker still holds its message.
 JOB_SWEEP_SECONDS = float(os.environ.get("JOB_SWEEP_SECONDS", "5"))
 JOB_REQUEUE_AFTER_SECONDS = float(os.environ.get("JOB_REQUEUE_AFTER_SECONDS", "30"))
+# How many processes a reward, SFT or PPO job whose num_processes is 0 (automatic) trains in: 0 = one per GPU this
+# worker sees (CUDA_VISIBLE_DEVICES limits them), 1 on a CPU-only worker. Several run under torchrun, one per GPU.
+TRAINING_NUM_PROCESSES = int(os.environ.get("TRAINING_NUM_PROCESSES", "0"))
+# After a cancel, the training processes of a multi-process job get this long to stop (and checkpoint) on their own
+# before they are terminated.
+TRAINING_STOP_GRACE_SECONDS = float(os.environ.get("TRAINING_STOP_GRACE_SECONDS", "120"))
 # How often a job's page refreshes while the job runs.
 JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "2"))
 

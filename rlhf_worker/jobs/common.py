@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from django.conf import settings
+
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import missing_project_ids
 from rlhf_worker.models import ModelVersion
@@ -39,3 +41,28 @@ def subconfig(cls: type, cfg: Any, **overrides: Any):
 def version_name(job, requested: str, default_prefix: str) -> str:
     """The name a new version gets: the one asked for, else e.g. "SFT (job #12)"."""
     return requested or f"{default_prefix} (job #{job.pk})"
+
+
+def training_processes(cfg: Any) -> int:
+    """How many processes the job trains in: its num_processes, else the worker's TRAINING_NUM_PROCESSES, else one
+    per GPU this worker sees (1 without a GPU)."""
+    from rlhf_worker.training.distributed import resolve_num_processes
+
+    return resolve_num_processes(cfg.num_processes, settings.TRAINING_NUM_PROCESSES)
+
+
+def run_training(kind: str, cfg: Any, args: dict[str, Any], ctx) -> Any:
+    """Train `kind` with the training config `cfg` in as many processes as the job's num_processes (0: the worker's
+    TRAINING_NUM_PROCESSES, else one per visible GPU) asks; progress and cancel go through `ctx` as in one process.
+
+    One process runs in this one (as always); several run under torchrun (training/launch.py), whose rank 0 reports
+    through a file this process reads: only this process writes to the database.
+    """
+    from rlhf_worker.training import launch
+
+    processes = training_processes(cfg)
+    if processes > 1:
+        ctx.log(f"training in {processes} processes, each on 1/{processes} of every batch")
+    return launch.run_training(kind, cfg, args, num_processes=processes, run_dir=ctx.out_dir / "processes",
+                               on_progress=ctx.report, should_stop=ctx.should_stop, log=ctx.log,
+                               stop_grace_s=settings.TRAINING_STOP_GRACE_SECONDS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rlhf_worker.jobs.common import subconfig, version_name
+from rlhf_worker.jobs.common import run_training, subconfig, training_processes, version_name
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
     check_policy,
@@ -66,16 +66,22 @@ def run(job, ctx) -> ModelVersion | None:
     prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
-    reward_fn = load_reward_fn(reward, cfg.device)
     # the policy sees each prompt's chat messages; the reward model reads them as it did in training
     inputs = [p["prompt"] for p in prompts]
     reward_texts = [reward_prompt_text(p["prompt"]) for p in prompts]
 
     ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
-    result = ppo.train(
-        subconfig(PPOConfig, cfg), inputs, reward_fn, out_dir=str(ctx.out_dir / "policy"), base_path=base.path,
-        on_progress=ctx.report, should_stop=ctx.should_stop, device=cfg.device, reward_prompts=reward_texts,
-    )
+    if training_processes(cfg) > 1:  # each rank loads the reward model from its folder
+        result = run_training("ppo", subconfig(PPOConfig, cfg), {
+            "prompts": inputs, "reward_model_path": reward.path, "out_dir": str(ctx.out_dir / "policy"),
+            "base_path": base.path, "device": cfg.device, "reward_prompts": reward_texts,
+        }, ctx)
+    else:
+        result = ppo.train(
+            subconfig(PPOConfig, cfg), inputs, load_reward_fn(reward, cfg.device), out_dir=str(ctx.out_dir / "policy"),
+            base_path=base.path, on_progress=ctx.report, should_stop=ctx.should_stop, device=cfg.device,
+            reward_prompts=reward_texts,
+        )
     if result.stopped or result.path is None:
         return None
     rise = mean_score_rise(result.history)

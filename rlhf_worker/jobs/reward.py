@@ -9,11 +9,11 @@ from typing import Iterable
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import demonstrations_for_training, has_rankings, rankings_for_training
-from rlhf_worker.jobs.common import check_projects, model_version, subconfig
+from rlhf_worker.jobs.common import check_projects, model_version, run_training, subconfig
 from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
 from rlhf_worker.training.config_base import config_to_dict
-from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint, train
+from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint
 from rlhf_worker.training.reward_model import reward_prompt_text
 
 DATA_SNAPSHOT_FILE = "data_snapshot.json"
@@ -119,8 +119,9 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     ctx.log(f"{len(rankings)} rankings from {len(set(r.labeler for r in rankings))} labelers; "
             f"{'resuming job ' + str(cfg.resume_job_id) if resume_from else 'starting'} from "
             f"{'version ' + str(base.pk) if base else (cfg.backbone or 'all-MiniLM-L6-v2')}")
-    result = train(training_cfg, rankings, out_dir=ctx.out_dir, on_progress=ctx.report, should_stop=ctx.should_stop,
-                   resume_from=resume_from, reference_completions=references)
+    result = run_training("reward", training_cfg, {
+        "rankings": rankings, "out_dir": ctx.out_dir, "resume_from": resume_from, "reference_completions": references,
+    }, ctx)
     if result.stopped:
         ctx.log(f"stopped at step {result.step}/{result.total_steps}; checkpoint kept: start a reward job with "
                 f"resume_job_id={job.pk} to continue")

@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import demonstrations_for_training, has_demonstrations
-from rlhf_worker.jobs.common import subconfig, version_name
+from rlhf_worker.jobs.common import run_training, subconfig, version_name
 from rlhf_worker.jobs.policy_common import DataSelection, check_policy, check_selection, resolve_policy, selection_text
 from rlhf_worker.models import ModelVersion
-from rlhf_worker.training import sft
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.sft import SFTConfig
 
@@ -52,11 +51,10 @@ def run(job, ctx) -> ModelVersion | None:
     if not demos:
         raise ValueError("no demonstrations match the selection: write some on the prompts first")
     ctx.log(f"SFT from {base} on {len(demos)} demonstrations")
-    result = sft.train(
-        subconfig(SFTConfig, cfg), [(d["prompt"], d["completion"]) for d in demos],
-        out_dir=str(ctx.out_dir / "policy"), base_path=base.path, on_progress=ctx.report,
-        should_stop=ctx.should_stop, device=cfg.device,
-    )
+    result = run_training("sft", subconfig(SFTConfig, cfg), {
+        "examples": [(d["prompt"], d["completion"]) for d in demos], "out_dir": str(ctx.out_dir / "policy"),
+        "base_path": base.path, "device": cfg.device,
+    }, ctx)
     if result.stopped or result.path is None:
         return None
     ctx.log(f"held-out loss {result.eval_loss_before} -> {result.eval_loss}")

@@ -72,9 +72,13 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def row_uniforms(
-    generator: torch.Generator | Sequence[torch.Generator] | None, rows: int, steps: int, device: torch.device | str
+    generator: torch.Generator | Sequence[torch.Generator] | torch.Tensor | None, rows: int, steps: int,
+    device: torch.device | str,
 ) -> torch.Tensor:
     """[rows, steps] uniforms in [0, 1), one per (row, step), drawn before decoding starts.
+
+    A tensor is taken as those uniforms, drawn by the caller (a rank of a multi-process PPO run draws the whole
+    batch's and keeps its rows, so its rows sample what they would in one process).
 
     With one generator per row, row i's draws come from its own generator only, so its sample does
     not depend on the other rows of the batch. The generators may live on any device (a CPU
@@ -82,6 +86,10 @@ def row_uniforms(
     """
     if generator is None:
         return torch.rand(rows, steps, device=device)
+    if isinstance(generator, torch.Tensor):
+        if tuple(generator.shape) != (rows, steps):
+            raise ValueError(f"got uniforms of shape {tuple(generator.shape)} for {rows} rows x {steps} steps")
+        return generator.to(device)
     if isinstance(generator, torch.Generator):
         return torch.rand(rows, steps, generator=generator, device=generator.device).to(device)
     generators = list(generator)
@@ -158,7 +166,7 @@ def sample_tokens(
     stop_ids: Sequence[int],
     pad_id: int,
     top_k: int = 0,
-    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | torch.Tensor | None = None,
     value_head: torch.nn.Module | None = None,
     compute_entropy: bool = True,
 ) -> SampleOutput:

@@ -25,6 +25,7 @@ from .adapters import AdapterSettings, prepare_for_training, reference_mode, upd
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import resolve_device
+from .distributed import SINGLE, Dist, ProcessSettings
 from .generation import decode_responses, encode_queries, sample_tokens
 from .policy_forward import TrunkSplit, forward_policy, freeze_lower_layers, make_value_head
 from .policy_models import disable_dropout, format_prompt, load_policy, save_trained_policy, stop_token_ids
@@ -36,7 +37,7 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 # Config.
 
 @dataclass(frozen=True)
-class PPOConfig(AdapterSettings):
+class PPOConfig(ProcessSettings, AdapterSettings):
     """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: on the demo project, against a reward
     model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
     (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
@@ -73,6 +74,7 @@ class PPOConfig(AdapterSettings):
 
     def validate(self) -> None:
         self.validate_adapter()
+        self.validate_processes()
         if self.uses_lora and self.lora_dropout:
             raise ConfigError("lora_dropout", "must be 0 for PPO: the policy ratio compares the same function twice")
         positive_ints = ("total_episodes", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens", "kl_horizon")
@@ -112,6 +114,9 @@ class PPOConfig(AdapterSettings):
             raise ConfigError("samples_per_step", "must be 0 or more")
         if self.seed < 0:
             raise ConfigError("seed", "must be 0 or more")
+        if self.num_processes > self.batch_size:
+            raise ConfigError("num_processes", f"must be at most batch_size ({self.batch_size}): each process rolls "
+                                               "out at least one prompt of every batch")
 
     @property
     def num_steps(self) -> int:
@@ -189,9 +194,10 @@ def rollout(
 # ------------------------------------------------------------------------------------------
 # Advantages: per-token rewards with the KL penalty, then GAE (tested against hand-computed values).
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, count: float | None = None) -> torch.Tensor:
+    """Mean of x over the unmasked entries; `count` replaces their number (a rank's shard divides by the global one)."""
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum() / (mask.sum().clamp(min=1) if count is None else max(count, 1.0))
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -201,6 +207,19 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     n = mask.sum().clamp(min=2)
     var = (centred**2).sum() / (n - 1)
     return centred * torch.rsqrt(var + eps) * mask
+
+
+def masked_whiten_across(x: torch.Tensor, mask: torch.Tensor, dist: Dist, eps: float = 1e-8) -> torch.Tensor:
+    """`masked_whiten` over the whole batch when each rank holds some of its rows (mean and variance summed
+    over the ranks)."""
+    if not dist.distributed:
+        return masked_whiten(x, mask, eps)
+    mask = mask.to(x.dtype)
+    total, count = dist.sum([float((x * mask).sum()), float(mask.sum())])
+    centred = (x - total / max(count, 1.0)) * mask
+    (squares,) = dist.sum([float((centred**2).sum())])
+    var = squares / (max(count, 2.0) - 1)
+    return centred * (var + eps) ** -0.5 * mask
 
 
 def compute_rewards(
@@ -274,21 +293,24 @@ def ppo_losses(
     mask: torch.Tensor,
     cliprange: float,
     cliprange_value: float,
+    count: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Clipped surrogate policy loss and clipped value loss (both masked means), plus diagnostics."""
+    """Clipped surrogate policy loss and clipped value loss (both masked means), plus diagnostics.
+
+    count: the minibatch's response tokens over every rank (a rank's shard then gives its part of each mean)."""
     vpredclipped = old_values + torch.clamp(new_values - old_values, -cliprange_value, cliprange_value)
     vf_losses1 = (new_values - returns) ** 2
     vf_losses2 = (vpredclipped - returns) ** 2
-    vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
-    vf_clipfrac = masked_mean((vf_losses2 > vf_losses1).float(), mask)
+    vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask, count)
+    vf_clipfrac = masked_mean((vf_losses2 > vf_losses1).float(), mask, count)
 
     logratio = new_logprobs - old_logprobs
     ratio = torch.exp(logratio)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
-    clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask)
-    approx_kl = 0.5 * masked_mean(logratio**2, mask)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
+    clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask, count)
+    approx_kl = 0.5 * masked_mean(logratio**2, mask, count)
     return {"pg_loss": pg_loss, "vf_loss": vf_loss, "clipfrac": clipfrac, "vf_clipfrac": vf_clipfrac, "approx_kl": approx_kl}
 
 
@@ -307,16 +329,24 @@ def _trim(query_ids, query_mask, response_ids, response_mask, bottom_hidden, *re
 
 def ppo_update(
     model, value_head, optimizer, batch: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
-    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None,
+    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None, dist: Dist = SINGLE,
 ) -> dict[str, float]:
-    """`ppo_epochs` passes of shuffled minibatches; returns the mean of each loss statistic."""
+    """`ppo_epochs` passes of shuffled minibatches; returns the mean of each loss statistic.
+
+    With several ranks, `batch` holds this rank's rows of the global batch (`Dist.shard`): the permutation is of
+    the global rows, each rank takes the minibatch rows it holds, divides by the minibatch's global token count
+    and the ranks add their gradients."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[float]] = {}
-    n = batch.query_ids.shape[0]
+    n = cfg.batch_size if dist.distributed else batch.query_ids.shape[0]
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n, generator=generator).to(batch.query_ids.device)
         for start in range(0, n, cfg.mini_batch_size):
             idx = perm[start:start + cfg.mini_batch_size]
+            if dist.distributed:
+                _distributed_minibatch(model, value_head, optimizer, batch, advantages, returns, cfg, split, dist,
+                                       idx.tolist(), params, stats)
+                continue
             bottom = batch.bottom_hidden[idx] if batch.bottom_hidden is not None else None
             (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
                 batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx], bottom,
@@ -341,13 +371,64 @@ def ppo_update(
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
+def _distributed_minibatch(model, value_head, optimizer, batch: Rollout, advantages, returns, cfg: PPOConfig,
+                           split: TrunkSplit | None, dist: Dist, global_rows: list[int], params, stats) -> None:
+    """One gradient step on a minibatch of global rows, of which this rank holds some (maybe none)."""
+    local = torch.tensor([dist.owner(i)[1] for i in global_rows if dist.owner(i)[0] == dist.rank], dtype=torch.long,
+                         device=batch.query_ids.device)
+    (count,) = dist.sum([float(batch.response_mask[local].sum())])
+    optimizer.zero_grad(set_to_none=True)
+    losses: dict[str, float] = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl"), 0.0)
+    if len(local):
+        bottom = batch.bottom_hidden[local] if batch.bottom_hidden is not None else None
+        (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
+            batch.query_ids[local], batch.query_mask[local], batch.response_ids[local], batch.response_mask[local],
+            bottom, batch.logprobs[local], batch.values[local], advantages[local], returns[local],
+        )
+        with update_mode(model, cfg):
+            new_logprobs, new_values, _ = forward_policy(
+                model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
+                trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+            )
+            parts = ppo_losses(new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns, mb_rmask,
+                               cfg.cliprange, cfg.cliprange_value, count=count)
+            (parts["pg_loss"] + cfg.vf_coef * parts["vf_loss"]).backward()
+        losses = {key: float(value.detach()) for key, value in parts.items()}
+    dist.sum_gradients(params)
+    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    for key, value in zip(losses, dist.sum(list(losses.values()))):
+        stats.setdefault(key, []).append(value)
+
+
 
 # ------------------------------------------------------------------------------------------
 # The training loop.
 
-def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float]) -> dict[str, float]:
+def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float],
+                 dist: Dist = SINGLE) -> dict[str, float]:
     mask = batch.response_mask.float()
     kl_per_response = kl.sum(1)
+    if dist.distributed:  # means over the global batch from the ranks' sums
+        rows, scores, penalised, kl_sum, entropy, tokens, no_stop = dist.sum([
+            len(batch.scores), batch.scores.sum(), batch.penalised_scores.sum(), kl_per_response.sum(),
+            (batch.entropy * mask).sum(), mask.sum(), (~batch.has_stop).sum()])
+        return {
+            "objective/scores": scores / rows,
+            "objective/scores_with_penalty": penalised / rows,
+            "objective/kl": kl_sum / rows,
+            "objective/rlhf_reward": (penalised - kl_coef * kl_sum) / rows,
+            "objective/entropy": entropy / max(tokens, 1.0),
+            "objective/kl_coef": float(kl_coef),
+            "policy/clipfrac": update_stats["clipfrac"],
+            "policy/approxkl": update_stats["approx_kl"],
+            "loss/policy": update_stats["pg_loss"],
+            "loss/value": update_stats["vf_loss"],
+            "val/clipfrac": update_stats["vf_clipfrac"],
+            "response/length": tokens / rows,
+            "response/no_stop_fraction": no_stop / rows,
+            **batch.timings,
+        }
     return {
         "objective/scores": float(batch.scores.mean()),
         "objective/scores_with_penalty": float(batch.penalised_scores.mean()),
@@ -391,6 +472,7 @@ def train(
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,
     reward_prompts: Sequence[str] | None = None,
+    dist: Dist = SINGLE,
 ) -> PPOResult:
     """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
 
@@ -398,6 +480,11 @@ def train(
     The frozen reference policy is a copy of the starting policy; with `adapter="lora"` it is the same
     weights with the adapter switched off (no copy), and the adapters sit in the top `trainable_layers` blocks. `reward_fn` gets
     `reward_prompts[i]` for prompt i (default: the prompt text, or a chat prompt's last message).
+
+    dist: this process's rank in a data-parallel run (`distributed.py`). Every rank draws the same prompts and
+    the same sampling uniforms for the whole batch, then rolls out only its rows (rank r: rows r, r+N, ...), so
+    each row samples what it would in one process; advantages are whitened over the whole batch and each
+    minibatch's gradient is the ranks' sum. Rank 0 reports (its rows are the samples shown) and saves.
     """
     if not prompts:
         raise ValueError("PPO needs at least one prompt")
@@ -424,6 +511,11 @@ def train(
         peft_model = prepare_for_training(model, cfg)  # gradient checkpointing, if asked
     split = TrunkSplit(model, ref_model, cfg.trainable_layers) if cfg.trainable_layers > 0 else None
     value_head = make_value_head(model)
+    dist.broadcast_module(model)
+    dist.broadcast_module(value_head)
+    should_stop = dist.stop_check(should_stop)
+    if not dist.is_main:
+        on_progress = None
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
          {"params": list(value_head.parameters()), "lr": cfg.value_learning_rate}],
@@ -452,16 +544,21 @@ def train(
                 order = torch.randperm(len(texts), generator=generator).tolist()
             idx.append(order.pop())
         t0 = time.perf_counter()
+        sampling = sample_generator
+        if dist.distributed:  # the whole batch's uniforms, as one process draws them; this rank's rows of them
+            uniforms = torch.rand(len(idx), cfg.max_new_tokens, generator=sample_generator)
+            sampling = uniforms[dist.rank::dist.world_size]
+            idx = dist.shard(idx)
         batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
-                        reward_fn, cfg, sample_generator, split, peft_model)
+                        reward_fn, cfg, sampling, split, peft_model)
         with torch.no_grad():
             rewards, kl = compute_rewards(batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
-                advantages = masked_whiten(advantages, batch.response_mask.float())
+                advantages = masked_whiten_across(advantages, batch.response_mask.float(), dist)
         t1 = time.perf_counter()
-        update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator, split)
-        metrics = step_metrics(batch, kl, kl_ctl.value, update_stats)
+        update_stats = ppo_update(model, value_head, optimizer, batch, advantages, returns, cfg, generator, split, dist)
+        metrics = step_metrics(batch, kl, kl_ctl.value, update_stats, dist)
         metrics["time/rollout_s"] = t1 - t0
         metrics["time/update_s"] = time.perf_counter() - t1
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
@@ -476,11 +573,12 @@ def train(
             ]
             on_progress(step, cfg.num_steps, metrics, samples or None)
     path = None
-    if step > 0:
+    if step > 0 and dist.is_main:
         path = save_trained_policy(model, tokenizer, out_dir, peft_model)
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(Path(out_dir) / "value_head.safetensors"))
+    dist.barrier()  # the run ends when the saved policy is on disk
     return PPOResult(
         path=path, steps=step, episodes=step * cfg.batch_size, stopped=stopped,
         metrics=history[-1] if history else {}, history=history,

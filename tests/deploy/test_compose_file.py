@@ -99,6 +99,12 @@ def test_gpu_worker_gets_every_gpu_and_a_torch_build_that_exists():
     gpu = SERVICES["gpu-worker"]
     devices = gpu.spec["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    # ... and trains each job in one process per GPU it sees (0 = automatic), keeping the shared environment
+    assert gpu.environment["TRAINING_NUM_PROCESSES"] == "0"
+    assert gpu.environment["DATABASE_URL"] == SERVICES["worker"].environment["DATABASE_URL"]
+    from rlhf_worker.training.distributed import resolve_num_processes
+
+    assert resolve_num_processes(0, int(gpu.environment["TRAINING_NUM_PROCESSES"])) == max(1, torch_gpus())
     pin = re.search(r"^torch==(\S+)$", (compose.BASE_DIR / "requirements.txt").read_text(), re.M)[1]
     index = gpu.spec["build"]["args"]["TORCH_INDEX"]
     assert index.startswith("https://download.pytorch.org/whl/")
@@ -107,6 +113,12 @@ def test_gpu_worker_gets_every_gpu_and_a_torch_build_that_exists():
                              if not line.lstrip().startswith("#"))
     # torch from that one index: a missing build fails the image build instead of falling back to PyPI.
     assert '--index-url "${TORCH_INDEX}"' in instructions and "--extra-index-url" not in instructions
+
+
+def torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def test_env_example_lists_every_variable_compose_reads():
