@@ -40,6 +40,7 @@ from labeling_app.selectors.imports import (
 )
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange
 from labeling_app.selectors.projects import project_or_404
+from labeling_app.selectors.quality import extra_label_counts
 from labeling_app.services.import_undo import import_job_undo
 from labeling_app.services.imports import MAX_ERRORS, import_job_create, import_job_retry, retention_days
 
@@ -168,7 +169,7 @@ def _export_context(project: Project, form: ExportForm) -> dict:
     if form.is_valid():
         fmt = form.cleaned_data["format"]
         preview = export_preview(fmt, export_filters([project.pk], form.cleaned_data))
-        context.update(preview=preview, fmt=fmt, preview_rows=[
+        context.update(preview=preview, fmt=fmt, extra_labels=extra_label_counts(project), preview_rows=[
             [preview_text(row.get(column)) for column in preview.columns] for row in preview.rows])
     return context
 

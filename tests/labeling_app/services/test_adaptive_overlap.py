@@ -35,11 +35,14 @@ def completion_ids(task) -> list[int]:
 
 
 def label(project, user, best_first: list[int] | None = None, *, rng: random.Random | None = None) -> RankingTask:
-    """`user` takes the next task and submits the ranking `best_first` (completion ids, best first; random with `rng`)."""
+    """`user` takes the next task and submits the ranking `best_first` (completion ids, best first; the task's order
+    when not given, shuffled by `rng` when given)."""
     assignment = task_assign_next(project=project, labeler=user)
     assert assignment is not None, f"{user.username} got no task"
     task = RankingTask.objects.get(pk=assignment.task_id)
-    order = best_first if best_first is not None else rng.sample(completion_ids(task), project.completions_per_task)
+    order = best_first if best_first is not None else completion_ids(task)
+    if rng is not None:
+        order = rng.sample(order, len(order))
     ratings = [{"completion": cid, "likert": 7 - rank, "rank": rank + 1, "checks": {"toxic": False}}
                for rank, cid in enumerate(order)]
     annotation_submit(task=task, labeler=user, ratings=ratings)
@@ -214,3 +217,33 @@ def test_concurrent_labelers_never_exceed_the_maximum_and_every_disagreeing_task
         agreeing, comparable = ranking_pair_agreement(*ranks)
         assert (task.extra_labels == 1) == ((comparable - agreeing) / comparable >= 0.34), (task.pk, ranks)
         assert all(len(set(p)) == 2 for p in combinations([a.labeler_id for a in labels], 2))
+
+
+@pytest.mark.django_db
+def test_statistics_and_exports_say_how_many_tasks_got_extra_labels(researcher, labelers, client):
+    from labeling_app.selectors.exports import export_records, export_schema
+    from labeling_app.selectors.labels import LabelFilters
+    from labeling_app.selectors.quality import agreement_for_project
+
+    project = build(researcher, tasks=3)
+    tasks = list(RankingTask.objects.filter(project=project).order_by("id"))
+    for task, second in zip(tasks, ("reversed", "same", "reversed")):
+        a, b, c = completion_ids(task)
+        label(project, labelers[0], [a, b, c])
+        label(project, labelers[1], [c, b, a] if second == "reversed" else [a, b, c])
+    label(project, labelers[2])  # takes the first extended task ([a, b, c]: two agree now, the maximum is 3 anyway)
+    extra = agreement_for_project(project)["extra_labels"]
+    assert (extra["tasks"], extra["labels"], extra["waiting"], extra["enabled"]) == (2, 2, 1, True)
+
+    filters = LabelFilters(project_ids=[project.pk])
+    pairwise = list(export_records("pairwise", filters))
+    assert {(r["task_id"], r["task_extra_labels"]) for r in pairwise} == {(tasks[0].pk, 1), (tasks[1].pk, 0), (tasks[2].pk, 1)}
+    assert "task_extra_labels" in export_schema("grouped", filters).names
+    assert {r["task_extra_labels"] for r in export_records("grouped", filters) if r["task_id"] == tasks[2].pk} == {1}
+
+    client.force_login(researcher)
+    page = client.get(f"/projects/{project.pk}/quality/").content.decode()
+    row = page[page.index('id="extra-labels"'):]
+    assert "2 <small>(2 extra labels asked, 1 task still waiting; up to 3 labels" in row
+    preview = client.get(f"/projects/{project.pk}/export/").content.decode()
+    assert "2 tasks of this project got extra labels" in preview and "<th>task_extra_labels</th>" in preview
