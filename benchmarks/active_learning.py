@@ -14,8 +14,9 @@ spread that differs per task (some tasks are easy to rank, some hard). Labelers 
 Every `--refit` labels the benchmark fits a cheap reward model (logistic Bradley-Terry on feature
 differences, Newton steps in numpy) on every label in the database, writes its scores as a reward
 ModelVersion's CompletionScore rows (what the adaptive-overlap rule compares a lone label with) and
-each open task's margin (mean |score difference| over its completion pairs) as the uncertainty the
-queue reads, and measures pairwise accuracy against the true reward on held-out tasks' pairs.
+each task's margin (`task_margins`: the mean over its completion pairs of the score difference in
+posterior standard deviations of the fit) as the uncertainty the queue reads, and measures pairwise
+accuracy against the true reward on held-out tasks' pairs.
 
 Strategies (all start at overlap 1, one label per task):
   oldest       the real queue, oldest task first
@@ -23,7 +24,7 @@ Strategies (all start at overlap 1, one label per task):
   uncertainty  smallest margin first
   unc+adaptive both
 It prints, per seed and strategy, the labels submitted when the held-out accuracy first reaches
-`--target`, the median over seeds and the ratio to oldest-first. Target of issue 14: uncertainty-first
+`--target` and stays there for `--stable` refits in a row, the median over seeds and the ratio to oldest-first. Target of issue 14: uncertainty-first
 plus adaptive overlap needs >= 30% fewer labels than oldest-first (ratio <= 0.70).
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/4 \\
@@ -106,16 +107,30 @@ class Labeler:
 
 def fit_bradley_terry(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> np.ndarray:
     """w maximising sum log sigmoid(w . (x_preferred - x_other)) - l2/2 |w|^2 (Newton's method)."""
+    return fit_with_covariance(diffs, l2, steps)[0]
+
+
+def fit_with_covariance(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The Bradley-Terry fit and its Laplace posterior covariance (the inverse Hessian at the optimum)."""
     w = np.zeros(diffs.shape[1])
-    for _ in range(steps):
+    for _ in range(steps + 1):
         p = 1 / (1 + np.exp(-(diffs @ w)))
-        grad = diffs.T @ (1 - p) - l2 * w
         hess = (diffs * (p * (1 - p))[:, None]).T @ diffs + l2 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
-        w += step
+        step = np.linalg.solve(hess, diffs.T @ (1 - p) - l2 * w)
         if np.abs(step).max() < 1e-6:
             break
-    return w
+        w += step
+    return w, np.linalg.inv(hess)
+
+
+def task_margins(pair_diffs: np.ndarray, k: int, w: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Per task (rows of `pair_diffs` grouped by task, k(k-1)/2 each): the mean over its completion pairs of
+    |mu| / sigma, the model's score difference in posterior standard deviations (small = the model may well
+    order the pair wrong: uncertain). A plain |score difference| would pick near-identical completions, whose
+    labels are coin flips; dividing by sigma favours pairs whose order the labels can actually teach."""
+    mu = pair_diffs @ w
+    sigma = np.sqrt(np.einsum("ij,jk,ik->i", pair_diffs, cov, pair_diffs)) + 1e-12
+    return (np.abs(mu) / sigma).reshape(-1, k * (k - 1) // 2).mean(axis=1)
 
 
 def heldout_accuracy(world: World, w: np.ndarray) -> float:
@@ -170,11 +185,13 @@ def hand_out(queue: Queue, labeler, rng: random.Random):
 
     from labeling_app.models import Annotation, Assignment, TaskCompletion
 
-    with connection.cursor() as cur:
+    with connection.cursor() as cur:  # the hand-out's candidates: never labeled by this labeler, room left
         cur.execute("""SELECT t.id, t.submitted_count FROM labeling_app_rankingtask t
                        WHERE t.project_id = %s AND t.submitted_count < t.overlap
                          AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a WHERE a.task_id = t.id AND a.labeler_id = %s)
-                         AND labeling_task_has_room(t.id, now(), NULL)""", [queue.project.pk, labeler.pk])
+                         AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
+                                                  WHERE s.task_id = t.id AND s.expires_at > now()) < t.overlap""",
+                    [queue.project.pk, labeler.pk])
         open_tasks = cur.fetchall()
     if not open_tasks:
         return None
@@ -235,7 +252,8 @@ def label_diffs(features: dict[int, np.ndarray]) -> np.ndarray:
 
 
 def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int) -> None:
-    """The model's scores of every completion as a new reward ModelVersion (newest = what the overlap rule reads)."""
+    """The model's scores of every completion as a new reward ModelVersion (newest = what the overlap rule reads);
+    older versions' scores are deleted, so the table stays one version big."""
     from django.db import connection
 
     from rlhf_worker.models import ModelVersion
@@ -247,10 +265,13 @@ def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int
         cur.execute("""INSERT INTO rlhf_worker_completionscore (completion_id, model_version_id, score, scored_at)
                        SELECT c, %s, s, now() FROM unnest(%s::bigint[], %s::float8[]) AS u(c, s)""",
                     [version.pk, ids, scores])
+        cur.execute("DELETE FROM rlhf_worker_completionscore WHERE model_version_id <> %s", [version.pk])
 
 
 def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: int, target: float, refit: int,
-        max_labels: int, overlap_max: int, threshold: float) -> dict:
+        max_labels: int, overlap_max: int, threshold: float, stable: int = 3) -> dict:
+    """Label until the held-out accuracy is >= `target` at `stable` refits in a row; `labels_needed` is the
+    labels at the first of them (None if `max_labels` or the pool ran out first)."""
     from labeling_app.models import RankingTask
     from labeling_app.services.annotations import annotation_submit
 
@@ -260,7 +281,10 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
     queue = set_queue_order(project, order)
     true_reward = {c: float(x @ world.w_true) for c, x in features.items()}
     rng_np, rng = np.random.default_rng(seed * 1000 + 7), random.Random(seed)
-    labels, accuracy, curve, reached, started = 0, 0.5, [], None, time.perf_counter()
+    labels, accuracy, curve, reached, streak, started = 0, 0.5, [], None, [], time.perf_counter()
+    task_ids = list(task_completions)
+    pair_diffs = np.array([features[a] - features[b] for t in task_ids for i, a in enumerate(task_completions[t])
+                           for b in task_completions[t][i + 1:]])
     exhausted: set[int] = set()
     while labels < max_labels and len(exhausted) < len(labelers):
         who = rng.randrange(len(labelers))
@@ -280,16 +304,15 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
                           ratings=ratings)
         labels += 1
         if labels % refit == 0:
-            w = fit_bradley_terry(label_diffs(features))
+            w, cov = fit_with_covariance(label_diffs(features))
             accuracy = heldout_accuracy(world, w)
             curve.append((labels, accuracy))
-            if accuracy >= target and reached is None:
-                reached = labels
+            streak = streak + [labels] if accuracy >= target else []
+            if len(streak) >= stable:
+                reached = streak[0]
                 break
             write_scores(w, features, labels // refit)
-            write_uncertainty(queue, {t: float(np.mean([abs((features[a] - features[b]) @ w)
-                                                         for i, a in enumerate(cs) for b in cs[i + 1:]]))
-                                      for t, cs in task_completions.items()})
+            write_uncertainty(queue, dict(zip(task_ids, task_margins(pair_diffs, k, w, cov).tolist())))
     extended = RankingTask.objects.filter(project=project, extra_labels__gt=0).count()
     return {"strategy": strategy, "seed": seed, "labels_needed": reached, "labels": labels, "accuracy": accuracy,
             "tasks_extended": extended, "seconds": time.perf_counter() - started, "curve": curve}
@@ -319,16 +342,17 @@ def make_labelers(n: int, careless_share: float, temperature: tuple[float, float
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--tasks", type=int, default=600, help="tasks in the pool")
+    ap.add_argument("--tasks", type=int, default=1000, help="tasks in the pool")
     ap.add_argument("--k", type=int, default=4, help="completions per task")
     ap.add_argument("--dims", type=int, default=8, help="features per completion")
     ap.add_argument("--labelers", type=int, default=20)
     ap.add_argument("--careless", type=float, default=0.1, help="share of labelers who rank at random")
     ap.add_argument("--temperature", type=float, nargs=2, default=(0.05, 0.3), help="labelers' Bradley-Terry temperatures")
     ap.add_argument("--spread", type=float, nargs=2, default=(0.05, 1.0), help="per-task spread of the completions")
-    ap.add_argument("--target", type=float, default=0.95, help="held-out pairwise accuracy to reach")
-    ap.add_argument("--refit", type=int, default=20, help="labels between reward-model fits")
-    ap.add_argument("--max-labels", type=int, default=1500)
+    ap.add_argument("--target", type=float, default=0.97, help="held-out pairwise accuracy to reach")
+    ap.add_argument("--stable", type=int, default=3, help="refits in a row the target must hold")
+    ap.add_argument("--refit", type=int, default=10, help="labels between reward-model fits")
+    ap.add_argument("--max-labels", type=int, default=1200)
     ap.add_argument("--overlap-max", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.34)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -366,7 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
         labelers = make_labelers(args.labelers, args.careless, tuple(args.temperature), rng)
         for strategy in strategies:
             r = run(world, labelers, strategy, seed=seed, k=args.k, target=args.target, refit=args.refit,
-                    max_labels=args.max_labels, overlap_max=args.overlap_max, threshold=args.threshold)
+                    max_labels=args.max_labels, overlap_max=args.overlap_max, threshold=args.threshold,
+                    stable=args.stable)
             results.append(r)
             print(f"seed {seed} {strategy:13s} labels to {args.target:.0%}: {r['labels_needed'] or 'not reached'!s:>12}"
                   f"  (accuracy {r['accuracy']:.3f} after {r['labels']} labels, {r['tasks_extended']} tasks extended, "
