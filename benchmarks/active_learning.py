@@ -33,6 +33,7 @@ plus adaptive overlap needs >= 30% fewer labels than oldest-first (ratio <= 0.70
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -341,7 +342,8 @@ def make_labelers(n: int, careless_share: float, temperature: tuple[float, float
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to spread a long run over runs)")
     ap.add_argument("--tasks", type=int, default=1000, help="tasks in the pool")
     ap.add_argument("--k", type=int, default=4, help="completions per task")
     ap.add_argument("--dims", type=int, default=8, help="features per completion")
@@ -357,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threshold", type=float, default=0.34)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--keep-db", action="store_true", help="reuse the database (already migrated)")
+    ap.add_argument("--json", type=Path, help="also write every run's result here")
     args = ap.parse_args(argv)
     admin_url = os.environ.get("DATABASE_URL")
     if not admin_url:
@@ -383,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     call_command("migrate", verbosity=0)
     results = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         world = make_world(rng, n_tasks=args.tasks, heldout_tasks=300, k=args.k, dims=args.dims,
                            spread=tuple(args.spread))
@@ -414,6 +417,9 @@ def main(argv: list[str] | None = None) -> dict:
     if any(STRATEGIES[s][0] == "uncertainty" for s in strategies):
         print(f"NOTE: {SIMULATED_ORDER_NOTE}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
+                                         "results": results, "summary": summary}, indent=1, default=str))
     return {"results": results, "summary": summary}
 
 
