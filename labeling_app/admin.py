@@ -17,7 +17,7 @@ class TeamMemberInline(admin.TabularInline):
 
 @admin.register(models.Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "completions_per_task", "overlap", "lease_minutes", "team_only", "created_at")
+    list_display = ("name", "completions_per_task", "overlap", "overlap_max", "lease_minutes", "team_only", "created_at")
     search_fields = ("name",)
     inlines = [CheckQuestionInline, TeamMemberInline]
 
@@ -55,7 +55,7 @@ class TaskCompletionInline(admin.TabularInline):
 
 @admin.register(models.RankingTask)
 class RankingTaskAdmin(admin.ModelAdmin):
-    list_display = ("id", "project", "prompt", "overlap", "submitted_count", "created_at")
+    list_display = ("id", "project", "prompt", "overlap", "submitted_count", "extra_labels", "created_at")
     list_select_related = ("project", "prompt")
     show_full_result_count = False
     list_filter = ("project",)
