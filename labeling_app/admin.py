@@ -18,7 +18,7 @@ class TeamMemberInline(admin.TabularInline):
 
 @admin.register(models.Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "completions_per_task", "overlap", "lease_minutes", "team_only", "created_at")
+    list_display = ("name", "completions_per_task", "overlap", "overlap_max", "lease_minutes", "team_only", "created_at")
     search_fields = ("name",)
     inlines = [CheckQuestionInline, TeamMemberInline]
 
@@ -54,7 +54,7 @@ class TaskCompletionInline(admin.TabularInline):
 
 @admin.register(models.RankingTask)
 class RankingTaskAdmin(EstimatedCountAdmin, admin.ModelAdmin):
-    list_display = ("id", "project", "prompt", "overlap", "submitted_count", "created_at")
+    list_display = ("id", "project", "prompt", "overlap", "submitted_count", "extra_labels", "created_at")
     list_select_related = ("project", "prompt")
     list_filter = ("project",)
     raw_id_fields = ("prompt",)

@@ -35,7 +35,8 @@ class ProjectForm(forms.Form):
     """A project's settings; given the project's checks, also per check its question, which answer is a
     problem, its severity and an "asked" box."""
 
-    SETTINGS = ("name", "instructions", "completions_per_task", "overlap", "lease_minutes")
+    SETTINGS = ("name", "instructions", "completions_per_task", "overlap", "lease_minutes", "overlap_max",
+                "disagreement_threshold")
 
     name = forms.CharField(max_length=200)
     instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12, "class": "mono"}),
@@ -45,6 +46,16 @@ class ProjectForm(forms.Form):
     overlap = forms.IntegerField(min_value=1, max_value=20, initial=1, help_text="Labels wanted per task.")
     lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30, label="Lease (minutes)",
                                        help_text="How long a labeler holds a task before it returns to the pool.")
+    # Adaptive overlap. Not required: left empty, the maximum is the overlap (off) and the threshold stays as stored
+    # (the service checks the ranges, so the API and this page give the same messages).
+    overlap_max = forms.IntegerField(
+        required=False, min_value=1, max_value=20, label="Maximum overlap",
+        help_text="A task whose labels disagree gets one more label, up to this many. Empty or equal to the overlap: "
+                  "never more. With overlap 1 the label is compared with the newest reward model's scores, if any.")
+    disagreement_threshold = forms.FloatField(
+        required=False, label="Disagreement threshold",
+        help_text="Share of completion pairs two labels order differently (above 0, at most 1) from which a task "
+                  "gets another label; 0.34 = more than a third of the pairs.")
 
     QUEUE_ORDER_HELP = (
         "Which open task a labeler gets next. Tasks other labelers already started always come first, so they get "
@@ -78,7 +89,11 @@ class ProjectForm(forms.Form):
                 choices=SEVERITY_CHOICES, required=False, initial="serious" if check.serious else "mild")
 
     def settings(self) -> dict:
-        return {k: self.cleaned_data[k] for k in self.SETTINGS}
+        """The service's keyword arguments; an empty threshold is left out (the default, or the stored one)."""
+        data = {k: self.cleaned_data[k] for k in self.SETTINGS}
+        if data["disagreement_threshold"] is None:
+            del data["disagreement_threshold"]
+        return data
 
     def queue_settings(self) -> dict:
         """queue_order and queue_source for project_update; empty on the new-project form (oldest first) and

@@ -54,6 +54,16 @@ class Project(models.Model):
     instructions = models.TextField(blank=True, help_text="Labeling instructions, Markdown.")
     completions_per_task = models.PositiveSmallIntegerField(default=4, help_text="K: completions ranked together (2-9).")
     overlap = models.PositiveSmallIntegerField(default=1, help_text="Labels wanted per task.")
+    # Adaptive overlap: a task whose labels disagree by at least `disagreement_threshold` (the share of completion
+    # pairs two labels order differently) gets one more label, up to `overlap_max`. Empty (rows written by raw SQL)
+    # or equal to `overlap`: off. The rule runs in the database, in the submission's own statement (migration
+    # 0015_adaptive_overlap, labeling_task_extend_if_disagreeing).
+    overlap_max = models.PositiveSmallIntegerField(
+        null=True, blank=True,
+        help_text="Most labels a task may get when its labels disagree; empty or equal to overlap: never more.")
+    disagreement_threshold = models.FloatField(
+        default=0.34, db_default=0.34,
+        help_text="Share of completion pairs two labels order differently (0 to 1) from which a task gets another label.")
     lease_minutes = models.PositiveIntegerField(default=30, help_text="How long a labeler holds a task.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -77,11 +87,24 @@ class Project(models.Model):
         constraints = [
             CheckConstraint(condition=Q(completions_per_task__gte=2, completions_per_task__lte=9), name="project_k_2_to_9"),
             CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
+            CheckConstraint(condition=Q(overlap_max__isnull=True) | Q(overlap_max__gte=F("overlap")),
+                            name="project_overlap_max_at_least_overlap"),
+            CheckConstraint(condition=Q(disagreement_threshold__gt=0, disagreement_threshold__lte=1),
+                            name="project_disagreement_threshold_0_1"),
             CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def max_overlap(self) -> int:
+        """The most labels a task may get: `overlap_max`, or `overlap` when adaptive overlap is off."""
+        return max(self.overlap, self.overlap_max or 0)
+
+    @property
+    def adaptive_overlap(self) -> bool:
+        return self.max_overlap > self.overlap
 
 
 class ProjectTeamMember(models.Model):
@@ -239,6 +262,9 @@ class RankingTask(models.Model):
     overlap = models.PositiveSmallIntegerField(default=1)
     # Kept by a database trigger (see migration 0002): the number of submitted annotations.
     submitted_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    # Adaptive overlap: how many times the task's overlap was raised because its labels disagreed (written by the
+    # database function labeling_task_extend_if_disagreeing, migration 0015_adaptive_overlap).
+    extra_labels = models.PositiveSmallIntegerField(default=0, db_default=0, editable=False)
     import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
                                   help_text="Tasks of imported completions: identity of the completion set and purpose.")
     import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
@@ -282,6 +308,8 @@ class RankingTask(models.Model):
             # Ascending puts null margins (never scored) after every scored task.
             models.Index(fields=["project", "uncertainty_margin", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
                          name="task_open_margin_idx"),
+            # Statistics count the few tasks that got extra labels.
+            models.Index(fields=["project"], condition=Q(extra_labels__gt=0), name="task_extended_idx"),
         ]
 
     def __str__(self) -> str:

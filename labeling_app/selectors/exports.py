@@ -89,7 +89,7 @@ def pairwise_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Ite
                     "rejected": _answer(row, row.completions[j]),
                     "annotation_id": row.annotation_id, "labeler_id": row.labeler_id, "labeler": row.labeler,
                     "chosen_rating": row.ratings[i], "rejected_rating": row.ratings[j],
-                    "prompt_id": row.prompt_id, "task_id": row.task_id,
+                    "prompt_id": row.prompt_id, "task_id": row.task_id, "task_extra_labels": row.task_extra_labels,
                 }
 
 
@@ -103,6 +103,7 @@ def grouped_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iter
             "checks": row.checks, "problems": [flagged_checks(row, pos, meanings) for pos in range(len(row.completions))],
             "annotation_id": row.annotation_id, "labeler_id": row.labeler_id,
             "labeler": row.labeler, "prompt_id": row.prompt_id, "task_id": row.task_id,
+            "task_extra_labels": row.task_extra_labels,
             "submitted_at": row.submitted_at.isoformat() if row.submitted_at else None,
         }
 
@@ -225,6 +226,8 @@ def _check_keys(project_ids: Sequence[int]) -> list[str]:
 def export_schema(fmt: str, filters: LabelFilters) -> pa.Schema:
     """The Arrow schema of format `fmt` for this selection (call it with resolved filters, see `resolve_chat`).
 
+    `task_extra_labels` (pairwise, grouped): how many labels the task got beyond the project's overlap because its
+    labels disagreed (adaptive overlap), so a consumer can weigh or drop contested tasks.
     Prompts and answers are strings, or for chat `[{"role", "content"}]` lists; ids and ratings are int64
     (null for an imported label's labeler_id and ratings); the grouped `checks` is a struct with one
     field per check key of the projects (a label that did not answer a check has null there).
@@ -234,12 +237,13 @@ def export_schema(fmt: str, filters: LabelFilters) -> pa.Schema:
     fields: dict[str, list[tuple[str, pa.DataType]]] = {
         "pairwise": [("prompt", text), ("chosen", text), ("rejected", text), ("annotation_id", _ID), ("labeler_id", _ID),
                      ("labeler", pa.string()), ("chosen_rating", pa.int64()), ("rejected_rating", pa.int64()),
-                     ("prompt_id", _ID), ("task_id", _ID)],
+                     ("prompt_id", _ID), ("task_id", _ID), ("task_extra_labels", pa.int64())],
         "grouped": [("prompt", text), ("completions", pa.list_(pa.string())), ("ranks", pa.list_(pa.int64())),
                     ("ratings", pa.list_(pa.int64())),
                     ("checks", pa.struct([(key, pa.list_(pa.bool_())) for key in _check_keys(filters.project_ids)])),
                     ("problems", pa.list_(pa.list_(pa.string()))), ("annotation_id", _ID), ("labeler_id", _ID),
-                    ("labeler", pa.string()), ("prompt_id", _ID), ("task_id", _ID), ("submitted_at", pa.string())],
+                    ("labeler", pa.string()), ("prompt_id", _ID), ("task_id", _ID), ("task_extra_labels", pa.int64()),
+                    ("submitted_at", pa.string())],
         "sft": [("prompt", text), ("completion", text), ("demonstration_id", _ID), ("prompt_id", _ID), ("author", pa.string())],
         "kto": [("prompt", text), ("completion", text), ("label", pa.bool_()), ("failed_checks", pa.list_(pa.string())),
                 ("rating", pa.int64()), ("rank", pa.int64()), ("annotation_id", _ID), ("labeler_id", _ID),

@@ -139,6 +139,7 @@ class LabelRow:
     started_at: datetime | None = None
     shown_order: list[int] = field(default_factory=list)
     project_id: int | None = None  # whose checks (and their polarity) the `checks` keys name
+    task_extra_labels: int = 0  # labels the task got beyond the project's overlap because its labels disagreed
 
 
 def usable_labels_q() -> Q:
@@ -197,7 +198,8 @@ def iter_label_rows(filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> I
     )
     if filters.full_overlap:
         tasks = tasks.filter(submitted_count__gte=F("overlap"))
-    task_rows = tasks.order_by("id").values_list("id", "prompt_id", "prompt__text", "prompt__messages", "project_id")
+    task_rows = tasks.order_by("id").values_list("id", "prompt_id", "prompt__text", "prompt__messages", "project_id",
+                                                 "extra_labels")
     for chunk in _chunks(task_rows.iterator(chunk_size=chunk_size), chunk_size):
         yield from _rows_of_chunk(chunk, filters, wanted)
 
@@ -229,7 +231,7 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
     for a in annotations:
         by_task[a[1]].append(a)
 
-    for task_id, prompt_id, text, messages, project_id in chunk:
+    for task_id, prompt_id, text, messages, project_id, extra_labels in chunk:
         ids = [c for c, _ in completions[task_id]]
         texts = [t for _, t in completions[task_id]]
         position = {c: i for i, c in enumerate(ids)}
@@ -248,6 +250,7 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
                 ratings=[mine[c][1] if c in mine else None for c in ids],
                 checks=checks, labeler_id=labeler_id, labeler=labeler_name(username=username, import_source=source),
                 submitted_at=submitted_at, started_at=started_at, shown_order=list(shown or []), project_id=project_id,
+                task_extra_labels=extra_labels,
             ))
         rows = [r for r in rows if None not in r.ranks]  # a label that ranks only some completions is unusable
         if filters.only_agreeing:

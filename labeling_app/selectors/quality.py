@@ -6,7 +6,7 @@ from datetime import date
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -164,6 +164,16 @@ def quality_aggregates(project: Project) -> dict:
     }
 
 
+def extra_label_counts(project: Project) -> dict:
+    """Adaptive overlap: `tasks` that got extra labels because their labels disagreed, the extra labels asked
+    (`labels`), those tasks still `waiting` for one, and `enabled` (the project asks for them now)."""
+    counts = RankingTask.objects.filter(project=project, extra_labels__gt=0).aggregate(
+        tasks=Count("id"), labels=Sum("extra_labels"), waiting=Count("id", filter=Q(submitted_count__lt=F("overlap"))))
+    return {"tasks": counts["tasks"], "labels": counts["labels"] or 0, "waiting": counts["waiting"],
+            "enabled": project.adaptive_overlap, "max_overlap": project.max_overlap,
+            "threshold": project.disagreement_threshold}
+
+
 def agreement_for_project(project: Project, aggregates: dict | None = None) -> dict:
     """Inter-labeler agreement over tasks with two or more human labels, from `quality_aggregates`.
 
@@ -171,7 +181,8 @@ def agreement_for_project(project: Project, aggregates: dict | None = None) -> d
     (InstructGPT's figure) and the mean Kendall tau-b over labeler pairs; likert: Krippendorff's
     ordinal alpha with one unit per (task, completion); checks: per yes/no question, percent
     agreement and Cohen's (2 answers per item) or Fleiss' kappa, one item per (task, completion),
-    next to the check's problem rate (`check_problem_counts`).
+    next to the check's problem rate (`check_problem_counts`); extra_labels: how many tasks got extra labels
+    (`extra_label_counts`).
     """
     aggregates = aggregates or quality_aggregates(project)
     problem_counts = check_problem_counts(project)
@@ -184,7 +195,7 @@ def agreement_for_project(project: Project, aggregates: dict | None = None) -> d
                        "problem_rate": problems / answers if answers else None, **result})
     imported = Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED, labeler__isnull=True).count()
     return {"shared_tasks": aggregates["shared_tasks"], "ranking": aggregates["ranking"], "likert": aggregates["likert"],
-            "checks": checks, "imported_labels": imported}
+            "checks": checks, "imported_labels": imported, "extra_labels": extra_label_counts(project)}
 
 
 def agreement_per_day(project: Project, aggregates: dict | None = None) -> list[dict]:

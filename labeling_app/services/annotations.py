@@ -183,6 +183,12 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
     the project's cached checks, and stored by a statement that first verifies those were current.
     Anything else (invalid input, a concurrent change) takes the path that locks the annotation and
     reads everything afresh, so what is stored and every message are as if all was read under the lock.
+
+    Adaptive overlap rides on the same statement: when this label completes its task, the submitted-count
+    trigger asks `labeling_task_extend_if_disagreeing` (migration 0015_adaptive_overlap) whether the task's labels disagree
+    on at least the project's `disagreement_threshold` of the completion pairs (a lone label: against the
+    newest reward model's scores, if any) and, below `overlap_max`, raises its overlap by one, under the
+    task's row lock and in this transaction. A label that does not complete its task costs nothing more.
     """
     annotation = getattr(task, "labeler_annotation", None)
     if annotation is None or annotation.labeler_id != labeler.pk or annotation.task_id != task.pk:

@@ -7,8 +7,8 @@ from typing import Iterable, Sequence
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
-from django.db.models.functions import Greatest
+from django.db.models import Exists, F, OuterRef
+from django.db.models.functions import Greatest, Least
 from django.utils.text import slugify
 
 from config.errors import ServiceError
@@ -41,17 +41,40 @@ def _save_project(project: Project) -> None:
         raise
 
 
+DEFAULT_DISAGREEMENT_THRESHOLD = 0.34
+
+
+def _check_adaptive_overlap(*, overlap: int, overlap_max: int | None, disagreement_threshold: float) -> int:
+    """The maximum overlap to store (`overlap` when none is given: adaptive overlap off), or ServiceError."""
+    if overlap_max is None:
+        overlap_max = overlap
+    if overlap_max < overlap:
+        raise ServiceError(f"The maximum overlap ({overlap_max}) must be at least the overlap ({overlap}); set it equal "
+                           f"to the overlap to never add labels.", field="overlap_max")
+    if not 0 < disagreement_threshold <= 1:
+        raise ServiceError(f"The disagreement threshold must be above 0 and at most 1 (a share of completion pairs, e.g. "
+                           f"0.34); got {disagreement_threshold:g}.", field="disagreement_threshold")
+    return overlap_max
+
+
 def project_create(*, name: str, user=None, instructions: str = "", completions_per_task: int = 4, overlap: int = 1,
-                   lease_minutes: int = 30, checks: Sequence[CheckSpec | tuple] | None = None) -> Project:
+                   lease_minutes: int = 30, checks: Sequence[CheckSpec | tuple] | None = None,
+                   overlap_max: int | None = None,
+                   disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD) -> Project:
     """A project with its yes/no checks (InstructGPT's defaults unless given).
 
     A check is a CheckSpec or a tuple of its fields, (key, question[, problem_answer[, serious]]):
-    one given as (key, question) flags a problem on "yes" and is serious.
+    one given as (key, question) flags a problem on "yes" and is serious. Adaptive overlap: a task whose
+    labels disagree on at least `disagreement_threshold` of the completion pairs gets another label, up to
+    `overlap_max` (None: the overlap, i.e. never).
     """
     specs = [CheckSpec(*c) for c in (DEFAULT_CHECKS if checks is None else checks)]
+    overlap_max = _check_adaptive_overlap(overlap=overlap, overlap_max=overlap_max,
+                                          disagreement_threshold=disagreement_threshold)
     with transaction.atomic():
         project = Project(name=name, instructions=instructions, completions_per_task=completions_per_task,
-                          overlap=overlap, lease_minutes=lease_minutes, created_by=user)
+                          overlap=overlap, lease_minutes=lease_minutes, created_by=user, overlap_max=overlap_max,
+                          disagreement_threshold=disagreement_threshold)
         _save_project(project)
         CheckQuestion.objects.bulk_create(
             CheckQuestion(project=project, key=c.key, question=c.question, position=i,
@@ -85,7 +108,8 @@ class NewCheck:
 def project_update(*, project: Project, name: str, instructions: str, completions_per_task: int, overlap: int,
                    lease_minutes: int, check_edits: Sequence[CheckEdit] = (),
                    new_questions: Sequence[NewCheck | str] = (), queue_order: str | None = None,
-                   queue_source: str | None = None) -> Project:
+                   queue_source: str | None = None, overlap_max: int | None = None,
+                   disagreement_threshold: float | None = None) -> Project:
     """Change a project's settings and its checks in one transaction: everything is saved, or nothing.
 
     K is fixed once tasks exist; a new overlap applies to the open tasks labelers make (never below
@@ -93,6 +117,8 @@ def project_update(*, project: Project, name: str, instructions: str, completion
     string gets the common polarity ("yes" is a problem, serious); blank ones are ignored.
     `queue_order` (a QueueOrder; None keeps it) with `queue_source` (a source_key of the project's tasks,
     needed by "source_first" only) says which open task labelers get next.
+    `overlap_max` None turns adaptive overlap off (the overlap); `disagreement_threshold` None keeps
+    the stored one. A task keeps the extra labels it was given, within the new maximum.
     Returns the saved project (a fresh instance: `project` itself is left as it was).
     """
     if queue_order is not None:
@@ -105,19 +131,25 @@ def project_update(*, project: Project, name: str, instructions: str, completion
         raise ServiceError("the lease must be at least 1 minute", field="lease_minutes")
     with transaction.atomic():
         saved = Project.objects.select_for_update().get(pk=project.pk)
+        if disagreement_threshold is None:
+            disagreement_threshold = saved.disagreement_threshold
+        overlap_max = _check_adaptive_overlap(overlap=overlap, overlap_max=overlap_max,
+                                              disagreement_threshold=disagreement_threshold)
         if completions_per_task != saved.completions_per_task and saved.tasks.exists():
             raise ServiceError(f"K cannot change: the project already has {saved.tasks.count()} tasks built with "
                                f"K={saved.completions_per_task}. Make a new project for another K.", field="completions_per_task")
-        old_overlap = saved.overlap
+        old_overlaps = (saved.overlap, saved.max_overlap)
         saved.name, saved.instructions = name, instructions
         saved.completions_per_task, saved.overlap, saved.lease_minutes = completions_per_task, overlap, lease_minutes
         if queue_order is not None:
             saved.queue_order = queue_order
             saved.queue_source = (queue_source or "") if queue_order == QueueOrder.SOURCE_FIRST else ""
+        saved.overlap_max, saved.disagreement_threshold = overlap_max, disagreement_threshold
         _save_project(saved)
-        if overlap != old_overlap:
+        if (overlap, overlap_max) != old_overlaps:
             imported = Exists(Annotation.objects.filter(task=OuterRef("pk"), labeler__isnull=True))
-            RankingTask.objects.filter(project=saved).exclude(imported).update(overlap=Greatest(overlap, "submitted_count"))
+            RankingTask.objects.filter(project=saved).exclude(imported).update(
+                overlap=Greatest(Least(overlap + F("extra_labels"), overlap_max), "submitted_count"))
         checks = {c.pk: c for c in CheckQuestion.objects.filter(project=saved)}
         for edit in check_edits:
             check = checks.get(edit.check_id)

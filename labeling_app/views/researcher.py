@@ -37,8 +37,11 @@ def project_new(request):
 @role_required(RESEARCHER)
 def project_edit(request, pk: int):
     project = sel.project_or_404(pk)
-    form = ProjectForm(request.POST or None, checks=sel.project_checks(project), sources=queue_sources(project.pk, keep=project.queue_source),
-                       initial={k: getattr(project, k) for k in (*ProjectForm.SETTINGS, "queue_order", "queue_source")})
+    initial = {k: getattr(project, k) for k in (*ProjectForm.SETTINGS, "queue_order", "queue_source")}
+    # Off shows as empty, so a new overlap alone is not refused for a maximum the researcher never set.
+    initial["overlap_max"] = project.overlap_max if project.adaptive_overlap else None
+    form = ProjectForm(request.POST or None, checks=sel.project_checks(project),
+                       sources=queue_sources(project.pk, keep=project.queue_source), initial=initial)
     if request.method == "POST" and form.is_valid():
         saved = call_service(form, project_update, project=project, **form.settings(), **form.queue_settings(),
                              check_edits=form.check_edits(), new_questions=form.new_questions())

@@ -40,6 +40,7 @@ from labeling_app.selectors.imports import (
 )
 from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, rejected_left_out
 from labeling_app.selectors.projects import project_or_404
+from labeling_app.selectors.quality import extra_label_counts
 from labeling_app.services.import_undo import import_job_undo
 from labeling_app.services.imports import MAX_ERRORS, import_job_create, import_job_retry, retention_days
 
@@ -170,7 +171,7 @@ def _export_context(project: Project, form: ExportForm) -> dict:
         filters = export_filters([project.pk], form.cleaned_data)
         preview = export_preview(fmt, filters)
         context.update(preview=preview, fmt=fmt, rejected_left_out=0 if fmt == "sft" else rejected_left_out(filters),
-                       preview_rows=[
+                       extra_labels=extra_label_counts(project), preview_rows=[
             [preview_text(row.get(column)) for column in preview.columns] for row in preview.rows])
     return context
 

@@ -140,3 +140,25 @@ def test_queue_order_on_the_settings_page(rc, demo_project):
     assert Project.objects.get(pk=demo_project.pk).queue_order == "uncertainty"
     assert rc.post(url, data).status_code == 302  # a post without the order keeps it
     assert Project.objects.get(pk=demo_project.pk).queue_order == "uncertainty"
+
+
+def test_adaptive_overlap_settings_on_the_project_page(rc, demo_project):
+    page = rc.get(f"/projects/{demo_project.pk}/edit/").content.decode()
+    assert 'name="overlap_max"' in page and "Disagreement threshold" in page
+    data = {"name": demo_project.name, "instructions": "", "completions_per_task": 4, "overlap": 3, "lease_minutes": 30,
+            "overlap_max": 2, "disagreement_threshold": "1.5"}
+    page = rc.post(f"/projects/{demo_project.pk}/edit/", data).content.decode()
+    assert "The maximum overlap (2) must be at least the overlap (3)" in page
+    data["overlap_max"] = 4
+    page = rc.post(f"/projects/{demo_project.pk}/edit/", data).content.decode()
+    assert "above 0 and at most 1" in page and Project.objects.get(pk=demo_project.pk).overlap == 2  # nothing saved
+    data["disagreement_threshold"] = "0.5"
+    assert rc.post(f"/projects/{demo_project.pk}/edit/", data).status_code == 302
+    project = Project.objects.get(pk=demo_project.pk)
+    assert (project.overlap, project.overlap_max, project.disagreement_threshold) == (3, 4, 0.5)
+    assert "up to 4 when the labels disagree" in rc.get(f"/projects/{demo_project.pk}/").content.decode()
+    # Emptied: off again, and a later overlap change alone is not refused for the old maximum.
+    data.update(overlap_max="", disagreement_threshold="")
+    assert rc.post(f"/projects/{demo_project.pk}/edit/", data).status_code == 302
+    project = Project.objects.get(pk=demo_project.pk)
+    assert (project.overlap_max, project.disagreement_threshold, project.adaptive_overlap) == (3, 0.5, False)

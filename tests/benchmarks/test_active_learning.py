@@ -1,0 +1,71 @@
+"""benchmarks/active_learning.py, in small: its reward model learns, its queues hand out through the app, its runs label."""
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "active_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("active_learning_bench", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bradley_terry_fit_recovers_the_true_reward_from_noiseless_rankings(bench):
+    rng = np.random.default_rng(0)
+    world = bench.make_world(rng, n_tasks=200, heldout_tasks=100, k=4, dims=5, spread=(0.1, 1.0))
+    careful = bench.Labeler(user=None, temperature=1e-6, careless=False)
+    diffs = []
+    for x in world.tasks:
+        order = careful.rank(x @ world.w_true, rng)
+        diffs += [x[order[i]] - x[order[j]] for i in range(4) for j in range(i + 1, 4)]
+    w = bench.fit_bradley_terry(np.array(diffs))
+    assert bench.heldout_accuracy(world, w) > 0.97
+    assert bench.heldout_accuracy(world, -w) < 0.03
+    careless = bench.Labeler(user=None, temperature=1.0, careless=True)
+    assert sorted(careless.rank(np.arange(4.0), rng)) == [0, 1, 2, 3]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("strategy", ["oldest", "unc+adaptive"])
+def test_a_tiny_run_labels_through_the_app_and_keeps_the_overlap_rules(bench, strategy):
+    from labeling_app.models import Annotation, RankingTask
+
+    rng = np.random.default_rng(1)
+    world = bench.make_world(rng, n_tasks=40, heldout_tasks=20, k=3, dims=3, spread=(0.05, 1.0))
+    labelers = bench.make_labelers(5, 0.2, (0.05, 0.3), rng)
+    result = bench.run(world, labelers, strategy, seed=1, k=3, target=1.01, refit=10, max_labels=30,
+                       overlap_max=2, threshold=0.34)
+    assert result["labels"] == 30 == Annotation.objects.filter(status="submitted").count()
+    assert len(result["curve"]) == 3 and all(0 <= acc <= 1 for _, acc in result["curve"])
+    tasks = RankingTask.objects.all()
+    assert all(t.submitted_count <= t.overlap == 1 + t.extra_labels <= 2 for t in tasks)
+    if strategy == "oldest":
+        assert result["tasks_extended"] == 0
+
+
+@pytest.mark.django_db
+def test_the_simulated_uncertainty_order_hands_out_the_smallest_margin_first_and_started_tasks_before(bench):
+    from labeling_app.models import RankingTask
+
+    rng = np.random.default_rng(2)
+    world = bench.make_world(rng, n_tasks=5, heldout_tasks=2, k=3, dims=3, spread=(0.1, 1.0))
+    project, _, task_completions = bench.reset_and_seed(world, k=3, overlap_max=1, threshold=0.34)
+    first, second = bench.make_labelers(2, 0.0, (0.1, 0.1), rng)
+    queue = bench.set_queue_order(project, "uncertainty")
+    ids = sorted(task_completions)
+    bench.write_uncertainty(queue, {t: 10.0 - i for i, t in enumerate(ids)})  # the newest task is the least certain
+    task_id, shown = bench.hand_out(queue, first.user, random.Random(0))
+    assert task_id == ids[-1] and sorted(shown) == sorted(task_completions[task_id])
+    RankingTask.objects.filter(pk=ids[0]).update(overlap=2, submitted_count=1)  # started by someone: finished first
+    assert bench.hand_out(queue, second.user, random.Random(0))[0] == ids[0]
