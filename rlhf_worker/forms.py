@@ -21,7 +21,7 @@ from rlhf_worker.selectors import job_choices, model_version_choices, promoted_v
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
 LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)",
-          "preset_name": "Preset name"}
+          "preset_name": "Preset name", "init_policy_version_id": "Start from a policy version"}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
