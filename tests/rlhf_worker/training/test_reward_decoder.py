@@ -159,3 +159,21 @@ def test_a_decoder_run_encodes_each_completion_with_the_prompt(tokenizer):
     rankings = synthetic_rankings(2, 2, seed=1, ties=False)
     encoded, _ = _encode(rankings, tokenizer, 64)
     assert all(e.packed_length < sum(len(s) for s in e.ids) for e in encoded)
+
+
+def test_a_saved_decoder_reward_model_continues_training_from_its_weights(trained_decoder, tmp_path):
+    result, rankings = trained_decoder
+    model, _ = load_for_training(result.model_dir)
+    assert model.kind == DECODER and float(model.reward_scale) == 1.0  # normalisation reset for the new run
+    before = RewardModel.from_pretrained(result.model_dir).head.weight
+    torch.testing.assert_close(model.head.weight, before)
+    with pytest.raises(ValueError, match="choose auto"):
+        load_for_training(result.model_dir, ENCODER)
+    cfg = RewardConfig(backbone=result.model_dir, learning_rate=1e-3, epochs=1, batch_size=8, max_length=64,
+                       eval_fraction=0.0, device="cpu")
+    again = train(cfg, rankings, out_dir=tmp_path / "again")
+    assert read_kind(again.model_dir) == DECODER
+
+
+def read_kind(folder):
+    return json.loads(open(f"{folder}/reward_config.json").read())["backbone_kind"]
