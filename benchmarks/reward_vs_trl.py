@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from rlhf_worker.training.packing import packed_group_length  # noqa: E402
 from rlhf_worker.training.reward import RewardConfig, train  # noqa: E402
 from rlhf_worker.training.reward_model import RewardModel, default_backbone_path, encode_example, pad_batch  # noqa: E402
 from rlhf_worker.training.synthetic import synthetic_dialogue_rankings, synthetic_rankings  # noqa: E402
@@ -234,6 +235,9 @@ def main() -> None:
                              "neither side truncates or filters")
         mean_tokens = sum(len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data
                           for c in r.completions) / sum(len(r.completions) for r in data)
+        encoded = [[encode_example(tokenizer, r.prompt, c, 10**6)[0] for c in r.completions] for r in train_rankings]
+        padded_tokens = sum(len(s) for ids in encoded for s in ids)
+        packed_tokens = sum(packed_group_length(ids) for ids in encoded)
         trl_runs, ours_runs = [], []
         for rep in range(args.repeats):
             # Alternate who goes first so a neighbour's burst of CPU use does not always hit the same side.
@@ -268,6 +272,11 @@ def main() -> None:
               f"-> {trl_cps:.2f} comparisons/s, held-out accuracy {trl_acc:.3f}")
         print(f"  ours : loop {ours_s:.1f} s wall, {ours_cpu_s:.1f} s CPU (whole train() "
               f"{ours_total_s:.1f} s) -> {ours_cps:.2f} comparisons/s, held-out accuracy {ours_acc:.3f}")
+        if args.decoder:
+            # with K completions behind one prompt, the prompt's share of the work bounds what packing saves
+            print(f"  tokens per comparison: TRL {padded_tokens / comparisons * args.epochs:.0f} (each pair's two "
+                  f"sequences), ours {packed_tokens / comparisons * args.epochs:.0f} (the prompt once): packing "
+                  f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work")
         if args.repeats > 1:
             print(f"  repeats (wall s, CPU s, acc): TRL {[tuple(round(x, 3) for x in r) for r in trl_runs]} "
                   f"ours {[tuple(round(x, 3) for x in r) for r in ours_runs]}")
