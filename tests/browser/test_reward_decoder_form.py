@@ -9,15 +9,14 @@ from tests.conftest import ARTIFACTS, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"reward-decoder-{name}.png"), full_page=True)
 
-
-def test_reward_form_offers_policy_versions_and_refuses_a_decoder_without_one(page, live_server, admin_user,
+def test_reward_form_offers_policy_versions_and_refuses_a_decoder_without_one(page, live_server, admin_user, training_queue,
                                                                               demo_project):
     policy = ModelVersion.objects.create(kind="policy", name="sft of week 3", path="/models/sft-3")
+
     login(page, live_server, admin_user.username)
     page.goto(f"{live_server.url}/jobs/start/reward/")
     page.wait_for_selector("form.config-form")
