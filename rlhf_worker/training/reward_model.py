@@ -1,6 +1,14 @@
-"""Reward model: a transformer backbone with a scalar head read at the last real token, plus its loader and scorer."""
+"""Reward model: a transformer backbone with a scalar head read at the last real token, plus its loader and scorer.
+
+Two kinds of backbone. An encoder (all-MiniLM-L6-v2, the default) reads each (prompt, completion) as its own
+padded sequence and is saved with its own transformers class (`hf_reward_model.py`, trust_remote_code). A
+decoder (a causal LM: SmolLM2, or any policy version, as InstructGPT starts its reward model from the SFT
+policy) reads a ranking's K completions packed in one sequence, the prompt they share computed once
+(`packing.pack_groups`), and is saved in the layout transformers' own `<Arch>ForSequenceClassification` loads.
+"""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -12,6 +20,7 @@ import torch
 from torch import nn
 
 from .device import autocast_for, resolve_device
+from .packing import block_attention_mask
 
 FORMAT_NAME = "rlhf-reward-model"
 FORMAT_VERSION = 1
@@ -19,6 +28,37 @@ CONFIG_FILE = "reward_config.json"
 WEIGHTS_FILE = "model.safetensors"
 HF_MODULE = "modeling_rlhf_reward"  # hf_reward_model.py, copied under this name into each saved folder
 HF_CLASS = "RlhfRewardModel"
+ENCODER, DECODER = "encoder", "decoder"
+BACKBONE_KINDS = ("auto", ENCODER, DECODER)
+PACKING_ATTENTION = ("sdpa", "eager")  # implementations that take the packed block mask
+
+
+def detect_backbone_kind(config) -> str:
+    """"decoder" for a causal LM (its architecture is a *ForCausalLM, or its model type has a causal-LM class and
+    no masked-LM one), else "encoder"."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if any(str(name).endswith("ForCausalLM") for name in (getattr(config, "architectures", None) or [])):
+        return DECODER
+    model_type = getattr(config, "model_type", "")
+    if (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False)):
+        return DECODER
+    return ENCODER
+
+
+def resolve_backbone_kind(config, requested: str = "auto") -> str:
+    """The kind a run uses: the detected one for "auto"; "decoder" is refused for an encoder (its attention is
+    bidirectional, so packing the K completions behind one prompt would let the prompt see them)."""
+    if requested not in BACKBONE_KINDS:
+        raise ValueError(f"backbone_kind must be one of {', '.join(BACKBONE_KINDS)}, got {requested!r}")
+    detected = detect_backbone_kind(config)
+    if requested == "auto":
+        return detected
+    if requested == DECODER and detected != DECODER:
+        raise ValueError(f"backbone_kind is decoder but the backbone ({getattr(config, 'model_type', '?')}) is not a "
+                         "causal language model: choose auto or encoder, or a decoder backbone")
+    return requested
 
 
 # --------------------------------------------------------------------------------------------- backbones
@@ -50,19 +90,22 @@ def load_backbone(name_or_path: str = "", *, dtype: torch.dtype = torch.float32)
     return backbone, tokenizer
 
 
-def load_for_training(name_or_path: str = "") -> tuple["RewardModel", Any]:
+def load_for_training(name_or_path: str = "", backbone_kind: str = "auto") -> tuple["RewardModel", Any]:
     """(RewardModel, tokenizer) to train: a saved reward model folder continues from its weights (its
-    normalisation is reset); anything else is a backbone that gets a fresh head."""
+    normalisation is reset); anything else is a backbone (a causal LM's trunk, for a decoder) with a fresh head."""
     from transformers import AutoTokenizer
 
     if name_or_path and (Path(name_or_path) / CONFIG_FILE).is_file():
         model = RewardModel.from_pretrained(name_or_path, device="cpu")
+        if backbone_kind not in ("auto", model.kind):
+            raise ValueError(f"{name_or_path} is a reward model with a {model.kind} backbone, but backbone_kind is "
+                             f"{backbone_kind}: choose auto to continue from it")
         model.set_normalization(0.0, 1.0)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         _ensure_pad_token(tokenizer)
         return model, tokenizer
     backbone, tokenizer = load_backbone(name_or_path)
-    return RewardModel(backbone), tokenizer
+    return RewardModel(backbone, kind=resolve_backbone_kind(backbone.config, backbone_kind)), tokenizer
 
 
 def _ensure_pad_token(tokenizer) -> None:
@@ -179,17 +222,22 @@ class RewardModel(nn.Module):
     """Backbone (AutoModel) + linear head on the hidden state of the last real token.
 
     `forward` returns raw rewards; `normalize` applies the stored bias/scale (set after training so the
-    reference completions' rewards have mean 0 and std 1).
+    reference completions' rewards have mean 0 and std 1). A decoder's head has no bias, as transformers'
+    `*ForSequenceClassification.score` (a constant cancels in every pairwise margin anyway).
     """
 
-    def __init__(self, backbone: nn.Module, *, bias: float = 0.0, scale: float = 1.0):
+    def __init__(self, backbone: nn.Module, *, bias: float = 0.0, scale: float = 1.0, kind: str = ENCODER):
         super().__init__()
+        if kind not in (ENCODER, DECODER):
+            raise ValueError(f"kind must be {ENCODER!r} or {DECODER!r}, got {kind!r}")
         self.backbone = backbone
+        self.kind = kind
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
-        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        self.head = nn.Linear(backbone.config.hidden_size, 1, bias=kind == ENCODER)
         nn.init.normal_(self.head.weight, std=getattr(backbone.config, "initializer_range", 0.02))
-        nn.init.zeros_(self.head.bias)
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
         self.register_buffer("reward_bias", torch.tensor(float(bias)))
         self.register_buffer("reward_scale", torch.tensor(float(scale)))
 
@@ -197,13 +245,30 @@ class RewardModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # Index of the last attended position per row: works for right padding, left padding and no padding,
-        # and never looks at token ids (a pad id may also be a real token, e.g. SmolLM2's <|im_end|>).
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(dim=1)
-        last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    @property
+    def packs_rankings(self) -> bool:
+        """Whether a ranking's completions run packed behind their shared prompt (a decoder whose attention
+        implementation takes a custom mask; flash-attention does not, and gets the padded batch)."""
+        return self.kind == DECODER and getattr(self.backbone.config, "_attn_implementation", None) in PACKING_ATTENTION
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                position_ids: torch.Tensor | None = None, segment: torch.Tensor | None = None,
+                score_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw rewards of a padded batch (input_ids + attention_mask, one sequence per row), or of a packed one
+        (`packing.PackedGroups`: input_ids, position_ids, segment, and score_index = each sequence's last token)."""
+        if segment is not None:
+            eager = getattr(self.backbone.config, "_attn_implementation", None) == "eager"
+            mask_dtype = self.backbone.get_input_embeddings().weight.dtype if eager else None  # eager adds it
+            hidden = self.backbone(input_ids=input_ids, attention_mask=block_attention_mask(segment, mask_dtype),
+                                   position_ids=position_ids, use_cache=False).last_hidden_state
+            last_hidden = hidden.reshape(-1, hidden.shape[-1])[score_index]
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            # Index of the last attended position per row: works for right padding, left padding and no padding,
+            # and never looks at token ids (a pad id may also be a real token, e.g. SmolLM2's <|im_end|>).
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(dim=1)
+            last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.head(last_hidden.to(self.head.weight.dtype)).squeeze(-1).float()
 
     def normalize(self, raw_rewards: torch.Tensor) -> torch.Tensor:
@@ -216,47 +281,89 @@ class RewardModel(nn.Module):
     # ---- persistence: one safetensors file + one json file (+ the tokenizer), loadable without a hub
 
     def save_pretrained(self, directory: str | os.PathLike, *, tokenizer=None, extra: dict[str, Any] | None = None) -> str:
-        """Write weights (safetensors), the backbone config and normalisation (json) and the tokenizer."""
-        from safetensors.torch import save_model
+        """Write weights (safetensors), the backbone config and normalisation (json) and the tokenizer.
+
+        A decoder whose architecture has a transformers `*ForSequenceClassification` class is written in that
+        class's own layout (`model.*` + `score.weight`, pad_token_id set), so plain transformers loads it
+        without remote code; anything else is written as the app's own model plus `hf_reward_model.py`.
+        """
+        from safetensors.torch import save_file, save_model
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(directory / WEIGHTS_FILE))
+        layout = native_layout(self) if self.kind == DECODER else None
+        if layout is None:
+            save_model(self, str(directory / WEIGHTS_FILE))
+        else:
+            state = {f"{layout['backbone_prefix']}{k}": v for k, v in self.backbone.state_dict().items()}
+            state[layout["head"]] = self.head.weight
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE),
+                      metadata={"format": "pt"})
         config = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
+            "backbone_kind": self.kind,
             "backbone_config": self.backbone.config.to_dict(),
             "bias": float(self.reward_bias),
             "scale": float(self.reward_scale),
+            **({"weights_layout": layout} if layout else {}),
             **(extra or {}),
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        self._write_transformers_files(directory)
+        self._write_transformers_files(directory, layout, tokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         return str(directory)
 
-    def _write_transformers_files(self, directory: Path) -> None:
-        """config.json + the model class beside the weights: `AutoModelForSequenceClassification.from_pretrained(
-        directory, trust_remote_code=True)` then gives the normalised scores (see hf_reward_model.py)."""
+    def _write_transformers_files(self, directory: Path, layout: dict | None, tokenizer) -> None:
+        """config.json (+ the model class when not native) beside the weights. Native decoder layout:
+        `AutoModelForSequenceClassification.from_pretrained(directory)` gives the raw scores, and
+        (logits - config.reward_bias) / config.reward_scale the app's normalised ones. Otherwise `...(directory,
+        trust_remote_code=True)` gives the normalised scores directly (see hf_reward_model.py)."""
         hf_config = self.backbone.config.to_dict()
         hf_config.update({
-            "architectures": [HF_CLASS],
-            "auto_map": {"AutoModelForSequenceClassification": f"{HF_MODULE}.{HF_CLASS}"},
             "num_labels": 1,
             "id2label": {"0": "reward"},
             "label2id": {"reward": 0},
             "reward_bias": float(self.reward_bias),
             "reward_scale": float(self.reward_scale),
             "reward_format": FORMAT_NAME,
+            "reward_head_bias": self.head.bias is not None,
         })
+        if layout is not None:
+            hf_config["architectures"] = [layout["class"]]
+            hf_config.pop("auto_map", None)
+            if tokenizer is not None and tokenizer.pad_token_id is not None:
+                # transformers reads the score at the rightmost token that is not pad_token_id; our inputs never
+                # end on the pad token (right-padded, the last real token is text or a template's newline)
+                hf_config["pad_token_id"] = tokenizer.pad_token_id
+        else:
+            hf_config.update({"architectures": [HF_CLASS],
+                              "auto_map": {"AutoModelForSequenceClassification": f"{HF_MODULE}.{HF_CLASS}"}})
+            shutil.copyfile(Path(__file__).with_name("hf_reward_model.py"), directory / f"{HF_MODULE}.py")
         (directory / "config.json").write_text(json.dumps(hf_config, indent=2, default=str))
-        shutil.copyfile(Path(__file__).with_name("hf_reward_model.py"), directory / f"{HF_MODULE}.py")
+
+    def load_weights(self, directory: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+        """Weights from a folder written by `save_pretrained` (either layout), strictly."""
+        from safetensors.torch import load_file, load_model
+
+        directory = Path(directory)
+        layout = read_saved_config(directory).get("weights_layout")
+        if layout is None:
+            load_model(self, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+            return
+        state = load_file(str(directory / WEIGHTS_FILE), device=str(device))
+        prefix = layout["backbone_prefix"]
+        backbone_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        self.backbone.load_state_dict(backbone_state, strict=True)
+        with torch.no_grad():
+            self.head.weight.copy_(state[layout["head"]])
+        if len(backbone_state) + 1 != len(state):
+            raise ValueError(f"{directory / WEIGHTS_FILE}: unexpected tensors beside {prefix}* and {layout['head']}")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device | None = None) -> "RewardModel":
         """Load a folder written by `save_pretrained` (no hub access); eval mode, float32, on `device`."""
-        from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModel
 
         directory = Path(directory)
@@ -268,9 +375,32 @@ class RewardModel(nn.Module):
         model_type = backbone_config.pop("model_type")
         config = AutoConfig.for_model(model_type, **backbone_config)
         model = cls(AutoModel.from_config(config, dtype=torch.float32), bias=saved.get("bias", 0.0),
-                    scale=saved.get("scale", 1.0))
-        load_model(model, str(directory / WEIGHTS_FILE), strict=True, device="cpu")
+                    scale=saved.get("scale", 1.0), kind=saved.get("backbone_kind", ENCODER))
+        model.load_weights(directory)
         return model.to(resolve_device(device)).eval()
+
+
+def native_layout(model: RewardModel) -> dict[str, str] | None:
+    """Where transformers' own `*ForSequenceClassification` for this backbone keeps the trunk and the score head,
+    when the head is one bias-free [1, hidden] linear and the trunk's weights are ours under a prefix; else None."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(model.backbone.config)
+    config.num_labels = 1
+    try:
+        with torch.device("meta"):
+            probe = AutoModelForSequenceClassification.from_config(config)
+    except (ValueError, KeyError):
+        return None  # no sequence-classification class for this architecture
+    prefix = probe.base_model_prefix + "."
+    probe_keys = probe.state_dict().keys()
+    head_keys = [k for k in probe_keys if not k.startswith(prefix)]
+    trunk_keys = {k[len(prefix):] for k in probe_keys if k.startswith(prefix)}
+    if len(head_keys) != 1 or tuple(probe.state_dict()[head_keys[0]].shape) != (1, model.backbone.config.hidden_size):
+        return None
+    if trunk_keys != set(model.backbone.state_dict().keys()):
+        return None
+    return {"class": type(probe).__name__, "backbone_prefix": prefix, "head": head_keys[0]}
 
 
 def read_saved_config(directory: str | os.PathLike) -> dict[str, Any]:

@@ -65,3 +65,40 @@ def synthetic_rankings(
             out.append(Ranking(prompt=prompt, completions=completions, ranks=ranks,
                                labeler=f"labeler{labeler}", group=f"prompt{p}"))
     return out
+
+
+def synthetic_dialogue_rankings(
+    n_prompts: int,
+    k: int = 2,
+    *,
+    seed: int = 0,
+    turns: int = 4,
+    words_per_turn: tuple[int, int] = (25, 45),
+    answer_words: tuple[int, int] = (4, 14),
+) -> list[Ranking]:
+    """HH-style pairwise data: a long multi-turn dialogue as the prompt ("user: ...\\nassistant: ..." lines, as
+    `reward_model.reward_prompt_text` writes chat prompts), K short final answers ranked by their markers (no ties).
+
+    The prompt is most of every input, so a reward model that runs it once per ranking saves most of the work.
+    """
+    levels = list(range(-len(NEGATIVE), len(POSITIVE) + 1))
+    if k > len(levels):
+        raise ValueError(f"k must be <= {len(levels)}, got {k}")
+    rng = random.Random(seed)
+    out = []
+    for p in range(n_prompts):
+        lines = []
+        for turn in range(turns):
+            role = "user" if turn % 2 == 0 else "assistant"
+            words = " ".join(rng.choice(FILLER) for _ in range(rng.randint(*words_per_turn)))
+            lines.append(f"{role}: {'Tell me about ' + rng.choice(TOPICS) + '. ' if turn == 0 else ''}{words}")
+        lines.append(f"user: so what do you think about {rng.choice(TOPICS)}?")
+        counts = []
+        for q in rng.sample(levels, k):
+            options = [(pos, pos - q) for pos in range(len(POSITIVE) + 1) if 0 <= pos - q <= len(NEGATIVE)]
+            counts.append(rng.choice(options))
+        completions = [_completion(rng, pos, neg, *answer_words) for pos, neg in counts]
+        ranks = [neg - pos for pos, neg in counts]  # lower rank = better
+        out.append(Ranking(prompt="\n".join(lines), completions=completions, ranks=ranks, labeler="labeler0",
+                           group=f"dialogue{p}"))
+    return out
