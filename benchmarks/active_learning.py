@@ -15,8 +15,9 @@ Every `--refit` labels the benchmark fits a cheap reward model (logistic Bradley
 differences, Newton steps in numpy) on every label in the database, writes its scores as a reward
 ModelVersion's CompletionScore rows (what the adaptive-overlap rule compares a lone label with) and
 each task's margin (`task_margins`: the mean over its completion pairs of the score difference in
-posterior standard deviations of the fit) as the uncertainty the queue reads, and measures pairwise
-accuracy against the true reward on held-out tasks' pairs.
+posterior standard deviations of the fit; smaller = less sure) into RankingTask.uncertainty_margin, which
+the "uncertainty" queue order reads (in place of the score jobs' top-minus-second gap, see
+`write_uncertainty`), and measures pairwise accuracy against the true reward on held-out tasks' pairs.
 
 Strategies (all start at overlap 1, one label per task):
   oldest       the real queue, oldest task first
