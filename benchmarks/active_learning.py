@@ -15,13 +15,15 @@ Every `--refit` labels the benchmark fits a cheap reward model (logistic Bradley
 differences, Newton steps in numpy) on every label in the database, writes its scores as a reward
 ModelVersion's CompletionScore rows (what the adaptive-overlap rule compares a lone label with) and
 each task's margin (`task_margins`: the mean over its completion pairs of the score difference in
-posterior standard deviations of the fit) as the uncertainty the queue reads, and measures pairwise
-accuracy against the true reward on held-out tasks' pairs.
+posterior standard deviations of the fit; smaller = less sure) into RankingTask.uncertainty_margin, which
+the "uncertainty" queue order reads (in place of the score jobs' top-minus-second gap, see
+`write_uncertainty`), and measures pairwise accuracy against the true reward on held-out tasks' pairs.
 
 Strategies (all start at overlap 1, one label per task):
   oldest       the real queue, oldest task first
   adaptive     the real queue, overlap 1 up to `--overlap-max` when a label disagrees with the reward model
-  uncertainty  smallest margin first
+  uncertainty  the real queue, reward model least sure first (Project.queue_order "uncertainty": smallest
+               RankingTask.uncertainty_margin first, never-scored tasks last; tasks others started first)
   unc+adaptive both
 It prints, per seed and strategy, the labels submitted when the held-out accuracy first reaches
 `--target` and stays there for `--stable` refits in a row, the median over seeds and the ratio to oldest-first. Target of issue 14: uncertainty-first
@@ -39,7 +41,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,6 @@ STRATEGIES = {  # name -> (queue order, adaptive overlap)
     "uncertainty": ("uncertainty", False),
     "unc+adaptive": ("uncertainty", True),
 }
-SIMULATED_ORDER_NOTE = "uncertainty order simulated by the benchmark, not the queue"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,71 +142,44 @@ def heldout_accuracy(world: World, w: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # The queue order: the one place that knows how "uncertainty first" is asked of the app.
 
-@dataclass
-class Queue:
-    """How tasks are handed out. `oldest`: the real hand-out (labeling_task_assign_next).
+def set_queue_order(project, order: str):
+    """Set `project.queue_order` through the project service (the way the settings page saves it); returns the
+    saved project, which `hand_out` hands out from."""
+    from labeling_app.services.projects import project_update
 
-    `uncertainty`: until the per-task margin queue (branch w-queue: Project.queue_order = "uncertainty")
-    is merged, the benchmark picks the task itself with the hand-out's rules (a task this labeler never
-    labeled, with room; tasks others started first) and smallest margin first, then leases it with a draft
-    like the hand-out does. Only `set_queue_order` and `write_uncertainty` / `hand_out` need to change
-    when the real queue order arrives.
-    """
-
-    project: object
-    order: str = "oldest"
-    margins: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def simulated(self) -> bool:
-        return self.order == "uncertainty"
-
-
-def set_queue_order(project, order: str) -> Queue:
     if order not in ("oldest", "uncertainty"):
         raise ValueError(f"unknown queue order {order!r}")
-    return Queue(project=project, order=order)
+    return project_update(project=project, name=project.name, instructions=project.instructions,
+                          completions_per_task=project.completions_per_task, overlap=project.overlap,
+                          lease_minutes=project.lease_minutes, queue_order=order, overlap_max=project.overlap_max,
+                          disagreement_threshold=project.disagreement_threshold)
 
 
-def write_uncertainty(queue: Queue, margins: dict[int, float]) -> None:
-    """The reward model's margin per task (small = uncertain). Kept in memory until the queue can read it."""
-    queue.margins = dict(margins)
+def write_uncertainty(margins: dict[int, float]) -> None:
+    """Write each task's margin into RankingTask.uncertainty_margin, in one statement, for the queue to read.
+
+    The number is the benchmark's own margin (`task_margins`: the mean over the task's pairs of the score
+    difference in posterior standard deviations), not the score jobs' top-minus-second score gap
+    (services/uncertainty.task_margins_update): both mean "smaller = the reward model is less sure", which
+    is all the "uncertainty" queue order reads, and the benchmark's one picks pairs the labels can teach
+    (see `task_margins` and benchmarks/RESULTS.md)."""
+    from django.db import connection
+
+    from labeling_app.models import RankingTask
+
+    with connection.cursor() as cur:
+        cur.execute(f"""UPDATE {RankingTask._meta.db_table} t SET uncertainty_margin = u.margin
+                        FROM unnest(%s::bigint[], %s::float8[]) AS u(id, margin) WHERE t.id = u.id""",
+                    [list(margins), list(margins.values())])
 
 
-def hand_out(queue: Queue, labeler, rng: random.Random):
-    """The next task for `labeler`: (task id, shown completion ids) or None when nothing is left for them."""
+def hand_out(project, labeler):
+    """The next task for `labeler` from the real queue (`task_assign_next`, in the project's queue order):
+    (task id, shown completion ids) or None when nothing is left for them."""
     from labeling_app.services.leases import task_assign_next
 
-    if not queue.simulated:
-        assignment = task_assign_next(project=queue.project, labeler=labeler)
-        return None if assignment is None else (assignment.task_id, [cid for cid, _ in assignment.shown_completions])
-    from datetime import timedelta
-
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from labeling_app.models import Annotation, Assignment, TaskCompletion
-
-    with connection.cursor() as cur:  # the hand-out's candidates: never labeled by this labeler, room left
-        cur.execute("""SELECT t.id, t.submitted_count FROM labeling_app_rankingtask t
-                       WHERE t.project_id = %s AND t.submitted_count < t.overlap
-                         AND NOT EXISTS (SELECT 1 FROM labeling_app_annotation a WHERE a.task_id = t.id AND a.labeler_id = %s)
-                         AND t.submitted_count + (SELECT count(*) FROM labeling_app_assignment s
-                                                  WHERE s.task_id = t.id AND s.expires_at > now()) < t.overlap""",
-                    [queue.project.pk, labeler.pk])
-        open_tasks = cur.fetchall()
-    if not open_tasks:
-        return None
-    started = [tid for tid, submitted in open_tasks if submitted > 0]
-    task_id = min(started) if started else min((t for t, _ in open_tasks),
-                                                key=lambda t: (queue.margins.get(t, float("inf")), t))
-    shown = list(TaskCompletion.objects.filter(task_id=task_id).values_list("completion_id", flat=True))
-    rng.shuffle(shown)
-    now = timezone.now()
-    with transaction.atomic():
-        Assignment.objects.create(task_id=task_id, labeler=labeler, expires_at=now + timedelta(minutes=30))
-        Annotation.objects.create(task_id=task_id, labeler=labeler, shown_order=shown)
-    return task_id, shown
+    assignment = task_assign_next(project=project, labeler=labeler)
+    return None if assignment is None else (assignment.task_id, [cid for cid, _ in assignment.shown_completions])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +253,7 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
     order, adaptive = STRATEGIES[strategy]
     project, features, task_completions = reset_and_seed(world, k=k, overlap_max=overlap_max if adaptive else 1,
                                                          threshold=threshold)
-    queue = set_queue_order(project, order)
+    project = set_queue_order(project, order)
     true_reward = {c: float(x @ world.w_true) for c, x in features.items()}
     rng_np, rng = np.random.default_rng(seed * 1000 + 7), random.Random(seed)
     labels, accuracy, curve, reached, streak, started = 0, 0.5, [], None, [], time.perf_counter()
@@ -292,7 +266,7 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
         if who in exhausted:
             continue
         labeler = labelers[who]
-        got = hand_out(queue, labeler.user, rng)
+        got = hand_out(project, labeler.user)
         if got is None:
             exhausted.add(who)
             continue
@@ -313,7 +287,7 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
                 reached = streak[0]
                 break
             write_scores(w, features, labels // refit)
-            write_uncertainty(queue, dict(zip(task_ids, task_margins(pair_diffs, k, w, cov).tolist())))
+            write_uncertainty(dict(zip(task_ids, task_margins(pair_diffs, k, w, cov).tolist())))
     extended = RankingTask.objects.filter(project=project, extra_labels__gt=0).count()
     return {"strategy": strategy, "seed": seed, "labels_needed": reached, "labels": labels, "accuracy": accuracy,
             "tasks_extended": extended, "seconds": time.perf_counter() - started, "curve": curve}
@@ -377,8 +351,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"world: {args.tasks} tasks of K={args.k}, {args.dims} features, {args.labelers} labelers "
           f"({args.careless:.0%} careless, temperatures {args.temperature}), target accuracy {args.target}, "
           f"refit every {args.refit} labels, adaptive overlap 1..{args.overlap_max} at threshold {args.threshold}", flush=True)
-    if any(STRATEGIES[s][0] == "uncertainty" for s in strategies):
-        print(f"NOTE: {SIMULATED_ORDER_NOTE} (the per-task margin queue is not merged yet)", flush=True)
     if not args.keep_db:
         create_database(admin_url, name)
     setup_django(db_url)
@@ -414,8 +386,6 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = summary["unc+adaptive"] / base
         print(f"target (uncertainty-first + adaptive overlap <= 0.70x oldest-first): "
               f"{'met' if ratio <= 0.70 else 'MISSED'} ({ratio:.2f}x)")
-    if any(STRATEGIES[s][0] == "uncertainty" for s in strategies):
-        print(f"NOTE: {SIMULATED_ORDER_NOTE}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},

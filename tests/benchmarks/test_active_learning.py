@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import random
 import sys
 from pathlib import Path
 
@@ -55,17 +54,23 @@ def test_a_tiny_run_labels_through_the_app_and_keeps_the_overlap_rules(bench, st
 
 
 @pytest.mark.django_db
-def test_the_simulated_uncertainty_order_hands_out_the_smallest_margin_first_and_started_tasks_before(bench):
-    from labeling_app.models import RankingTask
+def test_the_real_queue_hands_out_the_smallest_written_margin_first_and_started_tasks_before(bench):
+    from labeling_app.models import Project, RankingTask
 
     rng = np.random.default_rng(2)
     world = bench.make_world(rng, n_tasks=5, heldout_tasks=2, k=3, dims=3, spread=(0.1, 1.0))
     project, _, task_completions = bench.reset_and_seed(world, k=3, overlap_max=1, threshold=0.34)
-    first, second = bench.make_labelers(2, 0.0, (0.1, 0.1), rng)
-    queue = bench.set_queue_order(project, "uncertainty")
+    first, second, third, fourth = bench.make_labelers(4, 0.0, (0.1, 0.1), rng)
+    project = bench.set_queue_order(project, "uncertainty")
+    assert Project.objects.get(pk=project.pk).queue_order == "uncertainty"
     ids = sorted(task_completions)
-    bench.write_uncertainty(queue, {t: 10.0 - i for i, t in enumerate(ids)})  # the newest task is the least certain
-    task_id, shown = bench.hand_out(queue, first.user, random.Random(0))
-    assert task_id == ids[-1] and sorted(shown) == sorted(task_completions[task_id])
+    margins = {t: 10.0 - i for i, t in enumerate(ids[:-1])}  # the newest scored task is the least sure; the last unscored
+    bench.write_uncertainty(margins)
+    assert dict(RankingTask.objects.filter(pk__in=ids).values_list("pk", "uncertainty_margin")) == {**margins, ids[-1]: None}
+    task_id, shown = bench.hand_out(project, first.user)
+    assert task_id == ids[-2] and sorted(shown) == sorted(task_completions[task_id])
     RankingTask.objects.filter(pk=ids[0]).update(overlap=2, submitted_count=1)  # started by someone: finished first
-    assert bench.hand_out(queue, second.user, random.Random(0))[0] == ids[0]
+    assert bench.hand_out(project, second.user)[0] == ids[0]
+    assert bench.hand_out(project, third.user)[0] == ids[2]  # the next smallest margin with room
+    RankingTask.objects.filter(pk=ids[1]).update(submitted_count=1)  # the last scored task is full
+    assert bench.hand_out(project, fourth.user)[0] == ids[-1]  # never scored: after every scored one
