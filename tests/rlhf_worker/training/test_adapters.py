@@ -254,4 +254,9 @@ def test_a_saved_reward_model_loads_with_plain_transformers_and_gives_the_apps_s
         logits = plain(input_ids=ids, attention_mask=mask).logits
     assert logits.shape == (len(pairs), 1)
     app_scores = RewardScorer.from_pretrained(result.model_dir, device="cpu").score([p for p, _ in pairs], [c for _, c in pairs])
+    if kind == "llama":
+        # A decoder is saved in transformers' own LlamaForSequenceClassification layout (no remote code): its logits
+        # are the raw scores, normalised with the two numbers its config.json carries.
+        assert config["architectures"] == ["LlamaForSequenceClassification"]
+        logits = (logits - config["reward_bias"]) / config["reward_scale"]
     torch.testing.assert_close(logits[:, 0], app_scores, atol=1e-5, rtol=1e-5)
