@@ -135,6 +135,18 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
     assert job.samples and {"prompt", "response", "score"} <= set(job.samples[0])
     assert load_policy(version.path, "cpu")
 
+    # the starting and the trained policy were scored on the same prompts: both numbers on both rows
+    prompt_ids = sorted(project.prompts.values_list("pk", flat=True))
+    assert version.data_snapshot["eval_prompt_ids"] == prompt_ids
+    assert version.metrics["eval/prompts"] == 3 and version.metrics["eval/reward_model_id"] == reward_version.pk
+    tiny_version.refresh_from_db()
+    base_eval = tiny_version.metrics
+    assert base_eval["eval/prompt_ids"] == prompt_ids and base_eval["eval/compared_with_id"] == version.pk
+    assert base_eval["eval/reward_mean"] == version.metrics["eval/base_reward_mean"]
+    assert base_eval["eval/reward_model_id"] == reward_version.pk and base_eval["eval/job_id"] == job.pk
+    assert 0 <= version.metrics["eval/cut_fraction"] <= 1
+    assert "reward-model score on 3 prompts" in job.log
+
 
 @pytest.mark.django_db
 def test_reward_and_policy_resolution(tiny_version, monkeypatch):
