@@ -41,13 +41,13 @@ class PPOConfig(AdapterSettings):
     model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
     (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
 
-    total_episodes: int = field(default=960, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
+    total_episodes: int = field(default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
     value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest response, in tokens."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Longest response, in tokens (an answer cut here is scored as it stands)."})
     max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; log-probs use the same temperature."})
     kl_coef: float = field(default=0.02, metadata={"help": "β of the per-token KL penalty against the reference policy (initial value when adaptive)."})
@@ -374,6 +374,7 @@ def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats:
 # Evaluation: the starting and the trained policy answer the same prompts, the reward model scores both.
 
 EVAL_SEED_OFFSET = 7_919  # eval draws never reuse the rollouts' random numbers
+EVAL_BATCH = 64  # rows sampled together: answers that stop leave the batch, so a wide batch costs little
 
 
 @dataclass
@@ -413,8 +414,8 @@ def evaluate_policy(model, tokenizer, prompt_texts: Sequence[str], reward_prompt
     scores: list[float] = []
     cut: list[bool] = []
     lengths: list[int] = []
-    for start in range(0, count, cfg.batch_size):
-        rows = range(start, min(count, start + cfg.batch_size))
+    for start in range(0, count, EVAL_BATCH):
+        rows = range(start, min(count, start + EVAL_BATCH))
         query_ids, query_mask = encode_queries(tokenizer, [prompt_texts[i] for i in rows], cfg.max_prompt_tokens, device)
         generators = [torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET + i) for i in rows]
         out = sample_tokens(model, query_ids, query_mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
