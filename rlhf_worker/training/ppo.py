@@ -37,9 +37,9 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 
 @dataclass(frozen=True)
 class PPOConfig(AdapterSettings):
-    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: on the demo project, against a reward
-    model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
-    (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
+    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU within the demo loop's budget (reward job, PPO,
+    generation in 15 minutes: `benchmarks/loop_15min.py`): answers of up to 96 tokens, so SmolLM2 ends its answers
+    to the demo's short-answer prompts instead of being cut, and 320 episodes (numbers in benchmarks/RESULTS.md)."""
 
     total_episodes: int = field(default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
