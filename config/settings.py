@@ -207,6 +207,8 @@ CELERY_TASK_SEND_SENT_EVENT = True
 TRAINING_QUEUE = os.environ.get("TRAINING_QUEUE", "training")
 
 MODEL_STORE = os.environ.get("MODEL_STORE", str(VAR_DIR / "models"))
+# The policy a job uses when none is chosen or promoted (a folder or hub id); empty = SmolLM2 from its wheel.
+DEFAULT_POLICY = os.environ.get("DEFAULT_POLICY", "")
 # Uploads are saved here before they are imported; files longer than IMPORT_ASYNC_LINES import in a Celery job.
 IMPORT_DIR = os.environ.get("IMPORT_DIR", str(VAR_DIR / "imports"))
 IMPORT_ASYNC_LINES = int(os.environ.get("IMPORT_ASYNC_LINES", "2000"))

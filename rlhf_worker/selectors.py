@@ -197,7 +197,11 @@ METRIC_KEYS = {
     "accuracy": ("eval/accuracy", "held_out_accuracy", "accuracy"),
     "agreement": ("eval/labeler_agreement", "labeler_agreement", "agreement"),
     "eval_loss": ("eval/loss",),
-    "score": ("objective/scores", "eval/score", "score", "mean_score"),
+    # A policy's score: its mean reward on a PPO job's eval prompts (also recorded on the starting policy) before
+    # the last training step's mean, which a starting policy does not have.
+    "score": ("eval/reward_mean", "objective/scores", "eval/score", "score", "mean_score"),
+    "base_score": ("eval/base_reward_mean",),
+    "eval_cut": ("eval/cut_fraction",),
     "kl": ("objective/kl", "kl"),
 }
 
@@ -210,6 +214,16 @@ def metric_value(metrics: dict | None, name: str) -> float | None:
     return None
 
 
+def policy_evaluation(metrics: dict | None) -> dict[str, Any] | None:
+    """Where a policy's score comes from, when a PPO job's evaluation gave it: how many prompts, which reward model,
+    and (on the trained policy's row) the other version scored on the same prompts; None otherwise."""
+    metrics = metrics or {}
+    if not isinstance(metrics.get("eval/reward_mean"), (int, float)):
+        return None
+    return {"prompts": metrics.get("eval/prompts"), "reward_model_id": metrics.get("eval/reward_model_id"),
+            "job_id": metrics.get("eval/job_id"), "compared_with_id": metrics.get("eval/compared_with_id")}
+
+
 def model_versions_overview() -> dict[str, list[dict[str, Any]]]:
     """Every version with its lineage and the metrics compared side by side, split by kind."""
     versions = ModelVersion.objects.select_related("parent", "reward_model", "training_job").order_by("-created_at")
@@ -218,6 +232,7 @@ def model_versions_overview() -> dict[str, list[dict[str, Any]]]:
         row = {"version": v, "data": data_summary(v.data_snapshot)}
         for name in METRIC_KEYS:
             row[name] = metric_value(v.metrics, name)
+        row["evaluation"] = policy_evaluation(v.metrics)
         out.setdefault(v.kind, []).append(row)
     return out
 

@@ -32,7 +32,7 @@ class Config(DataSelection):
     temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (1 = off)."})
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens only, before top-p (0 = off)."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest completion, in tokens."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest completion, in tokens (a completion cut here is marked 'cut at the length limit' for the labelers)."})
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed, prompt and version give the same completions."})
     batch_size: int = field(default=16, metadata={"help": "Rows (prompt x sample) generated together."})
     create_tasks: bool = field(default=True, metadata={"help": "Turn each prompt's K completions into a ranking task."})

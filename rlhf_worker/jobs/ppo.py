@@ -15,6 +15,7 @@ from rlhf_worker.jobs.policy_common import (
     selected_prompts,
 )
 from rlhf_worker.models import ModelVersion
+from rlhf_worker.services.models import model_version_eval_record
 from rlhf_worker.training import ppo
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
@@ -89,9 +90,27 @@ def run(job, ctx) -> ModelVersion | None:
     metrics = dict(result.metrics)
     metrics.update({"objective/score_rise": rise, "train/steps": result.steps, "train/episodes": result.episodes,
                     "train/seconds": result.elapsed_s})
-    return ctx.db(lambda: ModelVersion.objects.create(
+    snapshot = {"prompt_ids": [p["prompt_id"] for p in prompts], "project_ids": cfg.project_ids,
+                "date_from": cfg.date_from, "date_to": cfg.date_to}
+    before, after = result.eval_before, result.eval_after
+    if before is not None and after is not None:
+        eval_ids = [prompts[i]["prompt_id"] for i in after.prompt_indices]
+        ctx.log(f"reward-model score on {len(eval_ids)} prompts: {before.mean_score:+.3f} ({base}) -> "
+                f"{after.mean_score:+.3f} (trained); answers cut at {cfg.max_new_tokens} tokens: "
+                f"{before.cut_fraction:.0%} -> {after.cut_fraction:.0%}")
+        metrics.update(after.metrics("eval/"))
+        metrics.update(before.metrics("eval/base_"))
+        metrics.update({"eval/prompts": len(eval_ids), "eval/reward_model_id": reward.pk})
+        snapshot["eval_prompt_ids"] = eval_ids
+    version = ctx.db(lambda: ModelVersion.objects.create(
         kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "PPO"), path=result.path, parent=base,
         reward_model=reward, training_job=job, config=config_to_dict(cfg), metrics=metrics,
-        data_snapshot={"prompt_ids": [p["prompt_id"] for p in prompts], "project_ids": cfg.project_ids,
-                       "date_from": cfg.date_from, "date_to": cfg.date_to},
+        data_snapshot=snapshot,
     ), "registering the model version")
+    if before is not None and after is not None:
+        # The starting policy's score on the same prompts, shown on its own row of the model versions page.
+        base_eval = {**before.metrics("eval/"), "eval/prompts": len(eval_ids), "eval/reward_model_id": reward.pk,
+                     "eval/job_id": job.pk, "eval/compared_with_id": version.pk, "eval/prompt_ids": eval_ids}
+        ctx.db(lambda: model_version_eval_record(version_id=base.pk, evaluation=base_eval),
+               "recording the starting policy's evaluation")
+    return version

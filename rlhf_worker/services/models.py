@@ -34,3 +34,15 @@ def model_version_promote(*, version: ModelVersion, user) -> ModelVersion:
             version.is_promoted = True
     logger.info("%s promoted by %s", version, getattr(user, "username", user))
     return version
+
+
+def model_version_eval_record(*, version_id: int, evaluation: dict) -> None:
+    """Store a policy's reward-model evaluation in its metrics (the `eval/...` keys replace the previous
+    evaluation's; the other metrics stay). Row-locked, so two PPO jobs from one base do not lose a write."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().filter(pk=version_id).first()
+        if version is None:  # deleted while the job ran: nothing to show it on
+            return
+        kept = {k: v for k, v in (version.metrics or {}).items() if not k.startswith("eval/")}
+        version.metrics = {**kept, **evaluation}
+        version.save(update_fields=["metrics"])

@@ -38,17 +38,17 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 
 @dataclass(frozen=True)
 class PPOConfig(ProcessSettings, AdapterSettings):
-    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU: on the demo project, against a reward
-    model trained on its labels, the mean score rises within minutes and a run takes ~10 minutes
-    (`benchmarks/ppo_demo_rise.py`, numbers in benchmarks/RESULTS.md)."""
+    """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU within the demo loop's budget (reward job, PPO,
+    generation in 15 minutes: `benchmarks/loop_15min.py`): answers of up to 96 tokens, so SmolLM2 ends its answers
+    to the demo's short-answer prompts instead of being cut, and 320 episodes (numbers in benchmarks/RESULTS.md)."""
 
-    total_episodes: int = field(default=960, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
+    total_episodes: int = field(default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
     value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest response, in tokens."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Longest response, in tokens (an answer cut here is scored as it stands)."})
     max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; log-probs use the same temperature."})
     kl_coef: float = field(default=0.02, metadata={"help": "β of the per-token KL penalty against the reference policy (initial value when adaptive)."})
@@ -67,6 +67,7 @@ class PPOConfig(ProcessSettings, AdapterSettings):
     seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
     use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
     samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
+    eval_prompts: int = field(default=36, metadata={"help": "Before and after training, one answer to each of the first N prompts is sampled (the same seeds for both policies) and scored by the reward model: the starting and the trained policy's mean reward on the same prompts (0 = no evaluation)."})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "PPOConfig":
@@ -110,6 +111,8 @@ class PPOConfig(ProcessSettings, AdapterSettings):
             raise ConfigError("max_grad_norm", "must be above 0")
         if self.trainable_layers < 0:
             raise ConfigError("trainable_layers", "must be 0 (train everything) or more")
+        if self.eval_prompts < 0:
+            raise ConfigError("eval_prompts", "must be 0 (no evaluation) or more")
         if self.samples_per_step < 0:
             raise ConfigError("samples_per_step", "must be 0 or more")
         if self.seed < 0:
@@ -448,6 +451,65 @@ def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats:
 
 
 
+# ------------------------------------------------------------------------------------------
+# Evaluation: the starting and the trained policy answer the same prompts, the reward model scores both.
+
+EVAL_SEED_OFFSET = 7_919  # eval draws never reuse the rollouts' random numbers
+EVAL_BATCH = 64  # rows sampled together: answers that stop leave the batch, so a wide batch costs little
+
+
+@dataclass
+class PolicyEval:
+    """One sampled answer per eval prompt, scored: the mean is the policy's reward on these prompts."""
+
+    prompt_indices: list[int]  # positions in train()'s prompt list
+    scores: list[float]
+    cut: list[bool]  # ran to max_new_tokens without a stop token
+    lengths: list[int]  # response tokens
+    seconds: float
+
+    @property
+    def mean_score(self) -> float:
+        return sum(self.scores) / len(self.scores)
+
+    @property
+    def cut_fraction(self) -> float:
+        return sum(self.cut) / len(self.cut)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}reward_mean": self.mean_score, f"{prefix}cut_fraction": self.cut_fraction,
+                f"{prefix}response_length": sum(self.lengths) / len(self.lengths), f"{prefix}seconds": self.seconds}
+
+
+@torch.no_grad()
+def evaluate_policy(model, tokenizer, prompt_texts: Sequence[str], reward_prompts: Sequence[str], reward_fn: RewardFn,
+                    cfg: PPOConfig) -> PolicyEval | None:
+    """Sample one answer to each of the first `cfg.eval_prompts` prompts (PPO's sampling settings, a seed per
+    prompt, so a prompt's draws do not depend on batching) and score them with `reward_fn`. None when off."""
+    count = min(cfg.eval_prompts, len(prompt_texts))
+    if count == 0:
+        return None
+    device = next(model.parameters()).device
+    stop_ids = stop_token_ids(tokenizer)
+    t0 = time.perf_counter()
+    scores: list[float] = []
+    cut: list[bool] = []
+    lengths: list[int] = []
+    for start in range(0, count, EVAL_BATCH):
+        rows = range(start, min(count, start + EVAL_BATCH))
+        query_ids, query_mask = encode_queries(tokenizer, [prompt_texts[i] for i in rows], cfg.max_prompt_tokens, device)
+        generators = [torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET + i) for i in rows]
+        out = sample_tokens(model, query_ids, query_mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            top_p=1.0, stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generators,
+                            compute_entropy=False)
+        responses = decode_responses(tokenizer, out.response_ids, stop_ids)
+        scores += [float(x) for x in torch.as_tensor(reward_fn([reward_prompts[i] for i in rows], responses)).reshape(-1)]
+        cut += (~out.has_stop).tolist()
+        lengths += out.response_mask.long().sum(1).tolist()
+    return PolicyEval(prompt_indices=list(range(count)), scores=scores, cut=cut, lengths=lengths,
+                      seconds=time.perf_counter() - t0)
+
+
 @dataclass
 class PPOResult:
     path: str | None  # saved policy folder (None if stopped before the first step)
@@ -458,6 +520,15 @@ class PPOResult:
     history: list[dict[str, float]]
     elapsed_s: float
     config: dict[str, Any] = field(default_factory=dict)
+    eval_before: PolicyEval | None = None  # the starting policy on the eval prompts
+    eval_after: PolicyEval | None = None  # the trained policy on the same prompts, with the same seeds
+
+    def __post_init__(self):
+        # Read back from a multi-process run's result.json (training/launch.py), the evaluations are plain dicts.
+        for name in ("eval_before", "eval_after"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, PolicyEval(**value))
 
 
 def train(
@@ -526,10 +597,12 @@ def train(
     plain = list(reward_prompts) if reward_prompts is not None else [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
     if len(plain) != len(prompts):
         raise ValueError("reward_prompts must have one entry per prompt")
+    # The starting policy on the eval prompts: rank 0 alone reports it (and the trained one's, below).
+    eval_before = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg) if dist.is_main else None
+    start_time = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
     sample_generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: a seed draws the same on any device
     history: list[dict[str, float]] = []
-    start_time = time.perf_counter()
     order: list[int] = []
     stopped = False
     step = 0
@@ -572,8 +645,10 @@ def train(
                 for p, r, s in list(zip(batch.prompts, batch.responses, batch.scores.tolist()))[: cfg.samples_per_step]
             ]
             on_progress(step, cfg.num_steps, metrics, samples or None)
-    path = None
+    path = eval_after = None
     if step > 0 and dist.is_main:
+        if not stopped:  # the trained policy on the same prompts, with the same seeds, as eval_before
+            eval_after = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg)
         path = save_trained_policy(model, tokenizer, out_dir, peft_model)
         from safetensors.torch import save_file
 
@@ -583,6 +658,7 @@ def train(
         path=path, steps=step, episodes=step * cfg.batch_size, stopped=stopped,
         metrics=history[-1] if history else {}, history=history,
         elapsed_s=time.perf_counter() - start_time, config=config_to_dict(cfg),
+        eval_before=eval_before, eval_after=eval_after,
     )
 
 

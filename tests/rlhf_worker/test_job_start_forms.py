@@ -40,12 +40,12 @@ def ppo_form(**overrides) -> dict:
     """What the PPO start form posts with every default (as the browser sends it), the common ones spelt out."""
     data = form_defaults(ppo_job.Config)
     data.pop("project_ids")  # a multiple select with nothing chosen sends nothing
-    data |= {"total_episodes": "960", "batch_size": "16", "mini_batch_size": "8", "ppo_epochs": "2", "learning_rate": "5e-05",
-            "value_learning_rate": "0.0001", "max_new_tokens": "32", "max_prompt_tokens": "256", "temperature": "0.7",
+    data |= {"total_episodes": "320", "batch_size": "16", "mini_batch_size": "8", "ppo_epochs": "2", "learning_rate": "5e-05",
+            "value_learning_rate": "0.0001", "max_new_tokens": "96", "max_prompt_tokens": "256", "temperature": "0.7",
             "kl_coef": "0.02", "kl_target": "6.0", "kl_horizon": "10000", "gamma": "1.0", "lam": "0.95",
             "cliprange": "0.2", "cliprange_value": "0.2", "vf_coef": "0.1", "whiten_advantages": "on",
             "missing_stop_penalty": "0.0", "max_grad_norm": "1.0", "trainable_layers": "8", "seed": "0",
-            "use_chat_template": "on", "samples_per_step": "2", "prompt_ids": "", "date_from": "", "date_to": "",
+            "use_chat_template": "on", "samples_per_step": "2", "eval_prompts": "36", "prompt_ids": "", "date_from": "", "date_to": "",
             "base_version_id": "", "reward_version_id": "", "name": "", "device": "auto"}
     data.update(overrides)
     return data
@@ -169,7 +169,7 @@ def test_built_in_presets_prefill_the_form(admin_user):
     assert 'id="preset-applied"' in html
     assert 'name="total_episodes" value="32"' in html and 'name="device" value="cpu"' in html
     html = c.get(url + "?preset=Defaults").content.decode()
-    assert 'name="total_episodes" value="960"' in html
+    assert 'name="total_episodes" value="320"' in html
     response = c.get(url + "?preset=nonsense", follow=True)
     assert "There is no PPO preset called" in response.content.decode()
 

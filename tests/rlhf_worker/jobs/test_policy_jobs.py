@@ -1,14 +1,18 @@
 """Policy jobs (generate, sft, ppo) through the real Celery worker on PostgreSQL + Redis, with tiny models."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from django.conf import settings
+from django.test import Client
+from django.urls import reverse
 
 from labeling_app.models import Completion, Demonstration, Prompt, RankingTask
 from labeling_app.services.projects import project_create
+from labeling_app.templatetags.rlhf_format import num
 from config.errors import ServiceError
 from rlhf_worker.jobs import generate as generate_job
 from rlhf_worker.jobs import policy_common
@@ -134,6 +138,30 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
         assert JobMetric.objects.filter(job=job, key=key).count() == 3, key
     assert job.samples and {"prompt", "response", "score"} <= set(job.samples[0])
     assert load_policy(version.path, "cpu")
+
+    # the starting and the trained policy were scored on the same prompts: both numbers on both rows
+    prompt_ids = sorted(project.prompts.values_list("pk", flat=True))
+    assert version.data_snapshot["eval_prompt_ids"] == prompt_ids
+    assert version.metrics["eval/prompts"] == 3 and version.metrics["eval/reward_model_id"] == reward_version.pk
+    tiny_version.refresh_from_db()
+    base_eval = tiny_version.metrics
+    assert base_eval["eval/prompt_ids"] == prompt_ids and base_eval["eval/compared_with_id"] == version.pk
+    assert base_eval["eval/reward_mean"] == version.metrics["eval/base_reward_mean"]
+    assert base_eval["eval/reward_model_id"] == reward_version.pk and base_eval["eval/job_id"] == job.pk
+    assert 0 <= version.metrics["eval/cut_fraction"] <= 1
+    assert "reward-model score on 3 prompts" in job.log
+
+    # the model versions page shows both scores: the starting policy's on its own row, and beside the new one's
+    client = Client()
+    client.force_login(admin_user)
+    html = client.get(reverse("jobs:models")).content.decode()
+    rows = {int(pk): row for pk, row in re.findall(r'<tr id="version-(\d+)">(.*?)</tr>', html, re.S)}
+    base_text, new_text = num(base_eval["eval/reward_mean"]), num(version.metrics["eval/reward_mean"])
+    new_cell = re.search(r'class="policy-score">(.*?)</td>', rows[version.pk], re.S).group(1)
+    base_cell = re.search(r'class="policy-score">(.*?)</td>', rows[tiny_version.pk], re.S).group(1)
+    assert new_cell.strip().startswith(new_text) and f"start #{tiny_version.pk}: {base_text} on the same prompts" in new_cell
+    assert base_cell.strip().startswith(base_text) and "mean on 3 eval prompts" in base_cell
+    assert f"PPO job #{job.pk}" in base_cell
 
 
 @pytest.mark.django_db

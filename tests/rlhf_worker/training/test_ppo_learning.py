@@ -5,7 +5,7 @@ import torch
 from rlhf_worker.training.generation import encode_queries
 from rlhf_worker.training.policy_models import format_prompt, load_policy, tiny_policy
 from rlhf_worker.training.policy_forward import make_value_head
-from rlhf_worker.training.ppo import PPOConfig, rollout, train
+from rlhf_worker.training.ppo import PPOConfig, evaluate_policy, rollout, train
 
 torch.set_num_threads(1)
 PROMPTS = ["hi", "hello", "abc", "xyz"]
@@ -39,6 +39,27 @@ def test_ppo_raises_the_score_with_bounded_kl(learned):
     assert all(h["policy/approxkl"] < 0.5 for h in learned.history), "each update stays close to its rollout policy"
     for key in ("objective/entropy", "policy/clipfrac", "loss/value", "loss/policy", "response/length"):
         assert key in learned.metrics
+
+
+def test_start_and_trained_policy_are_scored_on_the_same_prompts_with_the_same_seeds(learned):
+    before, after = learned.eval_before, learned.eval_after
+    assert before.prompt_indices == after.prompt_indices == [0, 1, 2, 3]
+    assert len(before.scores) == len(after.scores) == 4 and len(before.cut) == 4
+    assert after.mean_score > before.mean_score + 0.3, (before.scores, after.scores)
+    # the starting policy's number is reproducible: the same seeds on a fresh copy of it give the same scores
+    model, tok = tiny_policy(seed=0)
+    again = evaluate_policy(model, tok, [format_prompt(tok, p) for p in PROMPTS], PROMPTS, fraction_of_a,
+                            PPOConfig(**learned.config))
+    assert again.scores == before.scores and again.cut == before.cut
+    assert {"eval/reward_mean", "eval/cut_fraction", "eval/response_length"} <= set(after.metrics("eval/"))
+
+
+def test_eval_prompts_caps_the_evaluation_and_zero_turns_it_off():
+    model, tok = tiny_policy(seed=0)
+    texts = [format_prompt(tok, p) for p in PROMPTS]
+    two = evaluate_policy(model, tok, texts, PROMPTS, fraction_of_a, PPOConfig(eval_prompts=2, max_new_tokens=4))
+    assert two.prompt_indices == [0, 1] and len(two.scores) == 2
+    assert evaluate_policy(model, tok, texts, PROMPTS, fraction_of_a, PPOConfig(eval_prompts=0)) is None
 
 
 def test_larger_kl_coefficient_keeps_policy_closer(learned, tmp_path):
