@@ -85,8 +85,9 @@ def test_back_fill_keys_the_oldest_of_each_copy_and_keeps_every_row(tmp_path):
     d1, d2, written = Demonstration.objects.order_by("pk")
     assert d1.import_key and d2.import_key is None and written.import_key is None
 
-    counts = lambda: (Completion.objects.count(), RankingTask.objects.count(), Annotation.objects.count(),  # noqa: E731
-                      Demonstration.objects.count())
+    def counts():
+        return (Completion.objects.count(), RankingTask.objects.count(), Annotation.objects.count(),
+                Demonstration.objects.count())
     before = counts()
     project = Project.objects.get(pk=made["project"])
     assert import_file(project=project, kind="completions",

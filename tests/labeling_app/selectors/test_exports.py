@@ -152,7 +152,8 @@ def test_pairwise_round_trip_export_import_export(researcher, labeler, labeler2,
     assert result.annotations_created == 4
     (tmp_path / "b").mkdir()
     second, _ = export("pairwise", tmp_path / "b", project_ids=[target.pk])
-    key = lambda r: (json.dumps(r["prompt"]), json.dumps(r["chosen"]), json.dumps(r["rejected"]), r["chosen_rating"], r["rejected_rating"])  # noqa: E731
+    def key(r):
+        return json.dumps(r["prompt"]), json.dumps(r["chosen"]), json.dumps(r["rejected"]), r["chosen_rating"], r["rejected_rating"]
     assert sorted(map(key, first)) == sorted(map(key, second))
     assert {r["labeler"] for r in second} == {"import:round-trip"} and all(r["labeler_id"] is None for r in second)
 
