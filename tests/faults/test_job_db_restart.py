@@ -61,7 +61,7 @@ def test_a_short_restart_mid_job_loses_nothing_and_the_job_succeeds(labeled_proj
                                                                      admin_user, settings):
     settings.JOB_HEARTBEAT_SECONDS = 0.2
     settings.JOB_DB_RETRY_SECONDS = 30
-    job = job_start(kind="reward", config=reward_config(labeled_project, backbone_dir, epochs=40), user=admin_user)
+    job = job_start(kind="reward", config=reward_config(labeled_project, backbone_dir, epochs=300), user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 2 or finished(j))
     assert job.status == "running", job.error
     with database_down() as killed:
