@@ -26,6 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench-deps: $(STAMP)
 	$(BIN)/python -m pip install -r benchmarks/requirements-bench.txt

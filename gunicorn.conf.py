@@ -1,5 +1,6 @@
 """gunicorn reads this file from the folder it starts in (the project root under `make run`, /app in the image):
 the app's log lines for gunicorn's own loggers, and request metrics summed over all worker processes."""
+
 import os
 import shutil
 import tempfile

@@ -32,6 +32,7 @@ plus adaptive overlap needs >= 30% fewer labels than oldest-first (ratio <= 0.70
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/4 \\
       .venv/bin/python benchmarks/active_learning.py --seeds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,7 @@ STRATEGIES = {  # name -> (queue order, adaptive overlap)
 # ---------------------------------------------------------------------------------------------
 # The hidden world and the simulated labelers (plain numpy, no database)
 
+
 @dataclass
 class World:
     w_true: np.ndarray
@@ -72,8 +74,9 @@ class World:
     heldout_signs: np.ndarray  # sign of the true reward difference
 
 
-def make_world(rng: np.random.Generator, *, n_tasks: int, heldout_tasks: int, k: int, dims: int,
-               spread: tuple[float, float]) -> World:
+def make_world(
+    rng: np.random.Generator, *, n_tasks: int, heldout_tasks: int, k: int, dims: int, spread: tuple[float, float]
+) -> World:
     w_true = rng.normal(size=dims)
     w_true /= np.linalg.norm(w_true)
 
@@ -106,6 +109,7 @@ class Labeler:
 
 # ---------------------------------------------------------------------------------------------
 # The reward model: logistic Bradley-Terry on feature differences
+
 
 def fit_bradley_terry(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> np.ndarray:
     """w maximising sum log sigmoid(w . (x_preferred - x_other)) - l2/2 |w|^2 (Newton's method)."""
@@ -142,6 +146,7 @@ def heldout_accuracy(world: World, w: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # The queue order: the one place that knows how "uncertainty first" is asked of the app.
 
+
 def set_queue_order(project, order: str):
     """Set `project.queue_order` through the project service (the way the settings page saves it); returns the
     saved project, which `hand_out` hands out from."""
@@ -149,10 +154,17 @@ def set_queue_order(project, order: str):
 
     if order not in ("oldest", "uncertainty"):
         raise ValueError(f"unknown queue order {order!r}")
-    return project_update(project=project, name=project.name, instructions=project.instructions,
-                          completions_per_task=project.completions_per_task, overlap=project.overlap,
-                          lease_minutes=project.lease_minutes, queue_order=order, overlap_max=project.overlap_max,
-                          disagreement_threshold=project.disagreement_threshold)
+    return project_update(
+        project=project,
+        name=project.name,
+        instructions=project.instructions,
+        completions_per_task=project.completions_per_task,
+        overlap=project.overlap,
+        lease_minutes=project.lease_minutes,
+        queue_order=order,
+        overlap_max=project.overlap_max,
+        disagreement_threshold=project.disagreement_threshold,
+    )
 
 
 def write_uncertainty(margins: dict[int, float]) -> None:
@@ -168,9 +180,11 @@ def write_uncertainty(margins: dict[int, float]) -> None:
     from labeling_app.models import RankingTask
 
     with connection.cursor() as cur:
-        cur.execute(f"""UPDATE {RankingTask._meta.db_table} t SET uncertainty_margin = u.margin
+        cur.execute(
+            f"""UPDATE {RankingTask._meta.db_table} t SET uncertainty_margin = u.margin
                         FROM unnest(%s::bigint[], %s::float8[]) AS u(id, margin) WHERE t.id = u.id""",
-                    [list(margins), list(margins.values())])
+            [list(margins), list(margins.values())],
+        )
 
 
 def hand_out(project, labeler):
@@ -185,6 +199,7 @@ def hand_out(project, labeler):
 # ---------------------------------------------------------------------------------------------
 # One run: seed a project, label until the target accuracy (or the pool runs dry)
 
+
 def reset_and_seed(world: World, *, k: int, overlap_max: int, threshold: float):
     """A fresh project holding the world's tasks; {completion id: features}, {task id: [completion ids]}."""
     from django.db import connection
@@ -198,16 +213,29 @@ def reset_and_seed(world: World, *, k: int, overlap_max: int, threshold: float):
                        labeling_app_completion, labeling_app_prompt, labeling_app_checkquestion,
                        labeling_app_project, rlhf_worker_completionscore, rlhf_worker_modelversion
                        RESTART IDENTITY CASCADE""")
-    project = project_create(name="active learning", completions_per_task=k, overlap=1, overlap_max=overlap_max,
-                             disagreement_threshold=threshold, checks=[])
-    prompts = Prompt.objects.bulk_create(Prompt(project=project, text=f"prompt {i}", content_hash=prompt_content_hash(f"prompt {i}", None))
-                                         for i in range(len(world.tasks)))
+    project = project_create(
+        name="active learning",
+        completions_per_task=k,
+        overlap=1,
+        overlap_max=overlap_max,
+        disagreement_threshold=threshold,
+        checks=[],
+    )
+    prompts = Prompt.objects.bulk_create(
+        Prompt(project=project, text=f"prompt {i}", content_hash=prompt_content_hash(f"prompt {i}", None))
+        for i in range(len(world.tasks))
+    )
     completions = Completion.objects.bulk_create(
         Completion(prompt=p, text=f"completion {j} of {p.text}", source=Completion.Source.MODEL)
-        for p in prompts for j in range(k))
+        for p in prompts
+        for j in range(k)
+    )
     tasks = RankingTask.objects.bulk_create(RankingTask(project=project, prompt=p, overlap=1) for p in prompts)
-    TaskCompletion.objects.bulk_create(TaskCompletion(task=t, completion=completions[i * k + j], position=j)
-                                       for i, t in enumerate(tasks) for j in range(k))
+    TaskCompletion.objects.bulk_create(
+        TaskCompletion(task=t, completion=completions[i * k + j], position=j)
+        for i, t in enumerate(tasks)
+        for j in range(k)
+    )
     features = {completions[i * k + j].pk: world.tasks[i][j] for i in range(len(tasks)) for j in range(k)}
     task_completions = {t.pk: [completions[i * k + j].pk for j in range(k)] for i, t in enumerate(tasks)}
     return project, features, task_completions
@@ -237,29 +265,50 @@ def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int
     ids = list(features)
     scores = [float(features[c] @ w) for c in ids]
     with connection.cursor() as cur:
-        cur.execute("""INSERT INTO rlhf_worker_completionscore (completion_id, model_version_id, score, scored_at)
+        cur.execute(
+            """INSERT INTO rlhf_worker_completionscore (completion_id, model_version_id, score, scored_at)
                        SELECT c, %s, s, now() FROM unnest(%s::bigint[], %s::float8[]) AS u(c, s)""",
-                    [version.pk, ids, scores])
+            [version.pk, ids, scores],
+        )
         cur.execute("DELETE FROM rlhf_worker_completionscore WHERE model_version_id <> %s", [version.pk])
 
 
-def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: int, target: float, refit: int,
-        max_labels: int, overlap_max: int, threshold: float, stable: int = 3) -> dict:
+def run(
+    world: World,
+    labelers: list[Labeler],
+    strategy: str,
+    *,
+    seed: int,
+    k: int,
+    target: float,
+    refit: int,
+    max_labels: int,
+    overlap_max: int,
+    threshold: float,
+    stable: int = 3,
+) -> dict:
     """Label until the held-out accuracy is >= `target` at `stable` refits in a row; `labels_needed` is the
     labels at the first of them (None if `max_labels` or the pool ran out first)."""
     from labeling_app.models import RankingTask
     from labeling_app.services.annotations import annotation_submit
 
     order, adaptive = STRATEGIES[strategy]
-    project, features, task_completions = reset_and_seed(world, k=k, overlap_max=overlap_max if adaptive else 1,
-                                                         threshold=threshold)
+    project, features, task_completions = reset_and_seed(
+        world, k=k, overlap_max=overlap_max if adaptive else 1, threshold=threshold
+    )
     project = set_queue_order(project, order)
     true_reward = {c: float(x @ world.w_true) for c, x in features.items()}
     rng_np, rng = np.random.default_rng(seed * 1000 + 7), random.Random(seed)
     labels, accuracy, curve, reached, streak, started = 0, 0.5, [], None, [], time.perf_counter()
     task_ids = list(task_completions)
-    pair_diffs = np.array([features[a] - features[b] for t in task_ids for i, a in enumerate(task_completions[t])
-                           for b in task_completions[t][i + 1:]])
+    pair_diffs = np.array(
+        [
+            features[a] - features[b]
+            for t in task_ids
+            for i, a in enumerate(task_completions[t])
+            for b in task_completions[t][i + 1 :]
+        ]
+    )
     exhausted: set[int] = set()
     while labels < max_labels and len(exhausted) < len(labelers):
         who = rng.randrange(len(labelers))
@@ -273,10 +322,13 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
         task_id, shown = got
         ids = task_completions[task_id]
         best_first = labeler.rank(np.array([true_reward[c] for c in ids]), rng_np)
-        ratings = [{"completion": ids[pos], "likert": 7 - place, "rank": place + 1, "checks": {}}
-                   for place, pos in enumerate(best_first)]
-        annotation_submit(task=RankingTask(pk=task_id, project=project, project_id=project.pk), labeler=labeler.user,
-                          ratings=ratings)
+        ratings = [
+            {"completion": ids[pos], "likert": 7 - place, "rank": place + 1, "checks": {}}
+            for place, pos in enumerate(best_first)
+        ]
+        annotation_submit(
+            task=RankingTask(pk=task_id, project=project, project_id=project.pk), labeler=labeler.user, ratings=ratings
+        )
         labels += 1
         if labels % refit == 0:
             w, cov = fit_with_covariance(label_diffs(features))
@@ -289,8 +341,16 @@ def run(world: World, labelers: list[Labeler], strategy: str, *, seed: int, k: i
             write_scores(w, features, labels // refit)
             write_uncertainty(dict(zip(task_ids, task_margins(pair_diffs, k, w, cov).tolist())))
     extended = RankingTask.objects.filter(project=project, extra_labels__gt=0).count()
-    return {"strategy": strategy, "seed": seed, "labels_needed": reached, "labels": labels, "accuracy": accuracy,
-            "tasks_extended": extended, "seconds": time.perf_counter() - started, "curve": curve}
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "labels_needed": reached,
+        "labels": labels,
+        "accuracy": accuracy,
+        "tasks_extended": extended,
+        "seconds": time.perf_counter() - started,
+        "curve": curve,
+    }
 
 
 def setup_django(db_url: str) -> None:
@@ -323,7 +383,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dims", type=int, default=8, help="features per completion")
     ap.add_argument("--labelers", type=int, default=20)
     ap.add_argument("--careless", type=float, default=0.1, help="share of labelers who rank at random")
-    ap.add_argument("--temperature", type=float, nargs=2, default=(0.05, 0.3), help="labelers' Bradley-Terry temperatures")
+    ap.add_argument(
+        "--temperature", type=float, nargs=2, default=(0.05, 0.3), help="labelers' Bradley-Terry temperatures"
+    )
     ap.add_argument("--spread", type=float, nargs=2, default=(0.05, 1.0), help="per-task spread of the completions")
     ap.add_argument("--target", type=float, default=0.97, help="held-out pairwise accuracy to reach")
     ap.add_argument("--stable", type=int, default=3, help="refits in a row the target must hold")
@@ -346,11 +408,16 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
         raise SystemExit(f"unknown strategies {sorted(unknown)}; use some of {', '.join(STRATEGIES)}")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; database {name}",
-          flush=True)
-    print(f"world: {args.tasks} tasks of K={args.k}, {args.dims} features, {args.labelers} labelers "
-          f"({args.careless:.0%} careless, temperatures {args.temperature}), target accuracy {args.target}, "
-          f"refit every {args.refit} labels, adaptive overlap 1..{args.overlap_max} at threshold {args.threshold}", flush=True)
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; database {name}",
+        flush=True,
+    )
+    print(
+        f"world: {args.tasks} tasks of K={args.k}, {args.dims} features, {args.labelers} labelers "
+        f"({args.careless:.0%} careless, temperatures {args.temperature}), target accuracy {args.target}, "
+        f"refit every {args.refit} labels, adaptive overlap 1..{args.overlap_max} at threshold {args.threshold}",
+        flush=True,
+    )
     if not args.keep_db:
         create_database(admin_url, name)
     setup_django(db_url)
@@ -360,36 +427,59 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
-        world = make_world(rng, n_tasks=args.tasks, heldout_tasks=300, k=args.k, dims=args.dims,
-                           spread=tuple(args.spread))
+        world = make_world(
+            rng, n_tasks=args.tasks, heldout_tasks=300, k=args.k, dims=args.dims, spread=tuple(args.spread)
+        )
         labelers = make_labelers(args.labelers, args.careless, tuple(args.temperature), rng)
         for strategy in strategies:
-            r = run(world, labelers, strategy, seed=seed, k=args.k, target=args.target, refit=args.refit,
-                    max_labels=args.max_labels, overlap_max=args.overlap_max, threshold=args.threshold,
-                    stable=args.stable)
+            r = run(
+                world,
+                labelers,
+                strategy,
+                seed=seed,
+                k=args.k,
+                target=args.target,
+                refit=args.refit,
+                max_labels=args.max_labels,
+                overlap_max=args.overlap_max,
+                threshold=args.threshold,
+                stable=args.stable,
+            )
             results.append(r)
-            print(f"seed {seed} {strategy:13s} labels to {args.target:.0%}: {r['labels_needed'] or 'not reached'!s:>12}"
-                  f"  (accuracy {r['accuracy']:.3f} after {r['labels']} labels, {r['tasks_extended']} tasks extended, "
-                  f"{r['seconds']:.0f} s)", flush=True)
+            print(
+                f"seed {seed} {strategy:13s} labels to {args.target:.0%}: {r['labels_needed'] or 'not reached'!s:>12}"
+                f"  (accuracy {r['accuracy']:.3f} after {r['labels']} labels, {r['tasks_extended']} tasks extended, "
+                f"{r['seconds']:.0f} s)",
+                flush=True,
+            )
     summary = {}
     for strategy in strategies:
         needed = [r["labels_needed"] or args.max_labels for r in results if r["strategy"] == strategy]
         summary[strategy] = statistics.median(needed)
     base = summary.get("oldest")
-    print(f"\nlabels needed to reach {args.target:.0%} held-out pairwise accuracy (median over {args.seeds} seeds; "
-          f"a run that never reached it counts as --max-labels = {args.max_labels}):")
+    print(
+        f"\nlabels needed to reach {args.target:.0%} held-out pairwise accuracy (median over {args.seeds} seeds; "
+        f"a run that never reached it counts as --max-labels = {args.max_labels}):"
+    )
     for strategy in strategies:
         per_seed = [r["labels_needed"] or f">{args.max_labels}" for r in results if r["strategy"] == strategy]
         ratio = f"{summary[strategy] / base:.2f}x oldest-first" if base else ""
         print(f"  {strategy:13s} {summary[strategy]:7.0f}  {ratio:20s} per seed: {per_seed}")
     if base and "unc+adaptive" in summary:
         ratio = summary["unc+adaptive"] / base
-        print(f"target (uncertainty-first + adaptive overlap <= 0.70x oldest-first): "
-              f"{'met' if ratio <= 0.70 else 'MISSED'} ({ratio:.2f}x)")
+        print(
+            f"target (uncertainty-first + adaptive overlap <= 0.70x oldest-first): "
+            f"{'met' if ratio <= 0.70 else 'MISSED'} ({ratio:.2f}x)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
-                                         "results": results, "summary": summary}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: v for k, v in vars(args).items() if k != "json"}, "results": results, "summary": summary},
+                indent=1,
+                default=str,
+            )
+        )
     return {"results": results, "summary": summary}
 
 

@@ -9,6 +9,7 @@ prints tokens/s by wall clock and by process CPU time, then the medians and thei
 
 Run:  python benchmarks/generation.py --prompts 16 --k 4 --max-new-tokens 32 --batch-size 32 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,12 +53,20 @@ def run_hf(model, tok, prompts, cfg, batch_size) -> int:
     tokens = 0
     torch.manual_seed(cfg.seed)
     for start in range(0, len(rows), batch_size):
-        ids, mask = encode_queries(tok, rows[start:start + batch_size], cfg.max_prompt_tokens, "cpu")
+        ids, mask = encode_queries(tok, rows[start : start + batch_size], cfg.max_prompt_tokens, "cpu")
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
-                                 top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens, eos_token_id=stop,
-                                 pad_token_id=tok.pad_token_id)
-        for row in out[:, ids.shape[1]:].tolist():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                top_k=0,
+                max_new_tokens=cfg.max_new_tokens,
+                eos_token_id=stop,
+                pad_token_id=tok.pad_token_id,
+            )
+        for row in out[:, ids.shape[1] :].tolist():
             tokens += next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
     return tokens
 
@@ -83,9 +92,14 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     model, tok = load_policy(default_policy_path(args.model_store), "cpu")
     prompts = (PROMPTS * 10)[: args.prompts]
-    cfg = GenerationConfig(num_samples=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
-    print(f"SmolLM2-135M-Instruct fp32; {args.prompts} prompts x K={args.k}, max_new_tokens={args.max_new_tokens}, "
-          f"batch_size={args.batch_size}, temperature={args.temperature}, top_p={args.top_p}", flush=True)
+    cfg = GenerationConfig(
+        num_samples=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens
+    )
+    print(
+        f"SmolLM2-135M-Instruct fp32; {args.prompts} prompts x K={args.k}, max_new_tokens={args.max_new_tokens}, "
+        f"batch_size={args.batch_size}, temperature={args.temperature}, top_p={args.top_p}",
+        flush=True,
+    )
     run_ours(model, tok, prompts[:2], GenerationConfig(num_samples=2, max_new_tokens=4), 4)  # warm-up, both paths
     if not args.skip_hf:
         run_hf(model, tok, prompts[:2], GenerationConfig(num_samples=2, max_new_tokens=4), 4)
@@ -93,7 +107,10 @@ def main() -> None:
     if args.single_prompts:
         singles = prompts[: args.single_prompts]
         n1, w1, c1 = timed(lambda: sum(run_ours(model, tok, [q], cfg, 1) for q in singles))
-        print(f"one row at a time: {n1} tokens  wall {w1:.1f}s  {n1 / w1:.1f} tok/s   cpu {n1 / c1:.1f} tok/cpu-s", flush=True)
+        print(
+            f"one row at a time: {n1} tokens  wall {w1:.1f}s  {n1 / w1:.1f} tok/s   cpu {n1 / c1:.1f} tok/cpu-s",
+            flush=True,
+        )
 
     sides = [("ours", run_ours)] + ([] if args.skip_hf else [("generate", run_hf)])
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
@@ -101,9 +118,14 @@ def main() -> None:
         for name, fn in sides:
             tokens, wall, cpu = timed(lambda fn=fn: fn(model, tok, prompts, cfg, args.batch_size))
             rates[name].append((tokens / wall, tokens / cpu))
-            print(f"run {run} {name:8s}: {tokens} tokens  wall {wall:.1f}s  {tokens / wall:.1f} tok/s   "
-                  f"cpu {cpu:.1f}s  {tokens / cpu:.1f} tok/cpu-s   load {os.getloadavg()[0]:.2f}", flush=True)
-    medians = {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for name, r in rates.items()}
+            print(
+                f"run {run} {name:8s}: {tokens} tokens  wall {wall:.1f}s  {tokens / wall:.1f} tok/s   "
+                f"cpu {cpu:.1f}s  {tokens / cpu:.1f} tok/cpu-s   load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+    medians = {
+        name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for name, r in rates.items()
+    }
     for name, (wall_rate, cpu_rate) in medians.items():
         print(f"median {name:8s}: {wall_rate:.1f} tok/s wall, {cpu_rate:.1f} tok/cpu-s")
     if "generate" in medians:

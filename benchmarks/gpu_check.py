@@ -10,6 +10,7 @@ a setting added to the training configs (an adapter, say) gets its own pass with
 
 Run:  python benchmarks/gpu_check.py [--tiny] [--device cuda:0] [--steps 4] [--set trainable_layers=8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,10 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
     known = {f.name for cls in TRAINING_CONFIGS for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise SystemExit(f"gpu_check: --set {unknown[0]}: no reward, SFT or PPO setting has that name "
-                         f"(settings: {', '.join(sorted(known))})")
+        raise SystemExit(
+            f"gpu_check: --set {unknown[0]}: no reward, SFT or PPO setting has that name "
+            f"(settings: {', '.join(sorted(known))})"
+        )
     return settings
 
 
@@ -82,13 +85,26 @@ def configured(cls, args, **base):
 
 def stage_reward(args, device, work: Path) -> tuple[str, RewardScorer]:
     rankings = synthetic_rankings(args.steps * 8 + 8, 4, seed=0, ties=False)
-    cfg = configured(reward.RewardConfig, args, backbone=args.reward_backbone, epochs=1, batch_size=8, eval_fraction=0.1,
-                     eval_every=0, save_every=0, max_length=128, device=str(device))
+    cfg = configured(
+        reward.RewardConfig,
+        args,
+        backbone=args.reward_backbone,
+        epochs=1,
+        batch_size=8,
+        eval_fraction=0.1,
+        eval_every=0,
+        save_every=0,
+        max_length=128,
+        device=str(device),
+    )
     result = reward.train(cfg, rankings, out_dir=work / "reward")
     scorer = RewardScorer.from_pretrained(result.model_dir, device=device)
     check_on(scorer.model, device, "reward model")
     rate = result.num_train_pairs / result.loop_seconds
-    return f"{result.step} steps, {result.num_train_pairs} comparisons, {rate:.1f} comparisons/s (training loop)", scorer
+    return (
+        f"{result.step} steps, {result.num_train_pairs} comparisons, {rate:.1f} comparisons/s (training loop)",
+        scorer,
+    )
 
 
 def stage_sft(args, device, work: Path) -> str:
@@ -102,19 +118,33 @@ def stage_sft(args, device, work: Path) -> str:
 def stage_ppo(args, device, work: Path, scorer: RewardScorer | None) -> str:
     prompts = [r.prompt for r in synthetic_rankings(16, 1, seed=2)]
     if scorer is not None:
+
         def reward_fn(ps, rs):
             return scorer.score(ps, rs)
     else:  # the reward stage failed: still exercise PPO, with a length reward
+
         def reward_fn(ps, rs):
             return [len(r) / 100 for r in rs]
+
     batch_size = 8
-    cfg = configured(ppo.PPOConfig, args, total_episodes=batch_size * args.steps, batch_size=batch_size, mini_batch_size=4,
-                     ppo_epochs=1, max_new_tokens=args.new_tokens, trainable_layers=0, samples_per_step=0)
+    cfg = configured(
+        ppo.PPOConfig,
+        args,
+        total_episodes=batch_size * args.steps,
+        batch_size=batch_size,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        max_new_tokens=args.new_tokens,
+        trainable_layers=0,
+        samples_per_step=0,
+    )
     result = ppo.train(cfg, prompts, reward_fn, out_dir=str(work / "ppo"), base_path=args.policy, device=device)
     last = result.metrics
     scope = "full fine-tuning" if cfg.trainable_layers == 0 else f"top {cfg.trainable_layers} layers"
-    return (f"{result.steps} steps ({scope}), {result.episodes / result.elapsed_s:.2f} episodes/s; last step: "
-            f"rollout {last.get('time/rollout_s', float('nan')):.2f}s, update {last.get('time/update_s', float('nan')):.2f}s")
+    return (
+        f"{result.steps} steps ({scope}), {result.episodes / result.elapsed_s:.2f} episodes/s; last step: "
+        f"rollout {last.get('time/rollout_s', float('nan')):.2f}s, update {last.get('time/update_s', float('nan')):.2f}s"
+    )
 
 
 def stage_generation(args, device, work: Path) -> str:
@@ -122,7 +152,9 @@ def stage_generation(args, device, work: Path) -> str:
     check_on(model, device, "policy")
     prompts = [r.prompt for r in synthetic_rankings(8, 1, seed=3)]
     cfg = GenerationConfig(num_samples=4, max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.9)
-    generate_stream(model, tokenizer, prompts[:1], GenerationConfig(num_samples=1, max_new_tokens=2), batch_size=1).__next__()
+    generate_stream(
+        model, tokenizer, prompts[:1], GenerationConfig(num_samples=1, max_new_tokens=2), batch_size=1
+    ).__next__()
     start = time.perf_counter()
     tokens = sum(b.new_tokens for b in generate_stream(model, tokenizer, prompts, cfg, batch_size=32))
     if device.type == "cuda":
@@ -138,21 +170,30 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (tests the script, not a GPU)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps per training stage (default 8, 2 with --tiny)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimisation steps per training stage (default 8, 2 with --tiny)"
+    )
     p.add_argument("--new-tokens", type=int, default=None, help="tokens per response (default 48, 8 with --tiny)")
     p.add_argument("--policy", default=None, help="policy folder (default: SmolLM2-135M-Instruct from MODEL_STORE)")
     p.add_argument("--reward-backbone", default="", help="reward backbone folder (default: all-MiniLM-L6-v2)")
     p.add_argument("--stages", default="reward,sft,ppo,generation")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a reward/SFT/PPO setting for every training stage that has it (e.g. a job setting such as "
-                        "trainable_layers=8); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a reward/SFT/PPO setting for every training stage that has it (e.g. a job setting such as "
+        "trainable_layers=8); repeatable",
+    )
     args = p.parse_args()
     args.settings = parse_settings(args.set)
     args.steps = args.steps or (2 if args.tiny else 8)
     args.new_tokens = args.new_tokens or (8 if args.tiny else 48)
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"gpu_check: CUDA is not available here (torch {torch.__version__}); use --tiny to check the script on the CPU")
+        print(
+            f"gpu_check: CUDA is not available here (torch {torch.__version__}); use --tiny to check the script on the CPU"
+        )
         return 2
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
@@ -171,9 +212,12 @@ def run_stages(args, device: torch.device, work: Path) -> int:
         args.policy = args.policy or default_policy_path(model_store)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     precision = "bf16 autocast, float32 weights" if bf16_autocast_supported(device) else "float32"
-    print(f"gpu_check on {device} ({name}), torch {torch.__version__}, {precision}; policy {args.policy}; "
-          f"{args.steps} steps per stage, {args.new_tokens} new tokens"
-          + "".join(f", {k}={v}" for k, v in args.settings.items()), flush=True)
+    print(
+        f"gpu_check on {device} ({name}), torch {torch.__version__}, {precision}; policy {args.policy}; "
+        f"{args.steps} steps per stage, {args.new_tokens} new tokens"
+        + "".join(f", {k}={v}" for k, v in args.settings.items()),
+        flush=True,
+    )
 
     failed = []
     scorer = None
@@ -194,7 +238,9 @@ def run_stages(args, device: torch.device, work: Path) -> int:
                 raise ValueError(f"unknown stage {stage!r}: use reward, sft, ppo, generation")
             if "DIFFERENT" in summary:
                 raise RuntimeError(summary)
-            print(f"[ok]   {stage:10s} {time.perf_counter() - start:6.1f}s  {summary}; {peak_memory(device)}", flush=True)
+            print(
+                f"[ok]   {stage:10s} {time.perf_counter() - start:6.1f}s  {summary}; {peak_memory(device)}", flush=True
+            )
         except Exception:  # report every stage, then fail the run
             failed.append(stage)
             print(f"[FAIL] {stage:10s} {time.perf_counter() - start:6.1f}s", flush=True)

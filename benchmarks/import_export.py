@@ -18,6 +18,7 @@ The bound we hold to: memory is flat in the file's size — at most one batch (1
 import and one chunk (1,000 tasks with their labels) on export are in memory, so the peaks for
 10,000 and 100,000 lines should be about the same; the script prints the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,10 @@ def machine() -> str:
     import django
     import psycopg
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Django {django.get_version()}, "
-            f"psycopg {psycopg.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Django {django.get_version()}, "
+        f"psycopg {psycopg.__version__}"
+    )
 
 
 def rss_peak_kib() -> int:
@@ -98,9 +101,18 @@ def write_files(folder: Path, n: int) -> tuple[Path, Path]:
             f.write(json.dumps({"prompt": f"Benchmark prompt number {i}: explain topic {i % 977} in detail."}) + "\n")
     with open(prefs, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"prompt": f"Pair prompt {i}: which answer is better?",
-                                "chosen": f"A careful, correct answer number {i} with some detail.",
-                                "rejected": f"A sloppy answer {i}.", "chosen_rating": 6, "rejected_rating": 2}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"Pair prompt {i}: which answer is better?",
+                        "chosen": f"A careful, correct answer number {i} with some detail.",
+                        "rejected": f"A sloppy answer {i}.",
+                        "chosen_rating": 6,
+                        "rejected_rating": 2,
+                    }
+                )
+                + "\n"
+            )
     return prompts, prefs
 
 
@@ -113,8 +125,13 @@ def run_phase(name: str, fn, rows: int, trace: bool) -> dict:
     started = time.perf_counter()
     fn()
     seconds = time.perf_counter() - started
-    out = {"phase": name, "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
-           "rss_growth_mib": (rss_peak_kib() - rss_before) / 1024 if reset_ok else None}
+    out = {
+        "phase": name,
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "rss_growth_mib": (rss_peak_kib() - rss_before) / 1024 if reset_ok else None,
+    }
     if trace:
         out["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
@@ -203,8 +220,10 @@ def main() -> None:
     for key, r in timing.items():
         m = memory.get(key, {})
         rss = m.get("rss_growth_mib", r["rss_growth_mib"])
-        print(f"{r['phase']:<26}{r['n']:>9}{r['seconds']:>10.1f}{r['rows_per_s']:>10.0f}"
-              f"{fmt(rss):>16}{fmt(m.get('py_peak_mib')):>17}")
+        print(
+            f"{r['phase']:<26}{r['n']:>9}{r['seconds']:>10.1f}{r['rows_per_s']:>10.0f}"
+            f"{fmt(rss):>16}{fmt(m.get('py_peak_mib')):>17}"
+        )
     sizes = sorted(args.sizes)
     if len(sizes) >= 2 and memory:
         small, big = sizes[0], sizes[-1]
@@ -212,8 +231,10 @@ def main() -> None:
         for phase in ("import prompts", "import pairwise labels", "export pairwise"):
             a, b = memory.get((phase, small)), memory.get((phase, big))
             if a and b:
-                print(f"  {phase}: Python peak {a['py_peak_mib']:.1f} MiB at {small} lines vs {b['py_peak_mib']:.1f} MiB at "
-                      f"{big} lines (x{b['py_peak_mib'] / a['py_peak_mib']:.2f} for x{big / small:.0f} the lines)")
+                print(
+                    f"  {phase}: Python peak {a['py_peak_mib']:.1f} MiB at {small} lines vs {b['py_peak_mib']:.1f} MiB at "
+                    f"{big} lines (x{b['py_peak_mib'] / a['py_peak_mib']:.2f} for x{big / small:.0f} the lines)"
+                )
 
 
 if __name__ == "__main__":

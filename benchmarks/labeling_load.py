@@ -17,6 +17,7 @@ labelers than its overlap, no doubled or lost label, submitted_count exact. Run 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/2 \\
       .venv/bin/python benchmarks/labeling_load.py --clients 10,30 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------
 # Database: create, migrate, users, seed
 
+
 def create_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -77,8 +79,14 @@ def create_database(admin_url: str, name: str) -> None:
 def django_env(db_url: str, redis_url: str) -> dict:
     # The API throttles stay on (their Redis round trip is part of each request's cost) at a rate no client
     # reaches, so they never cut the measured throughput.
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="config.settings",
-               DEBUG="0", API_THROTTLE_USER="1000000/min")
+    env = dict(
+        os.environ,
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="0",
+        API_THROTTLE_USER="1000000/min",
+    )
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -128,42 +136,99 @@ def seed(db_url: str, n_tasks: int, overlap: int) -> int:
                        labeling_app_assignment, labeling_app_taskcompletion, labeling_app_rankingtask,
                        labeling_app_completion, labeling_app_prompt, labeling_app_checkquestion,
                        labeling_app_project RESTART IDENTITY CASCADE""")
-        cur.execute("""INSERT INTO labeling_app_project (name, instructions, completions_per_task, overlap, lease_minutes, created_at)
+        cur.execute(
+            """INSERT INTO labeling_app_project (name, instructions, completions_per_task, overlap, lease_minutes, created_at)
                        VALUES (%s, %s, %s, %s, 30, %s) RETURNING id""",
-                    (f"Load test ({n_tasks} tasks)", "Rate **each** answer.", K, overlap, now))
+            (f"Load test ({n_tasks} tasks)", "Rate **each** answer.", K, overlap, now),
+        )
         project = cur.fetchone()[0]
-        copy_rows(cur, "labeling_app_checkquestion",
-                  ["project_id", "key", "question", "position", "active", "problem_answer", "serious"],
-                  ((project, c.key, c.question, i, True, c.problem_answer, c.serious) for i, c in enumerate(DEFAULT_CHECKS)))
-        copy_rows(cur, "labeling_app_prompt", ["id", "project_id", "text", "content_hash", "source", "created_at"],
-                  ((i, project, f"Load-test prompt {i}: explain idea {i}.",
-                    hashlib.sha256(f"Load-test prompt {i}: explain idea {i}.".encode()).hexdigest(), "bench", now)
-                   for i in range(1, n_tasks + 1)))
-        copy_rows(cur, "labeling_app_completion", ["id", "prompt_id", "text", "source", "model_name", "sampling", "created_at"],
-                  (((p - 1) * K + j + 1, p, f"Answer {j} to prompt {p}: " + "lorem ipsum " * (5 + j), "imported", "bench", "{}", now)
-                   for p in range(1, n_tasks + 1) for j in range(K)))
-        copy_rows(cur, "labeling_app_rankingtask", ["id", "project_id", "prompt_id", "overlap", "submitted_count", "created_at"],
-                  ((i, project, i, overlap, 0, now) for i in range(1, n_tasks + 1)))
-        copy_rows(cur, "labeling_app_taskcompletion", ["task_id", "completion_id", "position"],
-                  ((t, (t - 1) * K + j + 1, j) for t in range(1, n_tasks + 1) for j in range(K)))
+        copy_rows(
+            cur,
+            "labeling_app_checkquestion",
+            ["project_id", "key", "question", "position", "active", "problem_answer", "serious"],
+            ((project, c.key, c.question, i, True, c.problem_answer, c.serious) for i, c in enumerate(DEFAULT_CHECKS)),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_prompt",
+            ["id", "project_id", "text", "content_hash", "source", "created_at"],
+            (
+                (
+                    i,
+                    project,
+                    f"Load-test prompt {i}: explain idea {i}.",
+                    hashlib.sha256(f"Load-test prompt {i}: explain idea {i}.".encode()).hexdigest(),
+                    "bench",
+                    now,
+                )
+                for i in range(1, n_tasks + 1)
+            ),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_completion",
+            ["id", "prompt_id", "text", "source", "model_name", "sampling", "created_at"],
+            (
+                (
+                    (p - 1) * K + j + 1,
+                    p,
+                    f"Answer {j} to prompt {p}: " + "lorem ipsum " * (5 + j),
+                    "imported",
+                    "bench",
+                    "{}",
+                    now,
+                )
+                for p in range(1, n_tasks + 1)
+                for j in range(K)
+            ),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_rankingtask",
+            ["id", "project_id", "prompt_id", "overlap", "submitted_count", "created_at"],
+            ((i, project, i, overlap, 0, now) for i in range(1, n_tasks + 1)),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_taskcompletion",
+            ["task_id", "completion_id", "position"],
+            ((t, (t - 1) * K + j + 1, j) for t in range(1, n_tasks + 1) for j in range(K)),
+        )
         for table in ("prompt", "completion", "rankingtask"):
-            cur.execute(f"SELECT setval(pg_get_serial_sequence('labeling_app_{table}', 'id'), {n_tasks * (K if table == 'completion' else 1)})")
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('labeling_app_{table}', 'id'), {n_tasks * (K if table == 'completion' else 1)})"
+            )
         conn.commit()
         conn.autocommit = True
         # Not the emptied annotation tables: statistics saying "empty" would steer their plans while they fill.
-        cur.execute("VACUUM ANALYZE labeling_app_rankingtask, labeling_app_taskcompletion, labeling_app_completion, "
-                    "labeling_app_prompt, labeling_app_checkquestion")
+        cur.execute(
+            "VACUUM ANALYZE labeling_app_rankingtask, labeling_app_taskcompletion, labeling_app_completion, "
+            "labeling_app_prompt, labeling_app_checkquestion"
+        )
     return project
 
 
 # ---------------------------------------------------------------------------------------------
 # The app under gunicorn
 
+
 def start_gunicorn(env: dict, port: int, gunicorn_args: str, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}", *shlex.split(gunicorn_args)],
-        cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log,
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            *shlex.split(gunicorn_args),
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
     )
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -192,6 +257,7 @@ def stop(proc: subprocess.Popen) -> None:
 # ---------------------------------------------------------------------------------------------
 # Clients
 
+
 class Client(threading.Thread):
     """One labeler: one token, one keep-alive connection, next → submit with no pause (next → page → submit in the page phase).
 
@@ -200,7 +266,14 @@ class Client(threading.Thread):
 
     def __init__(self, port: int, token: str, session: str, project: int, clock: dict, think: float, seed_: int):
         super().__init__(daemon=True)
-        self.port, self.token, self.session, self.project, self.clock, self.think = port, token, session, project, clock, think
+        self.port, self.token, self.session, self.project, self.clock, self.think = (
+            port,
+            token,
+            session,
+            project,
+            clock,
+            think,
+        )
         self.rng = random.Random(seed_)
         self.conn: http.client.HTTPConnection | None = None
         self.latency: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -253,11 +326,17 @@ class Client(threading.Thread):
         likerts = [self.rng.randint(1, 7) for _ in nxt["completions"]]
         levels = sorted(set(likerts), reverse=True)
         ratings = [
-            {"completion": c["id"], "likert": lk, "rank": levels.index(lk) + 1,
-             "checks": {ch["key"]: self.rng.random() < 0.2 for ch in nxt["checks"]}}
+            {
+                "completion": c["id"],
+                "likert": lk,
+                "rank": levels.index(lk) + 1,
+                "checks": {ch["key"]: self.rng.random() < 0.2 for ch in nxt["checks"]},
+            }
             for c, lk in zip(nxt["completions"], likerts)
         ]
-        out = self.call(phase, "submit", "POST", f"/api/label/tasks/{task_id}/submit/", {"ratings": ratings, "comment": ""})
+        out = self.call(
+            phase, "submit", "POST", f"/api/label/tasks/{task_id}/submit/", {"ratings": ratings, "comment": ""}
+        )
         if out is not None and out.get("created"):
             self.created[phase] += 1
         return True
@@ -281,6 +360,7 @@ def pct(values: list[float], p: float) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # CPU accounting: /proc, sampled every second so processes that end mid-run still count
+
 
 def proc_cpu(pid: int) -> float | None:
     try:
@@ -322,11 +402,18 @@ class CpuMonitor(threading.Thread):
         self.conn = psycopg.connect(db_url, autocommit=True)
 
     def pids(self) -> list[tuple[str, int]]:
-        backends = [r[0] for r in self.conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
-            (self.db_name,))]
-        return [("gunicorn", self.gunicorn_pid)] + [("gunicorn", p) for p in children_of(self.gunicorn_pid)] + \
-               [("postgres", p) for p in backends]
+        backends = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                (self.db_name,),
+            )
+        ]
+        return (
+            [("gunicorn", self.gunicorn_pid)]
+            + [("gunicorn", p) for p in children_of(self.gunicorn_pid)]
+            + [("postgres", p) for p in backends]
+        )
 
     def sample(self) -> None:
         for key in self.pids():
@@ -364,8 +451,10 @@ class CpuMonitor(threading.Thread):
 # ---------------------------------------------------------------------------------------------
 # Integrity, checked in SQL after every run
 
+
 def integrity(db_url: str, project: int, clients: list[Client]) -> dict:
     with psycopg.connect(db_url) as conn, conn.cursor() as cur:
+
         def one(sql: str) -> int:
             cur.execute(sql, {"project": project, "ratings": K, "answers": K * CHECK_KEYS})
             return cur.fetchone()[0]
@@ -389,14 +478,21 @@ def integrity(db_url: str, project: int, clients: list[Client]) -> dict:
                        (SELECT count(*) FROM labeling_app_annotation a WHERE a.task_id = t.id AND a.status = 'submitted')""")
         submitted = one("SELECT count(*) FROM labeling_app_annotation WHERE status = 'submitted'")
     created = sum(sum(c.created.values()) for c in clients)
-    return {"over_assigned": over, "handed_beyond_overlap": handed_beyond, "doubled_annotations": doubled,
-            "bad_label_rows": bad_labels, "counter_drift": drift, "submitted": submitted,
-            "lost_or_extra_labels": abs(submitted - created),
-            "repeated_handouts": sum(len(c.handed) - len(set(c.handed)) for c in clients)}
+    return {
+        "over_assigned": over,
+        "handed_beyond_overlap": handed_beyond,
+        "doubled_annotations": doubled,
+        "bad_label_rows": bad_labels,
+        "counter_drift": drift,
+        "submitted": submitted,
+        "lost_or_extra_labels": abs(submitted - created),
+        "repeated_handouts": sum(len(c.handed) - len(set(c.handed)) for c in clients),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Round trips: a proxy that counts what the server waits on
+
 
 class PgRoundTripProxy(threading.Thread):
     """A TCP proxy in front of PostgreSQL that counts round trips: each Sync ('S') or simple Query ('Q')
@@ -434,14 +530,14 @@ class PgRoundTripProxy(threading.Thread):
                         if not started:  # the startup message has no type byte
                             if len(buf) < 4 or len(buf) < struct.unpack("!I", buf[:4])[0]:
                                 break
-                            buf, started = buf[struct.unpack("!I", buf[:4])[0]:], True
+                            buf, started = buf[struct.unpack("!I", buf[:4])[0] :], True
                             continue
                         if len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
                             break
                         if buf[:1] in (b"S", b"Q"):
                             with self.lock:
                                 self.round_trips += 1
-                        buf = buf[1 + struct.unpack("!I", buf[1:5])[0]:]
+                        buf = buf[1 + struct.unpack("!I", buf[1:5])[0] :]
                 dst.sendall(data)
         except OSError:
             pass
@@ -470,15 +566,21 @@ class CountingClient(Client):
         return out
 
 
-def count_round_trips(args, env: dict, db_url: str, users: list[tuple[str, str]], log_path: Path) -> dict[str, list[int]]:
+def count_round_trips(
+    args, env: dict, db_url: str, users: list[tuple[str, str]], log_path: Path
+) -> dict[str, list[int]]:
     """PostgreSQL round trips of each request type, made one at a time, on database connections already open."""
     project = seed(db_url, 200, args.overlap)
     parts = urlsplit(db_url)
     proxy = PgRoundTripProxy(parts.port or 5432)
     proxy.start()
     credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    proxied_url = with_db(urlunsplit((parts.scheme, f"{credentials}127.0.0.1:{proxy.port}", "", "", "")),
-                          parts.path.lstrip("/"), sslmode="disable", gssencmode="disable")
+    proxied_url = with_db(
+        urlunsplit((parts.scheme, f"{credentials}127.0.0.1:{proxy.port}", "", "", "")),
+        parts.path.lstrip("/"),
+        sslmode="disable",
+        gssencmode="disable",
+    )
     port = free_port()
     server = start_gunicorn(dict(env, DATABASE_URL=proxied_url), port, args.gunicorn, log_path)
     try:
@@ -497,8 +599,10 @@ def count_round_trips(args, env: dict, db_url: str, users: list[tuple[str, str]]
 # ---------------------------------------------------------------------------------------------
 # One run
 
-def run_once(args, env: dict, db_url: str, db_name: str, users: list[tuple[str, str]], n_clients: int,
-             log_path: Path) -> dict:
+
+def run_once(
+    args, env: dict, db_url: str, db_name: str, users: list[tuple[str, str]], n_clients: int, log_path: Path
+) -> dict:
     project = seed(db_url, args.tasks, args.overlap)
     port = free_port()
     server = start_gunicorn(env, port, args.gunicorn, log_path)
@@ -506,9 +610,14 @@ def run_once(args, env: dict, db_url: str, db_name: str, users: list[tuple[str, 
     monitor.start()
     try:
         start = time.perf_counter()
-        clock = {"warm_until": start + args.warmup, "main_until": start + args.warmup + args.duration,
-                 "page_until": start + args.warmup + args.duration + args.page_seconds}
-        clients = [Client(port, tok, sess, project, clock, args.think, i) for i, (tok, sess) in enumerate(users[:n_clients])]
+        clock = {
+            "warm_until": start + args.warmup,
+            "main_until": start + args.warmup + args.duration,
+            "page_until": start + args.warmup + args.duration + args.page_seconds,
+        }
+        clients = [
+            Client(port, tok, sess, project, clock, args.think, i) for i, (tok, sess) in enumerate(users[:n_clients])
+        ]
         for c in clients:
             c.start()
         time.sleep(max(0.0, clock["warm_until"] - time.perf_counter()))
@@ -539,10 +648,14 @@ def run_once(args, env: dict, db_url: str, db_name: str, users: list[tuple[str, 
     ours = used.get("gunicorn", 0.0) + used.get("postgres", 0.0) + client_cpu
     per = max(1, created)
     result = {
-        "clients": n_clients, "tasks": args.tasks, "seconds": elapsed,
+        "clients": n_clients,
+        "tasks": args.tasks,
+        "seconds": elapsed,
         "annotations_per_s": round(created / elapsed, 1),
-        "errors": len(errors), "queue_ran_dry": any(c.queue_empty for c in clients),
-        "load_1min_start": round(load_start[0], 2), "load_1min_end": round(load_end[0], 2),
+        "errors": len(errors),
+        "queue_ran_dry": any(c.queue_empty for c in clients),
+        "load_1min_start": round(load_start[0], 2),
+        "load_1min_end": round(load_end[0], 2),
         "cpu_ms_per_annotation": {
             "clients": round(1000 * client_cpu / per, 2),
             "gunicorn": round(1000 * used.get("gunicorn", 0.0) / per, 2),
@@ -561,16 +674,26 @@ def run_once(args, env: dict, db_url: str, db_name: str, users: list[tuple[str, 
 def show(r: dict) -> None:
     e = r["endpoints"]
     cpu = r["cpu_ms_per_annotation"]
-    print(f"  {r['clients']:>2} clients: {r['annotations_per_s']:6.1f} annotations/s | "
-          + " | ".join(f"{k} p50/p95/p99 {e[k]['p50']:.0f}/{e[k]['p95']:.0f}/{e[k]['p99']:.0f} ms" for k in ("next", "submit") if k in e)
-          + f" | page p95 {r['page_phase'].get('page', {}).get('p95', float('nan')):.0f} ms")
-    print(f"      CPU ms per annotation: clients {cpu['clients']}, gunicorn {cpu['gunicorn']}, postgres {cpu['postgres']}"
-          f" (ours {cpu['ours']}); other processes used {r['others_cpu_cores']} cores; load average "
-          f"{r['load_1min_start']} → {r['load_1min_end']}")
-    print(f"      errors {r['errors']}, over-assigned {r['over_assigned']}, handed beyond overlap {r['handed_beyond_overlap']},"
-          f" doubled {r['doubled_annotations']}, bad label rows {r['bad_label_rows']}, lost/extra labels "
-          f"{r['lost_or_extra_labels']}, counter drift {r['counter_drift']}, repeated hand-outs {r['repeated_handouts']}"
-          f"{', QUEUE RAN DRY' if r['queue_ran_dry'] else ''}")
+    print(
+        f"  {r['clients']:>2} clients: {r['annotations_per_s']:6.1f} annotations/s | "
+        + " | ".join(
+            f"{k} p50/p95/p99 {e[k]['p50']:.0f}/{e[k]['p95']:.0f}/{e[k]['p99']:.0f} ms"
+            for k in ("next", "submit")
+            if k in e
+        )
+        + f" | page p95 {r['page_phase'].get('page', {}).get('p95', float('nan')):.0f} ms"
+    )
+    print(
+        f"      CPU ms per annotation: clients {cpu['clients']}, gunicorn {cpu['gunicorn']}, postgres {cpu['postgres']}"
+        f" (ours {cpu['ours']}); other processes used {r['others_cpu_cores']} cores; load average "
+        f"{r['load_1min_start']} → {r['load_1min_end']}"
+    )
+    print(
+        f"      errors {r['errors']}, over-assigned {r['over_assigned']}, handed beyond overlap {r['handed_beyond_overlap']},"
+        f" doubled {r['doubled_annotations']}, bad label rows {r['bad_label_rows']}, lost/extra labels "
+        f"{r['lost_or_extra_labels']}, counter drift {r['counter_drift']}, repeated hand-outs {r['repeated_handouts']}"
+        f"{', QUEUE RAN DRY' if r['queue_ran_dry'] else ''}"
+    )
     for err in r["first_errors"]:
         print("      error:", err)
 
@@ -583,10 +706,16 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=1)
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per run (next → submit)")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds per run not measured")
-    ap.add_argument("--page-seconds", type=float, default=8.0, help="seconds of next → page → submit after the measured phase")
+    ap.add_argument(
+        "--page-seconds", type=float, default=8.0, help="seconds of next → page → submit after the measured phase"
+    )
     ap.add_argument("--think", type=float, default=0.0, help="mean seconds between next and submit (0: closed loop)")
-    ap.add_argument("--gunicorn", default=LAUNCHER_GUNICORN_ARGS, help="gunicorn arguments (default: as config/launcher.py)")
-    ap.add_argument("--count-cycles", type=int, default=30, help="next → page → submit cycles of the round-trip count (0: skip)")
+    ap.add_argument(
+        "--gunicorn", default=LAUNCHER_GUNICORN_ARGS, help="gunicorn arguments (default: as config/launcher.py)"
+    )
+    ap.add_argument(
+        "--count-cycles", type=int, default=30, help="next → page → submit cycles of the round-trip count (0: skip)"
+    )
     ap.add_argument("--db-name", default="rlhf_bench_labeling")
     ap.add_argument("--json", type=Path, help="also write every run's numbers to this file")
     args = ap.parse_args()
@@ -602,10 +731,14 @@ def main() -> None:
     django.setup()
     sys.setswitchinterval(0.001)  # client threads hand the GIL on quickly, so a response is timed when it arrives
     client_counts = [int(n) for n in args.clients.split(",")]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, Django {django.get_version()}, "
-          f"psycopg {psycopg.__version__}; load average at start {os.getloadavg()[0]:.2f}")
-    print(f"gunicorn {args.gunicorn}; clients: threads in this process, one keep-alive connection and token each; "
-          f"{args.tasks:,} tasks, overlap {args.overlap}, K={K}, {CHECK_KEYS} checks per completion")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, Django {django.get_version()}, "
+        f"psycopg {psycopg.__version__}; load average at start {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"gunicorn {args.gunicorn}; clients: threads in this process, one keep-alive connection and token each; "
+        f"{args.tasks:,} tasks, overlap {args.overlap}, K={K}, {CHECK_KEYS} checks per completion"
+    )
     create_database(admin_url, args.db_name)
     env = django_env(db_url, redis_url)
     users = migrate_and_users(env, max(client_counts))
@@ -618,8 +751,11 @@ def main() -> None:
             print(f"  {name:<7} {statistics.median(v):.0f} / {max(v)}   ({len(v)} requests)")
     results = []
     for n in client_counts:
-        print(f"\n== {n} clients, {args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, then "
-              f"{args.page_seconds:.0f} s with the page ==", flush=True)
+        print(
+            f"\n== {n} clients, {args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, then "
+            f"{args.page_seconds:.0f} s with the page ==",
+            flush=True,
+        )
         for i in range(args.repeats):
             r = run_once(args, env, db_url, args.db_name, users, n, log_dir / f"gunicorn-{n}-{i}.log")
             show(r)
@@ -631,14 +767,18 @@ def main() -> None:
         def mmm(values):
             return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
 
-        print(f"  {n} clients: annotations/s {mmm([r['annotations_per_s'] for r in rs])}; "
-              f"next p95 {mmm([r['endpoints']['next']['p95'] for r in rs])} ms; "
-              f"submit p95 {mmm([r['endpoints']['submit']['p95'] for r in rs])} ms; "
-              f"page p95 {mmm([r['page_phase'].get('page', {}).get('p95', float('nan')) for r in rs])} ms; "
-              f"CPU ms/annotation (ours) {mmm([r['cpu_ms_per_annotation']['ours'] for r in rs])}; "
-              f"load {mmm([r['load_1min_end'] for r in rs])}")
-    print("\n== against the targets (≥ 100 annotations/s at 10 and at 30 clients, p95 < 100 ms at 10, ≤ 4 round trips, "
-          "no integrity violation) ==")
+        print(
+            f"  {n} clients: annotations/s {mmm([r['annotations_per_s'] for r in rs])}; "
+            f"next p95 {mmm([r['endpoints']['next']['p95'] for r in rs])} ms; "
+            f"submit p95 {mmm([r['endpoints']['submit']['p95'] for r in rs])} ms; "
+            f"page p95 {mmm([r['page_phase'].get('page', {}).get('p95', float('nan')) for r in rs])} ms; "
+            f"CPU ms/annotation (ours) {mmm([r['cpu_ms_per_annotation']['ours'] for r in rs])}; "
+            f"load {mmm([r['load_1min_end'] for r in rs])}"
+        )
+    print(
+        "\n== against the targets (≥ 100 annotations/s at 10 and at 30 clients, p95 < 100 ms at 10, ≤ 4 round trips, "
+        "no integrity violation) =="
+    )
     for n in client_counts:
         rs = [r for r in results if r["clients"] == n]
         rate = statistics.median(r["annotations_per_s"] for r in rs)
@@ -650,10 +790,24 @@ def main() -> None:
     if counts:
         most = {k: max(v) for k, v in counts.items() if k in ("next", "submit")}
         print(f"  round trips: {most} {'met' if max(most.values()) <= 4 else 'MISSED'}")
-    bad = [k for k in ("errors", "over_assigned", "handed_beyond_overlap", "doubled_annotations", "bad_label_rows",
-                       "lost_or_extra_labels", "counter_drift", "repeated_handouts") if any(r[k] for r in results)]
+    bad = [
+        k
+        for k in (
+            "errors",
+            "over_assigned",
+            "handed_beyond_overlap",
+            "doubled_annotations",
+            "bad_label_rows",
+            "lost_or_extra_labels",
+            "counter_drift",
+            "repeated_handouts",
+        )
+        if any(r[k] for r in results)
+    ]
     print(f"  integrity: {'violated: ' + ', '.join(bad) if bad else 'every check 0 in every run'}")
-    print(f"  load average (1 min) {os.getloadavg()[0]:.2f} at the end; the numbers above are this machine's at that load.")
+    print(
+        f"  load average (1 min) {os.getloadavg()[0]:.2f} at the end; the numbers above are this machine's at that load."
+    )
     if args.json:
         args.json.write_text(json.dumps({"round_trips": counts, "runs": results}, default=str, indent=1))
 

@@ -26,6 +26,7 @@ model store, as on a first run. `--tiny` runs the same pages with tiny random mo
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/2 \\
       .venv/bin/python benchmarks/loop_15min.py [--tiny] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,36 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labeling_load import (  # noqa: E402
-    LAUNCHER_GUNICORN_ARGS, children_of, create_database, free_port, proc_cpu, start_gunicorn, stop, with_db,
+    LAUNCHER_GUNICORN_ARGS,
+    children_of,
+    create_database,
+    free_port,
+    proc_cpu,
+    start_gunicorn,
+    stop,
+    with_db,
 )
 from machine_info import cpu_model  # noqa: E402
+
 PYTHON = sys.executable
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]  # as tests/conftest.py launches it
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]  # as tests/conftest.py launches it
 FINISHED = "#job-status:is(.status-succeeded, .status-failed, .status-cancelled, .status-lost)"
 # --tiny: the settings a smoke test changes on the forms (everything else stays at its default)
 TINY_REWARD = {"backbone": None, "max_length": "64"}  # backbone: the tiny folder made at set-up
-TINY_PPO = {"total_episodes": "8", "batch_size": "4", "mini_batch_size": "2", "max_new_tokens": "8",
-            "eval_prompts": "4"}
+TINY_PPO = {
+    "total_episodes": "8",
+    "batch_size": "4",
+    "mini_batch_size": "2",
+    "max_new_tokens": "8",
+    "eval_prompts": "4",
+}
 TINY_GENERATE = {"max_new_tokens": "8"}
 
 
@@ -68,8 +87,9 @@ def load() -> str:
 
 
 def manage(env: dict, *args: str) -> str:
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 LABEL_DEMO = """
@@ -111,10 +131,18 @@ def set_up(args, work: Path) -> tuple[dict, str]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     db_url = with_db(admin_url, args.db_name)
     create_database(with_db(admin_url, "postgres"), args.db_name)
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="config.settings",
-               DEBUG="0", RLHF_VAR_DIR=str(work / "var"), MODEL_STORE=str(work / "models"),
-               TRAINING_QUEUE=f"loop15min-{uuid.uuid4().hex[:8]}", PYTHONPATH=str(ROOT),
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="0",
+        RLHF_VAR_DIR=str(work / "var"),
+        MODEL_STORE=str(work / "models"),
+        TRAINING_QUEUE=f"loop15min-{uuid.uuid4().hex[:8]}",
+        PYTHONPATH=str(ROOT),
+        TOKENIZERS_PARALLELISM="false",
+    )
     if args.tiny:
         from rlhf_worker.training.policy_models import save_tiny_policy
         from rlhf_worker.training.reward_model import save_tiny_backbone
@@ -124,10 +152,16 @@ def set_up(args, work: Path) -> tuple[dict, str]:
     manage(env, "migrate", "--no-input", "-v", "0")
     manage(env, "collectstatic", "--no-input", "-v", "0")
     manage(env, "seed_demo")
-    labelled = subprocess.run([PYTHON, "-c", LABEL_DEMO], cwd=ROOT, env=env, check=True, capture_output=True,
-                              text=True).stdout.strip().splitlines()[-1]
-    print(f"set-up: database {args.db_name}, demo project seeded, {labelled} rankings submitted by two "
-          "simulated labelers", flush=True)
+    labelled = (
+        subprocess.run([PYTHON, "-c", LABEL_DEMO], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    print(
+        f"set-up: database {args.db_name}, demo project seeded, {labelled} rankings submitted by two "
+        "simulated labelers",
+        flush=True,
+    )
     return env, db_url
 
 
@@ -135,9 +169,26 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
     """A Celery worker for the training queue, as the launcher starts `make run`'s training worker."""
     log = open(log_path, "ab")
     return subprocess.Popen(
-        [str(Path(PYTHON).parent / "celery"), "-A", "config", "worker", "-Q", env["TRAINING_QUEUE"], "-c", "1",
-         "-n", f"{env['TRAINING_QUEUE']}@%h", "--loglevel", "INFO"],
-        cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
+        [
+            str(Path(PYTHON).parent / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            env["TRAINING_QUEUE"],
+            "-c",
+            "1",
+            "-n",
+            f"{env['TRAINING_QUEUE']}@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
+    )
 
 
 def worker_cpu(worker: subprocess.Popen) -> float:
@@ -207,8 +258,9 @@ def drive(args, base: str, logins: dict, db_url: str, shots: Path, cpu) -> dict:
         print(f"  reward job #{out['reward_job']}: {phases['reward']:.0f} s (load {load()})", flush=True)
 
         with psycopg.connect(db_url) as conn:
-            reward_version = conn.execute("SELECT result_version_id FROM rlhf_worker_trainingjob WHERE id = %s",
-                                          (out["reward_job"],)).fetchone()[0]
+            reward_version = conn.execute(
+                "SELECT result_version_id FROM rlhf_worker_trainingjob WHERE id = %s", (out["reward_job"],)
+            ).fetchone()[0]
 
         def choose_reward(p):  # nothing is promoted yet: the reward model just trained, from the list
             p.select_option("#id_reward_version_id", str(reward_version))
@@ -223,7 +275,9 @@ def drive(args, base: str, logins: dict, db_url: str, shots: Path, cpu) -> dict:
         with psycopg.connect(db_url) as conn:
             new_policy, base_policy = conn.execute(
                 "SELECT v.id, v.parent_id FROM rlhf_worker_trainingjob j JOIN rlhf_worker_modelversion v "
-                "ON v.id = j.result_version_id WHERE j.id = %s", (out["ppo_job"],)).fetchone()
+                "ON v.id = j.result_version_id WHERE j.id = %s",
+                (out["ppo_job"],),
+            ).fetchone()
         page.goto(f"{base}/jobs/models/")
         page.click(f"button[data-promote='{new_policy}']")
         page.wait_for_selector(f"#version-{new_policy} .status-succeeded")
@@ -257,36 +311,64 @@ def drive(args, base: str, logins: dict, db_url: str, shots: Path, cpu) -> dict:
 def facts(db_url: str, out: dict) -> dict:
     """What the database says about the run: the task's answers' model, cut answers, the two policies' scores."""
     with psycopg.connect(db_url) as conn:
-        task_versions = {r[0] for r in conn.execute(
-            "SELECT c.model_version_id FROM labeling_app_taskcompletion tc JOIN labeling_app_completion c "
-            "ON c.id = tc.completion_id WHERE tc.task_id = %s", (out["task"],))}
+        task_versions = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.model_version_id FROM labeling_app_taskcompletion tc JOIN labeling_app_completion c "
+                "ON c.id = tc.completion_id WHERE tc.task_id = %s",
+                (out["task"],),
+            )
+        }
         cut, total = conn.execute(
             "SELECT count(*) FILTER (WHERE sampling->>'finish_reason' = 'length'), count(*) FROM labeling_app_completion "
-            "WHERE model_version_id = %s", (out["new_policy"],)).fetchone()
+            "WHERE model_version_id = %s",
+            (out["new_policy"],),
+        ).fetchone()
         new_metrics, snapshot, config = conn.execute(
-            "SELECT metrics, data_snapshot, config FROM rlhf_worker_modelversion WHERE id = %s",
-            (out["new_policy"],)).fetchone()
-        base_metrics = conn.execute("SELECT metrics FROM rlhf_worker_modelversion WHERE id = %s",
-                                    (out["base_policy"],)).fetchone()[0]
-        jobs = {kind: float(seconds) for kind, seconds in conn.execute(
-            "SELECT kind, extract(epoch FROM finished_at - started_at) FROM rlhf_worker_trainingjob "
-            "WHERE id = ANY(%s)", ([out["reward_job"], out["ppo_job"], out["generate_job"]],))}
-        gen_config = conn.execute("SELECT config FROM rlhf_worker_trainingjob WHERE id = %s",
-                                  (out["generate_job"],)).fetchone()[0]
+            "SELECT metrics, data_snapshot, config FROM rlhf_worker_modelversion WHERE id = %s", (out["new_policy"],)
+        ).fetchone()
+        base_metrics = conn.execute(
+            "SELECT metrics FROM rlhf_worker_modelversion WHERE id = %s", (out["base_policy"],)
+        ).fetchone()[0]
+        jobs = {
+            kind: float(seconds)
+            for kind, seconds in conn.execute(
+                "SELECT kind, extract(epoch FROM finished_at - started_at) FROM rlhf_worker_trainingjob "
+                "WHERE id = ANY(%s)",
+                ([out["reward_job"], out["ppo_job"], out["generate_job"]],),
+            )
+        }
+        gen_config = conn.execute(
+            "SELECT config FROM rlhf_worker_trainingjob WHERE id = %s", (out["generate_job"],)
+        ).fetchone()[0]
     return {
         "task_from_new_policy": task_versions == {out["new_policy"]},
-        "generated": total, "generated_cut": cut, "cut_fraction": cut / total if total else None,
-        "base_reward_mean": base_metrics.get("eval/reward_mean"), "new_reward_mean": new_metrics.get("eval/reward_mean"),
+        "generated": total,
+        "generated_cut": cut,
+        "cut_fraction": cut / total if total else None,
+        "base_reward_mean": base_metrics.get("eval/reward_mean"),
+        "new_reward_mean": new_metrics.get("eval/reward_mean"),
         "base_reward_mean_on_new_row": new_metrics.get("eval/base_reward_mean"),
         "eval_prompts": new_metrics.get("eval/prompts"),
         "same_eval_prompts": base_metrics.get("eval/prompt_ids") == snapshot.get("eval_prompt_ids"),
         "ppo_eval_cut_fraction": new_metrics.get("eval/cut_fraction"),
         "ppo_eval_base_cut_fraction": new_metrics.get("eval/base_cut_fraction"),
-        "ppo_steps": new_metrics.get("train/steps"), "ppo_train_seconds": new_metrics.get("train/seconds"),
+        "ppo_steps": new_metrics.get("train/steps"),
+        "ppo_train_seconds": new_metrics.get("train/seconds"),
         "ppo_no_stop_last_step": new_metrics.get("response/no_stop_fraction"),
         "job_seconds": jobs,
-        "ppo_settings": {k: config.get(k) for k in ("total_episodes", "batch_size", "mini_batch_size", "ppo_epochs",
-                                                     "max_new_tokens", "eval_prompts", "trainable_layers")},
+        "ppo_settings": {
+            k: config.get(k)
+            for k in (
+                "total_episodes",
+                "batch_size",
+                "mini_batch_size",
+                "ppo_epochs",
+                "max_new_tokens",
+                "eval_prompts",
+                "trainable_layers",
+            )
+        },
         "generate_settings": {k: gen_config.get(k) for k in ("max_new_tokens", "batch_size", "temperature")},
     }
 
@@ -301,8 +383,11 @@ def main() -> int:
     args = p.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="loop15min_"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}; "
-          f"load average at start {load()}; work folder {work}", flush=True)
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}; "
+        f"load average at start {load()}; work folder {work}",
+        flush=True,
+    )
     env, db_url = set_up(args, work)
     logins = json.loads((work / "var" / "demo_logins.json").read_text())
     port = free_port()
@@ -313,23 +398,39 @@ def main() -> int:
     finally:
         stop(worker)
         stop(web)
-    result = {"tiny": args.tiny, "machine": cpu_model(), "cores": os.cpu_count(), "load_at_end": load(), **out,
-              **facts(db_url, out)}
+    result = {
+        "tiny": args.tiny,
+        "machine": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_at_end": load(),
+        **out,
+        **facts(db_url, out),
+    }
     ph = result["phases"]
-    print(f"phases (s): reward {ph['reward']:.0f}, PPO {ph['ppo']:.0f}, promote {ph['promote']:.1f}, "
-          f"generate {ph['generate']:.0f}, labeler sees a task {ph['labeler']:.1f}")
+    print(
+        f"phases (s): reward {ph['reward']:.0f}, PPO {ph['ppo']:.0f}, promote {ph['promote']:.1f}, "
+        f"generate {ph['generate']:.0f}, labeler sees a task {ph['labeler']:.1f}"
+    )
     print(f"TOTAL {ph['total']:.0f} s = {ph['total'] / 60:.1f} min (target 15 min on a quiet 2-core machine)")
     cpu_total = sum(result["worker_cpu_s"].values())
-    print(f"worker CPU-seconds: {({k: round(v) for k, v in result['worker_cpu_s'].items()})}, {cpu_total:.0f} in all: "
-          f"on a quiet 2-core machine the jobs would take between {cpu_total / 2 / 60:.1f} and {cpu_total / 60:.1f} min")
-    print(f"job run times (s): {({k: round(v) for k, v in result['job_seconds'].items()})}")
-    print(f"generated answers cut at the length limit: {result['generated_cut']}/{result['generated']} "
-          f"= {result['cut_fraction']:.0%}; PPO eval answers cut: base {result['ppo_eval_base_cut_fraction']:.0%}, "
-          f"new {result['ppo_eval_cut_fraction']:.0%}")
-    print(f"reward-model mean score on the same {result['eval_prompts']} eval prompts: base {result['base_reward_mean']:+.3f}"
-          f" -> new {result['new_reward_mean']:+.3f} (same prompts: {result['same_eval_prompts']})")
-    print(f"models page, new policy: {' '.join(result['new_policy_cell'].split())!r}; "
-          f"base: {' '.join(result['base_policy_cell'].split())!r}")
+    print(
+        f"worker CPU-seconds: { ({k: round(v) for k, v in result['worker_cpu_s'].items()}) }, {cpu_total:.0f} in all: "
+        f"on a quiet 2-core machine the jobs would take between {cpu_total / 2 / 60:.1f} and {cpu_total / 60:.1f} min"
+    )
+    print(f"job run times (s): { ({k: round(v) for k, v in result['job_seconds'].items()}) }")
+    print(
+        f"generated answers cut at the length limit: {result['generated_cut']}/{result['generated']} "
+        f"= {result['cut_fraction']:.0%}; PPO eval answers cut: base {result['ppo_eval_base_cut_fraction']:.0%}, "
+        f"new {result['ppo_eval_cut_fraction']:.0%}"
+    )
+    print(
+        f"reward-model mean score on the same {result['eval_prompts']} eval prompts: base {result['base_reward_mean']:+.3f}"
+        f" -> new {result['new_reward_mean']:+.3f} (same prompts: {result['same_eval_prompts']})"
+    )
+    print(
+        f"models page, new policy: {' '.join(result['new_policy_cell'].split())!r}; "
+        f"base: {' '.join(result['base_policy_cell'].split())!r}"
+    )
     print(f"the labeler's task #{result['task']} answers come from the new policy: {result['task_from_new_policy']}")
     print(f"settings: PPO {result['ppo_settings']}, generate {result['generate_settings']}")
     print(f"load average at end {result['load_at_end']}; screenshots in {work}")

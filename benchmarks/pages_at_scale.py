@@ -13,6 +13,7 @@ number of SQL queries of one request. Target: p95 <= 300 ms on every page.
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/4 \\
       .venv/bin/python benchmarks/pages_at_scale.py --scale 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,19 @@ TARGET_MS = 300.0
 def sizes(scale: float) -> dict:
     completions = int(1_000_000 * scale)
     tasks = completions // K
-    return {"projects": PROJECTS, "completions": tasks * K, "tasks": tasks, "prompts": tasks,
-            "labels": int(200_000 * scale)}
+    return {
+        "projects": PROJECTS,
+        "completions": tasks * K,
+        "tasks": tasks,
+        "prompts": tasks,
+        "labels": int(200_000 * scale),
+    }
 
 
 def setup_django(db_url: str) -> None:
-    os.environ.update(DATABASE_URL=db_url, DJANGO_SETTINGS_MODULE="config.settings_test", DEBUG="0",
-                      API_THROTTLE_USER="1000000/min")
+    os.environ.update(
+        DATABASE_URL=db_url, DJANGO_SETTINGS_MODULE="config.settings_test", DEBUG="0", API_THROTTLE_USER="1000000/min"
+    )
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     import django
 
@@ -81,35 +88,86 @@ def seed(db_url: str, n: dict, rng: random.Random) -> dict:
     imported_every = 10  # one labeled task in ten carries an imported label and a human one
     with psycopg.connect(db_url) as conn, conn.cursor() as cur:
         cur.execute("SET session_replication_role = replica")
-        copy_rows(cur, "labeling_app_project", ["id", "name", "instructions", "completions_per_task", "overlap",
-                                                "lease_minutes", "created_at", "created_by_id"],
-                  ((p, f"Bench project {p:02d}", "Rank the answers.", K, 2, 30, start, researcher.pk)
-                   for p in range(1, PROJECTS + 1)))
-        copy_rows(cur, "labeling_app_checkquestion", ["id", "project_id", "key", "question", "position", "active",
-                                                      "problem_answer", "serious"],
-                  (((p - 1) * len(DEFAULT_CHECKS) + i + 1, p, c.key, c.question, i, True, c.problem_answer, c.serious)
-                   for p in range(1, PROJECTS + 1) for i, c in enumerate(DEFAULT_CHECKS)))
-        cur.execute("INSERT INTO labeling_app_importsource (id, name, description, created_at) VALUES (1, 'bench-public', '', now())")
+        copy_rows(
+            cur,
+            "labeling_app_project",
+            [
+                "id",
+                "name",
+                "instructions",
+                "completions_per_task",
+                "overlap",
+                "lease_minutes",
+                "created_at",
+                "created_by_id",
+            ],
+            (
+                (p, f"Bench project {p:02d}", "Rank the answers.", K, 2, 30, start, researcher.pk)
+                for p in range(1, PROJECTS + 1)
+            ),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_checkquestion",
+            ["id", "project_id", "key", "question", "position", "active", "problem_answer", "serious"],
+            (
+                ((p - 1) * len(DEFAULT_CHECKS) + i + 1, p, c.key, c.question, i, True, c.problem_answer, c.serious)
+                for p in range(1, PROJECTS + 1)
+                for i, c in enumerate(DEFAULT_CHECKS)
+            ),
+        )
+        cur.execute(
+            "INSERT INTO labeling_app_importsource (id, name, description, created_at) VALUES (1, 'bench-public', '', now())"
+        )
 
         def project_of(t: int) -> int:
             return min((t - 1) // per_project, PROJECTS - 1) + 1
 
-        copy_rows(cur, "labeling_app_prompt", ["id", "project_id", "text", "content_hash", "source", "created_at"],
-                  ((t, project_of(t), f"Bench prompt {t}: explain idea {t}.", f"{t:064x}", "bench", start)
-                   for t in range(1, n["tasks"] + 1)))
-        copy_rows(cur, "labeling_app_completion", ["id", "prompt_id", "text", "source", "model_name", "sampling", "created_at"],
-                  (((t - 1) * K + j + 1, t, f"Answer {j} to prompt {t}: " + "lorem ipsum " * (5 + j), "imported", "bench",
-                    "{}", start) for t in range(1, n["tasks"] + 1) for j in range(K)))
+        copy_rows(
+            cur,
+            "labeling_app_prompt",
+            ["id", "project_id", "text", "content_hash", "source", "created_at"],
+            (
+                (t, project_of(t), f"Bench prompt {t}: explain idea {t}.", f"{t:064x}", "bench", start)
+                for t in range(1, n["tasks"] + 1)
+            ),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_completion",
+            ["id", "prompt_id", "text", "source", "model_name", "sampling", "created_at"],
+            (
+                (
+                    (t - 1) * K + j + 1,
+                    t,
+                    f"Answer {j} to prompt {t}: " + "lorem ipsum " * (5 + j),
+                    "imported",
+                    "bench",
+                    "{}",
+                    start,
+                )
+                for t in range(1, n["tasks"] + 1)
+                for j in range(K)
+            ),
+        )
         # Labeled tasks are spread over the projects: task t is labeled when its index in its project is low enough.
         labeled_per_project = labeled_tasks // PROJECTS
 
         def labeled(t: int) -> bool:
             return (t - 1) % per_project < labeled_per_project and (t - 1) // per_project < PROJECTS
 
-        copy_rows(cur, "labeling_app_rankingtask", ["id", "project_id", "prompt_id", "overlap", "submitted_count", "created_at"],
-                  ((t, project_of(t), t, 2, 2 if labeled(t) else 0, start) for t in range(1, n["tasks"] + 1)))
-        copy_rows(cur, "labeling_app_taskcompletion", ["id", "task_id", "completion_id", "position"],
-                  (((t - 1) * K + j + 1, t, (t - 1) * K + j + 1, j) for t in range(1, n["tasks"] + 1) for j in range(K)))
+        copy_rows(
+            cur,
+            "labeling_app_rankingtask",
+            ["id", "project_id", "prompt_id", "overlap", "submitted_count", "created_at"],
+            ((t, project_of(t), t, 2, 2 if labeled(t) else 0, start) for t in range(1, n["tasks"] + 1)),
+        )
+        copy_rows(
+            cur,
+            "labeling_app_taskcompletion",
+            ["id", "task_id", "completion_id", "position"],
+            (((t - 1) * K + j + 1, t, (t - 1) * K + j + 1, j) for t in range(1, n["tasks"] + 1) for j in range(K)),
+        )
 
         annotations, ratings, answers = [], [], []
         annotation_id = rating_id = 0
@@ -125,10 +183,23 @@ def seed(db_url: str, n: dict, rng: random.Random) -> dict:
                 submitted = start + timedelta(seconds=rng.randrange(DAYS * 86400))
                 shown = rng.sample(completion_ids, K)
                 ranks = base if rng.random() < 0.7 else rng.sample(range(1, K + 1), K)
-                annotations.append((annotation_id, t, labeler if kind == "h" else None, 1 if kind == "i" else None,
-                                    "submitted", json.dumps(shown), "{}", "", "",
-                                    f"{annotation_id:x}" if kind == "i" else None,
-                                    submitted - timedelta(seconds=rng.randrange(20, 400)), submitted, submitted))
+                annotations.append(
+                    (
+                        annotation_id,
+                        t,
+                        labeler if kind == "h" else None,
+                        1 if kind == "i" else None,
+                        "submitted",
+                        json.dumps(shown),
+                        "{}",
+                        "",
+                        "",
+                        f"{annotation_id:x}" if kind == "i" else None,
+                        submitted - timedelta(seconds=rng.randrange(20, 400)),
+                        submitted,
+                        submitted,
+                    )
+                )
                 for j, c in enumerate(completion_ids):
                     rating_id += 1
                     likert = None if kind == "i" else max(1, min(7, 8 - 2 * ranks[j] + rng.randrange(-1, 2)))
@@ -136,23 +207,58 @@ def seed(db_url: str, n: dict, rng: random.Random) -> dict:
                     if kind == "h":
                         for q in rng.sample(range(12), CHECKS_ANSWERED):
                             answers.append((rating_id, (p - 1) * 12 + q + 1, rng.random() < 0.2))
-        copy_rows(cur, "labeling_app_annotation", ["id", "task_id", "labeler_id", "import_source_id", "status", "shown_order",
-                                                   "draft", "comment", "skip_reason", "import_key", "started_at",
-                                                   "updated_at", "submitted_at"], annotations)
+        copy_rows(
+            cur,
+            "labeling_app_annotation",
+            [
+                "id",
+                "task_id",
+                "labeler_id",
+                "import_source_id",
+                "status",
+                "shown_order",
+                "draft",
+                "comment",
+                "skip_reason",
+                "import_key",
+                "started_at",
+                "updated_at",
+                "submitted_at",
+            ],
+            annotations,
+        )
         copy_rows(cur, "labeling_app_rating", ["id", "annotation_id", "completion_id", "likert", "rank"], ratings)
         copy_rows(cur, "labeling_app_checkanswer", ["rating_id", "check_question_id", "value"], answers)
-        for table in ("project", "checkquestion", "prompt", "completion", "rankingtask", "taskcompletion",
-                      "annotation", "rating", "importsource"):
-            cur.execute(f"SELECT setval(pg_get_serial_sequence('labeling_app_{table}', 'id'), "
-                        f"(SELECT coalesce(max(id), 1) FROM labeling_app_{table}))")
+        for table in (
+            "project",
+            "checkquestion",
+            "prompt",
+            "completion",
+            "rankingtask",
+            "taskcompletion",
+            "annotation",
+            "rating",
+            "importsource",
+        ):
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('labeling_app_{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 1) FROM labeling_app_{table}))"
+            )
         conn.commit()
         conn.autocommit = True
         cur.execute("VACUUM ANALYZE")
-        cur.execute("SELECT (SELECT count(*) FROM labeling_app_completion), (SELECT count(*) FROM labeling_app_annotation),"
-                    " (SELECT count(*) FROM labeling_app_rating), (SELECT count(*) FROM labeling_app_checkanswer)")
+        cur.execute(
+            "SELECT (SELECT count(*) FROM labeling_app_completion), (SELECT count(*) FROM labeling_app_annotation),"
+            " (SELECT count(*) FROM labeling_app_rating), (SELECT count(*) FROM labeling_app_checkanswer)"
+        )
         counted = dict(zip(("completions", "labels", "ratings", "check answers"), cur.fetchone()))
-    return {"researcher": researcher, "admin": admin, "labeler": User.objects.get(pk=labelers[0]),
-            "counted": counted, "labeler_ids": labelers}
+    return {
+        "researcher": researcher,
+        "admin": admin,
+        "labeler": User.objects.get(pk=labelers[0]),
+        "counted": counted,
+        "labeler_ids": labelers,
+    }
 
 
 def pages(ctx: dict) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -225,10 +331,22 @@ def time_pages(ctx: dict, repeats: int) -> list[dict]:
                 response = client.get(path)
                 times.append((time.perf_counter() - t0) * 1000)
                 assert response.status_code == 200
-            out.append({"page": name, "role": role, "path": path, "queries": n_queries,
-                        "p50": statistics.median(times), "p95": percentile(times, 0.95), "max": max(times)})
-            print(f"  {name:28s} {role:10s} p50 {out[-1]['p50']:7.1f} ms  p95 {out[-1]['p95']:7.1f} ms  "
-                  f"max {out[-1]['max']:7.1f} ms  {n_queries:3d} queries", flush=True)
+            out.append(
+                {
+                    "page": name,
+                    "role": role,
+                    "path": path,
+                    "queries": n_queries,
+                    "p50": statistics.median(times),
+                    "p95": percentile(times, 0.95),
+                    "max": max(times),
+                }
+            )
+            print(
+                f"  {name:28s} {role:10s} p50 {out[-1]['p50']:7.1f} ms  p95 {out[-1]['p95']:7.1f} ms  "
+                f"max {out[-1]['max']:7.1f} ms  {n_queries:3d} queries",
+                flush=True,
+            )
     return out
 
 
@@ -247,8 +365,11 @@ def main() -> None:
     db_url = with_db(admin_url, name)
     n = sizes(args.scale)
     rng = random.Random(11)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"database {name}; size: {n}", flush=True)
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"database {name}; size: {n}",
+        flush=True,
+    )
     if not args.keep:
         create_database(admin_url, name)
     setup_django(db_url)
@@ -259,8 +380,9 @@ def main() -> None:
     if args.keep and User.objects.filter(username="bench_researcher").exists():
         ctx = {role: User.objects.get(username=f"bench_{role}") for role in ("researcher", "admin")}
         ctx["labeler"] = User.objects.get(username="bench_labeler0")
-        ctx["labeler_ids"] = list(User.objects.filter(username__startswith="bench_labeler").order_by("id")
-                                  .values_list("id", flat=True))
+        ctx["labeler_ids"] = list(
+            User.objects.filter(username__startswith="bench_labeler").order_by("id").values_list("id", flat=True)
+        )
         print("reusing the seeded database", flush=True)
     else:
         call_command("migrate", verbosity=0)
@@ -269,9 +391,11 @@ def main() -> None:
     results = time_pages(ctx, args.repeats)
     slow = [r for r in results if r["p95"] > TARGET_MS]
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print(f"{len(results)} page×role rows; worst p95 {max(r['p95'] for r in results):.1f} ms "
-          f"({max(results, key=lambda r: r['p95'])['page']}); over {TARGET_MS:.0f} ms: "
-          + (", ".join(f"{r['page']} as {r['role']}" for r in slow) or "none"))
+    print(
+        f"{len(results)} page×role rows; worst p95 {max(r['p95'] for r in results):.1f} ms "
+        f"({max(results, key=lambda r: r['p95'])['page']}); over {TARGET_MS:.0f} ms: "
+        + (", ".join(f"{r['page']} as {r['role']}" for r in slow) or "none")
+    )
     if args.json:
         args.json.write_text(json.dumps({"size": n, "results": results}, indent=1))
 

@@ -15,6 +15,7 @@ What a user of `make run` would do, without the web app in between:
 
 Run:  python benchmarks/ppo_demo_rise.py [--total-episodes N] [--lr X] ...  (any PPOConfig field)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,17 @@ def demo_rankings() -> list[reward.Ranking]:
 def sample_answers(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seed: int) -> list[str]:
     texts = [format_prompt(tok, p) for p in prompts]
     ids, mask = encode_queries(tok, texts, cfg.max_prompt_tokens, "cpu")
-    out = sample_tokens(model, ids, mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0,
-                        stop_ids=stop_token_ids(tok), pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(seed))
+    out = sample_tokens(
+        model,
+        ids,
+        mask,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=1.0,
+        stop_ids=stop_token_ids(tok),
+        pad_id=tok.pad_token_id,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return decode_responses(tok, out.response_ids, stop_token_ids(tok))
 
 
@@ -69,12 +79,17 @@ def main() -> None:
     p.add_argument("--eval-seeds", type=int, default=2, help="answers per prompt in the before/after check")
     p.add_argument("--model-store", default=str(ROOT / "var" / "model_store"))
     args = p.parse_args()
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ppo.PPOConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ppo.PPOConfig)
+        if getattr(args, f.name, None) is not None
+    }
     cfg = dataclasses.replace(ppo.PPOConfig(), **overrides)
     cfg.validate()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"python {platform.python_version()}"
+    )
     print("PPO config (defaults unless given):", {k: v for k, v in dataclasses.asdict(cfg).items()})
     work = Path(tempfile.mkdtemp(prefix="ppo_demo_"))
     prompts = [prompt for prompt, _, _ in DEMO_PROMPTS]
@@ -82,8 +97,10 @@ def main() -> None:
     t0 = time.perf_counter()
     rm_cfg = reward.RewardConfig() if args.rm_epochs is None else reward.RewardConfig(epochs=args.rm_epochs)
     rm = reward.train(rm_cfg, demo_rankings(), out_dir=work / "reward")
-    print(f"reward model: {rm_cfg.epochs} epoch(s), {time.perf_counter() - t0:.0f} s, {rm.num_train_rankings} train / {rm.num_eval_rankings} "
-          f"held-out rankings, held-out metrics {({k: round(v, 3) for k, v in rm.metrics.items() if k.startswith('eval')})}")
+    print(
+        f"reward model: {rm_cfg.epochs} epoch(s), {time.perf_counter() - t0:.0f} s, {rm.num_train_rankings} train / {rm.num_eval_rankings} "
+        f"held-out rankings, held-out metrics { ({k: round(v, 3) for k, v in rm.metrics.items() if k.startswith('eval')}) }"
+    )
     scorer = RewardScorer.from_pretrained(rm.model_dir, device="cpu")
 
     policy_path = default_policy_path(args.model_store)
@@ -91,16 +108,28 @@ def main() -> None:
     before = [sample_answers(start_model, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
 
     def on_progress(step, total, m, samples):
-        print(f"step {step:3d}/{total} t={m['train/episodes'] / m['time/episodes_per_s']:6.0f}s score={m['objective/scores']:+.3f} "
-              f"kl={m['objective/kl']:.3f} len={m['response/length']:.1f} no_stop={m['response/no_stop_fraction']:.2f} "
-              f"| {(samples or [{}])[0].get('response', '')[:70]!r}", flush=True)
+        print(
+            f"step {step:3d}/{total} t={m['train/episodes'] / m['time/episodes_per_s']:6.0f}s score={m['objective/scores']:+.3f} "
+            f"kl={m['objective/kl']:.3f} len={m['response/length']:.1f} no_stop={m['response/no_stop_fraction']:.2f} "
+            f"| {(samples or [{}])[0].get('response', '')[:70]!r}",
+            flush=True,
+        )
 
-    result = ppo.train(cfg, prompts, scorer.score, out_dir=str(work / "policy"), base_path=policy_path,
-                       on_progress=on_progress, device="cpu")
+    result = ppo.train(
+        cfg,
+        prompts,
+        scorer.score,
+        out_dir=str(work / "policy"),
+        base_path=policy_path,
+        on_progress=on_progress,
+        device="cpu",
+    )
     scores = [h["objective/scores"] for h in result.history]
-    print(f"PPO: {result.steps} steps, {result.episodes} episodes in {result.elapsed_s:.0f} s; "
-          f"mean score of first 3 steps {statistics.mean(scores[:3]):+.3f}, last 3 steps {statistics.mean(scores[-3:]):+.3f} "
-          f"(rise {ppo.mean_score_rise(result.history):+.3f}); KL last step {result.history[-1]['objective/kl']:.3f}")
+    print(
+        f"PPO: {result.steps} steps, {result.episodes} episodes in {result.elapsed_s:.0f} s; "
+        f"mean score of first 3 steps {statistics.mean(scores[:3]):+.3f}, last 3 steps {statistics.mean(scores[-3:]):+.3f} "
+        f"(rise {ppo.mean_score_rise(result.history):+.3f}); KL last step {result.history[-1]['objective/kl']:.3f}"
+    )
 
     trained, _ = load_policy(result.path, "cpu")
     after = [sample_answers(trained, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
@@ -112,9 +141,11 @@ def main() -> None:
     se = sd / len(diffs) ** 0.5
     all_before = [float(x) for b in before for x in scorer.score(prompts, b)]
     all_after = [float(x) for a in after for x in scorer.score(prompts, a)]
-    print(f"before/after on all {len(prompts)} demo prompts x {args.eval_seeds} samples: mean score "
-          f"{statistics.mean(all_before):+.3f} -> {statistics.mean(all_after):+.3f}; paired difference {mean:+.3f} "
-          f"(standard error {se:.3f}, t = {mean / se if se else float('nan'):.1f})")
+    print(
+        f"before/after on all {len(prompts)} demo prompts x {args.eval_seeds} samples: mean score "
+        f"{statistics.mean(all_before):+.3f} -> {statistics.mean(all_after):+.3f}; paired difference {mean:+.3f} "
+        f"(standard error {se:.3f}, t = {mean / se if se else float('nan'):.1f})"
+    )
     for prompt, b, a in list(zip(prompts, before[0], after[0]))[:3]:
         print(f"  {prompt!r}\n    before: {b[:100]!r}\n    after:  {a[:100]!r}")
 

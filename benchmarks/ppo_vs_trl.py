@@ -17,6 +17,7 @@ reward model's score minus the missing-stop penalty (ours logs it as `objective/
 Run:  python benchmarks/ppo_vs_trl.py --episodes 32 --batch-size 16
       (--layers 8 for a faster, smaller policy; --skip-trl / --skip-ours to run one side)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,38 @@ from rlhf_worker.training.policy_models import default_policy_path, format_promp
 from rlhf_worker.training.ppo import PPOConfig, train  # noqa: E402
 
 PROMPTS = [
-    "What is the capital of France?", "Write a haiku about the sea.", "Give me a tip for learning Python.",
-    "Why is the sky blue?", "Name three fruits.", "How do I boil an egg?", "What is 12 times 7?",
-    "Describe a cat in one sentence.", "What should I cook tonight?", "How do plants make food?",
-    "Tell me a fun fact about space.", "What is a good name for a dog?", "How can I sleep better?",
-    "Explain what a noun is.", "Suggest a weekend activity.", "What is the boiling point of water?",
-    "How do I make friends in a new city?", "What is your favourite colour?", "Describe the ocean.",
-    "How do I stay motivated?", "What is rain?", "Recommend a book for a child.", "How does a bicycle work?",
-    "What is the moon made of?", "Give me a compliment.", "What is a healthy breakfast?",
-    "How do I learn to draw?", "What is music?", "Why do birds sing?", "How do I start running?",
-    "What is friendship?", "Describe a sunny day.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me a tip for learning Python.",
+    "Why is the sky blue?",
+    "Name three fruits.",
+    "How do I boil an egg?",
+    "What is 12 times 7?",
+    "Describe a cat in one sentence.",
+    "What should I cook tonight?",
+    "How do plants make food?",
+    "Tell me a fun fact about space.",
+    "What is a good name for a dog?",
+    "How can I sleep better?",
+    "Explain what a noun is.",
+    "Suggest a weekend activity.",
+    "What is the boiling point of water?",
+    "How do I make friends in a new city?",
+    "What is your favourite colour?",
+    "Describe the ocean.",
+    "How do I stay motivated?",
+    "What is rain?",
+    "Recommend a book for a child.",
+    "How does a bicycle work?",
+    "What is the moon made of?",
+    "Give me a compliment.",
+    "What is a healthy breakfast?",
+    "How do I learn to draw?",
+    "What is music?",
+    "Why do birds sing?",
+    "How do I start running?",
+    "What is friendship?",
+    "Describe a sunny day.",
 ]
 
 
@@ -67,7 +90,9 @@ def build_models(work: Path, model_store: str, layers: int, reward_word: str) ->
     if layers:
         model.model.layers = model.model.layers[:layers]
         model.config.num_hidden_layers = layers
-        model.config.layer_types = model.config.layer_types[:layers] if getattr(model.config, "layer_types", None) else None
+        model.config.layer_types = (
+            model.config.layer_types[:layers] if getattr(model.config, "layer_types", None) else None
+        )
     policy_dir = work / "policy"
     model.save_pretrained(policy_dir)
     tok.save_pretrained(policy_dir)
@@ -117,20 +142,48 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     reward = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1)
     value = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1)
     cfg = TRLPPOConfig(
-        output_dir=str(work / "trl_out"), report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-        num_mini_batches=args.batch_size // args.mini_batch_size, num_ppo_epochs=args.ppo_epochs,
-        total_episodes=args.episodes, local_rollout_forward_batch_size=args.batch_size,
-        response_length=args.response_length, temperature=args.temperature, learning_rate=args.lr,
-        lr_scheduler_type="constant", kl_coef=args.kl_coef, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1,
-        gamma=1.0, lam=0.95, stop_token="eos", missing_eos_penalty=args.missing_stop_penalty,
-        num_sample_generations=0, seed=args.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(work / "trl_out"),
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        num_mini_batches=args.batch_size // args.mini_batch_size,
+        num_ppo_epochs=args.ppo_epochs,
+        total_episodes=args.episodes,
+        local_rollout_forward_batch_size=args.batch_size,
+        response_length=args.response_length,
+        temperature=args.temperature,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        kl_coef=args.kl_coef,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        gamma=1.0,
+        lam=0.95,
+        stop_token="eos",
+        missing_eos_penalty=args.missing_stop_penalty,
+        num_sample_generations=0,
+        seed=args.seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
     logs: list[dict] = []
     snapshots: dict[int, dict] = {}
-    trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
-                         train_dataset=ds, value_model=value, eval_dataset=ds.select(range(2)))
+    trainer = PPOTrainer(
+        args=cfg,
+        processing_class=tok,
+        model=policy,
+        ref_model=ref,
+        reward_model=reward,
+        train_dataset=ds,
+        value_model=value,
+        eval_dataset=ds.select(range(2)),
+    )
     original_log = trainer.log
 
     def log(metrics, *a, **k):
@@ -138,7 +191,11 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
         step = trainer.state.global_step
         if "objective/scores" in metrics and args.eval_every and step % args.eval_every == 0:
             snapshots[step] = snapshot(getattr(trainer.model, "policy", policy))
-        print("  trl", {k: round(v, 3) for k, v in metrics.items() if k in ("objective/scores", "objective/kl", "episode")}, flush=True)
+        print(
+            "  trl",
+            {k: round(v, 3) for k, v in metrics.items() if k in ("objective/scores", "objective/kl", "episode")},
+            flush=True,
+        )
         return original_log(metrics, *a, **k)
 
     trainer.log = log
@@ -147,9 +204,19 @@ def run_trl(args, policy_dir: str, rm_dir: str, work: Path) -> dict:
     trainer.train()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     trained = getattr(trainer.model, "policy", policy)
-    history = [{"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]} for m in logs if "objective/scores" in m]
-    return {"episodes": cfg.total_episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": trained,
-            "snapshots": snapshots}
+    history = [
+        {"objective/scores": m["objective/scores"] - offset, "objective/kl": m["objective/kl"]}
+        for m in logs
+        if "objective/scores" in m
+    ]
+    return {
+        "episodes": cfg.total_episodes,
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "history": history,
+        "policy": trained,
+        "snapshots": snapshots,
+    }
 
 
 def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: int) -> dict:
@@ -169,10 +236,17 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
         return _rm_scores(rm, tok, [by_prompt[p] + ended(r) for p, r in zip(prompts, responses)]) - offset
 
     cfg = PPOConfig(
-        total_episodes=args.episodes, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-        ppo_epochs=args.ppo_epochs, learning_rate=args.lr, max_new_tokens=args.response_length,
-        temperature=args.temperature, kl_coef=args.kl_coef, missing_stop_penalty=args.missing_stop_penalty,
-        seed=args.seed, trainable_layers=trainable_layers,
+        total_episodes=args.episodes,
+        batch_size=args.batch_size,
+        mini_batch_size=args.mini_batch_size,
+        ppo_epochs=args.ppo_epochs,
+        learning_rate=args.lr,
+        max_new_tokens=args.response_length,
+        temperature=args.temperature,
+        kl_coef=args.kl_coef,
+        missing_stop_penalty=args.missing_stop_penalty,
+        seed=args.seed,
+        trainable_layers=trainable_layers,
     )
     history = []
     snapshots: dict[int, dict] = {}
@@ -181,15 +255,30 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
         if args.eval_every and step % args.eval_every == 0:
             snapshots[step] = snapshot(model)
         # TRL logs objective/scores after subtracting the missing-stop penalty: compare the same quantity
-        history.append({"objective/scores": metrics["objective/scores_with_penalty"], "objective/kl": metrics["objective/kl"]})
-        print("  ours", step, {k: round(v, 3) for k, v in metrics.items() if k.startswith(("objective/s", "objective/kl", "time/"))},
-              (samples or [{}])[0].get("response", "")[:80].replace("\n", " "), flush=True)
+        history.append(
+            {"objective/scores": metrics["objective/scores_with_penalty"], "objective/kl": metrics["objective/kl"]}
+        )
+        print(
+            "  ours",
+            step,
+            {k: round(v, 3) for k, v in metrics.items() if k.startswith(("objective/s", "objective/kl", "time/"))},
+            (samples or [{}])[0].get("response", "")[:80].replace("\n", " "),
+            flush=True,
+        )
 
     start, cpu = time.perf_counter(), time.process_time()
-    result = train(cfg, PROMPTS, reward_fn, out_dir=str(work / "ours_out"), policy=(model, tok), on_progress=on_progress)
+    result = train(
+        cfg, PROMPTS, reward_fn, out_dir=str(work / "ours_out"), policy=(model, tok), on_progress=on_progress
+    )
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"episodes": result.episodes, "elapsed": elapsed, "cpu": cpu, "history": history, "policy": model,
-            "snapshots": snapshots}
+    return {
+        "episodes": result.episodes,
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "history": history,
+        "policy": model,
+        "snapshots": snapshots,
+    }
 
 
 def snapshot(model) -> dict:
@@ -234,12 +323,24 @@ def evaluate(args, policy, ev: Evaluator) -> tuple[float, float, float]:
     ids, mask = encode_queries(tok, texts, 256, "cpu")
     scores, kls = [], []
     for sample in range(args.eval_samples):
-        out = sample_tokens(policy, ids, mask, max_new_tokens=args.response_length, temperature=args.temperature, top_p=1.0,
-                            stop_ids=stops, pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(10_000 + sample))
+        out = sample_tokens(
+            policy,
+            ids,
+            mask,
+            max_new_tokens=args.response_length,
+            temperature=args.temperature,
+            top_p=1.0,
+            stop_ids=stops,
+            pad_id=tok.pad_token_id,
+            generator=torch.Generator().manual_seed(10_000 + sample),
+        )
         lp, _, _ = forward_policy(policy, ids, mask, out.response_ids, out.response_mask, args.temperature)
         ref_lp, _, _ = forward_policy(ref, ids, mask, out.response_ids, out.response_mask, args.temperature)
         kls += ((lp - ref_lp) * out.response_mask).sum(1).tolist()
-        full = [t + tok.decode(r[m], skip_special_tokens=False) for t, r, m in zip(texts, out.response_ids, out.response_mask)]
+        full = [
+            t + tok.decode(r[m], skip_special_tokens=False)
+            for t, r, m in zip(texts, out.response_ids, out.response_mask)
+        ]
         s = _rm_scores(rm, tok, full) - offset - args.missing_stop_penalty * (~out.has_stop).float()
         scores += s.tolist()
     n = len(scores)
@@ -256,9 +357,11 @@ def summary(name: str, r: dict, last: int) -> tuple[float, float, float, float]:
     score = sum(h["objective/scores"] for h in tail) / len(tail)
     kl = sum(h["objective/kl"] for h in tail) / len(tail)
     first = r["history"][0]["objective/scores"]
-    print(f"{name:9s} episodes={r['episodes']} wall={r['elapsed']:.1f}s episodes/s={eps:.3f} "
-          f"cpu={r['cpu']:.1f}s episodes/cpu-s={eps_cpu:.4f} "
-          f"score first step={first:+.3f} last {len(tail)} steps={score:+.3f} kl={kl:.3f}")
+    print(
+        f"{name:9s} episodes={r['episodes']} wall={r['elapsed']:.1f}s episodes/s={eps:.3f} "
+        f"cpu={r['cpu']:.1f}s episodes/cpu-s={eps_cpu:.4f} "
+        f"score first step={first:+.3f} last {len(tail)} steps={score:+.3f} kl={kl:.3f}"
+    )
     return eps, score, kl, eps_cpu
 
 
@@ -274,27 +377,40 @@ def main() -> None:
     p.add_argument("--kl-coef", type=float, default=0.02)
     p.add_argument("--missing-stop-penalty", type=float, default=1.0)
     p.add_argument("--layers", type=int, default=0, help="keep only the first N layers of SmolLM2 (0 = all 30)")
-    p.add_argument("--trainable-layers", default="0",
-                   help="ours only, comma list: train the top N layers (0 = every weight, as TRL); one run per value")
+    p.add_argument(
+        "--trainable-layers",
+        default="0",
+        help="ours only, comma list: train the top N layers (0 = every weight, as TRL); one run per value",
+    )
     p.add_argument("--reward-word", default=" great")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--last", type=int, default=2, help="average score/KL over the last N steps")
-    p.add_argument("--eval-samples", type=int, default=4, help="seeded samples per prompt in the fixed evaluation (0 = skip)")
-    p.add_argument("--eval-every", type=int, default=5, help="also evaluate each side's policy every N steps (0 = only the end)")
+    p.add_argument(
+        "--eval-samples", type=int, default=4, help="seeded samples per prompt in the fixed evaluation (0 = skip)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=5, help="also evaluate each side's policy every N steps (0 = only the end)"
+    )
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--model-store", default=str(Path(__file__).resolve().parents[1] / "var" / "model_store"),
-                   help="where the SmolLM2 safetensors copy is cached")
+    p.add_argument(
+        "--model-store",
+        default=str(Path(__file__).resolve().parents[1] / "var" / "model_store"),
+        help="where the SmolLM2 safetensors copy is cached",
+    )
     args = p.parse_args()
 
     print("machine:", machine())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ppo_vs_trl_"))
     work.mkdir(parents=True, exist_ok=True)
     policy_dir, rm_dir = build_models(work / "models", args.model_store, args.layers, args.reward_word)
-    print(f"policy: SmolLM2-135M-Instruct{f' first {args.layers} layers' if args.layers else ''}; "
-          f"episodes={args.episodes} batch={args.batch_size} minibatch={args.mini_batch_size} "
-          f"ppo_epochs={args.ppo_epochs} response_length={args.response_length}", flush=True)
+    print(
+        f"policy: SmolLM2-135M-Instruct{f' first {args.layers} layers' if args.layers else ''}; "
+        f"episodes={args.episodes} batch={args.batch_size} minibatch={args.mini_batch_size} "
+        f"ppo_epochs={args.ppo_epochs} response_length={args.response_length}",
+        flush=True,
+    )
     results = {}
     variants = [int(v) for v in str(args.trainable_layers).split(",") if v.strip()]
     if not args.skip_ours:
@@ -306,13 +422,17 @@ def main() -> None:
         results["trl"] = run_trl(args, policy_dir, rm_dir, work)
     stats = {name: summary(name, r, args.last) for name, r in results.items()}
     if args.eval_samples:
-        print(f"fixed evaluation: {len(PROMPTS)} prompts x {args.eval_samples} seeded samples per trained policy "
-              f"(same sampler, reward, penalty and reference for every side)")
+        print(
+            f"fixed evaluation: {len(PROMPTS)} prompts x {args.eval_samples} seeded samples per trained policy "
+            f"(same sampler, reward, penalty and reference for every side)"
+        )
         torch.manual_seed(args.seed)
         start_model, _ = load_policy(policy_dir, "cpu")
         ev = Evaluator(policy_dir, rm_dir)
         start = evaluate(args, start_model, ev)
-        print(f"  start     step  0 score={start[0]:+.3f} (standard error {start[1]:.3f}) kl={start[2]:.3f}", flush=True)
+        print(
+            f"  start     step  0 score={start[0]:+.3f} (standard error {start[1]:.3f}) kl={start[2]:.3f}", flush=True
+        )
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, r in results.items():
             curves[name] = [(start[2], start[0])]
@@ -332,13 +452,17 @@ def main() -> None:
                 for a, b in ((name, "trl"), ("trl", name)):
                     kl = curves[b][-1][0]
                     at = score_at_kl(curves[a], kl)
-                    print(f"  at {b}'s final KL {kl:.3f}: {a} scores "
-                          f"{'n/a (outside its KL range)' if at is None else f'{at:+.3f}'} vs {b} {curves[b][-1][1]:+.3f}")
+                    print(
+                        f"  at {b}'s final KL {kl:.3f}: {a} scores "
+                        f"{'n/a (outside its KL range)' if at is None else f'{at:+.3f}'} vs {b} {curves[b][-1][1]:+.3f}"
+                    )
     if "trl" in stats:
         for name in (n for n in stats if n != "trl"):
-            print(f"ratio episodes/s {name}/trl = {stats[name][0] / stats['trl'][0]:.2f}x (wall), "
-                  f"{stats[name][3] / stats['trl'][3]:.2f}x (per CPU-second); "
-                  f"score {name}-trl = {stats[name][1] - stats['trl'][1]:+.3f}; kl {name}={stats[name][2]:.3f} trl={stats['trl'][2]:.3f}")
+            print(
+                f"ratio episodes/s {name}/trl = {stats[name][0] / stats['trl'][0]:.2f}x (wall), "
+                f"{stats[name][3] / stats['trl'][3]:.2f}x (per CPU-second); "
+                f"score {name}-trl = {stats[name][1] - stats['trl'][1]:+.3f}; kl {name}={stats[name][2]:.3f} trl={stats['trl'][2]:.3f}"
+            )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

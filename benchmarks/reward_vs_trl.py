@@ -30,6 +30,7 @@ Fairness, on purpose:
   both sides N times (alternating order) and keeps each side's fastest run.
 - held-out pairwise accuracy of both is computed by the same code on the same held-out prompts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def machine() -> str:
     import transformers
     import trl
 
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, trl {trl.__version__}, python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, trl {trl.__version__}, python {platform.python_version()}"
+    )
 
 
 @torch.no_grad()
@@ -74,7 +77,7 @@ def pairwise_accuracy(score_batch, tokenizer, rankings, max_length: int, batch_s
     order = sorted(texts, key=lambda t: len(ids[t]))
     score = {}
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         input_ids, attention_mask = pad_batch([ids[t] for t in chunk], tokenizer.pad_token_id)
         for t, s in zip(chunk, score_batch(input_ids, attention_mask).tolist()):
             score[t] = s
@@ -87,10 +90,21 @@ def pairwise_accuracy(score_batch, tokenizer, rankings, max_length: int, batch_s
 
 
 def run_ours(args, backbone, train_rankings, rankings_per_step, out_dir):
-    cfg = RewardConfig(backbone=backbone, learning_rate=args.lr, epochs=args.epochs, batch_size=rankings_per_step,
-                       warmup_ratio=args.warmup_ratio, lr_schedule="linear", max_grad_norm=1.0,
-                       max_length=args.max_length, eval_fraction=0.0, eval_every=0, save_every=0, seed=args.seed,
-                       device="cpu")
+    cfg = RewardConfig(
+        backbone=backbone,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        batch_size=rankings_per_step,
+        warmup_ratio=args.warmup_ratio,
+        lr_schedule="linear",
+        max_grad_norm=1.0,
+        max_length=args.max_length,
+        eval_fraction=0.0,
+        eval_every=0,
+        save_every=0,
+        seed=args.seed,
+        device="cpu",
+    )
     started = time.perf_counter()
     result = train(cfg, train_rankings, out_dir=out_dir)
     total = time.perf_counter() - started
@@ -118,11 +132,27 @@ def run_trl(args, backbone, tokenizer, train_rankings, pairs_per_step, out_dir):
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id  # its score is read at the rightmost non-pad token
     trl_args = TRLRewardConfig(
-        output_dir=str(out_dir), per_device_train_batch_size=pairs_per_step, num_train_epochs=args.epochs,
-        learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_ratio, max_grad_norm=1.0,
-        weight_decay=0.0, max_length=args.max_length, seed=args.seed, bf16=False, fp16=False, use_cpu=True,
-        gradient_checkpointing=False, disable_dropout=True, dataloader_num_workers=0, report_to=[],
-        save_strategy="no", eval_strategy="no", logging_steps=10**9, disable_tqdm=True,
+        output_dir=str(out_dir),
+        per_device_train_batch_size=pairs_per_step,
+        num_train_epochs=args.epochs,
+        learning_rate=args.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=args.warmup_ratio,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        max_length=args.max_length,
+        seed=args.seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        disable_dropout=True,
+        dataloader_num_workers=0,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10**9,
+        disable_tqdm=True,
         train_sampling_strategy="group_by_length" if args.trl_group_by_length else "random",
         remove_unused_columns=not args.trl_group_by_length,  # keep the "length" column for the sampler
     )
@@ -132,8 +162,13 @@ def run_trl(args, backbone, tokenizer, train_rankings, pairs_per_step, out_dir):
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     model.eval()
-    return len(chosen), kept, seconds, cpu_seconds, (
-        lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits.squeeze(-1))
+    return (
+        len(chosen),
+        kept,
+        seconds,
+        cpu_seconds,
+        (lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)),
+    )
 
 
 def decoder_backbone(args) -> tuple[str, str]:
@@ -168,12 +203,24 @@ def decoder_backbone(args) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 7], help="completions per ranking (<= 8)")
-    parser.add_argument("--train-comparisons", type=int, default=630,
-                        help="about this many training comparisons per K (train prompts = this / (K(K-1)/2))")
-    parser.add_argument("--eval-comparisons", type=int, default=300,
-                        help="about this many held-out comparisons per K (held-out prompts = this / (K(K-1)/2))")
-    parser.add_argument("--comparisons-per-step", type=int, default=21,
-                        help="comparisons per optimisation step (ours: that / (K(K-1)/2) rankings)")
+    parser.add_argument(
+        "--train-comparisons",
+        type=int,
+        default=630,
+        help="about this many training comparisons per K (train prompts = this / (K(K-1)/2))",
+    )
+    parser.add_argument(
+        "--eval-comparisons",
+        type=int,
+        default=300,
+        help="about this many held-out comparisons per K (held-out prompts = this / (K(K-1)/2))",
+    )
+    parser.add_argument(
+        "--comparisons-per-step",
+        type=int,
+        default=21,
+        help="comparisons per optimisation step (ours: that / (K(K-1)/2) rankings)",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
@@ -181,21 +228,40 @@ def main() -> None:
     parser.add_argument("--max-words", type=int, default=20, help="longest synthetic completion, in words")
     parser.add_argument("--prompt-max-extra-words", type=int, default=12, help="prompts get 0..this many extra words")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1, help="run each side this many times, alternating who "
-                        "goes first; the fastest run of each side counts")
-    parser.add_argument("--trl-group-by-length", action="store_true",
-                        help="give TRL length-grouped batches like ours (train_sampling_strategy=group_by_length) "
-                             "instead of its default random sampler")
-    parser.add_argument("--decoder", action="store_true",
-                        help="decoder backbone (SmolLM2), K = 2, HH-style long shared dialogues; see the module docstring")
-    parser.add_argument("--decoder-layers", type=int, default=4, help="decoder mode: keep SmolLM2's first N blocks (0 = all)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each side this many times, alternating who goes first; the fastest run of each side counts",
+    )
+    parser.add_argument(
+        "--trl-group-by-length",
+        action="store_true",
+        help="give TRL length-grouped batches like ours (train_sampling_strategy=group_by_length) "
+        "instead of its default random sampler",
+    )
+    parser.add_argument(
+        "--decoder",
+        action="store_true",
+        help="decoder backbone (SmolLM2), K = 2, HH-style long shared dialogues; see the module docstring",
+    )
+    parser.add_argument(
+        "--decoder-layers", type=int, default=4, help="decoder mode: keep SmolLM2's first N blocks (0 = all)"
+    )
     parser.add_argument("--random-llama", action="store_true", help="decoder mode: a random Llama of SmolLM2's shape")
     parser.add_argument("--turns", type=int, default=4, help="decoder mode: dialogue turns before the last question")
-    parser.add_argument("--model-cache", default="/tmp/reward_vs_trl_models", help="decoder mode: where SmolLM2 is "
-                        "converted once and the cut backbone saved")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for both sides (0 = torch's default). 1 by default: on a shared, "
-                             "oversubscribed 2-core machine two OpenMP threads per process ran 3-5x slower than one")
+    parser.add_argument(
+        "--model-cache",
+        default="/tmp/reward_vs_trl_models",
+        help="decoder mode: where SmolLM2 is converted once and the cut backbone saved",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both sides (0 = torch's default). 1 by default: on a shared, "
+        "oversubscribed 2-core machine two OpenMP threads per process ran 3-5x slower than one",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,9 +279,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     print(f"# reward_vs_trl  {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
-    print(f"# backbone: {described} ({backbone}); epochs {args.epochs}, lr {args.lr}, max_length "
-          f"{args.max_length}, seed {args.seed}, fp32 CPU, TRL sampler "
-          f"{'group_by_length' if args.trl_group_by_length else 'random (its default)'}")
+    print(
+        f"# backbone: {described} ({backbone}); epochs {args.epochs}, lr {args.lr}, max_length "
+        f"{args.max_length}, seed {args.seed}, fp32 CPU, TRL sampler "
+        f"{'group_by_length' if args.trl_group_by_length else 'random (its default)'}"
+    )
     rows = []
     for k in args.k:
         pairs_per_ranking = comb(k, 2)
@@ -226,31 +294,42 @@ def main() -> None:
         if args.decoder:
             data = synthetic_dialogue_rankings(n_train + n_eval, k, seed=args.seed + k, turns=args.turns)
         else:
-            data = synthetic_rankings(n_train + n_eval, k, seed=args.seed + k, ties=False, max_words=args.max_words,
-                                      prompt_max_extra_words=args.prompt_max_extra_words)
+            data = synthetic_rankings(
+                n_train + n_eval,
+                k,
+                seed=args.seed + k,
+                ties=False,
+                max_words=args.max_words,
+                prompt_max_extra_words=args.prompt_max_extra_words,
+            )
         train_rankings, eval_rankings = data[:n_train], data[n_train:]
         longest = max(len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data for c in r.completions)
         if longest > args.max_length:
-            raise SystemExit(f"the longest input has {longest} tokens > --max-length {args.max_length}: raise it, so "
-                             "neither side truncates or filters")
-        mean_tokens = sum(len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data
-                          for c in r.completions) / sum(len(r.completions) for r in data)
+            raise SystemExit(
+                f"the longest input has {longest} tokens > --max-length {args.max_length}: raise it, so "
+                "neither side truncates or filters"
+            )
+        mean_tokens = sum(
+            len(encode_example(tokenizer, r.prompt, c, 10**6)[0]) for r in data for c in r.completions
+        ) / sum(len(r.completions) for r in data)
         encoded = [[encode_example(tokenizer, r.prompt, c, 10**6)[0] for c in r.completions] for r in train_rankings]
         padded_tokens = sum(len(s) for ids in encoded for s in ids)
         packed_tokens = sum(packed_group_length(ids) for ids in encoded)
         trl_runs, ours_runs = [], []
         for rep in range(args.repeats):
             # Alternate who goes first so a neighbour's burst of CPU use does not always hit the same side.
-            for side in (("trl", "ours") if rep % 2 == 0 else ("ours", "trl")):
+            for side in ("trl", "ours") if rep % 2 == 0 else ("ours", "trl"):
                 with tempfile.TemporaryDirectory() as tmp:
                     if side == "trl":
-                        trl_pairs, trl_kept, wall, cpu, score = run_trl(args, backbone, tokenizer, train_rankings,
-                                                                        pairs_per_step, Path(tmp) / "trl")
+                        trl_pairs, trl_kept, wall, cpu, score = run_trl(
+                            args, backbone, tokenizer, train_rankings, pairs_per_step, Path(tmp) / "trl"
+                        )
                         acc = pairwise_accuracy(score, tokenizer, eval_rankings, args.max_length)
                         trl_runs.append((wall, cpu, acc))
                     else:
-                        ours, ours_total_s, score = run_ours(args, backbone, train_rankings, rankings_per_step,
-                                                             Path(tmp) / "ours")
+                        ours, ours_total_s, score = run_ours(
+                            args, backbone, train_rankings, rankings_per_step, Path(tmp) / "ours"
+                        )
                         acc = pairwise_accuracy(score, tokenizer, eval_rankings, args.max_length)
                         ours_runs.append((ours.loop_seconds, ours.loop_cpu_seconds, acc))
         # Best of the repeats: the run least disturbed by other processes on a shared machine.
@@ -263,32 +342,48 @@ def main() -> None:
         trl_cps = trl_kept * args.epochs / trl_s
         cpu_ratio = (comparisons / ours_cpu_s) / (trl_kept * args.epochs / trl_cpu_s)
         rows.append((k, ours_cps, trl_cps, cpu_ratio, ours_acc, trl_acc))
-        print(f"\nK={k}: {n_train} train rankings -> {comparisons // args.epochs} comparisons/epoch "
-              f"({pairs_per_ranking}/ranking), {n_eval} held-out rankings, longest input {longest} tokens "
-              f"(mean {mean_tokens:.0f}); "
-              f"per step: ours {rankings_per_step} rankings = {rankings_per_step * k} sequences, TRL {pairs_per_step} "
-              f"pairs = {2 * pairs_per_step} sequences")
-        print(f"  TRL  : {trl_kept}/{trl_pairs} pairs kept, trainer.train() {trl_s:.1f} s wall, {trl_cpu_s:.1f} s CPU "
-              f"-> {trl_cps:.2f} comparisons/s, held-out accuracy {trl_acc:.3f}")
-        print(f"  ours : loop {ours_s:.1f} s wall, {ours_cpu_s:.1f} s CPU (whole train() "
-              f"{ours_total_s:.1f} s) -> {ours_cps:.2f} comparisons/s, held-out accuracy {ours_acc:.3f}")
+        print(
+            f"\nK={k}: {n_train} train rankings -> {comparisons // args.epochs} comparisons/epoch "
+            f"({pairs_per_ranking}/ranking), {n_eval} held-out rankings, longest input {longest} tokens "
+            f"(mean {mean_tokens:.0f}); "
+            f"per step: ours {rankings_per_step} rankings = {rankings_per_step * k} sequences, TRL {pairs_per_step} "
+            f"pairs = {2 * pairs_per_step} sequences"
+        )
+        print(
+            f"  TRL  : {trl_kept}/{trl_pairs} pairs kept, trainer.train() {trl_s:.1f} s wall, {trl_cpu_s:.1f} s CPU "
+            f"-> {trl_cps:.2f} comparisons/s, held-out accuracy {trl_acc:.3f}"
+        )
+        print(
+            f"  ours : loop {ours_s:.1f} s wall, {ours_cpu_s:.1f} s CPU (whole train() "
+            f"{ours_total_s:.1f} s) -> {ours_cps:.2f} comparisons/s, held-out accuracy {ours_acc:.3f}"
+        )
         if args.decoder:
             # with K completions behind one prompt, the prompt's share of the work bounds what packing saves
-            print(f"  tokens per comparison: TRL {padded_tokens / comparisons * args.epochs:.0f} (each pair's two "
-                  f"sequences), ours {packed_tokens / comparisons * args.epochs:.0f} (the prompt once): packing "
-                  f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work")
+            print(
+                f"  tokens per comparison: TRL {padded_tokens / comparisons * args.epochs:.0f} (each pair's two "
+                f"sequences), ours {packed_tokens / comparisons * args.epochs:.0f} (the prompt once): packing "
+                f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work"
+            )
         if args.repeats > 1:
-            print(f"  repeats (wall s, CPU s, acc): TRL {[tuple(round(x, 3) for x in r) for r in trl_runs]} "
-                  f"ours {[tuple(round(x, 3) for x in r) for r in ours_runs]}")
-        print(f"  ratio ours/TRL: {ours_cps / trl_cps:.2f}x wall, {cpu_ratio:.2f}x CPU time; accuracy ours - TRL: "
-              f"{100 * (ours_acc - trl_acc):+.1f} points")
+            print(
+                f"  repeats (wall s, CPU s, acc): TRL {[tuple(round(x, 3) for x in r) for r in trl_runs]} "
+                f"ours {[tuple(round(x, 3) for x in r) for r in ours_runs]}"
+            )
+        print(
+            f"  ratio ours/TRL: {ours_cps / trl_cps:.2f}x wall, {cpu_ratio:.2f}x CPU time; accuracy ours - TRL: "
+            f"{100 * (ours_acc - trl_acc):+.1f} points"
+        )
     targets = {2: 2.0} if args.decoder else {2: 1.0, 4: 2.5, 7: 5.0}
-    print("\n| K | ours comparisons/s | TRL comparisons/s | ratio (wall) | ratio (CPU time) | target | ours held-out acc | TRL held-out acc |")
+    print(
+        "\n| K | ours comparisons/s | TRL comparisons/s | ratio (wall) | ratio (CPU time) | target | ours held-out acc | TRL held-out acc |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for k, ours_cps, trl_cps, cpu_ratio, ours_acc, trl_acc in rows:
         target = f">= {targets[k]}x" if k in targets else "-"
-        print(f"| {k} | {ours_cps:.2f} | {trl_cps:.2f} | {ours_cps / trl_cps:.2f}x | {cpu_ratio:.2f}x | {target} | "
-              f"{ours_acc:.3f} | {trl_acc:.3f} |")
+        print(
+            f"| {k} | {ours_cps:.2f} | {trl_cps:.2f} | {ours_cps / trl_cps:.2f}x | {cpu_ratio:.2f}x | {target} | "
+            f"{ours_acc:.3f} | {trl_acc:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The Celery app: Redis broker, tasks discovered from the Django apps, logging through Django's LOGGING."""
+
 import os
 
 from celery import Celery

@@ -1,4 +1,5 @@
 """Database helpers shared by the apps' background threads and jobs."""
+
 from __future__ import annotations
 
 from django.db import DatabaseError, connection

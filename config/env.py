@@ -1,4 +1,5 @@
 """Reading settings from the environment: URLs, booleans, numbers, rates, and the secret key (generated locally, checked in production)."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,10 @@ def env_header_pair(name: str) -> tuple[str, str] | None:
         return None
     header, _, expected = (part.strip() for part in value.partition(","))
     if not header.startswith("HTTP_") or not expected:
-        raise ValueError(f"{name} must be HEADER,VALUE with the header as Django names it, "
-                         f"e.g. HTTP_X_FORWARDED_PROTO,https; got {value!r}")
+        raise ValueError(
+            f"{name} must be HEADER,VALUE with the header as Django names it, "
+            f"e.g. HTTP_X_FORWARDED_PROTO,https; got {value!r}"
+        )
     return header, expected
 
 
@@ -102,7 +105,9 @@ def secret_key_weakness(value: str) -> str | None:
     )
 
     if value.startswith(SECRET_KEY_INSECURE_PREFIX):
-        return f"it starts with {SECRET_KEY_INSECURE_PREFIX!r}, the prefix of the keys startproject writes for development"
+        return (
+            f"it starts with {SECRET_KEY_INSECURE_PREFIX!r}, the prefix of the keys startproject writes for development"
+        )
     if len(value) < SECRET_KEY_MIN_LENGTH:
         return f"it has {len(value)} characters, fewer than {SECRET_KEY_MIN_LENGTH}"
     if len(set(value)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
@@ -115,11 +120,15 @@ def secret_key(production: bool) -> str:
     value = os.environ.get("SECRET_KEY")
     if production:
         if not value:
-            raise RuntimeError(f"SECRET_KEY must be set in the environment when RLHF_ENV=production; generate one with {GENERATE_SECRET_KEY}")
+            raise RuntimeError(
+                f"SECRET_KEY must be set in the environment when RLHF_ENV=production; generate one with {GENERATE_SECRET_KEY}"
+            )
         weakness = secret_key_weakness(value)
         if weakness:
-            raise RuntimeError(f"SECRET_KEY is too weak for RLHF_ENV=production: {weakness}. "
-                               f"Generate a strong one with {GENERATE_SECRET_KEY}")
+            raise RuntimeError(
+                f"SECRET_KEY is too weak for RLHF_ENV=production: {weakness}. "
+                f"Generate a strong one with {GENERATE_SECRET_KEY}"
+            )
         return value
     if value:
         return value

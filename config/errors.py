@@ -1,4 +1,5 @@
 """The one error type services raise for a request the user can fix, and the DRF handler that answers it."""
+
 from __future__ import annotations
 
 NON_FIELD = "non_field_errors"

@@ -1,4 +1,5 @@
 """Health endpoints for compose healthchecks and load balancers: /healthz (alive) and /readyz (ready to serve)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,11 @@ def readiness_checks() -> dict[str, HealthCheck]:
     return {
         "database": Database(),
         "cache": Cache(),
-        "redis": Redis(client_factory=lambda: AsyncRedis.from_url(
-            broker_url, socket_connect_timeout=BROKER_CONNECT_SECONDS, socket_timeout=BROKER_CONNECT_SECONDS)),
+        "redis": Redis(
+            client_factory=lambda: AsyncRedis.from_url(
+                broker_url, socket_connect_timeout=BROKER_CONNECT_SECONDS, socket_timeout=BROKER_CONNECT_SECONDS
+            )
+        ),
         "celery": CeleryQueues(queues=readiness_queues(), broker_url=broker_url),
     }
 

@@ -23,6 +23,7 @@ workers first and the embedded servers after them, and exits with status 0. A la
 outright (SIGKILL) cannot clean up: on Linux the kernel then sends SIGTERM to the web server and
 workers, and the next launcher takes over the embedded servers it left.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -438,8 +439,10 @@ class Services:
         earlier = ownership.read()
         owner = ownership.other_live_owner()
         if owner and earlier.get("port"):
-            log(f"Redis: using the embedded Valkey server run by the launcher with pid {owner} "
-                f"on port {earlier['port']} (left to it)")
+            log(
+                f"Redis: using the embedded Valkey server run by the launcher with pid {owner} "
+                f"on port {earlier['port']} (left to it)"
+            )
             return f"redis://127.0.0.1:{earlier['port']}/0"
         if earlier.get("pid") and _valkey_pid(earlier.get("port")) == earlier["pid"]:
             # Its launcher was killed. Shut down, it writes its data out; restarted here, it is watched and stopped.
@@ -538,8 +541,9 @@ class ChildProcess:
         self._group_left = False
 
     def start(self) -> str:
-        self.process = subprocess.Popen(self.args, env=self.env, cwd=BASE_DIR, start_new_session=True,
-                                        preexec_fn=_end_with_the_launcher())
+        self.process = subprocess.Popen(
+            self.args, env=self.env, cwd=BASE_DIR, start_new_session=True, preexec_fn=_end_with_the_launcher()
+        )
         self._group_left = True
         return f"pid {self.process.pid}"
 
@@ -661,8 +665,10 @@ class Supervisor:
             watched.delay = policy.first_delay
         watched.failed_starts = watched.failed_starts + 1 if ran < policy.failed_start_within else 0
         if watched.failed_starts >= policy.give_up_after:
-            log(f"{what}: {watched.failed_starts} failed starts in a row (each within "
-                f"{policy.failed_start_within:g} s), so it is not restarted again; stopping everything")
+            log(
+                f"{what}: {watched.failed_starts} failed starts in a row (each within "
+                f"{policy.failed_start_within:g} s), so it is not restarted again; stopping everything"
+            )
             return False
         log(f"{what}; restarting it in {watched.delay:g} s")
         watched.restart_at = time.monotonic() + watched.delay
@@ -702,18 +708,70 @@ def command_run(options) -> int:
         for server, where in services.embedded:
             supervisor.watch(server, where)
         bin_dir = Path(PYTHON).parent
-        supervisor.start(ChildProcess("web", [
-            str(bin_dir / "gunicorn"), "config.wsgi:application", "--bind", f"{options.host}:{options.port}",
-            "--workers", "2", "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "5"], env))
-        supervisor.start(ChildProcess("worker", [
-            str(bin_dir / "celery"), "-A", "config", "worker", "-Q", "default", "-c", "2",
-            "-n", "default@%h", "--loglevel", "INFO"], env))
-        supervisor.start(ChildProcess("training worker", [
-            str(bin_dir / "celery"), "-A", "config", "worker", "-Q", env["TRAINING_QUEUE"], "-c", "1",
-            "-n", "training@%h", "--loglevel", "INFO"], env))
+        supervisor.start(
+            ChildProcess(
+                "web",
+                [
+                    str(bin_dir / "gunicorn"),
+                    "config.wsgi:application",
+                    "--bind",
+                    f"{options.host}:{options.port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                    "--graceful-timeout",
+                    "5",
+                ],
+                env,
+            )
+        )
+        supervisor.start(
+            ChildProcess(
+                "worker",
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    "default",
+                    "-c",
+                    "2",
+                    "-n",
+                    "default@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+            )
+        )
+        supervisor.start(
+            ChildProcess(
+                "training worker",
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    env["TRAINING_QUEUE"],
+                    "-c",
+                    "1",
+                    "-n",
+                    "training@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+            )
+        )
         # Celery beat: sends the periodic tasks of settings.CELERY_BEAT_SCHEDULE (the job sweep, import checks).
-        supervisor.start(ChildProcess("scheduler", [
-            str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO"], env))
+        supervisor.start(
+            ChildProcess("scheduler", [str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO"], env)
+        )
 
         announced = False
 

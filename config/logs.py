@@ -1,4 +1,5 @@
 """Logging for web and workers alike: one line per record with time, level and logger; JSON lines when LOG_FORMAT=json."""
+
 from __future__ import annotations
 
 import logging

@@ -16,6 +16,7 @@ Where each number comes from, and why:
 Nobody needs a login to be counted, but reading the numbers does: an admin (or staff) session, or
 `Authorization: Bearer $METRICS_TOKEN` for Prometheus.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -58,9 +59,14 @@ class AppMetrics:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        success = GaugeMetricFamily("rlhf_metrics_query_success", "1 if the query behind these metrics answered in time, else 0.",
-                                    labels=["query"])
-        seconds = GaugeMetricFamily("rlhf_metrics_query_seconds", "How long the query behind these metrics took.", labels=["query"])
+        success = GaugeMetricFamily(
+            "rlhf_metrics_query_success",
+            "1 if the query behind these metrics answered in time, else 0.",
+            labels=["query"],
+        )
+        seconds = GaugeMetricFamily(
+            "rlhf_metrics_query_seconds", "How long the query behind these metrics took.", labels=["query"]
+        )
         for name, query in (("tasks", self._tasks), ("labels", self._labels), ("jobs", self._jobs)):
             started = time.monotonic()
             try:
@@ -88,10 +94,12 @@ class AppMetrics:
                 FROM {_table(Project)} p LEFT JOIN {_table(RankingTask)} t ON t.project_id = p.id
                 GROUP BY p.id, p.name"""
         )
-        open_tasks = GaugeMetricFamily("rlhf_tasks_open", "Tasks that still want labels (the labeling queue's depth).",
-                                       labels=["project"])
-        wanted = GaugeMetricFamily("rlhf_labels_wanted", "Labels the open tasks still want (overlap minus submitted).",
-                                   labels=["project"])
+        open_tasks = GaugeMetricFamily(
+            "rlhf_tasks_open", "Tasks that still want labels (the labeling queue's depth).", labels=["project"]
+        )
+        wanted = GaugeMetricFamily(
+            "rlhf_labels_wanted", "Labels the open tasks still want (overlap minus submitted).", labels=["project"]
+        )
         for project, tasks, labels in cursor.fetchall():
             open_tasks.add_metric([project], tasks)
             wanted.add_metric([project], labels)
@@ -107,8 +115,11 @@ class AppMetrics:
                 GROUP BY p.id, p.name""",
             [Annotation.Status.SUBMITTED],
         )
-        submitted = CounterMetricFamily("rlhf_labels_submitted", "Submitted labels; source is labeler (a person) or import.",
-                                        labels=["project", "source"])
+        submitted = CounterMetricFamily(
+            "rlhf_labels_submitted",
+            "Submitted labels; source is labeler (a person) or import.",
+            labels=["project", "source"],
+        )
         for project, by_labelers, imported in cursor.fetchall():
             submitted.add_metric([project, "labeler"], by_labelers)
             submitted.add_metric([project, "import"], imported)
@@ -123,10 +134,16 @@ class AppMetrics:
                       FROM {_table(TrainingJob)}) jobs
                 GROUP BY kind, status"""
         )
-        jobs = GaugeMetricFamily("rlhf_training_jobs", "Training jobs by kind and state (queued, running, succeeded, ...).",
-                                 labels=["kind", "status"])
-        durations = HistogramMetricFamily("rlhf_training_job_duration_seconds",
-                                          "Finished training jobs: time from start to end.", labels=["kind", "status"])
+        jobs = GaugeMetricFamily(
+            "rlhf_training_jobs",
+            "Training jobs by kind and state (queued, running, succeeded, ...).",
+            labels=["kind", "status"],
+        )
+        durations = HistogramMetricFamily(
+            "rlhf_training_job_duration_seconds",
+            "Finished training jobs: time from start to end.",
+            labels=["kind", "status"],
+        )
         for kind, status, count, timed, total, *cumulative in cursor.fetchall():
             jobs.add_metric([kind, status], count)
             if status in TrainingJob.FINISHED and timed:
@@ -165,8 +182,9 @@ def scrape_registry() -> CollectorRegistry:
 
 def _unauthorized(error: str = "") -> HttpResponse:
     challenge = 'Bearer realm="metrics"' + (f', error="{error}"' if error else "")
-    response = HttpResponse("A bearer token (METRICS_TOKEN) or an admin login is required.\n", status=401,
-                            content_type="text/plain")
+    response = HttpResponse(
+        "A bearer token (METRICS_TOKEN) or an admin login is required.\n", status=401, content_type="text/plain"
+    )
     response["WWW-Authenticate"] = challenge
     return response
 
@@ -174,7 +192,9 @@ def _unauthorized(error: str = "") -> HttpResponse:
 def _bearer_token_matches(header: str) -> bool:
     scheme, _, token = header.partition(" ")
     expected = settings.METRICS_TOKEN
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    return (
+        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )
 
 
 @never_cache

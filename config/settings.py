@@ -1,4 +1,5 @@
 """Django settings, all read from the environment (see README's configuration table)."""
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Short socket timeouts: an unreachable Redis costs a request at most a few seconds, and what uses the cache fails
 # open (the API throttle lets requests through; see config/throttling.py).
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                      "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5}}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+    }
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -246,16 +252,24 @@ AUTOPILOT_TICK_SECONDS = float(os.environ.get("AUTOPILOT_TICK_SECONDS", "30"))
 # its interval is dropped, so runs do not pile up behind a busy worker.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "jobs-sweep": {"task": "rlhf_worker.jobs_sweep", "schedule": JOB_SWEEP_SECONDS,
-                   "options": {"expires": JOB_SWEEP_SECONDS}},
+    "jobs-sweep": {
+        "task": "rlhf_worker.jobs_sweep",
+        "schedule": JOB_SWEEP_SECONDS,
+        "options": {"expires": JOB_SWEEP_SECONDS},
+    },
     "imports-mark-lost": {"task": "labeling_app.imports_mark_lost", "schedule": 30.0, "options": {"expires": 30.0}},
-    "import-uploads-purge": {"task": "labeling_app.import_uploads_purge", "schedule": 3600.0,
-                             "options": {"expires": 3600.0}},
-    "autopilots-tick": {"task": "rlhf_worker.autopilots_tick", "schedule": AUTOPILOT_TICK_SECONDS,
-                        "options": {"expires": AUTOPILOT_TICK_SECONDS}},
+    "import-uploads-purge": {
+        "task": "labeling_app.import_uploads_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    "autopilots-tick": {
+        "task": "rlhf_worker.autopilots_tick",
+        "schedule": AUTOPILOT_TICK_SECONDS,
+        "options": {"expires": AUTOPILOT_TICK_SECONDS},
+    },
     # Checkpoints of failed, cancelled and lost jobs older than JOB_RETENTION_DAYS.
-    "job-outputs-purge": {"task": "rlhf_worker.purge_job_outputs", "schedule": 3600.0,
-                          "options": {"expires": 3600.0}},
+    "job-outputs-purge": {"task": "rlhf_worker.purge_job_outputs", "schedule": 3600.0, "options": {"expires": 3600.0}},
 }
 
 # Django admin lists of tables with more rows than this (by PostgreSQL's estimate) page with that estimate

@@ -1,4 +1,5 @@
 """Settings for the test suite: config.settings, but static files keep their plain names, since tests do not run collectstatic."""
+
 from .settings import *  # noqa: F403
 from .settings import STORAGES
 

@@ -1,4 +1,5 @@
 """The static files storage for served deployments: content-hashed names, gzip and Brotli copies, ES module imports rewritten."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """API throttles: one request counter per user (or client address) and time window, kept in the Redis cache."""
+
 from __future__ import annotations
 
 import logging

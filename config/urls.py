@@ -1,4 +1,5 @@
 """Top-level URLs: one include per area, each area checks its role in its views."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

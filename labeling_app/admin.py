@@ -1,4 +1,5 @@
 """Django admin for the labeling data."""
+
 from django.contrib import admin
 
 from . import models
@@ -18,7 +19,15 @@ class TeamMemberInline(admin.TabularInline):
 
 @admin.register(models.Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "completions_per_task", "overlap", "overlap_max", "lease_minutes", "team_only", "created_at")
+    list_display = (
+        "name",
+        "completions_per_task",
+        "overlap",
+        "overlap_max",
+        "lease_minutes",
+        "team_only",
+        "created_at",
+    )
     search_fields = ("name",)
     inlines = [CheckQuestionInline, TeamMemberInline]
 

@@ -8,6 +8,7 @@ searched list, or a small table, is counted exactly. The count shown and the num
 from the estimate: the last page may come up short, or a few rows lie past it, until the statistics
 catch up.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

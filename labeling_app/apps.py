@@ -1,4 +1,5 @@
 """App config for the labeling app."""
+
 from django.apps import AppConfig
 
 

@@ -1,4 +1,5 @@
 """Labeling data model; invariants that must hold under concurrency are database constraints."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,45 +53,67 @@ class QueueOrder(models.TextChoices):
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     instructions = models.TextField(blank=True, help_text="Labeling instructions, Markdown.")
-    completions_per_task = models.PositiveSmallIntegerField(default=4, help_text="K: completions ranked together (2-9).")
+    completions_per_task = models.PositiveSmallIntegerField(
+        default=4, help_text="K: completions ranked together (2-9)."
+    )
     overlap = models.PositiveSmallIntegerField(default=1, help_text="Labels wanted per task.")
     # Adaptive overlap: a task whose labels disagree by at least `disagreement_threshold` (the share of completion
     # pairs two labels order differently) gets one more label, up to `overlap_max`. Empty (rows written by raw SQL)
     # or equal to `overlap`: off. The rule runs in the database, in the submission's own statement (migration
     # 0015_adaptive_overlap, labeling_task_extend_if_disagreeing).
     overlap_max = models.PositiveSmallIntegerField(
-        null=True, blank=True,
-        help_text="Most labels a task may get when its labels disagree; empty or equal to overlap: never more.")
+        null=True,
+        blank=True,
+        help_text="Most labels a task may get when its labels disagree; empty or equal to overlap: never more.",
+    )
     disagreement_threshold = models.FloatField(
-        default=0.34, db_default=0.34,
-        help_text="Share of completion pairs two labels order differently (0 to 1) from which a task gets another label.")
+        default=0.34,
+        db_default=0.34,
+        help_text="Share of completion pairs two labels order differently (0 to 1) from which a task gets another label.",
+    )
     lease_minutes = models.PositiveIntegerField(default=30, help_text="How long a labeler holds a task.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Open to every labeler (False), or only to the labelers in its team (ProjectTeamMember). The rule is
     # one SQL function, labeling_project_open_to (migration 0009_teams), that the hand-out, the labeler's
     # reads and the project list all call.
-    team_only = models.BooleanField(default=False, db_default=False,
-                                    help_text="Only the team's labelers may label this project.")
-    team = models.ManyToManyField(settings.AUTH_USER_MODEL, through="ProjectTeamMember", related_name="team_projects",
-                                  blank=True)
+    team_only = models.BooleanField(
+        default=False, db_default=False, help_text="Only the team's labelers may label this project."
+    )
+    team = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="ProjectTeamMember", related_name="team_projects", blank=True
+    )
     # The order the hand-out (labeling_task_assign_next, migration 0014_queue_order) gives open tasks in,
     # after the tasks others already started. Each order walks its own partial index of open tasks.
-    queue_order = models.CharField(max_length=20, choices=QueueOrder.choices, default=QueueOrder.OLDEST,
-                                   db_default=QueueOrder.OLDEST, help_text="Which open task a labeler gets next.")
+    queue_order = models.CharField(
+        max_length=20,
+        choices=QueueOrder.choices,
+        default=QueueOrder.OLDEST,
+        db_default=QueueOrder.OLDEST,
+        help_text="Which open task a labeler gets next.",
+    )
     # For queue_order "source_first": a RankingTask.source_key; its tasks come first, then the oldest.
-    queue_source = models.TextField(blank=True, default="", db_default="",
-                                    help_text="With 'source first': the tasks of this source come first.")
+    queue_source = models.TextField(
+        blank=True, default="", db_default="", help_text="With 'source first': the tasks of this source come first."
+    )
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            CheckConstraint(condition=Q(completions_per_task__gte=2, completions_per_task__lte=9), name="project_k_2_to_9"),
+            CheckConstraint(
+                condition=Q(completions_per_task__gte=2, completions_per_task__lte=9), name="project_k_2_to_9"
+            ),
             CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
-            CheckConstraint(condition=Q(overlap_max__isnull=True) | Q(overlap_max__gte=F("overlap")),
-                            name="project_overlap_max_at_least_overlap"),
-            CheckConstraint(condition=Q(disagreement_threshold__gt=0, disagreement_threshold__lte=1),
-                            name="project_disagreement_threshold_0_1"),
+            CheckConstraint(
+                condition=Q(overlap_max__isnull=True) | Q(overlap_max__gte=F("overlap")),
+                name="project_overlap_max_at_least_overlap",
+            ),
+            CheckConstraint(
+                condition=Q(disagreement_threshold__gt=0, disagreement_threshold__lte=1),
+                name="project_disagreement_threshold_0_1",
+            ),
             CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
         ]
 
@@ -128,12 +151,16 @@ class CheckQuestion(models.Model):
     active = models.BooleanField(default=True, help_text="Inactive checks are no longer asked; old answers stay.")
     # db_default too: rows written by raw SQL (bulk loads, benchmarks) get the common polarity.
     problem_answer = models.BooleanField(
-        default=True, db_default=True,
+        default=True,
+        db_default=True,
         help_text="The answer that flags a problem: yes for error and harm questions, no for a question that asks "
-                  "for something good (\"satisfies the constraints\").")
+        'for something good ("satisfies the constraints").',
+    )
     serious = models.BooleanField(
-        default=True, db_default=True,
-        help_text="A problem here makes the answer undesirable (KTO label false); a mild check is only reported.")
+        default=True,
+        db_default=True,
+        help_text="A problem here makes the answer undesirable (KTO label false); a mild check is only reported.",
+    )
 
     class Meta:
         ordering = ["position", "id"]
@@ -164,9 +191,18 @@ class Prompt(models.Model):
     messages = models.JSONField(null=True, blank=True, help_text='Chat prompt: [{"role": ..., "content": ...}, ...].')
     content_hash = models.CharField(max_length=64, editable=False)
     source = models.CharField(max_length=200, blank=True, help_text="Where it came from (file name, author).")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
-                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    import_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The import that created this row (not one that merely reused it); undo deletes by it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -197,13 +233,27 @@ class Demonstration(models.Model):
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
     text = models.TextField()
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     source = models.CharField(max_length=200, blank=True)
-    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
-                                  help_text="Identity of the imported line that made it (labeling_app.imports.identity); "
-                                            "kept when the text is edited, so a re-import does not bring the old text back.")
-    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
-                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
+    import_key = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Identity of the imported line that made it (labeling_app.imports.identity); "
+        "kept when the text is edited, so a re-import does not bring the old text back.",
+    )
+    import_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The import that created this row (not one that merely reused it); undo deletes by it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -211,8 +261,11 @@ class Demonstration(models.Model):
         ordering = ["id"]
         constraints = [
             CheckConstraint(condition=~Q(text=""), name="demonstration_not_empty"),
-            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
-                             name="demonstration_import_key_unique"),
+            UniqueConstraint(
+                fields=["prompt", "import_key"],
+                condition=Q(import_key__isnull=False),
+                name="demonstration_import_key_unique",
+            ),
         ]
 
 
@@ -225,14 +278,32 @@ class Completion(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
     text = models.TextField()
     source = models.CharField(max_length=20, choices=Source.choices)
-    model_name = models.CharField(max_length=200, blank=True, help_text="For imported completions: the model that wrote it.")
-    model_version = models.ForeignKey("rlhf_worker.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
-    demonstration = models.ForeignKey(Demonstration, null=True, blank=True, on_delete=models.SET_NULL, related_name="completions")
+    model_name = models.CharField(
+        max_length=200, blank=True, help_text="For imported completions: the model that wrote it."
+    )
+    model_version = models.ForeignKey(
+        "rlhf_worker.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="completions"
+    )
+    demonstration = models.ForeignKey(
+        Demonstration, null=True, blank=True, on_delete=models.SET_NULL, related_name="completions"
+    )
     sampling = models.JSONField(default=dict, blank=True, help_text="Temperature, top-p, max new tokens, seed.")
-    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
-                                  help_text="Imported completions: identity of text + model name under the prompt.")
-    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
-                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
+    import_key = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Imported completions: identity of text + model name under the prompt.",
+    )
+    import_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The import that created this row (not one that merely reused it); undo deletes by it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -240,8 +311,11 @@ class Completion(models.Model):
         constraints = [
             # Re-importing a completion reuses it. Rows without a key (model outputs, demonstrations,
             # and copies imported twice before keys existed) are outside the rule.
-            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
-                             name="completion_import_key_unique"),
+            UniqueConstraint(
+                fields=["prompt", "import_key"],
+                condition=Q(import_key__isnull=False),
+                name="completion_import_key_unique",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -265,14 +339,28 @@ class RankingTask(models.Model):
     # Adaptive overlap: how many times the task's overlap was raised because its labels disagreed (written by the
     # database function labeling_task_extend_if_disagreeing, migration 0015_adaptive_overlap).
     extra_labels = models.PositiveSmallIntegerField(default=0, db_default=0, editable=False)
-    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
-                                  help_text="Tasks of imported completions: identity of the completion set and purpose.")
-    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
-                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
+    import_key = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Tasks of imported completions: identity of the completion set and purpose.",
+    )
+    import_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The import that created this row (not one that merely reused it); undo deletes by it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Set by a researcher (services/task_archive.py): the task leaves the labelers' queue and its open counts;
     # its labels stay (exports, training data). Restoring clears it.
-    archived_at = models.DateTimeField(null=True, blank=True, help_text="When a researcher archived it; empty while it is live.")
+    archived_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a researcher archived it; empty while it is live."
+    )
     # Where its completions came from, kept by a database trigger on TaskCompletion (migration 0014_queue_order): the
     # distinct sources of its completions ("model:<version id>", "imported:<model name>", "demonstration"),
     # sorted, joined with " + ". The queue order "source_first" walks an index on it.
@@ -286,28 +374,44 @@ class RankingTask(models.Model):
         constraints = [
             CheckConstraint(condition=Q(overlap__gte=1), name="task_overlap_positive"),
             CheckConstraint(condition=Q(submitted_count__lte=F("overlap")), name="task_submitted_within_overlap"),
-            UniqueConstraint(fields=["prompt", "import_key"], condition=Q(import_key__isnull=False),
-                             name="task_import_key_unique"),
+            UniqueConstraint(
+                fields=["prompt", "import_key"], condition=Q(import_key__isnull=False), name="task_import_key_unique"
+            ),
         ]
         indexes = [
             # The queue looks for open tasks of a project, oldest first; archived ones are not open, so a big
             # archived batch at the front costs the hand-out nothing (every reader of it says archived_at IS NULL).
-            models.Index(fields=["project", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
-                         name="task_open_idx"),
+            models.Index(
+                fields=["project", "id"],
+                condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                name="task_open_idx",
+            ),
             # The labeler queue finishes tasks others started first: the few partly labeled ones.
-            models.Index(fields=["project", "id"], condition=Q(submitted_count__gt=0, submitted_count__lt=F("overlap")),
-                         name="task_started_idx"),
+            models.Index(
+                fields=["project", "id"],
+                condition=Q(submitted_count__gt=0, submitted_count__lt=F("overlap")),
+                name="task_started_idx",
+            ),
             # The task browser pages a project's tasks newest first by id (keyset), whatever their state.
             models.Index(fields=["project", "id"], name="task_project_id_idx"),
             # The queue orders other than oldest/newest (task_open_idx, forwards or backwards): each an
             # index of the open tasks in that order, so a hand-out reads the first few entries, not a sort.
-            models.Index(fields=["project", "submitted_count", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
-                         name="task_open_fewest_idx"),
-            models.Index(fields=["project", "source_key", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
-                         name="task_open_source_idx"),
+            models.Index(
+                fields=["project", "submitted_count", "id"],
+                condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                name="task_open_fewest_idx",
+            ),
+            models.Index(
+                fields=["project", "source_key", "id"],
+                condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                name="task_open_source_idx",
+            ),
             # Ascending puts null margins (never scored) after every scored task.
-            models.Index(fields=["project", "uncertainty_margin", "id"], condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
-                         name="task_open_margin_idx"),
+            models.Index(
+                fields=["project", "uncertainty_margin", "id"],
+                condition=Q(submitted_count__lt=F("overlap"), archived_at__isnull=True),
+                name="task_open_margin_idx",
+            ),
             # Statistics count the few tasks that got extra labels.
             models.Index(fields=["project"], condition=Q(extra_labels__gt=0), name="task_extended_idx"),
         ]
@@ -368,39 +472,60 @@ class Annotation(models.Model):
     ReviewState = ReviewState
 
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="annotations")
-    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
-    import_source = models.ForeignKey(ImportSource, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    import_source = models.ForeignKey(
+        ImportSource, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     shown_order = models.JSONField(default=list, help_text="Completion ids in the order they were shown.")
     draft = models.JSONField(default=dict, blank=True, help_text="The page's unsaved state, restored after a reload.")
     comment = models.TextField(blank=True)
     skip_reason = models.CharField(max_length=300, blank=True)
-    import_key = models.CharField(max_length=64, null=True, blank=True, editable=False,
-                                  help_text="Imported labels: identity of the ranks, ratings and checks given.")
-    import_job = models.ForeignKey("ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
-                                   help_text="The import that created this row (not one that merely reused it); undo deletes by it.")
+    import_key = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Imported labels: identity of the ranks, ratings and checks given.",
+    )
+    import_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The import that created this row (not one that merely reused it); undo deletes by it.",
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     # A researcher's review of the submitted label (services/review.py); the latest decision counts. Rejected
     # labels are left out of training data and exports (selectors/labels.py `usable_labels_q`). db_default too:
     # imports and the submission statement write rows in SQL without naming these columns.
-    review_state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.PENDING,
-                                    db_default=ReviewState.PENDING)
-    review_note = models.TextField(blank=True, default="", db_default="",
-                                   help_text="The reviewer's note to the labeler (required to reject).")
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    review_state = models.CharField(
+        max_length=10, choices=ReviewState.choices, default=ReviewState.PENDING, db_default=ReviewState.PENDING
+    )
+    review_note = models.TextField(
+        blank=True, default="", db_default="", help_text="The reviewer's note to the labeler (required to reject)."
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     # How often the labeler revised the label after submitting it; each earlier version is an AnnotationVersion.
     revision_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         constraints = [
-            CheckConstraint(condition=~Q(review_state="rejected") | ~Q(review_note=""),
-                            name="annotation_rejected_has_note"),
-            CheckConstraint(condition=Q(review_state="pending") | Q(reviewed_at__isnull=False),
-                            name="annotation_reviewed_has_time"),
+            CheckConstraint(
+                condition=~Q(review_state="rejected") | ~Q(review_note=""), name="annotation_rejected_has_note"
+            ),
+            CheckConstraint(
+                condition=Q(review_state="pending") | Q(reviewed_at__isnull=False), name="annotation_reviewed_has_time"
+            ),
             # A label comes from exactly one of: a person, or a named import source.
             CheckConstraint(
                 condition=(Q(labeler__isnull=False) & Q(import_source__isnull=True))
@@ -409,14 +534,19 @@ class Annotation(models.Model):
             ),
             UniqueConstraint(fields=["task", "labeler"], name="annotation_one_per_task_labeler"),
             UniqueConstraint(
-                fields=["task", "labeler"], condition=Q(status="submitted"), name="annotation_one_submitted_per_task_labeler"
+                fields=["task", "labeler"],
+                condition=Q(status="submitted"),
+                name="annotation_one_submitted_per_task_labeler",
             ),
             CheckConstraint(
                 condition=~Q(status="submitted") | Q(submitted_at__isnull=False), name="annotation_submitted_has_time"
             ),
             # An import source gives one task the same label once, however often its file is imported.
-            UniqueConstraint(fields=["task", "import_source", "import_key"], condition=Q(import_key__isnull=False),
-                             name="annotation_import_key_unique"),
+            UniqueConstraint(
+                fields=["task", "import_source", "import_key"],
+                condition=Q(import_key__isnull=False),
+                name="annotation_import_key_unique",
+            ),
         ]
         indexes = [
             models.Index(fields=["labeler", "status", "submitted_at"], name="annotation_labeler_status_idx"),
@@ -432,13 +562,17 @@ class Rating(models.Model):
 
     annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="ratings")
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="ratings")
-    likert = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (worst) to 7 (best); empty for imported labels without one.")
+    likert = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="1 (worst) to 7 (best); empty for imported labels without one."
+    )
     rank = models.PositiveSmallIntegerField(help_text="1 = best; equal ranks are ties.")
 
     class Meta:
         ordering = ["rank", "id"]
         constraints = [
-            CheckConstraint(condition=Q(likert__isnull=True) | Q(likert__gte=1, likert__lte=7), name="rating_likert_1_to_7"),
+            CheckConstraint(
+                condition=Q(likert__isnull=True) | Q(likert__gte=1, likert__lte=7), name="rating_likert_1_to_7"
+            ),
             CheckConstraint(condition=Q(rank__gte=1), name="rating_rank_positive"),
             UniqueConstraint(fields=["annotation", "completion"], name="rating_one_per_completion"),
         ]
@@ -458,8 +592,9 @@ class AnnotationVersion(models.Model):
     submitted_at = models.DateTimeField()
     review_state = models.CharField(max_length=10, choices=ReviewState.choices)
     review_note = models.TextField(blank=True)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     replaced_at = models.DateTimeField(help_text="When the labeler's revision replaced it.")
 
@@ -513,29 +648,47 @@ class ImportJob(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    file_path = models.CharField(max_length=500, blank=True,
-                                 help_text="The saved upload under IMPORT_DIR; empty once a rejected upload is purged.")
+    file_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The saved upload under IMPORT_DIR; empty once a rejected upload is purged.",
+    )
     original_name = models.CharField(max_length=300, blank=True)
     source_name = models.CharField(max_length=200, blank=True, help_text="ImportSource name for preference labels.")
-    skip_invalid = models.BooleanField(default=False, help_text="Import the valid lines and report the bad ones, "
-                                                                "instead of refusing the whole file.")
+    skip_invalid = models.BooleanField(
+        default=False, help_text="Import the valid lines and report the bad ones, instead of refusing the whole file."
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     total_lines = models.PositiveIntegerField(default=0)
     processed_lines = models.PositiveIntegerField(default=0)
-    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}]: a failed file's first 100, "
-                                                                  "or every line a skip-invalid import skipped (up to 10,000).")
+    errors = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[{line, field, message}]: a failed file's first 100, "
+        "or every line a skip-invalid import skipped (up to 10,000).",
+    )
     error_count = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True, help_text="Counts of created rows and reported duplicates.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Written while the job runs; an old one means its worker died.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Written while the job runs; an old one means its worker died."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
-    file_purged_at = models.DateTimeField(null=True, blank=True, help_text="When the upload was deleted (IMPORT_RETENTION_DAYS).")
+    file_purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the upload was deleted (IMPORT_RETENTION_DAYS)."
+    )
     # Jobs from before migration 0011 did not record which rows they created (their rows have no
     # import_job), so they cannot be undone: the migration sets this false for them.
-    rows_recorded = models.BooleanField(default=True, help_text="The rows this import created carry its id, so it can be undone.")
+    rows_recorded = models.BooleanField(
+        default=True, help_text="The rows this import created carry its id, so it can be undone."
+    )
     undone_at = models.DateTimeField(null=True, blank=True)
-    undone_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     undo_result = models.JSONField(default=dict, blank=True, help_text="Counts of the rows the undo deleted and kept.")
 
     class Meta:

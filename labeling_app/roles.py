@@ -1,4 +1,5 @@
 """Roles (Django groups labeler / researcher / admin) and the checks every view and endpoint uses."""
+
 from __future__ import annotations
 
 from functools import wraps

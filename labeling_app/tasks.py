@@ -1,4 +1,5 @@
 """Celery tasks of the labeling app."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -1,4 +1,5 @@
 """Rules every stored text, JSON value and ranking obeys, shared by the API, the researcher pages and imports."""
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,9 @@ def json_loads(raw: str, *, strict: bool = False) -> Any:
     try:
         return json.loads(raw, parse_constant=_no_constant if strict else None)
     except RecursionError:
-        raise JsonInputError("nested too deeply to read (arrays or objects inside each other hundreds of levels deep)") from None
+        raise JsonInputError(
+            "nested too deeply to read (arrays or objects inside each other hundreds of levels deep)"
+        ) from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
         raise JsonInputError(f"not valid JSON: {exc.msg} at {where}") from None
@@ -96,5 +99,7 @@ def rank_gaps_problem(ranks: Iterable[int]) -> str | None:
     if not used or used == list(range(1, len(used) + 1)):
         return None
     missing = sorted(set(range(1, max(used) + 1)) - set(used))
-    return ("Ranks must run 1, 2, 3… without gaps (tied completions share a rank): "
-            f"nothing is ranked {', '.join(map(str, missing))}.")
+    return (
+        "Ranks must run 1, 2, 3… without gaps (tied completions share a rank): "
+        f"nothing is ranked {', '.join(map(str, missing))}."
+    )

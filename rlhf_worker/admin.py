@@ -1,4 +1,5 @@
 """Django admin for training jobs and model versions."""
+
 from django.contrib import admin
 
 from labeling_app.admin_paging import EstimatedCountAdmin

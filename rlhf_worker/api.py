@@ -1,4 +1,5 @@
 """Jobs API: start a training job (admins), checked by the same start service as the form."""
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -20,10 +21,20 @@ from rlhf_worker.services.jobs import job_start
 
 class JobStartInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingJob.Kind.values)
-    preset = serializers.CharField(required=False, allow_blank=True, help_text=(
-        "Start from this preset of the kind (\"Defaults\", \"Quick CPU demo\" or a saved one); `config` overrides it"))
-    config = serializers.DictField(required=False, default=dict, help_text=(
-        "Settings by name (as on the start form); missing ones take their default; no project_ids means every project"))
+    preset = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text=(
+            'Start from this preset of the kind ("Defaults", "Quick CPU demo" or a saved one); `config` overrides it'
+        ),
+    )
+    config = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text=(
+            "Settings by name (as on the start form); missing ones take their default; no project_ids means every project"
+        ),
+    )
 
 
 class JobOutput(serializers.Serializer):
@@ -37,10 +48,15 @@ class JobOutput(serializers.Serializer):
 class JobStartApi(APIView):
     authentication_classes = [TokenWithRolesAuthentication, SessionAuthentication]  # as the labeling API
     permission_classes = [HasRole.of(ADMIN)]
-    parser_classes = [SafeJSONParser] + [p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)]
+    parser_classes = [SafeJSONParser] + [
+        p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)
+    ]
 
-    @extend_schema(request=JobStartInput, responses={201: JobOutput, 400: ErrorOutput},
-                   summary="Start a training job; refused (400, naming the settings) when it could not run")
+    @extend_schema(
+        request=JobStartInput,
+        responses={201: JobOutput, 400: ErrorOutput},
+        summary="Start a training job; refused (400, naming the settings) when it could not run",
+    )
     def post(self, request):
         data = JobStartInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -51,5 +67,13 @@ class JobStartApi(APIView):
                 raise ServiceError(f"no {kind} preset called {data.validated_data['preset']!r}", field="preset")
             config = {**preset.config, **config}
         job = job_start(kind=kind, config=config, user=request.user)
-        return Response({"id": job.pk, "kind": job.kind, "status": job.status, "config": job.config,
-                         "url": reverse("jobs:detail", kwargs={"pk": job.pk})}, status=status.HTTP_201_CREATED)
+        return Response(
+            {
+                "id": job.pk,
+                "kind": job.kind,
+                "status": job.status,
+                "config": job.config,
+                "url": reverse("jobs:detail", kwargs={"pk": job.pk}),
+            },
+            status=status.HTTP_201_CREATED,
+        )

@@ -1,4 +1,5 @@
 """App config for the RLHF worker app."""
+
 from django.apps import AppConfig
 
 

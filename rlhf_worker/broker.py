@@ -6,6 +6,7 @@ acknowledged is kept in the channel's `unacked_key` hash until the worker acks i
 its queue). A task id found in neither is gone: the broker lost it (restarted without its append-only
 file, flushed), or a worker took it and died before the job row said so.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,8 @@ def task_send(task, *, args: list, queue: str) -> str:
         logger.warning("could not send %s to queue %s: %s: %s", task.name, queue, type(exc).__name__, exc)
         raise BrokerUnavailable(
             "The job queue (Redis) cannot be reached, so the job was not started. Try again once Redis is back, "
-            "or ask an administrator to check it.") from exc
+            "or ask an administrator to check it."
+        ) from exc
 
 
 def task_ids_held(task_ids: Iterable[str], *, queues: Iterable[str]) -> set[str]:
@@ -77,8 +79,12 @@ def workers_running(names: Iterable[str], *, timeout: float = 1.0) -> dict[str, 
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=0, timeout=BROKER_CONNECT_SECONDS)
-            replies = app.control.inspect(destination=names, timeout=timeout, limit=len(names),
-                                          connection=connection).active() or {}
+            replies = (
+                app.control.inspect(
+                    destination=names, timeout=timeout, limit=len(names), connection=connection
+                ).active()
+                or {}
+            )
     except broker_errors():
         return None
     return {name: {task.get("id") for task in tasks or ()} for name, tasks in replies.items()}

@@ -1,4 +1,5 @@
 """Template context on every page: for an admin, the notice of their jobs that ended since they last dismissed it."""
+
 from __future__ import annotations
 
 from django.utils.functional import SimpleLazyObject

@@ -4,6 +4,7 @@ pickers for data (projects, date range) and models (registry versions or the def
 The form checks the values on their own (`Config.validate()`, every wrong field at once); what they refer to
 in the database is the start service's check, whose ServiceError the view puts back here (`apply_error`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,13 @@ from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.selectors import job_choices, model_version_choices, promoted_version
 from rlhf_worker.training.config_base import NOT_ONE_FIELD, collect_config_errors, config_fields, config_to_dict
 
-LABELS = {"project_ids": "Projects (data)", "date_from": "Labels from (date)", "date_to": "Labels until (date)",
-          "preset_name": "Preset name", "init_policy_version_id": "Start from a policy version"}
+LABELS = {
+    "project_ids": "Projects (data)",
+    "date_from": "Labels from (date)",
+    "date_to": "Labels until (date)",
+    "preset_name": "Preset name",
+    "init_policy_version_id": "Start from a policy version",
+}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -78,17 +84,29 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
             default_label = "Default — the built-in model (no policy promoted yet)"
         else:
             default_label = "Default — the promoted reward model (none promoted yet)"
-        return forms.TypedChoiceField(choices=[("", default_label)] + model_version_choices(kind), coerce=int,
-                                      empty_value=None, required=False, **common)
+        return forms.TypedChoiceField(
+            choices=[("", default_label)] + model_version_choices(kind),
+            coerce=int,
+            empty_value=None,
+            required=False,
+            **common,
+        )
     if name.endswith("_job_id"):
-        return forms.TypedChoiceField(choices=[("", "None")] + job_choices(job_kind), coerce=int, empty_value=None,
-                                      required=False, **common)
+        return forms.TypedChoiceField(
+            choices=[("", "None")] + job_choices(job_kind), coerce=int, empty_value=None, required=False, **common
+        )
     if name == "project_ids":
         return forms.TypedMultipleChoiceField(
-            choices=project_choices(), coerce=int, required=False,
-            widget=forms.SelectMultiple(attrs={"size": 6}), label=label,
-            help_text=(help_text + " Ctrl/⌘-click to choose several; none chosen means every project (the ones"
-                       " that exist when the job starts; the job's settings then list them).").strip())
+            choices=project_choices(),
+            coerce=int,
+            required=False,
+            widget=forms.SelectMultiple(attrs={"size": 6}),
+            label=label,
+            help_text=(
+                help_text + " Ctrl/⌘-click to choose several; none chosen means every project (the ones"
+                " that exist when the job starts; the job's settings then list them)."
+            ).strip(),
+        )
     if is_date_field(name):
         return forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}), **common)
     if metadata.get("choices"):
@@ -100,8 +118,7 @@ def _form_field(info: dict[str, Any], *, job_kind: str, metadata: dict) -> forms
     if annotation is float:
         return forms.FloatField(required=not optional, widget=forms.NumberInput(attrs={"step": "any"}), **common)
     if origin in (list, tuple):
-        return forms.CharField(required=False, help_text=(help_text + " Comma-separated.").strip(),
-                               label=label)
+        return forms.CharField(required=False, help_text=(help_text + " Comma-separated.").strip(), label=label)
     if annotation is str:
         return forms.CharField(required=not optional and default not in ("", None), strip=True, **common)
     return forms.CharField(required=False, help_text=(help_text + " JSON.").strip(), label=label)
@@ -120,12 +137,22 @@ def _initial(value: Any, field: forms.Field) -> Any:
 class JobConfigForm(forms.Form):
     """Fields are added per Config; `clean()` validates with the Config itself (field-named errors)."""
 
-    def __init__(self, *args, config_cls: type, job_kind: str, initial_config: dict | None = None,
-                 common_fields: tuple[str, ...] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        config_cls: type,
+        job_kind: str,
+        initial_config: dict | None = None,
+        common_fields: tuple[str, ...] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.config_cls, self.job_kind = config_cls, job_kind
-        self.common_names = None if common_fields is None else [n for n in common_fields if n in dict.fromkeys(
-            f.name for f in dataclasses.fields(config_cls))]
+        self.common_names = (
+            None
+            if common_fields is None
+            else [n for n in common_fields if n in dict.fromkeys(f.name for f in dataclasses.fields(config_cls))]
+        )
         self.config_dict: dict[str, Any] | None = None
         self.described = config_fields(config_cls)
         metadata = {f.name: dict(f.metadata) for f in dataclasses.fields(config_cls)}
@@ -205,14 +232,22 @@ class AutopilotForm(forms.Form):
     """An autopilot's settings: N, PPO or not, auto-promote, and the preset each step's job starts from."""
 
     every_n_rankings = forms.IntegerField(
-        label="Start a cycle after this many new rankings (N)", min_value=1, max_value=1_000_000, initial=100,
-        help_text="Counted from submitted rankings by people (imported labels do not count).")
+        label="Start a cycle after this many new rankings (N)",
+        min_value=1,
+        max_value=1_000_000,
+        initial=100,
+        help_text="Counted from submitted rankings by people (imported labels do not count).",
+    )
     include_ppo = forms.BooleanField(
-        label="Include a PPO step", required=False,
-        help_text="PPO from the promoted policy against the promoted reward model, between scoring and generation.")
+        label="Include a PPO step",
+        required=False,
+        help_text="PPO from the promoted policy against the promoted reward model, between scoring and generation.",
+    )
     auto_promote = forms.BooleanField(
-        label="Promote the new reward model when its held-out accuracy does not drop", required=False,
-        help_text="Off: promotion stays a person's decision on the Models page. Policies are never promoted automatically.")
+        label="Promote the new reward model when its held-out accuracy does not drop",
+        required=False,
+        help_text="Off: promotion stays a person's decision on the Models page. Policies are never promoted automatically.",
+    )
 
     STEP_KINDS = ("reward", "score", "ppo", "generate")
 
@@ -221,12 +256,18 @@ class AutopilotForm(forms.Form):
         for kind in self.STEP_KINDS:
             self.fields[f"preset_{kind}"] = forms.ChoiceField(
                 label=f"{TrainingJob.Kind(kind).label} job settings",
-                choices=[(name, name) for name in preset_names.get(kind, [])], required=False,
-                help_text="A job preset (Jobs → Start → save as preset).")
+                choices=[(name, name) for name in preset_names.get(kind, [])],
+                required=False,
+                help_text="A job preset (Jobs → Start → save as preset).",
+            )
 
     @property
     def presets(self) -> dict[str, str]:
-        return {kind: self.cleaned_data[f"preset_{kind}"] for kind in self.STEP_KINDS if self.cleaned_data.get(f"preset_{kind}")}
+        return {
+            kind: self.cleaned_data[f"preset_{kind}"]
+            for kind in self.STEP_KINDS
+            if self.cleaned_data.get(f"preset_{kind}")
+        }
 
     def apply_error(self, exc: ServiceError) -> None:
         for name, messages in exc.errors.items():

@@ -1,4 +1,5 @@
 """Training jobs (state, progress, metric series) and the model registry."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,11 @@ class ModelVersion(models.Model):
     path = models.CharField(max_length=500, help_text="Folder with the weights (safetensors) and config.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     reward_model = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="policies_trained",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="policies_trained",
         help_text="For PPO policies: the reward model they were optimised against.",
     )
     training_job = models.ForeignKey("TrainingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -73,7 +78,9 @@ class TrainingJob(models.Model):
     celery_task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -91,6 +98,7 @@ class TrainingJob(models.Model):
     def output_dir(self) -> Path:
         """Where the runner writes this job's checkpoints and models (under MODEL_STORE, shared by all workers)."""
         return job_output_dir(self.kind, self.pk)
+
     def duration_seconds(self, now=None) -> float | None:
         """Seconds it ran: started to finished, or started to `now` while it runs; None if it never started."""
         if self.started_at is None:
@@ -165,7 +173,9 @@ class JobPreset(models.Model):
     kind = models.CharField(max_length=10, choices=TrainingJob.Kind.choices)
     name = models.CharField(max_length=100)
     config = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,15 +207,23 @@ class Autopilot(models.Model):
     """
 
     project = models.OneToOneField("labeling_app.Project", on_delete=models.CASCADE, related_name="autopilot")
-    paused = models.BooleanField(default=False, help_text="No new cycle starts, and a running cycle starts no next step.")
-    every_n_rankings = models.PositiveIntegerField(default=100, help_text="Start a cycle after this many new human rankings.")
+    paused = models.BooleanField(
+        default=False, help_text="No new cycle starts, and a running cycle starts no next step."
+    )
+    every_n_rankings = models.PositiveIntegerField(
+        default=100, help_text="Start a cycle after this many new human rankings."
+    )
     include_ppo = models.BooleanField(default=False, help_text="Run a PPO job between scoring and generation.")
     auto_promote = models.BooleanField(
-        default=False, help_text="Promote the cycle's reward model when its held-out accuracy does not drop below the "
-                                 "promoted reward model's. Off: promotion stays a human decision.")
+        default=False,
+        help_text="Promote the cycle's reward model when its held-out accuracy does not drop below the "
+        "promoted reward model's. Off: promotion stays a human decision.",
+    )
     rankings_at_last_cycle = models.PositiveIntegerField(default=0)
     presets = models.JSONField(default=dict, blank=True, help_text="{job kind: preset name} for each step's job.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -213,7 +231,9 @@ class Autopilot(models.Model):
         constraints = [CheckConstraint(condition=Q(every_n_rankings__gte=1), name="autopilot_every_n_at_least_1")]
 
     def __str__(self) -> str:
-        return f"autopilot of project {self.project_id} ({'paused' if self.paused else f'every {self.every_n_rankings}'})"
+        return (
+            f"autopilot of project {self.project_id} ({'paused' if self.paused else f'every {self.every_n_rankings}'})"
+        )
 
 
 class PipelineRun(models.Model):
@@ -230,22 +250,41 @@ class PipelineRun(models.Model):
 
     autopilot = models.ForeignKey(Autopilot, on_delete=models.CASCADE, related_name="runs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
-    plan = models.JSONField(default=list, help_text='The job kinds of the cycle in order, e.g. ["reward", "score", "generate"].')
-    reason = models.TextField(blank=True, help_text="Why it failed (the failed step's error), or a note while it waits.")
+    plan = models.JSONField(
+        default=list, help_text='The job kinds of the cycle in order, e.g. ["reward", "score", "generate"].'
+    )
+    reason = models.TextField(
+        blank=True, help_text="Why it failed (the failed step's error), or a note while it waits."
+    )
     rankings_at_start = models.PositiveIntegerField(default=0)
-    reward_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                       help_text="The reward model this cycle trained.")
+    reward_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The reward model this cycle trained.",
+    )
     promotion_note = models.TextField(blank=True, help_text="What auto-promote decided, and why.")
-    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                   help_text="Who started it by hand; empty when the scheduler did.")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who started it by hand; empty when the scheduler did.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [
-            UniqueConstraint(fields=["autopilot"], condition=Q(status__in=["running", "paused"]),
-                             name="one_active_pipeline_per_autopilot"),
+            UniqueConstraint(
+                fields=["autopilot"],
+                condition=Q(status__in=["running", "paused"]),
+                name="one_active_pipeline_per_autopilot",
+            ),
         ]
 
     @property
@@ -263,7 +302,9 @@ class PipelineStep(models.Model):
     run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=10, choices=TrainingJob.Kind.choices)
-    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pipeline_steps")
+    job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pipeline_steps"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

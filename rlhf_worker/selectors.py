@@ -1,4 +1,5 @@
 """Reads for the training dashboard: job kinds, metric series, the model registry, connected workers."""
+
 from __future__ import annotations
 
 import logging
@@ -42,11 +43,22 @@ def job_kind_info(kind: str) -> JobKindInfo:
     try:
         module = job_module(kind)
     except LookupError:
-        return JobKindInfo(kind, label, False, reason=f"not installed: no module is registered for {kind} jobs in rlhf_worker.jobs.JOB_MODULES")
+        return JobKindInfo(
+            kind,
+            label,
+            False,
+            reason=f"not installed: no module is registered for {kind} jobs in rlhf_worker.jobs.JOB_MODULES",
+        )
     description = ((module.__doc__ or "").strip().splitlines() or [""])[0]
-    return JobKindInfo(kind, label, True, description=description, config_cls=module.Config,
-                       common_fields=getattr(module, "COMMON_FIELDS", None),
-                       quick_cpu_demo=getattr(module, "QUICK_CPU_DEMO", None))
+    return JobKindInfo(
+        kind,
+        label,
+        True,
+        description=description,
+        config_cls=module.Config,
+        common_fields=getattr(module, "COMMON_FIELDS", None),
+        quick_cpu_demo=getattr(module, "QUICK_CPU_DEMO", None),
+    )
 
 
 DEFAULTS_PRESET, QUICK_CPU_PRESET = "Defaults", "Quick CPU demo"
@@ -66,7 +78,9 @@ def job_presets(info: JobKindInfo) -> list[Preset]:
     presets = [Preset(DEFAULTS_PRESET, {}, True)]
     if info.quick_cpu_demo:
         presets.append(Preset(QUICK_CPU_PRESET, dict(info.quick_cpu_demo), True))
-    presets += [Preset(p.name, p.config, False, p.pk) for p in JobPreset.objects.filter(kind=info.kind).order_by(Lower("name"))]
+    presets += [
+        Preset(p.name, p.config, False, p.pk) for p in JobPreset.objects.filter(kind=info.kind).order_by(Lower("name"))
+    ]
     return presets
 
 
@@ -130,8 +144,11 @@ def jobs_running() -> list[TrainingJob]:
 
 def jobs_lost(*, limit: int = 20) -> list[TrainingJob]:
     """The most recently lost jobs, newest first."""
-    return list(TrainingJob.objects.filter(status=TrainingJob.Status.LOST).defer("log", "samples")
-                .order_by("-finished_at")[:limit])
+    return list(
+        TrainingJob.objects.filter(status=TrainingJob.Status.LOST)
+        .defer("log", "samples")
+        .order_by("-finished_at")[:limit]
+    )
 
 
 def job_series(*, job: TrainingJob, after_id: int = 0, limit: int = 20_000) -> dict[str, Any]:
@@ -140,7 +157,9 @@ def job_series(*, job: TrainingJob, after_id: int = 0, limit: int = 20_000) -> d
     The page asks again with the returned `last_id`, so each poll carries only new points.
     """
     rows = list(
-        JobMetric.objects.filter(job=job, id__gt=after_id).order_by("id").values_list("id", "key", "step", "value")[:limit]
+        JobMetric.objects.filter(job=job, id__gt=after_id)
+        .order_by("id")
+        .values_list("id", "key", "step", "value")[:limit]
     )
     series: dict[str, dict[str, list]] = {}
     for _, key, step, value in rows:
@@ -182,14 +201,18 @@ def promoted_policy() -> ModelVersion | None:
 
 
 def model_version_choices(kind: str) -> list[tuple[int, str]]:
-    return [(v.pk, f"#{v.pk} {v.name}{' (promoted)' if v.is_promoted else ''}")
-            for v in ModelVersion.objects.filter(kind=kind).only("pk", "name", "is_promoted")]
+    return [
+        (v.pk, f"#{v.pk} {v.name}{' (promoted)' if v.is_promoted else ''}")
+        for v in ModelVersion.objects.filter(kind=kind).only("pk", "name", "is_promoted")
+    ]
 
 
 def job_choices(kind: str, *, limit: int = 50) -> list[tuple[int, str]]:
     """Recent jobs of a kind for pickers such as resume_job_id (unfinished runs first in the label)."""
-    return [(j.pk, f"#{j.pk} {j.get_status_display().lower()}, {j.created_at:%Y-%m-%d %H:%M}, step {j.step}")
-            for j in TrainingJob.objects.filter(kind=kind).only("pk", "status", "created_at", "step")[:limit]]
+    return [
+        (j.pk, f"#{j.pk} {j.get_status_display().lower()}, {j.created_at:%Y-%m-%d %H:%M}, step {j.step}")
+        for j in TrainingJob.objects.filter(kind=kind).only("pk", "status", "created_at", "step")[:limit]
+    ]
 
 
 # Metric keys as the job kinds write them, with older/plainer spellings as fallbacks.
@@ -220,8 +243,12 @@ def policy_evaluation(metrics: dict | None) -> dict[str, Any] | None:
     metrics = metrics or {}
     if not isinstance(metrics.get("eval/reward_mean"), (int, float)):
         return None
-    return {"prompts": metrics.get("eval/prompts"), "reward_model_id": metrics.get("eval/reward_model_id"),
-            "job_id": metrics.get("eval/job_id"), "compared_with_id": metrics.get("eval/compared_with_id")}
+    return {
+        "prompts": metrics.get("eval/prompts"),
+        "reward_model_id": metrics.get("eval/reward_model_id"),
+        "job_id": metrics.get("eval/job_id"),
+        "compared_with_id": metrics.get("eval/compared_with_id"),
+    }
 
 
 def model_versions_overview() -> dict[str, list[dict[str, Any]]]:
@@ -301,25 +328,42 @@ def workers_overview(*, timeout: float = 1.0, cache_seconds: float = 5.0) -> dic
         return result
 
     task_ids = {t.get("id") for tasks in active.values() for t in tasks or []}
-    jobs_by_task = {j.celery_task_id: j for j in TrainingJob.objects.filter(celery_task_id__in=[t for t in task_ids if t])}
+    jobs_by_task = {
+        j.celery_task_id: j for j in TrainingJob.objects.filter(celery_task_id__in=[t for t in task_ids if t])
+    }
     for name in names:
         worker_stats = stats.get(name) or {}
         pool = worker_stats.get("pool") or {}
         running = []
         for task in active.get(name) or []:
             job = jobs_by_task.get(task.get("id"))
-            running.append({"task_id": task.get("id"), "name": task.get("name"), "job_id": job.pk if job else None,
-                            "job_kind": job.get_kind_display() if job else "", "job_status": job.status if job else ""})
-        result["workers"].append({
-            "name": name,
-            "queues": [{"name": q.get("name"), "device": _queue_device(q.get("name", "")),
-                        "training": q.get("name") == settings.TRAINING_QUEUE} for q in queues.get(name) or []],
-            "concurrency": pool.get("max-concurrency"),
-            "pool": (pool.get("implementation") or "").rsplit(":", 1)[-1],
-            "pid": worker_stats.get("pid"),
-            "uptime": worker_stats.get("uptime"),
-            "running": running,
-        })
+            running.append(
+                {
+                    "task_id": task.get("id"),
+                    "name": task.get("name"),
+                    "job_id": job.pk if job else None,
+                    "job_kind": job.get_kind_display() if job else "",
+                    "job_status": job.status if job else "",
+                }
+            )
+        result["workers"].append(
+            {
+                "name": name,
+                "queues": [
+                    {
+                        "name": q.get("name"),
+                        "device": _queue_device(q.get("name", "")),
+                        "training": q.get("name") == settings.TRAINING_QUEUE,
+                    }
+                    for q in queues.get(name) or []
+                ],
+                "concurrency": pool.get("max-concurrency"),
+                "pool": (pool.get("implementation") or "").rsplit(":", 1)[-1],
+                "pid": worker_stats.get("pid"),
+                "uptime": worker_stats.get("uptime"),
+                "running": running,
+            }
+        )
     cache.set(WORKERS_CACHE_KEY, result, cache_seconds)
     return result
 
@@ -339,13 +383,18 @@ def autopilot_projects() -> list[dict[str, Any]]:
 
     autopilots = {a.project_id: a for a in Autopilot.objects.all()}
     latest: dict[int, PipelineRun] = {}
-    for run in (PipelineRun.objects.filter(autopilot__in=list(autopilots.values())).order_by("autopilot_id", "-created_at", "-pk")
-                .distinct("autopilot_id")):
+    for run in (
+        PipelineRun.objects.filter(autopilot__in=list(autopilots.values()))
+        .order_by("autopilot_id", "-created_at", "-pk")
+        .distinct("autopilot_id")
+    ):
         latest[run.autopilot_id] = run
     rows = []
     for project in Project.objects.order_by("name").only("pk", "name"):
         autopilot = autopilots.get(project.pk)
-        rows.append({"project": project, "autopilot": autopilot, "latest": latest.get(autopilot.pk) if autopilot else None})
+        rows.append(
+            {"project": project, "autopilot": autopilot, "latest": latest.get(autopilot.pk) if autopilot else None}
+        )
     return rows
 
 
@@ -363,14 +412,31 @@ def pipeline_runs(*, autopilot, limit: int = 20) -> list[dict[str, Any]]:
 
     from rlhf_worker.models import PipelineStep
 
-    steps = PipelineStep.objects.select_related("job").defer("job__log", "job__samples", "job__config").order_by("position")
-    runs = list(autopilot.runs.select_related("reward_version").prefetch_related(Prefetch("steps", queryset=steps))[:limit])
+    steps = (
+        PipelineStep.objects.select_related("job").defer("job__log", "job__samples", "job__config").order_by("position")
+    )
+    runs = list(
+        autopilot.runs.select_related("reward_version").prefetch_related(Prefetch("steps", queryset=steps))[:limit]
+    )
     out = []
     for run in runs:
         started = {step.position: step for step in run.steps.all()}
-        plan = [{"position": i, "kind": kind, "label": TrainingJob.Kind(kind).label, "step": started.get(i),
-                 "job": started[i].job if i in started else None} for i, kind in enumerate(run.plan, start=1)]
+        plan = [
+            {
+                "position": i,
+                "kind": kind,
+                "label": TrainingJob.Kind(kind).label,
+                "step": started.get(i),
+                "job": started[i].job if i in started else None,
+            }
+            for i, kind in enumerate(run.plan, start=1)
+        ]
         generate = next((p["job"] for p in plan if p["kind"] == TrainingJob.Kind.GENERATE and p["job"]), None)
-        out.append({"run": run, "plan": plan,
-                    "tasks_created": int((generate.summary or {}).get("generate/tasks", 0)) if generate else None})
+        out.append(
+            {
+                "run": run,
+                "plan": plan,
+                "tasks_created": int((generate.summary or {}).get("generate/tasks", 0)) if generate else None,
+            }
+        )
     return out

@@ -1,4 +1,5 @@
 """A staticfiles finder that serves plotly.min.js from the installed `plotly` wheel (nothing vendored)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -38,11 +39,14 @@ class PlotlyFinder(BaseFinder):
 
     def check(self, **kwargs):
         if self._file() is None:
-            return [Error(
-                "plotly.min.js was not found in the installed plotly package",
-                hint="pip install -r requirements.txt (it pins plotly); the job charts need it.",
-                obj=self, id="rlhf_worker.E001",
-            )]
+            return [
+                Error(
+                    "plotly.min.js was not found in the installed plotly package",
+                    hint="pip install -r requirements.txt (it pins plotly); the job charts need it.",
+                    obj=self,
+                    id="rlhf_worker.E001",
+                )
+            ]
         return []
 
     def find(self, path, find_all=False, **kwargs):

@@ -1,4 +1,5 @@
 """Celery tasks: the only bridge between Django rows and the torch training code."""
+
 from __future__ import annotations
 
 from billiard.exceptions import WorkerLostError

@@ -1,4 +1,5 @@
 """URLs of the training dashboard (/jobs/...)."""
+
 from django.urls import path
 
 from rlhf_worker.views import autopilot, jobs, models, workers

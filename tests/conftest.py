@@ -1,4 +1,5 @@
 """Shared fixtures: users by role, a real Celery worker on the real Redis broker, a headless browser."""
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,9 @@ def demo_project(db, researcher):
     for i in range(3):
         prompt = Prompt.objects.create(project=project, text=f"Prompt number {i}?")
         completions = [
-            Completion.objects.create(prompt=prompt, text=f"Answer {j} to prompt {i}", source=Completion.Source.IMPORTED)
+            Completion.objects.create(
+                prompt=prompt, text=f"Answer {j} to prompt {i}", source=Completion.Source.IMPORTED
+            )
             for j in range(4)
         ]
         task_create(project=project, prompt=prompt, completions=completions)
@@ -92,8 +95,15 @@ def celery_worker(django_db_setup, django_db_blocker):
     app.conf.task_default_queue = queue
     settings.TRAINING_QUEUE = queue
     try:
-        with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING",
-                          queues=[queue], shutdown_timeout=30) as worker:
+        with start_worker(
+            app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            queues=[queue],
+            shutdown_timeout=30,
+        ) as worker:
             worker.test_queue = queue
             yield worker
     finally:
@@ -126,7 +136,13 @@ def browser():
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+            ],
         )
         yield chromium
         chromium.close()

@@ -2,6 +2,7 @@
 
 Every named URL must have a row here: a new page without one fails `test_every_url_is_in_the_matrix`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ RESEARCHER_UP = page(403, 200, 200)
 ADMIN_ONLY = page(403, 403, 200)
 API_ANY_USER = page(200, 200, 200, anon=401)
 
+
 def _preset(w) -> int:
     from rlhf_worker.models import JobPreset
 
@@ -53,10 +55,16 @@ MATRIX: dict[str, Row] = {
     # Training dashboard: researchers may look, only admins start / cancel / re-run / promote.
     "jobs:start": Row(ADMIN_ONLY, kwargs=lambda w: {"kind": "reward"}),
     # An empty POST is never a valid config (numbers are required), so admins get the form back with errors (400).
-    "jobs:start (post)": Row(page(403, 403, 400), kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"),
+    "jobs:start (post)": Row(
+        page(403, 403, 400), kwargs=lambda w: {"kind": "reward"}, method="post", url_name="jobs:start"
+    ),
     # Presets and the ended-jobs notice (issue 12): admins only; each saves and goes back (302).
-    "jobs:preset_save": Row(page(403, 403, 302), kwargs=lambda w: {"kind": "score"}, method="post",
-                            data={"batch_size": "32", "device": "auto", "preset_name": "matrix preset"}),
+    "jobs:preset_save": Row(
+        page(403, 403, 302),
+        kwargs=lambda w: {"kind": "score"},
+        method="post",
+        data={"batch_size": "32", "device": "auto", "preset_name": "matrix preset"},
+    ),
     "jobs:preset_delete": Row(page(403, 403, 302), kwargs=lambda w: {"pk": _preset(w)}, method="post"),
     # The jobs API: an empty body names what is missing (400) once past authorization.
     "api:jobs-start": Row({"anon": 401, "labeler": 403, "researcher": 403, "admin": 400}, method="post"),
@@ -74,8 +82,9 @@ MATRIX: dict[str, Row] = {
     # settings form is refused with what to fill in (400); pause / resume / run go back to the page (302).
     "jobs:autopilot": Row(RESEARCHER_UP),
     "jobs:autopilot_project": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.project.pk}),
-    "jobs:autopilot_project (post)": Row(page(403, 403, 400), kwargs=lambda w: {"pk": w.project.pk}, method="post",
-                                         url_name="jobs:autopilot_project"),
+    "jobs:autopilot_project (post)": Row(
+        page(403, 403, 400), kwargs=lambda w: {"pk": w.project.pk}, method="post", url_name="jobs:autopilot_project"
+    ),
     "jobs:autopilot_pause": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
     "jobs:autopilot_resume": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
     "jobs:autopilot_run": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.project.pk}, method="post"),
@@ -99,8 +108,9 @@ def _demo_kwargs(w) -> dict:
 def _import_job_kwargs(w) -> dict:
     from labeling_app.models import ImportJob
 
-    job, _ = ImportJob.objects.get_or_create(project=w.project, kind="prompts", defaults={"file_path": "/nonexistent.jsonl",
-                                                                                          "status": "failed"})
+    job, _ = ImportJob.objects.get_or_create(
+        project=w.project, kind="prompts", defaults={"file_path": "/nonexistent.jsonl", "status": "failed"}
+    )
     return {"pk": w.project.pk, "job_id": job.pk}
 
 
@@ -115,37 +125,51 @@ def _labeled_project(w) -> dict:
     from labeling_app.models import Annotation, Rating
 
     user, _ = User.objects.get_or_create(username="matrix-export-labeler")
-    annotation, created = Annotation.objects.get_or_create(task=w.task, labeler=user, defaults={
-        "status": "submitted", "submitted_at": timezone.now()})
+    annotation, created = Annotation.objects.get_or_create(
+        task=w.task, labeler=user, defaults={"status": "submitted", "submitted_at": timezone.now()}
+    )
     if created:
         for position, tc in enumerate(w.task.task_completions.order_by("position")):
             Rating.objects.create(annotation=annotation, completion_id=tc.completion_id, rank=position + 1)
     return {"pk": w.project.pk}
+
+
 _PROMPT = lambda w: {"pk": w.project.pk, "prompt_id": w.task.prompt_id}  # noqa: E731
-MATRIX.update({
-    "researcher:project_new": Row(RESEARCHER_UP),
-    "researcher:project_detail": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:project_edit": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:prompt_list": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:prompt_new": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:prompt_detail": Row(RESEARCHER_UP, _PROMPT),
-    "researcher:task_new": Row(page(403, 302, 302), _PROMPT, method="post"),  # no completions picked: back with a message
-    "researcher:demonstration_edit": Row(RESEARCHER_UP, _demo_kwargs),
-    "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
-    # POST only; the matrix's job failed, so the undo is refused with a message and the page comes back (302).
-    "researcher:import_undo": Row(page(403, 302, 302), _import_job_kwargs, method="post"),
-    "researcher:import_undo (get)": Row(page(405, 405, 405, anon=405), _import_job_kwargs, url_name="researcher:import_undo"),
-    "researcher:export": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:export_download": Row(RESEARCHER_UP, _labeled_project),
-    "researcher:export_features": Row(RESEARCHER_UP, _PROJECT),
-    "api:export": Row({"anon": 401, "labeler": 403, "researcher": 200, "admin": 200},
-                      lambda w: {"project_id": _labeled_project(w)["pk"]}),
-    "api:export-preview": Row({"anon": 401, "labeler": 403, "researcher": 200, "admin": 200},
-                              lambda w: {"project_id": w.project.pk}),
-    "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:labeler_quality": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}),
-})
+MATRIX.update(
+    {
+        "researcher:project_new": Row(RESEARCHER_UP),
+        "researcher:project_detail": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:project_edit": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:prompt_list": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:prompt_new": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:prompt_detail": Row(RESEARCHER_UP, _PROMPT),
+        "researcher:task_new": Row(
+            page(403, 302, 302), _PROMPT, method="post"
+        ),  # no completions picked: back with a message
+        "researcher:demonstration_edit": Row(RESEARCHER_UP, _demo_kwargs),
+        "researcher:import_upload": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:import_job": Row(RESEARCHER_UP, _import_job_kwargs),
+        # POST only; the matrix's job failed, so the undo is refused with a message and the page comes back (302).
+        "researcher:import_undo": Row(page(403, 302, 302), _import_job_kwargs, method="post"),
+        "researcher:import_undo (get)": Row(
+            page(405, 405, 405, anon=405), _import_job_kwargs, url_name="researcher:import_undo"
+        ),
+        "researcher:export": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:export_download": Row(RESEARCHER_UP, _labeled_project),
+        "researcher:export_features": Row(RESEARCHER_UP, _PROJECT),
+        "api:export": Row(
+            {"anon": 401, "labeler": 403, "researcher": 200, "admin": 200},
+            lambda w: {"project_id": _labeled_project(w)["pk"]},
+        ),
+        "api:export-preview": Row(
+            {"anon": 401, "labeler": 403, "researcher": 200, "admin": 200}, lambda w: {"project_id": w.project.pk}
+        ),
+        "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:labeler_quality": Row(
+            RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}
+        ),
+    }
+)
 
 
 # --- Labeler queue, task page and labeling API ---------------------------------------------
@@ -168,18 +192,20 @@ def _own_annotation(w) -> dict:
     return {"annotation_id": Annotation.objects.get(task_id=task_id, labeler__username="matrix-labeler").pk}
 
 
-MATRIX.update({
-    "labeler:next": Row(page(302, 403, 403), kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
-    "labeler:task": Row(LABELER_ONLY, kwargs=_leased),
-    "api:label-next": Row(API_LABELER_ONLY, kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
-    "api:label-task": Row(API_LABELER_ONLY, kwargs=_leased),
-    "api:label-draft": Row(API_LABELER_ONLY, kwargs=_leased),
-    # Empty bodies: the labeler gets past authorization and is told what is missing.
-    "api:label-submit": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
-    "api:label-skip": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
-    "api:label-renew": Row(API_LABELER_ONLY, kwargs=_leased, method="post"),
-    "api:label-annotation": Row(API_LABELER_ONLY, kwargs=_own_annotation),
-})
+MATRIX.update(
+    {
+        "labeler:next": Row(page(302, 403, 403), kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+        "labeler:task": Row(LABELER_ONLY, kwargs=_leased),
+        "api:label-next": Row(API_LABELER_ONLY, kwargs=lambda w: {"project_id": w.project.pk}, method="post"),
+        "api:label-task": Row(API_LABELER_ONLY, kwargs=_leased),
+        "api:label-draft": Row(API_LABELER_ONLY, kwargs=_leased),
+        # Empty bodies: the labeler gets past authorization and is told what is missing.
+        "api:label-submit": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+        "api:label-skip": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_leased, method="post"),
+        "api:label-renew": Row(API_LABELER_ONLY, kwargs=_leased, method="post"),
+        "api:label-annotation": Row(API_LABELER_ONLY, kwargs=_own_annotation),
+    }
+)
 
 
 # --- Review (issue 12): researchers review a task's labels, labelers read and revise their own --------------
@@ -210,49 +236,62 @@ def _reviewed_label(w) -> dict:
     return {"pk": w.project.pk, "task_id": w.task.pk, "annotation_id": annotation.pk}
 
 
-MATRIX.update({
-    "researcher:task_review": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "task_id": w.task.pk}),
-    # POST only; no decision given: refused with a message, back to the task's page (302).
-    "researcher:annotation_review": Row(page(403, 302, 302), _reviewed_label, method="post"),
-    "labeler:my_labels": Row(LABELER_ONLY),
-    "labeler:my_label": Row(LABELER_ONLY, kwargs=_submitted),
-    "labeler:label_revise": Row(LABELER_ONLY, kwargs=_submitted),
-    # An empty body: past authorization, the labeler is told what is missing.
-    "api:label-revise": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_submitted, method="post"),
-})
+MATRIX.update(
+    {
+        "researcher:task_review": Row(RESEARCHER_UP, lambda w: {"pk": w.project.pk, "task_id": w.task.pk}),
+        # POST only; no decision given: refused with a message, back to the task's page (302).
+        "researcher:annotation_review": Row(page(403, 302, 302), _reviewed_label, method="post"),
+        "labeler:my_labels": Row(LABELER_ONLY),
+        "labeler:my_label": Row(LABELER_ONLY, kwargs=_submitted),
+        "labeler:label_revise": Row(LABELER_ONLY, kwargs=_submitted),
+        # An empty body: past authorization, the labeler is told what is missing.
+        "api:label-revise": Row({**API_LABELER_ONLY, "labeler": 400}, kwargs=_submitted, method="post"),
+    }
+)
 
 
 # --- People, teams and tokens (issue 12) --------------------------------------------------------
 _PERSON = lambda w: {"user_id": w.project.created_by_id}  # noqa: E731  (a researcher, not a matrix user)
 ANY_USER = page(200, 200, 200)
-MATRIX.update({
-    # An invalid or used link answers the "no longer works" page to anyone, logged in or not.
-    "set_password": Row(page(200, 200, 200, anon=200), kwargs=lambda w: {"uidb64": "MQ", "token": "not-a-token"}),
-    "profile": Row(ANY_USER),
-    "profile_token_create": Row(ANY_USER, method="post"),  # the new key is shown on the answer
-    "profile_token_revoke": Row(page(302, 302, 302), method="post"),
-    "people:list": Row(ADMIN_ONLY),
-    "people:create": Row(page(403, 403, 400), method="post"),  # empty form: back with what to fill in
-    "people:invite": Row(ADMIN_ONLY, kwargs=_PERSON, method="post"),
-    "people:roles": Row(page(403, 403, 302), kwargs=_PERSON, method="post"),  # no role ticked: a message
-    "people:active": Row(page(403, 403, 302), kwargs=_PERSON, method="post", data={"active": "1"}),
-    "researcher:project_team": Row(page(403, 302, 302), kwargs=_PROJECT, method="post", data={"access": "all"}),
-})
+MATRIX.update(
+    {
+        # An invalid or used link answers the "no longer works" page to anyone, logged in or not.
+        "set_password": Row(page(200, 200, 200, anon=200), kwargs=lambda w: {"uidb64": "MQ", "token": "not-a-token"}),
+        "profile": Row(ANY_USER),
+        "profile_token_create": Row(ANY_USER, method="post"),  # the new key is shown on the answer
+        "profile_token_revoke": Row(page(302, 302, 302), method="post"),
+        "people:list": Row(ADMIN_ONLY),
+        "people:create": Row(page(403, 403, 400), method="post"),  # empty form: back with what to fill in
+        "people:invite": Row(ADMIN_ONLY, kwargs=_PERSON, method="post"),
+        "people:roles": Row(page(403, 403, 302), kwargs=_PERSON, method="post"),  # no role ticked: a message
+        "people:active": Row(page(403, 403, 302), kwargs=_PERSON, method="post", data={"active": "1"}),
+        "researcher:project_team": Row(page(403, 302, 302), kwargs=_PROJECT, method="post", data={"access": "all"}),
+    }
+)
 
 
 # --- Task browser: filters, bulk archive and restore (issue 12) --------------------------------
-MATRIX.update({
-    "researcher:task_list": Row(RESEARCHER_UP, _PROJECT),
-    "researcher:task_list (bad filter)": Row(page(403, 400, 400), _PROJECT, data={"labels": "many"},
-                                             url_name="researcher:task_list"),
-    # Restoring a task that is not archived changes nothing; the list comes back with a message (302).
-    "researcher:task_bulk": Row(page(403, 302, 302), lambda w: {"pk": w.project.pk}, method="post",
-                                data={"action": "restore", "task": "1"}),
-    # "… all matching" first answers the confirmation page with the count (200).
-    "researcher:task_bulk (confirm)": Row(page(403, 200, 200), _PROJECT, method="post", data={"action": "restore_all"},
-                                          url_name="researcher:task_bulk"),
-    "researcher:task_bulk (get)": Row(page(405, 405, 405, anon=405), _PROJECT, url_name="researcher:task_bulk"),
-})
+MATRIX.update(
+    {
+        "researcher:task_list": Row(RESEARCHER_UP, _PROJECT),
+        "researcher:task_list (bad filter)": Row(
+            page(403, 400, 400), _PROJECT, data={"labels": "many"}, url_name="researcher:task_list"
+        ),
+        # Restoring a task that is not archived changes nothing; the list comes back with a message (302).
+        "researcher:task_bulk": Row(
+            page(403, 302, 302), lambda w: {"pk": w.project.pk}, method="post", data={"action": "restore", "task": "1"}
+        ),
+        # "… all matching" first answers the confirmation page with the count (200).
+        "researcher:task_bulk (confirm)": Row(
+            page(403, 200, 200),
+            _PROJECT,
+            method="post",
+            data={"action": "restore_all"},
+            url_name="researcher:task_bulk",
+        ),
+        "researcher:task_bulk (get)": Row(page(405, 405, 405, anon=405), _PROJECT, url_name="researcher:task_bulk"),
+    }
+)
 
 
 @dataclass

@@ -4,6 +4,7 @@
 renderers. A selection with no rows answers 404 with a `detail` that says which filters to loosen,
 never an empty file.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -44,8 +45,12 @@ class ExportQuery(serializers.Serializer):
     only_agreeing = serializers.BooleanField(default=False)
     min_agreement = serializers.FloatField(default=DEFAULT_MIN_AGREEMENT, min_value=0, max_value=1)
     include_imported = serializers.BooleanField(default=True)
-    all_chat = serializers.BooleanField(default=False, help_text="Chat in any case (a selection with a chat prompt is chat anyway).")
-    rows = serializers.IntegerField(default=5, min_value=0, max_value=MAX_PREVIEW_ROWS, help_text="Preview only: how many rows.")
+    all_chat = serializers.BooleanField(
+        default=False, help_text="Chat in any case (a selection with a chat prompt is chat anyway)."
+    )
+    rows = serializers.IntegerField(
+        default=5, min_value=0, max_value=MAX_PREVIEW_ROWS, help_text="Preview only: how many rows."
+    )
 
     def validate(self, data):
         try:
@@ -62,8 +67,9 @@ class ExportPreviewOutput(serializers.Serializer):
     rows = serializers.ListField(child=serializers.DictField(), help_text="The first rows, whole.")
     features = serializers.DictField(help_text="datasets.Features.from_dict(...) of the JSONL file.")
     detail = serializers.CharField(required=False, help_text="Present when count is 0: what to loosen.")
-    rejected_left_out = serializers.IntegerField(help_text="Labels of the selection a researcher rejected, so left out "
-                                                           "(0 for sft).")
+    rejected_left_out = serializers.IntegerField(
+        help_text="Labels of the selection a researcher rejected, so left out (0 for sft)."
+    )
 
 
 class ResearcherExportApi(APIView):
@@ -79,10 +85,18 @@ class ResearcherExportApi(APIView):
 
 
 class ExportApi(ResearcherExportApi):
-    @extend_schema(parameters=[ExportQuery], responses={
-        (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.BINARY, description="The JSONL file, one record per line, streamed."),
-        (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="The Parquet file, streamed."),
-        404: ErrorOutput})
+    @extend_schema(
+        parameters=[ExportQuery],
+        responses={
+            (200, "application/jsonl"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The JSONL file, one record per line, streamed."
+            ),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The Parquet file, streamed."
+            ),
+            404: ErrorOutput,
+        },
+    )
     def get(self, request, project_id: int):
         """A project's export as a file (`file=jsonl|parquet`); 404 with a message when the selection has no rows."""
         project, data = self.query(request, project_id)
@@ -99,9 +113,14 @@ class ExportPreviewApi(ResearcherExportApi):
         project, data = self.query(request, project_id)
         filters = export_filters([project.pk], data)
         preview = export_preview(data["format"], filters, limit=data["rows"])
-        body = {"count": preview.count, "columns": preview.columns, "chat": preview.chat, "rows": preview.rows,
-                "features": preview.features,
-                "rejected_left_out": 0 if data["format"] == "sft" else rejected_left_out(filters)}
+        body = {
+            "count": preview.count,
+            "columns": preview.columns,
+            "chat": preview.chat,
+            "rows": preview.rows,
+            "features": preview.features,
+            "rejected_left_out": 0 if data["format"] == "sft" else rejected_left_out(filters),
+        }
         if preview.count == 0:
             body["detail"] = EMPTY_SELECTION
         return Response(body)

@@ -4,6 +4,7 @@ revision.
 A service's ServiceError is answered by config.errors.api_exception_handler: its status with
 {"detail", "errors"} (ErrorOutput below), so the views here only call the service.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -28,7 +29,12 @@ from rest_framework.views import APIView
 from labeling_app.models import Project
 from labeling_app.roles import HasRole, LABELER, remember_roles
 from labeling_app.selectors import labeling as sel
-from labeling_app.services.annotations import annotation_revise, annotation_save_draft, annotation_skip, annotation_submit
+from labeling_app.services.annotations import (
+    annotation_revise,
+    annotation_save_draft,
+    annotation_skip,
+    annotation_submit,
+)
 from labeling_app.services.leases import assignment_renew, task_assign_next
 from labeling_app.validation import JsonInputError, json_loads
 
@@ -37,8 +43,10 @@ class ErrorOutput(serializers.Serializer):
     """What a refused request answers (config.errors.api_exception_handler writes it from a ServiceError)."""
 
     detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
-                                   help_text="Field name (e.g. `ratings.12.likert`) → what to fix.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field name (e.g. `ratings.12.likert`) → what to fix.",
+    )
 
 
 class SafeJSONParser(JSONParser):
@@ -103,10 +111,13 @@ class LabelerApi(APIView):
     # Token first, as in the default: unauthenticated calls get 401 with a WWW-Authenticate header.
     authentication_classes = [TokenWithRolesAuthentication, SessionAuthentication]
     permission_classes = [HasRole.of(LABELER)]
-    parser_classes = [SafeJSONParser] + [p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)]
+    parser_classes = [SafeJSONParser] + [
+        p for p in api_settings.DEFAULT_PARSER_CLASSES if not issubclass(p, JSONParser)
+    ]
 
 
 # --- next task ------------------------------------------------------------------------------
+
 
 class CompletionOut(serializers.Serializer):
     id = serializers.IntegerField()
@@ -117,8 +128,10 @@ class CompletionOut(serializers.Serializer):
 class CheckOut(serializers.Serializer):
     key = serializers.CharField()
     question = serializers.CharField()
-    problem_answer = serializers.BooleanField(help_text="The answer that flags a problem: true (yes) for most checks, "
-                                                        "false (no) for one that asks for something good")
+    problem_answer = serializers.BooleanField(
+        help_text="The answer that flags a problem: true (yes) for most checks, "
+        "false (no) for one that asks for something good"
+    )
 
 
 class NextTaskOutput(serializers.Serializer):
@@ -131,8 +144,11 @@ class NextTaskOutput(serializers.Serializer):
 
 
 class NextTaskApi(LabelerApi):
-    @extend_schema(request=None, responses=NextTaskOutput,
-                   summary="Lease the next task of a project (your open one first), with what is needed to label it")
+    @extend_schema(
+        request=None,
+        responses=NextTaskOutput,
+        summary="Lease the next task of a project (your open one first), with what is needed to label it",
+    )
     def post(self, request, project_id: int):
         project = sel.project_ref_for_labeler(request.user, project_id)
         try:
@@ -140,21 +156,34 @@ class NextTaskApi(LabelerApi):
         except Project.DoesNotExist:
             raise Http404("No such project.") from None
         if assignment is None:
-            return Response({"task_id": None, "url": None, "lease_expires_at": None, "prompt_text": None,
-                             "completions": [], "checks": []})
+            return Response(
+                {
+                    "task_id": None,
+                    "url": None,
+                    "lease_expires_at": None,
+                    "prompt_text": None,
+                    "completions": [],
+                    "checks": [],
+                }
+            )
         # Everything comes with the assignment (one round trip); the checks from the cache it validates.
-        return Response({
-            "task_id": assignment.task_id,
-            "url": reverse("labeler:task", args=[assignment.task_id]),
-            "lease_expires_at": _datetime(assignment.expires_at),
-            "prompt_text": assignment.task.prompt.text,
-            "completions": [{"id": c.id, "label": c.label, "text": c.text}
-                            for c in sel.shown_completions(assignment.shown_completions)],
-            "checks": [c.for_labelers() for c in sel.active_checks(project, version=assignment.checks_version)],
-        })
+        return Response(
+            {
+                "task_id": assignment.task_id,
+                "url": reverse("labeler:task", args=[assignment.task_id]),
+                "lease_expires_at": _datetime(assignment.expires_at),
+                "prompt_text": assignment.task.prompt.text,
+                "completions": [
+                    {"id": c.id, "label": c.label, "text": c.text}
+                    for c in sel.shown_completions(assignment.shown_completions)
+                ],
+                "checks": [c.for_labelers() for c in sel.active_checks(project, version=assignment.checks_version)],
+            }
+        )
 
 
 # --- task detail ----------------------------------------------------------------------------
+
 
 class TaskDetailOutput(serializers.Serializer):
     id = serializers.IntegerField()
@@ -172,16 +201,27 @@ class TaskDetailApi(LabelerApi):
     def get(self, request, task_id: int):
         annotation = sel.annotation_for_labeler(request.user, task_id)
         task = annotation.task
-        return Response(TaskDetailOutput({
-            "id": task.pk, "project": task.project_id, "prompt_text": task.prompt.text,
-            "prompt_messages": task.prompt.messages,
-            "completions": [{"id": c.id, "label": c.label, "text": c.text} for c in sel.completions_in_shown_order(annotation)],
-            "checks": [c.for_labelers() for c in sel.active_checks(task.project)],
-            "status": annotation.status, "draft": annotation.draft,
-        }).data)
+        return Response(
+            TaskDetailOutput(
+                {
+                    "id": task.pk,
+                    "project": task.project_id,
+                    "prompt_text": task.prompt.text,
+                    "prompt_messages": task.prompt.messages,
+                    "completions": [
+                        {"id": c.id, "label": c.label, "text": c.text}
+                        for c in sel.completions_in_shown_order(annotation)
+                    ],
+                    "checks": [c.for_labelers() for c in sel.active_checks(task.project)],
+                    "status": annotation.status,
+                    "draft": annotation.draft,
+                }
+            ).data
+        )
 
 
 # --- draft ----------------------------------------------------------------------------------
+
 
 class DraftInput(serializers.Serializer):
     draft = serializers.JSONField(help_text="Any JSON object up to 64 kB: the page's unsaved state")
@@ -198,7 +238,9 @@ class DraftApi(LabelerApi):
         annotation = sel.annotation_for_labeler(request.user, task_id)
         return Response(DraftOutput(annotation).data)
 
-    @extend_schema(request=DraftInput, responses={200: DraftOutput, 400: ErrorOutput}, summary="Save your draft of a task")
+    @extend_schema(
+        request=DraftInput, responses={200: DraftOutput, 400: ErrorOutput}, summary="Save your draft of a task"
+    )
     def put(self, request, task_id: int):
         task = sel.task_for_labeler(request.user, task_id)
         data = DraftInput(data=request.data)
@@ -209,13 +251,19 @@ class DraftApi(LabelerApi):
 
 # --- submit ---------------------------------------------------------------------------------
 
+
 class RatingInput(serializers.Serializer):
     # Types only: ranges, completeness and the ranking are checked by the service, which words the errors.
     completion = serializers.IntegerField()
     likert = serializers.IntegerField(allow_null=True, required=False, help_text="1 (terrible) to 7 (excellent)")
-    rank = serializers.IntegerField(allow_null=True, required=False, help_text="1 = best; ties share a rank; dense 1..m")
-    checks = serializers.DictField(child=serializers.BooleanField(allow_null=True), required=False,
-                                   help_text="Every active check of the project: key → true (yes) / false (no)")
+    rank = serializers.IntegerField(
+        allow_null=True, required=False, help_text="1 = best; ties share a rank; dense 1..m"
+    )
+    checks = serializers.DictField(
+        child=serializers.BooleanField(allow_null=True),
+        required=False,
+        help_text="Every active check of the project: key → true (yes) / false (no)",
+    )
 
 
 class SubmitInput(serializers.Serializer):
@@ -228,29 +276,46 @@ class SubmitOutput(serializers.Serializer):
     status = serializers.CharField()
     created = serializers.BooleanField(help_text="false when this repeated an earlier successful submission")
     submitted_at = serializers.DateTimeField()
-    contradictions = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()),
-                                           help_text="[a, b]: a ranked above b although b was rated higher")
+    contradictions = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="[a, b]: a ranked above b although b was rated higher",
+    )
     today_count = serializers.IntegerField()
 
 
 class SubmitApi(LabelerApi):
-    @extend_schema(request=SubmitInput, responses={200: SubmitOutput, 400: ErrorOutput},
-                   summary="Submit your annotation (idempotent: a retry returns the stored one)")
+    @extend_schema(
+        request=SubmitInput,
+        responses={200: SubmitOutput, 400: ErrorOutput},
+        summary="Submit your annotation (idempotent: a retry returns the stored one)",
+    )
     def post(self, request, task_id: int):
         task = sel.task_for_labeler(request.user, task_id)
         data = SubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
-        result = annotation_submit(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
-                                   comment=data.validated_data["comment"])
+        result = annotation_submit(
+            task=task,
+            labeler=request.user,
+            ratings=data.validated_data["ratings"],
+            comment=data.validated_data["comment"],
+        )
         a = result.annotation
-        return Response({
-            "annotation_id": a.pk, "status": a.status, "created": result.created, "submitted_at": _datetime(a.submitted_at),
-            "contradictions": [list(p) for p in result.contradictions],
-            "today_count": result.today_count if result.today_count is not None else sel.labeler_today_count(request.user),
-        })
+        return Response(
+            {
+                "annotation_id": a.pk,
+                "status": a.status,
+                "created": result.created,
+                "submitted_at": _datetime(a.submitted_at),
+                "contradictions": [list(p) for p in result.contradictions],
+                "today_count": result.today_count
+                if result.today_count is not None
+                else sel.labeler_today_count(request.user),
+            }
+        )
 
 
 # --- skip -----------------------------------------------------------------------------------
+
 
 class SkipInput(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True, required=False, default="")
@@ -263,7 +328,9 @@ class SkipOutput(serializers.Serializer):
 
 
 class SkipApi(LabelerApi):
-    @extend_schema(request=SkipInput, responses={200: SkipOutput, 400: ErrorOutput}, summary="Skip a task, with a reason")
+    @extend_schema(
+        request=SkipInput, responses={200: SkipOutput, 400: ErrorOutput}, summary="Skip a task, with a reason"
+    )
     def post(self, request, task_id: int):
         task = sel.task_for_labeler(request.user, task_id)
         data = SkipInput(data=request.data)
@@ -273,6 +340,7 @@ class SkipApi(LabelerApi):
 
 
 # --- lease renewal --------------------------------------------------------------------------
+
 
 class RenewOutput(serializers.Serializer):
     lease_expires_at = serializers.DateTimeField(source="expires_at")
@@ -287,6 +355,7 @@ class RenewApi(LabelerApi):
 
 
 # --- own annotations ------------------------------------------------------------------------
+
 
 class AnnotationOutput(serializers.Serializer):
     id = serializers.IntegerField()
@@ -303,8 +372,12 @@ class AnnotationOutput(serializers.Serializer):
 
     def get_ratings(self, annotation) -> list[dict]:
         return [
-            {"completion": r.completion_id, "likert": r.likert, "rank": r.rank,
-             "checks": {a.check_question.key: a.value for a in r.check_answers.all()}}
+            {
+                "completion": r.completion_id,
+                "likert": r.likert,
+                "rank": r.rank,
+                "checks": {a.check_question.key: a.value for a in r.check_answers.all()},
+            }
             for r in annotation.ratings.prefetch_related("check_answers__check_question")
         ]
 
@@ -317,9 +390,14 @@ class AnnotationDetailApi(LabelerApi):
 
 # --- revision of a submitted label ------------------------------------------------------------
 
+
 class ReviseInput(SubmitInput):
-    opened_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
-                                          help_text="When you opened the label to revise it: the revision's time spent")
+    opened_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When you opened the label to revise it: the revision's time spent",
+    )
 
 
 class ReviseOutput(serializers.Serializer):
@@ -330,12 +408,20 @@ class ReviseOutput(serializers.Serializer):
 
 
 class ReviseApi(LabelerApi):
-    @extend_schema(request=ReviseInput, responses={200: ReviseOutput, 400: ErrorOutput, 409: ErrorOutput},
-                   summary="Revise your submitted label until a researcher accepts it (the earlier version is kept)")
+    @extend_schema(
+        request=ReviseInput,
+        responses={200: ReviseOutput, 400: ErrorOutput, 409: ErrorOutput},
+        summary="Revise your submitted label until a researcher accepts it (the earlier version is kept)",
+    )
     def post(self, request, task_id: int):
         task = sel.task_for_labeler(request.user, task_id)
         data = ReviseInput(data=request.data)
         data.is_valid(raise_exception=True)
-        annotation = annotation_revise(task=task, labeler=request.user, ratings=data.validated_data["ratings"],
-                                       comment=data.validated_data["comment"], opened_at=data.validated_data["opened_at"])
+        annotation = annotation_revise(
+            task=task,
+            labeler=request.user,
+            ratings=data.validated_data["ratings"],
+            comment=data.validated_data["comment"],
+            opened_at=data.validated_data["opened_at"],
+        )
         return Response(ReviseOutput(annotation).data)

@@ -1,4 +1,5 @@
 """REST API URLs (/api/...) and the OpenAPI schema and docs."""
+
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 

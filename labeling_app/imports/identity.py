@@ -4,6 +4,7 @@ The keys live in `import_key` columns with partial unique indexes (see labeling_
 identity holds under concurrent imports too. Changing a key's recipe changes what counts as "the
 same", so these functions are fixed: the migration that back-filled existing rows uses them as well.
 """
+
 from __future__ import annotations
 
 import hashlib

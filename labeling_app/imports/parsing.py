@@ -15,6 +15,7 @@ Accepted shapes, one JSON object per line (CSV: a header with `prompt` or `text`
   assistant turn is the prompt), and grouped rankings ``{"prompt", "completions", "ranks"}``
   (optional ``ratings`` 1-7 or null per completion, and ``checks`` {check_key: [true/false/null per completion]}) — the grouped export.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -58,8 +59,11 @@ class KMismatch(FieldError):
 
     def __init__(self, field: str, got: int, project: Project):
         k = project.completions_per_task
-        super().__init__(field, f"has {got} completions, but project {project.name!r} ranks K={k} per task: "
-                                f"give exactly {k} per line, or import into a project with K={got}")
+        super().__init__(
+            field,
+            f"has {got} completions, but project {project.name!r} ranks K={k} per task: "
+            f"give exactly {k} per line, or import into a project with K={got}",
+        )
         self.got = got
 
 
@@ -208,7 +212,9 @@ def _hh_turns(text: str, field_name: str) -> list[dict]:
     """Anthropic HH-RLHF text ("\\n\\nHuman: ...\\n\\nAssistant: ...") as chat messages."""
     parts = _HH_TURN.split(text)
     if len(parts) < 3 or parts[0].strip():
-        raise FieldError(field_name, 'expected a dialogue starting with "\\n\\nHuman: " and ending with an "\\n\\nAssistant: " turn')
+        raise FieldError(
+            field_name, 'expected a dialogue starting with "\\n\\nHuman: " and ending with an "\\n\\nAssistant: " turn'
+        )
     roles = {"Human": "user", "Assistant": "assistant"}
     return [{"role": roles[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
 
@@ -228,7 +234,9 @@ def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[str, list, str, str]:
         if len(msgs) < 2:
             raise FieldError(name, "the dialogue has no prompt before the assistant's answer")
     if chosen_msgs[:-1] != rejected_msgs[:-1]:
-        raise FieldError("rejected", "chosen and rejected differ before the last assistant turn; they must share the prompt")
+        raise FieldError(
+            "rejected", "chosen and rejected differ before the last assistant turn; they must share the prompt"
+        )
     text, messages = _chat_prompt(chosen_msgs[:-1], "chosen")
     answers = []
     for name, msgs in (("chosen", chosen_msgs), ("rejected", rejected_msgs)):
@@ -239,7 +247,7 @@ def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[str, list, str, str]:
 def _strip_prompt_prefix(value: Any, messages: list | None) -> Any:
     """TRL also writes chosen/rejected as the whole conversation: drop the prompt turns when they lead."""
     if messages and isinstance(value, list) and len(value) > len(messages) and value[: len(messages)] == messages:
-        return value[len(messages):]
+        return value[len(messages) :]
     return value
 
 
@@ -257,8 +265,11 @@ def _distinct_completions(pairs: list[tuple[str, str]]) -> None:
     seen: dict[tuple[str, str], int] = {}
     for i, pair in enumerate(pairs):
         if pair in seen:
-            raise FieldError(f"completions[{i}]", f"is the same completion as completions[{seen[pair]}] (same text and "
-                                                  "model); a task ranks different completions")
+            raise FieldError(
+                f"completions[{i}]",
+                f"is the same completion as completions[{seen[pair]}] (same text and "
+                "model); a task ranks different completions",
+            )
         seen[pair] = i
 
 
@@ -277,11 +288,18 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
         if key is None and "prompt" not in obj and "messages" in obj:
             msgs = _messages(obj["messages"], "messages")
             if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
-                raise FieldError("messages", "a demonstration conversation must end with the assistant's answer after a user turn")
+                raise FieldError(
+                    "messages", "a demonstration conversation must end with the assistant's answer after a user turn"
+                )
             text, messages = _chat_prompt(msgs[:-1], "messages")
-            return Record(line, text, messages, demonstration=_str(msgs[-1]["content"], f"messages[{len(msgs) - 1}].content"))
+            return Record(
+                line, text, messages, demonstration=_str(msgs[-1]["content"], f"messages[{len(msgs) - 1}].content")
+            )
         if key is None:
-            raise FieldError("completion", 'missing: give "completion" (the ideal answer), or "messages" ending with the assistant turn')
+            raise FieldError(
+                "completion",
+                'missing: give "completion" (the ideal answer), or "messages" ending with the assistant turn',
+            )
         text, messages = _prompt_of(obj, allow_messages=False)
         answer, _ = _completion_text(_strip_prompt_prefix(obj[key], messages), key)
         return Record(line, text, messages, demonstration=answer)
@@ -308,7 +326,9 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
         if "ranks" in obj:
             return _grouped_ranking(obj, line=line, project=project, check_keys=check_keys)
         if "chosen" not in obj or "rejected" not in obj:
-            raise FieldError("chosen", 'missing: give "chosen" and "rejected" (pairwise), or "completions" with "ranks" (grouped)')
+            raise FieldError(
+                "chosen", 'missing: give "chosen" and "rejected" (pairwise), or "completions" with "ranks" (grouped)'
+            )
         if k != 2:
             raise KMismatch("chosen", 2, project)
         if "prompt" in obj:
@@ -320,8 +340,15 @@ def parse_line(obj: Any, kind: str, *, line: int, project: Project, check_keys: 
         if chosen == rejected:
             raise FieldError("rejected", "is the same text as chosen; a preference needs two different completions")
         ratings = [_optional_rating(obj, "chosen_rating"), _optional_rating(obj, "rejected_rating")]
-        return Record(line, text, messages, completions=[chosen, rejected], models=["", ""], ranks=[1, 2],
-                      ratings=ratings if any(r is not None for r in ratings) else None)
+        return Record(
+            line,
+            text,
+            messages,
+            completions=[chosen, rejected],
+            models=["", ""],
+            ranks=[1, 2],
+            ratings=ratings if any(r is not None for r in ratings) else None,
+        )
 
     raise ValueError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}")
 
@@ -355,18 +382,31 @@ def _grouped_ranking(obj: dict, *, line: int, project: Project, check_keys: froz
     checks = obj.get("checks") or None
     if checks is not None:
         if not isinstance(checks, dict):
-            raise FieldError("checks", f"must be an object {{check_key: [true/false/null, one per completion ({len(pairs)})]}}")
+            raise FieldError(
+                "checks", f"must be an object {{check_key: [true/false/null, one per completion ({len(pairs)})]}}"
+            )
         for key, answers in checks.items():
             if key not in check_keys:
-                raise FieldError(f"checks.{key}", f"is not a check of project {project.name!r}; known: {', '.join(sorted(check_keys))}")
+                raise FieldError(
+                    f"checks.{key}",
+                    f"is not a check of project {project.name!r}; known: {', '.join(sorted(check_keys))}",
+                )
             if not isinstance(answers, list) or len(answers) != len(pairs):
                 raise FieldError(f"checks.{key}", f"must be a list with one answer per completion ({len(pairs)})")
             for i, value in enumerate(answers):
                 if value is not None and not isinstance(value, bool):
                     raise FieldError(f"checks.{key}[{i}]", f"must be true, false or null, got {value!r}")
     model = _model_name(obj.get("model", ""), "model")
-    return Record(line, text, messages, completions=[t for t, _ in pairs], models=[m or model for _, m in pairs],
-                  ranks=list(ranks), ratings=ratings, checks=checks)
+    return Record(
+        line,
+        text,
+        messages,
+        completions=[t for t, _ in pairs],
+        models=[m or model for _, m in pairs],
+        ranks=list(ranks),
+        ratings=ratings,
+        checks=checks,
+    )
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
@@ -385,13 +425,15 @@ class _Undecodable(Exception):
 
 def _encoding_error(line: int, error: UnicodeDecodeError, *, whole_file: bool) -> LineError:
     rest = "; the rest of the file was not read" if whole_file else ""
-    return LineError(line, "(encoding)", f"not valid UTF-8 text ({error}){rest}: save the file as UTF-8", whole_file=whole_file)
+    return LineError(
+        line, "(encoding)", f"not valid UTF-8 text ({error}){rest}: save the file as UTF-8", whole_file=whole_file
+    )
 
 
 def _decoded(raw: bytes, number: int) -> str:
     """One physical line as text; a UTF-8 byte order mark at the very start of the file is dropped."""
     if number == 1 and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
+        raw = raw[len(codecs.BOM_UTF8) :]
     return raw.decode("utf-8")
 
 
@@ -417,8 +459,16 @@ def _raw_lines(path: str | Path, fmt: str) -> Iterator[tuple[int, Any, LineError
             try:
                 header = reader.fieldnames or []
                 if not ({"prompt", "text"} & set(header)):
-                    yield 1, None, LineError(1, "(header)", f"a CSV needs a 'prompt' (or 'text') column; found "
-                                                           f"{', '.join(header) or 'no header'}", whole_file=True)
+                    yield (
+                        1,
+                        None,
+                        LineError(
+                            1,
+                            "(header)",
+                            f"a CSV needs a 'prompt' (or 'text') column; found {', '.join(header) or 'no header'}",
+                            whole_file=True,
+                        ),
+                    )
                     return
                 for row in reader:
                     obj = {k: v for k, v in row.items() if k and v not in (None, "")}
@@ -427,7 +477,11 @@ def _raw_lines(path: str | Path, fmt: str) -> Iterator[tuple[int, Any, LineError
             except _Undecodable as exc:
                 yield exc.line, None, _encoding_error(exc.line, exc.error, whole_file=True)
             except csv.Error as exc:
-                yield reader.line_num, None, LineError(reader.line_num, "(csv)", f"not valid CSV: {exc}", whole_file=True)
+                yield (
+                    reader.line_num,
+                    None,
+                    LineError(reader.line_num, "(csv)", f"not valid CSV: {exc}", whole_file=True),
+                )
             return
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -440,15 +494,18 @@ def _raw_lines(path: str | Path, fmt: str) -> Iterator[tuple[int, Any, LineError
                 yield number, None, LineError(number, "(json)", str(exc))
 
 
-def iter_records(path: str | Path, kind: str, *, project: Project, check_keys: frozenset[str],
-                 fmt: str | None = None) -> Iterator[Record | LineError]:
+def iter_records(
+    path: str | Path, kind: str, *, project: Project, check_keys: frozenset[str], fmt: str | None = None
+) -> Iterator[Record | LineError]:
     """Each line of the file as a validated Record, or a LineError saying what is wrong with it.
 
     `check_keys` are the project's check keys (grouped rankings may answer only those).
     """
     fmt = detect_format(path, fmt)
     if fmt == "csv" and kind not in (ImportJob.Kind.PROMPTS, ImportJob.Kind.DEMONSTRATIONS):
-        yield LineError(1, "(file)", f"{kind} are imported from JSONL only; CSV is for prompts and demonstrations", whole_file=True)
+        yield LineError(
+            1, "(file)", f"{kind} are imported from JSONL only; CSV is for prompts and demonstrations", whole_file=True
+        )
         return
     for number, obj, error in _raw_lines(path, fmt):
         if error is not None:
@@ -462,7 +519,9 @@ def iter_records(path: str | Path, kind: str, *, project: Project, check_keys: f
             yield LineError(number, exc.field, exc.message)
 
 
-def k_mismatch_summary(project: Project, got: int, field_name: str, lines: list[int], count: int, total: int) -> LineError:
+def k_mismatch_summary(
+    project: Project, got: int, field_name: str, lines: list[int], count: int, total: int
+) -> LineError:
     """One error for every line with `got` completions instead of K: `lines` are the first of them, `count` all."""
     k = project.completions_per_task
     if count == total and count > 1:
@@ -472,8 +531,12 @@ def k_mismatch_summary(project: Project, got: int, field_name: str, lines: list[
     else:
         shown = ", ".join(map(str, lines)) + (", …" if count > len(lines) else "")
         subject = f"{count} lines have {got} completions (lines {shown})"
-    return LineError(lines[0], field_name, f"{subject}, but project {project.name!r} ranks K={k} per task: "
-                                           f"give exactly {k} per line, or import into a project with K={got}")
+    return LineError(
+        lines[0],
+        field_name,
+        f"{subject}, but project {project.name!r} ranks K={k} per task: "
+        f"give exactly {k} per line, or import into a project with K={got}",
+    )
 
 
 def count_lines(path: str | Path) -> int:

@@ -1,4 +1,5 @@
 """Progress bars for the import and export commands: drawn on the command's stderr when that is a terminal."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, OutputWrapper
@@ -21,5 +22,12 @@ class _Unstyled:
 def progress_bar(command: BaseCommand, *, desc: str, unit: str, total: int | None = None, enabled: bool = True) -> tqdm:
     """A tqdm bar on `command.stderr`; a no-op unless stderr is a terminal (and `enabled`), so logs and pipes
     get no carriage-return noise."""
-    return tqdm(desc=desc, unit=unit, total=total, file=_Unstyled(command.stderr), leave=False, dynamic_ncols=True,
-                disable=not (enabled and command.stderr.isatty()))
+    return tqdm(
+        desc=desc,
+        unit=unit,
+        total=total,
+        file=_Unstyled(command.stderr),
+        leave=False,
+        dynamic_ncols=True,
+        disable=not (enabled and command.stderr.isatty()),
+    )

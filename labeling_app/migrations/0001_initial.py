@@ -6,276 +6,534 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('rlhf_worker', '0001_initial'),
+        ("rlhf_worker", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ImportSource',
+            name="ImportSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('instructions', models.TextField(blank=True, help_text='Labeling instructions, Markdown.')),
-                ('completions_per_task', models.PositiveSmallIntegerField(default=4, help_text='K: completions ranked together (2-9).')),
-                ('overlap', models.PositiveSmallIntegerField(default=1, help_text='Labels wanted per task.')),
-                ('lease_minutes', models.PositiveIntegerField(default=30, help_text='How long a labeler holds a task.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("instructions", models.TextField(blank=True, help_text="Labeling instructions, Markdown.")),
+                (
+                    "completions_per_task",
+                    models.PositiveSmallIntegerField(default=4, help_text="K: completions ranked together (2-9)."),
+                ),
+                ("overlap", models.PositiveSmallIntegerField(default=1, help_text="Labels wanted per task.")),
+                (
+                    "lease_minutes",
+                    models.PositiveIntegerField(default=30, help_text="How long a labeler holds a task."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='CheckQuestion',
+            name="CheckQuestion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(max_length=64)),
-                ('question', models.CharField(max_length=300)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('active', models.BooleanField(default=True, help_text='Inactive checks are no longer asked; old answers stay.')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='checks', to='labeling_app.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.SlugField(max_length=64)),
+                ("question", models.CharField(max_length=300)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "active",
+                    models.BooleanField(
+                        default=True, help_text="Inactive checks are no longer asked; old answers stay."
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="checks", to="labeling_app.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField(blank=True, help_text='Plain-text prompt (for chat prompts: the last user turn).')),
-                ('messages', models.JSONField(blank=True, help_text='Chat prompt: [{"role": ..., "content": ...}, ...].', null=True)),
-                ('content_hash', models.CharField(editable=False, max_length=64)),
-                ('source', models.CharField(blank=True, help_text='Where it came from (file name, author).', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='labeling_app.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "text",
+                    models.TextField(blank=True, help_text="Plain-text prompt (for chat prompts: the last user turn)."),
+                ),
+                (
+                    "messages",
+                    models.JSONField(
+                        blank=True, help_text='Chat prompt: [{"role": ..., "content": ...}, ...].', null=True
+                    ),
+                ),
+                ("content_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "source",
+                    models.CharField(blank=True, help_text="Where it came from (file name, author).", max_length=200),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="prompts", to="labeling_app.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Demonstration',
+            name="Demonstration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('source', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('author', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='demonstrations', to='labeling_app.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+                ("source", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "author",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="demonstrations",
+                        to="labeling_app.prompt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Completion',
+            name="Completion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('source', models.CharField(choices=[('imported', 'Imported'), ('demonstration', 'Demonstration'), ('model', 'Model version')], max_length=20)),
-                ('model_name', models.CharField(blank=True, help_text='For imported completions: the model that wrote it.', max_length=200)),
-                ('sampling', models.JSONField(blank=True, default=dict, help_text='Temperature, top-p, max new tokens, seed.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('model_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='completions', to='rlhf_worker.modelversion')),
-                ('demonstration', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='completions', to='labeling_app.demonstration')),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='completions', to='labeling_app.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("imported", "Imported"),
+                            ("demonstration", "Demonstration"),
+                            ("model", "Model version"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "model_name",
+                    models.CharField(
+                        blank=True, help_text="For imported completions: the model that wrote it.", max_length=200
+                    ),
+                ),
+                (
+                    "sampling",
+                    models.JSONField(blank=True, default=dict, help_text="Temperature, top-p, max new tokens, seed."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="completions",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
+                (
+                    "demonstration",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="completions",
+                        to="labeling_app.demonstration",
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="completions",
+                        to="labeling_app.prompt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='RankingTask',
+            name="RankingTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('overlap', models.PositiveSmallIntegerField(default=1)),
-                ('submitted_count', models.PositiveSmallIntegerField(default=0, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tasks', to='labeling_app.project')),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tasks', to='labeling_app.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("overlap", models.PositiveSmallIntegerField(default=1)),
+                ("submitted_count", models.PositiveSmallIntegerField(default=0, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tasks", to="labeling_app.project"
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tasks", to="labeling_app.prompt"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('labeler', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling_app.rankingtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                (
+                    "labeler",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to="labeling_app.rankingtask",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Annotation',
+            name="Annotation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('submitted', 'Submitted'), ('skipped', 'Skipped')], default='draft', max_length=10)),
-                ('shown_order', models.JSONField(default=list, help_text='Completion ids in the order they were shown.')),
-                ('draft', models.JSONField(blank=True, default=dict, help_text="The page's unsaved state, restored after a reload.")),
-                ('comment', models.TextField(blank=True)),
-                ('skip_reason', models.CharField(blank=True, max_length=300)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('submitted_at', models.DateTimeField(blank=True, null=True)),
-                ('labeler', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='annotations', to=settings.AUTH_USER_MODEL)),
-                ('import_source', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='annotations', to='labeling_app.importsource')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to='labeling_app.rankingtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("draft", "Draft"), ("submitted", "Submitted"), ("skipped", "Skipped")],
+                        default="draft",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "shown_order",
+                    models.JSONField(default=list, help_text="Completion ids in the order they were shown."),
+                ),
+                (
+                    "draft",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="The page's unsaved state, restored after a reload."
+                    ),
+                ),
+                ("comment", models.TextField(blank=True)),
+                ("skip_reason", models.CharField(blank=True, max_length=300)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("submitted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "labeler",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="annotations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "import_source",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="annotations",
+                        to="labeling_app.importsource",
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="annotations",
+                        to="labeling_app.rankingtask",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Rating',
+            name="Rating",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('likert', models.PositiveSmallIntegerField(blank=True, help_text='1 (worst) to 7 (best); empty for imported labels without one.', null=True)),
-                ('rank', models.PositiveSmallIntegerField(help_text='1 = best; equal ranks are ties.')),
-                ('annotation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ratings', to='labeling_app.annotation')),
-                ('completion', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ratings', to='labeling_app.completion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "likert",
+                    models.PositiveSmallIntegerField(
+                        blank=True, help_text="1 (worst) to 7 (best); empty for imported labels without one.", null=True
+                    ),
+                ),
+                ("rank", models.PositiveSmallIntegerField(help_text="1 = best; equal ranks are ties.")),
+                (
+                    "annotation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ratings",
+                        to="labeling_app.annotation",
+                    ),
+                ),
+                (
+                    "completion",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ratings",
+                        to="labeling_app.completion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['rank', 'id'],
+                "ordering": ["rank", "id"],
             },
         ),
         migrations.CreateModel(
-            name='CheckAnswer',
+            name="CheckAnswer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.BooleanField()),
-                ('check_question', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='answers', to='labeling_app.checkquestion')),
-                ('rating', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='check_answers', to='labeling_app.rating')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("value", models.BooleanField()),
+                (
+                    "check_question",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="answers",
+                        to="labeling_app.checkquestion",
+                    ),
+                ),
+                (
+                    "rating",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="check_answers",
+                        to="labeling_app.rating",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TaskCompletion',
+            name="TaskCompletion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('completion', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling_app.completion')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='task_completions', to='labeling_app.rankingtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveSmallIntegerField()),
+                (
+                    "completion",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="labeling_app.completion"
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="task_completions",
+                        to="labeling_app.rankingtask",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position'],
+                "ordering": ["position"],
             },
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='completions',
-            field=models.ManyToManyField(related_name='tasks', through='labeling_app.TaskCompletion', to='labeling_app.completion'),
+            model_name="rankingtask",
+            name="completions",
+            field=models.ManyToManyField(
+                related_name="tasks", through="labeling_app.TaskCompletion", to="labeling_app.completion"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('completions_per_task__gte', 2), ('completions_per_task__lte', 9)), name='project_k_2_to_9'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("completions_per_task__gte", 2), ("completions_per_task__lte", 9)),
+                name="project_k_2_to_9",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('overlap__gte', 1)), name='project_overlap_positive'),
+            model_name="project",
+            constraint=models.CheckConstraint(condition=models.Q(("overlap__gte", 1)), name="project_overlap_positive"),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('lease_minutes__gte', 1)), name='project_lease_positive'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("lease_minutes__gte", 1)), name="project_lease_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='checkquestion',
-            constraint=models.UniqueConstraint(fields=('project', 'key'), name='check_key_unique_per_project'),
+            model_name="checkquestion",
+            constraint=models.UniqueConstraint(fields=("project", "key"), name="check_key_unique_per_project"),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(fields=('project', 'content_hash'), name='prompt_unique_content_per_project'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(
+                fields=("project", "content_hash"), name="prompt_unique_content_per_project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('text', ''), _negated=True), ('messages__isnull', False), _connector='OR'), name='prompt_has_content'),
+            model_name="prompt",
+            constraint=models.CheckConstraint(
+                condition=models.Q(models.Q(("text", ""), _negated=True), ("messages__isnull", False), _connector="OR"),
+                name="prompt_has_content",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='demonstration',
-            constraint=models.CheckConstraint(condition=models.Q(('text', ''), _negated=True), name='demonstration_not_empty'),
+            model_name="demonstration",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("text", ""), _negated=True), name="demonstration_not_empty"
+            ),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['labeler', 'expires_at'], name='assignment_labeler_idx'),
+            model_name="assignment",
+            index=models.Index(fields=["labeler", "expires_at"], name="assignment_labeler_idx"),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('task', 'labeler'), name='assignment_unique_per_labeler'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(fields=("task", "labeler"), name="assignment_unique_per_labeler"),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['labeler', 'status', 'submitted_at'], name='annotation_labeler_status_idx'),
+            model_name="annotation",
+            index=models.Index(fields=["labeler", "status", "submitted_at"], name="annotation_labeler_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['status', 'submitted_at'], name='annotation_status_time_idx'),
+            model_name="annotation",
+            index=models.Index(fields=["status", "submitted_at"], name="annotation_status_time_idx"),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('labeler__isnull', False), ('import_source__isnull', True)), models.Q(('labeler__isnull', True), ('import_source__isnull', False)), _connector='OR'), name='annotation_labeler_xor_import_source'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("labeler__isnull", False), ("import_source__isnull", True)),
+                    models.Q(("labeler__isnull", True), ("import_source__isnull", False)),
+                    _connector="OR",
+                ),
+                name="annotation_labeler_xor_import_source",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.UniqueConstraint(fields=('task', 'labeler'), name='annotation_one_per_task_labeler'),
+            model_name="annotation",
+            constraint=models.UniqueConstraint(fields=("task", "labeler"), name="annotation_one_per_task_labeler"),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'submitted')), fields=('task', 'labeler'), name='annotation_one_submitted_per_task_labeler'),
+            model_name="annotation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "submitted")),
+                fields=("task", "labeler"),
+                name="annotation_one_submitted_per_task_labeler",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'submitted'), _negated=True), ('submitted_at__isnull', False), _connector='OR'), name='annotation_submitted_has_time'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "submitted"), _negated=True), ("submitted_at__isnull", False), _connector="OR"
+                ),
+                name="annotation_submitted_has_time",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.CheckConstraint(condition=models.Q(('likert__isnull', True), models.Q(('likert__gte', 1), ('likert__lte', 7)), _connector='OR'), name='rating_likert_1_to_7'),
+            model_name="rating",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("likert__isnull", True), models.Q(("likert__gte", 1), ("likert__lte", 7)), _connector="OR"
+                ),
+                name="rating_likert_1_to_7",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.CheckConstraint(condition=models.Q(('rank__gte', 1)), name='rating_rank_positive'),
+            model_name="rating",
+            constraint=models.CheckConstraint(condition=models.Q(("rank__gte", 1)), name="rating_rank_positive"),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.UniqueConstraint(fields=('annotation', 'completion'), name='rating_one_per_completion'),
+            model_name="rating",
+            constraint=models.UniqueConstraint(fields=("annotation", "completion"), name="rating_one_per_completion"),
         ),
         migrations.AddConstraint(
-            model_name='checkanswer',
-            constraint=models.UniqueConstraint(fields=('rating', 'check_question'), name='check_answer_one_per_check'),
+            model_name="checkanswer",
+            constraint=models.UniqueConstraint(fields=("rating", "check_question"), name="check_answer_one_per_check"),
         ),
         migrations.AddConstraint(
-            model_name='taskcompletion',
-            constraint=models.UniqueConstraint(fields=('task', 'completion'), name='task_completion_unique'),
+            model_name="taskcompletion",
+            constraint=models.UniqueConstraint(fields=("task", "completion"), name="task_completion_unique"),
         ),
         migrations.AddConstraint(
-            model_name='taskcompletion',
-            constraint=models.UniqueConstraint(fields=('task', 'position'), name='task_position_unique'),
+            model_name="taskcompletion",
+            constraint=models.UniqueConstraint(fields=("task", "position"), name="task_position_unique"),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('submitted_count__lt', models.F('overlap'))), fields=['project', 'id'], name='task_open_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("submitted_count__lt", models.F("overlap"))),
+                fields=["project", "id"],
+                name="task_open_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rankingtask',
-            constraint=models.CheckConstraint(condition=models.Q(('overlap__gte', 1)), name='task_overlap_positive'),
+            model_name="rankingtask",
+            constraint=models.CheckConstraint(condition=models.Q(("overlap__gte", 1)), name="task_overlap_positive"),
         ),
         migrations.AddConstraint(
-            model_name='rankingtask',
-            constraint=models.CheckConstraint(condition=models.Q(('submitted_count__lte', models.F('overlap'))), name='task_submitted_within_overlap'),
+            model_name="rankingtask",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("submitted_count__lte", models.F("overlap"))), name="task_submitted_within_overlap"
+            ),
         ),
     ]

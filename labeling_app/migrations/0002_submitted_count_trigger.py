@@ -5,6 +5,7 @@ transaction. The UPDATE takes the task's row lock, so concurrent submissions for
 serialised, and the CHECK (submitted_count <= overlap) rejects the one that would exceed the overlap,
 whoever wrote the row (the app, an import, or a hand-written INSERT).
 """
+
 from django.db import migrations
 
 CREATE = r"""

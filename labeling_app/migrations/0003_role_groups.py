@@ -1,4 +1,5 @@
 """The three role groups exist in every database."""
+
 from django.db import migrations
 
 ROLES = ("labeler", "researcher", "admin")

@@ -6,34 +6,84 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0003_role_groups'),
+        ("labeling_app", "0003_role_groups"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ImportJob',
+            name="ImportJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('prompts', 'Prompts (JSONL or CSV)'), ('completions', 'Prompts with completions (JSONL): makes ranking tasks'), ('demonstrations', 'Demonstrations (JSONL)'), ('preferences', 'Preference labels (JSONL: pairwise, implicit-prompt or grouped rankings)')], max_length=20)),
-                ('file_path', models.CharField(help_text='The saved upload under the var dir.', max_length=500)),
-                ('original_name', models.CharField(blank=True, max_length=300)),
-                ('source_name', models.CharField(blank=True, help_text='ImportSource name for preference labels.', max_length=200)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('validating', 'Validating'), ('importing', 'Importing'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=12)),
-                ('total_lines', models.PositiveIntegerField(default=0)),
-                ('processed_lines', models.PositiveIntegerField(default=0)),
-                ('errors', models.JSONField(blank=True, default=list, help_text='[{line, field, message}], the first 100.')),
-                ('error_count', models.PositiveIntegerField(default=0)),
-                ('result', models.JSONField(blank=True, default=dict, help_text='Counts of created rows and reported duplicates.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='import_jobs', to='labeling_app.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("prompts", "Prompts (JSONL or CSV)"),
+                            ("completions", "Prompts with completions (JSONL): makes ranking tasks"),
+                            ("demonstrations", "Demonstrations (JSONL)"),
+                            ("preferences", "Preference labels (JSONL: pairwise, implicit-prompt or grouped rankings)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("file_path", models.CharField(help_text="The saved upload under the var dir.", max_length=500)),
+                ("original_name", models.CharField(blank=True, max_length=300)),
+                (
+                    "source_name",
+                    models.CharField(blank=True, help_text="ImportSource name for preference labels.", max_length=200),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("validating", "Validating"),
+                            ("importing", "Importing"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=12,
+                    ),
+                ),
+                ("total_lines", models.PositiveIntegerField(default=0)),
+                ("processed_lines", models.PositiveIntegerField(default=0)),
+                (
+                    "errors",
+                    models.JSONField(blank=True, default=list, help_text="[{line, field, message}], the first 100."),
+                ),
+                ("error_count", models.PositiveIntegerField(default=0)),
+                (
+                    "result",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Counts of created rows and reported duplicates."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="import_jobs",
+                        to="labeling_app.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]

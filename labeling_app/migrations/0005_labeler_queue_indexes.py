@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0004_researcher_import_job'),
+        ("labeling_app", "0004_researcher_import_job"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('submitted_count__gt', 0), ('submitted_count__lt', models.F('overlap'))), fields=['project', 'id'], name='task_started_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("submitted_count__gt", 0), ("submitted_count__lt", models.F("overlap"))),
+                fields=["project", "id"],
+                name="task_started_idx",
+            ),
         ),
     ]

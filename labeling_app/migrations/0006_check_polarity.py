@@ -1,4 +1,5 @@
 """Every check gets a polarity (which answer flags a problem) and a severity; existing checks are set from their key."""
+
 from django.db import migrations, models
 
 # Fixed here rather than read from models.DEFAULT_CHECKS: this migration must keep meaning what it
@@ -6,9 +7,18 @@ from django.db import migrations, models
 GOOD_WHEN_YES = ("satisfies_constraints",)
 MILD = ("expresses_opinion", "moral_judgment")
 DEFAULT_KEYS = (
-    "fails_instruction", "inappropriate_assistant", "hallucination", "satisfies_constraints", "sexual_content",
-    "violent_content", "encourages_harm", "denigrates_protected", "harmful_advice", "expresses_opinion",
-    "moral_judgment", "toxic",
+    "fails_instruction",
+    "inappropriate_assistant",
+    "hallucination",
+    "satisfies_constraints",
+    "sexual_content",
+    "violent_content",
+    "encourages_harm",
+    "denigrates_protected",
+    "harmful_advice",
+    "expresses_opinion",
+    "moral_judgment",
+    "toxic",
 )
 
 
@@ -24,7 +34,6 @@ def set_check_polarity(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("labeling_app", "0005_labeler_queue_indexes"),
     ]
@@ -33,12 +42,20 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="checkquestion",
             name="problem_answer",
-            field=models.BooleanField(db_default=True, default=True, help_text='The answer that flags a problem: yes for error and harm questions, no for a question that asks for something good ("satisfies the constraints").'),
+            field=models.BooleanField(
+                db_default=True,
+                default=True,
+                help_text='The answer that flags a problem: yes for error and harm questions, no for a question that asks for something good ("satisfies the constraints").',
+            ),
         ),
         migrations.AddField(
             model_name="checkquestion",
             name="serious",
-            field=models.BooleanField(db_default=True, default=True, help_text="A problem here makes the answer undesirable (KTO label false); a mild check is only reported."),
+            field=models.BooleanField(
+                db_default=True,
+                default=True,
+                help_text="A problem here makes the answer undesirable (KTO label false); a mild check is only reported.",
+            ),
         ),
         migrations.RunPython(set_check_polarity, migrations.RunPython.noop),
     ]

@@ -9,6 +9,7 @@ Every statement inside a VOLATILE function takes a fresh snapshot under READ COM
 re-check of a candidate after its row lock is taken sees every lease committed before the lock,
 exactly as the separate statements from Python did.
 """
+
 from django.db import migrations
 
 # The version of a project's checks: any insert, update or delete of one of its checks changes it
@@ -31,7 +32,8 @@ CANDIDATE = """t.project_id = p_project AND t.submitted_count < t.overlap
 NONE_ROW = """SELECT 'none'::text, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::bigint, NULL::bigint,
             NULL::smallint, NULL::smallint, NULL::timestamptz, NULL::text, NULL::jsonb, NULL::jsonb, NULL::text"""
 
-CREATE = r"""
+CREATE = (
+    r"""
 CREATE FUNCTION labeling_task_has_room(p_task bigint, p_now timestamptz, p_exclude_labeler integer)
 RETURNS boolean LANGUAGE sql VOLATILE AS $$
     -- Submitted labels plus other labelers' live leases leave room for one more. Call it only while
@@ -70,7 +72,9 @@ DECLARE
 BEGIN
     SELECT make_interval(mins => p.lease_minutes) INTO v_lease FROM labeling_app_project p WHERE p.id = p_project;
     IF NOT FOUND THEN
-        RETURN QUERY """ + NONE_ROW.replace("'none'", "'no_project'") + r""";
+        RETURN QUERY """
+    + NONE_ROW.replace("'none'", "'no_project'")
+    + r""";
         RETURN;
     END IF;
 
@@ -127,17 +131,23 @@ BEGIN
                 SELECT s.task_id FROM labeling_app_assignment s WHERE s.expires_at > p_now
             )
             SELECT t.id INTO v_candidate FROM started c JOIN labeling_app_rankingtask t ON t.id = c.id
-            WHERE """ + CANDIDATE + r"""
+            WHERE """
+    + CANDIDATE
+    + r"""
             ORDER BY c.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;
             IF v_candidate IS NULL THEN
                 -- Any open task, oldest first, walking task_open_idx.
-                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """ + CANDIDATE + r"""
+                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """
+    + CANDIDATE
+    + r"""
                 ORDER BY t.project_id, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;
             END IF;
             IF v_candidate IS NULL THEN
                 -- Every candidate is locked by a concurrent hand-out (a nearly empty queue, or overlap > 1
                 -- with a burst of requests): wait for the lock instead of wrongly answering "none left".
-                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """ + CANDIDATE + r"""
+                SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE """
+    + CANDIDATE
+    + r"""
                 ORDER BY t.project_id, t.id LIMIT 1 FOR UPDATE OF t;
             END IF;
             EXIT WHEN v_candidate IS NULL;
@@ -151,7 +161,9 @@ BEGIN
             v_candidate := NULL;
         END LOOP;
         IF v_task IS NULL THEN
-            RETURN QUERY """ + NONE_ROW + r""";
+            RETURN QUERY """
+    + NONE_ROW
+    + r""";
             RETURN;
         END IF;
         INSERT INTO labeling_app_assignment (task_id, labeler_id, created_at, expires_at)
@@ -173,7 +185,9 @@ BEGIN
             LEFT JOIN jsonb_array_elements_text(a.shown_order) WITH ORDINALITY AS o(completion_id, ord)
                    ON o.completion_id::bigint = c.id
             WHERE tc.task_id = t.id),
-           """ + CHECKS_VERSION.format(project="p_project") + r"""
+           """
+    + CHECKS_VERSION.format(project="p_project")
+    + r"""
     FROM labeling_app_assignment s
     JOIN labeling_app_rankingtask t ON t.id = s.task_id
     JOIN labeling_app_prompt p ON p.id = t.prompt_id
@@ -181,11 +195,14 @@ BEGIN
     WHERE s.task_id = v_task AND s.labeler_id = p_labeler;
     IF NOT FOUND THEN
         -- Only if someone deleted the lease just made (an admin, a TRUNCATE): nothing to hand out now.
-        RETURN QUERY """ + NONE_ROW + r""";
+        RETURN QUERY """
+    + NONE_ROW
+    + r""";
     END IF;
 END;
 $$;
 """
+)
 
 DROP = r"""
 DROP FUNCTION IF EXISTS labeling_task_assign_next(bigint, integer, timestamptz);

@@ -36,42 +36,66 @@ def _or_replace(sql: str) -> str:
 
 
 # A project the labeler may not label is "no_project" to them, exactly like one that does not exist.
-ASSIGN_WITH_TEAMS = _or_replace(_BASE.CREATE.replace(
-    _LEASE_LOOKUP, "FROM labeling_app_project p WHERE p.id = p_project AND labeling_project_open_to(p.id, p_labeler);"))
+ASSIGN_WITH_TEAMS = _or_replace(
+    _BASE.CREATE.replace(
+        _LEASE_LOOKUP,
+        "FROM labeling_app_project p WHERE p.id = p_project AND labeling_project_open_to(p.id, p_labeler);",
+    )
+)
 ASSIGN_WITHOUT_TEAMS = _or_replace(_BASE.CREATE)
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0008_labeling_functions'),
+        ("labeling_app", "0008_labeling_functions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='team_only',
-            field=models.BooleanField(db_default=False, default=False, help_text="Only the team's labelers may label this project."),
+            model_name="project",
+            name="team_only",
+            field=models.BooleanField(
+                db_default=False, default=False, help_text="Only the team's labelers may label this project."
+            ),
         ),
         migrations.CreateModel(
-            name='ProjectTeamMember',
+            name="ProjectTeamMember",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('added_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='team_members', to='labeling_app.project')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("added_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="team_members",
+                        to="labeling_app.project",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='project',
-            name='team',
-            field=models.ManyToManyField(blank=True, related_name='team_projects', through='labeling_app.ProjectTeamMember', to=settings.AUTH_USER_MODEL),
+            model_name="project",
+            name="team",
+            field=models.ManyToManyField(
+                blank=True,
+                related_name="team_projects",
+                through="labeling_app.ProjectTeamMember",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='projectteammember',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='team_member_once_per_project'),
+            model_name="projectteammember",
+            constraint=models.UniqueConstraint(fields=("project", "user"), name="team_member_once_per_project"),
         ),
-        migrations.RunSQL(OPEN_TO + ASSIGN_WITH_TEAMS,
-                          ASSIGN_WITHOUT_TEAMS + "DROP FUNCTION IF EXISTS labeling_project_open_to(bigint, integer);"),
+        migrations.RunSQL(
+            OPEN_TO + ASSIGN_WITH_TEAMS,
+            ASSIGN_WITHOUT_TEAMS + "DROP FUNCTION IF EXISTS labeling_project_open_to(bigint, integer);",
+        ),
     ]

@@ -1,4 +1,5 @@
 """An index for the prompts page: a project's prompts, newest first."""
+
 from django.db import migrations, models
 
 

@@ -6,76 +6,120 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0012_task_archive'),
+        ("labeling_app", "0012_task_archive"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AnnotationVersion',
+            name="AnnotationVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField(help_text='1 = the first submission; the live label is version count + 1.')),
-                ('ratings', models.JSONField(default=list)),
-                ('comment', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField()),
-                ('submitted_at', models.DateTimeField()),
-                ('review_state', models.CharField(choices=[('pending', 'Pending review'), ('accepted', 'Accepted'), ('rejected', 'Rejected')], max_length=10)),
-                ('review_note', models.TextField(blank=True)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('replaced_at', models.DateTimeField(help_text="When the labeler's revision replaced it.")),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "version",
+                    models.PositiveIntegerField(
+                        help_text="1 = the first submission; the live label is version count + 1."
+                    ),
+                ),
+                ("ratings", models.JSONField(default=list)),
+                ("comment", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField()),
+                ("submitted_at", models.DateTimeField()),
+                (
+                    "review_state",
+                    models.CharField(
+                        choices=[("pending", "Pending review"), ("accepted", "Accepted"), ("rejected", "Rejected")],
+                        max_length=10,
+                    ),
+                ),
+                ("review_note", models.TextField(blank=True)),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("replaced_at", models.DateTimeField(help_text="When the labeler's revision replaced it.")),
             ],
             options={
-                'ordering': ['annotation', '-version'],
+                "ordering": ["annotation", "-version"],
             },
         ),
         migrations.AddField(
-            model_name='annotation',
-            name='review_note',
-            field=models.TextField(blank=True, db_default='', default='', help_text="The reviewer's note to the labeler (required to reject)."),
+            model_name="annotation",
+            name="review_note",
+            field=models.TextField(
+                blank=True,
+                db_default="",
+                default="",
+                help_text="The reviewer's note to the labeler (required to reject).",
+            ),
         ),
         migrations.AddField(
-            model_name='annotation',
-            name='review_state',
-            field=models.CharField(choices=[('pending', 'Pending review'), ('accepted', 'Accepted'), ('rejected', 'Rejected')], db_default='pending', default='pending', max_length=10),
+            model_name="annotation",
+            name="review_state",
+            field=models.CharField(
+                choices=[("pending", "Pending review"), ("accepted", "Accepted"), ("rejected", "Rejected")],
+                db_default="pending",
+                default="pending",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='annotation',
-            name='reviewed_at',
+            model_name="annotation",
+            name="reviewed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='annotation',
-            name='reviewed_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="annotation",
+            name="reviewed_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='annotation',
-            name='revision_count',
+            model_name="annotation",
+            name="revision_count",
             field=models.PositiveIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('review_state', 'rejected'), _negated=True), models.Q(('review_note', ''), _negated=True), _connector='OR'), name='annotation_rejected_has_note'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("review_state", "rejected"), _negated=True),
+                    models.Q(("review_note", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="annotation_rejected_has_note",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.CheckConstraint(condition=models.Q(('review_state', 'pending'), ('reviewed_at__isnull', False), _connector='OR'), name='annotation_reviewed_has_time'),
+            model_name="annotation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("review_state", "pending"), ("reviewed_at__isnull", False), _connector="OR"),
+                name="annotation_reviewed_has_time",
+            ),
         ),
         migrations.AddField(
-            model_name='annotationversion',
-            name='annotation',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='labeling_app.annotation'),
+            model_name="annotationversion",
+            name="annotation",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="versions", to="labeling_app.annotation"
+            ),
         ),
         migrations.AddField(
-            model_name='annotationversion',
-            name='reviewed_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="annotationversion",
+            name="reviewed_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='annotationversion',
-            constraint=models.UniqueConstraint(fields=('annotation', 'version'), name='annotation_version_unique'),
+            model_name="annotationversion",
+            constraint=models.UniqueConstraint(fields=("annotation", "version"), name="annotation_version_unique"),
         ),
     ]

@@ -16,6 +16,7 @@ Tasks others already started still come first, in the project's order among them
 RankingTask.source_key is kept by a statement trigger on TaskCompletion inserts (every path that builds
 tasks inserts their completions), and filled here for the tasks that exist.
 """
+
 import re
 from importlib import import_module
 
@@ -78,33 +79,43 @@ def _replace_once(sql: str, old: str, new: str) -> str:
 _LEASE = "SELECT make_interval(mins => p.lease_minutes) INTO v_lease FROM labeling_app_project p"
 _DECLARE = "    v_tried bigint[] := '{}';\n"
 
+
 # Among the started tasks (a small set: partly labeled tasks and live leases) the project's order applies too.
 # The order's sort keys are read with the set, so the statement sorts the set first and checks candidates
 # (the probes of CANDIDATE) lazily in that order, as 0008 did with `ORDER BY c.id`; a key read from the
 # joined task row instead made the planner check every started task before sorting (or worse, loop over
 # the whole set per open task: 9 s on 20k tasks).
 def _started_keys(alias: str) -> str:
-    return (f"CASE WHEN v_order = 'source_first' AND {alias}.source_key = v_source THEN 0 ELSE 1 END AS k_source, "
-            f"CASE WHEN v_order = 'fewest_labels' THEN {alias}.submitted_count END AS k_labels, "
-            f"CASE WHEN v_order = 'uncertainty' THEN {alias}.uncertainty_margin END AS k_margin, "
-            f"CASE WHEN v_order = 'newest' THEN -{alias}.id ELSE {alias}.id END AS k_id")
+    return (
+        f"CASE WHEN v_order = 'source_first' AND {alias}.source_key = v_source THEN 0 ELSE 1 END AS k_source, "
+        f"CASE WHEN v_order = 'fewest_labels' THEN {alias}.submitted_count END AS k_labels, "
+        f"CASE WHEN v_order = 'uncertainty' THEN {alias}.uncertainty_margin END AS k_margin, "
+        f"CASE WHEN v_order = 'newest' THEN -{alias}.id ELSE {alias}.id END AS k_id"
+    )
 
 
 _STARTED_SUBMITTED = "SELECT st.id FROM labeling_app_rankingtask st"
 STARTED_SUBMITTED = f"SELECT st.id, {_started_keys('st')} FROM labeling_app_rankingtask st"
 _STARTED_LEASED = "SELECT s.task_id FROM labeling_app_assignment s WHERE s.expires_at > p_now"
-STARTED_LEASED = (f"SELECT k.id, {_started_keys('k')} FROM labeling_app_assignment s "
-                  "JOIN labeling_app_rankingtask k ON k.id = s.task_id WHERE s.expires_at > p_now AND k.project_id = p_project")
+STARTED_LEASED = (
+    f"SELECT k.id, {_started_keys('k')} FROM labeling_app_assignment s "
+    "JOIN labeling_app_rankingtask k ON k.id = s.task_id WHERE s.expires_at > p_now AND k.project_id = p_project"
+)
 _STARTED_FROM = "FROM started c JOIN labeling_app_rankingtask t ON t.id = c.id"
 # Sorted in a subquery (OFFSET 0 keeps it one): the join keeps its order, so the top ORDER BY needs no sort.
-STARTED_FROM = ("FROM (SELECT * FROM started ORDER BY k_source, k_labels, k_margin, k_id OFFSET 0) c "
-                "JOIN labeling_app_rankingtask t ON t.id = c.id")
+STARTED_FROM = (
+    "FROM (SELECT * FROM started ORDER BY k_source, k_labels, k_margin, k_id OFFSET 0) c "
+    "JOIN labeling_app_rankingtask t ON t.id = c.id"
+)
 _STARTED_ORDER = "ORDER BY c.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;"
 STARTED_ORDER = "ORDER BY c.k_source, c.k_labels, c.k_margin, c.k_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED;"
 
 # The two picks of an open task (skipping locked rows, then waiting for a lock), oldest first in 0009.
-_PICK = re.compile(r"(?P<indent>[ ]*)SELECT t\.id INTO v_candidate FROM labeling_app_rankingtask t WHERE (?P<condition>.*?)\n"
-                   r"[ ]*ORDER BY t\.project_id, t\.id LIMIT 1 FOR UPDATE OF t(?P<lock>( SKIP LOCKED)?);", re.DOTALL)
+_PICK = re.compile(
+    r"(?P<indent>[ ]*)SELECT t\.id INTO v_candidate FROM labeling_app_rankingtask t WHERE (?P<condition>.*?)\n"
+    r"[ ]*ORDER BY t\.project_id, t\.id LIMIT 1 FOR UPDATE OF t(?P<lock>( SKIP LOCKED)?);",
+    re.DOTALL,
+)
 
 
 def _pick_in_order(match: re.Match) -> str:
@@ -112,32 +123,40 @@ def _pick_in_order(match: re.Match) -> str:
     indent, condition, lock = match["indent"], match["condition"], match["lock"]
 
     def pick(order_by: str, extra: str = "", pad: str = "    ") -> str:
-        return (f"{indent}{pad}SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE {condition}{extra}\n"
-                f"{indent}{pad}ORDER BY {order_by} LIMIT 1 FOR UPDATE OF t{lock};")
+        return (
+            f"{indent}{pad}SELECT t.id INTO v_candidate FROM labeling_app_rankingtask t WHERE {condition}{extra}\n"
+            f"{indent}{pad}ORDER BY {order_by} LIMIT 1 FOR UPDATE OF t{lock};"
+        )
 
     oldest = "t.project_id, t.id"
-    return "\n".join([
-        f"{indent}IF v_order = 'newest' THEN",
-        pick("t.project_id DESC, t.id DESC"),
-        f"{indent}ELSIF v_order = 'fewest_labels' THEN",
-        pick("t.project_id, t.submitted_count, t.id"),
-        f"{indent}ELSIF v_order = 'uncertainty' THEN",
-        pick("t.project_id, t.uncertainty_margin, t.id"),
-        f"{indent}ELSE",
-        f"{indent}    IF v_order = 'source_first' AND v_source <> '' THEN",
-        pick("t.project_id, t.source_key, t.id", " AND t.source_key = v_source", pad="        "),
-        f"{indent}    END IF;",
-        f"{indent}    IF v_candidate IS NULL THEN",
-        pick(oldest, pad="        "),
-        f"{indent}    END IF;",
-        f"{indent}END IF;",
-    ])
+    return "\n".join(
+        [
+            f"{indent}IF v_order = 'newest' THEN",
+            pick("t.project_id DESC, t.id DESC"),
+            f"{indent}ELSIF v_order = 'fewest_labels' THEN",
+            pick("t.project_id, t.submitted_count, t.id"),
+            f"{indent}ELSIF v_order = 'uncertainty' THEN",
+            pick("t.project_id, t.uncertainty_margin, t.id"),
+            f"{indent}ELSE",
+            f"{indent}    IF v_order = 'source_first' AND v_source <> '' THEN",
+            pick("t.project_id, t.source_key, t.id", " AND t.source_key = v_source", pad="        "),
+            f"{indent}    END IF;",
+            f"{indent}    IF v_candidate IS NULL THEN",
+            pick(oldest, pad="        "),
+            f"{indent}    END IF;",
+            f"{indent}END IF;",
+        ]
+    )
 
 
 def assign_in_order(previous: str) -> str:
     """`previous` (the hand-out's CREATE OR REPLACE SQL) with the project's queue order applied."""
-    sql = _replace_once(previous, _LEASE, "SELECT make_interval(mins => p.lease_minutes), p.queue_order, p.queue_source "
-                                          "INTO v_lease, v_order, v_source FROM labeling_app_project p")
+    sql = _replace_once(
+        previous,
+        _LEASE,
+        "SELECT make_interval(mins => p.lease_minutes), p.queue_order, p.queue_source "
+        "INTO v_lease, v_order, v_source FROM labeling_app_project p",
+    )
     sql = _replace_once(sql, _DECLARE, _DECLARE + "    v_order text;\n    v_source text;\n")
     sql = _replace_once(sql, _STARTED_SUBMITTED, STARTED_SUBMITTED)
     sql = _replace_once(sql, _STARTED_LEASED, STARTED_LEASED)
@@ -145,8 +164,10 @@ def assign_in_order(previous: str) -> str:
     sql = _replace_once(sql, _STARTED_ORDER, STARTED_ORDER)
     picks = len(_PICK.findall(sql))
     assert picks == 2, f"0009's hand-out has {picks} open-task picks, not 2: update 0014_queue_order"
-    sql = sql.replace("-- Any open task, oldest first, walking task_open_idx.",
-                      "-- Any open task, in the project's queue order, each order walking its own index.")
+    sql = sql.replace(
+        "-- Any open task, oldest first, walking task_open_idx.",
+        "-- Any open task, in the project's queue order, each order walking its own index.",
+    )
     return _PICK.sub(_pick_in_order, sql)
 
 
@@ -154,43 +175,71 @@ ASSIGN_IN_ORDER = assign_in_order(_PREVIOUS)
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0013_review'),
+        ("labeling_app", "0013_review"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='queue_order',
-            field=models.CharField(choices=[('oldest', 'Oldest first'), ('newest', 'Newest first'), ('fewest_labels', 'Fewest labels first'), ('source_first', 'Chosen source first'), ('uncertainty', 'Reward model least sure first')], db_default='oldest', default='oldest', help_text='Which open task a labeler gets next.', max_length=20),
+            model_name="project",
+            name="queue_order",
+            field=models.CharField(
+                choices=[
+                    ("oldest", "Oldest first"),
+                    ("newest", "Newest first"),
+                    ("fewest_labels", "Fewest labels first"),
+                    ("source_first", "Chosen source first"),
+                    ("uncertainty", "Reward model least sure first"),
+                ],
+                db_default="oldest",
+                default="oldest",
+                help_text="Which open task a labeler gets next.",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='queue_source',
-            field=models.TextField(blank=True, db_default='', default='', help_text="With 'source first': the tasks of this source come first."),
+            model_name="project",
+            name="queue_source",
+            field=models.TextField(
+                blank=True,
+                db_default="",
+                default="",
+                help_text="With 'source first': the tasks of this source come first.",
+            ),
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='source_key',
-            field=models.TextField(blank=True, db_default='', default='', editable=False),
+            model_name="rankingtask",
+            name="source_key",
+            field=models.TextField(blank=True, db_default="", default="", editable=False),
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='uncertainty_margin',
+            model_name="rankingtask",
+            name="uncertainty_margin",
             field=models.FloatField(blank=True, editable=False, null=True),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('archived_at__isnull', True), ('submitted_count__lt', models.F('overlap'))), fields=['project', 'submitted_count', 'id'], name='task_open_fewest_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("archived_at__isnull", True), ("submitted_count__lt", models.F("overlap"))),
+                fields=["project", "submitted_count", "id"],
+                name="task_open_fewest_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('archived_at__isnull', True), ('submitted_count__lt', models.F('overlap'))), fields=['project', 'source_key', 'id'], name='task_open_source_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("archived_at__isnull", True), ("submitted_count__lt", models.F("overlap"))),
+                fields=["project", "source_key", "id"],
+                name="task_open_source_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('archived_at__isnull', True), ('submitted_count__lt', models.F('overlap'))), fields=['project', 'uncertainty_margin', 'id'], name='task_open_margin_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("archived_at__isnull", True), ("submitted_count__lt", models.F("overlap"))),
+                fields=["project", "uncertainty_margin", "id"],
+                name="task_open_margin_idx",
+            ),
         ),
         migrations.RunSQL(SOURCE_KEY, DROP_SOURCE_KEY),
         migrations.RunSQL(ASSIGN_IN_ORDER, _PREVIOUS),

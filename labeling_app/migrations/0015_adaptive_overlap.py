@@ -17,6 +17,7 @@ stored the label):
 - The counter trigger calls it only when a human label turns submitted and completes its task: every
   other submission costs nothing more than before.
 """
+
 from importlib import import_module
 
 from django.conf import settings
@@ -24,19 +25,25 @@ from django.db import migrations, models
 
 _COUNTER = import_module("labeling_app.migrations.0002_submitted_count_trigger")
 _COUNTER_FUNCTION = _COUNTER.CREATE.split("CREATE TRIGGER")[0]
-assert "CREATE OR REPLACE FUNCTION labeling_annotation_submitted_count()" in _COUNTER_FUNCTION, "0002 changed: update below"
+assert "CREATE OR REPLACE FUNCTION labeling_annotation_submitted_count()" in _COUNTER_FUNCTION, (
+    "0002 changed: update below"
+)
 
 _DECLARE = "RETURNS trigger AS $$\nBEGIN"
 _INCREMENT = "UPDATE labeling_app_rankingtask SET submitted_count = submitted_count + 1 WHERE id = NEW.task_id;"
 assert _COUNTER_FUNCTION.count(_DECLARE) == 1 and _COUNTER_FUNCTION.count(_INCREMENT) == 1, "0002 changed: update below"
 
 # A human label that turns submitted and completes its task (only then) asks whether the task needs another label.
-COUNTER_WITH_EXTENSION = _COUNTER_FUNCTION.replace(_DECLARE, "RETURNS trigger AS $$\nDECLARE\n    v_complete boolean;\nBEGIN").replace(
-    _INCREMENT, """UPDATE labeling_app_rankingtask SET submitted_count = submitted_count + 1 WHERE id = NEW.task_id
+COUNTER_WITH_EXTENSION = _COUNTER_FUNCTION.replace(
+    _DECLARE, "RETURNS trigger AS $$\nDECLARE\n    v_complete boolean;\nBEGIN"
+).replace(
+    _INCREMENT,
+    """UPDATE labeling_app_rankingtask SET submitted_count = submitted_count + 1 WHERE id = NEW.task_id
         RETURNING submitted_count >= overlap INTO v_complete;
         IF v_complete AND NEW.labeler_id IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'submitted') THEN
             PERFORM labeling_task_extend_if_disagreeing(NEW.task_id);
-        END IF;""")
+        END IF;""",
+)
 
 FUNCTIONS = r"""
 CREATE FUNCTION labeling_task_disagreement(p_task bigint) RETURNS float8 LANGUAGE sql STABLE AS $$
@@ -90,40 +97,57 @@ DROP FUNCTION IF EXISTS labeling_task_disagreement(bigint);
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0014_queue_order'),
-        ('rlhf_worker', '0002_reward_completion_score'),
+        ("labeling_app", "0014_queue_order"),
+        ("rlhf_worker", "0002_reward_completion_score"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='disagreement_threshold',
-            field=models.FloatField(db_default=0.34, default=0.34, help_text='Share of completion pairs two labels order differently (0 to 1) from which a task gets another label.'),
+            model_name="project",
+            name="disagreement_threshold",
+            field=models.FloatField(
+                db_default=0.34,
+                default=0.34,
+                help_text="Share of completion pairs two labels order differently (0 to 1) from which a task gets another label.",
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='overlap_max',
-            field=models.PositiveSmallIntegerField(blank=True, help_text='Most labels a task may get when its labels disagree; empty or equal to overlap: never more.', null=True),
+            model_name="project",
+            name="overlap_max",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                help_text="Most labels a task may get when its labels disagree; empty or equal to overlap: never more.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='rankingtask',
-            name='extra_labels',
+            model_name="rankingtask",
+            name="extra_labels",
             field=models.PositiveSmallIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.AddIndex(
-            model_name='rankingtask',
-            index=models.Index(condition=models.Q(('extra_labels__gt', 0)), fields=['project'], name='task_extended_idx'),
+            model_name="rankingtask",
+            index=models.Index(
+                condition=models.Q(("extra_labels__gt", 0)), fields=["project"], name="task_extended_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('overlap_max__isnull', True), ('overlap_max__gte', models.F('overlap')), _connector='OR'), name='project_overlap_max_at_least_overlap'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("overlap_max__isnull", True), ("overlap_max__gte", models.F("overlap")), _connector="OR"
+                ),
+                name="project_overlap_max_at_least_overlap",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('disagreement_threshold__gt', 0), ('disagreement_threshold__lte', 1)), name='project_disagreement_threshold_0_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("disagreement_threshold__gt", 0), ("disagreement_threshold__lte", 1)),
+                name="project_disagreement_threshold_0_1",
+            ),
         ),
         # Rows written before: adaptive overlap off.
         migrations.RunSQL("UPDATE labeling_app_project SET overlap_max = overlap", migrations.RunSQL.noop),

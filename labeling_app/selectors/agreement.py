@@ -5,6 +5,7 @@ Conventions shared by the functions:
 - A statistic that is undefined on its input (no comparable pairs, no variation) returns None,
   never a made-up 0 or 1: the pages show "—".
 """
+
 from __future__ import annotations
 
 import math
@@ -203,7 +204,9 @@ def binary_agreement_from_tallies(tallies: Iterable[BinaryTally]) -> dict:
     def pairs(n: int) -> int:
         return n * (n - 1) // 2
 
-    out["percent"] = sum(t.items * (pairs(t.yes) + pairs(t.answers - t.yes)) / pairs(t.answers) for t in tallies) / n_items
+    out["percent"] = (
+        sum(t.items * (pairs(t.yes) + pairs(t.answers - t.yes)) / pairs(t.answers) for t in tallies) / n_items
+    )
     per_size: dict[int, int] = Counter()
     seen: dict[int, Sequence] = {}
     for t in tallies:
@@ -223,7 +226,7 @@ def binary_agreement_from_tallies(tallies: Iterable[BinaryTally]) -> dict:
     else:
         yes = sum(t.items * t.yes for t in same_n)
         p_e = sum((c / (big_n * n)) ** 2 for c in (yes, big_n * n - yes))
-        p_bar = sum(t.items * (t.yes ** 2 + (n - t.yes) ** 2 - n) / (n * (n - 1)) for t in same_n) / big_n
+        p_bar = sum(t.items * (t.yes**2 + (n - t.yes) ** 2 - n) / (n * (n - 1)) for t in same_n) / big_n
         out["kappa"], out["kappa_kind"] = (None if p_e == 1 else (p_bar - p_e) / (1 - p_e)), "Fleiss"
     out["kappa_items"] = big_n
     return out

@@ -7,6 +7,7 @@ with a serious check answered, demonstrations). It reads ids and ranks only, nev
 `export_preview` adds the first few records, read through the export's own generator, which stops
 after them (a few tasks' worth of queries, not the whole export).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -35,12 +36,16 @@ PREVIEW_ROWS = 5
 # some completions is unusable). "OFFSET 0" keeps the check a probe of two small index ranges per label; without
 # it PostgreSQL turns it into an anti-join that hashes every task's completions (1M rows: 1.6 s of a 1.6 s count
 # at pages_at_scale's size, 0.09 s with the probe).
-_COMPLETE = RawSQL(f"""NOT EXISTS (
+_COMPLETE = RawSQL(
+    f"""NOT EXISTS (
     SELECT 1 FROM {TaskCompletion._meta.db_table} tc
     WHERE tc.task_id = {Annotation._meta.db_table}.task_id
       AND NOT EXISTS (SELECT 1 FROM {Rating._meta.db_table} r
                       WHERE r.annotation_id = {Annotation._meta.db_table}.id AND r.completion_id = tc.completion_id)
-    OFFSET 0)""", [], output_field=BooleanField())
+    OFFSET 0)""",
+    [],
+    output_field=BooleanField(),
+)
 
 
 def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
@@ -54,8 +59,13 @@ def _selected_sql(filters: LabelFilters) -> tuple[str, list]:
         return sql, list(params)
     # A label agrees when, over every other complete usable (submitted, not rejected) label of its task and every completion pair
     # both order strictly, the share ordered the same way reaches min_agreement (see labels._agrees).
-    others, others_params = Annotation.objects.filter(usable_labels_q()).filter(
-        _COMPLETE).order_by().values_list("id", "task_id").query.sql_with_params()
+    others, others_params = (
+        Annotation.objects.filter(usable_labels_q())
+        .filter(_COMPLETE)
+        .order_by()
+        .values_list("id", "task_id")
+        .query.sql_with_params()
+    )
     rating, task_completion = Rating._meta.db_table, TaskCompletion._meta.db_table
     comparable = "ra_i.rank <> ra_j.rank AND rb_i.rank <> rb_j.rank"
     agreeing = f"{comparable} AND (ra_i.rank > ra_j.rank) = (rb_i.rank > rb_j.rank)"
@@ -122,7 +132,9 @@ def export_preview(fmt: str, filters: LabelFilters, *, limit: int = PREVIEW_ROWS
     count = export_count(fmt, filters)
     rows = list(itertools.islice(export_records(fmt, filters, chunk_size=max(limit, 1)), limit)) if count else []
     schema = export_schema(fmt, filters)
-    return ExportPreview(count=count, columns=schema.names, rows=rows, chat=filters.all_chat, features=features_dict(schema))
+    return ExportPreview(
+        count=count, columns=schema.names, rows=rows, chat=filters.all_chat, features=features_dict(schema)
+    )
 
 
 def preview_text(value, max_chars: int = 120) -> str:

@@ -23,6 +23,7 @@ KTO label (`kto_records`): a completion is *desirable* (label true) when none of
 "expresses opinion" and "moral judgment") do not decide the label. Completions with no serious
 check answered (e.g. imported labels) are left out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,7 +59,8 @@ CheckMeanings = dict[tuple[int, str], tuple[bool, bool]]
 def check_meanings(project_ids: Sequence[int]) -> CheckMeanings:
     """How to read the check answers of the given projects: each check's polarity and severity, as stored."""
     rows = CheckQuestion.objects.filter(project_id__in=list(project_ids)).values_list(
-        "project_id", "key", "problem_answer", "serious")
+        "project_id", "key", "problem_answer", "serious"
+    )
     return {(project_id, key): (problem_answer, serious) for project_id, key, problem_answer, serious in rows}
 
 
@@ -81,15 +83,21 @@ def pairwise_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Ite
     for row in iter_label_rows(filters, chunk_size=chunk_size):
         order = sorted(range(len(row.ranks)), key=lambda i: (row.ranks[i], i))
         for a_pos, i in enumerate(order):
-            for j in order[a_pos + 1:]:
+            for j in order[a_pos + 1 :]:
                 if row.ranks[i] == row.ranks[j]:
                     continue
                 yield {
-                    "prompt": row.prompt, "chosen": _answer(row, row.completions[i]),
+                    "prompt": row.prompt,
+                    "chosen": _answer(row, row.completions[i]),
                     "rejected": _answer(row, row.completions[j]),
-                    "annotation_id": row.annotation_id, "labeler_id": row.labeler_id, "labeler": row.labeler,
-                    "chosen_rating": row.ratings[i], "rejected_rating": row.ratings[j],
-                    "prompt_id": row.prompt_id, "task_id": row.task_id, "task_extra_labels": row.task_extra_labels,
+                    "annotation_id": row.annotation_id,
+                    "labeler_id": row.labeler_id,
+                    "labeler": row.labeler,
+                    "chosen_rating": row.ratings[i],
+                    "rejected_rating": row.ratings[j],
+                    "prompt_id": row.prompt_id,
+                    "task_id": row.task_id,
+                    "task_extra_labels": row.task_extra_labels,
                 }
 
 
@@ -99,10 +107,17 @@ def grouped_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iter
     meanings = check_meanings(filters.project_ids)
     for row in iter_label_rows(filters, chunk_size=chunk_size):
         yield {
-            "prompt": row.prompt, "completions": row.completions, "ranks": row.ranks, "ratings": row.ratings,
-            "checks": row.checks, "problems": [flagged_checks(row, pos, meanings) for pos in range(len(row.completions))],
-            "annotation_id": row.annotation_id, "labeler_id": row.labeler_id,
-            "labeler": row.labeler, "prompt_id": row.prompt_id, "task_id": row.task_id,
+            "prompt": row.prompt,
+            "completions": row.completions,
+            "ranks": row.ranks,
+            "ratings": row.ratings,
+            "checks": row.checks,
+            "problems": [flagged_checks(row, pos, meanings) for pos in range(len(row.completions))],
+            "annotation_id": row.annotation_id,
+            "labeler_id": row.labeler_id,
+            "labeler": row.labeler,
+            "prompt_id": row.prompt_id,
+            "task_id": row.task_id,
             "task_extra_labels": row.task_extra_labels,
             "submitted_at": row.submitted_at.isoformat() if row.submitted_at else None,
         }
@@ -113,19 +128,28 @@ def kto_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iterator
     meanings = check_meanings(filters.project_ids)
     for row in iter_label_rows(filters, chunk_size=chunk_size):
         for pos, text in enumerate(row.completions):
-            if not any(answers[pos] is not None and meanings[(row.project_id, key)][1] for key, answers in row.checks.items()):
+            if not any(
+                answers[pos] is not None and meanings[(row.project_id, key)][1] for key, answers in row.checks.items()
+            ):
                 continue
             failed = flagged_checks(row, pos, meanings, serious_only=True)
             yield {
-                "prompt": row.prompt, "completion": _answer(row, text), "label": not failed,
-                "failed_checks": failed, "rating": row.ratings[pos], "rank": row.ranks[pos],
-                "annotation_id": row.annotation_id, "labeler_id": row.labeler_id, "labeler": row.labeler,
+                "prompt": row.prompt,
+                "completion": _answer(row, text),
+                "label": not failed,
+                "failed_checks": failed,
+                "rating": row.ratings[pos],
+                "rank": row.ranks[pos],
+                "annotation_id": row.annotation_id,
+                "labeler_id": row.labeler_id,
+                "labeler": row.labeler,
                 "prompt_id": row.prompt_id,
             }
 
 
-def demonstration_queryset(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None,
-                           author: str | None = None):
+def demonstration_queryset(
+    *, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None, author: str | None = None
+):
     q = Q(prompt__project_id__in=list(project_ids)) & DateRange.parse(date_from, date_to).q("created_at")
     if author:
         q &= Q(author__username=author)
@@ -140,19 +164,24 @@ def sft_records(filters: LabelFilters, chunk_size: int = CHUNK_SIZE) -> Iterator
         yield {
             "prompt": prompt_value(prompt.text, prompt.messages, filters.all_chat),
             "completion": [{"role": "assistant", "content": demo.text}] if chat else demo.text,
-            "demonstration_id": demo.pk, "prompt_id": prompt.pk,
+            "demonstration_id": demo.pk,
+            "prompt_id": prompt.pk,
             "author": demo.author.username if demo.author_id else demo.source,
         }
 
 
 def selected_demonstrations(filters: LabelFilters):
     """The demonstrations an SFT export of `filters` writes (the labeler filter picks the author)."""
-    return demonstration_queryset(project_ids=filters.project_ids, date_from=filters.date_from,
-                                  date_to=filters.date_to, author=filters.labeler)
+    return demonstration_queryset(
+        project_ids=filters.project_ids, date_from=filters.date_from, date_to=filters.date_to, author=filters.labeler
+    )
 
 
 RECORDS: dict[str, Callable[..., Iterator[dict]]] = {
-    "pairwise": pairwise_records, "grouped": grouped_records, "sft": sft_records, "kto": kto_records,
+    "pairwise": pairwise_records,
+    "grouped": grouped_records,
+    "sft": sft_records,
+    "kto": kto_records,
 }
 
 
@@ -179,7 +208,8 @@ def selection_has_chat(fmt: str, filters: LabelFilters) -> bool:
     if fmt == "sft":
         return selected_demonstrations(filters).filter(_has_chat("prompt")).exists()
     tasks = RankingTask.objects.filter(_has_chat("prompt"), project_id__in=list(filters.project_ids)).filter(
-        Exists(Annotation.objects.filter(annotation_filter(filters), task=OuterRef("pk"))))
+        Exists(Annotation.objects.filter(annotation_filter(filters), task=OuterRef("pk")))
+    )
     if filters.full_overlap:
         tasks = tasks.filter(submitted_count__gte=F("overlap"))
     return tasks.exists()
@@ -219,7 +249,11 @@ _ID = pa.int64()
 
 def _check_keys(project_ids: Sequence[int]) -> list[str]:
     """Every check key of the projects (inactive ones too: old labels may hold their answers), in page order."""
-    keys = CheckQuestion.objects.filter(project_id__in=list(project_ids)).order_by("position", "id").values_list("key", flat=True)
+    keys = (
+        CheckQuestion.objects.filter(project_id__in=list(project_ids))
+        .order_by("position", "id")
+        .values_list("key", flat=True)
+    )
     return list(dict.fromkeys(keys))
 
 
@@ -235,19 +269,53 @@ def export_schema(fmt: str, filters: LabelFilters) -> pa.Schema:
     check_export_format(fmt)
     text = _MESSAGES if filters.all_chat else pa.string()
     fields: dict[str, list[tuple[str, pa.DataType]]] = {
-        "pairwise": [("prompt", text), ("chosen", text), ("rejected", text), ("annotation_id", _ID), ("labeler_id", _ID),
-                     ("labeler", pa.string()), ("chosen_rating", pa.int64()), ("rejected_rating", pa.int64()),
-                     ("prompt_id", _ID), ("task_id", _ID), ("task_extra_labels", pa.int64())],
-        "grouped": [("prompt", text), ("completions", pa.list_(pa.string())), ("ranks", pa.list_(pa.int64())),
-                    ("ratings", pa.list_(pa.int64())),
-                    ("checks", pa.struct([(key, pa.list_(pa.bool_())) for key in _check_keys(filters.project_ids)])),
-                    ("problems", pa.list_(pa.list_(pa.string()))), ("annotation_id", _ID), ("labeler_id", _ID),
-                    ("labeler", pa.string()), ("prompt_id", _ID), ("task_id", _ID), ("task_extra_labels", pa.int64()),
-                    ("submitted_at", pa.string())],
-        "sft": [("prompt", text), ("completion", text), ("demonstration_id", _ID), ("prompt_id", _ID), ("author", pa.string())],
-        "kto": [("prompt", text), ("completion", text), ("label", pa.bool_()), ("failed_checks", pa.list_(pa.string())),
-                ("rating", pa.int64()), ("rank", pa.int64()), ("annotation_id", _ID), ("labeler_id", _ID),
-                ("labeler", pa.string()), ("prompt_id", _ID)],
+        "pairwise": [
+            ("prompt", text),
+            ("chosen", text),
+            ("rejected", text),
+            ("annotation_id", _ID),
+            ("labeler_id", _ID),
+            ("labeler", pa.string()),
+            ("chosen_rating", pa.int64()),
+            ("rejected_rating", pa.int64()),
+            ("prompt_id", _ID),
+            ("task_id", _ID),
+            ("task_extra_labels", pa.int64()),
+        ],
+        "grouped": [
+            ("prompt", text),
+            ("completions", pa.list_(pa.string())),
+            ("ranks", pa.list_(pa.int64())),
+            ("ratings", pa.list_(pa.int64())),
+            ("checks", pa.struct([(key, pa.list_(pa.bool_())) for key in _check_keys(filters.project_ids)])),
+            ("problems", pa.list_(pa.list_(pa.string()))),
+            ("annotation_id", _ID),
+            ("labeler_id", _ID),
+            ("labeler", pa.string()),
+            ("prompt_id", _ID),
+            ("task_id", _ID),
+            ("task_extra_labels", pa.int64()),
+            ("submitted_at", pa.string()),
+        ],
+        "sft": [
+            ("prompt", text),
+            ("completion", text),
+            ("demonstration_id", _ID),
+            ("prompt_id", _ID),
+            ("author", pa.string()),
+        ],
+        "kto": [
+            ("prompt", text),
+            ("completion", text),
+            ("label", pa.bool_()),
+            ("failed_checks", pa.list_(pa.string())),
+            ("rating", pa.int64()),
+            ("rank", pa.int64()),
+            ("annotation_id", _ID),
+            ("labeler_id", _ID),
+            ("labeler", pa.string()),
+            ("prompt_id", _ID),
+        ],
     }[fmt]
     return pa.schema(fields)
 
@@ -258,6 +326,7 @@ def features_dict(schema: pa.Schema) -> dict:
     Lists are written as one-element JSON lists, the form every datasets version reads, so the server
     does not need datasets itself.
     """
+
     def feature(t: pa.DataType):
         if pa.types.is_list(t):
             return [feature(t.value_type)]
@@ -333,11 +402,15 @@ def export_filters(project_ids: Sequence[int], data: dict) -> LabelFilters:
     """LabelFilters from an export request's cleaned fields (the page's form and the API's query share them)."""
     min_agreement = data.get("min_agreement")
     return LabelFilters(
-        project_ids=list(project_ids), date_from=data.get("date_from"), date_to=data.get("date_to"),
-        labeler=data.get("labeler") or None, full_overlap=bool(data.get("full_overlap")),
+        project_ids=list(project_ids),
+        date_from=data.get("date_from"),
+        date_to=data.get("date_to"),
+        labeler=data.get("labeler") or None,
+        full_overlap=bool(data.get("full_overlap")),
         only_agreeing=bool(data.get("only_agreeing")),
         min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
-        include_imported=bool(data.get("include_imported", True)), all_chat=bool(data.get("all_chat")),
+        include_imported=bool(data.get("include_imported", True)),
+        all_chat=bool(data.get("all_chat")),
     )
 
 
@@ -346,5 +419,7 @@ def export_file_name(project_name: str, fmt: str, file_type: str, now: datetime)
     return f"{project_name}-{fmt}-{now:%Y%m%d-%H%M}.{file_type}"
 
 
-EMPTY_SELECTION = ("No rows match this selection, so there is nothing to download: widen the dates, clear the "
-                   "labeler, or turn off the overlap and agreement filters.")
+EMPTY_SELECTION = (
+    "No rows match this selection, so there is nothing to download: widen the dates, clear the "
+    "labeler, or turn off the overlap and agreement filters."
+)

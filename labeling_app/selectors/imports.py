@@ -1,4 +1,5 @@
 """Reads for the import pages and the command line: a project's import jobs, a running job's progress, what an import did."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,23 @@ from django.core.cache import cache
 from django.db.models import Exists, OuterRef, QuerySet
 from django.shortcuts import get_object_or_404
 
-from labeling_app.models import Annotation, Completion, Demonstration, ImportJob, Project, Prompt, Rating, RankingTask, TaskCompletion
+from labeling_app.models import (
+    Annotation,
+    Completion,
+    Demonstration,
+    ImportJob,
+    Project,
+    Prompt,
+    Rating,
+    RankingTask,
+    TaskCompletion,
+)
 
 
 def import_job_or_404(project_id: int, job_id: int) -> ImportJob:
-    return get_object_or_404(ImportJob.objects.select_related("project", "created_by"), pk=job_id, project_id=project_id)
+    return get_object_or_404(
+        ImportJob.objects.select_related("project", "created_by"), pk=job_id, project_id=project_id
+    )
 
 
 def recent_import_jobs(project: Project, limit: int) -> QuerySet[ImportJob]:
@@ -31,11 +44,21 @@ def import_job_counts(job: ImportJob) -> dict[str, int]:
     get = lambda key: r.get(key, 0)  # noqa: E731  (results stored before a count existed lack it)
     prompts_only = job.kind == ImportJob.Kind.PROMPTS
     return {
-        "created": sum(get(k) for k in ("prompts_created", "completions_created", "tasks_created",
-                                        "demonstrations_created", "annotations_created")),
+        "created": sum(
+            get(k)
+            for k in (
+                "prompts_created",
+                "completions_created",
+                "tasks_created",
+                "demonstrations_created",
+                "annotations_created",
+            )
+        ),
         "reused": (0 if prompts_only else get("prompts_existing")) + get("completions_reused") + get("tasks_existing"),
-        "skipped": (get("prompts_existing") if prompts_only else 0) + get("demonstrations_skipped")
-        + get("annotations_skipped") + get("invalid_skipped"),
+        "skipped": (get("prompts_existing") if prompts_only else 0)
+        + get("demonstrations_skipped")
+        + get("annotations_skipped")
+        + get("invalid_skipped"),
     }
 
 
@@ -77,27 +100,52 @@ def import_undo_plan(job: ImportJob) -> UndoPlan:
     other_labels = Annotation.objects.filter(task=OuterRef("pk"), labeler__isnull=True).exclude(import_job_id=j)
     tasks = RankingTask.objects.filter(import_job_id=j).exclude(Exists(other_labels))
     in_other_task = TaskCompletion.objects.filter(completion=OuterRef("pk")).exclude(task__in=tasks)
-    rated_elsewhere = Rating.objects.filter(completion=OuterRef("pk")).exclude(annotation__import_job_id=j).exclude(
-        annotation__task__in=tasks)
-    completions = Completion.objects.filter(import_job_id=j).exclude(Exists(in_other_task)).exclude(Exists(rated_elsewhere))
+    rated_elsewhere = (
+        Rating.objects.filter(completion=OuterRef("pk"))
+        .exclude(annotation__import_job_id=j)
+        .exclude(annotation__task__in=tasks)
+    )
+    completions = (
+        Completion.objects.filter(import_job_id=j).exclude(Exists(in_other_task)).exclude(Exists(rated_elsewhere))
+    )
     demonstrations = Demonstration.objects.filter(import_job_id=j).exclude(
-        Exists(Completion.objects.filter(demonstration=OuterRef("pk")).exclude(pk__in=completions)))
-    prompts = (Prompt.objects.filter(import_job_id=j)
-               .exclude(Exists(Completion.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=completions)))
-               .exclude(Exists(RankingTask.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=tasks)))
-               .exclude(Exists(Demonstration.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=demonstrations))))
-    human_labels = Annotation.objects.filter(task__import_job_id=j, labeler__isnull=False,
-                                             status__in=(Annotation.Status.DRAFT, Annotation.Status.SUBMITTED)).count()
-    created = {"annotations": annotations.count(), "tasks": RankingTask.objects.filter(import_job_id=j).count(),
-               "completions": Completion.objects.filter(import_job_id=j).count(),
-               "demonstrations": Demonstration.objects.filter(import_job_id=j).count(),
-               "prompts": Prompt.objects.filter(import_job_id=j).count()}
-    return UndoPlan(job=job, annotations=annotations, tasks=tasks, completions=completions, demonstrations=demonstrations,
-                    prompts=prompts, created=created, human_labels=human_labels)
+        Exists(Completion.objects.filter(demonstration=OuterRef("pk")).exclude(pk__in=completions))
+    )
+    prompts = (
+        Prompt.objects.filter(import_job_id=j)
+        .exclude(Exists(Completion.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=completions)))
+        .exclude(Exists(RankingTask.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=tasks)))
+        .exclude(Exists(Demonstration.objects.filter(prompt=OuterRef("pk")).exclude(pk__in=demonstrations)))
+    )
+    human_labels = Annotation.objects.filter(
+        task__import_job_id=j, labeler__isnull=False, status__in=(Annotation.Status.DRAFT, Annotation.Status.SUBMITTED)
+    ).count()
+    created = {
+        "annotations": annotations.count(),
+        "tasks": RankingTask.objects.filter(import_job_id=j).count(),
+        "completions": Completion.objects.filter(import_job_id=j).count(),
+        "demonstrations": Demonstration.objects.filter(import_job_id=j).count(),
+        "prompts": Prompt.objects.filter(import_job_id=j).count(),
+    }
+    return UndoPlan(
+        job=job,
+        annotations=annotations,
+        tasks=tasks,
+        completions=completions,
+        demonstrations=demonstrations,
+        prompts=prompts,
+        created=created,
+        human_labels=human_labels,
+    )
 
 
-UNDO_WORDS = {"prompts": "prompts", "completions": "completions", "tasks": "ranking tasks", "demonstrations": "demonstrations",
-              "annotations": "imported labels"}
+UNDO_WORDS = {
+    "prompts": "prompts",
+    "completions": "completions",
+    "tasks": "ranking tasks",
+    "demonstrations": "demonstrations",
+    "annotations": "imported labels",
+}
 
 
 def import_undo_summary(counts: dict[str, int]) -> str:
@@ -116,9 +164,11 @@ def import_job_undo_refusal(job: ImportJob) -> str:
     if job.status != ImportJob.Status.SUCCEEDED:
         return "This import is still running; wait for it to finish before undoing it."
     if not job.rows_recorded:
-        return ("This import ran before imports recorded the rows they create, so which rows are its own cannot be "
-                "told apart from rows other imports reused or people made; it cannot be undone. Delete its rows by hand "
-                "if you must.")
+        return (
+            "This import ran before imports recorded the rows they create, so which rows are its own cannot be "
+            "told apart from rows other imports reused or people made; it cannot be undone. Delete its rows by hand "
+            "if you must."
+        )
     return ""
 
 
@@ -128,7 +178,11 @@ def import_job_running(job: ImportJob) -> bool:
 
 def import_job_retryable(job: ImportJob) -> bool:
     """A failed or lost job whose saved file is still kept can run again."""
-    return job.status in (ImportJob.Status.FAILED, ImportJob.Status.LOST) and bool(job.file_path) and os.path.exists(job.file_path)
+    return (
+        job.status in (ImportJob.Status.FAILED, ImportJob.Status.LOST)
+        and bool(job.file_path)
+        and os.path.exists(job.file_path)
+    )
 
 
 def import_job_progress(job: ImportJob) -> dict:
@@ -147,12 +201,15 @@ def import_result_lines(result: dict, *, kind: str, source_name: str = "") -> li
     prompts = f"{get('prompts_created')} new prompts"
     if get("prompts_existing"):
         prompts += f", {get('prompts_existing')} already in the project " + (
-            "(skipped, not doubled)" if kind == ImportJob.Kind.PROMPTS else "(reused)")
+            "(skipped, not doubled)" if kind == ImportJob.Kind.PROMPTS else "(reused)"
+        )
     out.append(prompts)
     if kind in (ImportJob.Kind.COMPLETIONS, ImportJob.Kind.PREFERENCES):
         out.append(f"{get('completions_created')} completions, {get('tasks_created')} ranking tasks")
         if get("completions_reused"):
-            out.append(f"{get('completions_reused')} completions reused (the same text and model were already imported)")
+            out.append(
+                f"{get('completions_reused')} completions reused (the same text and model were already imported)"
+            )
         if get("tasks_existing"):
             out.append(f"{get('tasks_existing')} tasks already there (the same prompt and completions), not made again")
     if kind == ImportJob.Kind.DEMONSTRATIONS:

@@ -1,4 +1,5 @@
 """Reads for the labeler's pages and API, with the labeler's authorization built in."""
+
 from __future__ import annotations
 
 import functools
@@ -21,6 +22,7 @@ from labeling_app.selectors.projects import count_of
 # --- Reads every labeling request makes, in plain SQL ------------------------------------------
 # Compiling an ORM query costs more CPU (about a millisecond on a small server) than PostgreSQL takes
 # to answer these index lookups, so the hot reads are SQL over the models' own column lists.
+
 
 def sql_columns(model, alias: str) -> str:
     """`alias."column", …` for every concrete field of `model`, in field order (what models_from_row reads)."""
@@ -49,7 +51,7 @@ def models_from_row(row, *models) -> list:
     out, start = [], 0
     for model in models:
         attnames = [f.attname for f in model._meta.concrete_fields]
-        out.append(model_from_row(model, dict(zip(attnames, row[start:start + len(attnames)]))))
+        out.append(model_from_row(model, dict(zip(attnames, row[start : start + len(attnames)]))))
         start += len(attnames)
     return out
 
@@ -110,8 +112,12 @@ def annotation_for_labeler(user, task_id: int) -> Annotation:
 def annotation_by_id_for_labeler(user, annotation_id: int) -> Annotation:
     """An annotation by id, only if it is the labeler's own (404 for everyone else's)."""
     _require_labeler(user)
-    annotation = (Annotation.objects.select_related("task").filter(pk=annotation_id, labeler=user)
-                  .filter(open_to_labeler(user, f"{RankingTask._meta.db_table}.project_id")).first())
+    annotation = (
+        Annotation.objects.select_related("task")
+        .filter(pk=annotation_id, labeler=user)
+        .filter(open_to_labeler(user, f"{RankingTask._meta.db_table}.project_id"))
+        .first()
+    )
     if annotation is None:
         raise Http404("No such annotation among yours.")
     return annotation
@@ -152,13 +158,17 @@ def labeler_projects(user) -> list[Project]:
     """The projects open to this labeler, with `open_tasks` and their `today_count` (submitted today) attached."""
     projects = list(
         # A count per project through the partial index of open tasks, not a join of every task of every project.
-        Project.objects.filter(open_to_labeler(user)).annotate(open_tasks=count_of(
-            RankingTask.objects.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True)))
+        Project.objects.filter(open_to_labeler(user))
+        .annotate(
+            open_tasks=count_of(RankingTask.objects.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True))
+        )
         .order_by("name")
     )
     today = dict(
         Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED, submitted_at__gte=start_of_today())
-        .values("task__project").annotate(n=Count("id")).values_list("task__project", "n")
+        .values("task__project")
+        .annotate(n=Count("id"))
+        .values_list("task__project", "n")
     )
     for project in projects:
         project.today_count = today.get(project.pk, 0)
@@ -177,15 +187,26 @@ class ShownCompletion:
 def shown_completions(ordered: list[tuple]) -> list[ShownCompletion]:
     """(completion id, text[, cut at the length limit]) tuples, already in the labeler's shown order, named
     "Response A", "Response B", …"""
-    return [ShownCompletion(id=row[0], label=f"Response {chr(65 + i)}", letter=chr(65 + i), text=row[1],
-                            cut_at_length_limit=bool(row[2]) if len(row) > 2 else False)
-            for i, row in enumerate(ordered)]
+    return [
+        ShownCompletion(
+            id=row[0],
+            label=f"Response {chr(65 + i)}",
+            letter=chr(65 + i),
+            text=row[1],
+            cut_at_length_limit=bool(row[2]) if len(row) > 2 else False,
+        )
+        for i, row in enumerate(ordered)
+    ]
 
 
 def completions_in_shown_order(annotation: Annotation) -> list[ShownCompletion]:
     """The task's completions in the random order recorded on this labeler's annotation."""
-    by_id = {cid: (text, finish_reason == "length") for cid, text, finish_reason in
-             Completion.objects.filter(tasks=annotation.task_id).values_list("id", "text", "sampling__finish_reason")}
+    by_id = {
+        cid: (text, finish_reason == "length")
+        for cid, text, finish_reason in Completion.objects.filter(tasks=annotation.task_id).values_list(
+            "id", "text", "sampling__finish_reason"
+        )
+    }
     order = [cid for cid in annotation.shown_order if cid in by_id] + sorted(set(by_id) - set(annotation.shown_order))
     return shown_completions([(cid, *by_id[cid]) for cid in order])
 
@@ -213,7 +234,9 @@ def _load_checks(project_id: int) -> tuple[str, tuple[CheckQuestion, ...]]:
     return entry
 
 
-def project_checks(project_id: int, *, version: str | None = None, fresh: bool = False) -> tuple[str, list[CheckQuestion]]:
+def project_checks(
+    project_id: int, *, version: str | None = None, fresh: bool = False
+) -> tuple[str, list[CheckQuestion]]:
     """(version, active checks) of a project, from this process's cache unless `fresh` or the cached
     version differs from `version` (a CHECKS_VERSION_SQL value the caller read). With neither, the
     cached entry may be stale: use it only where the write that depends on it verifies the version."""

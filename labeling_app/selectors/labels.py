@@ -1,5 +1,6 @@
 """Submitted labels as plain rows, streamed task by task with the filters exports and training share; and the
 two readings they share with every other reader of labeling data: a date range, and a labeler's name."""
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,9 @@ def parse_day(value: DayBound, *, field: str) -> date | datetime | None:
             raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
-        raise ServiceError(f"must be a day as YYYY-MM-DD (e.g. 2026-01-31), or empty; got {text!r}", field=field) from None
+        raise ServiceError(
+            f"must be a day as YYYY-MM-DD (e.g. 2026-01-31), or empty; got {text!r}", field=field
+        ) from None
 
 
 def _instant(bound: date | datetime, *, end: bool = False) -> datetime:
@@ -61,7 +64,11 @@ class DateRange:
     def parse(cls, date_from: DayBound = None, date_to: DayBound = None) -> "DateRange":
         """Read a from/to pair with `parse_day`; a range that ends before it starts is a ServiceError on date_to."""
         dates = cls(parse_day(date_from, field="date_from"), parse_day(date_to, field="date_to"))
-        if dates.first is not None and dates.last is not None and _instant(dates.first) > _instant(dates.last, end=True):
+        if (
+            dates.first is not None
+            and dates.last is not None
+            and _instant(dates.first) > _instant(dates.last, end=True)
+        ):
             raise ServiceError(f"must not be before date_from ({date_from})", field="date_to")
         return dates
 
@@ -84,7 +91,7 @@ def labeler_name(*, username: str | None, import_source: str | None) -> str:
 def labeler_q(name: str) -> Q:
     """Annotations whose author has this `labeler_name`."""
     if name.startswith(IMPORT_PREFIX):
-        return Q(import_source__name=name[len(IMPORT_PREFIX):])
+        return Q(import_source__name=name[len(IMPORT_PREFIX) :])
     return Q(labeler__username=name)
 
 
@@ -170,8 +177,12 @@ def annotation_filter(f: LabelFilters) -> Q:
 
 def rejected_left_out(f: LabelFilters) -> int:
     """How many submitted labels of the filters' projects that pass the label filters are rejected, so left out."""
-    return Annotation.objects.filter(_filter_q(f), status=Annotation.Status.SUBMITTED, review_state=ReviewState.REJECTED,
-                                     task__project_id__in=list(f.project_ids)).count()
+    return Annotation.objects.filter(
+        _filter_q(f),
+        status=Annotation.Status.SUBMITTED,
+        review_state=ReviewState.REJECTED,
+        task__project_id__in=list(f.project_ids),
+    ).count()
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
@@ -198,8 +209,9 @@ def iter_label_rows(filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> I
     )
     if filters.full_overlap:
         tasks = tasks.filter(submitted_count__gte=F("overlap"))
-    task_rows = tasks.order_by("id").values_list("id", "prompt_id", "prompt__text", "prompt__messages", "project_id",
-                                                 "extra_labels")
+    task_rows = tasks.order_by("id").values_list(
+        "id", "prompt_id", "prompt__text", "prompt__messages", "project_id", "extra_labels"
+    )
     for chunk in _chunks(task_rows.iterator(chunk_size=chunk_size), chunk_size):
         yield from _rows_of_chunk(chunk, filters, wanted)
 
@@ -207,25 +219,45 @@ def iter_label_rows(filters: LabelFilters, *, chunk_size: int = CHUNK_SIZE) -> I
 def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iterator[LabelRow]:
     task_ids = [t[0] for t in chunk]
     completions: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for task_id, completion_id, text in (TaskCompletion.objects.filter(task_id__in=task_ids).order_by("task_id", "position")
-                                         .values_list("task_id", "completion_id", "completion__text")):
+    for task_id, completion_id, text in (
+        TaskCompletion.objects.filter(task_id__in=task_ids)
+        .order_by("task_id", "position")
+        .values_list("task_id", "completion_id", "completion__text")
+    ):
         completions[task_id].append((completion_id, text))
     # only_agreeing compares a label with every usable label of its task, not just the selected ones.
     loaded = usable_labels_q() if filters.only_agreeing else wanted
-    annotations = list(Annotation.objects.filter(loaded, task_id__in=task_ids).order_by("id").values_list(
-        "id", "task_id", "labeler_id", "labeler__username", "import_source__name", "submitted_at", "started_at", "shown_order"))
-    selected = (set(Annotation.objects.filter(wanted, task_id__in=task_ids).values_list("id", flat=True))
-                if filters.only_agreeing else None)
+    annotations = list(
+        Annotation.objects.filter(loaded, task_id__in=task_ids)
+        .order_by("id")
+        .values_list(
+            "id",
+            "task_id",
+            "labeler_id",
+            "labeler__username",
+            "import_source__name",
+            "submitted_at",
+            "started_at",
+            "shown_order",
+        )
+    )
+    selected = (
+        set(Annotation.objects.filter(wanted, task_id__in=task_ids).values_list("id", flat=True))
+        if filters.only_agreeing
+        else None
+    )
     annotation_ids = [a[0] for a in annotations]
     ratings: dict[int, dict[int, tuple[int, int | None]]] = defaultdict(dict)
-    for annotation_id, completion_id, rank, likert in (Rating.objects.filter(annotation_id__in=annotation_ids)
-                                                       .values_list("annotation_id", "completion_id", "rank", "likert")):
+    for annotation_id, completion_id, rank, likert in Rating.objects.filter(
+        annotation_id__in=annotation_ids
+    ).values_list("annotation_id", "completion_id", "rank", "likert"):
         ratings[annotation_id][completion_id] = (rank, likert)
     answers: dict[int, list[tuple[int, str, bool]]] = defaultdict(list)
-    for annotation_id, completion_id, key, value in (CheckAnswer.objects.filter(rating__annotation_id__in=annotation_ids)
-                                                     .order_by("check_question__position", "check_question_id")
-                                                     .values_list("rating__annotation_id", "rating__completion_id",
-                                                                  "check_question__key", "value")):
+    for annotation_id, completion_id, key, value in (
+        CheckAnswer.objects.filter(rating__annotation_id__in=annotation_ids)
+        .order_by("check_question__position", "check_question_id")
+        .values_list("rating__annotation_id", "rating__completion_id", "check_question__key", "value")
+    ):
         answers[annotation_id].append((completion_id, key, value))
     by_task: dict[int, list[tuple]] = defaultdict(list)
     for a in annotations:
@@ -242,16 +274,27 @@ def _rows_of_chunk(chunk: list[tuple], filters: LabelFilters, wanted: Q) -> Iter
             for completion_id, key, value in answers[annotation_id]:
                 if completion_id in position:
                     checks.setdefault(key, [None] * len(ids))[position[completion_id]] = value
-            rows.append(LabelRow(
-                annotation_id=annotation_id, task_id=task_id, prompt_id=prompt_id,
-                prompt=prompt_value(text, messages, filters.all_chat), is_chat=bool(messages) or filters.all_chat,
-                completion_ids=ids, completions=texts,
-                ranks=[mine[c][0] if c in mine else None for c in ids],
-                ratings=[mine[c][1] if c in mine else None for c in ids],
-                checks=checks, labeler_id=labeler_id, labeler=labeler_name(username=username, import_source=source),
-                submitted_at=submitted_at, started_at=started_at, shown_order=list(shown or []), project_id=project_id,
-                task_extra_labels=extra_labels,
-            ))
+            rows.append(
+                LabelRow(
+                    annotation_id=annotation_id,
+                    task_id=task_id,
+                    prompt_id=prompt_id,
+                    prompt=prompt_value(text, messages, filters.all_chat),
+                    is_chat=bool(messages) or filters.all_chat,
+                    completion_ids=ids,
+                    completions=texts,
+                    ranks=[mine[c][0] if c in mine else None for c in ids],
+                    ratings=[mine[c][1] if c in mine else None for c in ids],
+                    checks=checks,
+                    labeler_id=labeler_id,
+                    labeler=labeler_name(username=username, import_source=source),
+                    submitted_at=submitted_at,
+                    started_at=started_at,
+                    shown_order=list(shown or []),
+                    project_id=project_id,
+                    task_extra_labels=extra_labels,
+                )
+            )
         rows = [r for r in rows if None not in r.ranks]  # a label that ranks only some completions is unusable
         if filters.only_agreeing:
             rows = [r for r in rows if r.annotation_id in selected and _agrees(r, rows, filters.min_agreement)]

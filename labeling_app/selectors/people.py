@@ -1,4 +1,5 @@
 """Reads for the People page, the profile page and a project's team."""
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
@@ -17,7 +18,8 @@ def people_list():
     """Every user, active first then by name, each with `roles` (the app roles they hold), `has_token` and
     `invite_pending` (no usable password yet)."""
     users = list(
-        get_user_model().objects.annotate(has_token=Exists(Token.objects.filter(user=OuterRef("pk"))))
+        get_user_model()
+        .objects.annotate(has_token=Exists(Token.objects.filter(user=OuterRef("pk"))))
         .prefetch_related(Prefetch("groups", queryset=Group.objects.filter(name__in=ROLES), to_attr="role_groups"))
         .order_by("-is_active", "username")
     )

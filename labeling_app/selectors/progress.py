@@ -1,4 +1,5 @@
 """A labeler's progress on the task page: submitted today, and how many tasks of the project are still theirs to take."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,13 @@ def labeler_progress(user, project: Project) -> LabelerProgress:
     """
     if not has_role(user, LABELER):
         raise PermissionDenied("Only labelers have labeling progress.")
-    params = {"labeler": user.pk, "submitted": Annotation.Status.SUBMITTED, "since": start_of_today(),
-              "project": project.pk, "limit": LEFT_CAP + 1}
+    params = {
+        "labeler": user.pk,
+        "submitted": Annotation.Status.SUBMITTED,
+        "since": start_of_today(),
+        "project": project.pk,
+        "limit": LEFT_CAP + 1,
+    }
     with connection.cursor() as cur:
         cur.execute(_PROGRESS_SQL, params)
         today, left = cur.fetchone()

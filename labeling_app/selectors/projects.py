@@ -1,4 +1,5 @@
 """Reads for the researcher's pages: projects with their counts, a project's prompts, checks and demonstrations."""
+
 from __future__ import annotations
 
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
@@ -23,14 +24,21 @@ def count_of(related: QuerySet, fk: str = "project") -> Coalesce:
     Two `Count(..., distinct=True)` over two joins multiply the rows (prompts x tasks: 37M pairs took
     46 s on /projects/); one subquery per count reads each index once per shown row.
     """
-    counted = (related.filter(**{fk: OuterRef("pk")}).order_by().values(fk)
-               .annotate(n=Func(F("pk"), function="COUNT")).values("n"))
+    counted = (
+        related.filter(**{fk: OuterRef("pk")})
+        .order_by()
+        .values(fk)
+        .annotate(n=Func(F("pk"), function="COUNT"))
+        .values("n")
+    )
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
 
 def projects_with_counts() -> QuerySet[Project]:
     """Every project with `n_prompts` and `n_tasks`; page it, the counts are computed for the rows shown."""
-    return Project.objects.annotate(n_prompts=count_of(Prompt.objects.all()), n_tasks=count_of(RankingTask.objects.all()))
+    return Project.objects.annotate(
+        n_prompts=count_of(Prompt.objects.all()), n_tasks=count_of(RankingTask.objects.all())
+    )
 
 
 def project_counts(project: Project) -> dict:
@@ -41,7 +49,9 @@ def project_counts(project: Project) -> dict:
         "demonstrations": Demonstration.objects.filter(prompt__project=project).count(),
         "completions": Completion.objects.filter(prompt__project=project).count(),
         **Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED).aggregate(
-            human_labels=Count("id", filter=Q(labeler__isnull=False)), imported_labels=Count("id", filter=Q(labeler__isnull=True))),
+            human_labels=Count("id", filter=Q(labeler__isnull=False)),
+            imported_labels=Count("id", filter=Q(labeler__isnull=True)),
+        ),
     }
 
 
@@ -56,9 +66,11 @@ def project_has_tasks(project: Project) -> bool:
 
 def prompts_of_project(project: Project, *, search: str = "") -> QuerySet[Prompt]:
     """The project's prompts, newest first, with `n_demos`, `n_tasks` and `n_completions`; `search` filters the text."""
-    prompts = project.prompts.annotate(n_demos=count_of(Demonstration.objects.all(), "prompt"),
-                                       n_tasks=count_of(RankingTask.objects.all(), "prompt"),
-                                       n_completions=count_of(Completion.objects.all(), "prompt")).order_by("-id")
+    prompts = project.prompts.annotate(
+        n_demos=count_of(Demonstration.objects.all(), "prompt"),
+        n_tasks=count_of(RankingTask.objects.all(), "prompt"),
+        n_completions=count_of(Completion.objects.all(), "prompt"),
+    ).order_by("-id")
     return prompts.filter(text__icontains=search) if search else prompts
 
 
@@ -74,14 +86,19 @@ def prompt_overview(prompt: Prompt) -> dict:
         c.summary = summaries[c.pk]
     return {
         "demonstrations": prompt.demonstrations.select_related("author"),
-        "completions": completions, "any_unscored": any(not c.summary.scores for c in completions),
+        "completions": completions,
+        "any_unscored": any(not c.summary.scores for c in completions),
         "tasks": prompt.tasks.order_by("id"),
     }
 
 
 def demonstration_or_404(project_id: int, prompt_id: int, demonstration_id: int) -> Demonstration:
-    return get_object_or_404(Demonstration.objects.select_related("prompt__project"), pk=demonstration_id, prompt_id=prompt_id,
-                             prompt__project_id=project_id)
+    return get_object_or_404(
+        Demonstration.objects.select_related("prompt__project"),
+        pk=demonstration_id,
+        prompt_id=prompt_id,
+        prompt__project_id=project_id,
+    )
 
 
 def demonstration_is_completion(demonstration: Demonstration) -> bool:

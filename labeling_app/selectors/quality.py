@@ -1,4 +1,5 @@
 """Label quality for a project: progress, inter-labeler agreement and per-labeler figures (imported labels kept apart)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,17 +29,25 @@ def project_progress(project: Project) -> dict:
         archived=Count("id", filter=Q(archived_at__isnull=False)),
         done=Count("id", filter=Q(submitted_count__gte=F("overlap"), archived_at__isnull=True)),
     )
-    in_progress = (tasks.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True)
-                   .filter(Q(submitted_count__gt=0) | leased).count())
+    in_progress = (
+        tasks.filter(submitted_count__lt=F("overlap"), archived_at__isnull=True)
+        .filter(Q(submitted_count__gt=0) | leased)
+        .count()
+    )
     per_day = (
         Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED)
         .annotate(day=TruncDate("submitted_at"))
         .values("day")
-        .annotate(human=Count("id", filter=Q(labeler__isnull=False)), imported=Count("id", filter=Q(labeler__isnull=True)))
+        .annotate(
+            human=Count("id", filter=Q(labeler__isnull=False)), imported=Count("id", filter=Q(labeler__isnull=True))
+        )
         .order_by("day")
     )
     return {
-        "tasks": counts["total"], "done": counts["done"], "in_progress": in_progress, "archived": counts["archived"],
+        "tasks": counts["total"],
+        "done": counts["done"],
+        "in_progress": in_progress,
+        "archived": counts["archived"],
         "waiting": counts["total"] - counts["archived"] - counts["done"] - in_progress,
         "labels_per_day": list(per_day),
     }
@@ -147,20 +156,37 @@ def quality_aggregates(project: Project) -> dict:
     k = project.completions_per_task
     return {
         "shared_tasks": shared,
-        "ranking": {"agreeing": agreeing, "comparable": comparable,
-                    "pair_agreement": agreeing / comparable if comparable else None,
-                    "kendall_tau": ranking["tau_sum"] / tau_pairs if tau_pairs else None, "tau_pairs": tau_pairs},
-        "likert": {"alpha": stats.krippendorff_alpha_from_coincidence({(c, k): w for c, k, w in coincidence}),
-                   "units": units},
+        "ranking": {
+            "agreeing": agreeing,
+            "comparable": comparable,
+            "pair_agreement": agreeing / comparable if comparable else None,
+            "kendall_tau": ranking["tau_sum"] / tau_pairs if tau_pairs else None,
+            "tau_pairs": tau_pairs,
+        },
+        "likert": {
+            "alpha": stats.krippendorff_alpha_from_coincidence({(c, k): w for c, k, w in coincidence}),
+            "units": units,
+        },
         "check_tallies": check_tallies,
-        "per_day": [{"day": date.fromisoformat(day), "agreeing": a, "comparable": c,
-                     "pair_agreement": a / c if c else None} for day, a, c in days],
-        "labelers": [{
-            "labeler": name, "labeler_id": lid, "tasks": tasks, "median_seconds": median,
-            "agreement": ag / co if co else None, "comparable_pairs": co,
-            "position_bias": best / known if known else None, "chance": 1 / k,
-            "contradicting_labels": c_labels, "contradicting_pairs": c_pairs,
-        } for lid, name, tasks, median, ag, co, best, known, c_labels, c_pairs in labelers],
+        "per_day": [
+            {"day": date.fromisoformat(day), "agreeing": a, "comparable": c, "pair_agreement": a / c if c else None}
+            for day, a, c in days
+        ],
+        "labelers": [
+            {
+                "labeler": name,
+                "labeler_id": lid,
+                "tasks": tasks,
+                "median_seconds": median,
+                "agreement": ag / co if co else None,
+                "comparable_pairs": co,
+                "position_bias": best / known if known else None,
+                "chance": 1 / k,
+                "contradicting_labels": c_labels,
+                "contradicting_pairs": c_pairs,
+            }
+            for lid, name, tasks, median, ag, co, best, known, c_labels, c_pairs in labelers
+        ],
     }
 
 
@@ -168,10 +194,16 @@ def extra_label_counts(project: Project) -> dict:
     """Adaptive overlap: `tasks` that got extra labels because their labels disagreed, the extra labels asked
     (`labels`), those tasks still `waiting` for one, and `enabled` (the project asks for them now)."""
     counts = RankingTask.objects.filter(project=project, extra_labels__gt=0).aggregate(
-        tasks=Count("id"), labels=Sum("extra_labels"), waiting=Count("id", filter=Q(submitted_count__lt=F("overlap"))))
-    return {"tasks": counts["tasks"], "labels": counts["labels"] or 0, "waiting": counts["waiting"],
-            "enabled": project.adaptive_overlap, "max_overlap": project.max_overlap,
-            "threshold": project.disagreement_threshold}
+        tasks=Count("id"), labels=Sum("extra_labels"), waiting=Count("id", filter=Q(submitted_count__lt=F("overlap")))
+    )
+    return {
+        "tasks": counts["tasks"],
+        "labels": counts["labels"] or 0,
+        "waiting": counts["waiting"],
+        "enabled": project.adaptive_overlap,
+        "max_overlap": project.max_overlap,
+        "threshold": project.disagreement_threshold,
+    }
 
 
 def agreement_for_project(project: Project, aggregates: dict | None = None) -> dict:
@@ -190,12 +222,30 @@ def agreement_for_project(project: Project, aggregates: dict | None = None) -> d
     for q in CheckQuestion.objects.filter(project=project):
         result = stats.binary_agreement_from_tallies(aggregates["check_tallies"].get(q.key, []))
         answers, problems = problem_counts.get(q.pk, (0, 0))
-        checks.append({"key": q.key, "question": q.question, "active": q.active, "problem_word": q.problem_word,
-                       "serious": q.serious, "answers": answers, "problems": problems,
-                       "problem_rate": problems / answers if answers else None, **result})
-    imported = Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED, labeler__isnull=True).count()
-    return {"shared_tasks": aggregates["shared_tasks"], "ranking": aggregates["ranking"], "likert": aggregates["likert"],
-            "checks": checks, "imported_labels": imported, "extra_labels": extra_label_counts(project)}
+        checks.append(
+            {
+                "key": q.key,
+                "question": q.question,
+                "active": q.active,
+                "problem_word": q.problem_word,
+                "serious": q.serious,
+                "answers": answers,
+                "problems": problems,
+                "problem_rate": problems / answers if answers else None,
+                **result,
+            }
+        )
+    imported = Annotation.objects.filter(
+        task__project=project, status=Annotation.Status.SUBMITTED, labeler__isnull=True
+    ).count()
+    return {
+        "shared_tasks": aggregates["shared_tasks"],
+        "ranking": aggregates["ranking"],
+        "likert": aggregates["likert"],
+        "checks": checks,
+        "imported_labels": imported,
+        "extra_labels": extra_label_counts(project),
+    }
 
 
 def agreement_per_day(project: Project, aggregates: dict | None = None) -> list[dict]:
@@ -217,11 +267,16 @@ def check_problem_counts(project: Project) -> dict[int, tuple[int, int]]:
     Agreement does not depend on a check's polarity, this does: an answer flags a problem when it
     equals the check's `problem_answer` ("no" to "satisfies the constraints", "yes" to the others).
     """
-    rows = (CheckAnswer.objects.filter(check_question__project=project, rating__annotation__status=Annotation.Status.SUBMITTED,
-                                       rating__annotation__labeler__isnull=False)
-            .values("check_question_id")
-            .annotate(answers=Count("id"), problems=Count("id", filter=Q(value=F("check_question__problem_answer"))))
-            .order_by())
+    rows = (
+        CheckAnswer.objects.filter(
+            check_question__project=project,
+            rating__annotation__status=Annotation.Status.SUBMITTED,
+            rating__annotation__labeler__isnull=False,
+        )
+        .values("check_question_id")
+        .annotate(answers=Count("id"), problems=Count("id", filter=Q(value=F("check_question__problem_answer"))))
+        .order_by()
+    )
     return {r["check_question_id"]: (r["answers"], r["problems"]) for r in rows}
 
 
@@ -243,8 +298,14 @@ def agreement_running(per_day: list[dict]) -> list[dict]:
     out = []
     for day in per_day:
         agreeing, comparable = agreeing + day["agreeing"], comparable + day["comparable"]
-        out.append({"day": day["day"], "agreeing": agreeing, "comparable": comparable,
-                    "pair_agreement": agreeing / comparable if comparable else None})
+        out.append(
+            {
+                "day": day["day"],
+                "agreeing": agreeing,
+                "comparable": comparable,
+                "pair_agreement": agreeing / comparable if comparable else None,
+            }
+        )
     return out
 
 
@@ -257,35 +318,54 @@ def reward_model_ceiling(project: Project, per_day: list[dict]) -> list[dict]:
     from rlhf_worker.selectors import metric_value
 
     running = agreement_running(per_day)
-    versions = (ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, data_snapshot__project_ids__contains=[project.pk])
-                .order_by("created_at", "pk").values("pk", "name", "created_at", "metrics", "is_promoted",
-                                                     "data_snapshot__project_ids"))
+    versions = (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, data_snapshot__project_ids__contains=[project.pk])
+        .order_by("created_at", "pk")
+        .values("pk", "name", "created_at", "metrics", "is_promoted", "data_snapshot__project_ids")
+    )
     rows = []
     for v in versions:
         day = timezone.localtime(v["created_at"]).date()
         ceiling = next((r for r in reversed(running) if r["day"] <= day), None)
         accuracy = metric_value(v["metrics"], "accuracy")
         agreement = ceiling["pair_agreement"] if ceiling else None
-        rows.append({"pk": v["pk"], "name": v["name"], "created_at": v["created_at"], "promoted": v["is_promoted"],
-                     "other_projects": len(v["data_snapshot__project_ids"] or []) > 1,
-                     "accuracy": accuracy, "ceiling": agreement, "ceiling_pairs": ceiling["comparable"] if ceiling else 0,
-                     "gap": agreement - accuracy if accuracy is not None and agreement is not None else None})
+        rows.append(
+            {
+                "pk": v["pk"],
+                "name": v["name"],
+                "created_at": v["created_at"],
+                "promoted": v["is_promoted"],
+                "other_projects": len(v["data_snapshot__project_ids"] or []) > 1,
+                "accuracy": accuracy,
+                "ceiling": agreement,
+                "ceiling_pairs": ceiling["comparable"] if ceiling else 0,
+                "gap": agreement - accuracy if accuracy is not None and agreement is not None else None,
+            }
+        )
     return rows
 
 
-def quality_charts(progress: dict, per_day: list[dict], labelers: list[dict], ceiling: list[dict] | None = None) -> dict:
+def quality_charts(
+    progress: dict, per_day: list[dict], labelers: list[dict], ceiling: list[dict] | None = None
+) -> dict:
     """The quality page's chart series as plain JSON data (dates as "YYYY-MM-DD"): labels per day (people and
     imported), pair agreement per day, and agreement per labeler with how many pairs each figure rests on."""
     return {
-        "labels_per_day": {"days": [d["day"].isoformat() for d in progress["labels_per_day"] if d["day"]],
-                           "human": [d["human"] for d in progress["labels_per_day"] if d["day"]],
-                           "imported": [d["imported"] for d in progress["labels_per_day"] if d["day"]]},
-        "agreement_per_day": {"days": [d["day"].isoformat() for d in per_day],
-                              "agreement": [d["pair_agreement"] for d in per_day],
-                              "pairs": [d["comparable"] for d in per_day]},
-        "agreement_per_labeler": {"labelers": [r["labeler"] for r in labelers if r["agreement"] is not None],
-                                  "agreement": [r["agreement"] for r in labelers if r["agreement"] is not None],
-                                  "pairs": [r["comparable_pairs"] for r in labelers if r["agreement"] is not None]},
+        "labels_per_day": {
+            "days": [d["day"].isoformat() for d in progress["labels_per_day"] if d["day"]],
+            "human": [d["human"] for d in progress["labels_per_day"] if d["day"]],
+            "imported": [d["imported"] for d in progress["labels_per_day"] if d["day"]],
+        },
+        "agreement_per_day": {
+            "days": [d["day"].isoformat() for d in per_day],
+            "agreement": [d["pair_agreement"] for d in per_day],
+            "pairs": [d["comparable"] for d in per_day],
+        },
+        "agreement_per_labeler": {
+            "labelers": [r["labeler"] for r in labelers if r["agreement"] is not None],
+            "agreement": [r["agreement"] for r in labelers if r["agreement"] is not None],
+            "pairs": [r["comparable_pairs"] for r in labelers if r["agreement"] is not None],
+        },
         "reward_ceiling": _ceiling_chart(per_day, ceiling or []),
     }
 
@@ -299,7 +379,11 @@ def _ceiling_chart(per_day: list[dict], ceiling: list[dict]) -> dict:
     if running:  # the last figure holds until now: the step line reaches the newest model
         running.append(running[-1])
         days.append(timezone.localtime().isoformat())
-    return {"days": days, "agreement": [r["pair_agreement"] for r in running], "pairs": [r["comparable"] for r in running],
-            "models": [f"#{r['pk']} {r['name']}" for r in with_accuracy],
-            "times": [timezone.localtime(r["created_at"]).isoformat() for r in with_accuracy],
-            "accuracy": [r["accuracy"] for r in with_accuracy]}
+    return {
+        "days": days,
+        "agreement": [r["pair_agreement"] for r in running],
+        "pairs": [r["comparable"] for r in running],
+        "models": [f"#{r['pk']} {r['name']}" for r in with_accuracy],
+        "times": [timezone.localtime(r["created_at"]).isoformat() for r in with_accuracy],
+        "accuracy": [r["accuracy"] for r in with_accuracy],
+    }

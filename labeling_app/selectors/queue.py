@@ -1,4 +1,5 @@
 """Reads for a project's queue order: the task sources it can put first, and whether any task has a reward margin."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

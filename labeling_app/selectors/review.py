@@ -1,4 +1,5 @@
 """Reads for reviewing labels: a task with every label on it (researchers), and a labeler's own labels with their review."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ class LabelVersion:
     @property
     def ranking(self) -> str:
         """The ranking in the labeler's letters, best first: "B > A = C > D"."""
-        ranked = sorted((c for c in self.completions if c.rank is not None), key=lambda c: (c.rank, c.letter or c.position))
+        ranked = sorted(
+            (c for c in self.completions if c.rank is not None), key=lambda c: (c.rank, c.letter or c.position)
+        )
         out, previous = "", None
         for c in ranked:
             name = c.letter or f"#{c.position}"
@@ -80,9 +83,13 @@ def _letters(shown_order: list[int], completion_ids: list[int]) -> dict[int, str
     return {cid: chr(65 + i) for i, cid in enumerate(c for c in shown_order if c in completion_ids)}
 
 
-def _completions_shown(*, task_completions: list[tuple[int, str]], shown_order: list[int],
-                       ratings: Iterable[tuple[int, int | None, int | None, dict[str, bool]]],
-                       checks: dict[str, CheckQuestion]) -> list[CompletionShown]:
+def _completions_shown(
+    *,
+    task_completions: list[tuple[int, str]],
+    shown_order: list[int],
+    ratings: Iterable[tuple[int, int | None, int | None, dict[str, bool]]],
+    checks: dict[str, CheckQuestion],
+) -> list[CompletionShown]:
     """Rows for `ratings` ((completion id, likert, rank, {check key: answer})) in the shown order."""
     ids = [cid for cid, _ in task_completions]
     letters = _letters(shown_order, ids)
@@ -92,10 +99,25 @@ def _completions_shown(*, task_completions: list[tuple[int, str]], shown_order: 
         likert, rank, answers = by_id.get(cid, (None, None, {}))
         # In the project's check order (`checks` is ordered); a key no check has any more comes last, as it is.
         keys = [k for k in checks if k in answers] + sorted(k for k in answers if k not in checks)
-        shown = [CheckShown(question=checks[k].question if k in checks else k, answer=answers[k],
-                            problem=k in checks and answers[k] == checks[k].problem_answer) for k in keys]
-        rows.append(CompletionShown(completion_id=cid, position=position, letter=letters.get(cid, ""), text=text,
-                                    likert=likert, rank=rank, checks=shown))
+        shown = [
+            CheckShown(
+                question=checks[k].question if k in checks else k,
+                answer=answers[k],
+                problem=k in checks and answers[k] == checks[k].problem_answer,
+            )
+            for k in keys
+        ]
+        rows.append(
+            CompletionShown(
+                completion_id=cid,
+                position=position,
+                letter=letters.get(cid, ""),
+                text=text,
+                likert=likert,
+                rank=rank,
+                checks=shown,
+            )
+        )
     return sorted(rows, key=lambda r: (r.letter == "", r.letter, r.position))
 
 
@@ -104,26 +126,42 @@ def _username(user) -> str:
 
 
 def _live_version(annotation: Annotation, task_completions, checks) -> LabelVersion:
-    ratings = [(r.completion_id, r.likert, r.rank, {a.check_question.key: a.value for a in r.check_answers.all()})
-               for r in annotation.ratings.all()]
+    ratings = [
+        (r.completion_id, r.likert, r.rank, {a.check_question.key: a.value for a in r.check_answers.all()})
+        for r in annotation.ratings.all()
+    ]
     return LabelVersion(
         number=annotation.revision_count + 1,
-        completions=_completions_shown(task_completions=task_completions, shown_order=annotation.shown_order,
-                                       ratings=ratings, checks=checks),
-        comment=annotation.comment, started_at=annotation.started_at, submitted_at=annotation.submitted_at,
-        review_state=annotation.review_state, review_state_label=annotation.get_review_state_display(),
-        review_note=annotation.review_note, reviewed_by=_username(annotation.reviewed_by), reviewed_at=annotation.reviewed_at)
+        completions=_completions_shown(
+            task_completions=task_completions, shown_order=annotation.shown_order, ratings=ratings, checks=checks
+        ),
+        comment=annotation.comment,
+        started_at=annotation.started_at,
+        submitted_at=annotation.submitted_at,
+        review_state=annotation.review_state,
+        review_state_label=annotation.get_review_state_display(),
+        review_note=annotation.review_note,
+        reviewed_by=_username(annotation.reviewed_by),
+        reviewed_at=annotation.reviewed_at,
+    )
 
 
 def _earlier_version(annotation: Annotation, version: AnnotationVersion, task_completions, checks) -> LabelVersion:
     ratings = [(r.get("completion"), r.get("likert"), r.get("rank"), r.get("checks") or {}) for r in version.ratings]
     return LabelVersion(
         number=version.version,
-        completions=_completions_shown(task_completions=task_completions, shown_order=annotation.shown_order,
-                                       ratings=ratings, checks=checks),
-        comment=version.comment, started_at=version.started_at, submitted_at=version.submitted_at,
-        review_state=version.review_state, review_state_label=version.get_review_state_display(),
-        review_note=version.review_note, reviewed_by=_username(version.reviewed_by), reviewed_at=version.reviewed_at)
+        completions=_completions_shown(
+            task_completions=task_completions, shown_order=annotation.shown_order, ratings=ratings, checks=checks
+        ),
+        comment=version.comment,
+        started_at=version.started_at,
+        submitted_at=version.submitted_at,
+        review_state=version.review_state,
+        review_state_label=version.get_review_state_display(),
+        review_note=version.review_note,
+        reviewed_by=_username(version.reviewed_by),
+        reviewed_at=version.reviewed_at,
+    )
 
 
 @dataclass
@@ -140,8 +178,12 @@ class ReviewedLabel:
 
 def _annotations_with_labels() -> QuerySet[Annotation]:
     return Annotation.objects.select_related("labeler", "import_source", "reviewed_by").prefetch_related(
-        Prefetch("ratings", queryset=Rating.objects.prefetch_related(
-            Prefetch("check_answers", queryset=CheckAnswer.objects.select_related("check_question")))),
+        Prefetch(
+            "ratings",
+            queryset=Rating.objects.prefetch_related(
+                Prefetch("check_answers", queryset=CheckAnswer.objects.select_related("check_question"))
+            ),
+        ),
         Prefetch("versions", queryset=AnnotationVersion.objects.select_related("reviewed_by").order_by("-version")),
     )
 
@@ -157,8 +199,10 @@ def _checks_by_key(project_id: int) -> dict[str, CheckQuestion]:
 def _reviewed(annotation: Annotation, task_completions, checks) -> ReviewedLabel:
     return ReviewedLabel(
         annotation=annotation,
-        author=labeler_name(username=_username(annotation.labeler) or None,
-                            import_source=annotation.import_source.name if annotation.import_source else None),
+        author=labeler_name(
+            username=_username(annotation.labeler) or None,
+            import_source=annotation.import_source.name if annotation.import_source else None,
+        ),
         current=_live_version(annotation, task_completions, checks),
         earlier=[_earlier_version(annotation, v, task_completions, checks) for v in annotation.versions.all()],
     )
@@ -188,15 +232,24 @@ def annotation_of_task_or_404(task: RankingTask, annotation_id: int) -> Annotati
 
 # --- the labeler's own labels ------------------------------------------------------------------
 
+
 def my_labels(user) -> QuerySet[Annotation]:
     """The labeler's submitted labels, newest first, with task, project and reviewer (projects they can no
     longer open left out, as the labeling pages do)."""
     _require_labeler(user)
-    return (Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED)
-            # The task's project read by a subquery, not through the join select_related makes: a count drops that join.
-            .filter(open_to_labeler(user, f"(SELECT t.project_id FROM {RankingTask._meta.db_table} t "
-                                          f"WHERE t.id = {Annotation._meta.db_table}.task_id)"))
-            .select_related("task__project", "reviewed_by").order_by("-submitted_at", "-id"))
+    return (
+        Annotation.objects.filter(labeler=user, status=Annotation.Status.SUBMITTED)
+        # The task's project read by a subquery, not through the join select_related makes: a count drops that join.
+        .filter(
+            open_to_labeler(
+                user,
+                f"(SELECT t.project_id FROM {RankingTask._meta.db_table} t "
+                f"WHERE t.id = {Annotation._meta.db_table}.task_id)",
+            )
+        )
+        .select_related("task__project", "reviewed_by")
+        .order_by("-submitted_at", "-id")
+    )
 
 
 def my_label(user, task_id: int) -> ReviewedLabel:

@@ -1,4 +1,5 @@
 """Per completion: reward-model scores (newest reward version first) and a summary of its submitted labels; two queries."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ def completion_summaries(completion_ids: QuerySet | Iterable[int]) -> Completion
         .values_list("completion_id", "model_version_id", "model_version__name", "score")
     )
     for completion_id, version_id, name, score in scores:
-        out.setdefault(completion_id, CompletionSummary(completion_id)).scores.append(RewardScore(version_id, name, score))
+        out.setdefault(completion_id, CompletionSummary(completion_id)).scores.append(
+            RewardScore(version_id, name, score)
+        )
     return out
 
 

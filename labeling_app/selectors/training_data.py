@@ -4,6 +4,7 @@ Rankings for the reward model, demonstrations for SFT, prompts for generation an
 score. Dates go through `labels.DateRange` and labelers are named by `labels.labeler_name`, exactly as in
 exports, so a reward model trained on a date range sees the labels an export of that range holds.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -22,18 +23,38 @@ from labeling_app.selectors.labels import (
 )
 
 
-def rankings_for_training(*, project_ids: Sequence[int], date_from: DayBound = None, date_to: DayBound = None,
-                          annotation_ids: Sequence[int] | None = None, include_imported: bool = True,
-                          full_overlap: bool = False, only_agreeing: bool = False) -> Iterator[dict]:
+def rankings_for_training(
+    *,
+    project_ids: Sequence[int],
+    date_from: DayBound = None,
+    date_to: DayBound = None,
+    annotation_ids: Sequence[int] | None = None,
+    include_imported: bool = True,
+    full_overlap: bool = False,
+    only_agreeing: bool = False,
+) -> Iterator[dict]:
     """Every submitted ranking of the projects (labels a researcher rejected left out): {annotation_id, prompt (text or chat messages),
     completions: [text, ...], ranks: [int, ...] (1 = best, ties equal), labeler (username or
     "import:<source>"), prompt_id}. Task by task; completions in the task's order; labels with ties are
     kept (the reward model skips tied pairs). `annotation_ids` narrows to exactly those labels."""
-    filters = LabelFilters(project_ids=project_ids, date_from=date_from, date_to=date_to, annotation_ids=annotation_ids,
-                           include_imported=include_imported, full_overlap=full_overlap, only_agreeing=only_agreeing)
+    filters = LabelFilters(
+        project_ids=project_ids,
+        date_from=date_from,
+        date_to=date_to,
+        annotation_ids=annotation_ids,
+        include_imported=include_imported,
+        full_overlap=full_overlap,
+        only_agreeing=only_agreeing,
+    )
     for row in iter_label_rows(filters):
-        yield {"annotation_id": row.annotation_id, "prompt": row.prompt, "completions": row.completions,
-               "ranks": row.ranks, "labeler": row.labeler, "prompt_id": row.prompt_id}
+        yield {
+            "annotation_id": row.annotation_id,
+            "prompt": row.prompt,
+            "completions": row.completions,
+            "ranks": row.ranks,
+            "labeler": row.labeler,
+            "prompt_id": row.prompt_id,
+        }
 
 
 def _chosen(*, project_ids: Sequence[int], prompt_ids: Sequence[int], project_field: str, prompt_field: str) -> Q:
@@ -48,37 +69,68 @@ def _chosen(*, project_ids: Sequence[int], prompt_ids: Sequence[int], project_fi
     return q
 
 
-def demonstrations_for_training(*, project_ids: Sequence[int], prompt_ids: Sequence[int] = (),
-                                date_from: DayBound = None, date_to: DayBound = None) -> Iterator[dict]:
+def demonstrations_for_training(
+    *, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None, date_to: DayBound = None
+) -> Iterator[dict]:
     """Every demonstration of the projects (and/or prompts) written in the date range, in id order:
     {prompt (text or chat messages), completion (text), demonstration_id, prompt_id}."""
-    qs = Demonstration.objects.filter(
-        _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"),
-        DateRange.parse(date_from, date_to).q("created_at"),
-    ).select_related("prompt").order_by("id")
+    qs = (
+        Demonstration.objects.filter(
+            _chosen(
+                project_ids=project_ids,
+                prompt_ids=prompt_ids,
+                project_field="prompt__project_id",
+                prompt_field="prompt_id",
+            ),
+            DateRange.parse(date_from, date_to).q("created_at"),
+        )
+        .select_related("prompt")
+        .order_by("id")
+    )
     for demo in qs.iterator(chunk_size=CHUNK_SIZE):
         prompt = demo.prompt
-        yield {"prompt": prompt_value(prompt.text, prompt.messages), "completion": demo.text,
-               "demonstration_id": demo.pk, "prompt_id": prompt.pk}
+        yield {
+            "prompt": prompt_value(prompt.text, prompt.messages),
+            "completion": demo.text,
+            "demonstration_id": demo.pk,
+            "prompt_id": prompt.pk,
+        }
 
 
-def prompts_for_training(*, project_ids: Sequence[int] = (), prompt_ids: Sequence[int] = (),
-                         date_from: DayBound = None, date_to: DayBound = None) -> Iterator[dict]:
+def prompts_for_training(
+    *,
+    project_ids: Sequence[int] = (),
+    prompt_ids: Sequence[int] = (),
+    date_from: DayBound = None,
+    date_to: DayBound = None,
+) -> Iterator[dict]:
     """Prompts of the projects (and/or the given prompt ids) created in the date range, in id order:
     {prompt_id, project_id, prompt (text or chat messages), text, completions_per_task (the project's K)}."""
-    qs = (Prompt.objects.filter(_chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="project_id",
-                                        prompt_field="pk"),
-                                DateRange.parse(date_from, date_to).q("created_at"))
-          .order_by("id").values_list("id", "project_id", "text", "messages", "project__completions_per_task"))
+    qs = (
+        Prompt.objects.filter(
+            _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="project_id", prompt_field="pk"),
+            DateRange.parse(date_from, date_to).q("created_at"),
+        )
+        .order_by("id")
+        .values_list("id", "project_id", "text", "messages", "project__completions_per_task")
+    )
     for prompt_id, project_id, text, messages, k in qs.iterator(chunk_size=CHUNK_SIZE):
-        yield {"prompt_id": prompt_id, "project_id": project_id, "prompt": prompt_value(text, messages), "text": text,
-               "completions_per_task": k}
+        yield {
+            "prompt_id": prompt_id,
+            "project_id": project_id,
+            "prompt": prompt_value(text, messages),
+            "text": text,
+            "completions_per_task": k,
+        }
 
 
 def completions_to_score(*, project_ids: Sequence[int]) -> Iterator[dict]:
     """Every completion of the projects, in id order: {completion_id, prompt (text or chat messages), text}."""
-    qs = (Completion.objects.filter(prompt__project_id__in=list(project_ids)).order_by("id")
-          .values_list("id", "prompt__text", "prompt__messages", "text"))
+    qs = (
+        Completion.objects.filter(prompt__project_id__in=list(project_ids))
+        .order_by("id")
+        .values_list("id", "prompt__text", "prompt__messages", "text")
+    )
     for completion_id, prompt_text, messages, text in qs.iterator(chunk_size=CHUNK_SIZE):
         yield {"completion_id": completion_id, "prompt": prompt_value(prompt_text, messages), "text": text}
 
@@ -97,26 +149,42 @@ def has_rankings(*, project_ids: Sequence[int], date_from: DayBound = None, date
 def human_ranking_counts(*, project_ids: Sequence[int]) -> dict[int, int]:
     """{project id: its submitted rankings by people (imported labels not counted)}, one grouped COUNT; a project
     without any is 0. What the autopilot counts new rankings with."""
-    counts = dict(Annotation.objects.filter(task__project_id__in=list(project_ids), status=Annotation.Status.SUBMITTED,
-                                            labeler__isnull=False)
-                  .values("task__project_id").annotate(n=Count("id")).order_by().values_list("task__project_id", "n"))
+    counts = dict(
+        Annotation.objects.filter(
+            task__project_id__in=list(project_ids), status=Annotation.Status.SUBMITTED, labeler__isnull=False
+        )
+        .values("task__project_id")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("task__project_id", "n")
+    )
     return {pid: counts.get(pid, 0) for pid in project_ids}
 
 
-def has_demonstrations(*, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None,
-                       date_to: DayBound = None) -> bool:
+def has_demonstrations(
+    *, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None, date_to: DayBound = None
+) -> bool:
     """Whether `demonstrations_for_training` with these filters yields at least one row."""
     return Demonstration.objects.filter(
-        _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"),
-        DateRange.parse(date_from, date_to).q("created_at")).exists()
+        _chosen(
+            project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"
+        ),
+        DateRange.parse(date_from, date_to).q("created_at"),
+    ).exists()
 
 
-def has_prompts(*, project_ids: Sequence[int] = (), prompt_ids: Sequence[int] = (), date_from: DayBound = None,
-                date_to: DayBound = None) -> bool:
+def has_prompts(
+    *,
+    project_ids: Sequence[int] = (),
+    prompt_ids: Sequence[int] = (),
+    date_from: DayBound = None,
+    date_to: DayBound = None,
+) -> bool:
     """Whether `prompts_for_training` with these filters yields at least one row."""
     return Prompt.objects.filter(
         _chosen(project_ids=project_ids, prompt_ids=prompt_ids, project_field="project_id", prompt_field="pk"),
-        DateRange.parse(date_from, date_to).q("created_at")).exists()
+        DateRange.parse(date_from, date_to).q("created_at"),
+    ).exists()
 
 
 def all_project_ids() -> list[int]:

@@ -1,4 +1,5 @@
 """The labeler's annotations: drafts, submissions (validated, idempotent), skips and revisions of submitted labels."""
+
 from __future__ import annotations
 
 import contextlib
@@ -48,6 +49,7 @@ class SubmitResult:
 # ---------------------------------------------------------------------------------------------
 # Drafts
 
+
 def _own_annotation(*, task: RankingTask, labeler, lock: bool = False) -> Annotation:
     qs = Annotation.objects.filter(task=task, labeler=labeler)
     if lock:
@@ -66,11 +68,15 @@ def annotation_save_draft(*, task: RankingTask, labeler, draft: dict[str, Any]) 
     if problem:
         raise ServiceError(f"The draft {problem}.", field="draft")
     if len(json.dumps(draft)) > MAX_DRAFT_BYTES:
-        raise ServiceError(f"The draft is larger than {MAX_DRAFT_BYTES // 1000} kB; shorten the comment.", field="draft")
+        raise ServiceError(
+            f"The draft is larger than {MAX_DRAFT_BYTES // 1000} kB; shorten the comment.", field="draft"
+        )
     with transaction.atomic():
         annotation = _own_annotation(task=task, labeler=labeler, lock=True)
         if annotation.status != Annotation.Status.DRAFT:
-            raise ServiceError(f"This task is already {annotation.get_status_display().lower()}; the draft can no longer change.")
+            raise ServiceError(
+                f"This task is already {annotation.get_status_display().lower()}; the draft can no longer change."
+            )
         annotation.draft = draft
         annotation.save(update_fields=["draft", "updated_at"])
     return annotation
@@ -79,12 +85,19 @@ def annotation_save_draft(*, task: RankingTask, labeler, draft: dict[str, Any]) 
 # ---------------------------------------------------------------------------------------------
 # Submission
 
+
 def _letter(i: int) -> str:
     return f"Response {chr(ord('A') + i)}"
 
 
-def _validate(*, annotation: Annotation, task_completions: set[int], ratings: Sequence[dict], comment: str,
-              checks: list[CheckQuestion]) -> tuple[dict[str, list[str]], dict[int, dict]]:
+def _validate(
+    *,
+    annotation: Annotation,
+    task_completions: set[int],
+    ratings: Sequence[dict],
+    comment: str,
+    checks: list[CheckQuestion],
+) -> tuple[dict[str, list[str]], dict[int, dict]]:
     """Check a submission against the task's completions; returns (errors by field, clean rows by completion id)."""
     errors: dict[str, list[str]] = {}
 
@@ -101,7 +114,10 @@ def _validate(*, annotation: Annotation, task_completions: set[int], ratings: Se
     for row in ratings:
         cid = row.get("completion") if isinstance(row, dict) else None
         if isinstance(cid, bool) or not isinstance(cid, int) or cid not in task_completions:
-            err("ratings", f"{cid!r} is not one of this task's completions; rate exactly these: {sorted(task_completions)}.")
+            err(
+                "ratings",
+                f"{cid!r} is not one of this task's completions; rate exactly these: {sorted(task_completions)}.",
+            )
             continue
         if cid in given:
             err("ratings", f"{name[cid]} is rated twice; send one rating per completion.")
@@ -133,7 +149,9 @@ def _validate(*, annotation: Annotation, task_completions: set[int], ratings: Se
                 clean_answers[check.pk] = value
         unknown = set(answers) - {c.key for c in checks}
         if unknown:
-            err(f"{prefix}.checks", f"{name[cid]}: unknown checks {sorted(unknown)}; answer only this project's checks.")
+            err(
+                f"{prefix}.checks", f"{name[cid]}: unknown checks {sorted(unknown)}; answer only this project's checks."
+            )
         rank = row.get("rank")
         if rank is None or rank == "":
             err(f"{prefix}.rank", f"Place {name[cid]} in the ranking.")
@@ -202,13 +220,20 @@ def annotation_submit(*, task: RankingTask, labeler, ratings: Sequence[dict], co
         return _submit_locked(task=task, labeler=labeler, ratings=ratings, comment=comment)
     checks_version, checks = project_checks(task.project_id)
     completion_ids = set(annotation.shown_order)
-    errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
-                              comment=comment, checks=checks)
+    errors, clean = _validate(
+        annotation=annotation, task_completions=completion_ids, ratings=ratings, comment=comment, checks=checks
+    )
     if not errors:
         try:
             with _own_transaction_or_savepoint():
-                result = _store(annotation=annotation, task=task, labeler=labeler, clean=clean, comment=comment,
-                                expect=(sorted(completion_ids), checks_version))
+                result = _store(
+                    annotation=annotation,
+                    task=task,
+                    labeler=labeler,
+                    clean=clean,
+                    comment=comment,
+                    expect=(sorted(completion_ids), checks_version),
+                )
             if result is not None:
                 return result
         except IntegrityError as exc:
@@ -234,8 +259,9 @@ def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comme
         else:
             _, checks = project_checks(task.project_id, fresh=True)
             completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
-            errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
-                                      comment=comment, checks=checks)
+            errors, clean = _validate(
+                annotation=annotation, task_completions=completion_ids, ratings=ratings, comment=comment, checks=checks
+            )
             if not errors:
                 try:
                     with transaction.atomic():
@@ -244,9 +270,12 @@ def _submit_locked(*, task: RankingTask, labeler, ratings: Sequence[dict], comme
                 except IntegrityError as exc:
                     if "task_submitted_within_overlap" not in str(exc):
                         raise
-                    errors = {NON_FIELD: [
-                        "This task already has all the labels it needs (your lease had expired). "
-                        "Your work is kept as a draft; take the next task."]}
+                    errors = {
+                        NON_FIELD: [
+                            "This task already has all the labels it needs (your lease had expired). "
+                            "Your work is kept as a draft; take the next task."
+                        ]
+                    }
             refusal = AnnotationInvalid(errors)
         _keep_in_draft(annotation, ratings, comment)
     raise refusal  # after the block, which commits the draft
@@ -256,8 +285,10 @@ def _keep_in_draft(annotation: Annotation, ratings, comment) -> None:
     """Keep what was sent in the draft, so nothing typed is lost when the labeler fixes the errors."""
     draft = dict(annotation.draft or {})
     draft.update({"ratings": list(ratings) if isinstance(ratings, (list, tuple)) else [], "comment": comment})
-    if (json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH) is None
-            and len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES):
+    if (
+        json_value_problem(draft, max_depth=MAX_DRAFT_DEPTH) is None
+        and len(json.dumps(draft, default=str)) <= MAX_DRAFT_BYTES
+    ):
         annotation.draft = draft
         annotation.save(update_fields=["draft", "updated_at"])
 
@@ -301,28 +332,54 @@ SELECT EXISTS (SELECT 1 FROM ann),
 """.format(checks_version=CHECKS_VERSION_SQL.format(project="%(project)s"))
 
 
-def _store(*, annotation: Annotation, task: RankingTask, labeler, clean: dict[int, dict], comment: str,
-           expect: tuple[list[int], str] | None = None) -> SubmitResult | None:
+def _store(
+    *,
+    annotation: Annotation,
+    task: RankingTask,
+    labeler,
+    clean: dict[int, dict],
+    comment: str,
+    expect: tuple[list[int], str] | None = None,
+) -> SubmitResult | None:
     """Store a validated submission; None (nothing written) when it is no longer a draft or `expect` is out of date."""
     now = timezone.now()
     answers = [(cid, check_id, value) for cid, row in clean.items() for check_id, value in row["answers"].items()]
     with connection.cursor() as cur:
-        cur.execute(_STORE_SQL, {
-            "now": now, "comment": comment, "annotation": annotation.pk, "labeler": labeler.pk, "project": task.project_id,
-            "completions": expect[0] if expect else None, "checks_version": expect[1] if expect else None,
-            "rating_completions": list(clean), "likerts": [row["likert"] for row in clean.values()],
-            "ranks": [row["rank"] for row in clean.values()],
-            "answer_completions": [a[0] for a in answers], "answer_checks": [a[1] for a in answers],
-            "answer_values": [a[2] for a in answers], "since": start_of_today(),
-        })
+        cur.execute(
+            _STORE_SQL,
+            {
+                "now": now,
+                "comment": comment,
+                "annotation": annotation.pk,
+                "labeler": labeler.pk,
+                "project": task.project_id,
+                "completions": expect[0] if expect else None,
+                "checks_version": expect[1] if expect else None,
+                "rating_completions": list(clean),
+                "likerts": [row["likert"] for row in clean.values()],
+                "ranks": [row["rank"] for row in clean.values()],
+                "answer_completions": [a[0] for a in answers],
+                "answer_checks": [a[1] for a in answers],
+                "answer_values": [a[2] for a in answers],
+                "since": start_of_today(),
+            },
+        )
         stored, submitted_before = cur.fetchone()
     if not stored:
         return None
     annotation.status, annotation.submitted_at, annotation.comment, annotation.updated_at = (
-        Annotation.Status.SUBMITTED, now, comment, now)
+        Annotation.Status.SUBMITTED,
+        now,
+        comment,
+        now,
+    )
     # The count's snapshot is from before this statement's own update.
-    return SubmitResult(annotation=annotation, created=True, contradictions=ranking_contradictions(clean),
-                        today_count=submitted_before + 1)
+    return SubmitResult(
+        annotation=annotation,
+        created=True,
+        contradictions=ranking_contradictions(clean),
+        today_count=submitted_before + 1,
+    )
 
 
 def annotation_skip(*, task: RankingTask, labeler, reason: str) -> Annotation:
@@ -348,6 +405,7 @@ def annotation_skip(*, task: RankingTask, labeler, reason: str) -> Annotation:
 # ---------------------------------------------------------------------------------------------
 # Revision of a submitted label
 
+
 def revision_refusal(annotation: Annotation) -> str | None:
     """Why the labeler may not revise this label now, or None when they may.
 
@@ -357,9 +415,11 @@ def revision_refusal(annotation: Annotation) -> str | None:
     labeler lost access to hides the label altogether, see `selectors.labeling.annotation_for_labeler`.)
     """
     if annotation.status != Annotation.Status.SUBMITTED:
-        return (f"You have not submitted task {annotation.task_id}; only a submitted label can be revised."
-                if annotation.status == Annotation.Status.DRAFT else
-                f"You skipped task {annotation.task_id}; a skipped task has no label to revise.")
+        return (
+            f"You have not submitted task {annotation.task_id}; only a submitted label can be revised."
+            if annotation.status == Annotation.Status.DRAFT
+            else f"You skipped task {annotation.task_id}; a skipped task has no label to revise."
+        )
     if annotation.review_state == ReviewState.ACCEPTED:
         return "A researcher accepted this label, so it can no longer be revised."
     if annotation.task.archived_at is not None:
@@ -372,15 +432,19 @@ def _current_version_ratings(annotation: Annotation) -> list[dict]:
     position = {cid: i for i, cid in enumerate(annotation.shown_order)}
     answers: dict[int, dict[str, bool]] = {}
     for rating_id, key, value in CheckAnswer.objects.filter(rating__annotation=annotation).values_list(
-            "rating_id", "check_question__key", "value"):
+        "rating_id", "check_question__key", "value"
+    ):
         answers.setdefault(rating_id, {})[key] = value
-    rows = [{"completion": cid, "likert": likert, "rank": rank, "checks": answers.get(rid, {})}
-            for rid, cid, likert, rank in annotation.ratings.values_list("id", "completion_id", "likert", "rank")]
+    rows = [
+        {"completion": cid, "likert": likert, "rank": rank, "checks": answers.get(rid, {})}
+        for rid, cid, likert, rank in annotation.ratings.values_list("id", "completion_id", "likert", "rank")
+    ]
     return sorted(rows, key=lambda r: (position.get(r["completion"], len(position)), r["completion"]))
 
 
-def annotation_revise(*, task: RankingTask, labeler, ratings: Sequence[dict], comment: str = "",
-                      opened_at: datetime | None = None) -> Annotation:
+def annotation_revise(
+    *, task: RankingTask, labeler, ratings: Sequence[dict], comment: str = "", opened_at: datetime | None = None
+) -> Annotation:
     """Replace the labeler's submitted label of `task` with a new version, keeping the earlier one.
 
     The input and its validation are a submission's (`_validate`, against the task's completions and the
@@ -399,29 +463,56 @@ def annotation_revise(*, task: RankingTask, labeler, ratings: Sequence[dict], co
             raise ServiceError(refusal, status=409)
         _, checks = project_checks(task.project_id, fresh=True)
         completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
-        errors, clean = _validate(annotation=annotation, task_completions=completion_ids, ratings=ratings,
-                                  comment=comment, checks=checks)
+        errors, clean = _validate(
+            annotation=annotation, task_completions=completion_ids, ratings=ratings, comment=comment, checks=checks
+        )
         if errors:
             raise AnnotationInvalid(errors)
         now = timezone.now()
         AnnotationVersion.objects.create(
-            annotation=annotation, version=annotation.revision_count + 1, ratings=_current_version_ratings(annotation),
-            comment=annotation.comment, started_at=annotation.started_at, submitted_at=annotation.submitted_at,
-            review_state=annotation.review_state, review_note=annotation.review_note,
-            reviewed_by_id=annotation.reviewed_by_id, reviewed_at=annotation.reviewed_at, replaced_at=now)
+            annotation=annotation,
+            version=annotation.revision_count + 1,
+            ratings=_current_version_ratings(annotation),
+            comment=annotation.comment,
+            started_at=annotation.started_at,
+            submitted_at=annotation.submitted_at,
+            review_state=annotation.review_state,
+            review_note=annotation.review_note,
+            reviewed_by_id=annotation.reviewed_by_id,
+            reviewed_at=annotation.reviewed_at,
+            replaced_at=now,
+        )
         Rating.objects.filter(annotation=annotation).delete()  # its check answers go with it (CASCADE)
         new_ratings = Rating.objects.bulk_create(
-            [Rating(annotation=annotation, completion_id=cid, likert=row["likert"], rank=row["rank"])
-             for cid, row in clean.items()])
+            [
+                Rating(annotation=annotation, completion_id=cid, likert=row["likert"], rank=row["rank"])
+                for cid, row in clean.items()
+            ]
+        )
         CheckAnswer.objects.bulk_create(
-            [CheckAnswer(rating=rating, check_question_id=check_id, value=value)
-             for rating, row in zip(new_ratings, clean.values()) for check_id, value in row["answers"].items()])
+            [
+                CheckAnswer(rating=rating, check_question_id=check_id, value=value)
+                for rating, row in zip(new_ratings, clean.values())
+                for check_id, value in row["answers"].items()
+            ]
+        )
         started = now if opened_at is None else min(max(opened_at, annotation.submitted_at), now)
         annotation.comment, annotation.started_at, annotation.submitted_at = comment, started, now
         annotation.review_state, annotation.review_note = ReviewState.PENDING, ""
         annotation.reviewed_by, annotation.reviewed_at = None, None
         annotation.revision_count += 1
         # Never "status": see the docstring.
-        annotation.save(update_fields=["comment", "started_at", "submitted_at", "review_state", "review_note",
-                                       "reviewed_by", "reviewed_at", "revision_count", "updated_at"])
+        annotation.save(
+            update_fields=[
+                "comment",
+                "started_at",
+                "submitted_at",
+                "review_state",
+                "review_note",
+                "reviewed_by",
+                "reviewed_at",
+                "revision_count",
+                "updated_at",
+            ]
+        )
     return annotation

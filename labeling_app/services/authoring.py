@@ -1,4 +1,5 @@
 """Researchers' writes one by one: prompts (plain or chat), demonstrations, and ranking tasks from chosen completions."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,7 +22,9 @@ def parse_chat(raw: str | list) -> tuple[str, list[dict]]:
     return parse_chat_prompt(value, field="messages")
 
 
-def prompt_create(*, project: Project, text: str = "", messages: list | None = None, user=None, source: str = "") -> Prompt:
+def prompt_create(
+    *, project: Project, text: str = "", messages: list | None = None, user=None, source: str = ""
+) -> Prompt:
     """One prompt, plain or chat (for chat, `text` is taken from the last user turn)."""
     if messages:
         text, messages = parse_chat(messages)
@@ -34,14 +37,20 @@ def prompt_create(*, project: Project, text: str = "", messages: list | None = N
         with transaction.atomic():
             prompt.save()
     except IntegrityError:
-        existing = Prompt.objects.filter(project=project, content_hash=prompt.content_hash).values_list("pk", flat=True).first()
-        raise ServiceError(f"this prompt is already in the project (prompt #{existing})",
-                           field="messages" if messages else "text") from None
+        existing = (
+            Prompt.objects.filter(project=project, content_hash=prompt.content_hash)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        raise ServiceError(
+            f"this prompt is already in the project (prompt #{existing})", field="messages" if messages else "text"
+        ) from None
     return prompt
 
 
-def demonstration_save(*, prompt: Prompt, text: str, user=None, demonstration: Demonstration | None = None,
-                       as_completion: bool = False) -> Demonstration:
+def demonstration_save(
+    *, prompt: Prompt, text: str, user=None, demonstration: Demonstration | None = None, as_completion: bool = False
+) -> Demonstration:
     """Write or edit the ideal answer to a prompt; with as_completion it is also a completion to rank
     (source=demonstration), kept in step with later edits while no task uses it."""
     if not text.strip():
@@ -57,8 +66,9 @@ def demonstration_save(*, prompt: Prompt, text: str, user=None, demonstration: D
             # A completion already in a task keeps the text its labels were given for.
             Completion.objects.filter(demonstration=demonstration, tasks__isnull=True).update(text=text)
         if as_completion and not Completion.objects.filter(demonstration=demonstration, text=text).exists():
-            Completion.objects.create(prompt=prompt, text=text, source=Completion.Source.DEMONSTRATION,
-                                      demonstration=demonstration)
+            Completion.objects.create(
+                prompt=prompt, text=text, source=Completion.Source.DEMONSTRATION, demonstration=demonstration
+            )
     return demonstration
 
 
@@ -67,6 +77,9 @@ def task_create_from(*, prompt: Prompt, completion_ids: Sequence[int], shuffle_s
     project = prompt.project
     completions = list(Completion.objects.filter(prompt=prompt, pk__in=list(completion_ids)))
     if len(completions) != project.completions_per_task:
-        raise ServiceError(f"pick exactly {project.completions_per_task} completions (K of this project); "
-                           f"you picked {len(completions)}", field="completions")
+        raise ServiceError(
+            f"pick exactly {project.completions_per_task} completions (K of this project); "
+            f"you picked {len(completions)}",
+            field="completions",
+        )
     return task_create(project=project, prompt=prompt, completions=completions, shuffle_seed=shuffle_seed)

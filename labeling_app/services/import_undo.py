@@ -14,6 +14,7 @@ being handed out right now is waited for and its draft counted; a task the undo 
 the queue, and is gone when the undo commits. Drafts and submissions after that update the existing
 annotation, which was counted.
 """
+
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
@@ -32,8 +33,11 @@ def import_job_undo(*, job: ImportJob, user) -> ImportJob:
         with transaction.atomic():
             return _undo(job.pk, user)
     except IntegrityError as exc:  # another import started using these rows between our reads and the commit
-        raise ServiceError("Another import is using rows of this import right now; nothing was undone. Try again "
-                           "when it has finished.", status=409) from exc
+        raise ServiceError(
+            "Another import is using rows of this import right now; nothing was undone. Try again "
+            "when it has finished.",
+            status=409,
+        ) from exc
 
 
 def _undo(job_id: int, user) -> ImportJob:
@@ -42,13 +46,18 @@ def _undo(job_id: int, user) -> ImportJob:
     if refusal:
         raise ServiceError(refusal, status=409)
     # Lock the tasks first: from here on no label can be added to them (see the module's docstring).
-    list(RankingTask.objects.filter(import_job_id=job.pk).order_by("pk").select_for_update().values_list("pk", flat=True))
+    list(
+        RankingTask.objects.filter(import_job_id=job.pk).order_by("pk").select_for_update().values_list("pk", flat=True)
+    )
     plan = import_undo_plan(job)
     if plan.human_labels:
         n = plan.human_labels
-        raise ServiceError(f"{n} label{'s' if n != 1 else ''} by labelers (drafts included) depend{'s' if n == 1 else ''} on tasks this import "
-                           f"created, so it cannot be undone: undoing it would delete {'them' if n != 1 else 'it'}. "
-                           f"Nothing was changed.", status=409)
+        raise ServiceError(
+            f"{n} label{'s' if n != 1 else ''} by labelers (drafts included) depend{'s' if n == 1 else ''} on tasks this import "
+            f"created, so it cannot be undone: undoing it would delete {'them' if n != 1 else 'it'}. "
+            f"Nothing was changed.",
+            status=409,
+        )
     deleted: dict[str, int] = {}
     # Imported labels on tasks that stay (another import made the task) leave; the task stays closed:
     # its overlap drops by the labels removed (a label task's overlap is the number of its labels).
@@ -60,10 +69,15 @@ def _undo(job_id: int, user) -> ImportJob:
         deleted[kind] = per_model.get(queryset.model._meta.label, 0)
         if kind == "annotations":
             for task_id, n in lowered.items():  # after the delete: the trigger has lowered submitted_count
-                RankingTask.objects.filter(pk=task_id).update(overlap=Greatest(F("overlap") - n, F("submitted_count"), 1))
+                RankingTask.objects.filter(pk=task_id).update(
+                    overlap=Greatest(F("overlap") - n, F("submitted_count"), 1)
+                )
     kept = {kind: plan.created[kind] - deleted[kind] for kind in UNDO_KINDS}
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.UNDONE, undone_at=timezone.now(), undone_by=user,
-                                               undo_result={"deleted": deleted, "kept": kept})
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.UNDONE,
+        undone_at=timezone.now(),
+        undone_by=user,
+        undo_result={"deleted": deleted, "kept": kept},
+    )
     job.refresh_from_db()
     return job
-

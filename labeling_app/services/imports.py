@@ -13,6 +13,7 @@ Import jobs wrap this for uploads: small files run inline, big ones in a Celery 
 A running job keeps a heartbeat; `imports_mark_lost` marks jobs whose worker died, Retry runs the
 saved file again as a new job, and `import_uploads_purge` deletes old rejected uploads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,14 +54,23 @@ class ImportRejected(ServiceError):
     `error_count` counts the bad lines, `lines` is the number of data lines read.
     """
 
-    def __init__(self, line_errors: list[LineError], error_count: int, lines: int, *, no_valid_lines: bool = False,
-                 truncated: bool | None = None):
+    def __init__(
+        self,
+        line_errors: list[LineError],
+        error_count: int,
+        lines: int,
+        *,
+        no_valid_lines: bool = False,
+        truncated: bool | None = None,
+    ):
         self.line_errors, self.error_count, self.lines = line_errors, error_count, lines
         truncated = error_count > len(line_errors) if truncated is None else truncated
         more = f" (showing the first {len(line_errors)})" if truncated else ""
         what = "no valid lines" if no_valid_lines else f"{error_count} bad line(s)"
-        super().__init__(f"{what} in {lines} lines; nothing was imported{more}:\n"
-                         + "\n".join(str(e) for e in line_errors), field="file")
+        super().__init__(
+            f"{what} in {lines} lines; nothing was imported{more}:\n" + "\n".join(str(e) for e in line_errors),
+            field="file",
+        )
 
 
 @dataclass
@@ -70,7 +80,9 @@ class Validation:
     lines: int = 0
     valid: int = 0
     invalid_count: int = 0
-    invalid_lines: list[LineError] = field(default_factory=list)  # skip-invalid: each skipped line, up to MAX_SKIPPED_KEPT
+    invalid_lines: list[LineError] = field(
+        default_factory=list
+    )  # skip-invalid: each skipped line, up to MAX_SKIPPED_KEPT
 
 
 class _Problems:
@@ -103,20 +115,28 @@ class _Problems:
         """The file refused: one error per wrong completion count, and the other bad lines, by line."""
         k = [k_mismatch_summary(project, got, f, lines, n, total) for got, (f, lines, n) in self.k_groups.items()]
         shown = sorted(k + self.other, key=lambda e: e.line)[:MAX_ERRORS]
-        return ImportRejected(shown, self.count, total, no_valid_lines=no_valid_lines,
-                              truncated=self.other_count + len(k) > len(shown))
+        return ImportRejected(
+            shown, self.count, total, no_valid_lines=no_valid_lines, truncated=self.other_count + len(k) > len(shown)
+        )
 
     def every_line(self) -> list[LineError]:
         """Each bad line with its own reason, by line, for a skip-invalid import's report."""
-        return sorted(self.other + self.k_lines, key=lambda e: e.line)[:self.keep]
+        return sorted(self.other + self.k_lines, key=lambda e: e.line)[: self.keep]
 
 
 def _check_keys(project: Project) -> frozenset[str]:
     return frozenset(project.checks.values_list("key", flat=True))
 
 
-def validate_file(path: str | Path, kind: str, *, project: Project, fmt: str | None = None, skip_invalid: bool = False,
-                  on_progress: Callable[[int], None] | None = None) -> Validation:
+def validate_file(
+    path: str | Path,
+    kind: str,
+    *,
+    project: Project,
+    fmt: str | None = None,
+    skip_invalid: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Validation:
     """First pass: how many lines are valid, or ImportRejected listing what to fix.
 
     With skip_invalid the bad lines are returned instead (the file is still refused when no line
@@ -138,10 +158,20 @@ def validate_file(path: str | Path, kind: str, *, project: Project, fmt: str | N
     return Validation(lines=lines, valid=valid, invalid_count=problems.count, invalid_lines=problems.every_line())
 
 
-def import_file(*, project: Project, kind: str, path: str | Path, source_name: str = "", user=None,
-                fmt: str | None = None, batch_size: int = 1000, skip_invalid: bool = False,
-                on_progress: Callable[[str, int, int], None] | None = None,
-                before_commit: Callable[[ImportResult], None] | None = None, job_id: int | None = None) -> ImportResult:
+def import_file(
+    *,
+    project: Project,
+    kind: str,
+    path: str | Path,
+    source_name: str = "",
+    user=None,
+    fmt: str | None = None,
+    batch_size: int = 1000,
+    skip_invalid: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    before_commit: Callable[[ImportResult], None] | None = None,
+    job_id: int | None = None,
+) -> ImportResult:
     """Validate `path` as a whole, then insert it in one transaction; raises ImportRejected.
 
     on_progress(phase, done_lines, total_lines) is called as the passes advance (phase
@@ -153,12 +183,22 @@ def import_file(*, project: Project, kind: str, path: str | Path, source_name: s
     if kind not in KINDS:
         raise ValueError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}")
     if kind == ImportJob.Kind.PREFERENCES and not source_name.strip():
-        raise ServiceError("preference labels need a source name (the dataset or tool they came from), e.g. 'hh-rlhf'",
-                           field="source_name")
+        raise ServiceError(
+            "preference labels need a source name (the dataset or tool they came from), e.g. 'hh-rlhf'",
+            field="source_name",
+        )
     source = (source_name or Path(path).name)[:200]
-    checked = validate_file(path, kind, project=project, fmt=fmt, skip_invalid=skip_invalid,
-                            on_progress=(lambda n: on_progress("validating", n, 0)) if on_progress else None)
-    result = ImportResult(lines=checked.lines, invalid_skipped=checked.invalid_count, invalid_lines=checked.invalid_lines)
+    checked = validate_file(
+        path,
+        kind,
+        project=project,
+        fmt=fmt,
+        skip_invalid=skip_invalid,
+        on_progress=(lambda n: on_progress("validating", n, 0)) if on_progress else None,
+    )
+    result = ImportResult(
+        lines=checked.lines, invalid_skipped=checked.invalid_count, invalid_lines=checked.invalid_lines
+    )
     user_id = getattr(user, "pk", None)
     if on_progress:
         on_progress("importing", 0, checked.valid)
@@ -175,15 +215,24 @@ def import_file(*, project: Project, kind: str, path: str | Path, source_name: s
                 raise RuntimeError(f"the file changed between validation and import: {record}")
             batch.append(record)
             if len(batch) >= batch_size:
-                insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source,
-                             job_id=job_id)
+                insert_batch(
+                    project,
+                    kind,
+                    batch,
+                    result,
+                    source=source,
+                    user_id=user_id,
+                    import_source=import_source,
+                    job_id=job_id,
+                )
                 done += len(batch)
                 batch = []
                 if on_progress:
                     on_progress("importing", done, checked.valid)
         if batch:
-            insert_batch(project, kind, batch, result, source=source, user_id=user_id, import_source=import_source,
-                         job_id=job_id)
+            insert_batch(
+                project, kind, batch, result, source=source, user_id=user_id, import_source=import_source, job_id=job_id
+            )
             done += len(batch)
         if on_progress:
             on_progress("importing", done, checked.valid)
@@ -216,8 +265,16 @@ def _upload_path(original_name: str) -> Path:
     return import_dir() / f"{uuid.uuid4().hex}{suffix}"
 
 
-def import_job_create(*, project: Project, kind: str, upload, original_name: str, source_name: str = "",
-                      user=None, skip_invalid: bool = False) -> ImportJob:
+def import_job_create(
+    *,
+    project: Project,
+    kind: str,
+    upload,
+    original_name: str,
+    source_name: str = "",
+    user=None,
+    skip_invalid: bool = False,
+) -> ImportJob:
     """Save the upload (any file-like object or Django UploadedFile) and start its import.
 
     Small files are imported before this returns; bigger ones are queued after the commit.
@@ -229,8 +286,17 @@ def import_job_create(*, project: Project, kind: str, upload, original_name: str
         chunks = upload.chunks() if hasattr(upload, "chunks") else iter(lambda: upload.read(1 << 20), b"")
         for chunk in chunks:
             out.write(chunk if isinstance(chunk, bytes) else chunk.encode("utf-8"))
-    return _job_start(ImportJob(project=project, kind=kind, file_path=str(path), original_name=original_name.replace("\x00", "")[:300],
-                                source_name=source_name.strip(), skip_invalid=skip_invalid, created_by=user))
+    return _job_start(
+        ImportJob(
+            project=project,
+            kind=kind,
+            file_path=str(path),
+            original_name=original_name.replace("\x00", "")[:300],
+            source_name=source_name.strip(),
+            skip_invalid=skip_invalid,
+            created_by=user,
+        )
+    )
 
 
 def _job_start(job: ImportJob) -> ImportJob:
@@ -252,13 +318,23 @@ def import_job_retry(*, job: ImportJob, user, skip_invalid: bool | None = None) 
         state = "still running" if job.status not in ImportJob.FINISHED else "already imported"
         raise ServiceError(f"This import is {state}; only a failed or lost import can be retried.")
     if not job.file_path or not os.path.exists(job.file_path):
-        raise ServiceError(f"The uploaded file is no longer kept (rejected uploads are deleted after "
-                           f"{retention_days()} days); upload it again.")
+        raise ServiceError(
+            f"The uploaded file is no longer kept (rejected uploads are deleted after "
+            f"{retention_days()} days); upload it again."
+        )
     path = _upload_path(job.file_path)
     shutil.copyfile(job.file_path, path)
-    return _job_start(ImportJob(project=job.project, kind=job.kind, file_path=str(path), original_name=job.original_name,
-                                source_name=job.source_name, created_by=user,
-                                skip_invalid=job.skip_invalid if skip_invalid is None else skip_invalid))
+    return _job_start(
+        ImportJob(
+            project=job.project,
+            kind=job.kind,
+            file_path=str(path),
+            original_name=job.original_name,
+            source_name=job.source_name,
+            created_by=user,
+            skip_invalid=job.skip_invalid if skip_invalid is None else skip_invalid,
+        )
+    )
 
 
 class _Heartbeat(threading.Thread):
@@ -288,19 +364,24 @@ class _Heartbeat(threading.Thread):
 
 
 def _beat(job_id: int, **fields) -> int:
-    return ImportJob.objects.filter(pk=job_id, status__in=ImportJob.RUNNING).update(heartbeat_at=timezone.now(), **fields)
+    return ImportJob.objects.filter(pk=job_id, status__in=ImportJob.RUNNING).update(
+        heartbeat_at=timezone.now(), **fields
+    )
 
 
 def import_job_run(*, job_id: int) -> ImportJob:
     """Run one import job to the end, recording success or the errors on its row."""
     claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.VALIDATING, heartbeat_at=timezone.now())
+        status=ImportJob.Status.VALIDATING, heartbeat_at=timezone.now()
+    )
     job = ImportJob.objects.select_related("project", "created_by").get(pk=job_id)
     if not claimed:
         return job  # a redelivered task, or a second worker: the job already ran or runs elsewhere
 
     def progress(phase: str, done: int, total: int) -> None:
-        cache.set(job.progress_cache_key, {"phase": phase, "done": done, "total": total or job.total_lines}, timeout=3600)
+        cache.set(
+            job.progress_cache_key, {"phase": phase, "done": done, "total": total or job.total_lines}, timeout=3600
+        )
         if phase == "validating":
             _beat(job.pk, processed_lines=done)
         elif done == 0:  # the insert transaction is not open yet: the row can still say so
@@ -308,21 +389,35 @@ def import_job_run(*, job_id: int) -> ImportJob:
 
     def succeed(result: ImportResult) -> None:
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.SUCCEEDED, result=result.as_dict(), processed_lines=result.lines,
-            total_lines=result.lines, finished_at=timezone.now(), heartbeat_at=timezone.now(),
-            errors=[e.as_dict() for e in result.invalid_lines], error_count=result.invalid_skipped,
+            status=ImportJob.Status.SUCCEEDED,
+            result=result.as_dict(),
+            processed_lines=result.lines,
+            total_lines=result.lines,
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            errors=[e.as_dict() for e in result.invalid_lines],
+            error_count=result.invalid_skipped,
         )
 
     def fail(errors: list[dict], error_count: int = 1, **fields) -> None:
-        ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED, errors=errors, error_count=error_count,
-                                                   finished_at=timezone.now(), **fields)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED, errors=errors, error_count=error_count, finished_at=timezone.now(), **fields
+        )
 
     heartbeat = _Heartbeat(job.pk, float(getattr(settings, "JOB_HEARTBEAT_SECONDS", 5)))
     heartbeat.start()
     try:
-        import_file(project=job.project, kind=job.kind, path=job.file_path, source_name=job.source_name or "",
-                    user=job.created_by, skip_invalid=job.skip_invalid, on_progress=progress, before_commit=succeed,
-                    job_id=job.pk)
+        import_file(
+            project=job.project,
+            kind=job.kind,
+            path=job.file_path,
+            source_name=job.source_name or "",
+            user=job.created_by,
+            skip_invalid=job.skip_invalid,
+            on_progress=progress,
+            before_commit=succeed,
+            job_id=job.pk,
+        )
     except ImportRejected as exc:
         fail([e.as_dict() for e in exc.line_errors], exc.error_count, processed_lines=exc.lines)
     except ServiceError as exc:
@@ -345,6 +440,7 @@ def import_job_run(*, job_id: int) -> ImportJob:
 # ---------------------------------------------------------------------------------------------
 # Housekeeping on a schedule: jobs whose worker died, and old rejected uploads
 
+
 def lost_after_seconds() -> float:
     return float(getattr(settings, "JOB_LOST_AFTER_SECONDS", 120))
 
@@ -361,10 +457,14 @@ def imports_mark_lost(*, now=None) -> int:
     count = 0
     for job in ImportJob.objects.filter(silent, status__in=ImportJob.RUNNING):
         last = job.heartbeat_at or job.created_at
-        reason = (f"the worker stopped while {job.status} this file: no heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC "
-                  f"(more than {lost_after_seconds():.0f} s); nothing was imported. Retry runs the same file again.")
+        reason = (
+            f"the worker stopped while {job.status} this file: no heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC "
+            f"(more than {lost_after_seconds():.0f} s); nothing was imported. Retry runs the same file again."
+        )
         count += ImportJob.objects.filter(silent, pk=job.pk, status=job.status).update(
-            status=ImportJob.Status.LOST, finished_at=now, error_count=1,
+            status=ImportJob.Status.LOST,
+            finished_at=now,
+            error_count=1,
             errors=[{"line": 0, "field": "(worker)", "message": reason}],
         )
     return count
@@ -383,7 +483,9 @@ def import_uploads_purge(*, now=None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(days=retention_days())
     count = 0
-    old = ImportJob.objects.filter(status__in=(ImportJob.Status.FAILED, ImportJob.Status.LOST), finished_at__lt=cutoff).exclude(file_path="")
+    old = ImportJob.objects.filter(
+        status__in=(ImportJob.Status.FAILED, ImportJob.Status.LOST), finished_at__lt=cutoff
+    ).exclude(file_path="")
     for job in old:
         try:
             os.remove(job.file_path)
@@ -393,8 +495,12 @@ def import_uploads_purge(*, now=None) -> int:
     folder = import_dir()
     referenced = set(ImportJob.objects.exclude(file_path="").values_list("file_path", flat=True))
     for path in folder.iterdir():
-        if (UPLOAD_NAME.match(path.name) and str(path) not in referenced and path.is_file()
-                and path.stat().st_mtime < cutoff.timestamp()):
+        if (
+            UPLOAD_NAME.match(path.name)
+            and str(path) not in referenced
+            and path.is_file()
+            and path.stat().st_mtime < cutoff.timestamp()
+        ):
             path.unlink(missing_ok=True)
             count += 1
     return count

@@ -1,4 +1,5 @@
 """The labeler's queue: leasing the next task (SELECT ... FOR UPDATE SKIP LOCKED) and renewing a lease."""
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,38 @@ def task_assign_next(*, project: Project, labeler) -> Assignment | None:
         raise Project.DoesNotExist(f"No project with id {project.pk}.")
     if row["outcome"] == "none":
         return None
-    task = model_from_row(RankingTask, {
-        "id": row["task_id"], "project_id": project.pk, "prompt_id": row["task_prompt_id"], "overlap": row["task_overlap"],
-        "submitted_count": row["task_submitted_count"], "created_at": row["task_created_at"],
-        "archived_at": None})  # the hand-out never gives out an archived task
+    task = model_from_row(
+        RankingTask,
+        {
+            "id": row["task_id"],
+            "project_id": project.pk,
+            "prompt_id": row["task_prompt_id"],
+            "overlap": row["task_overlap"],
+            "submitted_count": row["task_submitted_count"],
+            "created_at": row["task_created_at"],
+            "archived_at": None,
+        },
+    )  # the hand-out never gives out an archived task
     task.project = project
-    task.prompt = model_from_row(Prompt, {"id": row["task_prompt_id"], "project_id": project.pk, "text": row["prompt_text"],
-                                          "messages": row["prompt_messages"]})
-    assignment = model_from_row(Assignment, {
-        "id": row["assignment_id"], "task_id": row["task_id"], "labeler_id": labeler.pk,
-        "created_at": row["assignment_created_at"], "expires_at": row["expires_at"]})
+    task.prompt = model_from_row(
+        Prompt,
+        {
+            "id": row["task_prompt_id"],
+            "project_id": project.pk,
+            "text": row["prompt_text"],
+            "messages": row["prompt_messages"],
+        },
+    )
+    assignment = model_from_row(
+        Assignment,
+        {
+            "id": row["assignment_id"],
+            "task_id": row["task_id"],
+            "labeler_id": labeler.pk,
+            "created_at": row["assignment_created_at"],
+            "expires_at": row["expires_at"],
+        },
+    )
     assignment.task, assignment.labeler = task, labeler
     # Django has psycopg read jsonb as text (for JSONField's decoders).
     assignment.shown_completions = [(cid, text) for cid, text in json.loads(row["completions"])]

@@ -1,4 +1,5 @@
 """People: users with their roles, one-time set-password links, deactivation, and each user's API token."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -36,11 +37,16 @@ def _lock_admins() -> None:
 
 def _refuse_last_admin(user, *, what: str) -> None:
     """ServiceError (409) when `user` is the only active admin left; call it holding _lock_admins."""
-    others = (get_user_model().objects.filter(is_active=True).filter(Q(groups__name=ADMIN) | Q(is_superuser=True))
-              .exclude(pk=user.pk))
+    others = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(groups__name=ADMIN) | Q(is_superuser=True))
+        .exclude(pk=user.pk)
+    )
     if not others.exists():
-        raise ServiceError(f"{user.username} is the last active admin: make another user an admin before you {what}.",
-                           status=409)
+        raise ServiceError(
+            f"{user.username} is the last active admin: make another user an admin before you {what}.", status=409
+        )
 
 
 def user_create(*, username: str, roles: Iterable[str], email: str = "", password: str | None = None):
@@ -72,8 +78,9 @@ def user_create(*, username: str, roles: Iterable[str], email: str = "", passwor
             user.groups.add(*(Group.objects.get_or_create(name=role)[0] for role in roles))
     except IntegrityError:
         if User.objects.filter(username=username).exists():
-            raise ServiceError(f"A user named {username!r} already exists; pick another name.", field="username",
-                               status=409) from None
+            raise ServiceError(
+                f"A user named {username!r} already exists; pick another name.", field="username", status=409
+            ) from None
         raise
     return user
 
@@ -86,8 +93,13 @@ def user_invite_path(*, user) -> str:
     """
     if not user.is_active:
         raise ServiceError(f"{user.username} is deactivated; reactivate them before sending a link.", status=409)
-    return reverse("set_password", kwargs={"uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
-                                           "token": default_token_generator.make_token(user)})
+    return reverse(
+        "set_password",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
 
 
 @transaction.atomic
@@ -97,8 +109,11 @@ def user_set_roles(*, user, roles: Iterable[str]):
     roles = _clean_roles(roles)
     if ADMIN not in roles:
         if user.is_superuser:
-            raise ServiceError(f"{user.username} is a Django superuser and so always an admin; change that in Django admin.",
-                               field="roles", status=409)
+            raise ServiceError(
+                f"{user.username} is a Django superuser and so always an admin; change that in Django admin.",
+                field="roles",
+                status=409,
+            )
         _lock_admins()
         if user.is_active and user.groups.filter(name=ADMIN).exists():
             _refuse_last_admin(user, what="take the admin role from them")

@@ -1,4 +1,5 @@
 """Projects: creating one, editing its settings and yes/no checks as one unit, and building its ranking tasks."""
+
 from __future__ import annotations
 
 import random
@@ -37,7 +38,9 @@ def _save_project(project: Project) -> None:
             project.save()
     except IntegrityError:
         if Project.objects.filter(name=project.name).exclude(pk=project.pk).exists():
-            raise ServiceError(f"A project named {project.name!r} already exists; pick another name.", field="name") from None
+            raise ServiceError(
+                f"A project named {project.name!r} already exists; pick another name.", field="name"
+            ) from None
         raise
 
 
@@ -49,18 +52,32 @@ def _check_adaptive_overlap(*, overlap: int, overlap_max: int | None, disagreeme
     if overlap_max is None:
         overlap_max = overlap
     if overlap_max < overlap:
-        raise ServiceError(f"The maximum overlap ({overlap_max}) must be at least the overlap ({overlap}); set it equal "
-                           f"to the overlap to never add labels.", field="overlap_max")
+        raise ServiceError(
+            f"The maximum overlap ({overlap_max}) must be at least the overlap ({overlap}); set it equal "
+            f"to the overlap to never add labels.",
+            field="overlap_max",
+        )
     if not 0 < disagreement_threshold <= 1:
-        raise ServiceError(f"The disagreement threshold must be above 0 and at most 1 (a share of completion pairs, e.g. "
-                           f"0.34); got {disagreement_threshold:g}.", field="disagreement_threshold")
+        raise ServiceError(
+            f"The disagreement threshold must be above 0 and at most 1 (a share of completion pairs, e.g. "
+            f"0.34); got {disagreement_threshold:g}.",
+            field="disagreement_threshold",
+        )
     return overlap_max
 
 
-def project_create(*, name: str, user=None, instructions: str = "", completions_per_task: int = 4, overlap: int = 1,
-                   lease_minutes: int = 30, checks: Sequence[CheckSpec | tuple] | None = None,
-                   overlap_max: int | None = None,
-                   disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD) -> Project:
+def project_create(
+    *,
+    name: str,
+    user=None,
+    instructions: str = "",
+    completions_per_task: int = 4,
+    overlap: int = 1,
+    lease_minutes: int = 30,
+    checks: Sequence[CheckSpec | tuple] | None = None,
+    overlap_max: int | None = None,
+    disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD,
+) -> Project:
     """A project with its yes/no checks (InstructGPT's defaults unless given).
 
     A check is a CheckSpec or a tuple of its fields, (key, question[, problem_answer[, serious]]):
@@ -69,16 +86,30 @@ def project_create(*, name: str, user=None, instructions: str = "", completions_
     `overlap_max` (None: the overlap, i.e. never).
     """
     specs = [CheckSpec(*c) for c in (DEFAULT_CHECKS if checks is None else checks)]
-    overlap_max = _check_adaptive_overlap(overlap=overlap, overlap_max=overlap_max,
-                                          disagreement_threshold=disagreement_threshold)
+    overlap_max = _check_adaptive_overlap(
+        overlap=overlap, overlap_max=overlap_max, disagreement_threshold=disagreement_threshold
+    )
     with transaction.atomic():
-        project = Project(name=name, instructions=instructions, completions_per_task=completions_per_task,
-                          overlap=overlap, lease_minutes=lease_minutes, created_by=user, overlap_max=overlap_max,
-                          disagreement_threshold=disagreement_threshold)
+        project = Project(
+            name=name,
+            instructions=instructions,
+            completions_per_task=completions_per_task,
+            overlap=overlap,
+            lease_minutes=lease_minutes,
+            created_by=user,
+            overlap_max=overlap_max,
+            disagreement_threshold=disagreement_threshold,
+        )
         _save_project(project)
         CheckQuestion.objects.bulk_create(
-            CheckQuestion(project=project, key=c.key, question=c.question, position=i,
-                          problem_answer=c.problem_answer, serious=c.serious)
+            CheckQuestion(
+                project=project,
+                key=c.key,
+                question=c.question,
+                position=i,
+                problem_answer=c.problem_answer,
+                serious=c.serious,
+            )
             for i, c in enumerate(specs)
         )
     return project
@@ -105,11 +136,21 @@ class NewCheck:
     serious: bool = True
 
 
-def project_update(*, project: Project, name: str, instructions: str, completions_per_task: int, overlap: int,
-                   lease_minutes: int, check_edits: Sequence[CheckEdit] = (),
-                   new_questions: Sequence[NewCheck | str] = (), queue_order: str | None = None,
-                   queue_source: str | None = None, overlap_max: int | None = None,
-                   disagreement_threshold: float | None = None) -> Project:
+def project_update(
+    *,
+    project: Project,
+    name: str,
+    instructions: str,
+    completions_per_task: int,
+    overlap: int,
+    lease_minutes: int,
+    check_edits: Sequence[CheckEdit] = (),
+    new_questions: Sequence[NewCheck | str] = (),
+    queue_order: str | None = None,
+    queue_source: str | None = None,
+    overlap_max: int | None = None,
+    disagreement_threshold: float | None = None,
+) -> Project:
     """Change a project's settings and its checks in one transaction: everything is saved, or nothing.
 
     K is fixed once tasks exist; a new overlap applies to the open tasks labelers make (never below
@@ -133,11 +174,15 @@ def project_update(*, project: Project, name: str, instructions: str, completion
         saved = Project.objects.select_for_update().get(pk=project.pk)
         if disagreement_threshold is None:
             disagreement_threshold = saved.disagreement_threshold
-        overlap_max = _check_adaptive_overlap(overlap=overlap, overlap_max=overlap_max,
-                                              disagreement_threshold=disagreement_threshold)
+        overlap_max = _check_adaptive_overlap(
+            overlap=overlap, overlap_max=overlap_max, disagreement_threshold=disagreement_threshold
+        )
         if completions_per_task != saved.completions_per_task and saved.tasks.exists():
-            raise ServiceError(f"K cannot change: the project already has {saved.tasks.count()} tasks built with "
-                               f"K={saved.completions_per_task}. Make a new project for another K.", field="completions_per_task")
+            raise ServiceError(
+                f"K cannot change: the project already has {saved.tasks.count()} tasks built with "
+                f"K={saved.completions_per_task}. Make a new project for another K.",
+                field="completions_per_task",
+            )
         old_overlaps = (saved.overlap, saved.max_overlap)
         saved.name, saved.instructions = name, instructions
         saved.completions_per_task, saved.overlap, saved.lease_minutes = completions_per_task, overlap, lease_minutes
@@ -149,15 +194,23 @@ def project_update(*, project: Project, name: str, instructions: str, completion
         if (overlap, overlap_max) != old_overlaps:
             imported = Exists(Annotation.objects.filter(task=OuterRef("pk"), labeler__isnull=True))
             RankingTask.objects.filter(project=saved).exclude(imported).update(
-                overlap=Greatest(Least(overlap + F("extra_labels"), overlap_max), "submitted_count"))
+                overlap=Greatest(Least(overlap + F("extra_labels"), overlap_max), "submitted_count")
+            )
         checks = {c.pk: c for c in CheckQuestion.objects.filter(project=saved)}
         for edit in check_edits:
             check = checks.get(edit.check_id)
             if check is None:
-                raise ServiceError(f"check #{edit.check_id} is not a check of this project; reload the page",
-                                   field=f"check-{edit.check_id}-question")
-            check_update(check=check, question=edit.question, active=edit.active,
-                         problem_answer=edit.problem_answer, serious=edit.serious)
+                raise ServiceError(
+                    f"check #{edit.check_id} is not a check of this project; reload the page",
+                    field=f"check-{edit.check_id}-question",
+                )
+            check_update(
+                check=check,
+                question=edit.question,
+                active=edit.active,
+                problem_answer=edit.problem_answer,
+                serious=edit.serious,
+            )
         for new in new_questions:
             new = NewCheck(new) if isinstance(new, str) else new
             if new.question.strip():
@@ -167,20 +220,25 @@ def project_update(*, project: Project, name: str, instructions: str, completion
 
 def _check_queue_order(project: Project, queue_order: str, queue_source: str) -> None:
     if queue_order not in QueueOrder.values:
-        raise ServiceError(f"unknown queue order {queue_order!r}: pick one of {', '.join(QueueOrder.values)}",
-                           field="queue_order")
+        raise ServiceError(
+            f"unknown queue order {queue_order!r}: pick one of {', '.join(QueueOrder.values)}", field="queue_order"
+        )
     if queue_order != QueueOrder.SOURCE_FIRST:
         return
     if not queue_source:
-        raise ServiceError("'Chosen source first' needs a source: pick the source whose tasks come first "
-                           "(or pick another order)", field="queue_source")
+        raise ServiceError(
+            "'Chosen source first' needs a source: pick the source whose tasks come first (or pick another order)",
+            field="queue_source",
+        )
     if not RankingTask.objects.filter(project=project, source_key=queue_source).exists():
-        raise ServiceError(f"no task of this project comes from {queue_source!r}: pick one of the sources listed",
-                           field="queue_source")
+        raise ServiceError(
+            f"no task of this project comes from {queue_source!r}: pick one of the sources listed", field="queue_source"
+        )
 
 
-def check_add(*, project: Project, question: str, key: str = "", problem_answer: bool = True,
-              serious: bool = True) -> CheckQuestion:
+def check_add(
+    *, project: Project, question: str, key: str = "", problem_answer: bool = True, serious: bool = True
+) -> CheckQuestion:
     """A new yes/no check at the end of the project's list, its key made from the question unless given."""
     question = question.strip()
     if not question:
@@ -192,12 +250,24 @@ def check_add(*, project: Project, question: str, key: str = "", problem_answer:
     while project.checks.filter(key=key).exists():
         key, n = f"{base[:60]}_{n}", n + 1
     position = (project.checks.order_by("-position").values_list("position", flat=True).first() or 0) + 1
-    return CheckQuestion.objects.create(project=project, key=key, question=question[:300], position=position,
-                                        problem_answer=problem_answer, serious=serious)
+    return CheckQuestion.objects.create(
+        project=project,
+        key=key,
+        question=question[:300],
+        position=position,
+        problem_answer=problem_answer,
+        serious=serious,
+    )
 
 
-def check_update(*, check: CheckQuestion, question: str, active: bool, problem_answer: bool | None = None,
-                 serious: bool | None = None) -> CheckQuestion:
+def check_update(
+    *,
+    check: CheckQuestion,
+    question: str,
+    active: bool,
+    problem_answer: bool | None = None,
+    serious: bool | None = None,
+) -> CheckQuestion:
     """Reword, (de)activate or re-polarise a check; a deactivated check is no longer asked, its old answers stay.
 
     A new polarity or severity also changes how the check's old answers read (KTO labels, problem
@@ -205,7 +275,9 @@ def check_update(*, check: CheckQuestion, question: str, active: bool, problem_a
     """
     question = question.strip()
     if not question:
-        raise ServiceError("the question is empty (untick 'asked' to stop asking it)", field=f"check-{check.pk}-question")
+        raise ServiceError(
+            "the question is empty (untick 'asked' to stop asking it)", field=f"check-{check.pk}-question"
+        )
     check.question, check.active = question[:300], active
     if problem_answer is not None:
         check.problem_answer = problem_answer
@@ -215,7 +287,9 @@ def check_update(*, check: CheckQuestion, question: str, active: bool, problem_a
     return check
 
 
-def task_create(*, project: Project, prompt: Prompt, completions: Iterable[Completion], shuffle_seed: int | None = None) -> RankingTask:
+def task_create(
+    *, project: Project, prompt: Prompt, completions: Iterable[Completion], shuffle_seed: int | None = None
+) -> RankingTask:
     """A ranking task over exactly the project's K completions of one prompt."""
     completions = list(completions)
     if len(completions) != project.completions_per_task:
@@ -234,9 +308,16 @@ def task_create(*, project: Project, prompt: Prompt, completions: Iterable[Compl
     return task
 
 
-def model_completions_create(*, prompt_id: int, texts: Sequence[str], model_version_id: int, sampling: dict,
-                             create_task: bool, shuffle_seed: int | None = None,
-                             finish_reasons: Sequence[str] | None = None) -> list[Completion]:
+def model_completions_create(
+    *,
+    prompt_id: int,
+    texts: Sequence[str],
+    model_version_id: int,
+    sampling: dict,
+    create_task: bool,
+    shuffle_seed: int | None = None,
+    finish_reasons: Sequence[str] | None = None,
+) -> list[Completion]:
     """A policy version's samples of one prompt as model completions (each stores `sampling`, its sample
     index and, when given, its finish reason: "stop" or "length"), plus, with `create_task`, the ranking
     task over them: one transaction, so a task never appears with only some of its completions."""
@@ -244,8 +325,13 @@ def model_completions_create(*, prompt_id: int, texts: Sequence[str], model_vers
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * len(texts)
     with transaction.atomic():
         completions = Completion.objects.bulk_create(
-            Completion(prompt=prompt, text=text, source=Completion.Source.MODEL, model_version_id=model_version_id,
-                       sampling={**sampling, "sample_index": i, **({"finish_reason": reason} if reason else {})})
+            Completion(
+                prompt=prompt,
+                text=text,
+                source=Completion.Source.MODEL,
+                model_version_id=model_version_id,
+                sampling={**sampling, "sample_index": i, **({"finish_reason": reason} if reason else {})},
+            )
             for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
         )
         if create_task:
@@ -263,24 +349,33 @@ def project_set_team(*, project: Project, team_only: bool, members: Iterable) ->
     answers 404; the labels they submitted stay.
     """
     ids = {m if isinstance(m, int) else m.pk for m in members}
-    labelers = set(get_user_model().objects.filter(pk__in=ids, is_active=True, groups__name=LABELER).values_list("pk", flat=True))
+    labelers = set(
+        get_user_model().objects.filter(pk__in=ids, is_active=True, groups__name=LABELER).values_list("pk", flat=True)
+    )
     if ids - labelers:
-        names = ", ".join(sorted(get_user_model().objects.filter(pk__in=ids - labelers).values_list("username", flat=True)))
+        names = ", ".join(
+            sorted(get_user_model().objects.filter(pk__in=ids - labelers).values_list("username", flat=True))
+        )
         raise ServiceError(f"Only active labelers can be in a team; not: {names or 'unknown users'}.", field="members")
     if team_only and not labelers:
-        raise ServiceError("A team-only project needs at least one labeler in its team; pick some, or open it to all.",
-                           field="members")
+        raise ServiceError(
+            "A team-only project needs at least one labeler in its team; pick some, or open it to all.", field="members"
+        )
     project.team_only = team_only
     project.save(update_fields=["team_only"])
     ProjectTeamMember.objects.filter(project=project).exclude(user_id__in=labelers).delete()
-    ProjectTeamMember.objects.bulk_create([ProjectTeamMember(project=project, user_id=pk) for pk in labelers],
-                                          ignore_conflicts=True)
+    ProjectTeamMember.objects.bulk_create(
+        [ProjectTeamMember(project=project, user_id=pk) for pk in labelers], ignore_conflicts=True
+    )
     if team_only:
         # Leases of those left out end now, so their tasks go back to the team at once instead of when the
         # lease runs out. Their drafts stay (hidden while they are outside the team). Lease writers lock the
         # task row first (services/leases.py); so does this.
         leased = RankingTask.objects.filter(project=project, assignments__isnull=False).exclude(
-            assignments__labeler_id__in=labelers)
-        locked = list(RankingTask.objects.select_for_update().filter(pk__in=leased.values("pk")).values_list("pk", flat=True))
+            assignments__labeler_id__in=labelers
+        )
+        locked = list(
+            RankingTask.objects.select_for_update().filter(pk__in=leased.values("pk")).values_list("pk", flat=True)
+        )
         Assignment.objects.filter(task_id__in=locked).exclude(labeler_id__in=labelers).delete()
     return project

@@ -9,6 +9,7 @@ What archiving means, everywhere:
 - its submitted labels stay in exports and training data: labels are data, the archive only stops new work.
 A submit that commits in the same instant as the archive may still land: it is then kept like any label.
 """
+
 from __future__ import annotations
 
 from django.db import transaction
@@ -17,8 +18,10 @@ from django.utils import timezone
 
 from labeling_app.models import Project, RankingTask
 
-TASK_ARCHIVED = ("This task was archived by the project's researchers and takes no more labels. Nothing was "
-                 "submitted; your answers stay in your draft. Take the next task.")
+TASK_ARCHIVED = (
+    "This task was archived by the project's researchers and takes no more labels. Nothing was "
+    "submitted; your answers stay in your draft. Take the next task."
+)
 
 
 def _of_project(project: Project, tasks: QuerySet[RankingTask]) -> QuerySet[RankingTask]:

@@ -1,4 +1,5 @@
 """The reward model's uncertainty per task: the margin between its two best-scored completions, for the queue order."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -37,8 +38,12 @@ def task_margins_update(*, completion_ids: Sequence[int]) -> int:
     their CompletionScore rows); returns the number of tasks whose margin changed."""
     if not completion_ids:
         return 0
-    sql = _UPDATE.format(tc=TaskCompletion._meta.db_table, cs=CompletionScore._meta.db_table,
-                         mv=ModelVersion._meta.db_table, task=RankingTask._meta.db_table)
+    sql = _UPDATE.format(
+        tc=TaskCompletion._meta.db_table,
+        cs=CompletionScore._meta.db_table,
+        mv=ModelVersion._meta.db_table,
+        task=RankingTask._meta.db_table,
+    )
     with connection.cursor() as cur:
         cur.execute(sql, [list(completion_ids)])
         return cur.rowcount

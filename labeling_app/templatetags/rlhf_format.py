@@ -1,4 +1,5 @@
 """`{% load rlhf_format %}`: the numbers filters every page uses (label quality and the training dashboard alike)."""
+
 from __future__ import annotations
 
 from django import template

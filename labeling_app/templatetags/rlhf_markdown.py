@@ -1,4 +1,5 @@
 """`{% load rlhf_markdown %}{{ text|markdown }}`: Markdown rendered and sanitised (see labeling_app.markdown)."""
+
 from django import template
 
 from labeling_app.markdown import render_markdown

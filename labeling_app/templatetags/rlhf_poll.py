@@ -6,6 +6,7 @@ and replaces the element with the element of that id in the answer, so `url` may
 fragment alone or the whole page. Once finished, the template leaves the tag out
 (`{% if running %}{% poll ... %}{% endif %}`): the last swap brings an element that no longer polls.
 """
+
 from __future__ import annotations
 
 from django import template
@@ -19,5 +20,9 @@ register = template.Library()
 def poll(url: str, selector: str, every_ms: int) -> SafeString:
     """The htmx attributes that make an element refresh itself from `url` every `every_ms` milliseconds."""
     assert selector.startswith("#"), f"poll needs the element's own id as '#id', got {selector!r}"
-    return format_html('hx-get="{}" hx-select="{}" hx-target="this" hx-swap="outerHTML" hx-trigger="every {}ms"',
-                       url, selector, int(every_ms))
+    return format_html(
+        'hx-get="{}" hx-select="{}" hx-target="this" hx-swap="outerHTML" hx-trigger="every {}ms"',
+        url,
+        selector,
+        int(every_ms),
+    )

@@ -1,4 +1,5 @@
 """URLs of the labeler pages (/label/...)."""
+
 from django.urls import path
 
 from labeling_app.views import labeler, review

@@ -1,4 +1,5 @@
 """URLs of the admin's People page (/people/...)."""
+
 from django.urls import path
 
 from labeling_app.views import people

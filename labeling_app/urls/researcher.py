@@ -1,4 +1,5 @@
 """URLs of the researcher pages (/projects/...)."""
+
 from django.urls import path
 
 from labeling_app.views import quality, researcher, researcher_data, review, tasks
@@ -14,13 +15,19 @@ urlpatterns = [
     path("<int:pk>/prompts/new/", researcher.prompt_new, name="prompt_new"),
     path("<int:pk>/prompts/<int:prompt_id>/", researcher.prompt_detail, name="prompt_detail"),
     path("<int:pk>/prompts/<int:prompt_id>/tasks/new/", researcher.task_new, name="task_new"),
-    path("<int:pk>/prompts/<int:prompt_id>/demonstrations/<int:demo_id>/", researcher.demonstration_edit,
-         name="demonstration_edit"),
+    path(
+        "<int:pk>/prompts/<int:prompt_id>/demonstrations/<int:demo_id>/",
+        researcher.demonstration_edit,
+        name="demonstration_edit",
+    ),
     path("<int:pk>/tasks/", tasks.task_list, name="task_list"),
     path("<int:pk>/tasks/bulk/", tasks.task_bulk, name="task_bulk"),
     path("<int:pk>/tasks/<int:task_id>/", review.task_review, name="task_review"),
-    path("<int:pk>/tasks/<int:task_id>/labels/<int:annotation_id>/review/", review.annotation_review_view,
-         name="annotation_review"),
+    path(
+        "<int:pk>/tasks/<int:task_id>/labels/<int:annotation_id>/review/",
+        review.annotation_review_view,
+        name="annotation_review",
+    ),
     path("<int:pk>/import/", researcher_data.import_upload, name="import_upload"),
     path("<int:pk>/imports/<int:job_id>/", researcher_data.import_job, name="import_job"),
     path("<int:pk>/imports/<int:job_id>/undo/", researcher_data.import_undo, name="import_undo"),

@@ -1,4 +1,5 @@
 """Landing page that sends each user to their work, and the login page's lockout answer."""
+
 import math
 from datetime import datetime
 

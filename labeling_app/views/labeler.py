@@ -1,4 +1,5 @@
 """Labeler pages: the project list to start labeling from, and the task page."""
+
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,10 +18,14 @@ PREVIEW_CHARS = 240
 
 @role_required(LABELER)
 def home(request):
-    return render(request, "labeler/home.html", {
-        "projects": sel.labeler_projects(request.user),
-        "today_count": sel.labeler_today_count(request.user),
-    })
+    return render(
+        request,
+        "labeler/home.html",
+        {
+            "projects": sel.labeler_projects(request.user),
+            "today_count": sel.labeler_today_count(request.user),
+        },
+    )
 
 
 @require_POST
@@ -38,8 +43,11 @@ def next_task(request, project_id: int):
 def task(request, task_id: int):
     annotation = sel.annotation_for_labeler(request.user, task_id)
     if annotation.status == annotation.Status.SUBMITTED:
-        messages.info(request, f"You already submitted task {task_id}. Here is your label; you can revise it until "
-                               "a researcher accepts it.")
+        messages.info(
+            request,
+            f"You already submitted task {task_id}. Here is your label; you can revise it until "
+            "a researcher accepts it.",
+        )
         return redirect("labeler:my_label", task_id=task_id)
     if annotation.status != annotation.Status.DRAFT:
         messages.info(request, f"You already {annotation.get_status_display().lower()} task {task_id}.")
@@ -62,8 +70,16 @@ def labeling_page(request, annotation, *, revise: bool = False):
         "taskId": task.pk,
         "projectId": project.pk,
         "user": request.user.username,
-        "completions": [{"id": c.id, "label": c.label, "letter": c.letter, "snippet": _preview(c.text),
-                         "cut": c.cut_at_length_limit} for c in completions],
+        "completions": [
+            {
+                "id": c.id,
+                "label": c.label,
+                "letter": c.letter,
+                "snippet": _preview(c.text),
+                "cut": c.cut_at_length_limit,
+            }
+            for c in completions
+        ],
         "checks": checks_shown,
         "draft": annotation.draft or {},
         "leaseMinutes": project.lease_minutes,
@@ -77,23 +93,32 @@ def labeling_page(request, annotation, *, revise: bool = False):
         },
     }
     if revise:
-        config.update(mode="revise", draft=label_as_draft(annotation, asked={c.key for c in checks}), openedAt=timezone.now().isoformat(), urls={
-            "submit": reverse("api:label-revise", args=[task.pk]),
-            "home": reverse("labeler:my_label", args=[task.pk]),
-        })
-    return render(request, "labeler/task.html", {
-        "task": task,
-        "project": project,
-        "annotation": annotation,
-        "completions": completions,
-        "checks": checks_shown,
-        "scale": range(1, 8),
-        "instructions_html": render_markdown(project.instructions),
-        "progress": None if revise else labeler_progress(request.user, project),
-        "lease": None if revise else sel.lease_for(request.user, task),
-        "revise": revise,
-        "config": config,
-    })
+        config.update(
+            mode="revise",
+            draft=label_as_draft(annotation, asked={c.key for c in checks}),
+            openedAt=timezone.now().isoformat(),
+            urls={
+                "submit": reverse("api:label-revise", args=[task.pk]),
+                "home": reverse("labeler:my_label", args=[task.pk]),
+            },
+        )
+    return render(
+        request,
+        "labeler/task.html",
+        {
+            "task": task,
+            "project": project,
+            "annotation": annotation,
+            "completions": completions,
+            "checks": checks_shown,
+            "scale": range(1, 8),
+            "instructions_html": render_markdown(project.instructions),
+            "progress": None if revise else labeler_progress(request.user, project),
+            "lease": None if revise else sel.lease_for(request.user, task),
+            "revise": revise,
+            "config": config,
+        },
+    )
 
 
 def label_as_draft(annotation, *, asked: set[str]) -> dict:
@@ -102,19 +127,29 @@ def label_as_draft(annotation, *, asked: set[str]) -> dict:
     ratings = []
     tiers: dict[int, list[int]] = {}
     for rating in annotation.ratings.prefetch_related("check_answers__check_question"):
-        ratings.append({"completion": rating.completion_id, "likert": rating.likert, "rank": rating.rank,
-                        "checks": {a.check_question.key: a.value for a in rating.check_answers.all()
-                                   if a.check_question.key in asked}})
+        ratings.append(
+            {
+                "completion": rating.completion_id,
+                "likert": rating.likert,
+                "rank": rating.rank,
+                "checks": {
+                    a.check_question.key: a.value for a in rating.check_answers.all() if a.check_question.key in asked
+                },
+            }
+        )
         tiers.setdefault(rating.rank, []).append(rating.completion_id)
-    return {"ratings": ratings, "comment": annotation.comment,
-            "ui": {"tiers": [tiers[rank] for rank in sorted(tiers)], "touched": True, "current": 0, "savedAt": 0}}
+    return {
+        "ratings": ratings,
+        "comment": annotation.comment,
+        "ui": {"tiers": [tiers[rank] for rank in sorted(tiers)], "touched": True, "current": 0, "savedAt": 0},
+    }
 
 
 def _preview(text: str) -> str:
     """An answer on one line for its ranking row: runs of spaces and line breaks become one space, so a
     list reads "1. First 2. Second" (each marker next to its item) instead of stopping after its first line."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[:PREVIEW_CHARS - 1].rstrip() + "…"
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
 def _short_label(key: str) -> str:

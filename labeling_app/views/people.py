@@ -1,5 +1,6 @@
 """People pages: the admin's list of users (create, invite, roles, deactivate), the set-password link, and
 every user's profile with their API token."""
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -27,8 +28,12 @@ ROLE_CHOICES = [(r, r.title()) for r in ROLES]
 class PersonForm(forms.Form):
     username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
     email = forms.EmailField(required=False)
-    roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, widget=forms.CheckboxSelectMultiple, initial=["labeler"],
-                                      help_text="Admin includes everything a researcher may do.")
+    roles = forms.MultipleChoiceField(
+        choices=ROLE_CHOICES,
+        widget=forms.CheckboxSelectMultiple,
+        initial=["labeler"],
+        help_text="Admin includes everything a researcher may do.",
+    )
 
 
 class RolesForm(forms.Form):
@@ -36,9 +41,17 @@ class RolesForm(forms.Form):
 
 
 def _people_page(request, *, form=None, invite=None, status=200):
-    return render(request, "people/list.html", {
-        "people": sel.people_list(), "form": form or PersonForm(), "invite": invite, "role_choices": ROLE_CHOICES,
-    }, status=status)
+    return render(
+        request,
+        "people/list.html",
+        {
+            "people": sel.people_list(),
+            "form": form or PersonForm(),
+            "invite": invite,
+            "role_choices": ROLE_CHOICES,
+        },
+        status=status,
+    )
 
 
 def _invite(request, user) -> dict:
@@ -55,8 +68,13 @@ def people_list(request):
 def person_create(request):
     """Create a user without a password and show their one-time set-password link, on this answer only."""
     form = PersonForm(request.POST)
-    user = form.is_valid() and call_service(form, user_create, username=form.cleaned_data["username"],
-                                            email=form.cleaned_data["email"], roles=form.cleaned_data["roles"])
+    user = form.is_valid() and call_service(
+        form,
+        user_create,
+        username=form.cleaned_data["username"],
+        email=form.cleaned_data["email"],
+        roles=form.cleaned_data["roles"],
+    )
     if not user:
         return _people_page(request, form=form, status=400)
     return _people_page(request, invite=_invite(request, user))
@@ -101,7 +119,10 @@ def person_active(request, user_id: int):
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{user.username} {'reactivated' if active else 'deactivated: they can no longer log in or use their API token; their labels stay'}.")
+        messages.success(
+            request,
+            f"{user.username} {'reactivated' if active else 'deactivated: they can no longer log in or use their API token; their labels stay'}.",
+        )
     return redirect("people:list")
 
 
@@ -123,10 +144,16 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
 
 def _profile_page(request, *, token, new_key=None):
     roles = user_roles(request.user)
-    return render(request, "people/profile.html", {
-        "token": token, "new_key": new_key, "prefix_chars": sel.TOKEN_PREFIX_CHARS,
-        "role_names": [r for r in ROLES if r in roles],
-    })
+    return render(
+        request,
+        "people/profile.html",
+        {
+            "token": token,
+            "new_key": new_key,
+            "prefix_chars": sel.TOKEN_PREFIX_CHARS,
+            "role_names": [r for r in ROLES if r in roles],
+        },
+    )
 
 
 @login_required

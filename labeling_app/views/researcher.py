@@ -1,4 +1,5 @@
 """Researcher pages: projects (create, edit, detail with counts), prompts and demonstrations."""
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
@@ -29,7 +30,9 @@ def project_new(request):
     if request.method == "POST" and form.is_valid():
         project = call_service(form, project_create, user=request.user, **form.settings())
         if project:
-            messages.success(request, f"Project {project.name} created with the default yes/no checks; edit them below.")
+            messages.success(
+                request, f"Project {project.name} created with the default yes/no checks; edit them below."
+            )
             return redirect("researcher:project_edit", pk=project.pk)
     return render(request, "researcher/project_form.html", {"form": form, "project": None})
 
@@ -40,35 +43,65 @@ def project_edit(request, pk: int):
     initial = {k: getattr(project, k) for k in (*ProjectForm.SETTINGS, "queue_order", "queue_source")}
     # Off shows as empty, so a new overlap alone is not refused for a maximum the researcher never set.
     initial["overlap_max"] = project.overlap_max if project.adaptive_overlap else None
-    form = ProjectForm(request.POST or None, checks=sel.project_checks(project),
-                       sources=queue_sources(project.pk, keep=project.queue_source), initial=initial)
+    form = ProjectForm(
+        request.POST or None,
+        checks=sel.project_checks(project),
+        sources=queue_sources(project.pk, keep=project.queue_source),
+        initial=initial,
+    )
     if request.method == "POST" and form.is_valid():
-        saved = call_service(form, project_update, project=project, **form.settings(), **form.queue_settings(),
-                             check_edits=form.check_edits(), new_questions=form.new_questions())
+        saved = call_service(
+            form,
+            project_update,
+            project=project,
+            **form.settings(),
+            **form.queue_settings(),
+            check_edits=form.check_edits(),
+            new_questions=form.new_questions(),
+        )
         if saved:
             messages.success(request, "Project saved.")
             if saved.queue_order == QueueOrder.UNCERTAINTY and not project_has_margins(saved.pk):
                 messages.warning(request, UNSCORED_NOTE)
             return redirect("researcher:project_detail", pk=saved.pk)
-    return render(request, "researcher/project_form.html", {
-        "form": form, "project": project, "check_rows": form.check_rows(), "has_tasks": sel.project_has_tasks(project),
-        "new_checks": form.new_questions() or [NewCheck("")], "has_margins": project_has_margins(project.pk),
-        "unscored_note": UNSCORED_NOTE,
-    })
+    return render(
+        request,
+        "researcher/project_form.html",
+        {
+            "form": form,
+            "project": project,
+            "check_rows": form.check_rows(),
+            "has_tasks": sel.project_has_tasks(project),
+            "new_checks": form.new_questions() or [NewCheck("")],
+            "has_margins": project_has_margins(project.pk),
+            "unscored_note": UNSCORED_NOTE,
+        },
+    )
 
 
-UNSCORED_NOTE = ("No score job has scored this project's tasks yet: until one runs, 'Reward model least sure first' "
-                 "hands tasks out oldest first. Start a score job for this project on the Jobs page.")
+UNSCORED_NOTE = (
+    "No score job has scored this project's tasks yet: until one runs, 'Reward model least sure first' "
+    "hands tasks out oldest first. Start a score job for this project on the Jobs page."
+)
 
 
 @role_required(RESEARCHER)
 def project_detail(request, pk: int):
     project = sel.project_or_404(pk)
-    return render(request, "researcher/project_detail.html", {
-        "project": project, "queue_source_label": source_label(project.queue_source) if project.queue_source else "", "counts": sel.project_counts(project), "progress": project_progress(project),
-        "checks": sel.project_checks(project), "imports": recent_import_jobs(project, 5),
-        "team": team_of(project), "team_choices": team_choices(),
-    })
+    return render(
+        request,
+        "researcher/project_detail.html",
+        {
+            "project": project,
+            "queue_source_label": source_label(project.queue_source) if project.queue_source else "",
+            "counts": sel.project_counts(project),
+            "progress": project_progress(project),
+            "checks": sel.project_checks(project),
+            "imports": recent_import_jobs(project, 5),
+            "team": team_of(project),
+            "team_choices": team_choices(),
+        },
+    )
 
 
 @require_POST
@@ -85,8 +118,10 @@ def project_team(request, pk: int):
     except ServiceError as exc:
         messages.error(request, f"Team not changed: {exc.message}")
     else:
-        messages.success(request, "Only the team may label this project now." if team_only
-                         else "Every labeler may label this project now.")
+        messages.success(
+            request,
+            "Only the team may label this project now." if team_only else "Every labeler may label this project now.",
+        )
     return redirect("researcher:project_detail", pk=project.pk)
 
 
@@ -103,10 +138,18 @@ def prompt_new(request, pk: int):
     project = sel.project_or_404(pk)
     form = PromptForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        prompt = call_service(form, prompt_create, project=project, user=request.user, text=form.cleaned_data["text"],
-                              messages=form.cleaned_data["messages"] if form.is_chat() else None)
+        prompt = call_service(
+            form,
+            prompt_create,
+            project=project,
+            user=request.user,
+            text=form.cleaned_data["text"],
+            messages=form.cleaned_data["messages"] if form.is_chat() else None,
+        )
         if prompt:
-            messages.success(request, f"Prompt #{prompt.pk} saved. Write its demonstration below, or add another prompt.")
+            messages.success(
+                request, f"Prompt #{prompt.pk} saved. Write its demonstration below, or add another prompt."
+            )
             if request.POST.get("then") == "another":
                 return redirect("researcher:prompt_new", pk=project.pk)
             return redirect("researcher:prompt_detail", pk=project.pk, prompt_id=prompt.pk)
@@ -121,9 +164,16 @@ def prompt_detail(request, pk: int, prompt_id: int):
         if call_service(form, demonstration_save, prompt=prompt, user=request.user, **form.cleaned_data):
             messages.success(request, "Demonstration saved.")
             return redirect("researcher:prompt_detail", pk=pk, prompt_id=prompt.pk)
-    return render(request, "researcher/prompt_detail.html", {
-        "project": prompt.project, "prompt": prompt, "form": form, **sel.prompt_overview(prompt),
-    })
+    return render(
+        request,
+        "researcher/prompt_detail.html",
+        {
+            "project": prompt.project,
+            "prompt": prompt,
+            "form": form,
+            **sel.prompt_overview(prompt),
+        },
+    )
 
 
 @role_required(RESEARCHER)
@@ -131,14 +181,22 @@ def demonstration_edit(request, pk: int, prompt_id: int, demo_id: int):
     demo = sel.demonstration_or_404(pk, prompt_id, demo_id)
     form = DemonstrationForm(request.POST or None, initial={"text": demo.text})
     if request.method == "POST" and form.is_valid():
-        if call_service(form, demonstration_save, prompt=demo.prompt, user=request.user, demonstration=demo,
-                        **form.cleaned_data):
+        if call_service(
+            form, demonstration_save, prompt=demo.prompt, user=request.user, demonstration=demo, **form.cleaned_data
+        ):
             messages.success(request, "Demonstration saved.")
             return redirect("researcher:prompt_detail", pk=pk, prompt_id=demo.prompt_id)
-    return render(request, "researcher/demonstration_form.html", {
-        "project": demo.prompt.project, "prompt": demo.prompt, "demo": demo, "form": form,
-        "is_completion": sel.demonstration_is_completion(demo),
-    })
+    return render(
+        request,
+        "researcher/demonstration_form.html",
+        {
+            "project": demo.prompt.project,
+            "prompt": demo.prompt,
+            "demo": demo,
+            "form": form,
+            "is_completion": sel.demonstration_is_completion(demo),
+        },
+    )
 
 
 @require_POST

@@ -1,4 +1,5 @@
 """Researcher pages: bulk import (upload, job progress) and dataset export (streamed download)."""
+
 import os
 import re
 import unicodedata
@@ -50,16 +51,26 @@ IMPORTS_PER_PAGE = 20
 class ImportForm(forms.Form):
     kind = forms.ChoiceField(choices=ImportJob.Kind.choices)
     file = forms.FileField(help_text="JSONL (one JSON object per line) or CSV (prompts, demonstrations).")
-    source_name = forms.CharField(required=False, max_length=200, label="Source name",
-                                  help_text="For preference labels: the dataset or tool they come from, e.g. hh-rlhf.")
-    skip_invalid = forms.BooleanField(required=False, label="Import the valid lines and skip the bad ones",
-                                      help_text="Off: one bad line refuses the whole file. On: every skipped line is "
-                                                "listed with its reason on the import's page.")
+    source_name = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Source name",
+        help_text="For preference labels: the dataset or tool they come from, e.g. hh-rlhf.",
+    )
+    skip_invalid = forms.BooleanField(
+        required=False,
+        label="Import the valid lines and skip the bad ones",
+        help_text="Off: one bad line refuses the whole file. On: every skipped line is "
+        "listed with its reason on the import's page.",
+    )
 
     def clean(self):
         data = super().clean()
         if data.get("kind") == ImportJob.Kind.PREFERENCES and not data.get("source_name", "").strip():
-            self.add_error("source_name", "Name the source of these labels (e.g. hh-rlhf); labels are attributed to it, not to a person.")
+            self.add_error(
+                "source_name",
+                "Name the source of these labels (e.g. hh-rlhf); labels are attributed to it, not to a person.",
+            )
         return data
 
 
@@ -69,13 +80,21 @@ def import_upload(request, pk: int):
     form = ImportForm(request.POST or None, request.FILES or None, initial={"kind": request.GET.get("kind", "prompts")})
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        job = import_job_create(project=project, kind=form.cleaned_data["kind"], upload=upload, original_name=upload.name,
-                                source_name=form.cleaned_data["source_name"], user=request.user,
-                                skip_invalid=form.cleaned_data["skip_invalid"])
+        job = import_job_create(
+            project=project,
+            kind=form.cleaned_data["kind"],
+            upload=upload,
+            original_name=upload.name,
+            source_name=form.cleaned_data["source_name"],
+            user=request.user,
+            skip_invalid=form.cleaned_data["skip_invalid"],
+        )
         return redirect("researcher:import_job", pk=project.pk, job_id=job.pk)
     page = Paginator(import_jobs_of_project(project), IMPORTS_PER_PAGE).get_page(request.GET.get("page"))
     rows = [(job, import_job_counts(job)) for job in page]
-    return render(request, "researcher/import_form.html", {"project": project, "form": form, "page": page, "rows": rows})
+    return render(
+        request, "researcher/import_form.html", {"project": project, "form": form, "page": page, "rows": rows}
+    )
 
 
 @role_required(RESEARCHER)
@@ -89,18 +108,30 @@ def import_job(request, pk: int, job_id: int):
             messages.error(request, exc.message)
             return redirect("researcher:import_job", pk=job.project_id, job_id=job.pk)
         return redirect("researcher:import_job", pk=job.project_id, job_id=retry.pk)
-    context = {"project": job.project, "job": job, "progress": import_job_progress(job), "running": import_job_running(job),
-               "summary": import_result_lines(job.result, kind=job.kind, source_name=job.source_name),
-               "retryable": import_job_retryable(job), "max_errors": MAX_ERRORS, "retention_days": retention_days(),
-               "undone_summary": import_undo_summary(job.undo_result.get("deleted", {}))}
+    context = {
+        "project": job.project,
+        "job": job,
+        "progress": import_job_progress(job),
+        "running": import_job_running(job),
+        "summary": import_result_lines(job.result, kind=job.kind, source_name=job.source_name),
+        "retryable": import_job_retryable(job),
+        "max_errors": MAX_ERRORS,
+        "retention_days": retention_days(),
+        "undone_summary": import_undo_summary(job.undo_result.get("deleted", {})),
+    }
     if job.status == ImportJob.Status.SUCCEEDED and not request.htmx:
         context["undo_refusal"] = import_job_undo_refusal(job)
         if not context["undo_refusal"]:
             plan = import_undo_plan(job)
             counts = plan.counts()
-            context["undo"] = {"human_labels": plan.human_labels,
-                               "rows": [(word, counts[kind], plan.created[kind] - counts[kind])
-                                        for kind, word in UNDO_WORDS.items() if plan.created[kind]]}
+            context["undo"] = {
+                "human_labels": plan.human_labels,
+                "rows": [
+                    (word, counts[kind], plan.created[kind] - counts[kind])
+                    for kind, word in UNDO_WORDS.items()
+                    if plan.created[kind]
+                ],
+            }
     # htmx polls the status fragment alone (see researcher/_import_status.html)
     return render(request, "researcher/_import_status.html" if request.htmx else "researcher/import_job.html", context)
 
@@ -120,27 +151,44 @@ def import_undo(request, pk: int, job_id: int):
 
 
 class ExportForm(forms.Form):
-    format = forms.ChoiceField(required=False, choices=[
-        ("pairwise", "Pairwise preferences (TRL: prompt, chosen, rejected)"),
-        ("grouped", "Grouped rankings (one line per label, all K completions)"),
-        ("sft", "SFT: demonstrations (prompt, completion)"),
-        ("kto", "Unpaired KTO labels from the checks (prompt, completion, label)"),
-    ], initial="pairwise")
-    file = forms.ChoiceField(required=False, label="File type", initial="jsonl", choices=[
-        ("jsonl", "JSONL (one JSON object per line; load with the Features file below)"),
-        ("parquet", "Parquet (typed columns, the schema inside the file)"),
-    ])
+    format = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("pairwise", "Pairwise preferences (TRL: prompt, chosen, rejected)"),
+            ("grouped", "Grouped rankings (one line per label, all K completions)"),
+            ("sft", "SFT: demonstrations (prompt, completion)"),
+            ("kto", "Unpaired KTO labels from the checks (prompt, completion, label)"),
+        ],
+        initial="pairwise",
+    )
+    file = forms.ChoiceField(
+        required=False,
+        label="File type",
+        initial="jsonl",
+        choices=[
+            ("jsonl", "JSONL (one JSON object per line; load with the Features file below)"),
+            ("parquet", "Parquet (typed columns, the schema inside the file)"),
+        ],
+    )
     date_from = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.CharField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     labeler = forms.CharField(required=False, help_text='A username, or "import:<source>" for imported labels.')
     full_overlap = forms.BooleanField(required=False, label="Only tasks with all their labels (full overlap)")
     only_agreeing = forms.BooleanField(required=False, label="Only labels that agree with the task's other labels")
-    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=DEFAULT_MIN_AGREEMENT,
-                                     help_text="Share of completion pairs ordered the same way as the other labels.")
+    min_agreement = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        initial=DEFAULT_MIN_AGREEMENT,
+        help_text="Share of completion pairs ordered the same way as the other labels.",
+    )
     include_imported = forms.BooleanField(required=False, initial=True, label="Include imported labels")
-    all_chat = forms.BooleanField(required=False, label="Write every prompt as a chat conversation",
-                                  help_text="A selection with any chat prompt is written as chat anyway (plain prompts as one "
-                                            "user turn), so each column has one type; tick this for chat in any case.")
+    all_chat = forms.BooleanField(
+        required=False,
+        label="Write every prompt as a chat conversation",
+        help_text="A selection with any chat prompt is written as chat anyway (plain prompts as one "
+        "user turn), so each column has one type; tick this for chat in any case.",
+    )
 
     def clean(self):
         data = super().clean()
@@ -164,15 +212,18 @@ def _export_form(request) -> ExportForm:
 
 
 def _export_context(project: Project, form: ExportForm) -> dict:
-    context = {"project": project, "form": form, "formats": FORMATS,
-               "empty_message": EMPTY_SELECTION}
+    context = {"project": project, "form": form, "formats": FORMATS, "empty_message": EMPTY_SELECTION}
     if form.is_valid():
         fmt = form.cleaned_data["format"]
         filters = export_filters([project.pk], form.cleaned_data)
         preview = export_preview(fmt, filters)
-        context.update(preview=preview, fmt=fmt, rejected_left_out=0 if fmt == "sft" else rejected_left_out(filters),
-                       extra_labels=extra_label_counts(project), preview_rows=[
-            [preview_text(row.get(column)) for column in preview.columns] for row in preview.rows])
+        context.update(
+            preview=preview,
+            fmt=fmt,
+            rejected_left_out=0 if fmt == "sft" else rejected_left_out(filters),
+            extra_labels=extra_label_counts(project),
+            preview_rows=[[preview_text(row.get(column)) for column in preview.columns] for row in preview.rows],
+        )
     return context
 
 
@@ -221,7 +272,9 @@ def export_response(project_name: str, fmt: str, file_type: str, filters) -> Str
     """The streamed download of an export (the page and the API answer with it)."""
     name = export_file_name(project_name, fmt, file_type, timezone.now())
     if file_type == "parquet":
-        response = StreamingHttpResponse(export_parquet_chunks(fmt, filters), content_type="application/vnd.apache.parquet")
+        response = StreamingHttpResponse(
+            export_parquet_chunks(fmt, filters), content_type="application/vnd.apache.parquet"
+        )
     else:
         response = StreamingHttpResponse(export_lines(fmt, filters), content_type="application/jsonl; charset=utf-8")
     response["Content-Disposition"] = attachment_header(name)

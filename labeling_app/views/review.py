@@ -1,5 +1,6 @@
 """Review pages: a task with every label on it, where researchers accept or reject labels; and the labeler's
 "My labels", where they read the review of their own labels and revise one that is still open."""
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
@@ -17,10 +18,13 @@ from labeling_app.views.labeler import labeling_page
 
 # --- researchers ---------------------------------------------------------------------------
 
+
 @role_required(RESEARCHER)
 def task_review(request, pk: int, task_id: int):
     task = sel.task_for_review_or_404(pk, task_id)
-    return render(request, "researcher/task_review.html", {"project": task.project, "task": task, **sel.task_review(task)})
+    return render(
+        request, "researcher/task_review.html", {"project": task.project, "task": task, **sel.task_review(task)}
+    )
 
 
 @require_POST
@@ -31,18 +35,30 @@ def annotation_review_view(request, pk: int, task_id: int, annotation_id: int):
     annotation = sel.annotation_of_task_or_404(task, annotation_id)
     seen = request.POST.get("seen_revision", "")
     try:
-        reviewed = annotation_review(annotation=annotation, reviewer=request.user, decision=request.POST.get("decision", ""),
-                                     note=request.POST.get("note", ""), seen_revision=int(seen) if seen.isdigit() else None)
+        reviewed = annotation_review(
+            annotation=annotation,
+            reviewer=request.user,
+            decision=request.POST.get("decision", ""),
+            note=request.POST.get("note", ""),
+            seen_revision=int(seen) if seen.isdigit() else None,
+        )
     except ServiceError as exc:  # the page has one form per label: the refusal is a notice above them
         messages.error(request, f"Label {annotation.pk} not reviewed: {exc.message}")
         return redirect(f"{reverse('researcher:task_review', args=[pk, task_id])}#label-{annotation.pk}")
-    messages.success(request, f"Label {reviewed.pk} {reviewed.get_review_state_display().lower()}."
-                     + (" It is left out of training data and exports, and its labeler sees your note."
-                        if reviewed.review_state == reviewed.ReviewState.REJECTED else ""))
+    messages.success(
+        request,
+        f"Label {reviewed.pk} {reviewed.get_review_state_display().lower()}."
+        + (
+            " It is left out of training data and exports, and its labeler sees your note."
+            if reviewed.review_state == reviewed.ReviewState.REJECTED
+            else ""
+        ),
+    )
     return redirect(f"{reverse('researcher:task_review', args=[pk, task_id])}#label-{annotation.pk}")
 
 
 # --- labelers ------------------------------------------------------------------------------
+
 
 @role_required(LABELER)
 def my_labels(request):
@@ -53,10 +69,16 @@ def my_labels(request):
 @role_required(LABELER)
 def my_label(request, task_id: int):
     label = sel.my_label(request.user, task_id)
-    return render(request, "labeler/my_label.html", {
-        "label": label, "task": label.annotation.task, "project": label.annotation.task.project,
-        "refusal": revision_refusal(label.annotation),
-    })
+    return render(
+        request,
+        "labeler/my_label.html",
+        {
+            "label": label,
+            "task": label.annotation.task,
+            "project": label.annotation.task.project,
+            "refusal": revision_refusal(label.annotation),
+        },
+    )
 
 
 @role_required(LABELER)

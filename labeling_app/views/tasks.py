@@ -1,4 +1,5 @@
 """Researcher pages: the task browser (filters, keyset pages) and its bulk archive / restore."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -54,12 +55,18 @@ def _review_url(project_id: int, task) -> str:
 def task_list(request, pk: int):
     project = project_or_404(pk)
     form = TaskFilterForm(request.GET, choices=task_filter_choices(project))
-    context = {"project": project, "form": form, "query": _filter_query(request.GET), "hidden": _filter_pairs(request.GET),
-               "page": None}
+    context = {
+        "project": project,
+        "form": form,
+        "query": _filter_query(request.GET),
+        "hidden": _filter_pairs(request.GET),
+        "page": None,
+    }
     if not form.is_valid():
         return render(request, "researcher/task_list.html", context, status=400)
-    page = task_page(project, form.filters(), after=_cursor(request.GET.get("after")),
-                     before=_cursor(request.GET.get("before")))
+    page = task_page(
+        project, form.filters(), after=_cursor(request.GET.get("after")), before=_cursor(request.GET.get("before"))
+    )
     for task in page.rows:
         task.review_url = _review_url(project.pk, task)
     context.update(page=page, filtered=not form.filters().is_empty())
@@ -90,13 +97,26 @@ def task_bulk(request, pk: int):
             return HttpResponseBadRequest("The filters are not valid any more; open the task list again and fix them.")
         matching = tasks_matching(project, form.filters())
         if request.POST.get("confirmed") != "yes":
-            return render(request, "researcher/task_bulk_confirm.html", {
-                "project": project, "action": action, "verb": action.split("_")[0], "count": tasks_count(project, form.filters()),
-                "hidden": _filter_pairs(request.POST), "described": _described(form, _filter_pairs(request.POST)),
-                "back": back, "form": form,
-            })
+            return render(
+                request,
+                "researcher/task_bulk_confirm.html",
+                {
+                    "project": project,
+                    "action": action,
+                    "verb": action.split("_")[0],
+                    "count": tasks_count(project, form.filters()),
+                    "hidden": _filter_pairs(request.POST),
+                    "described": _described(form, _filter_pairs(request.POST)),
+                    "back": back,
+                    "form": form,
+                },
+            )
         done = service(project=project, tasks=matching)
     word = BULK_ACTIONS[action]
-    messages.success(request, f"{done} task{'s' if done != 1 else ''} {word}." if done else
-                     f"Nothing to do: none of those tasks could be {word} (already {word}).")
+    messages.success(
+        request,
+        f"{done} task{'s' if done != 1 else ''} {word}."
+        if done
+        else f"Nothing to do: none of those tasks could be {word} (already {word}).",
+    )
     return redirect(back)

@@ -21,6 +21,7 @@ Two optional names serve the start form: `COMMON_FIELDS` (the settings shown fir
 "Advanced", so a field added to a Config appears there without touching the form) and `QUICK_CPU_DEMO` (the
 values of the built-in "Quick CPU demo" preset, see `rlhf_worker.selectors.job_presets`).
 """
+
 from __future__ import annotations
 
 from types import ModuleType

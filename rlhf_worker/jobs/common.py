@@ -4,6 +4,7 @@
 the message beside it. A job's `check(cfg)` calls them when the job is started; `run` calls
 `model_version` again when it needs the row, because a version can be deleted while the job waits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,6 +64,14 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], ctx) -> Any:
     processes = training_processes(cfg)
     if processes > 1:
         ctx.log(f"training in {processes} processes, each on 1/{processes} of every batch")
-    return launch.run_training(kind, cfg, args, num_processes=processes, run_dir=ctx.out_dir / "processes",
-                               on_progress=ctx.report, should_stop=ctx.should_stop, log=ctx.log,
-                               stop_grace_s=settings.TRAINING_STOP_GRACE_SECONDS)
+    return launch.run_training(
+        kind,
+        cfg,
+        args,
+        num_processes=processes,
+        run_dir=ctx.out_dir / "processes",
+        on_progress=ctx.report,
+        should_stop=ctx.should_stop,
+        log=ctx.log,
+        stop_grace_s=settings.TRAINING_STOP_GRACE_SECONDS,
+    )

@@ -9,6 +9,7 @@ message that says so (or, if even that cannot be written, the lost-job sweep mar
 Only whole units are retried: a function that opens its own transaction (or runs one statement in
 autocommit). Inside an outer `transaction.atomic()` nothing can be retried, so the error goes up as it is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,8 @@ def with_db_retry(write: Callable[[], T], *, what: str) -> T:
             if elapsed >= budget:
                 raise DatabaseUnavailable(
                     f"{what}: the database was unreachable for {elapsed:.1f} s ({attempts} attempts; "
-                    f"JOB_DB_RETRY_SECONDS={budget:g}): {str(exc).strip()}") from exc
+                    f"JOB_DB_RETRY_SECONDS={budget:g}): {str(exc).strip()}"
+                ) from exc
             logger.warning("%s: database error (%s); reconnecting, attempt %d", what, str(exc).strip(), attempts)
             drop_broken_connection()
             time.sleep(min(delay, max(0.0, budget - elapsed)))

@@ -1,4 +1,5 @@
 """Shared by the policy jobs (generate, sft, ppo): which prompts they read, and which policy / reward model they use."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,10 +20,18 @@ DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct (default)"
 class DataSelection:
     """Which prompts a job reads; mixed into each policy job's Config."""
 
-    project_ids: list[int] = field(default_factory=list, metadata={"help": "Projects whose prompts (or demonstrations) are used."})
-    prompt_ids: list[int] = field(default_factory=list, metadata={"help": "Only these prompts (empty = every prompt of the projects)."})
-    date_from: str = field(default="", metadata={"help": "Only rows created on or after this day (YYYY-MM-DD); empty = no limit."})
-    date_to: str = field(default="", metadata={"help": "Only rows created on or before this day (YYYY-MM-DD); empty = no limit."})
+    project_ids: list[int] = field(
+        default_factory=list, metadata={"help": "Projects whose prompts (or demonstrations) are used."}
+    )
+    prompt_ids: list[int] = field(
+        default_factory=list, metadata={"help": "Only these prompts (empty = every prompt of the projects)."}
+    )
+    date_from: str = field(
+        default="", metadata={"help": "Only rows created on or after this day (YYYY-MM-DD); empty = no limit."}
+    )
+    date_to: str = field(
+        default="", metadata={"help": "Only rows created on or before this day (YYYY-MM-DD); empty = no limit."}
+    )
 
     def validate_selection(self) -> None:
         """Nothing to check on its own: no project (and no prompt) chosen means every project, which the start
@@ -37,10 +46,13 @@ def check_selection(cfg: DataSelection) -> None:
 
 def check_prompts_selected(cfg: DataSelection) -> None:
     """At start: the selection holds at least one prompt (generate and PPO have nothing to do otherwise)."""
-    if not has_prompts(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from,
-                       date_to=cfg.date_to):
-        raise ServiceError(f"no prompts in {selection_text(cfg)}: add prompts to the project, or widen the selection",
-                           field="project_ids")
+    if not has_prompts(
+        project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+    ):
+        raise ServiceError(
+            f"no prompts in {selection_text(cfg)}: add prompts to the project, or widen the selection",
+            field="project_ids",
+        )
 
 
 def selection_text(cfg) -> str:
@@ -56,8 +68,11 @@ def selection_text(cfg) -> str:
 
 def selected_prompts(cfg: DataSelection) -> list[dict]:
     """The selected prompts, as `training_data.prompts_for_training` rows."""
-    return list(prompts_for_training(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids,
-                                     date_from=cfg.date_from, date_to=cfg.date_to))
+    return list(
+        prompts_for_training(
+            project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+        )
+    )
 
 
 def default_policy_source() -> str:
@@ -79,7 +94,10 @@ def resolve_policy(version_id: int | None, *, field_name: str) -> ModelVersion:
         return promoted
     path = default_policy_source()
     version, _ = ModelVersion.objects.get_or_create(
-        kind=ModelVersion.Kind.POLICY, path=path, parent=None, training_job=None,
+        kind=ModelVersion.Kind.POLICY,
+        path=path,
+        parent=None,
+        training_job=None,
         defaults={"name": DEFAULT_POLICY_NAME, "config": {"source": "default"}},
     )
     return version
@@ -102,8 +120,11 @@ def check_policy(version_id: int | None, *, field_name: str) -> None:
     try:
         gguf_file_path()
     except FileNotFoundError as exc:
-        raise ServiceError(f"no policy is promoted and the built-in model is missing ({exc}): choose a policy version, "
-                           "promote one, or set DEFAULT_POLICY", field=field_name) from None
+        raise ServiceError(
+            f"no policy is promoted and the built-in model is missing ({exc}): choose a policy version, "
+            "promote one, or set DEFAULT_POLICY",
+            field=field_name,
+        ) from None
 
 
 def resolve_reward(version_id: int | None, *, field_name: str) -> ModelVersion:
@@ -118,11 +139,18 @@ def resolve_reward(version_id: int | None, *, field_name: str) -> ModelVersion:
 
 def no_default_reward_message() -> str:
     """Why an empty reward model setting cannot resolve, and what to do: the models to choose from, or how to get one."""
-    existing = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at", "-pk")
-                    .values_list("pk", "name")[:10])
+    existing = list(
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD)
+        .order_by("-created_at", "-pk")
+        .values_list("pk", "name")[:10]
+    )
     if not existing:
-        return ("there is no reward model yet, so there is nothing to optimise against: start a Reward model job "
-                "(it trains on submitted rankings), then choose its result here or promote it on the Models page")
+        return (
+            "there is no reward model yet, so there is nothing to optimise against: start a Reward model job "
+            "(it trains on submitted rankings), then choose its result here or promote it on the Models page"
+        )
     listed = ", ".join(f"#{pk} {name}" for pk, name in existing)
-    return (f"no reward model is promoted, so the empty setting has nothing to use: choose one of the reward models "
-            f"({listed}), or promote one on the Models page")
+    return (
+        f"no reward model is promoted, so the empty setting has nothing to use: choose one of the reward models "
+        f"({listed}), or promote one on the Models page"
+    )

@@ -1,4 +1,5 @@
 """PPO job: optimise a policy version against a reward model version; the result is a new policy version."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,16 +26,32 @@ from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
 # The start form shows these first; every other setting goes under "Advanced".
 COMMON_FIELDS = ("project_ids", "base_version_id", "reward_version_id", "total_episodes", "kl_coef", "name", "device")
 # The "Quick CPU demo" preset: a run of a minute or two on a laptop CPU (the rest stays at its default).
-QUICK_CPU_DEMO = {"total_episodes": 32, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 16,
-                  "max_prompt_tokens": 128, "trainable_layers": 2, "samples_per_step": 1, "device": "cpu"}
+QUICK_CPU_DEMO = {
+    "total_episodes": 32,
+    "batch_size": 8,
+    "mini_batch_size": 4,
+    "ppo_epochs": 1,
+    "max_new_tokens": 16,
+    "max_prompt_tokens": 128,
+    "trainable_layers": 2,
+    "samples_per_step": 1,
+    "device": "cpu",
+}
 
 
 @dataclass(frozen=True)
 class Config(PPOConfig, DataSelection):
     """PPO settings plus the prompts, the starting policy and the reward model."""
 
-    base_version_id: int | None = field(default=None, metadata={"help": "Policy version to start from (also the KL reference); empty = the promoted policy, else the default model."})
-    reward_version_id: int | None = field(default=None, metadata={"help": "Reward model version to optimise against; empty = the promoted reward model."})
+    base_version_id: int | None = field(
+        default=None,
+        metadata={
+            "help": "Policy version to start from (also the KL reference); empty = the promoted policy, else the default model."
+        },
+    )
+    reward_version_id: int | None = field(
+        default=None, metadata={"help": "Reward model version to optimise against; empty = the promoted reward model."}
+    )
     name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'PPO (job #N)')."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -73,14 +90,29 @@ def run(job, ctx) -> ModelVersion | None:
 
     ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
     if training_processes(cfg) > 1:  # each rank loads the reward model from its folder
-        result = run_training("ppo", subconfig(PPOConfig, cfg), {
-            "prompts": inputs, "reward_model_path": reward.path, "out_dir": str(ctx.out_dir / "policy"),
-            "base_path": base.path, "device": cfg.device, "reward_prompts": reward_texts,
-        }, ctx)
+        result = run_training(
+            "ppo",
+            subconfig(PPOConfig, cfg),
+            {
+                "prompts": inputs,
+                "reward_model_path": reward.path,
+                "out_dir": str(ctx.out_dir / "policy"),
+                "base_path": base.path,
+                "device": cfg.device,
+                "reward_prompts": reward_texts,
+            },
+            ctx,
+        )
     else:
         result = ppo.train(
-            subconfig(PPOConfig, cfg), inputs, load_reward_fn(reward, cfg.device), out_dir=str(ctx.out_dir / "policy"),
-            base_path=base.path, on_progress=ctx.report, should_stop=ctx.should_stop, device=cfg.device,
+            subconfig(PPOConfig, cfg),
+            inputs,
+            load_reward_fn(reward, cfg.device),
+            out_dir=str(ctx.out_dir / "policy"),
+            base_path=base.path,
+            on_progress=ctx.report,
+            should_stop=ctx.should_stop,
+            device=cfg.device,
             reward_prompts=reward_texts,
         )
     if result.stopped or result.path is None:
@@ -88,29 +120,58 @@ def run(job, ctx) -> ModelVersion | None:
     rise = mean_score_rise(result.history)
     ctx.log(f"mean score rose by {rise:+.3f} over {result.steps} steps ({result.episodes} episodes)")
     metrics = dict(result.metrics)
-    metrics.update({"objective/score_rise": rise, "train/steps": result.steps, "train/episodes": result.episodes,
-                    "train/seconds": result.elapsed_s})
-    snapshot = {"prompt_ids": [p["prompt_id"] for p in prompts], "project_ids": cfg.project_ids,
-                "date_from": cfg.date_from, "date_to": cfg.date_to}
+    metrics.update(
+        {
+            "objective/score_rise": rise,
+            "train/steps": result.steps,
+            "train/episodes": result.episodes,
+            "train/seconds": result.elapsed_s,
+        }
+    )
+    snapshot = {
+        "prompt_ids": [p["prompt_id"] for p in prompts],
+        "project_ids": cfg.project_ids,
+        "date_from": cfg.date_from,
+        "date_to": cfg.date_to,
+    }
     before, after = result.eval_before, result.eval_after
     if before is not None and after is not None:
         eval_ids = [prompts[i]["prompt_id"] for i in after.prompt_indices]
-        ctx.log(f"reward-model score on {len(eval_ids)} prompts: {before.mean_score:+.3f} ({base}) -> "
-                f"{after.mean_score:+.3f} (trained); answers cut at {cfg.max_new_tokens} tokens: "
-                f"{before.cut_fraction:.0%} -> {after.cut_fraction:.0%}")
+        ctx.log(
+            f"reward-model score on {len(eval_ids)} prompts: {before.mean_score:+.3f} ({base}) -> "
+            f"{after.mean_score:+.3f} (trained); answers cut at {cfg.max_new_tokens} tokens: "
+            f"{before.cut_fraction:.0%} -> {after.cut_fraction:.0%}"
+        )
         metrics.update(after.metrics("eval/"))
         metrics.update(before.metrics("eval/base_"))
         metrics.update({"eval/prompts": len(eval_ids), "eval/reward_model_id": reward.pk})
         snapshot["eval_prompt_ids"] = eval_ids
-    version = ctx.db(lambda: ModelVersion.objects.create(
-        kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "PPO"), path=result.path, parent=base,
-        reward_model=reward, training_job=job, config=config_to_dict(cfg), metrics=metrics,
-        data_snapshot=snapshot,
-    ), "registering the model version")
+    version = ctx.db(
+        lambda: ModelVersion.objects.create(
+            kind=ModelVersion.Kind.POLICY,
+            name=version_name(job, cfg.name, "PPO"),
+            path=result.path,
+            parent=base,
+            reward_model=reward,
+            training_job=job,
+            config=config_to_dict(cfg),
+            metrics=metrics,
+            data_snapshot=snapshot,
+        ),
+        "registering the model version",
+    )
     if before is not None and after is not None:
         # The starting policy's score on the same prompts, shown on its own row of the model versions page.
-        base_eval = {**before.metrics("eval/"), "eval/prompts": len(eval_ids), "eval/reward_model_id": reward.pk,
-                     "eval/job_id": job.pk, "eval/compared_with_id": version.pk, "eval/prompt_ids": eval_ids}
-        ctx.db(lambda: model_version_eval_record(version_id=base.pk, evaluation=base_eval),
-               "recording the starting policy's evaluation")
+        base_eval = {
+            **before.metrics("eval/"),
+            "eval/prompts": len(eval_ids),
+            "eval/reward_model_id": reward.pk,
+            "eval/job_id": job.pk,
+            "eval/compared_with_id": version.pk,
+            "eval/prompt_ids": eval_ids,
+        }
+        ctx.db(
+            lambda: model_version_eval_record(version_id=base.pk, evaluation=base_eval),
+            "recording the starting policy's evaluation",
+        )
     return version

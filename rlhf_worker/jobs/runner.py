@@ -1,4 +1,5 @@
 """Runs one training job in a worker: status transitions, throttled progress, heartbeat, cancel."""
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,9 @@ class JobContext:
         self._state: dict[str, Any] = {}
 
     # -- called by job bodies ------------------------------------------------------------------
-    def report(self, step: int, total: int, metrics: dict[str, float] | None = None, samples: list | None = None) -> None:
+    def report(
+        self, step: int, total: int, metrics: dict[str, float] | None = None, samples: list | None = None
+    ) -> None:
         """Record progress and metrics; the row is written at most every `write_interval` seconds."""
         step, total = int(step), max(int(total), 0)
         for key, value in (metrics or {}).items():
@@ -76,7 +79,9 @@ class JobContext:
         if now - self._last_cancel_check >= 1.0:
             self._last_cancel_check = now
             self._cancelled = with_db_retry(
-                lambda: TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists(), what=f"job {self.job.pk}: cancel check")
+                lambda: TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists(),
+                what=f"job {self.job.pk}: cancel check",
+            )
         return self._cancelled
 
     def raise_if_cancelled(self) -> None:
@@ -120,15 +125,18 @@ class JobContext:
                 latest = {(s, k): v for s, k, v in points}
                 JobMetric.objects.bulk_create(
                     (JobMetric(job_id=self.job.pk, step=s, key=k, value=v) for (s, k), v in latest.items()),
-                    update_conflicts=True, unique_fields=["job", "key", "step"], update_fields=["value"])
+                    update_conflicts=True,
+                    unique_fields=["job", "key", "step"],
+                    update_fields=["value"],
+                )
 
         with_db_retry(write, what=f"job {self.job.pk}: progress write")
         if summary is not None:
             self.job.summary = summary
         if log is not None:
             self.job.log = log
-        del self._pending_log[:len(log_lines)]
-        del self._pending_points[:len(points)]
+        del self._pending_log[: len(log_lines)]
+        del self._pending_points[: len(points)]
 
 
 class _Heartbeat(threading.Thread):
@@ -143,7 +151,9 @@ class _Heartbeat(threading.Thread):
         try:
             while not self.stopped.wait(self.interval):
                 try:
-                    TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(heartbeat_at=timezone.now())
+                    TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
                 except DatabaseError as exc:  # the database restarted: beat again on a new connection next time
                     logger.warning("job %s: heartbeat not written (%s); reconnecting", self.job_id, str(exc).strip())
                     drop_broken_connection()
@@ -159,10 +169,16 @@ def execute_job(job_id: int, *, celery_task_id: str = "", worker: str = "") -> s
 
     `worker` is the Celery node name (what the sweep asks Celery about); the host name without one."""
     worker = worker or socket.gethostname()
-    claimed = with_db_retry(lambda: TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
-        status=TrainingJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
-        worker=worker, celery_task_id=celery_task_id,
-    ), what=f"job {job_id}: claim")
+    claimed = with_db_retry(
+        lambda: TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
+            status=TrainingJob.Status.RUNNING,
+            started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            worker=worker,
+            celery_task_id=celery_task_id,
+        ),
+        what=f"job {job_id}: claim",
+    )
     job = with_db_retry(lambda: TrainingJob.objects.filter(pk=job_id).first(), what=f"job {job_id}: read")
     if job is None:  # its start was refused after all (the broker failed to confirm the message): nothing to run
         logger.warning("job %s does not exist: not running it", job_id)
@@ -216,7 +232,9 @@ def _failure_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = None, error: str = "", log: str = "") -> None:
+def _finish(
+    job: TrainingJob, status: str, *, version: ModelVersion | None = None, error: str = "", log: str = ""
+) -> None:
     updates: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "heartbeat_at": timezone.now()}
     if status == TrainingJob.Status.SUCCEEDED:
         updates["progress"] = 1.0
@@ -230,7 +248,9 @@ def _finish(job: TrainingJob, status: str, *, version: ModelVersion | None = Non
     def write() -> None:
         with transaction.atomic():
             current = TrainingJob.objects.select_for_update().only("log").get(pk=job.pk).log
-            TrainingJob.objects.filter(pk=job.pk).update(**updates, log=(current + "\n" + line).strip()[-LOG_TAIL_CHARS:])
+            TrainingJob.objects.filter(pk=job.pk).update(
+                **updates, log=(current + "\n" + line).strip()[-LOG_TAIL_CHARS:]
+            )
 
     with_db_retry(write, what=f"job {job.pk}: final status")
     job_ended_notify(job_id=job.pk)  # its autopilot cycle (if any) starts the next step now, not at the next tick

@@ -1,4 +1,5 @@
 """Score job: every completion of the chosen projects scored by a reward ModelVersion, stored as CompletionScore rows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ class Config:
     """Which completions to score and with which reward model."""
 
     project_ids: list[int] = field(default_factory=list, metadata={"help": "Projects whose completions are scored."})
-    reward_version_id: int | None = field(default=None, metadata={"help": "Reward ModelVersion to score with; empty = the newest reward model."})
+    reward_version_id: int | None = field(
+        default=None, metadata={"help": "Reward ModelVersion to score with; empty = the newest reward model."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Completions per forward pass."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -45,8 +48,10 @@ def check(cfg: Config) -> None:
     check_projects(cfg.project_ids)
     reward_version_for(cfg)
     if not completion_count(project_ids=cfg.project_ids):
-        raise ServiceError(f"no completions in {selection_text(cfg)} to score: run a Generate job (or import "
-                           "completions) first", field="project_ids")
+        raise ServiceError(
+            f"no completions in {selection_text(cfg)} to score: run a Generate job (or import completions) first",
+            field="project_ids",
+        )
 
 
 def reward_version_for(cfg: Config) -> ModelVersion:
@@ -64,22 +69,29 @@ def run(job: TrainingJob, ctx) -> None:
     version = reward_version_for(cfg)
     scorer = RewardScorer.from_pretrained(version.path, device=cfg.device)
     total = completion_count(project_ids=cfg.project_ids)
-    ctx.log(f"scoring {total} completions of projects {cfg.project_ids} with reward model {version.pk} ({version.name})")
+    ctx.log(
+        f"scoring {total} completions of projects {cfg.project_ids} with reward model {version.pk} ({version.name})"
+    )
     done, score_sum = 0, 0.0
     ctx.report(0, total, {})
     chunk: list[dict] = []
 
     def flush_chunk() -> None:
         nonlocal done, score_sum
-        scores = scorer.score([reward_prompt_text(c["prompt"]) for c in chunk], [c["text"] for c in chunk],
-                              batch_size=cfg.batch_size)
+        scores = scorer.score(
+            [reward_prompt_text(c["prompt"]) for c in chunk], [c["text"] for c in chunk], batch_size=cfg.batch_size
+        )
         now = timezone.now()
         with transaction.atomic():
             CompletionScore.objects.bulk_create(
-                [CompletionScore(completion_id=c["completion_id"], model_version=version, score=float(s), job=job,
-                                 scored_at=now)
-                 for c, s in zip(chunk, scores.tolist())],
-                update_conflicts=True, unique_fields=["completion", "model_version"],
+                [
+                    CompletionScore(
+                        completion_id=c["completion_id"], model_version=version, score=float(s), job=job, scored_at=now
+                    )
+                    for c, s in zip(chunk, scores.tolist())
+                ],
+                update_conflicts=True,
+                unique_fields=["completion", "model_version"],
                 update_fields=["score", "job", "scored_at"],
             )
             # The queue order "uncertainty" reads each task's margin between its two best scores.

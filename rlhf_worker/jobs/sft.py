@@ -1,4 +1,5 @@
 """SFT job: fine-tune a policy version on the projects' demonstrations and register the result as a new version."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +23,10 @@ QUICK_CPU_DEMO = {"epochs": 1, "batch_size": 4, "max_seq_len": 256, "device": "c
 class Config(SFTConfig, DataSelection):
     """SFT settings plus which demonstrations and which starting policy."""
 
-    base_version_id: int | None = field(default=None, metadata={"help": "Policy version to start from; empty = the promoted policy, else the default model."})
+    base_version_id: int | None = field(
+        default=None,
+        metadata={"help": "Policy version to start from; empty = the promoted policy, else the default model."},
+    )
     name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'SFT (job #N)')."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -37,33 +41,64 @@ def check(cfg: Config) -> None:
     """At start: the data selection (projects, dates) holds demonstrations, and the chosen starting policy exists."""
     check_selection(cfg)
     check_policy(cfg.base_version_id, field_name="base_version_id")
-    if not has_demonstrations(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from,
-                              date_to=cfg.date_to):
-        raise ServiceError(f"no demonstrations in {selection_text(cfg)}: SFT learns from them; write some on the "
-                           "prompts' pages (or import them) first, or widen the selection", field="project_ids")
+    if not has_demonstrations(
+        project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+    ):
+        raise ServiceError(
+            f"no demonstrations in {selection_text(cfg)}: SFT learns from them; write some on the "
+            "prompts' pages (or import them) first, or widen the selection",
+            field="project_ids",
+        )
 
 
 def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
     base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
-    demos = list(demonstrations_for_training(project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids,
-                                             date_from=cfg.date_from, date_to=cfg.date_to))
+    demos = list(
+        demonstrations_for_training(
+            project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+        )
+    )
     if not demos:
         raise ValueError("no demonstrations match the selection: write some on the prompts first")
     ctx.log(f"SFT from {base} on {len(demos)} demonstrations")
-    result = run_training("sft", subconfig(SFTConfig, cfg), {
-        "examples": [(d["prompt"], d["completion"]) for d in demos], "out_dir": str(ctx.out_dir / "policy"),
-        "base_path": base.path, "device": cfg.device,
-    }, ctx)
+    result = run_training(
+        "sft",
+        subconfig(SFTConfig, cfg),
+        {
+            "examples": [(d["prompt"], d["completion"]) for d in demos],
+            "out_dir": str(ctx.out_dir / "policy"),
+            "base_path": base.path,
+            "device": cfg.device,
+        },
+        ctx,
+    )
     if result.stopped or result.path is None:
         return None
     ctx.log(f"held-out loss {result.eval_loss_before} -> {result.eval_loss}")
-    return ctx.db(lambda: ModelVersion.objects.create(
-        kind=ModelVersion.Kind.POLICY, name=version_name(job, cfg.name, "SFT"), path=result.path, parent=base,
-        training_job=job, config=config_to_dict(cfg),
-        metrics={"train/loss": result.train_loss, "eval/loss": result.eval_loss, "eval/loss_before": result.eval_loss_before,
-                 "train/steps": result.steps, "train/seconds": result.elapsed_s},
-        data_snapshot={"demonstration_ids": [d["demonstration_id"] for d in demos], "num_train": result.num_train,
-                       "num_eval": result.num_eval, "project_ids": cfg.project_ids, "date_from": cfg.date_from,
-                       "date_to": cfg.date_to},
-    ), "registering the model version")
+    return ctx.db(
+        lambda: ModelVersion.objects.create(
+            kind=ModelVersion.Kind.POLICY,
+            name=version_name(job, cfg.name, "SFT"),
+            path=result.path,
+            parent=base,
+            training_job=job,
+            config=config_to_dict(cfg),
+            metrics={
+                "train/loss": result.train_loss,
+                "eval/loss": result.eval_loss,
+                "eval/loss_before": result.eval_loss_before,
+                "train/steps": result.steps,
+                "train/seconds": result.elapsed_s,
+            },
+            data_snapshot={
+                "demonstration_ids": [d["demonstration_id"] for d in demos],
+                "num_train": result.num_train,
+                "num_eval": result.num_eval,
+                "project_ids": cfg.project_ids,
+                "date_from": cfg.date_from,
+                "date_to": cfg.date_to,
+            },
+        ),
+        "registering the model version",
+    )

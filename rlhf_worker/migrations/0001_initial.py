@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,82 +14,172 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('policy', 'Policy'), ('reward', 'Reward model')], max_length=10)),
-                ('name', models.CharField(max_length=200)),
-                ('path', models.CharField(help_text='Folder with the weights (safetensors) and config.', max_length=500)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('data_snapshot', models.JSONField(blank=True, default=dict, help_text='Which rows it was trained on.')),
-                ('is_promoted', models.BooleanField(default=False, help_text='The promoted policy is the default for generation.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='rlhf_worker.modelversion')),
-                ('reward_model', models.ForeignKey(blank=True, help_text='For PPO policies: the reward model they were optimised against.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='policies_trained', to='rlhf_worker.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(choices=[("policy", "Policy"), ("reward", "Reward model")], max_length=10)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "path",
+                    models.CharField(help_text="Folder with the weights (safetensors) and config.", max_length=500),
+                ),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                (
+                    "data_snapshot",
+                    models.JSONField(blank=True, default=dict, help_text="Which rows it was trained on."),
+                ),
+                (
+                    "is_promoted",
+                    models.BooleanField(default=False, help_text="The promoted policy is the default for generation."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
+                (
+                    "reward_model",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="For PPO policies: the reward model they were optimised against.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="policies_trained",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingJob',
+            name="TrainingJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('sft', 'Supervised fine-tuning'), ('reward', 'Reward model'), ('ppo', 'PPO'), ('generate', 'Generate candidates'), ('score', 'Score completions')], max_length=10)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('lost', 'Lost')], db_index=True, default='queued', max_length=10)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('progress', models.FloatField(default=0.0)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('total_steps', models.PositiveIntegerField(default=0)),
-                ('eta_seconds', models.FloatField(blank=True, null=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('error', models.TextField(blank=True)),
-                ('log', models.TextField(blank=True)),
-                ('samples', models.JSONField(blank=True, default=list, help_text='Recent sample generations (PPO).')),
-                ('summary', models.JSONField(blank=True, default=dict, help_text='Latest value of each metric.')),
-                ('celery_task_id', models.CharField(blank=True, max_length=64)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('result_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='rlhf_worker.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("sft", "Supervised fine-tuning"),
+                            ("reward", "Reward model"),
+                            ("ppo", "PPO"),
+                            ("generate", "Generate candidates"),
+                            ("score", "Score completions"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("lost", "Lost"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("progress", models.FloatField(default=0.0)),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("total_steps", models.PositiveIntegerField(default=0)),
+                ("eta_seconds", models.FloatField(blank=True, null=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("error", models.TextField(blank=True)),
+                ("log", models.TextField(blank=True)),
+                ("samples", models.JSONField(blank=True, default=list, help_text="Recent sample generations (PPO).")),
+                ("summary", models.JSONField(blank=True, default=dict, help_text="Latest value of each metric.")),
+                ("celery_task_id", models.CharField(blank=True, max_length=64)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "result_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='training_job',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='rlhf_worker.trainingjob'),
+            model_name="modelversion",
+            name="training_job",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="rlhf_worker.trainingjob",
+            ),
         ),
         migrations.CreateModel(
-            name='JobMetric',
+            name="JobMetric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step', models.PositiveIntegerField()),
-                ('key', models.CharField(max_length=100)),
-                ('value', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='metric_points', to='rlhf_worker.trainingjob')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("step", models.PositiveIntegerField()),
+                ("key", models.CharField(max_length=100)),
+                ("value", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="metric_points",
+                        to="rlhf_worker.trainingjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['step', 'id'],
+                "ordering": ["step", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='trainingjob',
-            constraint=models.CheckConstraint(condition=models.Q(('progress__gte', 0), ('progress__lte', 1)), name='job_progress_0_to_1'),
+            model_name="trainingjob",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("progress__gte", 0), ("progress__lte", 1)), name="job_progress_0_to_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_promoted', True)), fields=('kind',), name='one_promoted_version_per_kind'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_promoted", True)), fields=("kind",), name="one_promoted_version_per_kind"
+            ),
         ),
         migrations.AddIndex(
-            model_name='jobmetric',
-            index=models.Index(fields=['job', 'key', 'step'], name='jobmetric_series_idx'),
+            model_name="jobmetric",
+            index=models.Index(fields=["job", "key", "step"], name="jobmetric_series_idx"),
         ),
     ]

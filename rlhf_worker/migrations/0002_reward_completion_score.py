@@ -5,26 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0003_role_groups'),
-        ('rlhf_worker', '0001_initial'),
+        ("labeling_app", "0003_role_groups"),
+        ("rlhf_worker", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CompletionScore',
+            name="CompletionScore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('score', models.FloatField()),
-                ('scored_at', models.DateTimeField()),
-                ('completion', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='labeling_app.completion')),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='rlhf_worker.trainingjob')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='completion_scores', to='rlhf_worker.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("score", models.FloatField()),
+                ("scored_at", models.DateTimeField()),
+                (
+                    "completion",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="scores", to="labeling_app.completion"
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="rlhf_worker.trainingjob",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="completion_scores",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['completion_id', 'model_version_id'],
-                'constraints': [models.UniqueConstraint(fields=('completion', 'model_version'), name='completion_score_one_per_version')],
+                "ordering": ["completion_id", "model_version_id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("completion", "model_version"), name="completion_score_one_per_version"
+                    )
+                ],
             },
         ),
     ]

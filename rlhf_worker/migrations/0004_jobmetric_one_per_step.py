@@ -4,23 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rlhf_worker', '0003_job_presets'),
+        ("rlhf_worker", "0003_job_presets"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='jobmetric',
-            name='jobmetric_series_idx',
+            model_name="jobmetric",
+            name="jobmetric_series_idx",
         ),
         # Points doubled before the constraint (a retried write whose commit did happen): keep the last of each.
         migrations.RunSQL(
             """DELETE FROM rlhf_worker_jobmetric m USING rlhf_worker_jobmetric later
                WHERE later.job_id = m.job_id AND later.key = m.key AND later.step = m.step AND later.id > m.id""",
-            migrations.RunSQL.noop),
+            migrations.RunSQL.noop,
+        ),
         migrations.AddConstraint(
-            model_name='jobmetric',
-            constraint=models.UniqueConstraint(fields=('job', 'key', 'step'), name='jobmetric_one_per_series_step'),
+            model_name="jobmetric",
+            constraint=models.UniqueConstraint(fields=("job", "key", "step"), name="jobmetric_one_per_series_step"),
         ),
     ]

@@ -6,73 +6,190 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling_app', '0011_import_undo'),
-        ('rlhf_worker', '0004_jobmetric_one_per_step'),
+        ("labeling_app", "0011_import_undo"),
+        ("rlhf_worker", "0004_jobmetric_one_per_step"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Autopilot',
+            name="Autopilot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('paused', models.BooleanField(default=False, help_text='No new cycle starts, and a running cycle starts no next step.')),
-                ('every_n_rankings', models.PositiveIntegerField(default=100, help_text='Start a cycle after this many new human rankings.')),
-                ('include_ppo', models.BooleanField(default=False, help_text='Run a PPO job between scoring and generation.')),
-                ('auto_promote', models.BooleanField(default=False, help_text="Promote the cycle's reward model when its held-out accuracy does not drop below the promoted reward model's. Off: promotion stays a human decision.")),
-                ('rankings_at_last_cycle', models.PositiveIntegerField(default=0)),
-                ('presets', models.JSONField(blank=True, default=dict, help_text="{job kind: preset name} for each step's job.")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='autopilot', to='labeling_app.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "paused",
+                    models.BooleanField(
+                        default=False, help_text="No new cycle starts, and a running cycle starts no next step."
+                    ),
+                ),
+                (
+                    "every_n_rankings",
+                    models.PositiveIntegerField(
+                        default=100, help_text="Start a cycle after this many new human rankings."
+                    ),
+                ),
+                (
+                    "include_ppo",
+                    models.BooleanField(default=False, help_text="Run a PPO job between scoring and generation."),
+                ),
+                (
+                    "auto_promote",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Promote the cycle's reward model when its held-out accuracy does not drop below the promoted reward model's. Off: promotion stays a human decision.",
+                    ),
+                ),
+                ("rankings_at_last_cycle", models.PositiveIntegerField(default=0)),
+                (
+                    "presets",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="{job kind: preset name} for each step's job."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="autopilot", to="labeling_app.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='PipelineRun',
+            name="PipelineRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('running', 'Running'), ('paused', 'Paused'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='running', max_length=10)),
-                ('plan', models.JSONField(default=list, help_text='The job kinds of the cycle in order, e.g. ["reward", "score", "generate"].')),
-                ('reason', models.TextField(blank=True, help_text="Why it failed (the failed step's error), or a note while it waits.")),
-                ('rankings_at_start', models.PositiveIntegerField(default=0)),
-                ('promotion_note', models.TextField(blank=True, help_text='What auto-promote decided, and why.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('autopilot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='rlhf_worker.autopilot')),
-                ('reward_version', models.ForeignKey(blank=True, help_text='The reward model this cycle trained.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='rlhf_worker.modelversion')),
-                ('started_by', models.ForeignKey(blank=True, help_text='Who started it by hand; empty when the scheduler did.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="running",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "plan",
+                    models.JSONField(
+                        default=list,
+                        help_text='The job kinds of the cycle in order, e.g. ["reward", "score", "generate"].',
+                    ),
+                ),
+                (
+                    "reason",
+                    models.TextField(
+                        blank=True, help_text="Why it failed (the failed step's error), or a note while it waits."
+                    ),
+                ),
+                ("rankings_at_start", models.PositiveIntegerField(default=0)),
+                ("promotion_note", models.TextField(blank=True, help_text="What auto-promote decided, and why.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "autopilot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="rlhf_worker.autopilot"
+                    ),
+                ),
+                (
+                    "reward_version",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The reward model this cycle trained.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="rlhf_worker.modelversion",
+                    ),
+                ),
+                (
+                    "started_by",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who started it by hand; empty when the scheduler did.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='PipelineStep',
+            name="PipelineStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('kind', models.CharField(choices=[('sft', 'Supervised fine-tuning'), ('reward', 'Reward model'), ('ppo', 'PPO'), ('generate', 'Generate candidates'), ('score', 'Score completions')], max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pipeline_steps', to='rlhf_worker.trainingjob')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='rlhf_worker.pipelinerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveSmallIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("sft", "Supervised fine-tuning"),
+                            ("reward", "Reward model"),
+                            ("ppo", "PPO"),
+                            ("generate", "Generate candidates"),
+                            ("score", "Score completions"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pipeline_steps",
+                        to="rlhf_worker.trainingjob",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="steps", to="rlhf_worker.pipelinerun"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'position'],
+                "ordering": ["run_id", "position"],
             },
         ),
         migrations.AddConstraint(
-            model_name='autopilot',
-            constraint=models.CheckConstraint(condition=models.Q(('every_n_rankings__gte', 1)), name='autopilot_every_n_at_least_1'),
+            model_name="autopilot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("every_n_rankings__gte", 1)), name="autopilot_every_n_at_least_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pipelinerun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['running', 'paused'])), fields=('autopilot',), name='one_active_pipeline_per_autopilot'),
+            model_name="pipelinerun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["running", "paused"])),
+                fields=("autopilot",),
+                name="one_active_pipeline_per_autopilot",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pipelinestep',
-            constraint=models.UniqueConstraint(fields=('run', 'position'), name='pipeline_step_position_unique'),
+            model_name="pipelinestep",
+            constraint=models.UniqueConstraint(fields=("run", "position"), name="pipeline_step_position_unique"),
         ),
     ]

@@ -19,6 +19,7 @@ What auto-promote promotes (opt-in, `Autopilot.auto_promote`): only the cycle's 
 held-out accuracy (`eval/accuracy`) is at least that of the reward model promoted before (or no reward model was
 promoted). Policies are never promoted by the autopilot: PPO and generation use the policy a person promoted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,21 +49,33 @@ def cycle_plan(*, include_ppo: bool) -> list[str]:
 
 
 # --- settings -----------------------------------------------------------------------------------
-def autopilot_configure(*, project, every_n_rankings: int, include_ppo: bool, auto_promote: bool,
-                        presets: dict[str, str] | None = None, user) -> Autopilot:
+def autopilot_configure(
+    *,
+    project,
+    every_n_rankings: int,
+    include_ppo: bool,
+    auto_promote: bool,
+    presets: dict[str, str] | None = None,
+    user,
+) -> Autopilot:
     """Set up (or change) the project's autopilot. Set up now, it counts the rankings from now on: the first cycle
     starts after `every_n_rankings` new ones. Raises ServiceError naming the wrong field."""
     if not isinstance(every_n_rankings, int) or not 1 <= every_n_rankings <= MAX_EVERY_N:
-        raise ServiceError(f"must be a whole number from 1 to {MAX_EVERY_N:,}, got {every_n_rankings!r}",
-                           field="every_n_rankings")
+        raise ServiceError(
+            f"must be a whole number from 1 to {MAX_EVERY_N:,}, got {every_n_rankings!r}", field="every_n_rankings"
+        )
     chosen = {}
     for kind, name in (presets or {}).items():
         if kind not in STEP_KINDS:
-            raise ServiceError(f"{kind!r} is not a step of a cycle; the steps are {', '.join(STEP_KINDS)}", field=f"preset_{kind}")
+            raise ServiceError(
+                f"{kind!r} is not a step of a cycle; the steps are {', '.join(STEP_KINDS)}", field=f"preset_{kind}"
+            )
         name = (name or "").strip() or DEFAULTS_PRESET
         preset = job_preset_get(job_kind_info(kind), name)
         if preset is None:
-            raise ServiceError(f"there is no {kind} preset called {name!r}; choose one of the list", field=f"preset_{kind}")
+            raise ServiceError(
+                f"there is no {kind} preset called {name!r}; choose one of the list", field=f"preset_{kind}"
+            )
         chosen[kind] = preset.name
     with transaction.atomic():
         autopilot = Autopilot.objects.select_for_update().filter(project=project).first()
@@ -74,7 +87,11 @@ def autopilot_configure(*, project, every_n_rankings: int, include_ppo: bool, au
             if project.queue_order == QueueOrder.OLDEST:
                 project.queue_order = QueueOrder.NEWEST
                 project.save(update_fields=["queue_order"])
-        autopilot.every_n_rankings, autopilot.include_ppo, autopilot.auto_promote = every_n_rankings, include_ppo, auto_promote
+        autopilot.every_n_rankings, autopilot.include_ppo, autopilot.auto_promote = (
+            every_n_rankings,
+            include_ppo,
+            auto_promote,
+        )
         autopilot.presets = {**(autopilot.presets or {}), **chosen}
         autopilot.save()
     logger.info("%s set up by %s", autopilot, getattr(user, "username", user))
@@ -115,16 +132,24 @@ def pipeline_start(*, autopilot: Autopilot, user=None, force: bool = False) -> P
         active = autopilot.runs.filter(status__in=PipelineRun.ACTIVE).first()
         if active is not None or autopilot.paused:
             if force:
-                raise ServiceError(f"cycle #{active.pk} is still {active.status}: wait until it ends" if active else
-                                   "the autopilot is paused: resume it first", status=409)
+                raise ServiceError(
+                    f"cycle #{active.pk} is still {active.status}: wait until it ends"
+                    if active
+                    else "the autopilot is paused: resume it first",
+                    status=409,
+                )
             return None
         counted = human_ranking_counts(project_ids=[autopilot.project_id])[autopilot.project_id]
         if not force and counted - autopilot.rankings_at_last_cycle < autopilot.every_n_rankings:
             return None
         try:
             with transaction.atomic():
-                run = PipelineRun.objects.create(autopilot=autopilot, plan=cycle_plan(include_ppo=autopilot.include_ppo),
-                                                 rankings_at_start=counted, started_by=user)
+                run = PipelineRun.objects.create(
+                    autopilot=autopilot,
+                    plan=cycle_plan(include_ppo=autopilot.include_ppo),
+                    rankings_at_start=counted,
+                    started_by=user,
+                )
         except IntegrityError:  # another tick's cycle won the race (the partial unique index)
             return None
         autopilot.rankings_at_last_cycle = counted
@@ -146,8 +171,9 @@ def job_ended_notify(*, job_id: int) -> None:
 
 def pipeline_job_ended(*, job_id: int) -> None:
     """A job ended: the cycle whose current step it is starts its next step (or stops, when the job failed)."""
-    for run_id in (PipelineStep.objects.filter(job_id=job_id, run__status=PipelineRun.Status.RUNNING)
-                   .values_list("run_id", flat=True)):
+    for run_id in PipelineStep.objects.filter(job_id=job_id, run__status=PipelineRun.Status.RUNNING).values_list(
+        "run_id", flat=True
+    ):
         pipeline_advance(run_id=run_id)
 
 
@@ -168,8 +194,11 @@ def pipeline_advance(*, run_id: int) -> PipelineRun:
                 return run
             elif step is not None and step.job.status != TrainingJob.Status.SUCCEEDED:
                 job = step.job
-                return _run_fail(run, f"{job.get_kind_display()} job #{job.pk} {job.status}: "
-                                      f"{job.error_first_line or 'no reason recorded'}")
+                return _run_fail(
+                    run,
+                    f"{job.get_kind_display()} job #{job.pk} {job.status}: "
+                    f"{job.error_first_line or 'no reason recorded'}",
+                )
             else:
                 if step is not None and step.kind == TrainingJob.Kind.REWARD:
                     failed = _after_reward(run, step.job)
@@ -215,8 +244,9 @@ def _after_reward(run: PipelineRun, job: TrainingJob) -> str:
     if version is None:
         return f"reward job #{job.pk} succeeded but registered no reward model"
     run.reward_version = version
-    run.promotion_note = reward_auto_promote(version=version, enabled=run.autopilot.auto_promote,
-                                             who=f"autopilot of project {run.autopilot.project_id}")
+    run.promotion_note = reward_auto_promote(
+        version=version, enabled=run.autopilot.auto_promote, who=f"autopilot of project {run.autopilot.project_id}"
+    )
     run.save(update_fields=["reward_version", "promotion_note"])
     return ""
 
@@ -226,29 +256,40 @@ def reward_auto_promote(*, version: ModelVersion, enabled: bool, who: str = "aut
     reward model's (or none is promoted); returns what was decided, in one sentence."""
     accuracy = metric_value(version.metrics, "accuracy")
     if not enabled:
-        return (f"Not promoted: auto-promote is off, so promoting reward model #{version.pk} stays a person's decision "
-                "(Models page).")
+        return (
+            f"Not promoted: auto-promote is off, so promoting reward model #{version.pk} stays a person's decision "
+            "(Models page)."
+        )
     if accuracy is None:
         return f"Not promoted: reward model #{version.pk} has no held-out accuracy to compare."
     before = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, is_promoted=True).exclude(pk=version.pk).first()
     before_accuracy = metric_value(before.metrics, "accuracy") if before else None
     if before is not None and before_accuracy is not None and accuracy < before_accuracy:
-        return (f"Not promoted: held-out accuracy of reward model #{version.pk} is {accuracy:.1%}, below the "
-                f"{before_accuracy:.1%} of the promoted #{before.pk}.")
+        return (
+            f"Not promoted: held-out accuracy of reward model #{version.pk} is {accuracy:.1%}, below the "
+            f"{before_accuracy:.1%} of the promoted #{before.pk}."
+        )
     model_version_promote(version=version, user=who)
     if before is None:
         return f"Promoted reward model #{version.pk} (held-out accuracy {accuracy:.1%}): none was promoted before."
     if before_accuracy is None:
-        return (f"Promoted reward model #{version.pk} (held-out accuracy {accuracy:.1%}): the promoted #{before.pk} "
-                "had no held-out accuracy.")
-    return (f"Promoted reward model #{version.pk}: held-out accuracy {accuracy:.1%}, not below the {before_accuracy:.1%} "
-            f"of #{before.pk}.")
+        return (
+            f"Promoted reward model #{version.pk} (held-out accuracy {accuracy:.1%}): the promoted #{before.pk} "
+            "had no held-out accuracy."
+        )
+    return (
+        f"Promoted reward model #{version.pk}: held-out accuracy {accuracy:.1%}, not below the {before_accuracy:.1%} "
+        f"of #{before.pk}."
+    )
 
 
 def latest_reward_version_of_project(project_id: int) -> ModelVersion | None:
     """The newest reward model trained on the project's rankings (alone or with other projects')."""
-    return (ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, data_snapshot__project_ids__contains=[project_id])
-            .order_by("-created_at", "-pk").first())
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, data_snapshot__project_ids__contains=[project_id])
+        .order_by("-created_at", "-pk")
+        .first()
+    )
 
 
 def _step_config(run: PipelineRun, kind: str) -> dict[str, Any]:
@@ -256,21 +297,37 @@ def _step_config(run: PipelineRun, kind: str) -> dict[str, Any]:
     name = (run.autopilot.presets or {}).get(kind) or DEFAULTS_PRESET
     preset = job_preset_get(job_kind_info(kind), name)
     if preset is None:
-        raise ServiceError(f"the {kind} preset {name!r} no longer exists: choose another one in the autopilot's settings")
+        raise ServiceError(
+            f"the {kind} preset {name!r} no longer exists: choose another one in the autopilot's settings"
+        )
     project = [run.autopilot.project_id]
     config = dict(preset.config)
     if kind == TrainingJob.Kind.REWARD:
         base = latest_reward_version_of_project(run.autopilot.project_id)
-        config.update(project_ids=project, date_from="", date_to="", resume_job_id=None,
-                      base_version_id=base.pk if base else None, name="")
+        config.update(
+            project_ids=project,
+            date_from="",
+            date_to="",
+            resume_job_id=None,
+            base_version_id=base.pk if base else None,
+            name="",
+        )
     elif kind == TrainingJob.Kind.SCORE:
         config.update(project_ids=project, reward_version_id=run.reward_version_id)
     elif kind == TrainingJob.Kind.PPO:
-        config.update(project_ids=project, prompt_ids=[], date_from="", date_to="", base_version_id=None,
-                      reward_version_id=None, name="")
+        config.update(
+            project_ids=project,
+            prompt_ids=[],
+            date_from="",
+            date_to="",
+            base_version_id=None,
+            reward_version_id=None,
+            name="",
+        )
     elif kind == TrainingJob.Kind.GENERATE:
-        config.update(project_ids=project, prompt_ids=[], date_from="", date_to="", policy_version_id=None,
-                      create_tasks=True)
+        config.update(
+            project_ids=project, prompt_ids=[], date_from="", date_to="", policy_version_id=None, create_tasks=True
+        )
     return config
 
 
@@ -280,8 +337,11 @@ def autopilots_tick() -> dict[str, int]:
     every running cycle whose current job ended (or whose job the broker refused). Returns how many cycles started
     and how many running ones it looked at."""
     started = 0
-    idle = list(Autopilot.objects.filter(paused=False).exclude(runs__status__in=PipelineRun.ACTIVE)
-                .only("pk", "project_id", "rankings_at_last_cycle", "every_n_rankings"))
+    idle = list(
+        Autopilot.objects.filter(paused=False)
+        .exclude(runs__status__in=PipelineRun.ACTIVE)
+        .only("pk", "project_id", "rankings_at_last_cycle", "every_n_rankings")
+    )
     counts = human_ranking_counts(project_ids=[a.project_id for a in idle]) if idle else {}
     for autopilot in idle:
         if counts[autopilot.project_id] - autopilot.rankings_at_last_cycle >= autopilot.every_n_rankings:

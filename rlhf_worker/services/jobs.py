@@ -4,6 +4,7 @@ deleting the outputs of jobs that ended without a model once they are older than
 The sweep (`jobs_sweep`, run by Celery beat every JOB_SWEEP_SECONDS, never by a page view) marks running
 jobs whose worker died as lost and queues again the queued jobs whose message the broker no longer holds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,14 +41,18 @@ def job_config_validate(*, kind: str, config: dict[str, Any]) -> dict[str, Any]:
     from rlhf_worker.jobs import job_module
 
     if kind not in TrainingJob.Kind.values:
-        raise ServiceError(f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}", field="kind")
+        raise ServiceError(
+            f"unknown job kind {kind!r}; choose one of {', '.join(TrainingJob.Kind.values)}", field="kind"
+        )
     try:
         module = job_module(kind)
     except LookupError:
         raise ServiceError(f"{kind} jobs are not available in this installation", field="kind") from None
     cfg, errors = collect_config_errors(module.Config, config)
     if errors:
-        raise ServiceError({(NON_FIELD if name == NOT_ONE_FIELD else name): [message] for name, message in errors.items()})
+        raise ServiceError(
+            {(NON_FIELD if name == NOT_ONE_FIELD else name): [message] for name, message in errors.items()}
+        )
     cfg = with_every_project_if_none_chosen(cfg)
     module.check(cfg)
     return config_to_dict(cfg)
@@ -61,8 +66,10 @@ def with_every_project_if_none_chosen(cfg):
         return cfg
     every = all_project_ids()
     if not every:
-        raise ServiceError("there are no projects yet, so there is no data to train on: create a project and add "
-                           "prompts first", field="project_ids")
+        raise ServiceError(
+            "there are no projects yet, so there is no data to train on: create a project and add prompts first",
+            field="project_ids",
+        )
     return dataclasses.replace(cfg, project_ids=every)
 
 
@@ -142,8 +149,11 @@ def jobs_mark_lost(*, now=None) -> int:
     now = now or timezone.now()
     long_cutoff = now - timedelta(seconds=settings.JOB_LOST_AFTER_SECONDS)
     short_cutoff = now - timedelta(seconds=3 * settings.JOB_HEARTBEAT_SECONDS)
-    silent = list(TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=short_cutoff)
-                  .only("pk", "worker", "heartbeat_at", "celery_task_id"))
+    silent = list(
+        TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=short_cutoff).only(
+            "pk", "worker", "heartbeat_at", "celery_task_id"
+        )
+    )
     if not silent:
         return 0
     answers = None
@@ -154,16 +164,22 @@ def jobs_mark_lost(*, now=None) -> int:
         since = f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
         worker = job.worker or "(unknown)"
         if job.heartbeat_at < long_cutoff:
-            reason = (f"Lost: no heartbeat from worker {worker} since {since} (more than "
-                      f"{settings.JOB_LOST_AFTER_SECONDS:.0f} s); the worker process probably died or was killed.")
+            reason = (
+                f"Lost: no heartbeat from worker {worker} since {since} (more than "
+                f"{settings.JOB_LOST_AFTER_SECONDS:.0f} s); the worker process probably died or was killed."
+            )
         elif answers is None:
             continue
         elif job.worker not in answers:
-            reason = (f"Lost: no heartbeat from worker {worker} since {since}, and the worker does not answer Celery; "
-                      "the worker process probably died or was killed.")
+            reason = (
+                f"Lost: no heartbeat from worker {worker} since {since}, and the worker does not answer Celery; "
+                "the worker process probably died or was killed."
+            )
         elif job.celery_task_id not in answers[job.worker]:
-            reason = (f"Lost: no heartbeat from worker {worker} since {since}, and that worker answers but no longer "
-                      "runs this job (it was restarted).")
+            reason = (
+                f"Lost: no heartbeat from worker {worker} since {since}, and that worker answers but no longer "
+                "runs this job (it was restarted)."
+            )
         else:
             continue
         count += job_mark_lost(job_id=job.pk, reason=reason, heartbeat_before=job.heartbeat_at, now=now)
@@ -191,8 +207,11 @@ def jobs_requeue_vanished(*, now=None) -> int:
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
-    waiting = list(TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED, created_at__lt=cutoff)
-                   .values_list("pk", "celery_task_id"))
+    waiting = list(
+        TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED, created_at__lt=cutoff).values_list(
+            "pk", "celery_task_id"
+        )
+    )
     if not waiting:
         return 0
     try:
@@ -204,8 +223,11 @@ def jobs_requeue_vanished(*, now=None) -> int:
     for job_id, task_id in waiting:
         if task_id in held:
             continue
-        logger.warning("job %s is queued but the broker no longer holds its message (%s): queueing it again",
-                       job_id, task_id or "never sent")
+        logger.warning(
+            "job %s is queued but the broker no longer holds its message (%s): queueing it again",
+            job_id,
+            task_id or "never sent",
+        )
         try:
             job_enqueue(job_id=job_id)
         except BrokerUnavailable as exc:
@@ -238,9 +260,14 @@ def job_outputs_purge(*, now=None) -> int:
     days = float(settings.JOB_RETENTION_DAYS)
     cutoff = now - timedelta(days=days)
     store = (Path(settings.MODEL_STORE) / "jobs").resolve()
-    version_paths = [Path(path).resolve() for path in ModelVersion.objects.exclude(path="").values_list("path", flat=True)]
-    resumed = {config.get("resume_job_id") for config in TrainingJob.objects.exclude(status__in=TrainingJob.FINISHED)
-               .values_list("config", flat=True) if isinstance(config, dict)}
+    version_paths = [
+        Path(path).resolve() for path in ModelVersion.objects.exclude(path="").values_list("path", flat=True)
+    ]
+    resumed = {
+        config.get("resume_job_id")
+        for config in TrainingJob.objects.exclude(status__in=TrainingJob.FINISHED).values_list("config", flat=True)
+        if isinstance(config, dict)
+    }
     count = 0
     expired = TrainingJob.objects.filter(status__in=PURGEABLE, finished_at__lt=cutoff, result_version__isnull=True)
     for job in expired.only("pk", "kind"):

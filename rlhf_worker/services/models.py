@@ -1,4 +1,5 @@
 """Writes on the model registry: promoting a version (the promoted policy is generation's default)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Writes on job presets (saved named settings per job kind) and on the "jobs that ended" notice mark."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,8 +36,12 @@ def job_preset_save(*, kind: str, name: str, config: dict[str, Any], user) -> tu
 
 def _preset_upsert(kind: str, name: str, config: dict[str, Any], user) -> tuple[JobPreset, bool]:
     with transaction.atomic():
-        existing = (JobPreset.objects.select_for_update().annotate(lower=Lower("name"))
-                    .filter(kind=kind, lower=name.casefold()).first())
+        existing = (
+            JobPreset.objects.select_for_update()
+            .annotate(lower=Lower("name"))
+            .filter(kind=kind, lower=name.casefold())
+            .first()
+        )
         if existing is not None:
             existing.name, existing.config, existing.created_by = name, config, user
             existing.save(update_fields=["name", "config", "created_by", "updated_at"])
@@ -51,7 +56,9 @@ def job_preset_delete(*, preset: JobPreset) -> None:
 def job_notices_dismiss(*, user, until: datetime) -> None:
     """Mark the user's job notices seen up to `until` (the newest end they were shown); never moves the mark back."""
     with transaction.atomic():
-        mark, created = JobNoticesSeen.objects.select_for_update().get_or_create(user=user, defaults={"seen_until": until})
+        mark, created = JobNoticesSeen.objects.select_for_update().get_or_create(
+            user=user, defaults={"seen_until": until}
+        )
         if not created and until > mark.seen_until:
             mark.seen_until = until
             mark.save(update_fields=["seen_until"])

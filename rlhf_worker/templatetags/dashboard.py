@@ -1,4 +1,5 @@
 """`{% load dashboard %}`: filters of the training dashboard's own (percentages and numbers: `rlhf_format`)."""
+
 from __future__ import annotations
 
 from django import template

@@ -5,6 +5,7 @@ linear layers, in place. PPO's reference policy is the same model with the adapt
 (`reference_mode`), not a deep copy. A finished run saves the merged weights (a plain transformers folder)
 with the adapter beside it in `adapter/` (`save_policy_with_adapter`), so every loader reads the result.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,16 +26,32 @@ ADAPTER_CHOICES = ("none", "lora")
 class AdapterSettings:
     """Mixed into the SFT, reward and PPO configs: full fine-tuning or LoRA, and gradient checkpointing."""
 
-    adapter: str = field(default="none", metadata={
-        "help": "none = train the weights themselves (full fine-tuning); lora = train small low-rank adapters beside frozen weights (much less memory for the optimiser state, one copy of the model in PPO).",
-        "choices": ADAPTER_CHOICES})
+    adapter: str = field(
+        default="none",
+        metadata={
+            "help": "none = train the weights themselves (full fine-tuning); lora = train small low-rank adapters beside frozen weights (much less memory for the optimiser state, one copy of the model in PPO).",
+            "choices": ADAPTER_CHOICES,
+        },
+    )
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank r (adapter size); used when adapter = lora."})
-    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha: the adapter's update is scaled by alpha / rank."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input during training (PPO needs 0)."})
-    lora_target_modules: list[str] = field(default_factory=list, metadata={
-        "help": "Names of the linear layers that get adapters (e.g. q_proj, v_proj); empty = every linear layer of the trunk."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute each layer's activations in the backward pass instead of keeping them: less memory, ~30% more compute."})
+    lora_alpha: float = field(
+        default=32.0, metadata={"help": "LoRA alpha: the adapter's update is scaled by alpha / rank."}
+    )
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the adapter's input during training (PPO needs 0)."}
+    )
+    lora_target_modules: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Names of the linear layers that get adapters (e.g. q_proj, v_proj); empty = every linear layer of the trunk."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute each layer's activations in the backward pass instead of keeping them: less memory, ~30% more compute."
+        },
+    )
 
     def validate_adapter(self) -> None:
         if self.adapter not in ADAPTER_CHOICES:
@@ -78,8 +95,12 @@ def add_lora(model: torch.nn.Module, settings: AdapterSettings, *, layers: list[
 
     targets = list(settings.lora_target_modules) or linear_module_names(model)
     config = LoraConfig(
-        r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-        target_modules=targets, layers_to_transform=layers, bias="none",
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        bias="none",
     )
     try:
         return get_peft_model(model, config)

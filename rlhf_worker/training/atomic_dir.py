@@ -5,6 +5,7 @@ The new folder is written next to the target under a temporary name and fsynced;
 deleted. A process killed at any point leaves either the new folder at `target`, or the old one at `target`
 or at `<name>.prev`; `complete_dir` finds whichever is there.
 """
+
 from __future__ import annotations
 
 import os

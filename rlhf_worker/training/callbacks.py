@@ -1,4 +1,5 @@
 """The two hooks every training loop takes from its caller: progress reports and a stop check."""
+
 from __future__ import annotations
 
 from typing import Callable

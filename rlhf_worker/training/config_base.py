@@ -1,4 +1,5 @@
 """Validation shared by every training config: dataclass fields become checked, field-named errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -137,5 +138,7 @@ def config_fields(cls: type) -> list[dict[str, Any]]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        described.append({"name": f.name, "type": hints[f.name], "default": default, "help": f.metadata.get("help", "")})
+        described.append(
+            {"name": f.name, "type": hints[f.name], "default": default, "help": f.metadata.get("help", "")}
+        )
     return described

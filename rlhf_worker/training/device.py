@@ -1,4 +1,5 @@
 """Where training code runs: the one reading of a device setting, and the mixed precision used there."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,7 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """"auto", "" or None: CUDA when a GPU is visible, else the CPU; anything else as torch reads it ("cuda:1")."""
+    """ "auto", "" or None: CUDA when a GPU is visible, else the CPU; anything else as torch reads it ("cuda:1")."""
     if device is None or device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -17,6 +17,7 @@ normaliser (rankings, answer tokens, response tokens of the whole batch), and `s
 gradients. The sum of the ranks' gradients is then the one-process gradient of the whole batch, up to the
 order of floating-point additions.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,18 +37,27 @@ MAX_PROCESSES = 64
 class ProcessSettings:
     """Mixed into the SFT, reward and PPO configs: how many processes (one per GPU) train the job together."""
 
-    num_processes: int = field(default=0, metadata={
-        "help": "Processes that train together, each on its share of every batch (one per GPU; several on a CPU "
-                "only for testing). 0 = the worker's TRAINING_NUM_PROCESSES, else one per visible GPU, else 1. "
-                "batch_size stays the global batch: N processes give the same result as one."})
+    num_processes: int = field(
+        default=0,
+        metadata={
+            "help": "Processes that train together, each on its share of every batch (one per GPU; several on a CPU "
+            "only for testing). 0 = the worker's TRAINING_NUM_PROCESSES, else one per visible GPU, else 1. "
+            "batch_size stays the global batch: N processes give the same result as one."
+        },
+    )
 
     def validate_processes(self) -> None:
         if not 0 <= self.num_processes <= MAX_PROCESSES:
-            raise ConfigError("num_processes", f"must be between 0 (automatic) and {MAX_PROCESSES}, got {self.num_processes}")
+            raise ConfigError(
+                "num_processes", f"must be between 0 (automatic) and {MAX_PROCESSES}, got {self.num_processes}"
+            )
         device = getattr(self, "device", "auto")
         if self.num_processes > 1 and device.startswith("cuda:"):
-            raise ConfigError("device", f"each of the {self.num_processes} processes takes its own GPU: use auto or cuda "
-                                        "(CUDA_VISIBLE_DEVICES picks which GPUs), not one GPU")
+            raise ConfigError(
+                "device",
+                f"each of the {self.num_processes} processes takes its own GPU: use auto or cuda "
+                "(CUDA_VISIBLE_DEVICES picks which GPUs), not one GPU",
+            )
 
 
 def resolve_num_processes(setting: int, worker_default: int | None = None) -> int:
@@ -79,7 +89,7 @@ class Dist:
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's rows of a global batch: rows rank, rank + N, rank + 2N, ... (an empty list is possible)."""
-        return list(items[self.rank::self.world_size]) if self.distributed else list(items)
+        return list(items[self.rank :: self.world_size]) if self.distributed else list(items)
 
     def owner(self, row: int) -> tuple[int, int]:
         """(rank, position in that rank's shard) of global row `row` under `shard`."""

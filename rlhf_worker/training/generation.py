@@ -1,4 +1,5 @@
 """Batched sampling from a causal LM: left padding, KV cache, temperature / top-k / top-p, stop tokens, per-row seeds."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,12 +19,19 @@ class GenerationConfig:
 
     num_samples: int = field(default=4, metadata={"help": "Completions sampled per prompt (K)."})
     temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling: keep the smallest token set with this much probability (1 = off)."})
-    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens only, before top-p (0 = off)."})
+    top_p: float = field(
+        default=0.9,
+        metadata={"help": "Nucleus sampling: keep the smallest token set with this much probability (1 = off)."},
+    )
+    top_k: int = field(
+        default=0, metadata={"help": "Sample among the k most likely tokens only, before top-p (0 = off)."}
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest response, in tokens."})
     max_prompt_tokens: int = field(default=512, metadata={"help": "Longer prompts keep only their last tokens."})
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed gives the same samples."})
-    use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."}
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "GenerationConfig":
@@ -46,7 +54,9 @@ class GenerationConfig:
             raise ConfigError("seed", "must be 0 or more")
 
 
-NUCLEUS_CANDIDATES = 64  # top-p first looks at this many most likely tokens; a row whose nucleus is wider sorts its whole vocabulary
+NUCLEUS_CANDIDATES = (
+    64  # top-p first looks at this many most likely tokens; a row whose nucleus is wider sorts its whole vocabulary
+)
 
 
 @dataclass
@@ -72,7 +82,9 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def row_uniforms(
-    generator: torch.Generator | Sequence[torch.Generator] | torch.Tensor | None, rows: int, steps: int,
+    generator: torch.Generator | Sequence[torch.Generator] | torch.Tensor | None,
+    rows: int,
+    steps: int,
     device: torch.device | str,
 ) -> torch.Tensor:
     """[rows, steps] uniforms in [0, 1), one per (row, step), drawn before decoding starts.
@@ -123,7 +135,9 @@ def _sample_sorted(
     return sorted_idx.gather(-1, position[:, None]).squeeze(-1), wider
 
 
-def sample_next(scaled: torch.Tensor, log_norm: torch.Tensor, u: torch.Tensor, *, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+def sample_next(
+    scaled: torch.Tensor, log_norm: torch.Tensor, u: torch.Tensor, *, top_p: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
     """One token per row from temperature-scaled logits [B, V] with top-k then top-p, by inverse CDF of u [B].
 
     Each row's token depends only on its own logits and its own u. `log_norm` is logsumexp(scaled)
@@ -225,7 +239,12 @@ def sample_tokens(
             break
         if still < rows.shape[0]:  # drop finished rows from the batch and the cache
             keep = running.nonzero().squeeze(1)
-            rows, token, attention_mask, next_position = rows[keep], token[keep], attention_mask[keep], next_position[keep]
+            rows, token, attention_mask, next_position = (
+                rows[keep],
+                token[keep],
+                attention_mask[keep],
+                next_position[keep],
+            )
             cache.batch_select_indices(keep)
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         next_position = next_position + 1
@@ -269,7 +288,9 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, stop_ids: Sequence[i
     return texts
 
 
-def encode_queries(tokenizer, texts: Sequence[str], max_prompt_tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_queries(
+    tokenizer, texts: Sequence[str], max_prompt_tokens: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask); over-long prompts keep their last tokens."""
     rows = [tokenizer(t, add_special_tokens=False).input_ids[-max_prompt_tokens:] for t in texts]
     width = max(len(r) for r in rows)
@@ -278,8 +299,8 @@ def encode_queries(tokenizer, texts: Sequence[str], max_prompt_tokens: int, devi
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if r:
-            input_ids[i, width - len(r):] = torch.tensor(r)
-            attention_mask[i, width - len(r):] = 1
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            attention_mask[i, width - len(r) :] = 1
     return input_ids.to(device), attention_mask.to(device)
 
 
@@ -328,14 +349,24 @@ def generate_stream(
     for step, start in enumerate(range(0, len(rows), batch_size), start=1):
         if should_stop is not None and should_stop():
             return
-        chunk = rows[start:start + batch_size]
-        input_ids, attention_mask = encode_queries(tokenizer, [texts[i] for i, _ in chunk], cfg.max_prompt_tokens, device)
+        chunk = rows[start : start + batch_size]
+        input_ids, attention_mask = encode_queries(
+            tokenizer, [texts[i] for i, _ in chunk], cfg.max_prompt_tokens, device
+        )
         # CPU generators: the same seed gives the same draws on a GPU (row_uniforms moves them there)
         generators = [torch.Generator().manual_seed(row_seed(cfg.seed, keys[i], k)) for i, k in chunk]
         out = sample_tokens(
-            model, input_ids, attention_mask,
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-            stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generators, compute_entropy=False,
+            model,
+            input_ids,
+            attention_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            stop_ids=stop_ids,
+            pad_id=tokenizer.pad_token_id,
+            generator=generators,
+            compute_entropy=False,
         )
         decoded = decode_responses(tokenizer, out.response_ids, stop_ids)
         finished: list[int] = []
@@ -353,8 +384,13 @@ def generate_stream(
             stopped=[pending_stopped.pop(i) for i in finished],
         )
         if on_progress is not None:
-            metrics = {"generation/new_tokens": float(batch.new_tokens), "generation/no_stop": float(batch.finished_without_stop)}
-            samples = [{"prompt": str(prompts[i]), "completion": c[0]} for i, c in zip(finished[:2], batch.completions[:2])]
+            metrics = {
+                "generation/new_tokens": float(batch.new_tokens),
+                "generation/no_stop": float(batch.finished_without_stop),
+            }
+            samples = [
+                {"prompt": str(prompts[i]), "completion": c[0]} for i, c in zip(finished[:2], batch.completions[:2])
+            ]
             on_progress(step, total, metrics, samples)
         yield batch
 
@@ -373,7 +409,14 @@ def generate(
     """K completions per prompt, in prompt order (prompts not reached before a stop get [])."""
     results: list[list[str]] = [[] for _ in prompts]
     for batch in generate_stream(
-        model, tokenizer, prompts, cfg, batch_size=batch_size, on_progress=on_progress, should_stop=should_stop, prompt_keys=prompt_keys
+        model,
+        tokenizer,
+        prompts,
+        cfg,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        prompt_keys=prompt_keys,
     ):
         for i, completions in zip(batch.prompt_indices, batch.completions):
             results[i] = completions

@@ -7,6 +7,7 @@ Its logits are the app's normalised scores: the backbone's hidden state at the l
 linear head, then (raw − reward_bias) / reward_scale (both in config.json and in the weights). The weights
 file is the app's own (`backbone.*`, `head.*`): no conversion. Standalone: imports only torch and transformers.
 """
+
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel

@@ -15,6 +15,7 @@ writes its checkpoint. Ranks that do not exit within `stop_grace_s` get SIGTERM 
 rank), then SIGKILL, each rank by the pid it wrote to `rank-<r>.pid`. Rank 0 also stops when the parent process
 is gone, so a killed worker leaves no training behind.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,33 +74,57 @@ def _config_class(kind: str):
     return PPOConfig
 
 
-def call_trainer(kind: str, cfg: Any, args: dict[str, Any], *, on_progress: ProgressFn | None,
-                 should_stop: StopFn | None, dist=None):
+def call_trainer(
+    kind: str, cfg: Any, args: dict[str, Any], *, on_progress: ProgressFn | None, should_stop: StopFn | None, dist=None
+):
     """Call the training function of `kind` with the JSON-able `args` (see `run_training`)."""
     extra = {} if dist is None else {"dist": dist}
     device = str(dist.device) if dist is not None and dist.device is not None else args.get("device")
     if kind == "reward":
         from .reward import Ranking, train
 
-        return train(cfg, [Ranking(**r) if isinstance(r, dict) else r for r in args["rankings"]],
-                     out_dir=args["out_dir"], resume_from=args.get("resume_from"),
-                     reference_completions=[tuple(p) for p in args["reference_completions"]]
-                     if args.get("reference_completions") is not None else None,
-                     on_progress=on_progress, should_stop=should_stop, **extra)
+        return train(
+            cfg,
+            [Ranking(**r) if isinstance(r, dict) else r for r in args["rankings"]],
+            out_dir=args["out_dir"],
+            resume_from=args.get("resume_from"),
+            reference_completions=[tuple(p) for p in args["reference_completions"]]
+            if args.get("reference_completions") is not None
+            else None,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            **extra,
+        )
     if kind == "sft":
         from .sft import train
 
-        return train(cfg, [tuple(e) for e in args["examples"]], out_dir=args["out_dir"], base_path=args["base_path"],
-                     device=device, on_progress=on_progress, should_stop=should_stop, **extra)
+        return train(
+            cfg,
+            [tuple(e) for e in args["examples"]],
+            out_dir=args["out_dir"],
+            base_path=args["base_path"],
+            device=device,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            **extra,
+        )
     if kind == "ppo":
         from .ppo import train
         from .reward_model import RewardScorer
 
         scorer = RewardScorer.from_pretrained(args["reward_model_path"], device=device or "auto")
-        return train(cfg, args["prompts"], lambda prompts, responses: scorer.score(prompts, responses),
-                     out_dir=args["out_dir"], base_path=args["base_path"], device=device,
-                     reward_prompts=args.get("reward_prompts"), on_progress=on_progress, should_stop=should_stop,
-                     **extra)
+        return train(
+            cfg,
+            args["prompts"],
+            lambda prompts, responses: scorer.score(prompts, responses),
+            out_dir=args["out_dir"],
+            base_path=args["base_path"],
+            device=device,
+            reward_prompts=args.get("reward_prompts"),
+            on_progress=on_progress,
+            should_stop=should_stop,
+            **extra,
+        )
     raise ValueError(f"no training function for kind {kind!r}; one of {', '.join(KINDS)}")
 
 
@@ -118,9 +143,19 @@ def _jsonable(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ the parent
 
 
-def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: int, run_dir: str | os.PathLike,
-                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                 log: Callable[[str], None] | None = None, stop_grace_s: float = 120.0, poll_s: float = 0.2):
+def run_training(
+    kind: str,
+    cfg: Any,
+    args: dict[str, Any],
+    *,
+    num_processes: int,
+    run_dir: str | os.PathLike,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    log: Callable[[str], None] | None = None,
+    stop_grace_s: float = 120.0,
+    poll_s: float = 0.2,
+):
     """Train `kind` ("reward", "sft", "ppo") with `cfg` on `args` (the training function's keyword arguments,
     JSON-able: rankings as dicts or Ranking objects, paths as str) in `num_processes` processes.
 
@@ -137,13 +172,26 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
         stale.unlink()
     spec = {"kind": kind, "config": dataclasses.asdict(cfg), "args": _jsonable(args), "parent_pid": os.getpid()}
     (run_dir / SPEC_FILE).write_text(json.dumps(spec))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
-               "-m", "rlhf_worker.training.launch", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={num_processes}",
+        "-m",
+        "rlhf_worker.training.launch",
+        str(run_dir),
+    ]
     if log is not None:
         log(f"training in {num_processes} processes: {' '.join(command[1:])}")
     with open(run_dir / OUTPUT_LOG, "wb") as output:
-        launcher = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        launcher = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         events = _EventReader(run_dir / EVENTS_FILE)
         stop_asked_at = None
         try:
@@ -160,7 +208,9 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
                     terminate(launcher, run_dir, grace_s=min(30.0, stop_grace_s))
                     break
                 time.sleep(poll_s)
-        except BaseException:  # the parent itself is going down (an error in on_progress, a signal): take the ranks along
+        except (
+            BaseException
+        ):  # the parent itself is going down (an error in on_progress, a signal): take the ranks along
             terminate(launcher, run_dir, grace_s=5.0)
             raise
         for event in events.read():
@@ -170,10 +220,14 @@ def run_training(kind: str, cfg: Any, args: dict[str, Any], *, num_processes: in
     if launcher.returncode != 0 or not result_path.is_file():
         tail = (run_dir / OUTPUT_LOG).read_text(errors="replace")[-4000:]
         if stop_asked_at is not None and not result_path.is_file():
-            raise TrainingProcessesFailed(f"the training processes were stopped by force after a cancel (exit code "
-                                          f"{launcher.returncode}); output:\n{tail}")
-        raise TrainingProcessesFailed(f"training in {num_processes} processes failed: {_rank_error(tail)} (exit code "
-                                      f"{launcher.returncode}); the end of their output:\n{tail}")
+            raise TrainingProcessesFailed(
+                f"the training processes were stopped by force after a cancel (exit code "
+                f"{launcher.returncode}); output:\n{tail}"
+            )
+        raise TrainingProcessesFailed(
+            f"training in {num_processes} processes failed: {_rank_error(tail)} (exit code "
+            f"{launcher.returncode}); the end of their output:\n{tail}"
+        )
     return _result_class(kind)(**json.loads(result_path.read_text()))
 
 
@@ -185,8 +239,10 @@ def _check_gpus(num_processes: int, device: str) -> None:
         return
     visible = torch.cuda.device_count()
     if num_processes > visible:
-        raise ValueError(f"num_processes: {num_processes} processes need {num_processes} GPUs, but this worker sees "
-                         f"{visible} (CUDA_VISIBLE_DEVICES): use at most {visible}, or 0 for one per GPU")
+        raise ValueError(
+            f"num_processes: {num_processes} processes need {num_processes} GPUs, but this worker sees "
+            f"{visible} (CUDA_VISIBLE_DEVICES): use at most {visible}, or 0 for one per GPU"
+        )
 
 
 def _rank_error(output: str) -> str:
@@ -282,8 +338,14 @@ def rank_main(run_dir: str | os.PathLike) -> None:
     def should_stop() -> bool:
         return stop_file.exists() or (parent_pid > 0 and not _parent_alive(parent_pid))
 
-    result = call_trainer(kind, cfg, spec["args"], on_progress=on_progress if dist.is_main else None,
-                          should_stop=should_stop if dist.is_main else None, dist=dist)
+    result = call_trainer(
+        kind,
+        cfg,
+        spec["args"],
+        on_progress=on_progress if dist.is_main else None,
+        should_stop=should_stop if dist.is_main else None,
+        dist=dist,
+    )
     if dist.is_main:
         events.close()
         tmp = run_dir / (RESULT_FILE + ".tmp")
@@ -297,5 +359,7 @@ def rank_main(run_dir: str | os.PathLike) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m torch.distributed.run --nproc_per_node N -m rlhf_worker.training.launch <run folder>")
+        sys.exit(
+            "usage: python -m torch.distributed.run --nproc_per_node N -m rlhf_worker.training.launch <run folder>"
+        )
     rank_main(sys.argv[1])

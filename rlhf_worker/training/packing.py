@@ -13,6 +13,7 @@ exactly what it computes on the padded batch (same positions, same visible keys)
 and the prefix's gradient is the sum over the rows that read it, as before. Bins are capped at
 `bin_tokens` because the dense mask costs attention work quadratic in a bin's length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -113,16 +114,27 @@ def pack_rows(
         for row in rows:
             begin, end = spans[row]
             own = end - begin
-            source[g, at:at + own] = row * width + torch.arange(begin, end, device=device)
-            position_ids[g, at:at + own] = torch.arange(prefix, prefix + own, device=device)
-            segment[g, at:at + own] = row
+            source[g, at : at + own] = row * width + torch.arange(begin, end, device=device)
+            position_ids[g, at : at + own] = torch.arange(prefix, prefix + own, device=device)
+            segment[g, at : at + own] = row
             # response token t is predicted at column query_len - 1 + t, i.e. packed slot at + (that - begin)
-            out_index[row] = g * n + at + (query_len - 1 - begin) + torch.arange(steps, device=device).clamp(max=own - 1 - (query_len - 1 - begin))
+            out_index[row] = (
+                g * n
+                + at
+                + (query_len - 1 - begin)
+                + torch.arange(steps, device=device).clamp(max=own - 1 - (query_len - 1 - begin))
+            )
             at += own
         # padding slots: positions keep counting so every position id stays in range
         position_ids[g, at:] = torch.arange(n - at, device=device)
-    return PackedRows(source=source, position_ids=position_ids, segment=segment, out_index=out_index,
-                      out_valid=out_valid, prefix=prefix)
+    return PackedRows(
+        source=source,
+        position_ids=position_ids,
+        segment=segment,
+        out_index=out_index,
+        out_valid=out_valid,
+        prefix=prefix,
+    )
 
 
 # --------------------------------------------------------------------------------------------- reward rankings
@@ -180,9 +192,9 @@ def pack_groups(groups: list[list[list[int]]], pad_token_id: int) -> PackedGroup
         at = prefix
         for index, sequence in enumerate(group):
             own = len(sequence) - prefix
-            input_ids[g, at:at + own] = torch.as_tensor(sequence[prefix:], dtype=torch.long)
-            position_ids[g, at:at + own] = torch.arange(prefix, prefix + own)
-            segment[g, at:at + own] = index
+            input_ids[g, at : at + own] = torch.as_tensor(sequence[prefix:], dtype=torch.long)
+            position_ids[g, at : at + own] = torch.arange(prefix, prefix + own)
+            segment[g, at : at + own] = index
             at += own
             last_index.append(g * n + at - 1)
         position_ids[g, at:] = torch.arange(n - at)  # padding: positions stay in range

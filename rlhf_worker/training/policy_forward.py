@@ -5,6 +5,7 @@ policy's trunk, and the frozen-bottom / trainable-top split that lets PPO epochs
 the batch runs packed (`packing.pack_rows`): no padding, and a prompt prefix shared by every row computed
 once. PPO's algorithm itself (rewards, GAE, losses, the loop) is in `ppo.py`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,7 +79,10 @@ class TrunkSplit:
         attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
         with autocast_for(input_ids.device):
             return self.bottom(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
             ).last_hidden_state
 
 
@@ -90,7 +94,13 @@ def _embed(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     plain_lookup = type(emb) is torch.nn.Embedding and emb.max_norm is None  # a subclass may scale the lookup
-    if plain_lookup and torch.is_grad_enabled() and emb.weight.requires_grad and head is not None and head.weight is emb.weight:
+    if (
+        plain_lookup
+        and torch.is_grad_enabled()
+        and emb.weight.requires_grad
+        and head is not None
+        and head.weight is emb.weight
+    ):
         return {"inputs_embeds": F.embedding(input_ids, emb.weight, padding_idx=emb.padding_idx, sparse=True)}
     return {"input_ids": input_ids}
 
@@ -99,8 +109,14 @@ PACK_ROWS = True  # module switch, so tests can compare the packed pass with the
 
 
 def response_hidden(
-    model, query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor,
-    *, trunk: torch.nn.Module | None = None, trunk_inputs: torch.Tensor | None = None,
+    model,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    trunk: torch.nn.Module | None = None,
+    trunk_inputs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Last hidden states at the positions that predict each response token: [B, T, H] (0 past a response's end).
 
@@ -117,7 +133,10 @@ def response_hidden(
         attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
         inputs = _embed(model, input_ids) if trunk_inputs is None else {"inputs_embeds": trunk_inputs}
         hidden = backbone(
-            **inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False
+            **inputs,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
         ).last_hidden_state
         return hidden[:, query_len - 1 : -1]
     packed = pack_rows(query_ids, query_mask, response_mask)
@@ -157,11 +176,12 @@ def forward_policy(
         raise ValueError("give both trunk and trunk_inputs, or neither")
     _, lm_head = trunk_and_head(model)
     with autocast_for(query_ids.device):
-        hidden = response_hidden(model, query_ids, query_mask, response_ids, response_mask, trunk=trunk, trunk_inputs=trunk_inputs)
+        hidden = response_hidden(
+            model, query_ids, query_mask, response_ids, response_mask, trunk=trunk, trunk_inputs=trunk_inputs
+        )
         logits = lm_head(hidden).float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
     return logprobs, values, entropy
-

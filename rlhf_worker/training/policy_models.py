@@ -1,4 +1,5 @@
 """Policy models: the default SmolLM2 conversion, loading with safe padding, prompt formatting, tiny test models."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -219,7 +220,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return prepare_tokenizer(fast)
 
 
-def tiny_policy(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4, tokenizer=None, tie_word_embeddings: bool = True):
+def tiny_policy(
+    seed: int = 0,
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    tokenizer=None,
+    tie_word_embeddings: bool = True,
+):
     """(model, tokenizer): a random tiny Llama over `tiny_tokenizer()`, eval mode, dropout off."""
     tokenizer = tokenizer or tiny_tokenizer()
     config = LlamaConfig(

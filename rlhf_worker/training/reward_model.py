@@ -6,6 +6,7 @@ decoder (a causal LM: SmolLM2, or any policy version, as InstructGPT starts its 
 policy) reads a ranking's K completions packed in one sequence, the prompt they share computed once
 (`packing.pack_groups`), and is saved in the layout transformers' own `<Arch>ForSequenceClassification` loads.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,15 +35,21 @@ PACKING_ATTENTION = ("sdpa", "eager")  # implementations that take the packed bl
 
 
 def detect_backbone_kind(config) -> str:
-    """"decoder" for a causal LM (its architecture is a *ForCausalLM, or its model type has a causal-LM class and
+    """ "decoder" for a causal LM (its architecture is a *ForCausalLM, or its model type has a causal-LM class and
     no masked-LM one), else "encoder"."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     if any(str(name).endswith("ForCausalLM") for name in (getattr(config, "architectures", None) or [])):
         return DECODER
     model_type = getattr(config, "model_type", "")
-    if (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            and not getattr(config, "is_encoder_decoder", False)):
+    if (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    ):
         return DECODER
     return ENCODER
 
@@ -56,8 +63,10 @@ def resolve_backbone_kind(config, requested: str = "auto") -> str:
     if requested == "auto":
         return detected
     if requested == DECODER and detected != DECODER:
-        raise ValueError(f"backbone_kind is decoder but the backbone ({getattr(config, 'model_type', '?')}) is not a "
-                         "causal language model: choose auto or encoder, or a decoder backbone")
+        raise ValueError(
+            f"backbone_kind is decoder but the backbone ({getattr(config, 'model_type', '?')}) is not a "
+            "causal language model: choose auto or encoder, or a decoder backbone"
+        )
     return requested
 
 
@@ -76,7 +85,9 @@ def default_backbone_path() -> str:
         for folder, _dirs, files in sorted(os.walk(root)):
             if "config.json" in files and "model.safetensors" in files:
                 return folder
-    raise FileNotFoundError(f"no model folder (config.json + model.safetensors) inside {list(spec.submodule_search_locations)}")
+    raise FileNotFoundError(
+        f"no model folder (config.json + model.safetensors) inside {list(spec.submodule_search_locations)}"
+    )
 
 
 def load_backbone(name_or_path: str = "", *, dtype: torch.dtype = torch.float32):
@@ -98,8 +109,10 @@ def load_for_training(name_or_path: str = "", backbone_kind: str = "auto") -> tu
     if name_or_path and (Path(name_or_path) / CONFIG_FILE).is_file():
         model = RewardModel.from_pretrained(name_or_path, device="cpu")
         if backbone_kind not in ("auto", model.kind):
-            raise ValueError(f"{name_or_path} is a reward model with a {model.kind} backbone, but backbone_kind is "
-                             f"{backbone_kind}: choose auto to continue from it")
+            raise ValueError(
+                f"{name_or_path} is a reward model with a {model.kind} backbone, but backbone_kind is "
+                f"{backbone_kind}: choose auto to continue from it"
+            )
         model.set_normalization(0.0, 1.0)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         _ensure_pad_token(tokenizer)
@@ -129,8 +142,14 @@ def tiny_backbone(kind: str = "bert", *, seed: int = 0, hidden_size: int = 32, n
     tokenizer = tokenizer or minilm_tokenizer()
     _ensure_pad_token(tokenizer)
     torch.manual_seed(seed)
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                  num_attention_heads=4, intermediate_size=hidden_size * 2, pad_token_id=tokenizer.pad_token_id)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=hidden_size * 2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if kind == "bert":
         config = BertConfig(max_position_embeddings=512, **common)
     elif kind == "llama":
@@ -161,8 +180,8 @@ def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     full = tokenizer(probe, add_special_tokens=True)["input_ids"]
     head, tail = [], []
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            head, tail = full[:start], full[start + len(plain):]
+        if full[start : start + len(plain)] == plain:
+            head, tail = full[:start], full[start + len(plain) :]
             break
     tokenizer._reward_affixes = (head, tail)
     return head, tail
@@ -251,16 +270,26 @@ class RewardModel(nn.Module):
         implementation takes a custom mask; flash-attention does not, and gets the padded batch)."""
         return self.kind == DECODER and getattr(self.backbone.config, "_attn_implementation", None) in PACKING_ATTENTION
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                position_ids: torch.Tensor | None = None, segment: torch.Tensor | None = None,
-                score_index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment: torch.Tensor | None = None,
+        score_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Raw rewards of a padded batch (input_ids + attention_mask, one sequence per row), or of a packed one
         (`packing.PackedGroups`: input_ids, position_ids, segment, and score_index = each sequence's last token)."""
         if segment is not None:
             eager = getattr(self.backbone.config, "_attn_implementation", None) == "eager"
             mask_dtype = self.backbone.get_input_embeddings().weight.dtype if eager else None  # eager adds it
-            hidden = self.backbone(input_ids=input_ids, attention_mask=block_attention_mask(segment, mask_dtype),
-                                   position_ids=position_ids, use_cache=False).last_hidden_state
+            hidden = self.backbone(
+                input_ids=input_ids,
+                attention_mask=block_attention_mask(segment, mask_dtype),
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
             last_hidden = hidden.reshape(-1, hidden.shape[-1])[score_index]
         else:
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -280,7 +309,9 @@ class RewardModel(nn.Module):
 
     # ---- persistence: one safetensors file + one json file (+ the tokenizer), loadable without a hub
 
-    def save_pretrained(self, directory: str | os.PathLike, *, tokenizer=None, extra: dict[str, Any] | None = None) -> str:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, tokenizer=None, extra: dict[str, Any] | None = None
+    ) -> str:
         """Write weights (safetensors), the backbone config and normalisation (json) and the tokenizer.
 
         A decoder whose architecture has a transformers `*ForSequenceClassification` class is written in that
@@ -297,8 +328,11 @@ class RewardModel(nn.Module):
         else:
             state = {f"{layout['backbone_prefix']}{k}": v for k, v in self.backbone.state_dict().items()}
             state[layout["head"]] = self.head.weight
-            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE),
-                      metadata={"format": "pt"})
+            save_file(
+                {k: v.detach().contiguous() for k, v in state.items()},
+                str(directory / WEIGHTS_FILE),
+                metadata={"format": "pt"},
+            )
         config = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -321,15 +355,17 @@ class RewardModel(nn.Module):
         (logits - config.reward_bias) / config.reward_scale the app's normalised ones. Otherwise `...(directory,
         trust_remote_code=True)` gives the normalised scores directly (see hf_reward_model.py)."""
         hf_config = self.backbone.config.to_dict()
-        hf_config.update({
-            "num_labels": 1,
-            "id2label": {"0": "reward"},
-            "label2id": {"reward": 0},
-            "reward_bias": float(self.reward_bias),
-            "reward_scale": float(self.reward_scale),
-            "reward_format": FORMAT_NAME,
-            "reward_head_bias": self.head.bias is not None,
-        })
+        hf_config.update(
+            {
+                "num_labels": 1,
+                "id2label": {"0": "reward"},
+                "label2id": {"reward": 0},
+                "reward_bias": float(self.reward_bias),
+                "reward_scale": float(self.reward_scale),
+                "reward_format": FORMAT_NAME,
+                "reward_head_bias": self.head.bias is not None,
+            }
+        )
         if layout is not None:
             hf_config["architectures"] = [layout["class"]]
             hf_config.pop("auto_map", None)
@@ -338,8 +374,12 @@ class RewardModel(nn.Module):
                 # end on the pad token (right-padded, the last real token is text or a template's newline)
                 hf_config["pad_token_id"] = tokenizer.pad_token_id
         else:
-            hf_config.update({"architectures": [HF_CLASS],
-                              "auto_map": {"AutoModelForSequenceClassification": f"{HF_MODULE}.{HF_CLASS}"}})
+            hf_config.update(
+                {
+                    "architectures": [HF_CLASS],
+                    "auto_map": {"AutoModelForSequenceClassification": f"{HF_MODULE}.{HF_CLASS}"},
+                }
+            )
             shutil.copyfile(Path(__file__).with_name("hf_reward_model.py"), directory / f"{HF_MODULE}.py")
         (directory / "config.json").write_text(json.dumps(hf_config, indent=2, default=str))
 
@@ -354,7 +394,7 @@ class RewardModel(nn.Module):
             return
         state = load_file(str(directory / WEIGHTS_FILE), device=str(device))
         prefix = layout["backbone_prefix"]
-        backbone_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        backbone_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         self.backbone.load_state_dict(backbone_state, strict=True)
         with torch.no_grad():
             self.head.weight.copy_(state[layout["head"]])
@@ -374,8 +414,12 @@ class RewardModel(nn.Module):
         backbone_config = dict(saved["backbone_config"])
         model_type = backbone_config.pop("model_type")
         config = AutoConfig.for_model(model_type, **backbone_config)
-        model = cls(AutoModel.from_config(config, dtype=torch.float32), bias=saved.get("bias", 0.0),
-                    scale=saved.get("scale", 1.0), kind=saved.get("backbone_kind", ENCODER))
+        model = cls(
+            AutoModel.from_config(config, dtype=torch.float32),
+            bias=saved.get("bias", 0.0),
+            scale=saved.get("scale", 1.0),
+            kind=saved.get("backbone_kind", ENCODER),
+        )
         model.load_weights(directory)
         return model.to(resolve_device(device)).eval()
 
@@ -395,7 +439,7 @@ def native_layout(model: RewardModel) -> dict[str, str] | None:
     prefix = probe.base_model_prefix + "."
     probe_keys = probe.state_dict().keys()
     head_keys = [k for k in probe_keys if not k.startswith(prefix)]
-    trunk_keys = {k[len(prefix):] for k in probe_keys if k.startswith(prefix)}
+    trunk_keys = {k[len(prefix) :] for k in probe_keys if k.startswith(prefix)}
     if len(head_keys) != 1 or tuple(probe.state_dict()[head_keys[0]].shape) != (1, model.backbone.config.hidden_size):
         return None
     if trunk_keys != set(model.backbone.state_dict().keys()):
@@ -439,7 +483,7 @@ class RewardScorer:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
         out = torch.empty(len(encoded))
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             input_ids, attention_mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
             with autocast_for(self.device):
                 rewards = self.model(input_ids.to(self.device), attention_mask.to(self.device))
@@ -448,4 +492,6 @@ class RewardScorer:
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Normalised rewards (float32, CPU), one per (prompt, completion)."""
-        return self.model.normalize(self.raw_scores(prompts, completions, batch_size).to(self.model.reward_bias.device)).cpu()
+        return self.model.normalize(
+            self.raw_scores(prompts, completions, batch_size).to(self.model.reward_bias.device)
+        ).cpu()

@@ -1,4 +1,5 @@
 """Supervised fine-tuning of the policy on demonstrations: loss on answer tokens only, held-out loss, checkpoint."""
+
 from __future__ import annotations
 
 import math
@@ -25,14 +26,26 @@ class SFTConfig(ProcessSettings, AdapterSettings):
     """SFT settings; defaults suit a few hundred demonstrations on SmolLM2-135M."""
 
     epochs: int = field(default=2, metadata={"help": "Passes over the training demonstrations."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (linear warm-up, then constant)."})
+    learning_rate: float = field(
+        default=2e-5, metadata={"help": "AdamW learning rate (linear warm-up, then constant)."}
+    )
     warmup_steps: int = field(default=5, metadata={"help": "Optimiser steps of linear learning-rate warm-up."})
     batch_size: int = field(default=8, metadata={"help": "Demonstrations per optimiser step."})
-    max_seq_len: int = field(default=512, metadata={"help": "Longest prompt + answer in tokens; longer prompts keep their end, answers their start."})
-    eval_fraction: float = field(default=0.1, metadata={"help": "Share of demonstrations held out for the held-out loss (at least one when there are two or more)."})
+    max_seq_len: int = field(
+        default=512,
+        metadata={"help": "Longest prompt + answer in tokens; longer prompts keep their end, answers their start."},
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Share of demonstrations held out for the held-out loss (at least one when there are two or more)."
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
-    use_chat_template: bool = field(default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."})
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."}
+    )
     seed: int = field(default=0, metadata={"help": "Random seed (split and shuffling)."})
 
     @classmethod
@@ -88,7 +101,9 @@ def end_of_answer_id(tokenizer) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def build_example(tokenizer, prompt: Prompt, completion: str, *, max_seq_len: int, use_chat_template: bool = True) -> tuple[list[int], list[int]]:
+def build_example(
+    tokenizer, prompt: Prompt, completion: str, *, max_seq_len: int, use_chat_template: bool = True
+) -> tuple[list[int], list[int]]:
     """(input_ids, labels) with the prompt masked (labels = -100), the answer + end-of-turn token learned."""
     prompt_text = format_prompt(tokenizer, prompt) if use_chat_template else str(prompt)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
@@ -96,7 +111,7 @@ def build_example(tokenizer, prompt: Prompt, completion: str, *, max_seq_len: in
     if len(prompt_ids) + len(answer_ids) > max_seq_len:
         # keep the whole answer if the prompt's tail (at least half the budget) still fits, else cut the answer
         keep_prompt = min(len(prompt_ids), max(max_seq_len // 2, max_seq_len - len(answer_ids)))
-        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :]
         answer_ids = answer_ids[: max_seq_len - keep_prompt]
     return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
@@ -125,7 +140,10 @@ def answer_loss(model, batch: dict[str, torch.Tensor], num_tokens: float | None 
     shift_labels = batch["labels"][:, 1:]
     n = int((shift_labels != IGNORE_INDEX).sum())
     loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     return loss / max(num_tokens if num_tokens is not None else n, 1), n
 
@@ -138,14 +156,21 @@ def evaluate(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        loss, n = answer_loss(model, collate(rows[start:start + batch_size], pad_id, device))
+        loss, n = answer_loss(model, collate(rows[start : start + batch_size], pad_id, device))
         total += float(loss) * n
         count += n
     return total / max(count, 1)
 
 
-def _shard_step(model, cfg: SFTConfig, dist: Dist, rows: list[tuple[list[int], list[int]]], pad_id: int, device,
-                params: list[torch.nn.Parameter]) -> torch.Tensor:
+def _shard_step(
+    model,
+    cfg: SFTConfig,
+    dist: Dist,
+    rows: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    device,
+    params: list[torch.nn.Parameter],
+) -> torch.Tensor:
     """One rank's share of an optimiser step: its rows' answer-token loss sum over the batch's GLOBAL answer-token
     count, backward, then the ranks' gradients added (= the gradient of the whole batch's mean). Returns the
     whole batch's mean loss (the same on every rank)."""
@@ -206,7 +231,10 @@ def train(
     should_stop = dist.stop_check(should_stop)
     if not dist.is_main:
         on_progress = None
-    rows = [build_example(tokenizer, p, c, max_seq_len=cfg.max_seq_len, use_chat_template=cfg.use_chat_template) for p, c in examples]
+    rows = [
+        build_example(tokenizer, p, c, max_seq_len=cfg.max_seq_len, use_chat_template=cfg.use_chat_template)
+        for p, c in examples
+    ]
     train_idx, eval_idx = split_examples(len(rows), cfg.eval_fraction, cfg.seed)
     train_rows, eval_rows = [rows[i] for i in train_idx], [rows[i] for i in eval_idx]
     pad_id = tokenizer.pad_token_id
@@ -232,7 +260,7 @@ def train(
             lr = cfg.learning_rate * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            rows_in_step = [train_rows[i] for i in order[start:start + cfg.batch_size]]
+            rows_in_step = [train_rows[i] for i in order[start : start + cfg.batch_size]]
             optimizer.zero_grad(set_to_none=True)
             if dist.distributed:
                 loss = _shard_step(model, cfg, dist, rows_in_step, pad_id, device_, trained_params)
@@ -244,7 +272,12 @@ def train(
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             train_loss = float(loss.detach())
-            metrics = {"train/loss": train_loss, "train/grad_norm": float(grad_norm), "train/lr": lr, "train/epoch": epoch + (start + cfg.batch_size) / max(len(order), 1)}
+            metrics = {
+                "train/loss": train_loss,
+                "train/grad_norm": float(grad_norm),
+                "train/lr": lr,
+                "train/epoch": epoch + (start + cfg.batch_size) / max(len(order), 1),
+            }
             if dist.is_main and start + cfg.batch_size >= len(order):  # end of epoch: held-out loss
                 eval_loss = evaluate(model, eval_rows, pad_id, cfg.batch_size)
                 if eval_loss is not None:
@@ -257,7 +290,15 @@ def train(
     path = save_trained_policy(model, tokenizer, out_dir, peft_model) if step > 0 and dist.is_main else None
     dist.barrier()  # the run ends when the saved policy is on disk
     return SFTResult(
-        path=path, steps=step, stopped=stopped, train_loss=train_loss, eval_loss_before=eval_before,
-        eval_loss=eval_loss, num_train=len(train_rows), num_eval=len(eval_rows), history=history,
-        elapsed_s=time.perf_counter() - start_time, config=config_to_dict(cfg),
+        path=path,
+        steps=step,
+        stopped=stopped,
+        train_loss=train_loss,
+        eval_loss_before=eval_before,
+        eval_loss=eval_loss,
+        num_train=len(train_rows),
+        num_eval=len(eval_rows),
+        history=history,
+        elapsed_s=time.perf_counter() - start_time,
+        config=config_to_dict(cfg),
     )

@@ -1,4 +1,5 @@
 """Synthetic rankings with a learnable preference (marker words), for tests, smoke runs and benchmarks."""
+
 from __future__ import annotations
 
 import random
@@ -62,8 +63,11 @@ def synthetic_rankings(
         for labeler in range(labelers_per_prompt):
             seen = [round(q + (rng.gauss(0, noise) if noise else 0.0)) for q in quality]
             ranks = [-s for s in seen]  # lower rank = better; equal = tie
-            out.append(Ranking(prompt=prompt, completions=completions, ranks=ranks,
-                               labeler=f"labeler{labeler}", group=f"prompt{p}"))
+            out.append(
+                Ranking(
+                    prompt=prompt, completions=completions, ranks=ranks, labeler=f"labeler{labeler}", group=f"prompt{p}"
+                )
+            )
     return out
 
 
@@ -99,6 +103,9 @@ def synthetic_dialogue_rankings(
             counts.append(rng.choice(options))
         completions = [_completion(rng, pos, neg, *answer_words) for pos, neg in counts]
         ranks = [neg - pos for pos, neg in counts]  # lower rank = better
-        out.append(Ranking(prompt="\n".join(lines), completions=completions, ranks=ranks, labeler="labeler0",
-                           group=f"dialogue{p}"))
+        out.append(
+            Ranking(
+                prompt="\n".join(lines), completions=completions, ranks=ranks, labeler="labeler0", group=f"dialogue{p}"
+            )
+        )
     return out

@@ -1,6 +1,7 @@
 """Autopilot pages: every project's autopilot, and one project's settings (admins change them) with its cycles as
 pipelines of jobs. GETs only read: cycles start and move on in the scheduler and the job runner
 (services.autopilot)."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -43,8 +44,11 @@ def _preset_names() -> dict[str, list[str]]:
 def _form(autopilot, data=None) -> AutopilotForm:
     initial = {}
     if autopilot is not None:
-        initial = {"every_n_rankings": autopilot.every_n_rankings, "include_ppo": autopilot.include_ppo,
-                   "auto_promote": autopilot.auto_promote}
+        initial = {
+            "every_n_rankings": autopilot.every_n_rankings,
+            "include_ppo": autopilot.include_ppo,
+            "auto_promote": autopilot.auto_promote,
+        }
     presets = (autopilot.presets if autopilot else None) or {}
     initial.update({f"preset_{kind}": presets.get(kind, DEFAULTS_PRESET) for kind in AutopilotForm.STEP_KINDS})
     return AutopilotForm(data, initial=initial, preset_names=_preset_names())
@@ -53,12 +57,22 @@ def _form(autopilot, data=None) -> AutopilotForm:
 def _render(request, project, autopilot, form, *, status: int = 200):
     runs = pipeline_runs(autopilot=autopilot) if autopilot else []
     counted = human_ranking_counts(project_ids=[project.pk])[project.pk]
-    return render(request, "jobs/autopilot.html", {
-        "project": project, "autopilot": autopilot, "form": form, "runs": runs, "rankings": counted,
-        "new_rankings": counted - autopilot.rankings_at_last_cycle if autopilot else None,
-        "any_active": any(r["run"].is_active for r in runs), "poll_ms": poll_ms(),
-        "plan": cycle_plan(include_ppo=autopilot.include_ppo) if autopilot else [],
-    }, status=status)
+    return render(
+        request,
+        "jobs/autopilot.html",
+        {
+            "project": project,
+            "autopilot": autopilot,
+            "form": form,
+            "runs": runs,
+            "rankings": counted,
+            "new_rankings": counted - autopilot.rankings_at_last_cycle if autopilot else None,
+            "any_active": any(r["run"].is_active for r in runs),
+            "poll_ms": poll_ms(),
+            "plan": cycle_plan(include_ppo=autopilot.include_ppo) if autopilot else [],
+        },
+        status=status,
+    )
 
 
 @role_required(RESEARCHER)
@@ -76,17 +90,27 @@ def autopilot_project(request, pk: int):
         try:
             created, order_before = autopilot is None, project.queue_order
             autopilot = autopilot_configure(
-                project=project, every_n_rankings=form.cleaned_data["every_n_rankings"],
-                include_ppo=form.cleaned_data["include_ppo"], auto_promote=form.cleaned_data["auto_promote"],
-                presets=form.presets, user=request.user)
+                project=project,
+                every_n_rankings=form.cleaned_data["every_n_rankings"],
+                include_ppo=form.cleaned_data["include_ppo"],
+                auto_promote=form.cleaned_data["auto_promote"],
+                presets=form.presets,
+                user=request.user,
+            )
         except ServiceError as exc:
             form.apply_error(exc)
         else:
-            messages.success(request, f"Autopilot {'turned on' if created else 'saved'}: a cycle starts after every "
-                                      f"{autopilot.every_n_rankings} new ranking{'s' if autopilot.every_n_rankings != 1 else ''}.")
+            messages.success(
+                request,
+                f"Autopilot {'turned on' if created else 'saved'}: a cycle starts after every "
+                f"{autopilot.every_n_rankings} new ranking{'s' if autopilot.every_n_rankings != 1 else ''}.",
+            )
             if project.queue_order != order_before:
-                messages.info(request, f"The project's queue order is now “{project.get_queue_order_display()}”, so each "
-                                       "cycle's new tasks are labeled first (change it on the project's settings page).")
+                messages.info(
+                    request,
+                    f"The project's queue order is now “{project.get_queue_order_display()}”, so each "
+                    "cycle's new tasks are labeled first (change it on the project's settings page).",
+                )
             return redirect("jobs:autopilot_project", pk=project.pk)
     return _render(request, project, autopilot, form, status=400)
 

@@ -1,6 +1,7 @@
 """Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run.
 
 GETs only read: marking lost jobs and re-queueing vanished ones is the scheduler's sweep (services.jobs.jobs_sweep)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -38,13 +39,23 @@ def poll_ms() -> int:
 def job_list(request):
     kind = request.GET.get("kind") or None
     status = request.GET.get("status") or None
-    jobs = select_jobs(kind=kind if kind in TrainingJob.Kind.values else None,
-                       status=status if status in TrainingJob.Status.values else None)
-    return render(request, "jobs/list.html", {
-        "jobs": jobs, "kinds": job_kinds(), "statuses": TrainingJob.Status.choices,
-        "kind_filter": kind, "status_filter": status,
-        "any_running": any(not j.is_finished for j in jobs), "poll_ms": poll_ms(),
-    })
+    jobs = select_jobs(
+        kind=kind if kind in TrainingJob.Kind.values else None,
+        status=status if status in TrainingJob.Status.values else None,
+    )
+    return render(
+        request,
+        "jobs/list.html",
+        {
+            "jobs": jobs,
+            "kinds": job_kinds(),
+            "statuses": TrainingJob.Status.choices,
+            "kind_filter": kind,
+            "status_filter": status,
+            "any_running": any(not j.is_finished for j in jobs),
+            "poll_ms": poll_ms(),
+        },
+    )
 
 
 def _kind_or_404(kind: str):
@@ -61,14 +72,20 @@ def _job_or_404(pk: int) -> TrainingJob:
 
 
 def _config_form(info, data=None, *, initial=None) -> JobConfigForm:
-    return JobConfigForm(data, config_cls=info.config_cls, job_kind=info.kind, initial_config=initial,
-                         common_fields=info.common_fields)
+    return JobConfigForm(
+        data, config_cls=info.config_cls, job_kind=info.kind, initial_config=initial, common_fields=info.common_fields
+    )
 
 
 def _render_start(request, info, form, *, status: int = 200, **extra):
     presets = job_presets(info) if form else []
-    context = {"info": info, "form": form, "presets": presets, "saved_presets": [p for p in presets if not p.builtin],
-               **extra}
+    context = {
+        "info": info,
+        "form": form,
+        "presets": presets,
+        "saved_presets": [p for p in presets if not p.builtin],
+        **extra,
+    }
     return render(request, "jobs/start.html", context, status=status)
 
 
@@ -92,20 +109,34 @@ def job_start_form(request, kind: str):
             else:
                 messages.success(request, f"{info.label} job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
-        return _render_start(request, info, form, status=status, queue_down=status == 503,
-                             preset_name=request.POST.get("preset_name", ""),
-                             preset=job_preset_get(info, request.POST.get("preset", "")))
+        return _render_start(
+            request,
+            info,
+            form,
+            status=status,
+            queue_down=status == 503,
+            preset_name=request.POST.get("preset_name", ""),
+            preset=job_preset_get(info, request.POST.get("preset", "")),
+        )
     initial, source, preset = None, request.GET.get("from"), None
     if source and source.isdigit():
         initial = job_config_to_copy(pk=int(source), kind=kind)
     elif request.GET.get("preset"):
         preset = job_preset_get(info, request.GET["preset"])
         if preset is None:
-            messages.error(request, f"There is no {info.label} preset called {request.GET['preset']!r}; showing the defaults.")
+            messages.error(
+                request, f"There is no {info.label} preset called {request.GET['preset']!r}; showing the defaults."
+            )
         else:
             initial = preset.config
-    return _render_start(request, info, _config_form(info, initial=initial), source=source, preset=preset,
-                         preset_name=preset.name if preset and not preset.builtin else "")
+    return _render_start(
+        request,
+        info,
+        _config_form(info, initial=initial),
+        source=source,
+        preset=preset,
+        preset_name=preset.name if preset and not preset.builtin else "",
+    )
 
 
 @role_required(ADMIN)
@@ -125,8 +156,15 @@ def job_preset_save_view(request, kind: str):
         else:
             messages.success(request, f"Preset {preset.name!r} {'saved' if created else 'updated'}.")
             return redirect(f"{reverse('jobs:start', kwargs={'kind': kind})}?{urlencode({'preset': preset.name})}")
-    return _render_start(request, info, form, status=400, preset_name=name, saving_preset=True,
-                         preset=job_preset_get(info, request.POST.get("preset", "")))
+    return _render_start(
+        request,
+        info,
+        form,
+        status=400,
+        preset_name=name,
+        saving_preset=True,
+        preset=job_preset_get(info, request.POST.get("preset", "")),
+    )
 
 
 @role_required(ADMIN)
@@ -156,8 +194,13 @@ def job_notices_dismiss_view(request):
 
 def _live_context(request, job: TrainingJob) -> dict:
     log_lines = (job.log or "").splitlines()[-LOG_TAIL_LINES:]
-    return {"job": job, "log_tail": "\n".join(log_lines), "poll_ms": poll_ms(), "training_queue": settings.TRAINING_QUEUE,
-            "heartbeat_age": _age_seconds(job.heartbeat_at)}
+    return {
+        "job": job,
+        "log_tail": "\n".join(log_lines),
+        "poll_ms": poll_ms(),
+        "training_queue": settings.TRAINING_QUEUE,
+        "heartbeat_age": _age_seconds(job.heartbeat_at),
+    }
 
 
 def _age_seconds(when):

@@ -1,4 +1,5 @@
 """Workers page: connected Celery workers, their queues, what each runs; recent lost jobs."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -20,9 +21,17 @@ def worker_list(request):
         job.worker_connected = job.worker in connected
     lost = jobs_lost(limit=20)
     sweep_age = jobs_sweep_age()
-    return render(request, "jobs/workers.html", {
-        "overview": overview, "running": running, "lost": lost, "training_queue": settings.TRAINING_QUEUE,
-        "sweep_every": settings.JOB_SWEEP_SECONDS, "sweep_age": sweep_age,
-        # Three missed runs (and a minute's grace for a busy default worker) before the page raises it.
-        "sweep_stale": sweep_age is None or sweep_age > 3 * settings.JOB_SWEEP_SECONDS + 60,
-    })
+    return render(
+        request,
+        "jobs/workers.html",
+        {
+            "overview": overview,
+            "running": running,
+            "lost": lost,
+            "training_queue": settings.TRAINING_QUEUE,
+            "sweep_every": settings.JOB_SWEEP_SECONDS,
+            "sweep_age": sweep_age,
+            # Three missed runs (and a minute's grace for a busy default worker) before the page raises it.
+            "sweep_stale": sweep_age is None or sweep_age > 3 * settings.JOB_SWEEP_SECONDS + 60,
+        },
+    )

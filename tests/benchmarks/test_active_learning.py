@@ -1,4 +1,5 @@
 """benchmarks/active_learning.py, in small: its reward model learns, its queues hand out through the app, its runs label."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,9 @@ def test_a_tiny_run_labels_through_the_app_and_keeps_the_overlap_rules(bench, st
     rng = np.random.default_rng(1)
     world = bench.make_world(rng, n_tasks=40, heldout_tasks=20, k=3, dims=3, spread=(0.05, 1.0))
     labelers = bench.make_labelers(5, 0.2, (0.05, 0.3), rng)
-    result = bench.run(world, labelers, strategy, seed=1, k=3, target=1.01, refit=10, max_labels=30,
-                       overlap_max=2, threshold=0.34)
+    result = bench.run(
+        world, labelers, strategy, seed=1, k=3, target=1.01, refit=10, max_labels=30, overlap_max=2, threshold=0.34
+    )
     assert result["labels"] == 30 == Annotation.objects.filter(status="submitted").count()
     assert len(result["curve"]) == 3 and all(0 <= acc <= 1 for _, acc in result["curve"])
     tasks = RankingTask.objects.all()
@@ -64,9 +66,14 @@ def test_the_real_queue_hands_out_the_smallest_written_margin_first_and_started_
     project = bench.set_queue_order(project, "uncertainty")
     assert Project.objects.get(pk=project.pk).queue_order == "uncertainty"
     ids = sorted(task_completions)
-    margins = {t: 10.0 - i for i, t in enumerate(ids[:-1])}  # the newest scored task is the least sure; the last unscored
+    margins = {
+        t: 10.0 - i for i, t in enumerate(ids[:-1])
+    }  # the newest scored task is the least sure; the last unscored
     bench.write_uncertainty(margins)
-    assert dict(RankingTask.objects.filter(pk__in=ids).values_list("pk", "uncertainty_margin")) == {**margins, ids[-1]: None}
+    assert dict(RankingTask.objects.filter(pk__in=ids).values_list("pk", "uncertainty_margin")) == {
+        **margins,
+        ids[-1]: None,
+    }
     task_id, shown = bench.hand_out(project, first.user)
     assert task_id == ids[-2] and sorted(shown) == sorted(task_completions[task_id])
     RankingTask.objects.filter(pk=ids[0]).update(overlap=2, submitted_count=1)  # started by someone: finished first

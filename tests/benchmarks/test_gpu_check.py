@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.sh: its --tiny mode runs every stage's code path on the CPU and fails loudly."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,8 +26,12 @@ def test_tiny_run_passes_every_stage_and_prints_throughput_and_memory():
 
 @pytest.mark.slow
 def test_a_failing_stage_fails_the_run_and_the_others_still_report():
-    run = subprocess.run([str(SCRIPT), "--tiny", "--stages", "nonsense,sft", "--steps", "1", "--set", "max_seq_len=64"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [str(SCRIPT), "--tiny", "--stages", "nonsense,sft", "--steps", "1", "--set", "max_seq_len=64"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "[FAIL] nonsense" in run.stdout and "unknown stage 'nonsense'" in run.stderr
     assert "[ok]   sft" in run.stdout and "max_seq_len=64" in run.stdout
@@ -44,7 +49,9 @@ def test_without_cuda_the_real_run_refuses_with_a_hint():
 
 
 def test_a_setting_no_training_config_has_is_refused_before_anything_runs():
-    run = subprocess.run([str(SCRIPT), "--tiny", "--set", "no_such_setting=1"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [str(SCRIPT), "--tiny", "--set", "no_such_setting=1"], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode != 0
     assert "--set no_such_setting: no reward, SFT or PPO setting has that name" in run.stderr
     assert "[ok]" not in run.stdout

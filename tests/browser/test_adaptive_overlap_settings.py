@@ -1,4 +1,5 @@
 """A researcher sets adaptive overlap on the project's settings page: a refused maximum says why, a good one is saved."""
+
 from __future__ import annotations
 
 import pytest

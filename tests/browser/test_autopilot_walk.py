@@ -1,6 +1,7 @@
 """Browser: an admin turns the autopilot on for a project, sets N, pauses and resumes; N new rankings start a cycle
 that a real worker runs (tiny models) and the page shows it as one pipeline of jobs; a cycle whose reward job fails
 shows the reason; the quality page puts the new reward model next to its ceiling."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,15 +29,26 @@ def add_rankings(project, admin_user, count: int) -> None:
     task = RankingTask.objects.filter(project=project).order_by("pk").first()
     RankingTask.objects.filter(pk=task.pk).update(overlap=task.overlap + count)
     for i in range(count):
-        person = type(admin_user).objects.create_user(username=f"extra-{Annotation.objects.count()}-{i}",
-                                                      password="pw-for-tests-123")
-        annotation = Annotation.objects.create(task=task, labeler=person, status="submitted", submitted_at=timezone.now())
+        person = type(admin_user).objects.create_user(
+            username=f"extra-{Annotation.objects.count()}-{i}", password="pw-for-tests-123"
+        )
+        annotation = Annotation.objects.create(
+            task=task, labeler=person, status="submitted", submitted_at=timezone.now()
+        )
         for rank, tc in enumerate(task.task_completions.order_by("position"), start=1):
             Rating.objects.create(annotation=annotation, completion_id=tc.completion_id, rank=rank)
 
 
-def test_admin_runs_a_project_on_autopilot(page, live_server, settings, tmp_path, labeled_project, backbone_dir,  # noqa: F811
-                                           training_queue, admin_user):
+def test_admin_runs_a_project_on_autopilot(
+    page,
+    live_server,
+    settings,
+    tmp_path,
+    labeled_project,
+    backbone_dir,  # noqa: F811
+    training_queue,
+    admin_user,
+):
     settings.JOB_POLL_SECONDS = 0.5
     settings.DEFAULT_POLICY = save_tiny_policy(str(tmp_path / "tiny-policy"), seed=0)
     tiny_presets(backbone_dir)
@@ -58,7 +70,9 @@ def test_admin_runs_a_project_on_autopilot(page, live_server, settings, tmp_path
     page.click("#save-autopilot")
     page.wait_for_selector("text=Autopilot turned on")
     assert page.inner_text("#autopilot-status") == "on" and page.inner_text("#new-rankings") == "0 / 3"
-    assert "reward model (from the last one) → score completions → generate new tasks" in page.inner_text("#autopilot-plan")
+    assert "reward model (from the last one) → score completions → generate new tasks" in page.inner_text(
+        "#autopilot-plan"
+    )
     shot(page, "1-on")
 
     # change N, pause, resume
@@ -82,12 +96,15 @@ def test_admin_runs_a_project_on_autopilot(page, live_server, settings, tmp_path
     run = PipelineRun.objects.get()
     page.reload()
     page.wait_for_selector(f"#pipeline-{run.pk}[data-status='succeeded']", timeout=240_000)
-    steps = page.eval_on_selector_all(f"#pipeline-{run.pk} li.pipeline-step",
-                                      "els => els.map(e => [e.dataset.kind, e.dataset.status])")
+    steps = page.eval_on_selector_all(
+        f"#pipeline-{run.pk} li.pipeline-step", "els => els.map(e => [e.dataset.kind, e.dataset.status])"
+    )
     assert steps == [["reward", "succeeded"], ["score", "succeeded"], ["generate", "succeeded"]]
     row = page.inner_text(f"#pipeline-{run.pk}")
     assert "Promoted reward model" in row and "12 new ranking tasks" in row
-    job_links = page.eval_on_selector_all(f"#pipeline-{run.pk} li.pipeline-step a", "els => els.map(e => e.getAttribute('href'))")
+    job_links = page.eval_on_selector_all(
+        f"#pipeline-{run.pk} li.pipeline-step a", "els => els.map(e => e.getAttribute('href'))"
+    )
     assert job_links == [f"/jobs/{s.job_id}/" for s in run.steps.order_by("position")]
     shot(page, "3-cycle-succeeded")
     run.refresh_from_db()
@@ -100,7 +117,10 @@ def test_admin_runs_a_project_on_autopilot(page, live_server, settings, tmp_path
     failed = PipelineRun.objects.exclude(pk=run.pk).get()
     page.wait_for_selector(f"#pipeline-{failed.pk}[data-status='failed']", timeout=120_000)
     reason = page.inner_text(f"#pipeline-{failed.pk} .failure-reason")
-    assert reason.startswith(f"Reward model job #{failed.steps.get().job_id} failed:") and run.reward_version.path in reason
+    assert (
+        reason.startswith(f"Reward model job #{failed.steps.get().job_id} failed:")
+        and run.reward_version.path in reason
+    )
     assert "Score completions: not run" in page.inner_text(f"#pipeline-{failed.pk}")
     shot(page, "4-cycle-failed")
 

@@ -1,4 +1,5 @@
 """Browser: an admin starts a reward-model job on seeded labels, watches it, sees the version, promotes a policy."""
+
 from __future__ import annotations
 
 import re
@@ -22,7 +23,8 @@ def chart_points(page, chart_id: str) -> int:
 
 
 def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
-        page, live_server, settings, fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project):
+    page, live_server, settings, fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project
+):
     settings.JOB_POLL_SECONDS = 0.4
     seed_rankings(demo_project, [labeler, labeler2], n_prompts=8)
     policy = ModelVersion.objects.create(kind="policy", name="sft-demo", path="/models/sft-demo")
@@ -50,7 +52,9 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     job = TrainingJob.objects.get()
 
     # the progress bar and the loss curve move while it runs
-    page.wait_for_function("() => { const p = document.querySelector('#job-progress'); return p && p.value > 0 && p.value < 1; }")
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#job-progress'); return p && p.value > 0 && p.value < 1; }"
+    )
     page.wait_for_selector("#chart-loss .main-svg")
     first_progress = float(page.get_attribute("#job-progress", "value"))
     first_points = chart_points(page, "loss")
@@ -58,7 +62,8 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
     page.wait_for_function(
         "([p, n]) => document.querySelector('#job-progress') && (document.querySelector('#job-progress').value > p)"
         " && Number(document.querySelector('#chart-loss').dataset.points) > n",
-        arg=[first_progress, first_points])
+        arg=[first_progress, first_points],
+    )
     assert first_points > 0
 
     # it succeeds; polling stops; the last points are drawn
@@ -102,7 +107,8 @@ def test_admin_trains_a_reward_model_watches_it_and_promotes_a_policy(
 
 
 def test_admin_trains_the_real_reward_model_on_seeded_labels(
-        page, live_server, settings, training_queue, admin_user, labeler, labeler2, demo_project, tmp_path):
+    page, live_server, settings, training_queue, admin_user, labeler, labeler2, demo_project, tmp_path
+):
     """The same flow through the real reward job (training.reward.train) with a tiny random BERT backbone."""
     from rlhf_worker.training.reward_model import save_tiny_backbone
 
@@ -113,9 +119,18 @@ def test_admin_trains_the_real_reward_model_on_seeded_labels(
     page.goto(f"{live_server.url}/jobs/")
     page.click("a[data-kind=reward]")
     page.wait_for_selector("form.config-form")
-    settings_to_fill = {"backbone": str(backbone), "epochs": "6", "batch_size": "2", "max_length": "64",
-                        "eval_fraction": "0.25", "eval_every": "4", "save_every": "0", "learning_rate": "0.001",
-                        "device": "cpu", "name": "tiny-rm"}
+    settings_to_fill = {
+        "backbone": str(backbone),
+        "epochs": "6",
+        "batch_size": "2",
+        "max_length": "64",
+        "eval_fraction": "0.25",
+        "eval_every": "4",
+        "save_every": "0",
+        "learning_rate": "0.001",
+        "device": "cpu",
+        "name": "tiny-rm",
+    }
     page.click("#advanced-settings > summary")  # batch size, max length, eval/save steps are advanced settings
     for name, value in settings_to_fill.items():
         page.fill(f"#id_{name}", value)

@@ -1,5 +1,6 @@
 """A researcher in a real browser on the export page: sees the row count and the first rows, narrows the selection
 to nothing and is told so (no empty file), then downloads the selection as Parquet and reads it back."""
+
 from __future__ import annotations
 
 import pyarrow.parquet as pq
@@ -19,15 +20,30 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"export-{name}.png"), full_page=True)
 
 
-def test_researcher_previews_sees_an_empty_selection_and_downloads_parquet(page, live_server, researcher, labeler, tmp_path):
+def test_researcher_previews_sees_an_empty_selection_and_downloads_parquet(
+    page, live_server, researcher, labeler, tmp_path
+):
     project = project_create(name="Export walk", user=researcher, completions_per_task=2)
     long_answer = "This answer explains Rayleigh scattering at great length. " * 20
-    write_jsonl(tmp_path / "public.jsonl", [{"prompt": f"Public question {i}", "chosen": f"{long_answer}{i}",
-                                             "rejected": f"No idea {i}"} for i in range(8)])
+    write_jsonl(
+        tmp_path / "public.jsonl",
+        [
+            {"prompt": f"Public question {i}", "chosen": f"{long_answer}{i}", "rejected": f"No idea {i}"}
+            for i in range(8)
+        ],
+    )
     import_file(project=project, kind="preferences", path=tmp_path / "public.jsonl", source_name="public")
-    prompt = Prompt.objects.create(project=project, text="Why is the sky blue?", messages=[{"role": "user", "content": "Why is the sky blue?"}])
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Rayleigh scattering.", "Oceans.")])
+    prompt = Prompt.objects.create(
+        project=project, text="Why is the sky blue?", messages=[{"role": "user", "content": "Why is the sky blue?"}]
+    )
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[
+            Completion.objects.create(prompt=prompt, text=t, source="imported")
+            for t in ("Rayleigh scattering.", "Oceans.")
+        ],
+    )
     label(task, labeler, [1, 2], [7, 2])
 
     login(page, live_server, "res1")
@@ -54,7 +70,9 @@ def test_researcher_previews_sees_an_empty_selection_and_downloads_parquet(page,
     with page.expect_download() as download_info:
         page.click("#export-download")
     download = download_info.value
-    assert download.suggested_filename.startswith("Export walk-pairwise-") and download.suggested_filename.endswith(".parquet")
+    assert download.suggested_filename.startswith("Export walk-pairwise-") and download.suggested_filename.endswith(
+        ".parquet"
+    )
     table = pq.read_table(download.path())
     assert table.num_rows == 8 and set(table.column("labeler").to_pylist()) == {"import:public"}
     assert table.column("chosen_rating").null_count == 8 and str(table.schema.field("chosen_rating").type) == "int64"

@@ -1,4 +1,5 @@
 """A researcher in a real browser uploads a file, finds it in the Import tab's list, undoes it after confirming, and the project's counts go to zero."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ def test_upload_list_undo_and_the_counts_go_to_zero(page, live_server, researche
     settings.IMPORT_DIR = str(tmp_path / "imports")
     project = project_create(name="Undo me", user=researcher, completions_per_task=2)
     path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completions": [f"Yes {i}.", f"No {i}."], "model": "m"}) + "\n"
-                            for i in range(3)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"Question {i}?", "completions": [f"Yes {i}.", f"No {i}."], "model": "m"}) + "\n"
+            for i in range(3)
+        ),
+        encoding="utf-8",
+    )
     login(page, live_server, "res1")
 
     page.goto(f"{live_server.url}/projects/{project.pk}/import/")

@@ -1,4 +1,5 @@
 """A researcher in a real browser uploads a public file with a few bad lines: refused whole, then imported with the bad ones skipped, then again (nothing doubles)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ def shot(page, name: str) -> None:
 
 
 def hh_file(tmp_path):
-    rows = [{"chosen": HH.format(q=f"Question {i}?", a="A helpful answer."), "rejected": HH.format(q=f"Question {i}?", a="No.")}
-            for i in range(6)]
+    rows = [
+        {
+            "chosen": HH.format(q=f"Question {i}?", a="A helpful answer."),
+            "rejected": HH.format(q=f"Question {i}?", a="No."),
+        }
+        for i in range(6)
+    ]
     rows[2] = {"chosen": HH.format(q="Empty?", a="  "), "rejected": HH.format(q="Empty?", a="No.")}
     rows[4] = {"chosen": HH.format(q="One thing?", a="A"), "rejected": HH.format(q="Another thing?", a="B")}
     path = tmp_path / "hh-sample.jsonl"
@@ -44,7 +50,9 @@ def upload(page, live_server, project, path, *, skip: bool, form_shot: str = "")
     page.wait_for_selector("#import-state:has-text('Succeeded'), #import-state:has-text('Failed')")
 
 
-def test_bad_lines_refused_then_skipped_on_request_then_a_reimport_changes_nothing(page, live_server, researcher, settings, tmp_path):
+def test_bad_lines_refused_then_skipped_on_request_then_a_reimport_changes_nothing(
+    page, live_server, researcher, settings, tmp_path
+):
     settings.IMPORT_DIR = str(tmp_path / "imports")
     project = project_create(name="Public pairs", user=researcher, completions_per_task=2)
     path = hh_file(tmp_path)
@@ -83,8 +91,15 @@ def test_a_lost_import_is_retried_from_its_page(page, live_server, researcher, s
     saved = import_dir() / ("a" * 32 + ".jsonl")
     saved.write_text("".join(json.dumps({"prompt": f"Prompt {i}"}) + "\n" for i in range(3)), encoding="utf-8")
     then = timezone.now() - timedelta(minutes=10)
-    job = ImportJob.objects.create(project=project, kind="prompts", file_path=str(saved), original_name="prompts.jsonl",
-                                   status="importing", total_lines=3, created_by=researcher)
+    job = ImportJob.objects.create(
+        project=project,
+        kind="prompts",
+        file_path=str(saved),
+        original_name="prompts.jsonl",
+        status="importing",
+        total_lines=3,
+        created_by=researcher,
+    )
     ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=then, created_at=then)
     assert imports_mark_lost() == 1
 

@@ -1,5 +1,6 @@
 """Browser: an admin starts jobs from presets, is refused a PPO job with no reward model (the reason at the top of
 the form), saves a preset, and sees the notice when a job they started ends."""
+
 from __future__ import annotations
 
 import re
@@ -19,7 +20,8 @@ def shot(page, name: str) -> None:
 
 
 def test_admin_uses_presets_is_refused_a_ppo_job_without_reward_model_and_sees_a_job_end(
-        page, live_server, settings, fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project):
+    page, live_server, settings, fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project
+):
     settings.JOB_POLL_SECONDS = 0.4
     login(page, live_server, admin_user.username)
     page.goto(f"{live_server.url}/jobs/")
@@ -69,8 +71,12 @@ def test_admin_uses_presets_is_refused_a_ppo_job_without_reward_model_and_sees_a
     job = TrainingJob.objects.get()
     page.wait_for_selector("#job-status:has-text('Succeeded')", timeout=60_000)
     earlier = TrainingJob.objects.create(  # someone else's failed job: its reason in the list, no notice for this admin
-        kind="sft", status="failed", started_at=job.created_at, finished_at=job.created_at,
-        error="ValueError: no demonstrations match the selection\nTraceback (most recent call last): ...")
+        kind="sft",
+        status="failed",
+        started_at=job.created_at,
+        finished_at=job.created_at,
+        error="ValueError: no demonstrations match the selection\nTraceback (most recent call last): ...",
+    )
     page.goto(f"{live_server.url}/jobs/")
     page.wait_for_selector("#job-notice")
     failure = page.inner_text(f"#job-row-{earlier.pk} .failure-reason")

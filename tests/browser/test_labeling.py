@@ -1,4 +1,5 @@
 """The labeling page in headless Chromium: keyboard only, mouse with drag and drop, reload, errors, lease, its module scripts."""
+
 from __future__ import annotations
 
 import re
@@ -19,32 +20,47 @@ from tests.labeling_app.labeling_helpers import valid_ratings
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHECKS = [("fails_instruction", "Fails to follow the instruction"), ("hallucination", "Hallucination / fabricated information"),
-          ("toxic", "Toxic: rude, disrespectful or hateful language")]
+CHECKS = [
+    ("fails_instruction", "Fails to follow the instruction"),
+    ("hallucination", "Hallucination / fabricated information"),
+    ("toxic", "Toxic: rude, disrespectful or hateful language"),
+]
 # "Satisfies the constraints" is good when yes: its problem answer is "no".
-POLARITY_CHECKS = [("fails_instruction", "Fails to follow the instruction"),
-                   ("satisfies_constraints", "Satisfies the constraints provided in the instruction", False),
-                   ("toxic", "Toxic: rude, disrespectful or hateful language")]
+POLARITY_CHECKS = [
+    ("fails_instruction", "Fails to follow the instruction"),
+    ("satisfies_constraints", "Satisfies the constraints provided in the instruction", False),
+    ("toxic", "Toxic: rude, disrespectful or hateful language"),
+]
 INSTRUCTIONS = "Rate each answer from **1** (terrible) to **7** (excellent).\n\n- Answer every check\n- Ties are fine"
 
 
 def make_project(name: str, checks) -> Project:
     researcher = make_user("res-b", "researcher")
     make_user("lab-b", "labeler")
-    project = project_create(name=name, user=researcher, completions_per_task=3, overlap=1,
-                             instructions=INSTRUCTIONS, checks=checks)
+    project = project_create(
+        name=name, user=researcher, completions_per_task=3, overlap=1, instructions=INSTRUCTIONS, checks=checks
+    )
     answers = [
-        ("Explain what a hash table is in two sentences.",
-         ["A hash table stores key-value pairs in an array, using a hash function to turn each key into an index.",
-          "A hash table is a sorted tree invented by Alan Turing in 1921.",
-          "It maps keys to values through a hash function, giving average constant-time lookups."]),
-        ("What is the capital of Australia?", ["Canberra.", "Sydney, since 1788.", "The capital of Australia is Canberra."]),
+        (
+            "Explain what a hash table is in two sentences.",
+            [
+                "A hash table stores key-value pairs in an array, using a hash function to turn each key into an index.",
+                "A hash table is a sorted tree invented by Alan Turing in 1921.",
+                "It maps keys to values through a hash function, giving average constant-time lookups.",
+            ],
+        ),
+        (
+            "What is the capital of Australia?",
+            ["Canberra.", "Sydney, since 1788.", "The capital of Australia is Canberra."],
+        ),
     ]
     for text, completions in answers:
         prompt = Prompt.objects.create(project=project, text=text)
-        task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=c, source="imported") for c in completions
-        ])
+        task_create(
+            project=project,
+            prompt=prompt,
+            completions=[Completion.objects.create(prompt=prompt, text=c, source="imported") for c in completions],
+        )
     return project
 
 
@@ -71,7 +87,9 @@ def stored(annotation: Annotation) -> dict[int, tuple[int, int, dict[str, bool]]
     """completion id -> (likert, rank, {check key: answer}) as stored in PostgreSQL."""
     out = {}
     for r in Rating.objects.filter(annotation=annotation):
-        answers = {a.check_question.key: a.value for a in CheckAnswer.objects.filter(rating=r).select_related("check_question")}
+        answers = {
+            a.check_question.key: a.value for a in CheckAnswer.objects.filter(rating=r).select_related("check_question")
+        }
         out[r.completion_id] = (r.likert, r.rank, answers)
     return out
 
@@ -94,17 +112,17 @@ def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
     assert page.locator("#help-dialog").is_visible()
     shot(page, "keyboard-help")
     page.keyboard.press("Escape")
-    page.keyboard.press("5")          # A: 5, then its three checks; j moves on to B
+    page.keyboard.press("5")  # A: 5, then its three checks; j moves on to B
     for key in "yny":
         page.keyboard.press(key)
     page.keyboard.press("j")
-    page.keyboard.press("3")          # B: 3, checks n n n
+    page.keyboard.press("3")  # B: 3, checks n n n
     for key in "nnn":
         page.keyboard.press(key)
     page.keyboard.press("j")
-    page.keyboard.press("6")          # C: 6, Shift+N answers all its checks "no"
+    page.keyboard.press("6")  # C: 6, Shift+N answers all its checks "no"
     page.keyboard.press("Shift+N")
-    page.keyboard.press("r")          # ranking suggested from ratings: C, A, B
+    page.keyboard.press("r")  # ranking suggested from ratings: C, A, B
     assert page.evaluate("document.activeElement.dataset.completion") == str(c)
     page.keyboard.press("ArrowDown")  # focus A
     page.keyboard.press("Shift+ArrowUp")  # A joins C: a tie at rank 1
@@ -129,7 +147,9 @@ def test_label_a_whole_task_with_the_keyboard_only(page, live_server, project):
 def rate_with_mouse(page, cid: int, likert: int, answers: str) -> None:
     page.click(f'#comp-{cid} label.lt-pill:has(input[value="{likert}"])')
     for key, yn in zip([k for k, _ in CHECKS], answers):
-        page.click(f'#comp-{cid} .lt-check[data-check="{key}"] label:has(input[value="{"yes" if yn == "y" else "no"}"])')
+        page.click(
+            f'#comp-{cid} .lt-check[data-check="{key}"] label:has(input[value="{"yes" if yn == "y" else "no"}"])'
+        )
 
 
 def test_label_with_the_mouse_and_drag_a_tie_into_the_ranking(page, live_server, project):
@@ -199,7 +219,7 @@ def test_an_invalid_submission_shows_the_error_next_to_the_field(page, live_serv
     ann = open_first_task(page, live_server)
     a, b, c = ann.shown_order
     rate_with_mouse(page, a, 5, "nnn")
-    rate_with_mouse(page, c, 5, "nn")      # C's "toxic" left open, B not rated at all
+    rate_with_mouse(page, c, 5, "nn")  # C's "toxic" left open, B not rated at all
     page.click("#submit-btn")
     b_error = page.locator(f'[data-error-for="ratings.{b}.likert"]')
     b_error.wait_for(state="visible")
@@ -244,7 +264,8 @@ def test_skip_asks_for_a_reason_and_moves_on(page, live_server, project):
 def tiers(page) -> list[list[int]]:
     """The ranking as shown: completion ids per row, best row first."""
     return page.eval_on_selector_all(
-        ".lt-tier", "rows => rows.map(r => Array.from(r.querySelectorAll('.lt-item'), i => +i.dataset.completion))")
+        ".lt-tier", "rows => rows.map(r => Array.from(r.querySelectorAll('.lt-item'), i => +i.dataset.completion))"
+    )
 
 
 def current_response(page) -> int:
@@ -252,24 +273,47 @@ def current_response(page) -> int:
 
 
 def focused_item(page) -> str | None:
-    return page.evaluate("document.activeElement.classList.contains('lt-item') ? document.activeElement.dataset.completion : null")
+    return page.evaluate(
+        "document.activeElement.classList.contains('lt-item') ? document.activeElement.dataset.completion : null"
+    )
 
 
 def test_every_page_script_loads_as_a_javascript_module(page, live_server, project):
     scripts = {}
-    page.on("response", lambda r: scripts.__setitem__(r.url.split("/static/")[1], r.headers.get("content-type", ""))
-            if "/static/js/" in r.url else None)
+    page.on(
+        "response",
+        lambda r: (
+            scripts.__setitem__(r.url.split("/static/")[1], r.headers.get("content-type", ""))
+            if "/static/js/" in r.url
+            else None
+        ),
+    )
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     open_first_task(page, live_server)
     page.wait_for_load_state("networkidle")
     assert page.get_attribute('script[src*="label_task.js"]', "type") == "module"
-    expected = {"js/label_task.js"} | {f"js/labeling/{name}.js" for name in
-                                       ("api", "compact", "dom", "drafts", "errors", "keyboard", "lease", "progress",
-                                        "ranking", "ratings", "submit")}
+    expected = {"js/label_task.js"} | {
+        f"js/labeling/{name}.js"
+        for name in (
+            "api",
+            "compact",
+            "dom",
+            "drafts",
+            "errors",
+            "keyboard",
+            "lease",
+            "progress",
+            "ranking",
+            "ratings",
+            "submit",
+        )
+    }
     assert set(scripts) == expected
     # A module script with any other MIME type is refused by the browser.
-    assert all(kind.split(";")[0] in ("text/javascript", "application/javascript") for kind in scripts.values()), scripts
+    assert all(kind.split(";")[0] in ("text/javascript", "application/javascript") for kind in scripts.values()), (
+        scripts
+    )
     assert errors == []
 
 
@@ -281,7 +325,7 @@ def test_responses_with_j_k_and_arrows_and_checks_with_y_n(page, live_server, pr
     assert current_response(page) == b
     page.keyboard.press("ArrowDown")
     assert current_response(page) == c
-    page.keyboard.press("j")            # already the last: stays
+    page.keyboard.press("j")  # already the last: stays
     assert current_response(page) == c
     page.keyboard.press("k")
     assert current_response(page) == b
@@ -298,7 +342,7 @@ def test_responses_with_j_k_and_arrows_and_checks_with_y_n(page, live_server, pr
     # Unrated, so answering the last check keeps A current.
     page.keyboard.press("n")
     assert current_response(page) == a and page.locator(".lt-check.is-current").count() == 0
-    page.keyboard.press("y")            # nothing left to answer: said, not stored
+    page.keyboard.press("y")  # nothing left to answer: said, not stored
     assert page.inner_text("#rank-live") == "All checks of Response A are answered."
     assert not page.is_checked(f'input[name="check-{a}-toxic"][value="yes"]')
     # On a focused radio the arrows choose the neighbouring value, as browsers do, instead of changing the response.
@@ -309,7 +353,7 @@ def test_responses_with_j_k_and_arrows_and_checks_with_y_n(page, live_server, pr
     page.keyboard.press("ArrowDown")
     assert page.is_checked(f'input[name="likert-{b}"][value="6"]')
     assert current_response(page) == b
-    assert tiers(page) == [[b], [a, c]]   # the suggestion follows the ratings
+    assert tiers(page) == [[b], [a, c]]  # the suggestion follows the ratings
     # In the comment box keys are text; Esc leaves it and the shortcuts work again.
     page.keyboard.press("Shift+C")
     page.keyboard.type("jk 7")
@@ -343,7 +387,7 @@ def test_shift_arrows_move_a_response_through_a_tie(page, live_server, project):
         page.keyboard.press(key)
         assert tiers(page) == expected, key
         assert page.inner_text("#rank-live") == spoken, key
-        assert focused_item(page) == str(a), key   # the moved response keeps the focus
+        assert focused_item(page) == str(a), key  # the moved response keeps the focus
     assert page.inner_text("#rank-source") == "Your ranking." and page.is_visible("#rank-reset")
     # Without Shift the arrows move the focus; in the ranking digits and r do nothing.
     page.keyboard.press("ArrowUp")
@@ -409,11 +453,11 @@ def test_help_opens_from_its_button_and_with_question_mark(page, live_server, pr
     help_dialog = page.locator("#help-dialog")
     page.click("#help-open")
     assert help_dialog.is_visible()
-    page.keyboard.press("j")            # the open dialog keeps the keys
+    page.keyboard.press("j")  # the open dialog keeps the keys
     page.click("#help-close")
     assert not help_dialog.is_visible()
     page.keyboard.press("r")
-    page.keyboard.press("?")            # from the ranking too
+    page.keyboard.press("?")  # from the ranking too
     assert help_dialog.is_visible()
     page.keyboard.press("Escape")
     assert not help_dialog.is_visible()
@@ -432,8 +476,9 @@ def test_a_lost_lease_shows_a_banner(page, live_server, project):
     page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     banner = page.locator("#lease-banner")
     banner.wait_for(state="visible")
-    assert banner.inner_text() == ("Your lease expired and other labelers have finished this task. Take the next task. "
-                                   "Your draft is kept.")
+    assert banner.inner_text() == (
+        "Your lease expired and other labelers have finished this task. Take the next task. Your draft is kept."
+    )
     shot(page, "lease-lost")
 
 
@@ -447,15 +492,15 @@ def test_shift_n_answers_no_problems_by_each_checks_polarity(page, live_server):
     a, b, c = ann.shown_order
     row = lambda cid, key: f'#comp-{cid} .lt-check[data-check="{key}"]'  # noqa: E731
     # Each check marks its problem answer, in text too (⚠ and "(a problem)" in the radio's name).
-    assert page.get_attribute(f'{row(a, "satisfies_constraints")} .lt-problem input', "value") == "no"
-    assert page.get_attribute(f'{row(a, "toxic")} .lt-problem input', "value") == "yes"
+    assert page.get_attribute(f"{row(a, 'satisfies_constraints')} .lt-problem input", "value") == "no"
+    assert page.get_attribute(f"{row(a, 'toxic')} .lt-problem input", "value") == "yes"
     assert page.locator(row(a, "satisfies_constraints")).get_by_role("radio", name="No (a problem)").count() == 1
     assert page.locator(row(a, "toxic")).get_by_role("radio", name="Yes (a problem)").count() == 1
     page.keyboard.press("?")
     assert "No problems" in page.inner_text("#help-dialog")
     page.keyboard.press("Escape")
 
-    page.keyboard.press("7")            # A: 7, Shift+N: no problems
+    page.keyboard.press("7")  # A: 7, Shift+N: no problems
     page.keyboard.press("Shift+N")
     assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="yes"]')
     assert page.is_checked(f'input[name="check-{a}-fails_instruction"][value="no"]')
@@ -465,18 +510,18 @@ def test_shift_n_answers_no_problems_by_each_checks_polarity(page, live_server):
     good, bad = "rgb(230, 244, 234)", "rgb(253, 232, 231)"
     assert background(page, f'{row(a, "satisfies_constraints")} label:has(input[value="yes"])') == good
     assert background(page, f'{row(a, "toxic")} label:has(input[value="no"])') == good
-    page.keyboard.press("j")            # B: 3, "yes" to the highlighted first check, then Shift+N for the rest
+    page.keyboard.press("j")  # B: 3, "yes" to the highlighted first check, then Shift+N for the rest
     page.keyboard.press("3")
     page.keyboard.press("y")
     page.keyboard.press("Shift+N")
     assert background(page, f'{row(b, "fails_instruction")} label:has(input[value="yes"])') == bad
     assert page.is_checked(f'input[name="check-{b}-satisfies_constraints"][value="yes"]')
-    page.keyboard.press("j")            # C: 5, answered one by one: n n n ("no" to the constraints is a problem)
+    page.keyboard.press("j")  # C: 5, answered one by one: n n n ("no" to the constraints is a problem)
     page.keyboard.press("5")
     for key in "nnn":
         page.keyboard.press(key)
     assert background(page, f'{row(c, "satisfies_constraints")} label:has(input[value="no"])') == bad
-    page.keyboard.press("Shift+N")      # nothing open: nothing changes
+    page.keyboard.press("Shift+N")  # nothing open: nothing changes
     assert page.is_checked(f'input[name="check-{c}-satisfies_constraints"][value="no"]')
     shot(page, "polarity-shift-n")
     page.keyboard.press("Control+Enter")
@@ -497,12 +542,12 @@ def test_shift_n_answers_no_problems_by_each_checks_polarity(page, live_server):
 def test_j_after_the_last_check_goes_to_the_next_response_and_letters_jump(page, live_server, project):
     ann = open_first_task(page, live_server)
     a, b, c = ann.shown_order
-    page.keyboard.press("5")          # A rated, then its last check answered: A stays current
+    page.keyboard.press("5")  # A rated, then its last check answered: A stays current
     for key in "nny":
         page.keyboard.press(key)
     assert current_response(page) == a
     assert page.inner_text("#rank-live") == "Response A: all checks answered. j: next response."
-    page.keyboard.press("j")          # so the next j goes to B, not past it
+    page.keyboard.press("j")  # so the next j goes to B, not past it
     assert current_response(page) == b
     page.keyboard.press("4")
     page.keyboard.press("Shift+N")
@@ -537,7 +582,7 @@ def toggle(page, cid: int, key: str) -> str:
 
 
 def test_compact_checks_one_row_of_toggles_remembered_per_labeler(page, live_server):
-    make_project("Twelve checks", None)   # the twelve default checks
+    make_project("Twelve checks", None)  # the twelve default checks
     ann = open_first_task(page, live_server)
     a, b, c = ann.shown_order
     full_height = page.eval_on_selector(f"#comp-{a}", "e => e.getBoundingClientRect().height")
@@ -549,23 +594,24 @@ def test_compact_checks_one_row_of_toggles_remembered_per_labeler(page, live_ser
     # The twelve checks shrink to a strip of toggles: the card is less than half as tall.
     assert page.eval_on_selector(f"#comp-{a}", "e => e.getBoundingClientRect().height") < full_height / 2
     # Shown by its key in words, named by its question and problem answer, pressed when that answer is chosen.
-    assert page.inner_text(f'{toggle(page, a, "fails_instruction")} .lt-short') == "fails instruction"
+    assert page.inner_text(f"{toggle(page, a, 'fails_instruction')} .lt-short") == "fails instruction"
     fails = page.locator(f"#comp-{a} .lt-toggles").get_by_role(
-        "button", name="Fails to follow the correct instruction / task: yes is a problem (not answered)", exact=True)
+        "button", name="Fails to follow the correct instruction / task: yes is a problem (not answered)", exact=True
+    )
     assert fails.count() == 1 and fails.get_attribute("aria-pressed") == "false"
 
     page.keyboard.press("6")
-    page.keyboard.press("y")          # y/n still answer the highlighted check, shown on its toggle
+    page.keyboard.press("y")  # y/n still answer the highlighted check, shown on its toggle
     assert page.get_attribute(toggle(page, a, "fails_instruction"), "data-state") == "problem"
     assert page.get_attribute(toggle(page, a, "inappropriate_assistant"), "class").endswith("is-current")
-    page.click(toggle(page, a, "hallucination"))          # an open check: the first press flags it
+    page.click(toggle(page, a, "hallucination"))  # an open check: the first press flags it
     assert page.get_attribute(toggle(page, a, "hallucination"), "aria-pressed") == "true"
     page.click(toggle(page, a, "satisfies_constraints"))  # its problem answer is "no"
     assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="no"]')
     page.click(toggle(page, a, "satisfies_constraints"))  # a second press: the other answer
     assert page.get_attribute(toggle(page, a, "satisfies_constraints"), "data-state") == "fine"
     assert page.is_checked(f'input[name="check-{a}-satisfies_constraints"][value="yes"]')
-    page.click(f"#comp-{a} .lt-rest-fine")                # the rest: no problems
+    page.click(f"#comp-{a} .lt-rest-fine")  # the rest: no problems
     assert page.locator(f'#comp-{a} .lt-toggle[data-state="open"]').count() == 0
     assert page.locator(f'#comp-{a} .lt-toggle[aria-pressed="true"]').count() == 2
     shot(page, "compact-checks")
@@ -588,7 +634,7 @@ def test_compact_checks_one_row_of_toggles_remembered_per_labeler(page, live_ser
     error.wait_for(state="visible")
     assert page.is_visible(f'#comp-{c} .lt-check[data-check="fails_instruction"]')
     shot(page, "compact-error")
-    page.click("#compact-toggle")     # the button too; off again: a row per check, same answers
+    page.click("#compact-toggle")  # the button too; off again: a row per check, same answers
     assert page.is_visible(f'#comp-{a} .lt-check[data-check="toxic"]')
     assert page.is_checked(f'input[name="check-{a}-hallucination"][value="yes"]')
     assert page.evaluate("localStorage.getItem('rlhf-compact:lab-b')") == "0"
@@ -597,15 +643,20 @@ def test_compact_checks_one_row_of_toggles_remembered_per_labeler(page, live_ser
 def test_progress_today_this_session_and_left(page, live_server, project):
     # A task submitted earlier today by this labeler in another project: "today" counts the whole day.
     labeler = User.objects.get(username="lab-b")
-    other = project_create(name="Other project", user=User.objects.get(username="res-b"), completions_per_task=2, checks=CHECKS)
+    other = project_create(
+        name="Other project", user=User.objects.get(username="res-b"), completions_per_task=2, checks=CHECKS
+    )
     prompt = Prompt.objects.create(project=other, text="Earlier")
-    task_create(project=other, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("one", "two")])
+    task_create(
+        project=other,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("one", "two")],
+    )
     earlier = task_assign_next(project=other, labeler=labeler)
     annotation_submit(task=earlier.task, labeler=labeler, ratings=valid_ratings(earlier.task, labeler))
     ann = open_first_task(page, live_server)
     progress = lambda: [page.inner_text(f"#{n}-count") for n in ("today", "session", "left")]  # noqa: E731
-    assert progress() == ["1", "0", "1"]   # left: the project's other task; the one on screen is taken
+    assert progress() == ["1", "0", "1"]  # left: the project's other task; the one on screen is taken
     shot(page, "progress-start")
     for key in ("5", "N", "j", "4", "N", "j", "3", "N"):
         page.keyboard.press(key if key != "N" else "Shift+N")
@@ -632,12 +683,24 @@ def test_long_and_multi_line_answers_stay_inside_their_cards(page, live_server):
     make_user("lab-b", "labeler")
     project = project_create(name="Long answers", user=researcher, completions_per_task=3, overlap=1, checks=CHECKS)
     prompt = Prompt.objects.create(project=project, text="How do I bake bread?")
-    texts = [LIST_ANSWER, "See https://example.com/" + "a" * 400 + " " + "and knead it well " * 40, "- flour\n- water\n\n- salt"]
-    task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="model", sampling={"finish_reason": "stop"}) for t in texts])
+    texts = [
+        LIST_ANSWER,
+        "See https://example.com/" + "a" * 400 + " " + "and knead it well " * 40,
+        "- flour\n- water\n\n- salt",
+    ]
+    task_create(
+        project=project,
+        prompt=prompt,
+        completions=[
+            Completion.objects.create(prompt=prompt, text=t, source="model", sampling={"finish_reason": "stop"})
+            for t in texts
+        ],
+    )
     ann = open_first_task(page, live_server)
     by_text = dict(zip(texts, Completion.objects.filter(prompt=prompt).order_by("id").values_list("id", flat=True)))
-    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), "no sideways scroll"
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), (
+        "no sideways scroll"
+    )
     card = page.eval_on_selector(".lt-ranking", "e => e.getBoundingClientRect().right")
     rights = page.eval_on_selector_all(".lt-item", "els => els.map(e => e.getBoundingClientRect().right)")
     assert len(rights) == 3 and all(r <= card for r in rights)
@@ -646,10 +709,16 @@ def test_long_and_multi_line_answers_stay_inside_their_cards(page, live_server):
         assert text_box[0] <= text_box[1], "a long word wraps inside the answer's card"
     snippet = lambda cid: page.inner_text(f'.lt-item[data-completion="{cid}"] .lt-snippet')  # noqa: E731
     # One line, list markers next to their items, cut with an ellipsis where the row ends.
-    assert snippet(by_text[LIST_ANSWER]) == "1. Preheat the oven to 220 C. 2. Mix flour, water, salt and yeast. 3. Knead for ten minutes."
+    assert (
+        snippet(by_text[LIST_ANSWER])
+        == "1. Preheat the oven to 220 C. 2. Mix flour, water, salt and yeast. 3. Knead for ten minutes."
+    )
     assert snippet(by_text[texts[2]]) == "- flour - water - salt"
     long_snippet = f'.lt-item[data-completion="{by_text[texts[1]]}"] .lt-snippet'
-    assert page.eval_on_selector(long_snippet, "e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow") == "ellipsis"
+    assert (
+        page.eval_on_selector(long_snippet, "e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow")
+        == "ellipsis"
+    )
     assert page.eval_on_selector(long_snippet, "e => e.getBoundingClientRect().height") < 30
     assert not page.locator(".lt-cut").count()
     shot(page, "long-answers")
@@ -661,9 +730,15 @@ def test_an_answer_cut_at_the_length_limit_is_marked(page, live_server):
     project = project_create(name="Generated", user=researcher, completions_per_task=2, overlap=1, checks=CHECKS)
     prompt = Prompt.objects.create(project=project, text="Tell me a story.")
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "seed": 0}
-    cut = Completion.objects.create(prompt=prompt, text="Once upon a time there was a", source="model",
-                                    sampling={**sampling, "finish_reason": "length"})
-    whole = Completion.objects.create(prompt=prompt, text="The end.", source="model", sampling={**sampling, "finish_reason": "stop"})
+    cut = Completion.objects.create(
+        prompt=prompt,
+        text="Once upon a time there was a",
+        source="model",
+        sampling={**sampling, "finish_reason": "length"},
+    )
+    whole = Completion.objects.create(
+        prompt=prompt, text="The end.", source="model", sampling={**sampling, "finish_reason": "stop"}
+    )
     task_create(project=project, prompt=prompt, completions=[cut, whole])
     open_first_task(page, live_server)
     assert page.inner_text(f"#comp-{cut.pk} .lt-cut") == "cut at the length limit"

@@ -1,4 +1,5 @@
 """Login lockout in a real browser: wrong passwords until the page says the account is locked and until when."""
+
 from __future__ import annotations
 
 import re

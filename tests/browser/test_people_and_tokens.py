@@ -1,6 +1,7 @@
 """People, teams and tokens in Chromium: an admin adds a labeler with a set-password link, the labeler sets a
 password, logs in, makes an API token on their profile and labels through the API, and the admin then limits
 the project to a team the labeler is not in."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def login_to(page, live_server, username: str, next_path: str, password: str = "
 
 def api_next(live_server, project_id: int, key: str) -> tuple[int, dict]:
     """POST the next-task call over real HTTP with only the token: no browser cookies."""
-    request = urllib.request.Request(f"{live_server.url}/api/label/projects/{project_id}/next/", method="POST",
-                                     headers={"Authorization": f"Token {key}", "Accept": "application/json"})
+    request = urllib.request.Request(
+        f"{live_server.url}/api/label/projects/{project_id}/next/",
+        method="POST",
+        headers={"Authorization": f"Token {key}", "Accept": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -46,7 +50,8 @@ def api_next(live_server, project_id: int, key: str) -> tuple[int, dict]:
 
 
 def test_admin_invites_a_labeler_who_sets_a_password_makes_a_token_and_is_then_left_out_of_a_team(
-        page, browser, live_server, admin_user, labeler, demo_project):
+    page, browser, live_server, admin_user, labeler, demo_project
+):
     # The admin adds "nora" as a labeler and is shown her one-time link.
     page.set_default_timeout(30_000)  # a loaded 2-core machine
     login_to(page, live_server, "adm1", "/people/")

@@ -1,4 +1,5 @@
 """A researcher in a real browser reads the label-quality page: three plotly charts drawn from the SQL aggregates."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,17 +22,30 @@ def trace(page, chart: str, i: int = 0) -> dict:
 
 def test_researcher_sees_quality_charts(page, live_server, researcher):
     ana, ben = make_user("ana", "labeler"), make_user("ben", "labeler")
-    project = project_create(name="Charts", user=researcher, completions_per_task=3, overlap=2, checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="Charts", user=researcher, completions_per_task=3, overlap=2, checks=[("toxic", "Toxic?")]
+    )
     now = timezone.now().replace(hour=12)
     for i in range(4):
         prompt = Prompt.objects.create(project=project, text=f"P{i}")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"c{i}{j}", source="imported") for j in range(3)])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"c{i}{j}", source="imported") for j in range(3)
+            ],
+        )
         day = now - timedelta(days=2 - min(i, 2))  # days -2, -1, 0, 0
         label(task, ana, [1, 2, 3], [7, 4, 1], {"toxic": [False, False, True]}, submitted_at=day)
         # ben agrees fully on the first two tasks and reverses one pair on the last two
-        label(task, ben, [1, 2, 3] if i < 2 else [1, 3, 2], [6, 4, 2], {"toxic": [False, False, True]},
-              submitted_at=day + timedelta(minutes=5))
+        label(
+            task,
+            ben,
+            [1, 2, 3] if i < 2 else [1, 3, 2],
+            [6, 4, 2],
+            {"toxic": [False, False, True]},
+            submitted_at=day + timedelta(minutes=5),
+        )
 
     login(page, live_server, "res1")
     page.goto(f"{live_server.url}/projects/{project.pk}/quality/")

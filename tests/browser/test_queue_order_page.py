@@ -1,4 +1,5 @@
 """A researcher picks the queue order on the project's settings page; the labeler's next task follows it."""
+
 from __future__ import annotations
 
 import re
@@ -23,12 +24,26 @@ def make_project() -> Project:
     make_user("lab-q", "labeler")
     project = project_create(name="Queue project", user=researcher, completions_per_task=2, overlap=1)
     policy = ModelVersion.objects.create(kind="policy", name="ppo-2", path="/nowhere")
-    for text, version in [("Old prompt one?", None), ("Old prompt two?", None), ("What did the new policy say?", policy)]:
+    for text, version in [
+        ("Old prompt one?", None),
+        ("Old prompt two?", None),
+        ("What did the new policy say?", policy),
+    ]:
         prompt = Prompt.objects.create(project=project, text=text)
-        task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"{text} answer {j}", source="model" if version else "imported",
-                                      model_name="" if version else "old-model", model_version=version)
-            for j in range(2)])
+        task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(
+                    prompt=prompt,
+                    text=f"{text} answer {j}",
+                    source="model" if version else "imported",
+                    model_name="" if version else "old-model",
+                    model_version=version,
+                )
+                for j in range(2)
+            ],
+        )
     return project
 
 

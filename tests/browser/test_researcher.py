@@ -1,4 +1,5 @@
 """A researcher in a real browser: creates a project, writes a chat prompt, imports a file, sees the tasks appear."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,10 @@ def test_researcher_creates_project_imports_file_and_sees_tasks(page, live_serve
     shot(page, "2-settings")
     page.click("button[type=submit].primary")
     page.wait_for_url(f"**/projects/{project.pk}/")
-    assert project.checks.get(key="mentions_a_competitor").active and not project.checks.get(key="expresses_opinion").active
+    assert (
+        project.checks.get(key="mentions_a_competitor").active
+        and not project.checks.get(key="expresses_opinion").active
+    )
     assert page.locator(".md h2").inner_text() == "How to rank"
 
     # a chat prompt written turn by turn
@@ -62,8 +66,16 @@ def test_researcher_creates_project_imports_file_and_sees_tasks(page, live_serve
 
     # import a small file of prompts with K=3 completions
     data = tmp_path / "completions.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Imported prompt {i}", "completions": [f"x{i}", f"y{i}", f"z{i}"],
-                                        "model": "test-model"}) + "\n" for i in range(5)), encoding="utf-8")
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": f"Imported prompt {i}", "completions": [f"x{i}", f"y{i}", f"z{i}"], "model": "test-model"}
+            )
+            + "\n"
+            for i in range(5)
+        ),
+        encoding="utf-8",
+    )
     page.goto(f"{live_server.url}/projects/{project.pk}/import/")
     page.select_option("#id_kind", "completions")
     page.set_input_files("#id_file", str(data))
@@ -88,7 +100,9 @@ def test_bad_file_shows_line_and_field(page, live_server, researcher, demo_proje
     settings.IMPORT_DIR = str(tmp_path / "imports")
     login(page, live_server, "res1")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "fine"}\n{"prompt": ""}\n{"messages": [{"role": "bot", "content": "x"}]}\n', encoding="utf-8")
+    bad.write_text(
+        '{"prompt": "fine"}\n{"prompt": ""}\n{"messages": [{"role": "bot", "content": "x"}]}\n', encoding="utf-8"
+    )
     page.goto(f"{live_server.url}/projects/{demo_project.pk}/import/")
     page.set_input_files("#id_file", str(bad))
     page.click("text=Check and import")
@@ -99,13 +113,16 @@ def test_bad_file_shows_line_and_field(page, live_server, researcher, demo_proje
     assert not Prompt.objects.filter(text="fine").exists()
 
 
-def test_big_upload_runs_in_the_background_and_the_page_follows_it(page, live_server, celery_worker, researcher, demo_project,
-                                                                   settings, tmp_path):
+def test_big_upload_runs_in_the_background_and_the_page_follows_it(
+    page, live_server, celery_worker, researcher, demo_project, settings, tmp_path
+):
     settings.IMPORT_DIR = str(tmp_path / "imports")
     settings.IMPORT_ASYNC_LINES = 100
     login(page, live_server, "res1")
     big = tmp_path / "big.jsonl"
-    big.write_text("".join(json.dumps({"prompt": f"Background prompt {i}"}) + "\n" for i in range(300)), encoding="utf-8")
+    big.write_text(
+        "".join(json.dumps({"prompt": f"Background prompt {i}"}) + "\n" for i in range(300)), encoding="utf-8"
+    )
     page.goto(f"{live_server.url}/projects/{demo_project.pk}/import/")
     page.set_input_files("#id_file", str(big))
     page.click("text=Check and import")
@@ -142,7 +159,10 @@ def test_researcher_sets_which_answer_of_a_check_is_a_problem(page, live_server,
     login(page, live_server, "res1")
     page.goto(f"{live_server.url}/projects/{demo_project.pk}/edit/")
     satisfies = "select[aria-label='Answer to satisfies_constraints that flags a problem']"
-    assert page.input_value(satisfies) == "no" and page.input_value("select[aria-label='Severity of expresses_opinion']") == "mild"
+    assert (
+        page.input_value(satisfies) == "no"
+        and page.input_value("select[aria-label='Severity of expresses_opinion']") == "mild"
+    )
     # A check of the project's own, good when yes; a second new row comes with the common choices preset.
     page.fill("#new-question-0", "Cites its sources")
     page.select_option("#new-checks .new-check:nth-child(2) select[name=new_problem]", "no")

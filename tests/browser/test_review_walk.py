@@ -1,5 +1,6 @@
 """Review in headless Chromium: a researcher rejects a label with a note, its labeler reads the note on My labels
 and revises the label on the labeling page, and the researcher sees the earlier version kept."""
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,12 @@ def test_reject_read_the_note_revise_and_see_the_history(page, live_server):
     project = make_project("Review project", CHECKS)
     labeler = User.objects.get(username="lab-b")
     task = task_assign_next(project=project, labeler=labeler).task
-    annotation_submit(task=task, labeler=labeler, ratings=valid_ratings(task, labeler, likert_by_position=[7, 6, 5]),
-                      comment="first try")
+    annotation_submit(
+        task=task,
+        labeler=labeler,
+        ratings=valid_ratings(task, labeler, likert_by_position=[7, 6, 5]),
+        comment="first try",
+    )
     annotation = Annotation.objects.get(task=task, labeler=labeler)
     a, b, c = annotation.shown_order
 

@@ -1,5 +1,6 @@
 """Browser: an admin starting a reward job finds the policy versions to start a decoder reward model from, and is
 told what to choose when asking for a decoder with the (encoder) default backbone."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,12 +10,15 @@ from tests.conftest import ARTIFACTS, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"reward-decoder-{name}.png"), full_page=True)
 
-def test_reward_form_offers_policy_versions_and_refuses_a_decoder_without_one(page, live_server, admin_user, training_queue,
-                                                                              demo_project):
+
+def test_reward_form_offers_policy_versions_and_refuses_a_decoder_without_one(
+    page, live_server, admin_user, training_queue, demo_project
+):
     policy = ModelVersion.objects.create(kind="policy", name="sft of week 3", path="/models/sft-3")
 
     login(page, live_server, admin_user.username)

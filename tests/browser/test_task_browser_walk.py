@@ -1,5 +1,6 @@
 """A researcher in a real browser filters the task list, archives the tasks whose labels disagree and every
 unlabeled one (after a confirmation with the count), sees the labeler queue empty, and restores them all."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,9 +28,16 @@ def test_filter_select_archive_confirm_all_and_restore(page, live_server, resear
     tasks = []
     for i in range(5):
         prompt = Prompt.objects.create(project=project, text=f"Which is better, answer A or B? ({i})")
-        tasks.append(task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"Answer {j}", source="imported", model_name="gpt-x")
-            for j in range(2)]))
+        tasks.append(
+            task_create(
+                project=project,
+                prompt=prompt,
+                completions=[
+                    Completion.objects.create(prompt=prompt, text=f"Answer {j}", source="imported", model_name="gpt-x")
+                    for j in range(2)
+                ],
+            )
+        )
     a, b = make_user("lab-a", "labeler"), make_user("lab-b", "labeler")
     label(tasks[0], a, [1, 2])
     label(tasks[0], b, [2, 1])  # disagree
@@ -68,7 +76,10 @@ def test_filter_select_archive_confirm_all_and_restore(page, live_server, resear
     page.click("#bulk-confirm-button")
     page.wait_for_selector(".messages:has-text('2 tasks archived.')")
     assert set(RankingTask.objects.filter(archived_at__isnull=False).values_list("id", flat=True)) == {
-        tasks[0].pk, tasks[3].pk, tasks[4].pk}
+        tasks[0].pk,
+        tasks[3].pk,
+        tasks[4].pk,
+    }
     # the queue now hands out only the live tasks that want labels: tasks[2] (one label); never an archived one
     c = make_user("lab-c", "labeler")
     assert task_assign_next(project=project, labeler=c).task_id == tasks[2].pk

@@ -1,4 +1,5 @@
 """A task goes through the real Redis broker to a real worker and back."""
+
 import pytest
 from django.db import connection
 

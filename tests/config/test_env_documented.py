@@ -1,5 +1,6 @@
 """README's configuration tables list exactly the environment variables the code reads: every one it reads is
 documented, and none is documented that nothing reads."""
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,12 @@ READERS = {"env_bool", "env_int", "env_list", "env_rate", "env_header_pair"}
 
 
 def _is_os_environ(node: ast.AST) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name) \
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "environ"
+        and isinstance(node.value, ast.Name)
         and node.value.id == "os"
+    )
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
@@ -31,7 +36,9 @@ def variables_read(paths: list[str], root: Path = BASE_DIR) -> tuple[dict[str, s
     """Variable -> files reading it; plus reads whose name is not a literal (outside config/env.py's readers)."""
     read: dict[str, set[str]] = {}
     unresolved: list[str] = []
-    files = [p for entry in paths for p in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])]
+    files = [
+        p for entry in paths for p in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])
+    ]
     for path in files:
         relative = str(path.relative_to(root))
         tree = ast.parse(path.read_text(), filename=relative)
@@ -42,15 +49,22 @@ def variables_read(paths: list[str], root: Path = BASE_DIR) -> tuple[dict[str, s
                 func = node.func
                 if isinstance(func, ast.Attribute) and func.attr == "get" and _is_os_environ(func.value):
                     name_node = node.args[0]  # os.environ.get(NAME)
-                elif isinstance(func, ast.Attribute) and func.attr == "getenv" and isinstance(func.value, ast.Name) \
-                        and func.value.id == "os":
+                elif (
+                    isinstance(func, ast.Attribute)
+                    and func.attr == "getenv"
+                    and isinstance(func.value, ast.Name)
+                    and func.value.id == "os"
+                ):
                     name_node = node.args[0]  # os.getenv(NAME)
                 elif isinstance(func, ast.Name) and func.id in READERS:
                     name_node = node.args[0]
             elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _is_os_environ(node.value):
                 name_node = node.slice  # os.environ[NAME]
-            elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In) for op in node.ops) \
-                    and any(_is_os_environ(c) for c in node.comparators):
+            elif (
+                isinstance(node, ast.Compare)
+                and any(isinstance(op, ast.In) for op in node.ops)
+                and any(_is_os_environ(c) for c in node.comparators)
+            ):
                 name_node = node.left  # NAME in os.environ
             if name_node is None:
                 continue
@@ -102,7 +116,8 @@ def test_the_variables_only_tests_read_have_their_own_table():
     tables = readme_tables()
     test_only = set(read) - tables[""] - set(TEST_PLUMBING)
     assert tables.get("Tests") == test_only, (
-        f"README's Tests table should list exactly {sorted(test_only)}; it lists {sorted(tables.get('Tests', ()))}")
+        f"README's Tests table should list exactly {sorted(test_only)}; it lists {sorted(tables.get('Tests', ()))}"
+    )
 
 
 def test_the_scanner_sees_each_way_of_reading(tmp_path):
@@ -113,7 +128,8 @@ def test_the_scanner_sees_each_way_of_reading(tmp_path):
         "a = os.environ.get('VIA_GET')\nb = os.getenv('VIA_GETENV')\nc = os.environ['VIA_INDEX']\n"
         "d = 'VIA_IN' in os.environ\ne = env_int('VIA_READER', 1)\nf = os.environ.get(NAME)\n"
         "os.environ.setdefault('NOT_A_READ', 'x')\nos.environ['NOT_A_READ_EITHER'] = 'x'\n"
-        "g = os.environ.get(computed())\n")
+        "g = os.environ.get(computed())\n"
+    )
     read, unresolved = variables_read(["sample.py"], root=tmp_path)
     assert set(read) == {"VIA_CONSTANT", "VIA_GET", "VIA_GETENV", "VIA_INDEX", "VIA_IN", "VIA_READER"}
     assert unresolved == ["sample.py:11"]

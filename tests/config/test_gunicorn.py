@@ -1,5 +1,6 @@
 """gunicorn.conf.py, under a real gunicorn with two workers: /metrics sums the request counts of both, and
 gunicorn's own lines come out in the app's log format."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ REQUESTS = "django_http_requests_before_middlewares_total"
 
 def get(port: int, path: str, token: str | None = None) -> bytes:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers), timeout=30) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers), timeout=30
+    ) as r:
         return r.read()
 
 
@@ -35,15 +38,34 @@ def test_metrics_add_up_over_worker_processes_and_gunicorn_logs_json(tmp_path, d
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_LEVEL")}
     # The test database, where the app's tables are (the server's own database may not be migrated).
     database_url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"]).geturl()
-    env.update(DJANGO_SETTINGS_MODULE="config.settings_test", METRICS_TOKEN=TOKEN, LOG_FORMAT="json",
-               TMPDIR=str(tmp_path), RLHF_VAR_DIR=str(tmp_path / "var"), DATABASE_URL=database_url)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings_test",
+        METRICS_TOKEN=TOKEN,
+        LOG_FORMAT="json",
+        TMPDIR=str(tmp_path),
+        RLHF_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=database_url,
+    )
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
         # Run from the project root, as `make run` and the image do: that is where gunicorn finds gunicorn.conf.py.
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--access-logfile", "-"],
-            env=env, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--access-logfile",
+                "-",
+            ],
+            env=env,
+            cwd=BASE_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 90
         while True:

@@ -1,4 +1,5 @@
 """`make run` survives crashes: the launcher restarts what dies, gives up on what cannot start, stops all on SIGINT."""
+
 from __future__ import annotations
 
 import json
@@ -31,13 +32,14 @@ STARTED = re.compile(r"^\[rlhf\] (?P<name>.+?): started \(pid (?P<pid>\d+)(?:, p
 
 # -- real processes, seen through /proc -----------------------------------------------------------
 
+
 def _stat(pid: int) -> list[str] | None:
     """Fields 3.. of /proc/<pid>/stat (state, ppid, pgrp, ...), or None when the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def _identity(pid: int) -> tuple[int, str] | None:
@@ -66,8 +68,14 @@ def _descendants(root: int) -> set[tuple[int, str]]:
 
 
 def _group(pgid: int) -> set[tuple[int, str]]:
-    return {identity for entry in os.listdir("/proc") if entry.isdigit()
-            and (fields := _stat(int(entry))) and int(fields[2]) == pgid and (identity := _identity(int(entry)))}
+    return {
+        identity
+        for entry in os.listdir("/proc")
+        if entry.isdigit()
+        and (fields := _stat(int(entry)))
+        and int(fields[2]) == pgid
+        and (identity := _identity(int(entry)))
+    }
 
 
 def _eventually(check, timeout: float, interval: float = 0.3) -> bool:
@@ -80,6 +88,7 @@ def _eventually(check, timeout: float, interval: float = 0.3) -> bool:
 
 
 # -- the launcher as a subprocess ------------------------------------------------------------------
+
 
 class LauncherRun:
     """`python -m config.launcher run` on a free port, its output collected line by line."""
@@ -97,8 +106,15 @@ class LauncherRun:
         var_dir.mkdir(parents=True, exist_ok=True)
         self.seen: set[tuple[int, str]] = set()  # every process of this run, to check none is left
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "config.launcher", "run", "--port", str(self.port)], cwd=BASE_DIR, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+            [sys.executable, "-m", "config.launcher", "run", "--port", str(self.port)],
+            cwd=BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -257,6 +273,7 @@ def launcher_database():
 
 # -- tests ------------------------------------------------------------------------------------------
 
+
 def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sigint(launch, launcher_database):
     # The broker is the embedded Valkey: this run's workers consume the "default" and "training" queues,
     # and on a shared Redis they would take messages meant for another run using the same database number.
@@ -271,8 +288,9 @@ def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sig
     assert "training@" in Path(f"/proc/{training_pid}/cmdline").read_text()
     training_rest = _kill(training_pid)
     new_training_pid = run.wait_for_restart("training worker", training_pid)
-    run.wait_for_line(rf"training worker \(pid {training_pid}, up \d+ s\) was killed by SIGKILL; restarting it in 1 s",
-                      timeout=5)
+    run.wait_for_line(
+        rf"training worker \(pid {training_pid}, up \d+ s\) was killed by SIGKILL; restarting it in 1 s", timeout=5
+    )
     assert "training@" in Path(f"/proc/{new_training_pid}/cmdline").read_text()
     assert _eventually(lambda: not any(map(_alive, training_rest)), 20), "the killed worker's pool outlived it"
     assert run.answers()
@@ -289,8 +307,9 @@ def test_run_restarts_a_killed_worker_and_web_server_and_stops_everything_on_sig
 
     _kill(scheduler_pid)
     run.wait_for_restart("scheduler", scheduler_pid)
-    run.wait_for_line(rf"scheduler \(pid {scheduler_pid}, up \d+ s\) was killed by SIGKILL; restarting it in 1 s",
-                      timeout=5)
+    run.wait_for_line(
+        rf"scheduler \(pid {scheduler_pid}, up \d+ s\) was killed by SIGKILL; restarting it in 1 s", timeout=5
+    )
 
     assert run.interrupt() == 0
     assert _eventually(lambda: not run.leftovers(), 20), f"left running: {run.leftovers()}\n{run.tail()}"
@@ -310,15 +329,19 @@ def test_run_on_embedded_servers_restarts_them_keeps_the_queue_and_stops_them_on
     time.sleep(1.5)  # appendfsync everysec: on disk within a second
     os.kill(valkey_pid, signal.SIGKILL)
     run.wait_for_restart("Valkey", valkey_pid)
-    run.wait_for_line(rf"Valkey \(pid {valkey_pid}, port {valkey_port}, up \d+ s\) was killed by SIGKILL; "
-                      r"restarting it in 1 s", timeout=5)
+    run.wait_for_line(
+        rf"Valkey \(pid {valkey_pid}, port {valkey_port}, up \d+ s\) was killed by SIGKILL; "
+        r"restarting it in 1 s",
+        timeout=5,
+    )
     assert run.started()["Valkey"][1] == valkey_port
     assert broker.lrange("launcher-test-queue", 0, -1) == [b"message 1"]
 
     os.kill(postgres_pid, signal.SIGKILL)
     run.wait_for_restart("PostgreSQL", postgres_pid)
-    run.wait_for_line(rf"PostgreSQL \(pid {postgres_pid}, up \d+ s\) has stopped, exit status unknown \(see its log",
-                      timeout=5)
+    run.wait_for_line(
+        rf"PostgreSQL \(pid {postgres_pid}, up \d+ s\) has stopped, exit status unknown \(see its log", timeout=5
+    )
     assert _eventually(run.can_log_in, 60), f"no login after PostgreSQL was restarted:\n{run.tail()}"
     postgres = _identity(run.started()["PostgreSQL"][0])  # detached from the launcher: not among its descendants
 
@@ -352,8 +375,9 @@ def test_embedded_valkey_keeps_its_queue_across_a_restart(tmp_path, monkeypatch)
         second.stop()
 
 
-FAST = RestartPolicy(first_delay=0.05, max_delay=0.2, healthy_after=3.0, failed_start_within=3.0,
-                     give_up_after=5, poll_interval=0.02)
+FAST = RestartPolicy(
+    first_delay=0.05, max_delay=0.2, healthy_after=3.0, failed_start_within=3.0, give_up_after=5, poll_interval=0.02
+)
 
 
 def test_supervisor_gives_up_on_a_process_that_keeps_failing_to_start(capsys):
@@ -372,8 +396,9 @@ def test_supervisor_gives_up_on_a_process_that_keeps_failing_to_start(capsys):
 
 
 def test_supervisor_keeps_restarting_a_process_that_ran_long_enough(capsys):
-    policy = RestartPolicy(first_delay=0.05, max_delay=0.2, healthy_after=0.3, failed_start_within=0.3,
-                           give_up_after=2, poll_interval=0.02)
+    policy = RestartPolicy(
+        first_delay=0.05, max_delay=0.2, healthy_after=0.3, failed_start_within=0.3, give_up_after=2, poll_interval=0.02
+    )
     supervisor = Supervisor(policy, interrupts=Interrupts())
     child = ChildProcess("steady", ["sh", "-c", "sleep 0.5; kill -TERM $$"], dict(os.environ))
     supervisor.start(child)
@@ -404,7 +429,8 @@ def test_children_end_with_a_launcher_killed_by_sigkill():
     process, started = _python_running(
         "import os, time; from config.launcher import ChildProcess;"
         "print(ChildProcess('sleeper', ['sleep', '300'], dict(os.environ)).start(), flush=True); time.sleep(300)",
-        dict(os.environ))
+        dict(os.environ),
+    )
     try:
         child = _identity(int(started.removeprefix("pid ")))
         assert child and _alive(child)
@@ -420,7 +446,9 @@ def test_a_valkey_left_by_a_killed_launcher_is_taken_over_with_its_queue(tmp_pat
     env["RLHF_VAR_DIR"] = str(tmp_path)
     process, _ = _python_running(
         "import time; from config.launcher import Services; s = Services(); s.ensure_redis();"
-        "print(s.redis_url, flush=True); time.sleep(300)", env)
+        "print(s.redis_url, flush=True); time.sleep(300)",
+        env,
+    )
     orphan = None
     try:
         state = json.loads((tmp_path / "valkey" / "server.json").read_text())

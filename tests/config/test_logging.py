@@ -1,4 +1,5 @@
 """Log lines carry time, level and logger in every process (Django, a Celery worker); LOG_FORMAT=json makes them JSON."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import pytest
 from config.logs import log_settings
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-LOG_ONE_LINE = ("import logging, django; django.setup(); "
-                "logging.getLogger('rlhf.check').warning('hello from %s', 'the check')")
+LOG_ONE_LINE = (
+    "import logging, django; django.setup(); logging.getLogger('rlhf.check').warning('hello from %s', 'the check')"
+)
 
 
 def app_env(**extra: str) -> dict[str, str]:
@@ -30,8 +32,14 @@ def json_lines(text: str) -> list[dict]:
 
 
 def test_json_lines_name_time_level_logger_and_message():
-    result = subprocess.run([sys.executable, "-c", LOG_ONE_LINE], env=app_env(LOG_FORMAT="json"), cwd=BASE_DIR,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LOG_ONE_LINE],
+        env=app_env(LOG_FORMAT="json"),
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines and all(line.startswith("{") for line in lines), result.stderr  # nothing but JSON lines
@@ -42,11 +50,13 @@ def test_json_lines_name_time_level_logger_and_message():
 
 
 def test_text_lines_by_default_name_time_level_and_logger():
-    result = subprocess.run([sys.executable, "-c", LOG_ONE_LINE], env=app_env(), cwd=BASE_DIR,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LOG_ONE_LINE], env=app_env(), cwd=BASE_DIR, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING rlhf\.check: hello from the check$",
-                     result.stderr, re.MULTILINE), result.stderr
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING rlhf\.check: hello from the check$", result.stderr, re.MULTILINE
+    ), result.stderr
 
 
 def test_a_celery_worker_logs_json_through_djangos_config(tmp_path):
@@ -56,13 +66,34 @@ def test_a_celery_worker_logs_json_through_djangos_config(tmp_path):
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "-Q", queue, "-n", f"{queue}@%h",
-             "--pool", "solo", "--loglevel", "DEBUG", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "DEBUG",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
             # As root (CI), Celery warns so through `warnings` before it has read any configuration, logging
             # included; the image runs the workers as an unprivileged user.
-            env=app_env(LOG_FORMAT="json", LOG_LEVEL="INFO",
-                        PYTHONWARNINGS="ignore:You're running the worker with superuser privileges"),
-            cwd=BASE_DIR, stdout=subprocess.DEVNULL, stderr=out)
+            env=app_env(
+                LOG_FORMAT="json",
+                LOG_LEVEL="INFO",
+                PYTHONWARNINGS="ignore:You're running the worker with superuser privileges",
+            ),
+            cwd=BASE_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and worker.poll() is None:
@@ -82,10 +113,13 @@ def test_a_celery_worker_logs_json_through_djangos_config(tmp_path):
     assert not stray, stray
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    ("LOG_FORMAT", "yaml", "LOG_FORMAT must be one of text, json"),
-    ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be DEBUG, INFO"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("LOG_FORMAT", "yaml", "LOG_FORMAT must be one of text, json"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be DEBUG, INFO"),
+    ],
+)
 def test_a_wrong_log_setting_is_refused_with_what_is_allowed(monkeypatch, variable, value, message):
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,5 @@
 """Every test that drives Chromium carries the `browser` marker, so `-m "not browser"` runs without a browser."""
+
 from __future__ import annotations
 
 import ast
@@ -22,11 +23,17 @@ def browser_tests_without_the_marker(root: Path) -> list[str]:
     missing = []
     for path in sorted(root.rglob("test_*.py")):
         tree = ast.parse(path.read_text())
-        module_marks = _marks(node.value for node in tree.body if isinstance(node, ast.Assign)
-                              and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets))
+        module_marks = _marks(
+            node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+        )
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
-                if {a.arg for a in node.args.args} & BROWSER_FIXTURES and "browser" not in module_marks | _marks(node.decorator_list):
+                if {a.arg for a in node.args.args} & BROWSER_FIXTURES and "browser" not in module_marks | _marks(
+                    node.decorator_list
+                ):
                     missing.append(f"{path.relative_to(root)}::{node.name}")
     return missing
 
@@ -40,7 +47,9 @@ def test_the_check_finds_an_unmarked_browser_test(tmp_path):
         "import pytest\n"
         "def test_unmarked(page): pass\n"
         "@pytest.mark.browser\ndef test_marked(page, live_server): pass\n"
-        "def test_no_browser(db): pass\n")
+        "def test_no_browser(db): pass\n"
+    )
     (tmp_path / "test_module_marked.py").write_text(
-        "import pytest\npytestmark = [pytest.mark.browser, pytest.mark.django_db]\ndef test_a(page): pass\n")
+        "import pytest\npytestmark = [pytest.mark.browser, pytest.mark.django_db]\ndef test_a(page): pass\n"
+    )
     assert browser_tests_without_the_marker(tmp_path) == ["test_sample.py::test_unmarked"]

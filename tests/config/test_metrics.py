@@ -1,4 +1,5 @@
 """/metrics: the app's numbers as PostgreSQL holds them, request metrics, and who may read them."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,11 @@ TOKEN = "metrics-token-for-tests-0123456789abcdef"
 
 def samples(body: bytes) -> dict[tuple[str, frozenset], float]:
     """(sample name, labels) -> value, from Prometheus's text format."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def value(scraped: dict, name: str, **labels) -> float:
@@ -42,8 +46,13 @@ def metrics_token(settings):
 def submitted(task, *, labeler=None, import_source=None):
     from labeling_app.models import Annotation
 
-    return Annotation.objects.create(task=task, labeler=labeler, import_source=import_source,
-                                     status=Annotation.Status.SUBMITTED, submitted_at=timezone.now())
+    return Annotation.objects.create(
+        task=task,
+        labeler=labeler,
+        import_source=import_source,
+        status=Annotation.Status.SUBMITTED,
+        submitted_at=timezone.now(),
+    )
 
 
 def test_label_and_queue_metrics_count_what_postgresql_holds(client, demo_project, labeler, labeler2):
@@ -157,9 +166,14 @@ def test_a_blocked_query_is_reported_within_its_timeout(client, db):
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         before = cursor.fetchone()[0]
-    locker = psycopg.connect(host=db_settings["HOST"] or None, port=db_settings["PORT"] or None,
-                             user=db_settings["USER"], password=db_settings["PASSWORD"] or None,
-                             dbname=connection.settings_dict["NAME"], autocommit=False)
+    locker = psycopg.connect(
+        host=db_settings["HOST"] or None,
+        port=db_settings["PORT"] or None,
+        user=db_settings["USER"],
+        password=db_settings["PASSWORD"] or None,
+        dbname=connection.settings_dict["NAME"],
+        autocommit=False,
+    )
     try:
         locker.execute(f'LOCK TABLE "{TrainingJob._meta.db_table}" IN ACCESS EXCLUSIVE MODE')
         scraped = scrape(client)
@@ -178,8 +192,11 @@ def test_a_blocked_query_is_reported_within_its_timeout(client, db):
 def test_a_short_metrics_token_stops_the_start(tmp_path):
     code = "import django; django.setup(); from django.conf import settings; print(len(settings.METRICS_TOKEN))"
     env = dict(os.environ, RLHF_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
-    ok = subprocess.run([sys.executable, "-c", code], env={**env, "METRICS_TOKEN": TOKEN}, capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "METRICS_TOKEN": TOKEN}, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and ok.stdout.split()[-1] == str(len(TOKEN)), ok.stderr
-    short = subprocess.run([sys.executable, "-c", code], env={**env, "METRICS_TOKEN": "guessable"}, capture_output=True,
-                           text=True)
+    short = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "METRICS_TOKEN": "guessable"}, capture_output=True, text=True
+    )
     assert short.returncode != 0 and "METRICS_TOKEN must be at least 32 characters" in short.stderr

@@ -1,4 +1,5 @@
 """Login lockout: failed logins lock one username from one address for a while, with a page that says until when."""
+
 from __future__ import annotations
 
 import base64
@@ -141,7 +142,9 @@ def test_password_authentication_through_drf_is_locked_too(lab):
     request = Request(RequestFactory().get("/api/label/", HTTP_AUTHORIZATION=f"Basic {credentials}"))
     with pytest.raises(exceptions.AuthenticationFailed):
         BasicAuthentication().authenticate(request)
-    fresh = Request(RequestFactory().get("/api/label/", REMOTE_ADDR="10.9.9.9", HTTP_AUTHORIZATION=f"Basic {credentials}"))
+    fresh = Request(
+        RequestFactory().get("/api/label/", REMOTE_ADDR="10.9.9.9", HTTP_AUTHORIZATION=f"Basic {credentials}")
+    )
     assert BasicAuthentication().authenticate(fresh)[0] == lab
 
 
@@ -154,10 +157,17 @@ def test_api_authentication_takes_no_password():
 
 
 def test_limit_and_window_come_from_the_environment_and_zero_is_refused(tmp_path):
-    code = ("import django; django.setup(); from django.conf import settings as s; "
-            "print(s.AXES_FAILURE_LIMIT, int(s.AXES_COOLOFF_TIME.total_seconds()))")
-    env = dict(os.environ, LOGIN_FAILURE_LIMIT="5", LOGIN_LOCKOUT_MINUTES="30", RLHF_VAR_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="config.settings")
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.AXES_FAILURE_LIMIT, int(s.AXES_COOLOFF_TIME.total_seconds()))"
+    )
+    env = dict(
+        os.environ,
+        LOGIN_FAILURE_LIMIT="5",
+        LOGIN_LOCKOUT_MINUTES="30",
+        RLHF_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
     ok = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split()[-2:] == ["5", "1800"]

@@ -1,4 +1,5 @@
 """API throttles: past its rate a user gets 429 with Retry-After, counted per user in Redis, and rates come from the environment."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ def _own_counters(settings):
 
 def rates(settings, **scopes):
     """Test rates are per day: the counting window is aligned to the clock, and a day-long one is not crossed mid-test."""
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **scopes}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **scopes},
+    }
 
 
 def token_client(user) -> APIClient:
@@ -72,6 +75,7 @@ def test_session_users_share_the_same_per_user_count(db, settings):
 
 class OpenApi(APIView):
     """A view anyone may call: the app's API has none (every endpoint needs a user), so the anon rate is tried here."""
+
     permission_classes = [AllowAny]
 
     def get(self, request):
@@ -118,8 +122,13 @@ def test_concurrent_requests_are_each_counted(settings):
 
 
 def test_rates_come_from_the_environment_and_typos_stop_the_start(tmp_path):
-    env = dict(os.environ, API_THROTTLE_USER="50/sec", API_THROTTLE_ANON="off", RLHF_VAR_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="config.settings")
+    env = dict(
+        os.environ,
+        API_THROTTLE_USER="50/sec",
+        API_THROTTLE_ANON="off",
+        RLHF_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
     code = "import django; django.setup(); from django.conf import settings; print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])"
     ok = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

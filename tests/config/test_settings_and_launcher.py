@@ -1,4 +1,5 @@
 """Settings read the environment; the launcher uses external servers by URL or starts embedded ones."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,13 @@ from config.launcher import Services
 
 def test_database_url_with_host_port_and_socket_dir():
     tcp = database_from_url("postgresql://app:s%40cret@db.example:6543/rlhf")
-    assert (tcp["HOST"], tcp["PORT"], tcp["USER"], tcp["PASSWORD"], tcp["NAME"]) == ("db.example", "6543", "app", "s@cret", "rlhf")
+    assert (tcp["HOST"], tcp["PORT"], tcp["USER"], tcp["PASSWORD"], tcp["NAME"]) == (
+        "db.example",
+        "6543",
+        "app",
+        "s@cret",
+        "rlhf",
+    )
     sock = database_from_url("postgresql://postgres@/rlhf?host=/tmp/pg")
     assert (sock["HOST"], sock["NAME"], sock["OPTIONS"]) == ("/tmp/pg", "rlhf", {})
     with pytest.raises(ValueError, match="DATABASE_URL must start with postgres"):
@@ -25,7 +32,9 @@ def test_database_url_with_host_port_and_socket_dir():
 def test_production_requires_a_secret_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     env.update(RLHF_ENV="production", RLHF_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True
+    )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
     assert not (tmp_path / "secret_key").exists()

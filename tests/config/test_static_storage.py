@@ -1,5 +1,6 @@
 """collectstatic with the served storage (config/static_storage.py): hashed names, .gz and .br copies, ES module
 imports that name the hashed files, and WhiteNoise serving them compressed and cacheable for good."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,10 @@ PRODUCTION_STORAGE = "config.static_storage.StaticStorage"
 # ES modules. django_htmx's extensions stay in: hx-sse-2.js looks like a module importer.
 IGNORED = ["admin", "rest_framework", "drf_spectacular_sidecar", "htmx-*", "htmax-*", "*.min.js"]
 # Without rlhf_worker's PlotlyFinder (plotly.min.js, 4.8 MB; the finder lists its one file whatever is ignored).
-FINDERS = ["django.contrib.staticfiles.finders.FileSystemFinder", "django.contrib.staticfiles.finders.AppDirectoriesFinder"]
+FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+]
 IMPORT = re.compile(r"""^\s*import\s.*?\sfrom\s+["'](?P<url>\.{1,2}/[^"']+)["'];""", re.MULTILINE)
 
 

@@ -1,4 +1,5 @@
 """Reads docker-compose.yml the way `docker compose` does: ${VAR} interpolation, YAML merge keys, services."""
+
 from __future__ import annotations
 
 import re
@@ -66,8 +67,12 @@ def _strings(node: Any):
 
 def variable_names(path: Path = COMPOSE_FILE) -> set[str]:
     """Every variable the file's values interpolate (what .env.example must document)."""
-    return {m["braced"] or m["plain"] for text in _strings(yaml.safe_load(path.read_text()))
-            for m in _VARIABLE.finditer(text) if not m["dollar"]}
+    return {
+        m["braced"] or m["plain"]
+        for text in _strings(yaml.safe_load(path.read_text()))
+        for m in _VARIABLE.finditer(text)
+        if not m["dollar"]
+    }
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """What docker-compose.yml, the Dockerfile and .env.example promise a deployment, read from the files themselves."""
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,11 @@ def test_web_and_workers_start_after_the_migrations_have_finished():
     assert migrate.command[:3] == ["python", "manage.py", "migrate"]
     assert migrate.depends_on() == {"postgres": "service_healthy"}
     for name in ("web", "scheduler", *WORKERS):
-        assert SERVICES[name].depends_on() == {"postgres": "service_healthy", "redis": "service_healthy",
-                                               "migrate": "service_completed_successfully"}, name
+        assert SERVICES[name].depends_on() == {
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+            "migrate": "service_completed_successfully",
+        }, name
         assert "migrate" not in " ".join(SERVICES[name].command), f"{name} must not migrate on its own (it races)"
 
 
@@ -109,8 +113,9 @@ def test_gpu_worker_gets_every_gpu_and_a_torch_build_that_exists():
     index = gpu.spec["build"]["args"]["TORCH_INDEX"]
     assert index.startswith("https://download.pytorch.org/whl/")
     assert index.rstrip("/").rsplit("/", 1)[-1] in TORCH_CUDA_INDEXES[pin], f"no torch {pin} build at {index}"
-    instructions = "\n".join(line for line in (compose.BASE_DIR / "Dockerfile").read_text().splitlines()
-                             if not line.lstrip().startswith("#"))
+    instructions = "\n".join(
+        line for line in (compose.BASE_DIR / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")
+    )
     # torch from that one index: a missing build fails the image build instead of falling back to PyPI.
     assert '--index-url "${TORCH_INDEX}"' in instructions and "--extra-index-url" not in instructions
 

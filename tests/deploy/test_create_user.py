@@ -1,4 +1,5 @@
 """manage.py create_user: the first admin of a deployment, and users with roles, from the command line."""
+
 from __future__ import annotations
 
 import os
@@ -90,6 +91,8 @@ def test_asks_twice_for_the_password_in_a_terminal():
     assert GOOD_PASSWORD not in output  # not echoed
     assert User.objects.get(username="dora").check_password(GOOD_PASSWORD)
 
-    code, output = run_in_terminal(["create_user", "--role", "admin", "erin"], [GOOD_PASSWORD, "something-else-entirely"], env)
+    code, output = run_in_terminal(
+        ["create_user", "--role", "admin", "erin"], [GOOD_PASSWORD, "something-else-entirely"], env
+    )
     assert code != 0 and "the two passwords differ" in output
     assert not User.objects.filter(username="erin").exists()

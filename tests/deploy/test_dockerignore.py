@@ -1,4 +1,5 @@
 """The image's build context (.dockerignore) keeps local state and secrets out and the app in."""
+
 from __future__ import annotations
 
 import re
@@ -51,21 +52,43 @@ def excluded(path: str, rules) -> bool:
     return result
 
 
-@pytest.mark.parametrize("path", [
-    "var/secret_key", "var/demo_logins.json", "var/postgres/data/PG_VERSION", "var/valkey/appendonly.aof",
-    "var/imports/upload.jsonl", "var/models/policy/model.safetensors",
-    ".venv/bin/python", ".git/HEAD", ".env", ".env.production",
-    "test-artifacts/labeling-final.png", "config/__pycache__/settings.cpython-311.pyc", "tests/conftest.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "var/secret_key",
+        "var/demo_logins.json",
+        "var/postgres/data/PG_VERSION",
+        "var/valkey/appendonly.aof",
+        "var/imports/upload.jsonl",
+        "var/models/policy/model.safetensors",
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".env",
+        ".env.production",
+        "test-artifacts/labeling-final.png",
+        "config/__pycache__/settings.cpython-311.pyc",
+        "tests/conftest.py",
+    ],
+)
 def test_local_state_secrets_and_tooling_stay_out_of_the_image(path):
     assert excluded(path, dockerignore_rules())
 
 
-@pytest.mark.parametrize("path", [
-    "manage.py", "requirements.txt", "requirements-models.txt", "config/settings.py", "config/health.py",
-    "labeling_app/models.py", "rlhf_worker/training/ppo.py", "templates/base.html", "static/js/label_task.js",
-    ".env.example",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "manage.py",
+        "requirements.txt",
+        "requirements-models.txt",
+        "config/settings.py",
+        "config/health.py",
+        "labeling_app/models.py",
+        "rlhf_worker/training/ppo.py",
+        "templates/base.html",
+        "static/js/label_task.js",
+        ".env.example",
+    ],
+)
 def test_the_app_goes_into_the_image(path):
     assert not excluded(path, dockerignore_rules())
 

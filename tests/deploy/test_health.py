@@ -1,4 +1,5 @@
 """/healthz and /readyz against the real PostgreSQL, Redis and a real Celery worker."""
+
 from __future__ import annotations
 
 import socket
@@ -18,8 +19,12 @@ def dead_redis_url() -> str:
 
 
 def assert_no_secrets(body: str) -> None:
-    secrets = (django_settings.SECRET_KEY, django_settings.DATABASE_URL, django_settings.REDIS_URL,
-               django_settings.DATABASES["default"]["PASSWORD"])
+    secrets = (
+        django_settings.SECRET_KEY,
+        django_settings.DATABASE_URL,
+        django_settings.REDIS_URL,
+        django_settings.DATABASES["default"]["PASSWORD"],
+    )
     for secret in filter(None, secrets):
         assert secret not in body
 
@@ -58,7 +63,11 @@ def test_readyz_is_503_naming_the_queue_no_worker_consumes(client, celery_worker
     assert body["status"] == "unavailable"
     assert missing in body["checks"]["celery"]
     assert celery_worker.test_queue not in body["checks"]["celery"]  # the default queue has its worker
-    assert {k: v for k, v in body["checks"].items() if k != "celery"} == {"database": "ok", "cache": "ok", "redis": "ok"}
+    assert {k: v for k, v in body["checks"].items() if k != "celery"} == {
+        "database": "ok",
+        "cache": "ok",
+        "redis": "ok",
+    }
 
 
 @pytest.mark.django_db

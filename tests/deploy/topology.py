@@ -7,6 +7,7 @@ compose names the hosts "postgres" and "redis". Where the kernel lets us (root, 
 process runs in a mount namespace of its own in which the other services' own folders are empty, so a path
 one container wrote outside a volume cannot be read by another, as with Docker.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -47,15 +48,20 @@ def image_environment() -> dict[str, str]:
 def can_isolate() -> bool:
     """Whether processes can get a private mount namespace (unshare(1) as root)."""
     try:
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True,
-                              timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
 # Mounts an empty read-only tmpfs on each folder before "--", then becomes the command after it.
-_HIDE_AND_EXEC = ('while [ "$1" != -- ]; do mount -t tmpfs -o ro,size=4k none "$1" || exit 97; shift; done; '
-                  'shift; exec "$@"')
+_HIDE_AND_EXEC = (
+    'while [ "$1" != -- ]; do mount -t tmpfs -o ro,size=4k none "$1" || exit 97; shift; done; shift; exec "$@"'
+)
 
 
 def wait_until(check, what: str, timeout: float, interval: float = 0.5, details=lambda: ""):
@@ -116,12 +122,19 @@ class Topology:
     def environment(self, service: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         home = self.host_path(service, "/home/app")
         home.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-               "HOSTNAME": socket.gethostname(), **image_environment()}
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": socket.gethostname(),
+            **image_environment(),
+        }
         for key, value in self.services[service].environment.items():
             env[key] = str(self.host_path(service, value)) if value.startswith("/") else self._server_url(value)
         env["RLHF_VAR_DIR"] = str(self.host_path(service, IMAGE_VAR_DIR))
-        Path(env["RLHF_VAR_DIR"]).mkdir(parents=True, exist_ok=True)  # the Dockerfile makes /app/var (beat keeps its schedule there)
+        Path(env["RLHF_VAR_DIR"]).mkdir(
+            parents=True, exist_ok=True
+        )  # the Dockerfile makes /app/var (beat keeps its schedule there)
         env["TMPDIR"] = str(self.host_path(service, "/tmp"))
         Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         if service in self.ports:  # containers each have their own network; here they share one
@@ -140,24 +153,53 @@ class Topology:
         others = [self.container_dir(name) for name in self.services if name != service]
         for folder in others:
             folder.mkdir(parents=True, exist_ok=True)
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _HIDE_AND_EXEC, "sh",
-                *map(str, others), "--", *command]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _HIDE_AND_EXEC,
+            "sh",
+            *map(str, others),
+            "--",
+            *command,
+        ]
 
     def start(self, service: str) -> subprocess.Popen:
         self.log_path(service).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(service), "ab") as log:
-            process = subprocess.Popen(self.argv(service, self.services[service].command), env=self.environment(service),
-                                       cwd=compose.BASE_DIR, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                self.argv(service, self.services[service].command),
+                env=self.environment(service),
+                cwd=compose.BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes[service] = process
         return process
 
-    def run(self, service: str, command: list[str] | None = None, *, extra_env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        service: str,
+        command: list[str] | None = None,
+        *,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
         """A one-off command in a fresh container of `service` (`docker compose run --rm SERVICE ...`)."""
-        return subprocess.run(self.argv(service, command or self.services[service].command),
-                              env=self.environment(service, extra_env), cwd=compose.BASE_DIR, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            self.argv(service, command or self.services[service].command),
+            env=self.environment(service, extra_env),
+            cwd=compose.BASE_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def healthcheck(self, service: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """The service's compose healthcheck, run in its environment (as `docker compose` runs it in the container)."""
@@ -218,16 +260,25 @@ class Browser:
     def post(self, path: str, fields: dict | list, files: dict[str, tuple[str, bytes]] | None = None):
         items = list(fields.items()) if isinstance(fields, dict) else list(fields)
         if not files:
-            return self.request("POST", path, urlencode(items).encode(),
-                                {"Content-Type": "application/x-www-form-urlencoded"})
+            return self.request(
+                "POST", path, urlencode(items).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+            )
         boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-                 for name, value in items]
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in items
+        ]
         for name, (filename, content) in files.items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                         f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n".encode()
+                + content
+                + b"\r\n"
+            )
         parts.append(f"--{boundary}--\r\n".encode())
-        return self.request("POST", path, b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self.request(
+            "POST", path, b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
 
     def login(self, username: str, password: str) -> None:
         self.get("/accounts/login/")  # sets the csrftoken cookie

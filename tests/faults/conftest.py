@@ -1,4 +1,5 @@
 """Fault tests: a private Redis-compatible server (Valkey, as `make run` embeds it) that a test may stop and start."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -1,5 +1,6 @@
 """Redis down when an autopilot cycle's next step starts: the job is refused (no orphan row), the cycle waits with
 the reason instead of failing, and the scheduler's next tick starts the step once Redis is back."""
+
 from __future__ import annotations
 
 import uuid
@@ -15,11 +16,17 @@ from tests.rlhf_worker.autopilot_fixtures import labelers, project, rank, reward
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_step_refused_by_a_down_broker_waits_and_starts_once_it_is_back(private_broker, project, labelers,  # noqa: F811
-                                                                           admin_user, settings):
+def test_a_step_refused_by_a_down_broker_waits_and_starts_once_it_is_back(
+    private_broker,
+    project,
+    labelers,  # noqa: F811
+    admin_user,
+    settings,
+):
     settings.TRAINING_QUEUE = queue = f"autopilot-outage-{uuid.uuid4().hex[:8]}"
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     reward_job = run.steps.get().job

@@ -6,6 +6,7 @@
 - A broker that lost its data (restarted without one): the scheduled sweep queues the job again and a
   worker runs it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,11 @@ class StepsConfig:
 @pytest.fixture
 def steps_kind(monkeypatch, settings):
     """A reward kind with one setting (what tests/rlhf_worker/sleepy_worker.py runs), on a queue of this test's own."""
-    monkeypatch.setitem(JOB_MODULES, "reward", types.SimpleNamespace(Config=StepsConfig, check=lambda cfg: None,
-                                                                     run=lambda job, ctx: None))
+    monkeypatch.setitem(
+        JOB_MODULES,
+        "reward",
+        types.SimpleNamespace(Config=StepsConfig, check=lambda cfg: None, run=lambda job, ctx: None),
+    )
     settings.TRAINING_QUEUE = f"outage-{uuid.uuid4().hex[:8]}"
     return settings.TRAINING_QUEUE
 
@@ -53,8 +57,9 @@ def long_ago(job: TrainingJob) -> None:
     TrainingJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
 
 
-def test_a_start_while_redis_is_down_is_refused_at_once_with_a_form_error_and_stores_nothing(private_broker, steps_kind,
-                                                                                              admin_user):
+def test_a_start_while_redis_is_down_is_refused_at_once_with_a_form_error_and_stores_nothing(
+    private_broker, steps_kind, admin_user
+):
     c = Client()
     c.force_login(admin_user)
     url = reverse("jobs:start", kwargs={"kind": "reward"})
@@ -65,7 +70,9 @@ def test_a_start_while_redis_is_down_is_refused_at_once_with_a_form_error_and_st
     html = response.content.decode()
     assert response.status_code == 503, html[:2000]
     assert took < 3, f"the refusal took {took:.1f} s"
-    assert "The job queue (Redis) cannot be reached, so the job was not started" in html and "Nothing was started." in html
+    assert (
+        "The job queue (Redis) cannot be reached, so the job was not started" in html and "Nothing was started." in html
+    )
     assert "127.0.0.1" not in html, "no broker address on the page"
     assert 'value="7"' in html, "the form keeps what was typed"
     assert not TrainingJob.objects.exists(), "no orphan queued row"
@@ -106,8 +113,9 @@ def forgetful_broker(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_job_whose_message_the_broker_lost_is_queued_again_by_the_sweep_and_runs(forgetful_broker, steps_kind, admin_user,
-                                                                                   settings):
+def test_a_job_whose_message_the_broker_lost_is_queued_again_by_the_sweep_and_runs(
+    forgetful_broker, steps_kind, admin_user, settings
+):
     forgetful = forgetful_broker
     job = job_start(kind="reward", config={"steps": 3}, user=admin_user)
     job.refresh_from_db()
@@ -126,8 +134,12 @@ def test_a_job_whose_message_the_broker_lost_is_queued_again_by_the_sweep_and_ru
     assert "queued again: the broker had lost its message" in job.log
     assert jobs_sweep()["requeued"] == 0, "queued again once, not at every sweep"
 
-    worker = SleepyWorker(steps_kind, f"{steps_kind}@%h", Path(settings.MODEL_STORE),
-                          env={"REDIS_URL": forgetful.url(), "MODEL_STORE": settings.MODEL_STORE})
+    worker = SleepyWorker(
+        steps_kind,
+        f"{steps_kind}@%h",
+        Path(settings.MODEL_STORE),
+        env={"REDIS_URL": forgetful.url(), "MODEL_STORE": settings.MODEL_STORE},
+    )
     try:
         job = wait_for(job, timeout=90)
     finally:

@@ -1,4 +1,5 @@
 """Browser: an admin starting a job while Redis is down sees why on the form, and the workers page says whether the sweep runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,8 @@ def shot(page, name: str) -> None:
 
 
 def test_a_start_during_an_outage_shows_the_reason_on_the_form_and_the_workers_page_flags_a_missing_sweep(
-        page, live_server, private_broker, steps_kind, admin_user):  # noqa: F811
+    page, live_server, private_broker, steps_kind, admin_user
+):  # noqa: F811
     from django.core.cache import cache
 
     from rlhf_worker.selectors import SWEEP_CACHE_KEY

@@ -4,6 +4,7 @@ The restart is what its clients see of one: every session of the test database i
 fast shutdown sends) and new connections are refused for a while (`ALLOW_CONNECTIONS false`), then allowed
 again. Only the test database is touched, so other databases on the same server keep running.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,11 @@ from rlhf_worker.services.jobs import job_cancel, job_start
 from tests.rlhf_worker.helpers import finished, wait_for
 from tests.rlhf_worker.jobs.conftest import backbone_dir, labeled_project  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("stop_jobs_at_the_end")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("stop_jobs_at_the_end"),
+]
 
 
 @contextmanager
@@ -32,12 +37,20 @@ def database_down():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         own_pid = cursor.fetchone()[0]
-    with psycopg.connect(host=params["HOST"] or None, port=params["PORT"] or None, user=params["USER"],
-                         password=params["PASSWORD"] or None, dbname="postgres", autocommit=True) as admin:
+    with psycopg.connect(
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         try:
-            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                   "WHERE datname = %s AND pid <> %s", [name, own_pid]).fetchone()[0]
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                [name, own_pid],
+            ).fetchone()[0]
             yield killed
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -53,12 +66,27 @@ def stop_jobs_at_the_end(admin_user):
 
 
 def reward_config(project, backbone, epochs):
-    return {"project_ids": [project.pk], "backbone": backbone, "learning_rate": 1e-3, "epochs": epochs,
-            "batch_size": 4, "max_length": 48, "eval_fraction": 0.25, "eval_every": 0, "save_every": 0, "device": "cpu"}
+    return {
+        "project_ids": [project.pk],
+        "backbone": backbone,
+        "learning_rate": 1e-3,
+        "epochs": epochs,
+        "batch_size": 4,
+        "max_length": 48,
+        "eval_fraction": 0.25,
+        "eval_every": 0,
+        "save_every": 0,
+        "device": "cpu",
+    }
 
 
-def test_a_short_restart_mid_job_loses_nothing_and_the_job_succeeds(labeled_project, backbone_dir, training_queue,  # noqa: F811
-                                                                     admin_user, settings):
+def test_a_short_restart_mid_job_loses_nothing_and_the_job_succeeds(
+    labeled_project,
+    backbone_dir,
+    training_queue,  # noqa: F811
+    admin_user,
+    settings,
+):
     settings.JOB_HEARTBEAT_SECONDS = 0.2
     settings.JOB_DB_RETRY_SECONDS = 30
     job = job_start(kind="reward", config=reward_config(labeled_project, backbone_dir, epochs=300), user=admin_user)
@@ -86,8 +114,13 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_an_outage_longer_than_the_bound_fails_the_job_with_a_clear_reason(labeled_project, backbone_dir,  # noqa: F811
-                                                                           training_queue, admin_user, settings):
+def test_an_outage_longer_than_the_bound_fails_the_job_with_a_clear_reason(
+    labeled_project,
+    backbone_dir,  # noqa: F811
+    training_queue,
+    admin_user,
+    settings,
+):
     settings.JOB_HEARTBEAT_SECONDS = 0.2
     settings.JOB_DB_RETRY_SECONDS = 1.0
     records = _Records()

@@ -1,4 +1,5 @@
 """Redis down during labeling: labelers keep labeling; the API throttle and the cache fail open (the labels are in PostgreSQL)."""
+
 from __future__ import annotations
 
 import time
@@ -21,14 +22,16 @@ def next_and_submit(api, project, labeler) -> int:
     assert nxt.status_code == 200, nxt.content
     task_id = nxt.json()["task_id"]
     ann = Annotation.objects.get(task_id=task_id, labeler=labeler)
-    submitted = api.post(reverse("api:label-submit", args=[task_id]), {"ratings": valid_ratings(ann.task, labeler)},
-                         format="json")
+    submitted = api.post(
+        reverse("api:label-submit", args=[task_id]), {"ratings": valid_ratings(ann.task, labeler)}, format="json"
+    )
     assert submitted.status_code == 200, submitted.content
     return task_id
 
 
-def test_labelers_keep_labeling_through_the_api_and_the_page_while_redis_is_down(private_redis, settings, demo_project,
-                                                                                   labeler):
+def test_labelers_keep_labeling_through_the_api_and_the_page_while_redis_is_down(
+    private_redis, settings, demo_project, labeler
+):
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": private_redis.url()}}
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")

@@ -5,6 +5,7 @@ Real gunicorn (two sync workers, gunicorn.conf.py), real PostgreSQL, labelers as
 their API tokens. A request the dead worker was serving fails on the client's side; the client sends the same
 request again, as a browser or a script would, and the submit answers that label without writing it twice.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -54,17 +55,21 @@ class Labeler(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.token, self.project_id = port, token, project_id
         self.rng = random.Random(seed)
-        self.created: list[int] = []      # tasks whose submit answered created=True
-        self.answered: list[int] = []     # tasks whose submit answered 200 at all
-        self.dropped = 0                  # requests that died on the way (the killed worker's)
+        self.created: list[int] = []  # tasks whose submit answered created=True
+        self.answered: list[int] = []  # tasks whose submit answered 200 at all
+        self.dropped = 0  # requests that died on the way (the killed worker's)
         self.failures: list[str] = []
 
     def call(self, method: str, path: str, body=None) -> dict:
         for _ in range(50):
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             try:
-                conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                             headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"})
+                conn.request(
+                    method,
+                    path,
+                    body=json.dumps(body) if body is not None else None,
+                    headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+                )
                 response = conn.getresponse()
                 payload = response.read()
             except (OSError, http.client.HTTPException):
@@ -86,10 +91,18 @@ class Labeler(threading.Thread):
                     return
                 likerts = [self.rng.randint(1, 7) for _ in task["completions"]]
                 levels = sorted(set(likerts), reverse=True)
-                ratings = [{"completion": c["id"], "likert": lk, "rank": levels.index(lk) + 1,
-                            "checks": {ch["key"]: self.rng.random() < 0.3 for ch in task["checks"]}}
-                           for c, lk in zip(task["completions"], likerts)]
-                out = self.call("POST", f"/api/label/tasks/{task['task_id']}/submit/", {"ratings": ratings, "comment": ""})
+                ratings = [
+                    {
+                        "completion": c["id"],
+                        "likert": lk,
+                        "rank": levels.index(lk) + 1,
+                        "checks": {ch["key"]: self.rng.random() < 0.3 for ch in task["checks"]},
+                    }
+                    for c, lk in zip(task["completions"], likerts)
+                ]
+                out = self.call(
+                    "POST", f"/api/label/tasks/{task['task_id']}/submit/", {"ratings": ratings, "comment": ""}
+                )
                 self.answered.append(task["task_id"])
                 if out["created"]:
                     self.created.append(task["task_id"])
@@ -101,22 +114,40 @@ def test_a_killed_web_worker_loses_and_doubles_no_label_and_is_replaced(tmp_path
     project = project_create(name="Kill a web worker", user=researcher, completions_per_task=K, overlap=OVERLAP)
     for i in range(TASKS):
         prompt = Prompt.objects.create(project=project, text=f"Question {i}?")
-        completions = [Completion.objects.create(prompt=prompt, text=f"Answer {j} to {i}", source=Completion.Source.IMPORTED)
-                       for j in range(K)]
+        completions = [
+            Completion.objects.create(prompt=prompt, text=f"Answer {j} to {i}", source=Completion.Source.IMPORTED)
+            for j in range(K)
+        ]
         task_create(project=project, prompt=prompt, completions=completions)
     tokens = [Token.objects.create(user=make_user(f"killtest-{n}", "labeler")).key for n in range(LABELERS)]
 
     port = free_port()
     database_url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"]).geturl()
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings_test", TMPDIR=str(tmp_path), RLHF_VAR_DIR=str(tmp_path / "var"),
-               DATABASE_URL=database_url, API_THROTTLE_USER="off")
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings_test",
+        TMPDIR=str(tmp_path),
+        RLHF_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=database_url,
+        API_THROTTLE_USER="off",
+    )
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2"],
-            env=env, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+            ],
+            env=env,
+            cwd=BASE_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 90
         while len(children_of(server.pid)) < 2 or not _answers(port):
@@ -129,12 +160,18 @@ def test_a_killed_web_worker_loses_and_doubles_no_label_and_is_replaced(tmp_path
         # mid-run: a third of the labels are in
         deadline = time.monotonic() + 120
         while sum(len(lab.answered) for lab in labelers) < TASKS * OVERLAP // 3:
-            assert time.monotonic() < deadline and all(lab.is_alive() for lab in labelers), [lab.failures for lab in labelers]
+            assert time.monotonic() < deadline and all(lab.is_alive() for lab in labelers), [
+                lab.failures for lab in labelers
+            ]
             time.sleep(0.01)
         # Kill a worker, wait for the master to replace it; again (a few times at most) until a kill has caught
         # a request in flight, so the test is about a request cut in the middle, not an idle worker.
         victims = []
-        while not sum(lab.dropped for lab in labelers) and len(victims) < MAX_KILLS and any(lab.is_alive() for lab in labelers):
+        while (
+            not sum(lab.dropped for lab in labelers)
+            and len(victims) < MAX_KILLS
+            and any(lab.is_alive() for lab in labelers)
+        ):
             workers_before = children_of(server.pid)
             victim = min(workers_before)
             os.kill(victim, signal.SIGKILL)
@@ -144,7 +181,9 @@ def test_a_killed_web_worker_loses_and_doubles_no_label_and_is_replaced(tmp_path
                 workers = children_of(server.pid)
                 if victim not in workers and len(workers - workers_before) == 1 and len(workers) == 2:
                     break
-                assert time.monotonic() < deadline, f"workers {workers}, before {workers_before}\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, (
+                    f"workers {workers}, before {workers_before}\n{log.read_text()[-3000:]}"
+                )
                 time.sleep(0.05)
             time.sleep(0.5)  # let the labelers notice and retry
         for labeler in labelers:

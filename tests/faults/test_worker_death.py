@@ -4,6 +4,7 @@ Two ways Celery tells: a worker whose pool process dies reports WorkerLostError 
 are prefork); a worker killed whole stops answering Celery, which the scheduled sweep asks once the job's
 heartbeat has been silent for three beats, long before JOB_LOST_AFTER_SECONDS (kept at its 120 s default here).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_the_heartbeat_thread_beats_while_running_and_stops_when_told(admin_user):
-    job = TrainingJob.objects.create(kind="reward", status="running", heartbeat_at=timezone.now(), created_by=admin_user)
+    job = TrainingJob.objects.create(
+        kind="reward", status="running", heartbeat_at=timezone.now(), created_by=admin_user
+    )
     first = job.heartbeat_at
     beat = _Heartbeat(job.pk, 0.05)
     beat.start()
@@ -48,8 +51,13 @@ def start_running_job(settings, worker_pool: str) -> tuple[TrainingJob, SleepyWo
     queue = f"killtest-{uuid.uuid4().hex[:8]}"
     settings.TRAINING_QUEUE = queue
     settings.JOB_HEARTBEAT_SECONDS = 0.3  # the workers' and the sweep's setting alike
-    worker = SleepyWorker(queue, f"{queue}@%h", Path(settings.MODEL_STORE), pool=worker_pool,
-                          env={"JOB_HEARTBEAT_SECONDS": "0.3", "MODEL_STORE": settings.MODEL_STORE})
+    worker = SleepyWorker(
+        queue,
+        f"{queue}@%h",
+        Path(settings.MODEL_STORE),
+        pool=worker_pool,
+        env={"JOB_HEARTBEAT_SECONDS": "0.3", "MODEL_STORE": settings.MODEL_STORE},
+    )
     try:
         job = TrainingJob.objects.create(kind="reward", config={"steps": 10_000})
         job_enqueue(job_id=job.pk)
@@ -86,7 +94,9 @@ def test_a_killed_pool_process_is_reported_by_its_worker_and_the_job_is_lost_at_
 
 
 @pytest.mark.slow
-def test_a_worker_killed_whole_is_marked_lost_by_the_sweep_within_seconds_with_the_reason_on_its_page(settings, researcher):
+def test_a_worker_killed_whole_is_marked_lost_by_the_sweep_within_seconds_with_the_reason_on_its_page(
+    settings, researcher
+):
     job, worker = start_running_job(settings, "solo")
     worker.kill()
     killed_at = time.monotonic()

@@ -1,4 +1,5 @@
 """Projects the import tests share: K=2 (pairwise) and K=4 (grouped rankings, overlap 2)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Helpers shared by the labeling tests: a valid submission payload for a leased task."""
+
 from __future__ import annotations
 
 from labeling_app.models import Annotation
@@ -12,7 +13,11 @@ def valid_ratings(task, labeler, *, likert_by_position=None) -> list[dict]:
     likerts = likert_by_position or [7 - i for i in range(len(order))]
     distinct = sorted(set(likerts), reverse=True)
     return [
-        {"completion": cid, "likert": likerts[i], "rank": distinct.index(likerts[i]) + 1,
-         "checks": {k: (j % 2 == 0) for j, k in enumerate(keys)}}
+        {
+            "completion": cid,
+            "likert": likerts[i],
+            "rank": distinct.index(likerts[i]) + 1,
+            "checks": {k: (j % 2 == 0) for j, k in enumerate(keys)},
+        }
         for i, cid in enumerate(order)
     ]

@@ -1,4 +1,5 @@
 """Hostile or odd input through the real entry points (API, pages, command line): a clear 4xx or line error, never a 500."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ HUGE = "9" * 5000
 
 
 # --- labeling API ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def api(labeler):
@@ -64,7 +66,9 @@ def test_a_nul_in_a_comment_given_to_the_service_is_a_field_error(leased, labele
 @pytest.mark.parametrize("name", ["label-draft", "label-submit", "label-skip"])
 def test_json_nested_thousands_deep_is_a_400(api, leased, name):
     method = api.put if name == "label-draft" else api.post
-    r = method(reverse(f"api:{name}", args=[leased.pk]), data='{"draft": ' + DEEP + "}", content_type="application/json")
+    r = method(
+        reverse(f"api:{name}", args=[leased.pk]), data='{"draft": ' + DEEP + "}", content_type="application/json"
+    )
     assert r.status_code == 400, r.content
     assert "nested too deeply" in r.json()["detail"]
 
@@ -78,12 +82,17 @@ def test_a_draft_nested_deeper_than_a_page_needs_is_refused(api, leased):
 
 
 def test_an_integer_over_4300_digits_is_a_400(api, leased):
-    r = api.put(reverse("api:label-draft", args=[leased.pk]), data='{"draft": {"n": ' + HUGE + "}}", content_type="application/json")
+    r = api.put(
+        reverse("api:label-draft", args=[leased.pk]),
+        data='{"draft": {"n": ' + HUGE + "}}",
+        content_type="application/json",
+    )
     assert r.status_code == 400, r.content
     assert "digits" in r.json()["detail"]
 
 
 # --- researcher pages -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def rc(client, researcher, settings, tmp_path):
@@ -94,8 +103,13 @@ def rc(client, researcher, settings, tmp_path):
 
 
 def _edit_data(project, **extra) -> dict:
-    data = {"name": project.name, "instructions": "", "completions_per_task": project.completions_per_task,
-            "overlap": project.overlap, "lease_minutes": 30}
+    data = {
+        "name": project.name,
+        "instructions": "",
+        "completions_per_task": project.completions_per_task,
+        "overlap": project.overlap,
+        "lease_minutes": 30,
+    }
     for check in project.checks.all():
         data[f"check-{check.pk}-question"] = check.question
         data[f"check-{check.pk}-active"] = "on"
@@ -105,7 +119,9 @@ def _edit_data(project, **extra) -> dict:
 
 def test_a_nul_in_a_new_check_is_a_form_error(rc, demo_project):
     before = CheckQuestion.objects.count()
-    response = rc.post(f"/projects/{demo_project.pk}/edit/", _edit_data(demo_project, new_question=["Is it\u0000 rude?"]))
+    response = rc.post(
+        f"/projects/{demo_project.pk}/edit/", _edit_data(demo_project, new_question=["Is it\u0000 rude?"])
+    )
     assert response.status_code == 200 and "NUL" in response.content.decode()
     assert CheckQuestion.objects.count() == before
 
@@ -121,7 +137,11 @@ def test_a_nul_in_a_check_key_given_to_the_service_is_refused(demo_project):
 def test_chat_prompt_form_with_nul_deep_json_or_huge_numbers_is_a_form_error(rc, demo_project):
     url = f"/projects/{demo_project.pk}/prompts/new/"
     nul = json.dumps([{"role": "user", "content": "hi\u0000"}])
-    for raw, words in [(nul, "NUL"), (DEEP, "nested too deeply"), ('[{"role": "user", "content": "x", "n": ' + HUGE + "}]", "digits")]:
+    for raw, words in [
+        (nul, "NUL"),
+        (DEEP, "nested too deeply"),
+        ('[{"role": "user", "content": "x", "n": ' + HUGE + "}]", "digits"),
+    ]:
         response = rc.post(url, {"mode": "chat", "messages": raw})
         assert response.status_code == 200 and words in response.content.decode(), raw[:40]
     assert not Prompt.objects.filter(text__startswith="hi").exists()
@@ -132,22 +152,33 @@ def test_max_text_chars_applies_to_prompt_and_demonstration_forms(rc, demo_proje
     response = rc.post(f"/projects/{demo_project.pk}/prompts/new/", {"mode": "plain", "text": "x" * 51})
     assert response.status_code == 200 and "at most 50 characters" in response.content.decode()
     chat = json.dumps([{"role": "user", "content": "y" * 51}])
-    assert "at most 50 characters" in rc.post(f"/projects/{demo_project.pk}/prompts/new/", {"mode": "chat", "messages": chat}).content.decode()
+    assert (
+        "at most 50 characters"
+        in rc.post(f"/projects/{demo_project.pk}/prompts/new/", {"mode": "chat", "messages": chat}).content.decode()
+    )
     prompt = demo_project.prompts.first()
     response = rc.post(f"/projects/{demo_project.pk}/prompts/{prompt.pk}/", {"text": "z" * 51})
     assert "at most 50 characters" in response.content.decode() and not Demonstration.objects.exists()
     assert rc.post(f"/projects/{demo_project.pk}/prompts/new/", {"mode": "plain", "text": "x" * 50}).status_code == 302
 
 
-@pytest.mark.parametrize("url, suffix", [("/projects/{pk}/export/download/?format=pairwise", ".jsonl"),
-                                         ("/projects/{pk}/export/download/?format=pairwise&file=parquet", ".parquet"),
-                                         ("/projects/{pk}/export/features/?format=pairwise", ".features.json"),
-                                         ("/api/projects/{pk}/export/?format=pairwise&file=parquet", ".parquet")])
+@pytest.mark.parametrize(
+    "url, suffix",
+    [
+        ("/projects/{pk}/export/download/?format=pairwise", ".jsonl"),
+        ("/projects/{pk}/export/download/?format=pairwise&file=parquet", ".parquet"),
+        ("/projects/{pk}/export/features/?format=pairwise", ".features.json"),
+        ("/api/projects/{pk}/export/?format=pairwise&file=parquet", ".parquet"),
+    ],
+)
 def test_export_download_header_survives_quotes_and_newlines_in_the_project_name(rc, researcher, labeler, url, suffix):
     project = project_create(name='Evil "name"\r\nX-Injected: 1 é', user=researcher, completions_per_task=2)
     prompt = Prompt.objects.create(project=project, text="Q")
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("a", "b")])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("a", "b")],
+    )
     label(task, labeler, [1, 2])  # an empty selection answers 404 with a message, not a file
     response = rc.get(url.format(pk=project.pk))
     assert response.status_code == 200
@@ -162,10 +193,12 @@ def test_export_download_header_survives_quotes_and_newlines_in_the_project_name
 # --- imports: upload page and command line ----------------------------------------------------
 
 
-
 def upload(rc, project, kind: str, content: bytes, name: str = "f.jsonl", **extra) -> ImportJob:
-    response = rc.post(f"/projects/{project.pk}/import/", {"kind": kind, "file": SimpleUploadedFile(name, content), **extra},
-                       follow=True)
+    response = rc.post(
+        f"/projects/{project.pk}/import/",
+        {"kind": kind, "file": SimpleUploadedFile(name, content), **extra},
+        follow=True,
+    )
     assert response.status_code == 200, response.content[:500]
     return ImportJob.objects.order_by("-pk").first()
 
@@ -184,7 +217,11 @@ BAD_IMPORT_LINES = [
     ('{"prompt": "q", "completions": ' + DEEP + "}", "(json)", "nested too deeply"),
     ('{"prompt": "q", "n": ' + HUGE + ', "completions": ["a", "b"]}', "(json)", "4300 digits"),
     ({"prompt": "q", "completions": ["a", "b"], "model": "m" * 201}, "model", "at most 200 characters"),
-    ({"prompt": "q", "completions": ["a", {"text": "b", "model": "m" * 201}]}, "completions[1].model", "at most 200 characters"),
+    (
+        {"prompt": "q", "completions": ["a", {"text": "b", "model": "m" * 201}]},
+        "completions[1].model",
+        "at most 200 characters",
+    ),
 ]
 
 
@@ -214,20 +251,26 @@ def test_a_text_over_max_text_chars_is_a_line_error(rc, k2, settings):
     assert job.errors[0]["field"] == "messages[0].content"
 
 
-@pytest.mark.parametrize("name,content", [
-    ("bom.jsonl", "\ufeff" + json.dumps({"prompt": "with a BOM"}) + "\n"),
-    ("bom.csv", "\ufeffprompt,source\nwith a BOM,x\n"),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("bom.jsonl", "\ufeff" + json.dumps({"prompt": "with a BOM"}) + "\n"),
+        ("bom.csv", "\ufeffprompt,source\nwith a BOM,x\n"),
+    ],
+)
 def test_a_file_starting_with_a_utf8_bom_imports(rc, k2, name, content):
     job = upload(rc, k2, "prompts", content.encode("utf-8"), name=name)
     assert job.status == "succeeded", job.errors
     assert Prompt.objects.get().text == "with a BOM"
 
 
-@pytest.mark.parametrize("name,content", [
-    ("bad.jsonl", b'{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "caf\xe9"}\n{"prompt": "four"}\n'),
-    ("bad.csv", b'prompt\none\n"two\nlines"\ncaf\xe9\nfour\n'),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("bad.jsonl", b'{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "caf\xe9"}\n{"prompt": "four"}\n'),
+        ("bad.csv", b'prompt\none\n"two\nlines"\ncaf\xe9\nfour\n'),
+    ],
+)
 def test_invalid_utf8_names_the_real_line(rc, k2, name, content):
     job = upload(rc, k2, "prompts", content, name=name)
     assert job.status == "failed"
@@ -238,7 +281,9 @@ def test_invalid_utf8_names_the_real_line(rc, k2, name, content):
 
 
 def test_invalid_utf8_with_skip_invalid_skips_only_that_jsonl_line(rc, k2):
-    job = upload(rc, k2, "prompts", b'{"prompt": "one"}\n{"prompt": "caf\xe9"}\n{"prompt": "three"}\n', skip_invalid="on")
+    job = upload(
+        rc, k2, "prompts", b'{"prompt": "one"}\n{"prompt": "caf\xe9"}\n{"prompt": "three"}\n', skip_invalid="on"
+    )
     assert job.status == "succeeded" and [e["line"] for e in job.errors] == [2]
     assert set(Prompt.objects.values_list("text", flat=True)) == {"one", "three"}
 
@@ -299,4 +344,6 @@ def test_a_csv_text_longer_than_the_csv_modules_default_limit_reaches_the_text_c
     job = upload(rc, k2, "prompts", b"prompt\n" + b"x" * 150_000 + b"\nshort\n", name="long.csv")
     assert job.status == "succeeded", job.errors
     job = upload(rc, k2, "prompts", b"prompt\n" + b"y" * 200_001 + b"\n", name="longer.csv")
-    assert [(e["line"], e["field"]) for e in job.errors] == [(2, "prompt")] and "MAX_TEXT_CHARS" in job.errors[0]["message"]
+    assert [(e["line"], e["field"]) for e in job.errors] == [(2, "prompt")] and "MAX_TEXT_CHARS" in job.errors[0][
+        "message"
+    ]

@@ -1,4 +1,5 @@
 """import_data / export_data: records go through the command's stdout; a progress bar appears on a terminal only."""
+
 from __future__ import annotations
 
 import fcntl
@@ -73,7 +74,9 @@ def test_export_to_a_file_draws_a_bar_on_a_terminal_only(labeled, tmp_path, term
 
 
 def test_no_bar_when_the_records_themselves_go_to_the_terminal(labeled, terminal):
-    call_command("export_data", project=[labeled.name], format="grouped", stdout=terminal.stream, stderr=terminal.stream)
+    call_command(
+        "export_data", project=[labeled.name], format="grouped", stdout=terminal.stream, stderr=terminal.stream
+    )
     shown = terminal.output()
     assert shown.count('"labeler": "lab1"') == 2
     assert "grouped export" not in shown
@@ -81,13 +84,27 @@ def test_no_bar_when_the_records_themselves_go_to_the_terminal(labeled, terminal
 
 def test_import_draws_a_bar_on_a_terminal_only(demo_project, tmp_path, terminal):
     path = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"New prompt {i}?"} for i in range(30)])
-    call_command("import_data", str(path), project=demo_project.name, kind="prompts", batch_size=10,
-                 stdout=io.StringIO(), stderr=terminal.stream)
+    call_command(
+        "import_data",
+        str(path),
+        project=demo_project.name,
+        kind="prompts",
+        batch_size=10,
+        stdout=io.StringIO(),
+        stderr=terminal.stream,
+    )
     shown = terminal.output()
     assert "importing:" in shown and "/30 " in shown and "lines" in shown  # the bar knows the total
 
     piped = io.StringIO()
     again = write_jsonl(tmp_path / "more.jsonl", [{"prompt": f"Another prompt {i}?"} for i in range(30)])
-    call_command("import_data", str(again), project=demo_project.name, kind="prompts", batch_size=10,
-                 stdout=io.StringIO(), stderr=piped)
+    call_command(
+        "import_data",
+        str(again),
+        project=demo_project.name,
+        kind="prompts",
+        batch_size=10,
+        stdout=io.StringIO(),
+        stderr=piped,
+    )
     assert piped.getvalue() == ""  # as before: progress lines only every 20000 lines or with -v 2

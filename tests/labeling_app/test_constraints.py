@@ -1,4 +1,5 @@
 """The database itself rejects rows that break the labeling invariants, also under concurrency."""
+
 from __future__ import annotations
 
 import threading
@@ -85,7 +86,9 @@ def test_a_label_comes_from_a_person_or_an_import_source_not_both(demo_project, 
 
 def test_one_answer_per_check_and_k_between_2_and_9(demo_project, labeler):
     task = first_task(demo_project)
-    rating = Rating.objects.create(annotation=submitted(task, labeler), completion=task.completions.first(), likert=4, rank=1)
+    rating = Rating.objects.create(
+        annotation=submitted(task, labeler), completion=task.completions.first(), likert=4, rank=1
+    )
     check = demo_project.checks.first()
     CheckAnswer.objects.create(rating=rating, check_question=check, value=True)
     with pytest.raises(IntegrityError, match="check_answer_one_per_check"):
@@ -105,9 +108,11 @@ def test_concurrent_submissions_never_exceed_the_overlap(researcher):
 
     project = project_create(name="race", user=researcher, completions_per_task=2, overlap=3)
     prompt = Prompt.objects.create(project=project, text="race?")
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("a", "b")
-    ])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("a", "b")],
+    )
     labelers = [make_user(f"racer{i}", "labeler") for i in range(12)]
     barrier = threading.Barrier(len(labelers))
     outcomes: list[str] = []

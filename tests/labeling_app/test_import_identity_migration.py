@@ -1,4 +1,5 @@
 """Migration 0007 (import identity) on data imported twice before it: keys are back-filled, every existing row is kept, a re-import then changes nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,11 +28,24 @@ def _latest():
 
 def _doubled_import(apps) -> dict:
     """What importing a completions, a preferences and a demonstrations file twice each left behind before keys existed."""
-    Project, Prompt, Completion = apps.get_model("labeling_app", "Project"), apps.get_model("labeling_app", "Prompt"), apps.get_model("labeling_app", "Completion")
-    RankingTask, TaskCompletion = apps.get_model("labeling_app", "RankingTask"), apps.get_model("labeling_app", "TaskCompletion")
-    ImportSource, Annotation = apps.get_model("labeling_app", "ImportSource"), apps.get_model("labeling_app", "Annotation")
+    Project, Prompt, Completion = (
+        apps.get_model("labeling_app", "Project"),
+        apps.get_model("labeling_app", "Prompt"),
+        apps.get_model("labeling_app", "Completion"),
+    )
+    RankingTask, TaskCompletion = (
+        apps.get_model("labeling_app", "RankingTask"),
+        apps.get_model("labeling_app", "TaskCompletion"),
+    )
+    ImportSource, Annotation = (
+        apps.get_model("labeling_app", "ImportSource"),
+        apps.get_model("labeling_app", "Annotation"),
+    )
     Rating, CheckAnswer = apps.get_model("labeling_app", "Rating"), apps.get_model("labeling_app", "CheckAnswer")
-    CheckQuestion, Demonstration = apps.get_model("labeling_app", "CheckQuestion"), apps.get_model("labeling_app", "Demonstration")
+    CheckQuestion, Demonstration = (
+        apps.get_model("labeling_app", "CheckQuestion"),
+        apps.get_model("labeling_app", "Demonstration"),
+    )
     project = Project.objects.create(name="Legacy", completions_per_task=2, overlap=1, lease_minutes=30)
     toxic = CheckQuestion.objects.create(project=project, key="toxic", question="Toxic?", position=0)
     prompt = Prompt.objects.create(project=project, text="Q", content_hash=prompt_content_hash("Q", None))
@@ -41,15 +55,21 @@ def _doubled_import(apps) -> dict:
     for _ in range(2):
         a, b = (Completion.objects.create(prompt=prompt, text=t, source="imported", model_name="m") for t in ("a", "b"))
         task = RankingTask.objects.create(project=project, prompt=prompt, overlap=1)
-        TaskCompletion.objects.bulk_create([TaskCompletion(task=task, completion=a, position=0),
-                                            TaskCompletion(task=task, completion=b, position=1)])
+        TaskCompletion.objects.bulk_create(
+            [TaskCompletion(task=task, completion=a, position=0), TaskCompletion(task=task, completion=b, position=1)]
+        )
         made["queue_tasks"].append(task.pk)
         good, bad = (Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("good", "bad"))
         label_task = RankingTask.objects.create(project=project, prompt=prompt, overlap=1)
-        TaskCompletion.objects.bulk_create([TaskCompletion(task=label_task, completion=good, position=0),
-                                            TaskCompletion(task=label_task, completion=bad, position=1)])
-        annotation = Annotation.objects.create(task=label_task, import_source=source, status="submitted", submitted_at=now,
-                                               shown_order=[good.pk, bad.pk])
+        TaskCompletion.objects.bulk_create(
+            [
+                TaskCompletion(task=label_task, completion=good, position=0),
+                TaskCompletion(task=label_task, completion=bad, position=1),
+            ]
+        )
+        annotation = Annotation.objects.create(
+            task=label_task, import_source=source, status="submitted", submitted_at=now, shown_order=[good.pk, bad.pk]
+        )
         Rating.objects.create(annotation=annotation, completion=good, rank=1, likert=6)
         worse = Rating.objects.create(annotation=annotation, completion=bad, rank=2)
         CheckAnswer.objects.create(rating=worse, check_question=toxic, value=True)
@@ -86,17 +106,44 @@ def test_back_fill_keys_the_oldest_of_each_copy_and_keeps_every_row(tmp_path):
     assert d1.import_key and d2.import_key is None and written.import_key is None
 
     def counts():
-        return (Completion.objects.count(), RankingTask.objects.count(), Annotation.objects.count(),
-                Demonstration.objects.count())
+        return (
+            Completion.objects.count(),
+            RankingTask.objects.count(),
+            Annotation.objects.count(),
+            Demonstration.objects.count(),
+        )
+
     before = counts()
     project = Project.objects.get(pk=made["project"])
-    assert import_file(project=project, kind="completions",
-                       path=write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Q", "completions": ["a", "b"], "model": "m"}])).tasks_existing == 1
-    pairs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q", "completions": ["good", "bad"], "ranks": [1, 2], "ratings": [6, None],
-                                                "checks": {"toxic": [None, True]}}])
+    assert (
+        import_file(
+            project=project,
+            kind="completions",
+            path=write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Q", "completions": ["a", "b"], "model": "m"}]),
+        ).tasks_existing
+        == 1
+    )
+    pairs = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {
+                "prompt": "Q",
+                "completions": ["good", "bad"],
+                "ranks": [1, 2],
+                "ratings": [6, None],
+                "checks": {"toxic": [None, True]},
+            }
+        ],
+    )
     assert import_file(project=project, kind="preferences", path=pairs, source_name="hh").annotations_skipped == 1
-    assert import_file(project=project, kind="demonstrations",
-                       path=write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q", "completion": "ideal"}])).demonstrations_skipped == 1
+    assert (
+        import_file(
+            project=project,
+            kind="demonstrations",
+            path=write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q", "completion": "ideal"}]),
+        ).demonstrations_skipped
+        == 1
+    )
     assert counts() == before
 
 
@@ -106,9 +153,12 @@ def test_imports_from_before_0011_are_marked_as_not_undoable():
     from labeling_app.models import ImportJob
 
     apps = _migrate([("labeling_app", "0010_page_indexes")])
-    project = apps.get_model("labeling_app", "Project").objects.create(name="Old", completions_per_task=2, overlap=1,
-                                                                      lease_minutes=30)
-    old = apps.get_model("labeling_app", "ImportJob").objects.create(project=project, kind="prompts", status="succeeded")
+    project = apps.get_model("labeling_app", "Project").objects.create(
+        name="Old", completions_per_task=2, overlap=1, lease_minutes=30
+    )
+    old = apps.get_model("labeling_app", "ImportJob").objects.create(
+        project=project, kind="prompts", status="succeeded"
+    )
     _migrate(_latest())
     assert ImportJob.objects.get(pk=old.pk).rows_recorded is False
     assert ImportJob.objects.create(project_id=project.pk, kind="prompts").rows_recorded is True

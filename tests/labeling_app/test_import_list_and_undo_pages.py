@@ -1,4 +1,5 @@
 """The Import tab lists every import with its counts (paged); a job's page confirms and undoes it, or says why not."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,14 @@ def test_the_list_shows_file_kind_counts_result_and_date(rc, project):
 
 
 def test_the_list_is_paged(rc, project, researcher):
-    ImportJob.objects.bulk_create([ImportJob(project=project, kind="prompts", original_name=f"f{i}.jsonl", status="failed",
-                                             created_by=researcher) for i in range(45)])
+    ImportJob.objects.bulk_create(
+        [
+            ImportJob(
+                project=project, kind="prompts", original_name=f"f{i}.jsonl", status="failed", created_by=researcher
+            )
+            for i in range(45)
+        ]
+    )
     first = rc.get(f"/projects/{project.pk}/import/").content.decode()
     assert first.count("<tr data-job=") == 20 and "page 1 of 3" in first
     last = rc.get(f"/projects/{project.pk}/import/?page=3").content.decode()
@@ -66,7 +73,11 @@ def test_the_job_page_confirms_what_undo_deletes_then_undoes_it(rc, project, res
     page = rc.get(f"/projects/{project.pk}/imports/{job.pk}/").content.decode()
     assert '<dialog id="undo-dialog"' in page
     counts = re.search(r'<ul id="undo-counts">(.*?)</ul>', page, re.S).group(1)
-    assert [re.sub(r"<[^>]+>", "", li) for li in re.findall(r"<li>.*?</li>", counts)] == ["3 prompts", "6 completions", "3 ranking tasks"]
+    assert [re.sub(r"<[^>]+>", "", li) for li in re.findall(r"<li>.*?</li>", counts)] == [
+        "3 prompts",
+        "6 completions",
+        "3 ranking tasks",
+    ]
     response = rc.post(f"/projects/{project.pk}/imports/{job.pk}/undo/", follow=True)
     text = response.content.decode()
     assert "Import undone: deleted 3 prompts, 6 completions, 3 ranking tasks." in text
@@ -87,4 +98,6 @@ def test_the_job_page_says_why_an_undo_is_not_possible(rc, project, labeler):
     assert "1 label by labelers (drafts included) depends on tasks this import created" in text
     assert Prompt.objects.count() == 3
     ImportJob.objects.filter(pk=job.pk).update(rows_recorded=False)
-    assert "ran before imports recorded the rows" in rc.get(f"/projects/{project.pk}/imports/{job.pk}/").content.decode()
+    assert (
+        "ran before imports recorded the rows" in rc.get(f"/projects/{project.pk}/imports/{job.pk}/").content.decode()
+    )

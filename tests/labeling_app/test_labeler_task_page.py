@@ -1,4 +1,5 @@
 """The labeler's task page as served: ranking previews on one line, the cut-at-length badge, progress in the header."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,9 +21,12 @@ def generated(researcher):
     prompt = Prompt.objects.create(project=project, text="How do I bake bread?")
     texts = [LIST_ANSWER, "word " * 200, "Once upon a"]
     reasons = ["stop", "stop", "length"]
-    completions = [Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.MODEL,
-                                              sampling={"max_new_tokens": 64, "finish_reason": r})
-                   for t, r in zip(texts, reasons)]
+    completions = [
+        Completion.objects.create(
+            prompt=prompt, text=t, source=Completion.Source.MODEL, sampling={"max_new_tokens": 64, "finish_reason": r}
+        )
+        for t, r in zip(texts, reasons)
+    ]
     task_create(project=project, prompt=prompt, completions=completions)
     return project, prompt, completions
 
@@ -46,13 +50,17 @@ def test_previews_are_one_line_and_the_cut_answer_is_marked(client, labeler, gen
 
 def test_progress_in_the_header(client, labeler, generated, monkeypatch):
     project, prompt, completions = generated
-    task_create(project=project, prompt=prompt, completions=completions[:2] + [
-        Completion.objects.create(prompt=prompt, text="another", source=Completion.Source.IMPORTED)])
+    task_create(
+        project=project,
+        prompt=prompt,
+        completions=completions[:2]
+        + [Completion.objects.create(prompt=prompt, text="another", source=Completion.Source.IMPORTED)],
+    )
     task_id = task_assign_next(project=project, labeler=labeler).task_id
     client.force_login(labeler)
     html = client.get(f"/label/tasks/{task_id}/").content.decode()
     assert '<dd id="today-count">0</dd>' in html and '<dd id="left-count">1</dd>' in html
-    monkeypatch.setattr(progress, "LEFT_CAP", 0)   # past the cap the page says "N+"
+    monkeypatch.setattr(progress, "LEFT_CAP", 0)  # past the cap the page says "N+"
     html = client.get(f"/label/tasks/{task_id}/").content.decode()
     assert '<dd id="left-count">0+</dd>' in html
 

@@ -1,4 +1,5 @@
 """Project instructions: one sanitiser, so labelers and researchers see the same HTML, and hostile input is cleaned."""
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,19 @@ def test_safe_markdown_is_kept_and_hostile_markup_is_removed():
     assert "<pre><code>code stays code\n</code></pre>" in html
     assert "<ul>" in html and "<ol>" in html and "<li>second</li>" in html
     assert '<img src="https://example.com/a.png" alt="example">' in html
-    for hostile in ("<script", "alert(", "<style", "display:none", "<iframe", "evil.example", "onerror", "onclick",
-                    "class=", "style=", "javascript:"):
+    for hostile in (
+        "<script",
+        "alert(",
+        "<style",
+        "display:none",
+        "<iframe",
+        "evil.example",
+        "onerror",
+        "onclick",
+        "class=",
+        "style=",
+        "javascript:",
+    ):
         assert hostile not in html, hostile
     assert render_markdown("") == "" and render_markdown(None) == ""
 
@@ -63,6 +75,7 @@ def test_labelers_and_researchers_see_the_same_html(demo_project, labeler, resea
     for_labeler = _between(lab.get(task_url).content.decode(), '<div class="lt-prose">')
     res = Client()
     res.force_login(researcher)
-    for_researcher = _between(res.get(reverse("researcher:project_detail", args=[demo_project.pk])).content.decode(),
-                              '<div class="md">')
+    for_researcher = _between(
+        res.get(reverse("researcher:project_detail", args=[demo_project.pk])).content.decode(), '<div class="md">'
+    )
     assert for_labeler == for_researcher == str(render_markdown(INSTRUCTIONS))

@@ -1,5 +1,6 @@
 """List pages cost what they show: their SQL query count stays the same as rows grow, long lists are paged,
 and counts come from subqueries (no join of prompts with tasks). Timings live in benchmarks/pages_at_scale.py."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,11 @@ def grow(project: Project, prompts: int, *, start: int = 0, labelers=()) -> None
     for i in range(start, start + prompts):
         prompt = Prompt.objects.create(project=project, text=f"Prompt {project.pk}-{i}")
         Demonstration.objects.create(prompt=prompt, text="Ideal.")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(2)])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(2)],
+        )
         for n, person in enumerate(labelers):
             label(task, person, [1, 2] if (i + n) % 3 else [2, 1], [6, 2], {"toxic": [False, bool(n)]})
 
@@ -68,16 +72,22 @@ def test_prompt_list_queries_do_not_grow_and_pages(admin_client_, researcher):
     grow(project, PROMPTS_PER_PAGE, start=3)
     assert queries(admin_client_, url) == small
     page = admin_client_.get(url + "?page=2").content.decode()
-    assert "page 2 of 2" in page and len(re.findall(r"<td>1</td><td>2</td><td>1</td>", page)) == 3  # demos, completions, tasks
+    assert (
+        "page 2 of 2" in page and len(re.findall(r"<td>1</td><td>2</td><td>1</td>", page)) == 3
+    )  # demos, completions, tasks
 
 
 def test_quality_pages_queries_do_not_grow_with_labels(admin_client_, researcher):
     people = [make_user(f"lab{i}", "labeler") for i in range(3)]
-    project = project_create(name="Quality size", user=researcher, completions_per_task=2, overlap=3,
-                             checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="Quality size", user=researcher, completions_per_task=2, overlap=3, checks=[("toxic", "Toxic?")]
+    )
     grow(project, 2, labelers=people[:2])
-    urls = [f"/projects/{project.pk}/quality/", f"/projects/{project.pk}/quality/labelers/{people[0].pk}/",
-            f"/projects/{project.pk}/"]
+    urls = [
+        f"/projects/{project.pk}/quality/",
+        f"/projects/{project.pk}/quality/labelers/{people[0].pk}/",
+        f"/projects/{project.pk}/",
+    ]
     small = [queries(admin_client_, url) for url in urls]
     grow(project, 10, start=2, labelers=people)
     assert [queries(admin_client_, url) for url in urls] == small
@@ -86,8 +96,9 @@ def test_quality_pages_queries_do_not_grow_with_labels(admin_client_, researcher
 @pytest.mark.parametrize("model", ["annotation", "completion", "prompt", "rankingtask", "rating", "checkanswer"])
 def test_django_admin_lists_queries_do_not_grow(admin_client_, researcher, model):
     people = [make_user(f"lab{i}", "labeler") for i in range(2)]
-    project = project_create(name="Admin lists", user=researcher, completions_per_task=2, overlap=2,
-                             checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="Admin lists", user=researcher, completions_per_task=2, overlap=2, checks=[("toxic", "Toxic?")]
+    )
     grow(project, 2, labelers=people)
     url = f"/django-admin/labeling_app/{model}/"
     small = queries(admin_client_, url)

@@ -1,5 +1,6 @@
 """The People page and the profile page as an admin and a user use them: the link and the key shown once,
 errors said on the page, and an admin who cannot lock the app out of its last admin."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ def admin_client(client, admin_user):
 
 
 def test_create_shows_the_link_on_that_answer_only(admin_client):
-    r = admin_client.post(reverse("people:create"), {"username": "tina", "email": "", "roles": ["labeler", "researcher"]})
+    r = admin_client.post(
+        reverse("people:create"), {"username": "tina", "email": "", "roles": ["labeler", "researcher"]}
+    )
     assert r.status_code == 200
     link = r.context["invite"]["link"]
     assert link.startswith("http://testserver/accounts/set-password/") and link in r.content.decode()

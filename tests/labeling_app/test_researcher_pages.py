@@ -1,4 +1,5 @@
 """Researcher pages through the Django test client: projects, checks, prompts, demonstrations, upload."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ def rc(client, researcher, settings, tmp_path):
 
 
 def test_create_project_then_edit_checks_keeping_old_answers(rc, labeler):
-    response = rc.post("/projects/new/", {"name": "Helpful", "instructions": "# Rank\n<script>alert(1)</script>",
-                                          "completions_per_task": 3, "overlap": 2, "lease_minutes": 20})
+    response = rc.post(
+        "/projects/new/",
+        {
+            "name": "Helpful",
+            "instructions": "# Rank\n<script>alert(1)</script>",
+            "completions_per_task": 3,
+            "overlap": 2,
+            "lease_minutes": 20,
+        },
+    )
     project = Project.objects.get(name="Helpful")
     assert response.status_code == 302 and project.checks.count() == 12 and project.completions_per_task == 3
     detail = rc.get(f"/projects/{project.pk}/").content.decode()
@@ -28,11 +37,22 @@ def test_create_project_then_edit_checks_keeping_old_answers(rc, labeler):
     toxic = project.checks.get(key="toxic")
     prompt = Prompt.objects.create(project=project, text="q")
     from labeling_app.services.projects import task_create
-    task = task_create(project=project, prompt=prompt, completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in "abc"])
+
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in "abc"],
+    )
     label(task, labeler, [1, 2, 3], checks={"toxic": [False, True, False]})
 
-    data = {"name": "Helpful", "instructions": "x", "completions_per_task": 3, "overlap": 3, "lease_minutes": 20,
-            "new_question": ["Mentions a competitor", ""]}
+    data = {
+        "name": "Helpful",
+        "instructions": "x",
+        "completions_per_task": 3,
+        "overlap": 3,
+        "lease_minutes": 20,
+        "new_question": ["Mentions a competitor", ""],
+    }
     for check in project.checks.all():
         data[f"check-{check.pk}-question"] = "Rude or toxic?" if check.pk == toxic.pk else check.question
         if check.pk != toxic.pk:
@@ -58,7 +78,9 @@ def test_prompts_one_by_one_plain_and_chat_and_duplicates(rc, demo_project):
     assert Prompt.objects.get(messages=chat).text == "Why is the sea salty?"
     page = rc.post(url, {"mode": "plain", "text": "Explain   tides."}).content.decode()
     assert "already in the project" in page
-    page = rc.post(url, {"mode": "chat", "messages": json.dumps(chat + [{"role": "assistant", "content": "x"}])}).content.decode()
+    page = rc.post(
+        url, {"mode": "chat", "messages": json.dumps(chat + [{"role": "assistant", "content": "x"}])}
+    ).content.decode()
     assert "must end with a user turn" in page
 
 
@@ -69,7 +91,10 @@ def test_demonstration_editor_and_as_completion(rc, demo_project):
     demo = Demonstration.objects.get(prompt=prompt)
     completion = Completion.objects.get(demonstration=demo)
     assert completion.source == "demonstration" and completion.text == "The ideal answer."
-    assert rc.post(f"{url}demonstrations/{demo.pk}/", {"text": "A better answer.", "as_completion": "on"}).status_code == 302
+    assert (
+        rc.post(f"{url}demonstrations/{demo.pk}/", {"text": "A better answer.", "as_completion": "on"}).status_code
+        == 302
+    )
     completion.refresh_from_db()
     assert completion.text == "A better answer." and Demonstration.objects.get(pk=demo.pk).text == "A better answer."
     assert "empty" in rc.post(url, {"text": "  "}).content.decode()
@@ -86,7 +111,9 @@ def test_upload_small_file_and_see_errors(rc, demo_project):
     assert "3 ranking tasks" in response.content.decode()
     assert RankingTask.objects.filter(prompt__text__startswith="up ").count() == 3
     bad = json.dumps({"prompt": "z", "completions": ["a"]})
-    page = rc.post(url, {"kind": "completions", "file": SimpleUploadedFile("bad.jsonl", bad.encode())}, follow=True).content.decode()
+    page = rc.post(
+        url, {"kind": "completions", "file": SimpleUploadedFile("bad.jsonl", bad.encode())}, follow=True
+    ).content.decode()
     assert "Nothing was imported" in page and "K=4" in page
     page = rc.post(url, {"kind": "preferences", "file": SimpleUploadedFile("p.jsonl", b"{}")}).content.decode()
     assert "Name the source" in page
@@ -95,8 +122,14 @@ def test_upload_small_file_and_see_errors(rc, demo_project):
 def test_edit_with_a_bad_check_saves_nothing_and_shows_the_error_beside_it(rc, demo_project):
     """Settings and checks are one save: a refused check must not leave the settings half-saved."""
     checks = list(demo_project.checks.all())
-    data = {"name": "Renamed", "instructions": "New words", "completions_per_task": 4, "overlap": 3, "lease_minutes": 45,
-            "new_question": ["Mentions a competitor"]}
+    data = {
+        "name": "Renamed",
+        "instructions": "New words",
+        "completions_per_task": 4,
+        "overlap": 3,
+        "lease_minutes": 45,
+        "new_question": ["Mentions a competitor"],
+    }
     for check in checks:
         data[f"check-{check.pk}-question"] = check.question
         data[f"check-{check.pk}-active"] = "on"
@@ -110,8 +143,8 @@ def test_edit_with_a_bad_check_saves_nothing_and_shows_the_error_beside_it(rc, d
     assert CheckQuestion.objects.get(pk=checks[0].pk).active
     assert not project.checks.filter(key="mentions_a_competitor").exists()
     page = response.content.decode()
-    row = page[page.index(f'name="check-{checks[1].pk}-question"'):]
-    row = row[:row.index("</tr>")]
+    row = page[page.index(f'name="check-{checks[1].pk}-question"') :]
+    row = row[: row.index("</tr>")]
     assert "the question is empty" in row and 'aria-invalid="true"' in row  # beside the check it is about
     assert 'value="Renamed"' in page and 'value="Mentions a competitor"' in page  # what was typed is kept
 
@@ -145,8 +178,15 @@ def test_queue_order_on_the_settings_page(rc, demo_project):
 def test_adaptive_overlap_settings_on_the_project_page(rc, demo_project):
     page = rc.get(f"/projects/{demo_project.pk}/edit/").content.decode()
     assert 'name="overlap_max"' in page and "Disagreement threshold" in page
-    data = {"name": demo_project.name, "instructions": "", "completions_per_task": 4, "overlap": 3, "lease_minutes": 30,
-            "overlap_max": 2, "disagreement_threshold": "1.5"}
+    data = {
+        "name": demo_project.name,
+        "instructions": "",
+        "completions_per_task": 4,
+        "overlap": 3,
+        "lease_minutes": 30,
+        "overlap_max": 2,
+        "disagreement_threshold": "1.5",
+    }
     page = rc.post(f"/projects/{demo_project.pk}/edit/", data).content.decode()
     assert "The maximum overlap (2) must be at least the overlap (3)" in page
     data["overlap_max"] = 4

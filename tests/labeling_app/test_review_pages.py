@@ -1,5 +1,6 @@
 """The review pages as served: the researcher's task page (every label, accept / reject), the labeler's "My labels"
 (own labels only, the reviewer's note, revision), and the export page's count of rejected labels left out."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ pytestmark = pytest.mark.django_db
 
 def submit(project, user, *, comment="looks fine", likert_by_position=None) -> Annotation:
     task = task_assign_next(project=project, labeler=user).task
-    annotation_submit(task=task, labeler=user, ratings=valid_ratings(task, user, likert_by_position=likert_by_position),
-                      comment=comment)
+    annotation_submit(
+        task=task,
+        labeler=user,
+        ratings=valid_ratings(task, user, likert_by_position=likert_by_position),
+        comment=comment,
+    )
     annotation = Annotation.objects.get(task=task, labeler=user)
     # 2 min 5 s of work, so the page has a time spent to show
     Annotation.objects.filter(pk=annotation.pk).update(started_at=annotation.submitted_at - timedelta(seconds=125))
@@ -30,7 +35,9 @@ def submit(project, user, *, comment="looks fine", likert_by_position=None) -> A
 
 def imported_label(task) -> Annotation:
     source = ImportSource.objects.create(name="public-set")
-    annotation = Annotation.objects.create(task=task, import_source=source, status="submitted", submitted_at=timezone.now())
+    annotation = Annotation.objects.create(
+        task=task, import_source=source, status="submitted", submitted_at=timezone.now()
+    )
     for position, tc in enumerate(task.task_completions.order_by("position")):
         Rating.objects.create(annotation=annotation, completion_id=tc.completion_id, rank=position + 1)
     return annotation
@@ -72,7 +79,9 @@ def test_reject_with_a_note_then_the_labeler_reads_it_and_revises(client, demo_p
     refused = client.post(url, {"decision": "reject", "note": "", "seen_revision": "0"}, follow=True)
     assert "not reviewed" in refused.content.decode() and "Say in a note" in refused.content.decode()
     assert Annotation.objects.get(pk=mine.pk).review_state == "pending"
-    done = client.post(url, {"decision": "reject", "note": "The ranking contradicts your ratings", "seen_revision": "0"})
+    done = client.post(
+        url, {"decision": "reject", "note": "The ranking contradicts your ratings", "seen_revision": "0"}
+    )
     assert done.status_code == 302 and done["Location"].endswith(f"#label-{mine.pk}")
     assert Annotation.objects.get(pk=mine.pk).review_state == "rejected"
 
@@ -86,13 +95,16 @@ def test_reject_with_a_note_then_the_labeler_reads_it_and_revises(client, demo_p
     config = page.context["config"]
     assert config["mode"] == "revise" and config["urls"]["submit"] == f"/api/label/tasks/{task.pk}/revise/"
     assert {r["completion"]: r["rank"] for r in config["draft"]["ratings"]} == {
-        r.completion_id: r.rank for r in Rating.objects.filter(annotation=mine)}
+        r.completion_id: r.rank for r in Rating.objects.filter(annotation=mine)
+    }
     assert "revise-banner" in page.content.decode() and "skip-open" not in page.content.decode()
 
     new = valid_ratings(task, labeler, likert_by_position=[1, 2, 3, 4])
-    answer = client.post(f"/api/label/tasks/{task.pk}/revise/", data=json.dumps({"ratings": new, "comment": "fixed",
-                                                                                  "opened_at": config["openedAt"]}),
-                         content_type="application/json")
+    answer = client.post(
+        f"/api/label/tasks/{task.pk}/revise/",
+        data=json.dumps({"ratings": new, "comment": "fixed", "opened_at": config["openedAt"]}),
+        content_type="application/json",
+    )
     assert answer.status_code == 200, answer.content
     assert answer.json()["review_state"] == "pending" and answer.json()["revision_count"] == 1
 
@@ -100,7 +112,10 @@ def test_reject_with_a_note_then_the_labeler_reads_it_and_revises(client, demo_p
     review = client.get(f"/projects/{demo_project.pk}/tasks/{task.pk}/")
     label = review.context["labels"][0]
     assert label.current.comment == "fixed" and [v.number for v in label.earlier] == [1]
-    assert label.earlier[0].review_state == "rejected" and label.earlier[0].review_note == "The ranking contradicts your ratings"
+    assert (
+        label.earlier[0].review_state == "rejected"
+        and label.earlier[0].review_note == "The ranking contradicts your ratings"
+    )
     assert "Earlier versions (1)" in review.content.decode()
 
 
@@ -111,8 +126,11 @@ def test_an_accepted_label_is_closed_and_the_api_says_why(client, demo_project, 
     detail = client.get(f"/label/mine/{mine.task_id}/").content.decode()
     assert "revise-closed" in detail and "revise-link" not in detail
     assert client.get(f"/label/mine/{mine.task_id}/revise/")["Location"] == f"/label/mine/{mine.task_id}/"
-    answer = client.post(f"/api/label/tasks/{mine.task_id}/revise/",
-                         data=json.dumps({"ratings": valid_ratings(mine.task, labeler)}), content_type="application/json")
+    answer = client.post(
+        f"/api/label/tasks/{mine.task_id}/revise/",
+        data=json.dumps({"ratings": valid_ratings(mine.task, labeler)}),
+        content_type="application/json",
+    )
     assert answer.status_code == 409 and "accepted" in answer.json()["detail"]
     api = client.get(f"/api/label/annotations/{mine.pk}/").json()
     assert api["review_state"] == "accepted" and api["revision_count"] == 0
@@ -130,17 +148,23 @@ def test_a_labeler_never_sees_another_labelers_label(client, demo_project, label
     assert "my words" in own and "private words" not in own
     assert client.get(f"/label/mine/{only_theirs.task_id}/").status_code == 404
     assert client.get(f"/label/mine/{only_theirs.task_id}/revise/").status_code == 404
-    answer = client.post(f"/api/label/tasks/{only_theirs.task_id}/revise/",
-                         data=json.dumps({"ratings": valid_ratings(only_theirs.task, labeler2)}),
-                         content_type="application/json")
+    answer = client.post(
+        f"/api/label/tasks/{only_theirs.task_id}/revise/",
+        data=json.dumps({"ratings": valid_ratings(only_theirs.task, labeler2)}),
+        content_type="application/json",
+    )
     assert answer.status_code == 404
     assert client.get(f"/api/label/annotations/{only_theirs.pk}/").status_code == 404
     listing = client.get("/label/mine/").content.decode()
     assert "private words" not in listing and f'id="my-label-{only_theirs.task_id}"' not in listing
     # The researcher's page of the task and its review form: 403 for a labeler.
     assert client.get(f"/projects/{demo_project.pk}/tasks/{shared.task_id}/").status_code == 403
-    assert client.post(f"/projects/{demo_project.pk}/tasks/{shared.task_id}/labels/{shared.pk}/review/",
-                       {"decision": "accept"}).status_code == 403
+    assert (
+        client.post(
+            f"/projects/{demo_project.pk}/tasks/{shared.task_id}/labels/{shared.pk}/review/", {"decision": "accept"}
+        ).status_code
+        == 403
+    )
     assert Annotation.objects.get(pk=shared.pk).review_state == "pending"
     assert Annotation.objects.get(pk=only_theirs.pk).revision_count == 0
 
@@ -151,10 +175,12 @@ def test_my_labels_are_paged_newest_first(client, demo_project, labeler):
         task = demo_project.tasks.first()
         if i:  # more tasks than the fixture's three
             from labeling_app.services.projects import task_create
+
             prompt = task.prompt
             task = task_create(project=demo_project, prompt=prompt, completions=list(task.completions.all()))
-        annotation = Annotation.objects.create(task=task, labeler=labeler, status="submitted",
-                                               submitted_at=base - timedelta(minutes=i), shown_order=[])
+        annotation = Annotation.objects.create(
+            task=task, labeler=labeler, status="submitted", submitted_at=base - timedelta(minutes=i), shown_order=[]
+        )
         assert annotation.pk
     client.force_login(labeler)
     first = client.get("/label/mine/")
@@ -178,7 +204,9 @@ def test_a_task_of_another_project_is_not_found(client, demo_project, researcher
     assert client.get(f"/projects/{other.pk}/tasks/{demo_project.tasks.first().pk}/").status_code == 404
 
 
-def test_the_export_page_says_how_many_rejected_labels_are_left_out(client, demo_project, labeler, labeler2, researcher):
+def test_the_export_page_says_how_many_rejected_labels_are_left_out(
+    client, demo_project, labeler, labeler2, researcher
+):
     for user in (labeler, labeler2):
         rejected = submit(demo_project, user)
         annotation_review(annotation=rejected, reviewer=researcher, decision="reject", note="no")
@@ -187,8 +215,13 @@ def test_the_export_page_says_how_many_rejected_labels_are_left_out(client, demo
     assert "2 rejected labels are left out" in html
     preview = client.get(f"/api/projects/{demo_project.pk}/export/preview/?format=grouped").json()
     assert preview["rejected_left_out"] == 2 and preview["count"] == 0
-    assert "rejected" not in client.get(f"/projects/{demo_project.pk}/export/?format=sft").content.decode().split(
-        'id="export-preview"')[1].split("</div>")[0]
+    assert (
+        "rejected"
+        not in client.get(f"/projects/{demo_project.pk}/export/?format=sft")
+        .content.decode()
+        .split('id="export-preview"')[1]
+        .split("</div>")[0]
+    )
 
 
 def test_the_revision_page_asks_the_checks_as_they_are_now(client, demo_project, labeler):
@@ -200,7 +233,16 @@ def test_the_revision_page_asks_the_checks_as_they_are_now(client, demo_project,
     config = client.get(f"/label/mine/{mine.task_id}/revise/").context["config"]
     assert all("toxic" not in r["checks"] and r["checks"] for r in config["draft"]["ratings"])
     # What the page would send back as it opened is a valid revision.
-    answer = client.post(f"/api/label/tasks/{mine.task_id}/revise/", data=json.dumps(
-        {"ratings": [{k: r[k] for k in ("completion", "likert", "rank", "checks")} for r in config["draft"]["ratings"]],
-         "comment": "same"}), content_type="application/json")
+    answer = client.post(
+        f"/api/label/tasks/{mine.task_id}/revise/",
+        data=json.dumps(
+            {
+                "ratings": [
+                    {k: r[k] for k in ("completion", "likert", "rank", "checks")} for r in config["draft"]["ratings"]
+                ],
+                "comment": "same",
+            }
+        ),
+        content_type="application/json",
+    )
     assert answer.status_code == 200, answer.content

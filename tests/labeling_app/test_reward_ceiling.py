@@ -1,6 +1,7 @@
 """The quality page puts each reward model trained on the project next to its ceiling: the labelers' pairwise
 agreement over the label pairs compared by the day it was trained. Aggregated in SQL: the page's query count does
 not grow with the labels."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -27,8 +28,13 @@ def labeled(researcher):
     now = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
     for i in range(4):
         prompt = Prompt.objects.create(project=project, text=f"P{i}")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"c{i}{j}", source="imported") for j in range(3)])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"c{i}{j}", source="imported") for j in range(3)
+            ],
+        )
         day = now - timedelta(days=2 - min(i, 2))
         label(task, ana, [1, 2, 3], submitted_at=day)
         label(task, ben, [1, 2, 3] if i < 2 else [1, 3, 2], submitted_at=day + timedelta(minutes=5))
@@ -36,9 +42,13 @@ def labeled(researcher):
 
 
 def reward(project_ids, when, accuracy, name):
-    version = ModelVersion.objects.create(kind="reward", name=name, path=f"/models/{name}",
-                                          metrics={"eval/accuracy": accuracy} if accuracy is not None else {},
-                                          data_snapshot={"project_ids": project_ids})
+    version = ModelVersion.objects.create(
+        kind="reward",
+        name=name,
+        path=f"/models/{name}",
+        metrics={"eval/accuracy": accuracy} if accuracy is not None else {},
+        data_snapshot={"project_ids": project_ids},
+    )
     ModelVersion.objects.filter(pk=version.pk).update(created_at=when)
     return version
 
@@ -74,7 +84,7 @@ def test_the_quality_page_shows_the_ceiling_table_and_chart_data(labeled, resear
     response = client.get(f"/projects/{project.pk}/quality/")
     page = response.content.decode()
     assert "The reward model next to its ceiling" in page
-    row = page[page.index(f'data-version="{version.pk}"'):]
+    row = page[page.index(f'data-version="{version.pk}"') :]
     assert '<td class="accuracy">70.0%</td>' in row and "83.3%" in row and "(12 pairs)" in row
     chart = response.context["charts"]["reward_ceiling"]
     assert chart["models"] == [f"#{version.pk} reward-7"] and chart["accuracy"] == [0.7]

@@ -1,4 +1,5 @@
 """Reward scores and label summaries next to each completion on the researcher's prompt page (and the selector behind it)."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,10 @@ def world(db, researcher, labeler, labeler2):
     """K=2, overlap 2: two submitted labels (and one draft that must not count); two reward versions scored one completion."""
     project = project_create(name="Scores", user=researcher, completions_per_task=2, overlap=2)
     prompt = Prompt.objects.create(project=project, text="Why is the sky blue?")
-    good, bad = (Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
-                 for t in ("Rayleigh scattering.", "Because it is."))
+    good, bad = (
+        Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
+        for t in ("Rayleigh scattering.", "Because it is.")
+    )
     task = task_create(project=project, prompt=prompt, completions=[good, bad])
     label(task, labeler, ranks=[1, 2], likerts=[6, 3])
     label(task, labeler2, ranks=[1, 2], likerts=[5, 2])

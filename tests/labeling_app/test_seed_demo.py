@@ -1,4 +1,5 @@
 """`seed_demo` creates a project ready to label and the three demo users, and is safe to run twice."""
+
 import json
 
 from django.contrib.auth import authenticate
@@ -46,5 +47,7 @@ def test_the_demo_admin_reaches_django_admin_and_the_others_do_not(db, tmp_path,
     assert project_page.status_code == 200 and b"Team only" in project_page.content
     assert User.objects.get(username="admin").is_staff
     client.logout()
-    assert client.post("/accounts/login/", {"username": "researcher", "password": logins["researcher"]}).status_code == 302
+    assert (
+        client.post("/accounts/login/", {"username": "researcher", "password": logins["researcher"]}).status_code == 302
+    )
     assert client.get("/django-admin/").status_code == 302  # to Django admin's own login: not staff

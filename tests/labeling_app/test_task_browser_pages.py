@@ -1,4 +1,5 @@
 """The task browser page and its bulk archive / restore, through Django's test client."""
+
 from __future__ import annotations
 
 import re
@@ -39,12 +40,15 @@ def test_the_page_lists_and_filters_tasks(client, researcher, project):
     assert f'href="/projects/{project.pk}/tasks/"' in client.get(f"/projects/{project.pk}/").content.decode()
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"labels_min": "3", "labels_max": "1"}, "must be at least the minimum (3)."),
-    ({"date_from": "yesterday"}, "must be a day as YYYY-MM-DD"),
-    ({"labels": "-1"}, "greater than or equal to 0"),
-    ({"status": "lost"}, "Select a valid choice"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"labels_min": "3", "labels_max": "1"}, "must be at least the minimum (3)."),
+        ({"date_from": "yesterday"}, "must be a day as YYYY-MM-DD"),
+        ({"labels": "-1"}, "greater than or equal to 0"),
+        ({"status": "lost"}, "Select a valid choice"),
+    ],
+)
 def test_bad_filters_answer_400_saying_what_to_fix(client, researcher, project, params, message):
     client.force_login(researcher)
     response = client.get(f"/projects/{project.pk}/tasks/", params)
@@ -54,13 +58,20 @@ def test_bad_filters_answer_400_saying_what_to_fix(client, researcher, project, 
 def test_archive_and_restore_selected_keep_the_filters(client, researcher, project):
     client.force_login(researcher)
     first, second, third = project.tasks.order_by("id")
-    response = client.post(f"/projects/{project.pk}/tasks/bulk/", {"action": "archive", "task": [first.pk, second.pk],
-                                                                    "labels_max": "2"})
+    response = client.post(
+        f"/projects/{project.pk}/tasks/bulk/", {"action": "archive", "task": [first.pk, second.pk], "labels_max": "2"}
+    )
     assert response.status_code == 302 and response["Location"] == f"/projects/{project.pk}/tasks/?labels_max=2"
-    assert set(RankingTask.objects.filter(archived_at__isnull=False).values_list("id", flat=True)) == {first.pk, second.pk}
+    assert set(RankingTask.objects.filter(archived_at__isnull=False).values_list("id", flat=True)) == {
+        first.pk,
+        second.pk,
+    }
     page = client.get(response["Location"]).content.decode()
     assert "2 tasks archived." in page
-    assert shown_ids(client.get(f"/projects/{project.pk}/tasks/", {"status": "archived"}).content.decode()) == [second.pk, first.pk]
+    assert shown_ids(client.get(f"/projects/{project.pk}/tasks/", {"status": "archived"}).content.decode()) == [
+        second.pk,
+        first.pk,
+    ]
     client.post(f"/projects/{project.pk}/tasks/bulk/", {"action": "restore", "task": [second.pk, third.pk]})
     assert list(RankingTask.objects.filter(archived_at__isnull=False).values_list("id", flat=True)) == [first.pk]
 
@@ -102,7 +113,9 @@ def test_the_page_costs_the_same_queries_as_tasks_grow(client, researcher, label
     small = queries(client, url)
     grow(project, 60, start=3, labelers=[labeler])
     assert queries(client, url) == small
-    assert queries(client, f"/projects/{project.pk}/tasks/") == queries(client, f"/projects/{project.pk}/tasks/?labels_min=1")
+    assert queries(client, f"/projects/{project.pk}/tasks/") == queries(
+        client, f"/projects/{project.pk}/tasks/?labels_min=1"
+    )
     html = client.get(f"/projects/{project.pk}/tasks/").content.decode()
     assert len(shown_ids(html)) == 50 and 'id="page-older"' in html and 'id="page-newer"' not in html
     older = re.search(r'href="\?after=(\d+)" id="page-older"', html).group(1)

@@ -1,4 +1,5 @@
 """The shared template helpers: the numbers filters both apps use, and the one polling pattern on every live page."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,10 @@ def render(source: str, **context) -> str:
 
 def test_poll_tag_makes_an_element_replace_itself():
     html = render('<div id="x" {% poll url "#x" ms %}></div>', url="/a/?b=1&c=2", ms=1500)
-    assert html == ('<div id="x" hx-get="/a/?b=1&amp;c=2" hx-select="#x" hx-target="this" hx-swap="outerHTML" '
-                    'hx-trigger="every 1500ms"></div>')
+    assert html == (
+        '<div id="x" hx-get="/a/?b=1&amp;c=2" hx-select="#x" hx-target="this" hx-swap="outerHTML" '
+        'hx-trigger="every 1500ms"></div>'
+    )
     with pytest.raises(AssertionError, match="own id"):
         render('{% poll "/a/" "x" 100 %}')
 
@@ -42,7 +45,9 @@ def test_import_status_polls_while_the_import_runs(rc, demo_project):
     page = rc.get(url).content.decode()
     assert f'hx-get="{url}" hx-select="#import-status"' in page and 'hx-trigger="every 1000ms"' in page
     fragment = rc.get(url, HTTP_HX_REQUEST="true").content.decode()
-    assert fragment.lstrip().startswith('<div id="import-status"') and "<html" not in fragment and "hx-trigger" in fragment
+    assert (
+        fragment.lstrip().startswith('<div id="import-status"') and "<html" not in fragment and "hx-trigger" in fragment
+    )
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.SUCCEEDED, result={"lines": 10})
     fragment = rc.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert 'id="import-status"' in fragment and "hx-trigger" not in fragment and "hx-get" not in fragment
@@ -51,7 +56,7 @@ def test_import_status_polls_while_the_import_runs(rc, demo_project):
 def test_jobs_list_and_workers_use_the_same_pattern(rc):
     job = TrainingJob.objects.create(kind="reward", status="running", progress=0.25, heartbeat_at=timezone.now())
     page = rc.get(reverse("jobs:list")).content.decode()
-    assert 'id="job-table" hx-get="/jobs/" hx-select="#job-table"' in page and "hx-trigger=\"every" in page
+    assert 'id="job-table" hx-get="/jobs/" hx-select="#job-table"' in page and 'hx-trigger="every' in page
     assert "25%</progress> 25%" in page
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress=1.0)
     page = rc.get(reverse("jobs:list")).content.decode()

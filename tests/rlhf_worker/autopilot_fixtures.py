@@ -1,4 +1,5 @@
 """Shared by the autopilot tests: a project with tasks to label, labelers, rankings on demand, reward versions."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,13 @@ def project(db, researcher, settings):
     project = project_create(name="Autopiloted", user=researcher, completions_per_task=2, overlap=2, checks=[])
     for i in range(6):
         prompt = Prompt.objects.create(project=project, text=f"prompt {i}")
-        task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"answer {i}{j}", source="imported") for j in range(2)])
+        task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"answer {i}{j}", source="imported") for j in range(2)
+            ],
+        )
     return project
 
 
@@ -47,9 +53,14 @@ def current_job(run: PipelineRun) -> TrainingJob:
 
 def reward_version(job: TrainingJob, accuracy: float | None) -> ModelVersion:
     metrics = {} if accuracy is None else {"eval/accuracy": accuracy}
-    return ModelVersion.objects.create(kind="reward", name=f"reward-{job.pk}", path=f"/models/reward-{job.pk}",
-                                       training_job=job, metrics=metrics,
-                                       data_snapshot={"project_ids": job.config["project_ids"]})
+    return ModelVersion.objects.create(
+        kind="reward",
+        name=f"reward-{job.pk}",
+        path=f"/models/reward-{job.pk}",
+        training_job=job,
+        metrics=metrics,
+        data_snapshot={"project_ids": job.config["project_ids"]},
+    )
 
 
 def succeed(job: TrainingJob, version: ModelVersion | None = None) -> None:

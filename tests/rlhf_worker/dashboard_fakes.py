@@ -4,6 +4,7 @@ The fake kind trains a real (tiny) Bradley-Terry model on hand-made text feature
 submitted rankings in PostgreSQL, reports real loss/accuracy points through ctx.report, and registers a
 ModelVersion, so the pages show what a real job would, deterministically and in seconds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,9 @@ from rlhf_worker.training.config_base import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class FakeRewardConfig:
-    project_ids: list[int] = dataclasses.field(default_factory=list, metadata={"help": "Projects whose rankings to train on (empty: all)."})
+    project_ids: list[int] = dataclasses.field(
+        default_factory=list, metadata={"help": "Projects whose rankings to train on (empty: all)."}
+    )
     date_from: str = dataclasses.field(default="", metadata={"help": "Only labels submitted on or after this day."})
     date_to: str = dataclasses.field(default="", metadata={"help": "Only labels submitted on or before this day."})
     base_version_id: int | None = dataclasses.field(default=None, metadata={"help": "Reward model to continue from."})
@@ -50,7 +53,12 @@ def fake_reward_check(cfg) -> None:
 
 def text_features(text: str) -> list[float]:
     words = text.split()
-    return [math.log1p(len(words)), text.count(".") + text.count("\n"), float("?" in text), float(any(c.isdigit() for c in text))]
+    return [
+        math.log1p(len(words)),
+        text.count(".") + text.count("\n"),
+        float("?" in text),
+        float(any(c.isdigit() for c in text)),
+    ]
 
 
 def load_rankings(cfg) -> list[dict]:
@@ -64,12 +72,18 @@ def load_rankings(cfg) -> list[dict]:
         annotations = annotations.filter(submitted_at__date__gte=cfg.date_from)
     if cfg.date_to:
         annotations = annotations.filter(submitted_at__date__lte=cfg.date_to)
-    return [{"task": a.task_id, "labeler": a.labeler_id, "ranks": {r.completion.text: r.rank for r in a.ratings.all()}}
-            for a in annotations.order_by("id")]
+    return [
+        {"task": a.task_id, "labeler": a.labeler_id, "ranks": {r.completion.text: r.rank for r in a.ratings.all()}}
+        for a in annotations.order_by("id")
+    ]
 
 
 def pairs_of(ranking: dict) -> list[tuple[str, str]]:
-    return [(a, b) if ra < rb else (b, a) for (a, ra), (b, rb) in itertools.combinations(ranking["ranks"].items(), 2) if ra != rb]
+    return [
+        (a, b) if ra < rb else (b, a)
+        for (a, ra), (b, rb) in itertools.combinations(ranking["ranks"].items(), 2)
+        if ra != rb
+    ]
 
 
 def labeler_agreement(rankings: list[dict]) -> float | None:
@@ -137,10 +151,21 @@ def fake_reward_run(job, ctx):
     if agreement is not None:
         metrics["eval/labeler_agreement"] = agreement
     return ModelVersion.objects.create(
-        kind="reward", name=f"bt-reward-{job.pk}", path=str(ctx.out_dir), training_job=job,
-        parent_id=cfg.base_version_id, metrics=metrics, config=job.config,
-        data_snapshot={"project_ids": list(cfg.project_ids), "date_from": cfg.date_from, "date_to": cfg.date_to,
-                       "rankings": len(rankings), "train_pairs": int(len(x_train)), "held_out_pairs": int(len(x_eval))},
+        kind="reward",
+        name=f"bt-reward-{job.pk}",
+        path=str(ctx.out_dir),
+        training_job=job,
+        parent_id=cfg.base_version_id,
+        metrics=metrics,
+        config=job.config,
+        data_snapshot={
+            "project_ids": list(cfg.project_ids),
+            "date_from": cfg.date_from,
+            "date_to": cfg.date_to,
+            "rankings": len(rankings),
+            "train_pairs": int(len(x_train)),
+            "held_out_pairs": int(len(x_eval)),
+        },
     )
 
 
@@ -179,12 +204,21 @@ def seed_rankings(project, labelers, *, n_prompts: int = 8):
     now = timezone.now()
     for i, (prompt_text, careful, flawed) in enumerate(DEMO_PROMPTS[:n_prompts]):
         prompt = Prompt.objects.create(project=project, text=prompt_text)
-        completions = [Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
-                       for t in demo_completions(careful, flawed)]
+        completions = [
+            Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
+            for t in demo_completions(careful, flawed)
+        ]
         task = task_create(project=project, prompt=prompt, completions=completions)
         for j, labeler in enumerate(labelers[: task.overlap]):
             ranks = [1, 2, 3, 4] if (j == 0 or i % 2 == 0) else [1, 3, 2, 4]
-            annotation = Annotation.objects.create(task=task, labeler=labeler, status="submitted", submitted_at=now,
-                                                   shown_order=[c.pk for c in completions])
-            Rating.objects.bulk_create(Rating(annotation=annotation, completion=c, rank=r, likert=8 - 2 * r + 1 if r < 4 else 1)
-                                       for c, r in zip(completions, ranks))
+            annotation = Annotation.objects.create(
+                task=task,
+                labeler=labeler,
+                status="submitted",
+                submitted_at=now,
+                shown_order=[c.pk for c in completions],
+            )
+            Rating.objects.bulk_create(
+                Rating(annotation=annotation, completion=c, rank=r, likert=8 - 2 * r + 1 if r < 4 else 1)
+                for c, r in zip(completions, ranks)
+            )

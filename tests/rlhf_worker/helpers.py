@@ -1,4 +1,5 @@
 """Waiting for a training job in tests: the one poll of its row, until a condition holds or time runs out."""
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,9 @@ def status_in(*statuses: str) -> Callable[[TrainingJob], bool]:
     return lambda job: job.status in statuses
 
 
-def wait_for(job: TrainingJob, until: Callable[[TrainingJob], bool] = finished, *, timeout: float = 120.0) -> TrainingJob:
+def wait_for(
+    job: TrainingJob, until: Callable[[TrainingJob], bool] = finished, *, timeout: float = 120.0
+) -> TrainingJob:
     """Re-read the job's row every 0.1 s until `until(job)` holds; the test fails if it does not within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -24,7 +27,9 @@ def wait_for(job: TrainingJob, until: Callable[[TrainingJob], bool] = finished, 
         if until(job):
             return job
         time.sleep(0.1)
-    raise AssertionError(f"job {job.pk} stayed {job.status} at step {job.step}/{job.total_steps} for {timeout:.0f} s: {job.error}")
+    raise AssertionError(
+        f"job {job.pk} stayed {job.status} at step {job.step}/{job.total_steps} for {timeout:.0f} s: {job.error}"
+    )
 
 
 def form_defaults(config_cls) -> dict:

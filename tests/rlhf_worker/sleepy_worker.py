@@ -4,6 +4,7 @@ Usage (tests start it through worker_processes.start_sleepy_worker):
     python tests/rlhf_worker/sleepy_worker.py <queue> <node name> [solo|prefork]
 with DATABASE_URL pointing at the test database. Tests kill it (or its pool process) with SIGKILL mid-job.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,13 +38,33 @@ def sleepy_run(job, ctx):
     return None
 
 
-JOB_MODULES.update({kind: types.SimpleNamespace(Config=SleepyConfig, check=lambda cfg: None, run=sleepy_run)
-                    for kind in list(JOB_MODULES)})
+JOB_MODULES.update(
+    {
+        kind: types.SimpleNamespace(Config=SleepyConfig, check=lambda cfg: None, run=sleepy_run)
+        for kind in list(JOB_MODULES)
+    }
+)
 
 if __name__ == "__main__":
     from config.celery import app
 
     queue, node = sys.argv[1], sys.argv[2]
     pool = sys.argv[3] if len(sys.argv) > 3 else "solo"
-    app.worker_main(["worker", "-Q", queue, "-n", node, "--pool", pool, "--concurrency", "1",
-                     "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            node,
+            "--pool",
+            pool,
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )

@@ -2,6 +2,7 @@
 by the job runner's own functions), a failed step stops the cycle with its reason, pause / resume / change N, and
 auto-promote of the reward model on and off. Jobs are started by the real start service; outside the tests that
 need a commit, the test transaction keeps their messages from being sent."""
+
 from __future__ import annotations
 
 import threading
@@ -30,8 +31,9 @@ def steps(run: PipelineRun) -> list[tuple[str, str]]:
 
 def test_a_cycle_starts_after_n_new_rankings_and_not_before(project, labelers, admin_user):
     rank(project, labelers, 2)  # before the autopilot: not counted
-    autopilot = autopilot_configure(project=project, every_n_rankings=3, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=3, include_ppo=False, auto_promote=False, user=admin_user
+    )
     assert autopilot.rankings_at_last_cycle == 2
     rank(project, labelers, 2)
     assert autopilots_tick()["started"] == 0 and not PipelineRun.objects.exists()
@@ -51,8 +53,9 @@ def test_a_cycle_starts_after_n_new_rankings_and_not_before(project, labelers, a
 
 
 def test_one_active_cycle_per_autopilot_is_a_database_constraint(project, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     PipelineRun.objects.create(autopilot=autopilot, plan=["reward"])
     with pytest.raises(IntegrityError), transaction.atomic():
         PipelineRun.objects.create(autopilot=autopilot, plan=["reward"], status="paused")
@@ -87,8 +90,9 @@ def test_two_concurrent_ticks_start_exactly_one_cycle(project, labelers, admin_u
 
 
 def test_steps_follow_one_another_as_jobs_end_and_the_last_ends_the_cycle(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=2, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=2, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 2)
     run = pipeline_start(autopilot=autopilot)
     reward_job = current_job(run)
@@ -118,8 +122,9 @@ def test_steps_follow_one_another_as_jobs_end_and_the_last_ends_the_cycle(projec
 
 
 def test_a_failed_step_stops_the_cycle_with_the_jobs_reason(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     job = current_job(run)
@@ -135,8 +140,9 @@ def test_a_failed_step_stops_the_cycle_with_the_jobs_reason(project, labelers, a
 
 
 def test_a_lost_or_cancelled_job_stops_the_cycle(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     job = current_job(run)
@@ -155,8 +161,9 @@ def test_a_lost_or_cancelled_job_stops_the_cycle(project, labelers, admin_user):
 
 def test_a_step_that_cannot_start_stops_the_cycle_saying_why(project, labelers, admin_user):
     """PPO optimises against the promoted reward model: with auto-promote off and none promoted, it cannot start."""
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=True, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=True, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     assert run.plan == ["reward", "score", "ppo", "generate"]
@@ -171,8 +178,9 @@ def test_a_step_that_cannot_start_stops_the_cycle_saying_why(project, labelers, 
 
 
 def test_pause_holds_the_next_step_and_new_cycles_resume_continues(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     autopilot_pause(autopilot=autopilot)
@@ -203,11 +211,13 @@ def test_pause_holds_the_next_step_and_new_cycles_resume_continues(project, labe
 
 
 def test_changing_n_applies_to_the_next_cycle(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=2, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=2, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 2)
-    autopilot = autopilot_configure(project=project, every_n_rankings=4, include_ppo=True, auto_promote=True,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=4, include_ppo=True, auto_promote=True, user=admin_user
+    )
     assert Autopilot.objects.count() == 1
     assert (autopilot.every_n_rankings, autopilot.include_ppo, autopilot.auto_promote) == (4, True, True)
     assert autopilot.rankings_at_last_cycle == 0, "changing the settings keeps the count"
@@ -216,17 +226,31 @@ def test_changing_n_applies_to_the_next_cycle(project, labelers, admin_user):
     assert autopilots_tick()["started"] == 1
     for bad in (0, -3, "5"):
         with pytest.raises(ServiceError) as err:
-            autopilot_configure(project=project, every_n_rankings=bad, include_ppo=False, auto_promote=False, user=admin_user)
+            autopilot_configure(
+                project=project, every_n_rankings=bad, include_ppo=False, auto_promote=False, user=admin_user
+            )
         assert err.value.field == "every_n_rankings"
     with pytest.raises(ServiceError) as err:
-        autopilot_configure(project=project, every_n_rankings=3, include_ppo=False, auto_promote=False,
-                            presets={"reward": "No such preset"}, user=admin_user)
+        autopilot_configure(
+            project=project,
+            every_n_rankings=3,
+            include_ppo=False,
+            auto_promote=False,
+            presets={"reward": "No such preset"},
+            user=admin_user,
+        )
     assert err.value.field == "preset_reward" and "No such preset" in str(err.value)
 
 
 def test_the_chosen_preset_sets_the_jobs_settings(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    presets={"reward": "quick cpu demo"}, user=admin_user)
+    autopilot = autopilot_configure(
+        project=project,
+        every_n_rankings=1,
+        include_ppo=False,
+        auto_promote=False,
+        presets={"reward": "quick cpu demo"},
+        user=admin_user,
+    )
     assert autopilot.presets == {"reward": "Quick CPU demo"}
     rank(project, labelers, 1)
     job = current_job(pipeline_start(autopilot=autopilot))
@@ -244,9 +268,12 @@ def run_reward_step(project, labelers, autopilot, accuracy):
     return run, version
 
 
-def test_auto_promote_promotes_the_reward_model_only_when_held_out_accuracy_does_not_drop(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=True, auto_promote=True,
-                                    user=admin_user)
+def test_auto_promote_promotes_the_reward_model_only_when_held_out_accuracy_does_not_drop(
+    project, labelers, admin_user
+):
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=True, auto_promote=True, user=admin_user
+    )
     run, first = run_reward_step(project, labelers, autopilot, 0.70)
     assert first.is_promoted and "none was promoted before" in run.promotion_note
     # PPO (after the score step) optimises against the now promoted reward model, from the promoted policy
@@ -259,8 +286,10 @@ def test_auto_promote_promotes_the_reward_model_only_when_held_out_accuracy_does
     run, lower = run_reward_step(project, labelers, autopilot, 0.65)
     first.refresh_from_db()
     assert not lower.is_promoted and first.is_promoted
-    assert run.promotion_note == (f"Not promoted: held-out accuracy of reward model #{lower.pk} is 65.0%, below the "
-                                  f"70.0% of the promoted #{first.pk}.")
+    assert run.promotion_note == (
+        f"Not promoted: held-out accuracy of reward model #{lower.pk} is 65.0%, below the "
+        f"70.0% of the promoted #{first.pk}."
+    )
     assert run.status == "running", "a model not promoted does not stop the cycle"
     PipelineRun.objects.filter(pk=run.pk).update(status="failed")
 
@@ -275,8 +304,9 @@ def test_auto_promote_promotes_the_reward_model_only_when_held_out_accuracy_does
 
 
 def test_pipeline_advance_does_nothing_while_the_job_runs(project, labelers, admin_user):
-    autopilot = autopilot_configure(project=project, every_n_rankings=1, include_ppo=False, auto_promote=False,
-                                    user=admin_user)
+    autopilot = autopilot_configure(
+        project=project, every_n_rankings=1, include_ppo=False, auto_promote=False, user=admin_user
+    )
     rank(project, labelers, 1)
     run = pipeline_start(autopilot=autopilot)
     TrainingJob.objects.filter(pk=current_job(run).pk).update(status="running")

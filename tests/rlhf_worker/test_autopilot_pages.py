@@ -1,5 +1,6 @@
 """The autopilot pages: an admin turns it on, changes N, pauses and resumes; bad input is refused with what to fix;
 each cycle is one pipeline row with its steps' jobs, states and failure reason."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,13 @@ def client_for(user) -> Client:
     return client
 
 
-SETTINGS = {"every_n_rankings": "5", "preset_reward": "Defaults", "preset_score": "Defaults", "preset_ppo": "Defaults",
-            "preset_generate": "Quick CPU demo"}
+SETTINGS = {
+    "every_n_rankings": "5",
+    "preset_reward": "Defaults",
+    "preset_score": "Defaults",
+    "preset_ppo": "Defaults",
+    "preset_generate": "Quick CPU demo",
+}
 
 
 def test_an_admin_turns_it_on_changes_n_pauses_and_resumes(project, admin_user):  # noqa: F811
@@ -52,14 +58,19 @@ def test_an_admin_turns_it_on_changes_n_pauses_and_resumes(project, admin_user):
     assert not autopilot.paused
 
 
-@pytest.mark.parametrize("data, field, says", [
-    ({"every_n_rankings": "0"}, "every_n_rankings", "greater than or equal to 1"),
-    ({"every_n_rankings": "many"}, "every_n_rankings", "Enter a whole number"),
-    ({"every_n_rankings": ""}, "every_n_rankings", "This field is required"),
-    ({"preset_reward": "Gone preset"}, "preset_reward", "Select a valid choice"),
-])
+@pytest.mark.parametrize(
+    "data, field, says",
+    [
+        ({"every_n_rankings": "0"}, "every_n_rankings", "greater than or equal to 1"),
+        ({"every_n_rankings": "many"}, "every_n_rankings", "Enter a whole number"),
+        ({"every_n_rankings": ""}, "every_n_rankings", "This field is required"),
+        ({"preset_reward": "Gone preset"}, "preset_reward", "Select a valid choice"),
+    ],
+)
 def test_bad_settings_are_refused_beside_the_field(project, admin_user, data, field, says):  # noqa: F811
-    response = client_for(admin_user).post(reverse("jobs:autopilot_project", kwargs={"pk": project.pk}), {**SETTINGS, **data})
+    response = client_for(admin_user).post(
+        reverse("jobs:autopilot_project", kwargs={"pk": project.pk}), {**SETTINGS, **data}
+    )
     assert response.status_code == 400
     page = response.content.decode()
     assert f'id="error-{field}"' in page and says in page
@@ -70,8 +81,12 @@ def test_a_researcher_sees_the_pipelines_but_no_settings_form(project, researche
     client_for(admin_user).post(reverse("jobs:autopilot_project", kwargs={"pk": project.pk}), SETTINGS)
     page = client_for(researcher).get(reverse("jobs:autopilot_project", kwargs={"pk": project.pk})).content.decode()
     assert 'id="autopilot-form"' not in page and 'id="pipelines"' in page
-    assert client_for(researcher).post(reverse("jobs:autopilot_project", kwargs={"pk": project.pk}),
-                                       {**SETTINGS, "every_n_rankings": "1"}).status_code == 403
+    assert (
+        client_for(researcher)
+        .post(reverse("jobs:autopilot_project", kwargs={"pk": project.pk}), {**SETTINGS, "every_n_rankings": "1"})
+        .status_code
+        == 403
+    )
     assert Autopilot.objects.get().every_n_rankings == 5
 
 
@@ -93,7 +108,7 @@ def test_each_cycle_is_one_pipeline_row_with_its_jobs_and_failure_reason(project
     assert second.started_by == admin_user
 
     page = admin.get(url).content.decode()
-    row = page[page.index(f'id="pipeline-{first.pk}"'):]  # the newest cycle comes first
+    row = page[page.index(f'id="pipeline-{first.pk}"') :]  # the newest cycle comes first
     assert f'href="/jobs/{reward_job.pk}/"' in row and f'href="/jobs/{score_job.pk}/"' in row
     assert f"Score completions job #{score_job.pk} failed: RuntimeError: CUDA out of memory" in page
     assert 'data-kind="generate" data-status="waiting"' in page and "Generate candidates: not run" in page
@@ -104,7 +119,8 @@ def test_each_cycle_is_one_pipeline_row_with_its_jobs_and_failure_reason(project
     assert "still running" in admin.get(url).content.decode()
 
     job_page = admin.get(reverse("jobs:detail", kwargs={"pk": score_job.pk})).content.decode()
-    assert (f'Step 2 of <a href="{url}#pipeline-{first.pk}">autopilot cycle #{first.pk}</a> of {project.name}'
-            in job_page)
+    assert (
+        f'Step 2 of <a href="{url}#pipeline-{first.pk}">autopilot cycle #{first.pk}</a> of {project.name}' in job_page
+    )
     overview = admin.get(reverse("jobs:autopilot")).content.decode()
     assert f'data-project="{project.pk}"' in overview and f"#{second.pk}" in overview

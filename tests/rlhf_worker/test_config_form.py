@@ -1,4 +1,5 @@
 """The job start form built from a Config dataclass: field types, pickers, and all errors at once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,15 @@ def form(data: dict | None = None, **kwargs) -> JobConfigForm:
     return JobConfigForm(qd, config_cls=PPOLikeConfig, job_kind="ppo", **kwargs)
 
 
-BASE = {"policy_version_id": "", "reward_version_id": "", "stop_words": "</s>", "max_new_tokens": "", "kl_coef": "0.05",
-        "batch_size": "8", "mini_batch_size": "4"}
+BASE = {
+    "policy_version_id": "",
+    "reward_version_id": "",
+    "stop_words": "</s>",
+    "max_new_tokens": "",
+    "kl_coef": "0.05",
+    "batch_size": "8",
+    "mini_batch_size": "4",
+}
 
 
 @pytest.mark.django_db
@@ -60,9 +68,16 @@ def test_version_pickers_list_the_right_registry_and_default():
     assert [c[0] for c in choices] == ["", ppo_job.pk] and "cancelled" in choices[1][1] and "step 7" in choices[1][1]
     ok = form({**BASE, "policy_version_id": str(policy.pk), "stop_words": "</s>, ###", "max_new_tokens": "64"})
     assert ok.is_valid(), ok.errors
-    assert ok.config_dict == {"policy_version_id": policy.pk, "reward_version_id": None, "stop_words": ["</s>", "###"],
-                              "max_new_tokens": 64, "kl_coef": 0.05, "batch_size": 8, "mini_batch_size": 4,
-                              "resume_job_id": None}
+    assert ok.config_dict == {
+        "policy_version_id": policy.pk,
+        "reward_version_id": None,
+        "stop_words": ["</s>", "###"],
+        "max_new_tokens": 64,
+        "kl_coef": 0.05,
+        "batch_size": 8,
+        "mini_batch_size": 4,
+        "resume_job_id": None,
+    }
     assert form({**BASE, "reward_version_id": "999999"}).errors["reward_version_id"]  # not in the registry
 
 

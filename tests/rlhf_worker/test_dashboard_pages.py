@@ -1,4 +1,5 @@
 """The training dashboard: start form from a Config, field errors, roles, live page, cancel, lost jobs."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -23,8 +24,16 @@ def client_for(user) -> Client:
     return c
 
 
-VALID = {"steps": "12", "learning_rate": "0.5", "step_seconds": "0", "fail_at": "-1", "normalize": "on",
-         "date_from": "", "date_to": "", "base_version_id": ""}
+VALID = {
+    "steps": "12",
+    "learning_rate": "0.5",
+    "step_seconds": "0",
+    "fail_at": "-1",
+    "normalize": "on",
+    "date_from": "",
+    "date_to": "",
+    "base_version_id": "",
+}
 
 
 @pytest.mark.django_db
@@ -32,10 +41,20 @@ def test_start_form_shows_every_setting_with_its_default_and_help(fake_reward_ki
     ModelVersion.objects.create(kind="reward", name="rm-old", path="/x")
     ModelVersion.objects.create(kind="policy", name="not-a-reward-model", path="/y")
     html = client_for(admin_user).get(reverse("jobs:start", kwargs={"kind": "reward"})).content.decode()
-    for f in ("project_ids", "date_from", "date_to", "base_version_id", "steps", "learning_rate", "step_seconds", "normalize", "fail_at"):
+    for f in (
+        "project_ids",
+        "date_from",
+        "date_to",
+        "base_version_id",
+        "steps",
+        "learning_rate",
+        "step_seconds",
+        "normalize",
+        "fail_at",
+    ):
         assert f'name="{f}"' in html, f
     assert "Gradient-descent step size." in html and "Default: <code>0.5</code>" in html
-    assert 'type="date"' in html and "<select name=\"project_ids\"" in html and demo_project.name in html
+    assert 'type="date"' in html and '<select name="project_ids"' in html and demo_project.name in html
     assert "rm-old" in html and "not-a-reward-model" not in html  # the picker lists this kind's registry only
     assert 'value="20"' in html  # steps prefilled with its default
 
@@ -61,18 +80,30 @@ def test_bad_settings_give_field_errors_and_start_nothing(fake_reward_kind, admi
 
 
 @pytest.mark.django_db
-def test_valid_settings_start_a_job_with_the_normalised_config(fake_reward_kind, admin_user, demo_project,
-                                                               django_capture_on_commit_callbacks, monkeypatch):
+def test_valid_settings_start_a_job_with_the_normalised_config(
+    fake_reward_kind, admin_user, demo_project, django_capture_on_commit_callbacks, monkeypatch
+):
     enqueued = []
     monkeypatch.setattr("rlhf_worker.services.jobs.job_enqueue", lambda *, job_id: enqueued.append(job_id))
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_for(admin_user).post(reverse("jobs:start", kwargs={"kind": "reward"}),
-                                               {**VALID, "project_ids": [str(demo_project.pk)], "date_from": "2026-01-01"})
+        response = client_for(admin_user).post(
+            reverse("jobs:start", kwargs={"kind": "reward"}),
+            {**VALID, "project_ids": [str(demo_project.pk)], "date_from": "2026-01-01"},
+        )
     job = TrainingJob.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("jobs:detail", kwargs={"pk": job.pk})
     assert enqueued == [job.pk]
-    assert job.config == {"project_ids": [demo_project.pk], "date_from": "2026-01-01", "date_to": "", "base_version_id": None,
-                          "steps": 12, "learning_rate": 0.5, "step_seconds": 0.0, "normalize": True, "fail_at": -1}
+    assert job.config == {
+        "project_ids": [demo_project.pk],
+        "date_from": "2026-01-01",
+        "date_to": "",
+        "base_version_id": None,
+        "steps": 12,
+        "learning_rate": 0.5,
+        "step_seconds": 0.0,
+        "normalize": True,
+        "fail_at": -1,
+    }
     assert job.created_by == admin_user
 
 
@@ -114,13 +145,17 @@ WRITES = ("INSERT", "UPDATE", "DELETE", "SELECT NEXTVAL", "LOCK")
 
 @pytest.mark.django_db
 def test_job_pages_only_read_and_the_sweep_marks_a_stale_job_lost_with_the_reason_on_its_page(researcher):
-    job = TrainingJob.objects.create(kind="reward", status="running", worker="gpu-node-3",
-                                     heartbeat_at=timezone.now() - timedelta(minutes=10))
+    job = TrainingJob.objects.create(
+        kind="reward", status="running", worker="gpu-node-3", heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
     queued = TrainingJob.objects.create(kind="reward", config={"steps": 3})
     TrainingJob.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(hours=1))
     c = client_for(researcher)
     urls = [reverse("jobs:list"), reverse("jobs:workers")] + [
-        reverse(name, kwargs={"pk": pk}) for pk in (job.pk, queued.pk) for name in ("jobs:detail", "jobs:live", "jobs:series")]
+        reverse(name, kwargs={"pk": pk})
+        for pk in (job.pk, queued.pk)
+        for name in ("jobs:detail", "jobs:live", "jobs:series")
+    ]
     with CaptureQueriesContext(connection) as queries:
         for url in urls:
             assert c.get(url).status_code == 200, url
@@ -157,13 +192,24 @@ def test_the_workers_page_says_when_no_sweep_has_run(researcher):
 
 @pytest.mark.django_db
 def test_the_live_fragment_polls_only_while_the_job_runs(researcher):
-    job = TrainingJob.objects.create(kind="reward", status="running", heartbeat_at=timezone.now(), progress=0.25,
-                                     step=5, total_steps=20, eta_seconds=75, log="line 1\nline 2")
+    job = TrainingJob.objects.create(
+        kind="reward",
+        status="running",
+        heartbeat_at=timezone.now(),
+        progress=0.25,
+        step=5,
+        total_steps=20,
+        eta_seconds=75,
+        log="line 1\nline 2",
+    )
     c = client_for(researcher)
     html = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
     assert 'hx-trigger="every' in html and 'value="0.25"' in html and "25% — step 5 of 20" in html
     assert "ETA 1 min 15 s" in html and "line 2" in html
-    TrainingJob.objects.filter(pk=job.pk).update(kind="ppo", samples=[{"prompt": "Why is the sky blue?", "response": "Rayleigh <b>scattering</b>", "score": 1.25}])
+    TrainingJob.objects.filter(pk=job.pk).update(
+        kind="ppo",
+        samples=[{"prompt": "Why is the sky blue?", "response": "Rayleigh <b>scattering</b>", "score": 1.25}],
+    )
     html = c.get(reverse("jobs:live", kwargs={"pk": job.pk})).content.decode()
     assert "Why is the sky blue?" in html and "Rayleigh &lt;b&gt;scattering&lt;/b&gt;" in html and "score 1.25" in html
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress=1.0)
@@ -174,8 +220,18 @@ def test_the_live_fragment_polls_only_while_the_job_runs(researcher):
 @pytest.mark.django_db
 def test_series_json_returns_new_points_grouped_into_charts(researcher):
     job = TrainingJob.objects.create(kind="reward", status="running", heartbeat_at=timezone.now())
-    JobMetric.objects.bulk_create([JobMetric(job=job, step=s, key=k, value=v) for s, k, v in [
-        (1, "train/loss", 0.7), (1, "train/accuracy", 0.5), (2, "train/loss", 0.6), (2, "eval/accuracy", 0.55), (2, "train/epoch", 0.1)]])
+    JobMetric.objects.bulk_create(
+        [
+            JobMetric(job=job, step=s, key=k, value=v)
+            for s, k, v in [
+                (1, "train/loss", 0.7),
+                (1, "train/accuracy", 0.5),
+                (2, "train/loss", 0.6),
+                (2, "eval/accuracy", 0.55),
+                (2, "train/epoch", 0.1),
+            ]
+        ]
+    )
     c = client_for(researcher)
     data = c.get(reverse("jobs:series", kwargs={"pk": job.pk})).json()
     assert data["series"]["train/loss"] == {"x": [1, 2], "y": [0.7, 0.6]}
@@ -186,12 +242,23 @@ def test_series_json_returns_new_points_grouped_into_charts(researcher):
     assert again["series"] == {} and again["last_id"] == data["last_id"]
     JobMetric.objects.create(job=job, step=3, key="train/loss", value=0.5)
     assert c.get(reverse("jobs:series", kwargs={"pk": job.pk}), {"after": data["last_id"]}).json()["series"] == {
-        "train/loss": {"x": [3], "y": [0.5]}}
+        "train/loss": {"x": [3], "y": [0.5]}
+    }
 
 
 def test_chart_groups_for_ppo_and_sft_keys():
-    ppo = chart_groups(["objective/scores", "objective/kl", "objective/entropy", "policy/clipfrac", "policy/approxkl",
-                        "loss/policy", "loss/value", "objective/kl_coef"])
+    ppo = chart_groups(
+        [
+            "objective/scores",
+            "objective/kl",
+            "objective/entropy",
+            "policy/clipfrac",
+            "policy/approxkl",
+            "loss/policy",
+            "loss/value",
+            "objective/kl_coef",
+        ]
+    )
     by_id = {c["id"]: c["keys"] for c in ppo}
     assert list(by_id)[:4] == ["score", "kl", "entropy", "clipfrac"]
     assert by_id["kl"] == ["objective/kl", "policy/approxkl"] and by_id["ppo_loss"] == ["loss/policy", "loss/value"]
@@ -199,17 +266,24 @@ def test_chart_groups_for_ppo_and_sft_keys():
     assert all(c["title"] and c["y_title"] for c in ppo)
     assert [c["id"] for c in chart_groups(["train/loss"])] == ["loss"]
     timing = chart_groups(["time/sample_s", "time/ref_s", "time/episodes_per_s", "train/episodes"])
-    assert [(c["id"], c["keys"]) for c in timing] == [("timing", ["time/ref_s", "time/sample_s"]),
-                                                      ("k-time-episodes-per-s", ["time/episodes_per_s"])]
+    assert [(c["id"], c["keys"]) for c in timing] == [
+        ("timing", ["time/ref_s", "time/sample_s"]),
+        ("k-time-episodes-per-s", ["time/episodes_per_s"]),
+    ]
 
 
 # --- through a real Celery worker -----------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
-def test_cancel_from_the_job_page_stops_a_running_job(fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project):
+def test_cancel_from_the_job_page_stops_a_running_job(
+    fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project
+):
     seed_rankings(demo_project, [labeler, labeler2], n_prompts=4)
     c = client_for(admin_user)
-    response = c.post(reverse("jobs:start", kwargs={"kind": "reward"}), {**VALID, "steps": "400", "step_seconds": "0.05"})
+    response = c.post(
+        reverse("jobs:start", kwargs={"kind": "reward"}), {**VALID, "steps": "400", "step_seconds": "0.05"}
+    )
     job = TrainingJob.objects.get()
     assert response.status_code == 302
     wait_for(job, status_in("running"), timeout=30)
@@ -229,7 +303,9 @@ def test_cancel_from_the_job_page_stops_a_running_job(fake_reward_kind, training
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rerun_starts_a_new_job_with_the_same_config(fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project):
+def test_rerun_starts_a_new_job_with_the_same_config(
+    fake_reward_kind, training_queue, admin_user, labeler, labeler2, demo_project
+):
     seed_rankings(demo_project, [labeler, labeler2], n_prompts=4)
     c = client_for(admin_user)
     c.post(reverse("jobs:start", kwargs={"kind": "reward"}), {**VALID, "steps": "6"})

@@ -1,4 +1,5 @@
 """A queued job goes to an idle worker: a busy worker holds only the job it runs (acks_late, prefetch 1)."""
+
 from __future__ import annotations
 
 import time

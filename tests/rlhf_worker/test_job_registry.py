@@ -1,4 +1,5 @@
 """The job registry and who validates a job's config: the service once, the runner only what can vanish."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,10 +82,14 @@ def test_a_version_deleted_while_the_job_waits_fails_the_job_naming_it(no_queue,
 
     project = project_create(name="Vanishing", user=researcher, completions_per_task=2)
     Prompt.objects.create(project=project, text="say a")
-    version = ModelVersion.objects.create(kind="policy", name="tiny", path=save_tiny_policy(
-        str(Path(settings.MODEL_STORE) / "tiny-policy")))
-    job = job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": version.pk,
-                                             "max_new_tokens": 4, "device": "cpu"}, user=admin_user)
+    version = ModelVersion.objects.create(
+        kind="policy", name="tiny", path=save_tiny_policy(str(Path(settings.MODEL_STORE) / "tiny-policy"))
+    )
+    job = job_start(
+        kind="generate",
+        config={"project_ids": [project.pk], "policy_version_id": version.pk, "max_new_tokens": 4, "device": "cpu"},
+        user=admin_user,
+    )
     deleted = version.pk
     version.delete()
     assert execute_job(job.pk) == TrainingJob.Status.FAILED
@@ -96,9 +101,14 @@ def test_the_start_form_shows_the_services_refusal_beside_the_field(admin_user, 
     stopped = TrainingJob.objects.create(kind="reward", status="cancelled", config={})  # left no checkpoint
     client = Client()
     client.force_login(admin_user)
-    response = client.post(reverse("jobs:start", kwargs={"kind": "reward"}), {
-        **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
-        "resume_job_id": str(stopped.pk)})
+    response = client.post(
+        reverse("jobs:start", kwargs={"kind": "reward"}),
+        {
+            **form_defaults(job_module("reward").Config),
+            "project_ids": [str(demo_project.pk)],
+            "resume_job_id": str(stopped.pk),
+        },
+    )
     html = response.content.decode()
     assert response.status_code == 400 and "Nothing was started" in html
     assert 'id="error-resume_job_id"' in html and f"reward job {stopped.pk} left no checkpoint" in html
@@ -116,13 +126,20 @@ def test_a_job_cannot_resume_from_a_job_that_has_not_ended(admin_user, demo_proj
     config = {"project_ids": [demo_project.pk], "resume_job_id": unfinished.pk}
     with pytest.raises(ServiceError) as refused:
         job_start(kind="reward", config=config, user=admin_user)
-    assert refused.value.field == "resume_job_id" and f"reward job {unfinished.pk} is still {status}" in str(refused.value)
+    assert refused.value.field == "resume_job_id" and f"reward job {unfinished.pk} is still {status}" in str(
+        refused.value
+    )
 
     client = Client()
     client.force_login(admin_user)
-    response = client.post(reverse("jobs:start", kwargs={"kind": "reward"}), {
-        **form_defaults(job_module("reward").Config), "project_ids": [str(demo_project.pk)],
-        "resume_job_id": str(unfinished.pk)})
+    response = client.post(
+        reverse("jobs:start", kwargs={"kind": "reward"}),
+        {
+            **form_defaults(job_module("reward").Config),
+            "project_ids": [str(demo_project.pk)],
+            "resume_job_id": str(unfinished.pk),
+        },
+    )
     html = response.content.decode()
     assert response.status_code == 400 and "Nothing was started" in html
     assert 'id="error-resume_job_id"' in html and f"reward job {unfinished.pk} is still {status}: cancel it" in html

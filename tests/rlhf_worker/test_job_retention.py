@@ -1,4 +1,5 @@
 """Retention: the checkpoints of failed, cancelled and lost jobs go after JOB_RETENTION_DAYS; models never do."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.django_db
 
 
 def make_job(status, *, ended_days_ago, kind="reward", config=None, with_checkpoint=True):
-    job = TrainingJob.objects.create(kind=kind, status=status, config=config or {},
-                                     finished_at=timezone.now() - timedelta(days=ended_days_ago))
+    job = TrainingJob.objects.create(
+        kind=kind, status=status, config=config or {}, finished_at=timezone.now() - timedelta(days=ended_days_ago)
+    )
     if with_checkpoint:
         (job.output_dir / "checkpoint").mkdir(parents=True)
         (job.output_dir / "checkpoint" / "model.safetensors").write_bytes(b"\0" * 1024)
@@ -36,7 +38,9 @@ def test_old_checkpoints_of_jobs_without_a_model_go_and_everything_else_stays(se
     # a cancelled job whose folder holds a registered (promoted) version, and one whose checkpoint a queued job resumes
     holds_version = make_job("cancelled", ended_days_ago=60, kind="sft")
     (holds_version.output_dir / "policy").mkdir()
-    ModelVersion.objects.create(kind="policy", name="kept", path=str(holds_version.output_dir / "policy"), is_promoted=True)
+    ModelVersion.objects.create(
+        kind="policy", name="kept", path=str(holds_version.output_dir / "policy"), is_promoted=True
+    )
     resumed = make_job("cancelled", ended_days_ago=60)
     TrainingJob.objects.create(kind="reward", status="queued", config={"resume_job_id": resumed.pk})
 
@@ -71,9 +75,18 @@ def test_the_celery_task_and_the_management_command_purge_jobs_and_uploads(setti
 
     researcher = make_user("retention-res", "researcher")
     project = project_create(name="Retention", user=researcher, completions_per_task=2)
-    ImportJob.objects.create(project=project, kind="prompts", status=ImportJob.Status.FAILED, file_path=str(upload),
-                             finished_at=timezone.now() - timedelta(days=2), created_by=researcher)
+    ImportJob.objects.create(
+        project=project,
+        kind="prompts",
+        status=ImportJob.Status.FAILED,
+        file_path=str(upload),
+        finished_at=timezone.now() - timedelta(days=2),
+        created_by=researcher,
+    )
     out = StringIO()
     call_command("purge_old_files", stdout=out)
     assert not second.output_dir.exists() and not upload.exists()
-    assert "deleted the outputs of 1 training job(s) older than 1 days and 1 rejected upload(s) older than 1 days" in out.getvalue()
+    assert (
+        "deleted the outputs of 1 training job(s) older than 1 days and 1 rejected upload(s) older than 1 days"
+        in out.getvalue()
+    )

@@ -1,4 +1,5 @@
 """The job runner through a real Celery worker: queued → running → succeeded / failed / cancelled / lost."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,10 +101,16 @@ def test_bad_config_raises_a_field_error_and_creates_no_job(fake_kind, admin_use
 
 
 def test_a_job_whose_heartbeat_stopped_is_marked_lost(admin_user):
-    stale = TrainingJob.objects.create(kind="reward", status="running", worker="w1", created_by=admin_user,
-                                       heartbeat_at=timezone.now() - timedelta(minutes=10))
-    fresh = TrainingJob.objects.create(kind="reward", status="running", worker="w2", created_by=admin_user,
-                                       heartbeat_at=timezone.now())
+    stale = TrainingJob.objects.create(
+        kind="reward",
+        status="running",
+        worker="w1",
+        created_by=admin_user,
+        heartbeat_at=timezone.now() - timedelta(minutes=10),
+    )
+    fresh = TrainingJob.objects.create(
+        kind="reward", status="running", worker="w2", created_by=admin_user, heartbeat_at=timezone.now()
+    )
     assert jobs_mark_lost() == 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
@@ -128,6 +135,7 @@ def test_a_progress_write_retried_after_its_commit_is_not_doubled(monkeypatch, a
                 lost_replies.append(what)
                 raise OperationalError("server closed the connection unexpectedly")
             return result
+
         return real(write_then_lose_reply, what=what)
 
     monkeypatch.setattr(runner, "with_db_retry", reply_lost_once)
@@ -138,4 +146,6 @@ def test_a_progress_write_retried_after_its_commit_is_not_doubled(monkeypatch, a
     ctx.flush()
     assert lost_replies, "the write was not retried"
     assert sorted(JobMetric.objects.filter(job=job).values_list("key", "step", "value")) == [
-        ("train/acc", 1, 0.5), ("train/loss", 1, 0.8)]
+        ("train/acc", 1, 0.5),
+        ("train/loss", 1, 0.8),
+    ]

@@ -1,4 +1,5 @@
 """Promoting model versions (one per kind, swapped atomically) and the plotly asset served from the wheel."""
+
 from __future__ import annotations
 
 import threading
@@ -78,13 +79,23 @@ def test_promote_through_the_page_is_for_admins_only(researcher, admin_user):
 @pytest.mark.django_db
 def test_versions_page_shows_lineage_and_metrics_side_by_side(researcher):
     job = TrainingJob.objects.create(kind="reward", status="succeeded")
-    rm = ModelVersion.objects.create(kind="reward", name="rm-7", path="/r", training_job=job,
-                                     metrics={"eval/accuracy": 0.6812, "eval/labeler_agreement": 0.7344},
-                                     data_snapshot={"project_ids": [3], "rankings": 120, "annotation_ids": [5, 6, 7],
-                                                    "resumed_from_job": None})
+    rm = ModelVersion.objects.create(
+        kind="reward",
+        name="rm-7",
+        path="/r",
+        training_job=job,
+        metrics={"eval/accuracy": 0.6812, "eval/labeler_agreement": 0.7344},
+        data_snapshot={"project_ids": [3], "rankings": 120, "annotation_ids": [5, 6, 7], "resumed_from_job": None},
+    )
     base = ModelVersion.objects.create(kind="policy", name="sft-2", path="/s")
-    ModelVersion.objects.create(kind="policy", name="ppo-9", path="/p", parent=base, reward_model=rm,
-                                metrics={"objective/scores": 1.234, "objective/kl": 0.0567})
+    ModelVersion.objects.create(
+        kind="policy",
+        name="ppo-9",
+        path="/p",
+        parent=base,
+        reward_model=rm,
+        metrics={"objective/scores": 1.234, "objective/kl": 0.0567},
+    )
     c = Client()
     c.force_login(researcher)
     html = c.get(reverse("jobs:models")).content.decode()

@@ -1,4 +1,5 @@
 """Real `celery worker` processes for tests, running every job kind as a slow fake body (sleepy_worker.py)."""
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,22 @@ class SleepyWorker:
     def __init__(self, queue: str, node: str, log_dir: Path, *, pool: str = "solo", env: dict[str, str] | None = None):
         self.node = node
         self.log_path = log_dir / f"worker-{node.split('@')[0]}.log"
-        environment = {**os.environ, "DATABASE_URL": database_url_of_this_test(), "PYTHONUNBUFFERED": "1",
-                       "TRAINING_QUEUE": queue, **(env or {})}
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url_of_this_test(),
+            "PYTHONUNBUFFERED": "1",
+            "TRAINING_QUEUE": queue,
+            **(env or {}),
+        }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(REPO / "tests/rlhf_worker/sleepy_worker.py"), queue, node, pool],
-                cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

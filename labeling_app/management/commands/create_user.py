@@ -1,6 +1,7 @@
 """Create a user with its roles (Django groups labeler / researcher / admin), e.g. a deployment's first admin.
 
 It calls the same service as the People page (labeling_app.services.people.user_create)."""
+
 from __future__ import annotations
 
 import getpass
@@ -18,22 +19,35 @@ PASSWORD_ENV = "RLHF_USER_PASSWORD"
 
 
 class Command(BaseCommand):
-    help = (f"Create a user holding the given roles. The password comes from ${PASSWORD_ENV}, else it is asked "
-            f"for twice. Example: manage.py create_user --role admin alice")
+    help = (
+        f"Create a user holding the given roles. The password comes from ${PASSWORD_ENV}, else it is asked "
+        f"for twice. Example: manage.py create_user --role admin alice"
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--role", action="append", choices=ROLES, required=True, dest="roles",
-                            help="A role to give; repeat for several. admin includes everything a researcher may do.")
+        parser.add_argument(
+            "--role",
+            action="append",
+            choices=ROLES,
+            required=True,
+            dest="roles",
+            help="A role to give; repeat for several. admin includes everything a researcher may do.",
+        )
         parser.add_argument("--email", default="")
-        parser.add_argument("--no-input", action="store_false", dest="interactive",
-                            help=f"Never prompt: the password must be in ${PASSWORD_ENV}.")
+        parser.add_argument(
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help=f"Never prompt: the password must be in ${PASSWORD_ENV}.",
+        )
 
     def handle(self, *args, username: str, roles: list[str], email: str, interactive: bool, **options):
         User = get_user_model()
         if User.objects.filter(username=username).exists():
-            raise CommandError(f"user {username!r} already exists; change its roles on the People page (/people/) "
-                               f"or pick another name")
+            raise CommandError(
+                f"user {username!r} already exists; change its roles on the People page (/people/) or pick another name"
+            )
         password = os.environ.get(PASSWORD_ENV) or self.ask_password(interactive)
         try:
             user_create(username=username, email=email, roles=roles, password=password)

@@ -2,6 +2,7 @@
 
 A JSONL file gets its `datasets.Features` beside it (`OUT.features.json`); a Parquet file holds its schema.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,27 +18,53 @@ from labeling_app.selectors.labels import DEFAULT_MIN_AGREEMENT, DateRange, Labe
 
 
 class Command(BaseCommand):
-    help = ("Export pairwise preferences, grouped rankings, SFT demonstrations or KTO-style labels as JSONL (with a "
-            ".features.json file for datasets) or Parquet (streamed).")
+    help = (
+        "Export pairwise preferences, grouped rankings, SFT demonstrations or KTO-style labels as JSONL (with a "
+        ".features.json file for datasets) or Parquet (streamed)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("out", nargs="?", default="-", help="Output file (default: standard output).")
         parser.add_argument("--project", action="append", required=True, help="Project name or id; repeat for several.")
         parser.add_argument("--format", choices=FORMATS, default="pairwise")
-        parser.add_argument("--file", choices=FILE_TYPES, default=None,
-                            help="File type (default: parquet when OUT ends in .parquet, else jsonl).")
+        parser.add_argument(
+            "--file",
+            choices=FILE_TYPES,
+            default=None,
+            help="File type (default: parquet when OUT ends in .parquet, else jsonl).",
+        )
         parser.add_argument("--from", dest="date_from", default=None, help="YYYY-MM-DD (inclusive)")
         parser.add_argument("--to", dest="date_to", default=None, help="YYYY-MM-DD (inclusive)")
         parser.add_argument("--labeler", default=None, help='Username, or "import:<source>".')
         parser.add_argument("--full-overlap", action="store_true", help="Only tasks that got all their labels.")
-        parser.add_argument("--only-agreeing", action="store_true", help="Only labels agreeing with the task's other labels.")
+        parser.add_argument(
+            "--only-agreeing", action="store_true", help="Only labels agreeing with the task's other labels."
+        )
         parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
         parser.add_argument("--no-imported", action="store_true", help="Leave out imported labels.")
-        parser.add_argument("--chat", action="store_true",
-                            help="Write every prompt as chat (a selection with a chat prompt is written as chat anyway).")
+        parser.add_argument(
+            "--chat",
+            action="store_true",
+            help="Write every prompt as chat (a selection with a chat prompt is written as chat anyway).",
+        )
 
-    def handle(self, *args, out, project, format, file, date_from, date_to, labeler, full_overlap, only_agreeing,
-               min_agreement, no_imported, chat, **options):
+    def handle(
+        self,
+        *args,
+        out,
+        project,
+        format,
+        file,
+        date_from,
+        date_to,
+        labeler,
+        full_overlap,
+        only_agreeing,
+        min_agreement,
+        no_imported,
+        chat,
+        **options,
+    ):
         if not 0 <= min_agreement <= 1:
             raise CommandError("--min-agreement must be between 0 and 1")
         try:
@@ -45,9 +72,15 @@ class Command(BaseCommand):
         except ServiceError as exc:
             raise CommandError(f"--{'from' if exc.field == 'date_from' else 'to'} {exc.message}") from None
         filters = LabelFilters(
-            project_ids=[project_by_name_or_id(p).pk for p in project], date_from=date_from, date_to=date_to,
-            labeler=labeler, full_overlap=full_overlap, only_agreeing=only_agreeing, min_agreement=min_agreement,
-            include_imported=not no_imported, all_chat=chat,
+            project_ids=[project_by_name_or_id(p).pk for p in project],
+            date_from=date_from,
+            date_to=date_to,
+            labeler=labeler,
+            full_overlap=full_overlap,
+            only_agreeing=only_agreeing,
+            min_agreement=min_agreement,
+            include_imported=not no_imported,
+            all_chat=chat,
         )
         file = file or ("parquet" if out.endswith(".parquet") else "jsonl")
         if file == "parquet":
@@ -73,8 +106,10 @@ class Command(BaseCommand):
         if to_file:
             features = features_path(out)
             features.write_text(json.dumps(export_features(format, filters), indent=1) + "\n", encoding="utf-8")
-            self.stderr.write(f"wrote the datasets Features to {features} "
-                              "(load_dataset('json', ..., features=Features.from_dict(json.load(open(...)))))")
+            self.stderr.write(
+                f"wrote the datasets Features to {features} "
+                "(load_dataset('json', ..., features=Features.from_dict(json.load(open(...)))))"
+            )
 
     def _write_parquet(self, out: str, fmt: str, filters: LabelFilters) -> None:
         size = 0

@@ -1,4 +1,5 @@
 """Seed a demo project (prompts with four completions each, ready to label) and three demo users."""
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,16 @@ def demo_logins_path():
 
 
 class Command(BaseCommand):
-    help = ("Create the demo users (passwords generated once, kept in var/demo_logins.json; the admin is also a Django "
-            "superuser, for /django-admin/) and the demo project.")
+    help = (
+        "Create the demo users (passwords generated once, kept in var/demo_logins.json; the admin is also a Django "
+        "superuser, for /django-admin/) and the demo project."
+    )
 
     def handle(self, *args, **options):
         logins = self.ensure_users()
         project, created = self.ensure_project()
         self.stdout.write(
-            f"Demo project {project.name!r}: {'created' if created else 'already there'}, "
-            f"{project.tasks.count()} tasks"
+            f"Demo project {project.name!r}: {'created' if created else 'already there'}, {project.tasks.count()} tasks"
         )
         for username, password in logins.items():
             self.stdout.write(f"  login {username} / {password}")
@@ -70,11 +72,15 @@ class Command(BaseCommand):
         if existing:
             return existing, False
         researcher = get_user_model().objects.get(username="researcher")
-        project = project_create(name=DEMO_PROJECT, user=researcher, instructions=INSTRUCTIONS, completions_per_task=4, overlap=2)
+        project = project_create(
+            name=DEMO_PROJECT, user=researcher, instructions=INSTRUCTIONS, completions_per_task=4, overlap=2
+        )
         for i, (prompt_text, careful, flawed) in enumerate(DEMO_PROMPTS):
             prompt = Prompt.objects.create(project=project, text=prompt_text, source="demo", created_by=researcher)
             completions = [
-                Completion.objects.create(prompt=prompt, text=text, source=Completion.Source.IMPORTED, model_name="demo")
+                Completion.objects.create(
+                    prompt=prompt, text=text, source=Completion.Source.IMPORTED, model_name="demo"
+                )
                 for text in demo_completions(careful, flawed)
             ]
             task_create(project=project, prompt=prompt, completions=completions, shuffle_seed=i)

@@ -1,5 +1,6 @@
 """Export API and export page: the file by token (JSONL or Parquet, `?format=` is the export format), the preview
 (count, first rows, Features), and an empty selection answered with a message instead of an empty file."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,14 @@ def project(researcher, labeler):
     project = project_create(name="Export API", user=researcher, completions_per_task=2)
     for i in range(7):
         prompt = Prompt.objects.create(project=project, text=f"Question {i}")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=t, source="imported") for t in (f"{LONG}{i}", f"Short {i}")])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=t, source="imported")
+                for t in (f"{LONG}{i}", f"Short {i}")
+            ],
+        )
         label(task, labeler, [1, 2], [6, 2])
     return project
 
@@ -38,7 +45,9 @@ def api(researcher):
 
 def test_api_streams_jsonl_and_parquet_with_format_as_the_export_format(api, project):
     response = api.get(f"/api/projects/{project.pk}/export/", {"format": "grouped"})
-    assert response.status_code == 200 and response.streaming and response["Content-Type"].startswith("application/jsonl")
+    assert (
+        response.status_code == 200 and response.streaming and response["Content-Type"].startswith("application/jsonl")
+    )
     rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
     assert len(rows) == 7 and rows[0]["ranks"] == [1, 2]  # grouped, not DRF's renderer named "grouped" (404)
     response = api.get(f"/api/projects/{project.pk}/export/", {"format": "pairwise", "file": "parquet"})
@@ -78,16 +87,23 @@ def test_labelers_get_403_from_the_export_api(labeler, project):
 def test_export_page_shows_the_count_and_truncated_first_rows(client, researcher, project):
     client.force_login(researcher)
     html = client.get(f"/projects/{project.pk}/export/").content.decode()
-    assert '<strong>7</strong> pairwise rows' in html
+    assert "<strong>7</strong> pairwise rows" in html
     assert "Short 0" in html and LONG not in html and "…" in html  # text cut short
     assert html.count("<tr>") == 1 + 5  # header and the first five rows
-    fragment = client.get(f"/projects/{project.pk}/export/", {"format": "sft", "submitted": "1"}, HTTP_HX_REQUEST="true")
-    assert fragment.content.decode().lstrip().startswith('<div id="export-preview"') and EMPTY_SELECTION in fragment.content.decode()
+    fragment = client.get(
+        f"/projects/{project.pk}/export/", {"format": "sft", "submitted": "1"}, HTTP_HX_REQUEST="true"
+    )
+    assert (
+        fragment.content.decode().lstrip().startswith('<div id="export-preview"')
+        and EMPTY_SELECTION in fragment.content.decode()
+    )
 
 
 def test_export_page_download_of_an_empty_selection_says_so_instead_of_an_empty_file(client, researcher, project):
     client.force_login(researcher)
-    response = client.get(f"/projects/{project.pk}/export/download/", {"format": "pairwise", "labeler": "nobody", "submitted": "1"})
+    response = client.get(
+        f"/projects/{project.pk}/export/download/", {"format": "pairwise", "labeler": "nobody", "submitted": "1"}
+    )
     assert response.status_code == 404 and "Content-Disposition" not in response
     assert "Nothing was downloaded" in response.content.decode() and EMPTY_SELECTION in response.content.decode()
     response = client.get(f"/projects/{project.pk}/export/features/", {"format": "kto"})

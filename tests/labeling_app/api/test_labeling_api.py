@@ -1,4 +1,5 @@
 """The labeling API: token and session auth, own annotations only, errors per field, idempotent submit."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,10 +51,14 @@ def test_submit_errors_are_per_field_and_the_draft_is_restored(api, demo_project
     ann = Annotation.objects.get(task_id=task_id, labeler=labeler)
     ratings = valid_ratings(ann.task, labeler)
     ratings[1]["likert"] = None
-    r = api.post(reverse("api:label-submit", args=[task_id]), {"ratings": ratings, "comment": "draft me"}, format="json")
+    r = api.post(
+        reverse("api:label-submit", args=[task_id]), {"ratings": ratings, "comment": "draft me"}, format="json"
+    )
     assert r.status_code == 400
     body = r.json()
-    assert body["errors"] == {f"ratings.{ratings[1]['completion']}.likert": ["Rate Response B from 1 (terrible) to 7 (excellent)."]}
+    assert body["errors"] == {
+        f"ratings.{ratings[1]['completion']}.likert": ["Rate Response B from 1 (terrible) to 7 (excellent)."]
+    }
     assert body["detail"] == "Rate Response B from 1 (terrible) to 7 (excellent)."
     draft = api.get(reverse("api:label-draft", args=[task_id])).json()["draft"]
     assert draft["comment"] == "draft me" and len(draft["ratings"]) == 4
@@ -112,8 +117,12 @@ def test_session_auth_needs_csrf_and_anonymous_gets_401(demo_project, labeler):
 
 def test_schema_lists_the_labeling_endpoints(api):
     schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
-    for path in ("/api/label/projects/{project_id}/next/", "/api/label/tasks/{task_id}/submit/",
-                 "/api/label/tasks/{task_id}/draft/", "/api/label/tasks/{task_id}/skip/"):
+    for path in (
+        "/api/label/projects/{project_id}/next/",
+        "/api/label/tasks/{task_id}/submit/",
+        "/api/label/tasks/{task_id}/draft/",
+        "/api/label/tasks/{task_id}/skip/",
+    ):
         assert path in schema["paths"], path
 
 
@@ -140,8 +149,9 @@ def test_a_malformed_submission_answers_detail_and_errors_by_field_path(api, dem
     assert set(missing.json()) == {"detail", "errors"} and list(missing.json()["errors"]) == ["ratings"]
     assert missing.json()["detail"] == missing.json()["errors"]["ratings"][0]
 
-    nested = api.post(url, {"ratings": [{"completion": 1, "likert": 3}, {"completion": "x", "likert": "high"}]},
-                      format="json")
+    nested = api.post(
+        url, {"ratings": [{"completion": 1, "likert": 3}, {"completion": "x", "likert": "high"}]}, format="json"
+    )
     assert nested.status_code == 400
     errors = nested.json()["errors"]
     assert set(errors) == {"ratings.1.completion", "ratings.1.likert"}, errors

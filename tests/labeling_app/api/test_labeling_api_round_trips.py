@@ -1,4 +1,5 @@
 """The labeler's two calls per task through the API: their round trips, token authentication with the roles, and answers shaped as the schema says."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,9 @@ def token_client(user) -> APIClient:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_next_and_submit_through_the_api_are_two_and_three_round_trips(demo_project, labeler, django_assert_num_queries):
+def test_next_and_submit_through_the_api_are_two_and_three_round_trips(
+    demo_project, labeler, django_assert_num_queries
+):
     """Next: the token with the user and roles, then the hand-out. Submit: the token, the task with the
     labeler's annotation, then the store. (A reused connection's health check adds one to each.)"""
     api = token_client(labeler)
@@ -44,8 +47,9 @@ def test_answers_have_exactly_the_fields_of_their_output_serializers(demo_projec
     assert [set(c) for c in nxt["completions"]] == [set(CompletionOut().fields)] * 4
     assert [set(c) for c in nxt["checks"]] == [set(CheckOut().fields)] * demo_project.checks.count()
     ann = Annotation.objects.get(task_id=nxt["task_id"], labeler=labeler)
-    body = api.post(reverse("api:label-submit", args=[nxt["task_id"]]), {"ratings": valid_ratings(ann.task, labeler)},
-                    format="json").json()
+    body = api.post(
+        reverse("api:label-submit", args=[nxt["task_id"]]), {"ratings": valid_ratings(ann.task, labeler)}, format="json"
+    ).json()
     assert set(body) == set(SubmitOutput().fields)
     ann.refresh_from_db()
     as_drf_writes = serializers.DateTimeField().to_representation

@@ -1,4 +1,5 @@
 """Team-only projects: the hand-out, the labeling API, the labeler's pages and project list honour the team."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,14 @@ def test_next_task_never_hands_out_a_team_projects_task_to_an_outsider(demo_proj
         task_id = body["task_id"]
         seen.add(task_id)
         ann = Annotation.objects.get(task_id=task_id, labeler=labeler)
-        assert member.post(reverse("api:label-submit", args=[task_id]),
-                           {"ratings": valid_ratings(ann.task, labeler)}, format="json").status_code == 200
+        assert (
+            member.post(
+                reverse("api:label-submit", args=[task_id]),
+                {"ratings": valid_ratings(ann.task, labeler)},
+                format="json",
+            ).status_code
+            == 200
+        )
     assert len(seen) == 3
     assert outsider.post(reverse("api:label-next", args=[demo_project.pk])).status_code == 404
     # The project list of the labeler pages leaves it out; the page's "start" button answers 404 too.
@@ -60,12 +67,18 @@ def test_next_task_never_hands_out_a_team_projects_task_to_an_outsider(demo_proj
     assert page.post(reverse("labeler:next", args=[demo_project.pk])).status_code == 404
 
 
-def test_a_labeler_taken_off_the_team_gets_404_on_their_open_task_and_keeps_their_labels(demo_project, labeler, labeler2):
+def test_a_labeler_taken_off_the_team_gets_404_on_their_open_task_and_keeps_their_labels(
+    demo_project, labeler, labeler2
+):
     api = api_for(labeler2)
     done = api.post(reverse("api:label-next", args=[demo_project.pk])).json()["task_id"]
     ann = Annotation.objects.get(task_id=done, labeler=labeler2)
-    assert api.post(reverse("api:label-submit", args=[done]), {"ratings": valid_ratings(ann.task, labeler2)},
-                    format="json").status_code == 200
+    assert (
+        api.post(
+            reverse("api:label-submit", args=[done]), {"ratings": valid_ratings(ann.task, labeler2)}, format="json"
+        ).status_code
+        == 200
+    )
     open_task = api.post(reverse("api:label-next", args=[demo_project.pk])).json()["task_id"]
     annotation_id = Annotation.objects.get(task_id=done, labeler=labeler2).pk
 
@@ -107,13 +120,16 @@ def test_team_members_must_be_active_labelers(demo_project, labeler, researcher)
 def test_researcher_sets_the_team_on_the_project_page(demo_project, labeler, labeler2, researcher):
     page = Client()
     page.force_login(researcher)
-    r = page.post(reverse("researcher:project_team", args=[demo_project.pk]), {"access": "team", "members": [labeler.pk]})
+    r = page.post(
+        reverse("researcher:project_team", args=[demo_project.pk]), {"access": "team", "members": [labeler.pk]}
+    )
     assert r.status_code == 302
     demo_project.refresh_from_db()
     assert demo_project.team_only and list(demo_project.team.all()) == [labeler]
     detail = page.get(reverse("researcher:project_detail", args=[demo_project.pk]), follow=True).content.decode()
     assert "team only: lab1" in detail
-    bad = page.post(reverse("researcher:project_team", args=[demo_project.pk]), {"access": "team", "members": ["x"]},
-                    follow=True)
+    bad = page.post(
+        reverse("researcher:project_team", args=[demo_project.pk]), {"access": "team", "members": ["x"]}, follow=True
+    )
     assert "Team not changed" in bad.content.decode()
     assert list(demo_project.team.all()) == [labeler]

@@ -1,4 +1,5 @@
 """Each agreement statistic against values computed by hand (the arithmetic is written out)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Exports with an explicit schema: big files whose first rows have null columns load in datasets (Parquet, and
 JSONL with its Features sidecar); mixed plain and chat selections come out as chat; counts match the records."""
+
 from __future__ import annotations
 
 import json
@@ -25,24 +26,38 @@ TEN_MB = 10 << 20  # datasets' JSON reader infers a block's types from 10 MB at 
 
 
 def load(kind: str, path, tmp_path, **kwargs):
-    return load_dataset(kind, data_files=str(path), split="train", cache_dir=str(tmp_path / f"hf-{kind}-{len(kwargs)}"), **kwargs)
+    return load_dataset(
+        kind, data_files=str(path), split="train", cache_dir=str(tmp_path / f"hf-{kind}-{len(kwargs)}"), **kwargs
+    )
 
 
 def add_task(project, prompt_text, texts, *, messages=None):
     prompt = Prompt.objects.create(project=project, text=prompt_text, messages=messages)
-    return task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in texts])
+    return task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in texts],
+    )
 
 
 @pytest.mark.slow
 def test_an_export_over_10_mb_whose_first_rows_have_null_columns_loads_as_parquet_and_as_jsonl_with_features(
-        researcher, labeler, tmp_path):
+    researcher, labeler, tmp_path
+):
     project = project_create(name="Big", user=researcher, completions_per_task=2)
     n_imported = 2600
     filler = "lorem ipsum dolor sit amet " * 55  # ~1.5 kB per answer: every pairwise record is > 4 kB
-    write_jsonl(tmp_path / "public.jsonl", [
-        {"prompt": f"Question {i}: {filler[:900]}", "chosen": f"Good answer {i}. {filler}", "rejected": f"Bad answer {i}. {filler}"}
-        for i in range(n_imported)])
+    write_jsonl(
+        tmp_path / "public.jsonl",
+        [
+            {
+                "prompt": f"Question {i}: {filler[:900]}",
+                "chosen": f"Good answer {i}. {filler}",
+                "rejected": f"Bad answer {i}. {filler}",
+            }
+            for i in range(n_imported)
+        ],
+    )
     result = import_file(project=project, kind="preferences", path=tmp_path / "public.jsonl", source_name="public")
     assert result.annotations_created == n_imported
     for i in range(3):  # human labels after the imported ones: ratings and labeler ids
@@ -81,13 +96,23 @@ def test_an_export_over_10_mb_whose_first_rows_have_null_columns_loads_as_parque
 def test_a_selection_mixing_plain_and_chat_prompts_is_written_as_chat_in_every_file_type(researcher, labeler, tmp_path):
     project = project_create(name="Mixed", user=researcher, completions_per_task=2)
     label(add_task(project, "2+2?", ["4", "5"]), labeler, [1, 2], [7, 1])
-    label(add_task(project, "Hi", ["Hello!", "Go away."], messages=[{"role": "system", "content": "Be kind."},
-                                                                   {"role": "user", "content": "Hi"}]), labeler, [1, 2])
+    label(
+        add_task(
+            project,
+            "Hi",
+            ["Hello!", "Go away."],
+            messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
+        ),
+        labeler,
+        [1, 2],
+    )
     Demonstration.objects.create(prompt=Prompt.objects.get(text="2+2?"), text="4.")
     Demonstration.objects.create(prompt=Prompt.objects.get(text="Hi"), text="Hello, how can I help?")
     filters = LabelFilters(project_ids=[project.pk])
-    assert resolve_chat("pairwise", filters).all_chat and not resolve_chat("pairwise", LabelFilters(
-        project_ids=[project.pk], labeler="nobody")).all_chat
+    assert (
+        resolve_chat("pairwise", filters).all_chat
+        and not resolve_chat("pairwise", LabelFilters(project_ids=[project.pk], labeler="nobody")).all_chat
+    )
     for fmt in FORMATS:
         jsonl, parquet = tmp_path / f"{fmt}.jsonl", tmp_path / f"{fmt}.parquet"
         call_command("export_data", str(jsonl), project=["Mixed"], format=fmt)
@@ -111,15 +136,25 @@ def varied(demo_project, labeler, labeler2, tmp_path):
     """Labels of every kind the filters tell apart: ties, check answers, a partial ranking, an imported label,
     a lone label, an old one, and a project check marked mild."""
     t0, t1, t2 = demo_project.tasks.order_by("id")
-    label(t0, labeler, [1, 2, 2, 3], [7, 5, 5, 2], {"toxic": [False, False, False, True], "expresses_opinion": [True] * 4})
+    label(
+        t0, labeler, [1, 2, 2, 3], [7, 5, 5, 2], {"toxic": [False, False, False, True], "expresses_opinion": [True] * 4}
+    )
     label(t0, labeler2, [2, 1, 3, 4], [6, 7, 4, 1], {"toxic": [False, False, False, True]})
     label(t1, labeler, [4, 3, 2, 1], [1, 2, 3, 4], submitted_at=timezone.now() - timedelta(days=10))
     label(t1, labeler2, [4, 3, 1, 2], None, {"expresses_opinion": [False] * 4})  # mild checks only: no KTO row
     partial = label(t2, make_user("lab3", "labeler"), [1, 2, 3, 4])
     partial.ratings.filter(completion_id=t2.task_completions.get(position=3).completion_id).delete()
     label(t2, make_user("lab4", "labeler"), [1, 1, 1, 1], [4, 4, 4, 4], {"toxic": [False, True, False, False]})
-    write_jsonl(tmp_path / "g.jsonl", [{"prompt": "Prompt number 0?", "completions": [f"Answer {j} to prompt 0" for j in range(4)],
-                                        "ranks": [1, 2, 3, 4]}])
+    write_jsonl(
+        tmp_path / "g.jsonl",
+        [
+            {
+                "prompt": "Prompt number 0?",
+                "completions": [f"Answer {j} to prompt 0" for j in range(4)],
+                "ranks": [1, 2, 3, 4],
+            }
+        ],
+    )
     import_file(project=demo_project, kind="preferences", path=tmp_path / "g.jsonl", source_name="public-set")
     check_add(project=demo_project, question="Cites its sources", problem_answer=False)
     Demonstration.objects.create(prompt=t0.prompt, text="An ideal answer.")
@@ -127,10 +162,18 @@ def varied(demo_project, labeler, labeler2, tmp_path):
 
 
 FILTER_CASES = [
-    {}, {"labeler": "lab1"}, {"labeler": "import:public-set"}, {"include_imported": False}, {"full_overlap": True},
-    {"date_to": (timezone.now() - timedelta(days=5)).date()}, {"date_from": timezone.now().date()},
-    {"only_agreeing": True}, {"only_agreeing": True, "min_agreement": 0.8}, {"only_agreeing": True, "min_agreement": 0.81},
-    {"only_agreeing": True, "min_agreement": 0.0}, {"only_agreeing": True, "labeler": "lab2", "full_overlap": True},
+    {},
+    {"labeler": "lab1"},
+    {"labeler": "import:public-set"},
+    {"include_imported": False},
+    {"full_overlap": True},
+    {"date_to": (timezone.now() - timedelta(days=5)).date()},
+    {"date_from": timezone.now().date()},
+    {"only_agreeing": True},
+    {"only_agreeing": True, "min_agreement": 0.8},
+    {"only_agreeing": True, "min_agreement": 0.81},
+    {"only_agreeing": True, "min_agreement": 0.0},
+    {"only_agreeing": True, "labeler": "lab2", "full_overlap": True},
     {"labeler": "nobody"},
 ]
 

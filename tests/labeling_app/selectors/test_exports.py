@@ -1,4 +1,5 @@
 """Exports: each format through datasets.Dataset.from_json, the filters, the streamed download, the round trip."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,13 @@ def export(fmt, tmp_path, **filters) -> tuple[list[dict], Dataset]:
 def labeled(demo_project, labeler, labeler2):
     """demo_project (K=4, overlap 2): task 0 labeled by both (agreeing but one swap), task 1 by lab1 only."""
     t0, t1, _ = tasks_of(demo_project)
-    label(t0, labeler, [1, 2, 2, 3], [7, 5, 5, 2], {"toxic": [False, False, False, True], "satisfies_constraints": [True, True, False, True]})
+    label(
+        t0,
+        labeler,
+        [1, 2, 2, 3],
+        [7, 5, 5, 2],
+        {"toxic": [False, False, False, True], "satisfies_constraints": [True, True, False, True]},
+    )
     label(t0, labeler2, [2, 1, 3, 4], [6, 7, 4, 1], {"toxic": [False, False, False, True]})
     label(t1, labeler, [4, 3, 2, 1], [1, 2, 3, 4], submitted_at=timezone.now() - timedelta(days=10))
     return demo_project
@@ -44,7 +51,9 @@ def test_pairwise_export_reads_as_a_trl_dataset(labeled, tmp_path):
     rows, ds = export("pairwise", tmp_path, project_ids=[labeled.pk])
     # lab1 on t0 ranks [1,2,2,3]: 6 pairs, 1 tie -> 5; lab2 on t0: 6; lab1 on t1: 6
     assert len(rows) == 17 and ds.num_rows == 17
-    assert {"prompt", "chosen", "rejected", "annotation_id", "labeler_id", "chosen_rating", "rejected_rating"} <= set(ds.column_names)
+    assert {"prompt", "chosen", "rejected", "annotation_id", "labeler_id", "chosen_rating", "rejected_rating"} <= set(
+        ds.column_names
+    )
     first = rows[0]
     assert first["prompt"] == "Prompt number 0?" and first["chosen"] == "Answer 0 to prompt 0"
     assert (first["chosen_rating"], first["rejected_rating"]) == (7, 5)
@@ -57,8 +66,11 @@ def test_pairwise_chat_prompts_are_message_lists(researcher, labeler, tmp_path):
     project = project_create(name="Chat", user=researcher, completions_per_task=2)
     messages = [{"role": "user", "content": "Hi"}]
     prompt = Prompt.objects.create(project=project, text="Hi", messages=messages)
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Hello!", "What.")])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Hello!", "What.")],
+    )
     label(task, labeler, [1, 2])
     rows, ds = export("pairwise", tmp_path, project_ids=[project.pk])
     assert rows[0]["prompt"] == messages
@@ -91,15 +103,23 @@ def test_sft_export_from_demonstrations(demo_project, researcher, tmp_path):
     Demonstration.objects.create(prompt=chat, text="Hello there.", author=researcher)
     rows, ds = export("sft", tmp_path, project_ids=[demo_project.pk])
     # one chat prompt makes the whole selection chat: the plain one is written as one user turn
-    assert [r["prompt"] for r in rows] == [[{"role": "user", "content": prompt.text}], [{"role": "user", "content": "Hey"}]]
-    assert [r["completion"] for r in rows] == [[{"role": "assistant", "content": "The ideal answer."}],
-                                               [{"role": "assistant", "content": "Hello there."}]]
+    assert [r["prompt"] for r in rows] == [
+        [{"role": "user", "content": prompt.text}],
+        [{"role": "user", "content": "Hey"}],
+    ]
+    assert [r["completion"] for r in rows] == [
+        [{"role": "assistant", "content": "The ideal answer."}],
+        [{"role": "assistant", "content": "Hello there."}],
+    ]
     rows, _ = export("sft", tmp_path, project_ids=[demo_project.pk], date_to="2000-01-01")
     assert rows == []
     assert ds.num_rows == 2 and {"prompt", "completion"} <= set(ds.column_names)
     assert list(demonstrations_for_training(project_ids=[demo_project.pk]))[1] == {
-        "prompt": [{"role": "user", "content": "Hey"}], "completion": "Hello there.",
-        "demonstration_id": Demonstration.objects.get(prompt=chat).pk, "prompt_id": chat.pk}
+        "prompt": [{"role": "user", "content": "Hey"}],
+        "completion": "Hello there.",
+        "demonstration_id": Demonstration.objects.get(prompt=chat).pk,
+        "prompt_id": chat.pk,
+    }
     Demonstration.objects.filter(prompt=chat).delete()
     rows, _ = export("sft", tmp_path, project_ids=[demo_project.pk])
     assert [r["completion"] for r in rows] == ["The ideal answer."]  # all plain: strings
@@ -126,8 +146,14 @@ def test_rankings_for_training_includes_imports_by_source(labeled, tmp_path):
     import_file(project=k4, kind="preferences", path=tmp_path / "g.jsonl", source_name="public-set")
     rows = list(rankings_for_training(project_ids=[labeled.pk, k4.pk]))
     assert [r["labeler"] for r in rows] == ["lab1", "lab2", "lab1", "import:public-set"]
-    assert rows[-1] == {"annotation_id": rows[-1]["annotation_id"], "prompt": "q", "completions": ["a", "b", "c", "d"],
-                        "ranks": [1, 2, 3, 3], "labeler": "import:public-set", "prompt_id": Prompt.objects.get(text="q").pk}
+    assert rows[-1] == {
+        "annotation_id": rows[-1]["annotation_id"],
+        "prompt": "q",
+        "completions": ["a", "b", "c", "d"],
+        "ranks": [1, 2, 3, 3],
+        "labeler": "import:public-set",
+        "prompt_id": Prompt.objects.get(text="q").pk,
+    }
     assert len(list(rankings_for_training(project_ids=[labeled.pk, k4.pk], include_imported=False))) == 3
     assert len(list(rankings_for_training(project_ids=[k4.pk], date_to=timezone.now() - timedelta(days=1)))) == 0
 
@@ -136,12 +162,24 @@ def test_pairwise_round_trip_export_import_export(researcher, labeler, labeler2,
     source = project_create(name="Source pairs", user=researcher, completions_per_task=2)
     for i in range(3):
         prompt = Prompt.objects.create(project=source, text=f"Question {i}")
-        task = task_create(project=source, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"{w} {i}", source="imported") for w in ("good", "bad")])
+        task = task_create(
+            project=source,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"{w} {i}", source="imported") for w in ("good", "bad")
+            ],
+        )
         label(task, labeler, [1, 2], [6, 3])
-    chat = Prompt.objects.create(project=source, text="Hi", messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])
-    task = task_create(project=source, prompt=chat, completions=[
-        Completion.objects.create(prompt=chat, text=t, source="imported") for t in ("Hello!", "Meh.")])
+    chat = Prompt.objects.create(
+        project=source,
+        text="Hi",
+        messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
+    )
+    task = task_create(
+        project=source,
+        prompt=chat,
+        completions=[Completion.objects.create(prompt=chat, text=t, source="imported") for t in ("Hello!", "Meh.")],
+    )
     label(task, labeler2, [2, 1], [2, 5])
 
     (tmp_path / "a").mkdir()
@@ -152,8 +190,16 @@ def test_pairwise_round_trip_export_import_export(researcher, labeler, labeler2,
     assert result.annotations_created == 4
     (tmp_path / "b").mkdir()
     second, _ = export("pairwise", tmp_path / "b", project_ids=[target.pk])
+
     def key(r):
-        return json.dumps(r["prompt"]), json.dumps(r["chosen"]), json.dumps(r["rejected"]), r["chosen_rating"], r["rejected_rating"]
+        return (
+            json.dumps(r["prompt"]),
+            json.dumps(r["chosen"]),
+            json.dumps(r["rejected"]),
+            r["chosen_rating"],
+            r["rejected_rating"],
+        )
+
     assert sorted(map(key, first)) == sorted(map(key, second))
     assert {r["labeler"] for r in second} == {"import:round-trip"} and all(r["labeler_id"] is None for r in second)
 
@@ -171,7 +217,9 @@ def test_grouped_round_trip_export_import_export(labeled, tmp_path):
 
 def test_download_streams_and_command_writes_file(labeled, client, researcher, tmp_path):
     client.force_login(researcher)
-    response = client.get(f"/projects/{labeled.pk}/export/download/", {"format": "grouped", "labeler": "lab2", "submitted": "1"})
+    response = client.get(
+        f"/projects/{labeled.pk}/export/download/", {"format": "grouped", "labeler": "lab2", "submitted": "1"}
+    )
     assert response.status_code == 200 and response.streaming
     assert response["Content-Disposition"].startswith("attachment;")
     lines = b"".join(response.streaming_content).decode().splitlines()
@@ -186,8 +234,11 @@ def test_trl_reads_our_pairwise_rows_and_splits_implicit_prompts_like_we_do(rese
     data_utils = pytest.importorskip("trl.data_utils")  # bench-only dependency: TRL's own format check
     project = project_create(name="TRL check", user=researcher, completions_per_task=2)
     prompt = Prompt.objects.create(project=project, text="Hi", messages=[{"role": "user", "content": "Hi"}])
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Hello!", "What.")])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Hello!", "What.")],
+    )
     label(task, labeler, [1, 2])
     (row,), _ = export("pairwise", tmp_path, project_ids=[project.pk])
     assert data_utils.is_conversational(row)
@@ -195,7 +246,9 @@ def test_trl_reads_our_pairwise_rows_and_splits_implicit_prompts_like_we_do(rese
     assert data_utils.extract_prompt(full) == {k: row[k] for k in ("prompt", "chosen", "rejected")}
     # our implicit-prompt import of the same full conversations gives the same prompt and answers
     k2 = project_create(name="TRL implicit", completions_per_task=2)
-    import_file(project=k2, kind="preferences", path=write_jsonl(tmp_path / "implicit.jsonl", [full]), source_name="trl")
+    import_file(
+        project=k2, kind="preferences", path=write_jsonl(tmp_path / "implicit.jsonl", [full]), source_name="trl"
+    )
     (tmp_path / "b").mkdir()
     (again,), _ = export("pairwise", tmp_path / "b", project_ids=[k2.pk])
     assert {k: again[k] for k in ("prompt", "chosen", "rejected")} == data_utils.extract_prompt(full)
@@ -203,10 +256,13 @@ def test_trl_reads_our_pairwise_rows_and_splits_implicit_prompts_like_we_do(rese
 
 def test_a_project_mixing_plain_and_chat_prompts_exports_one_column_type_with_all_chat(researcher, tmp_path):
     project = project_create(name="Mixed", user=researcher, completions_per_task=2)
-    write_jsonl(tmp_path / "mixed.jsonl", [
-        {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
-        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
-    ])
+    write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
+            {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+        ],
+    )
     import_file(project=project, kind="preferences", path=tmp_path / "mixed.jsonl", source_name="mixed")
     Demonstration.objects.create(prompt=Prompt.objects.get(text="2+2?"), text="4.")
     for fmt in ("pairwise", "grouped", "sft"):
@@ -221,18 +277,27 @@ def test_kto_and_grouped_read_each_checks_stored_polarity(researcher, labeler, t
     project = project_create(name="Polarity", user=researcher, completions_per_task=3)
     check_add(project=project, question="Cites its sources", problem_answer=False)
     prompt = Prompt.objects.create(project=project, text="Why is the sky blue?")
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=t, source="imported") for t in ("Rayleigh.", "Oceans.", "I think: light.")])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[
+            Completion.objects.create(prompt=prompt, text=t, source="imported")
+            for t in ("Rayleigh.", "Oceans.", "I think: light.")
+        ],
+    )
     # What Shift+N gives every check ("no problems"): no, but yes to "satisfies the constraints" and "cites its sources".
     answers = {c.key: [not c.problem_answer] * 3 for c in project.checks.all()}
     assert answers["satisfies_constraints"] == [True] * 3 and answers["toxic"] == [False] * 3
-    answers["cites_its_sources"][1] = False   # a serious problem of the project's own
-    answers["expresses_opinion"][2] = True    # a mild one
+    answers["cites_its_sources"][1] = False  # a serious problem of the project's own
+    answers["expresses_opinion"][2] = True  # a mild one
     label(task, labeler, [1, 3, 2], [7, 2, 6], answers)
 
     rows, _ = export("kto", tmp_path, project_ids=[project.pk])
     assert [(r["rating"], r["label"], r["failed_checks"]) for r in rows] == [
-        (7, True, []), (2, False, ["cites_its_sources"]), (6, True, [])]
+        (7, True, []),
+        (2, False, ["cites_its_sources"]),
+        (6, True, []),
+    ]
     rows, ds = export("grouped", tmp_path, project_ids=[project.pk])
     assert rows[0]["problems"] == [[], ["cites_its_sources"], ["expresses_opinion"]]
     assert ds[0]["problems"] == rows[0]["problems"]
@@ -243,5 +308,8 @@ def test_kto_and_grouped_read_each_checks_stored_polarity(researcher, labeler, t
     project.checks.filter(key="expresses_opinion").update(serious=True)
     rows, _ = export("kto", tmp_path, project_ids=[project.pk])
     assert [r["failed_checks"] for r in rows] == [
-        ["satisfies_constraints"], ["cites_its_sources", "satisfies_constraints"], ["expresses_opinion", "satisfies_constraints"]]
+        ["satisfies_constraints"],
+        ["cites_its_sources", "satisfies_constraints"],
+        ["expresses_opinion", "satisfies_constraints"],
+    ]
     assert not any(r["label"] for r in rows)

@@ -1,4 +1,5 @@
 """Label-quality figures of a project on a small labeled project, checked against hand-computed values."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -16,24 +17,48 @@ F, T = False, True
 
 @pytest.fixture
 def world(researcher, labeler, labeler2):
-    project = project_create(name="Quality", user=researcher, completions_per_task=3, overlap=2,
-                             checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="Quality", user=researcher, completions_per_task=3, overlap=2, checks=[("toxic", "Toxic?")]
+    )
     tasks = []
     for i in range(5):
         prompt = Prompt.objects.create(project=project, text=f"P{i}")
-        tasks.append(task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(3)]))
+        tasks.append(
+            task_create(
+                project=project,
+                prompt=prompt,
+                completions=[
+                    Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(3)
+                ],
+            )
+        )
     t1, t2, t3, t4, _t5 = tasks
     ids = lambda t: [tc.completion_id for tc in t.task_completions.order_by("position")]  # noqa: E731
     label(t1, labeler, [1, 2, 3], [1, 2, 3], {"toxic": [F, F, T]}, seconds=30)
-    label(t1, labeler2, [1, 3, 2], [1, 3, 3], {"toxic": [F, F, T]}, seconds=120,
-          shown_order=[ids(t1)[2], ids(t1)[0], ids(t1)[1]])
+    label(
+        t1,
+        labeler2,
+        [1, 3, 2],
+        [1, 3, 3],
+        {"toxic": [F, F, T]},
+        seconds=120,
+        shown_order=[ids(t1)[2], ids(t1)[0], ids(t1)[1]],
+    )
     label(t2, labeler, [2, 1, 3], None, {"toxic": [F, T, F]}, seconds=90)
-    label(t2, labeler2, [2, 1, 3], None, {"toxic": [F, F, F]}, seconds=240, shown_order=[ids(t2)[1], ids(t2)[0], ids(t2)[2]])
+    label(
+        t2,
+        labeler2,
+        [2, 1, 3],
+        None,
+        {"toxic": [F, F, F]},
+        seconds=240,
+        shown_order=[ids(t2)[1], ids(t2)[0], ids(t2)[2]],
+    )
     label(t3, labeler, [1, 2, 3], None, seconds=60)
     # An imported label on t3 that disagrees completely: kept out of every agreement figure.
-    imported = Annotation.objects.create(task=t3, import_source=ImportSource.objects.create(name="pub"), status="submitted",
-                                         submitted_at=timezone.now())
+    imported = Annotation.objects.create(
+        task=t3, import_source=ImportSource.objects.create(name="pub"), status="submitted", submitted_at=timezone.now()
+    )
     for cid, rank in zip(ids(t3), [3, 2, 1]):
         Rating.objects.create(annotation=imported, completion_id=cid, rank=rank)
     Assignment.objects.create(task=t4, labeler=labeler, expires_at=timezone.now() + timedelta(minutes=10))
@@ -92,16 +117,28 @@ def test_quality_pages_render(world, client, researcher, labeler):
 
 
 def test_problem_rate_reads_each_checks_polarity(researcher, labeler, labeler2, client):
-    project = project_create(name="Polarity quality", user=researcher, completions_per_task=2, overlap=3, checks=[
-        ("satisfies_constraints", "Satisfies the constraints", False), ("toxic", "Toxic?")])
+    project = project_create(
+        name="Polarity quality",
+        user=researcher,
+        completions_per_task=2,
+        overlap=3,
+        checks=[("satisfies_constraints", "Satisfies the constraints", False), ("toxic", "Toxic?")],
+    )
     prompt = Prompt.objects.create(project=project, text="P")
-    task = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(2)])
+    task = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[Completion.objects.create(prompt=prompt, text=f"c{j}", source="imported") for j in range(2)],
+    )
     label(task, labeler, [1, 2], [7, 2], {"satisfies_constraints": [T, F], "toxic": [F, F]})
     label(task, labeler2, [1, 2], [6, 3], {"satisfies_constraints": [T, T], "toxic": [F, T]})
     # An imported label is not a person's answer: not counted.
-    imported = Annotation.objects.create(task=task, import_source=ImportSource.objects.create(name="pub"), status="submitted",
-                                         submitted_at=timezone.now())
+    imported = Annotation.objects.create(
+        task=task,
+        import_source=ImportSource.objects.create(name="pub"),
+        status="submitted",
+        submitted_at=timezone.now(),
+    )
     for tc in task.task_completions.all():
         Rating.objects.create(annotation=imported, completion_id=tc.completion_id, rank=1)
     checks = {c["key"]: c for c in agreement_for_project(project)["checks"]}
@@ -114,6 +151,6 @@ def test_problem_rate_reads_each_checks_polarity(researcher, labeler, labeler2, 
     assert checks["satisfies_constraints"]["percent"] == checks["toxic"]["percent"] == pytest.approx(1 / 2)
     client.force_login(researcher)
     page = client.get(f"/projects/{project.pk}/quality/").content.decode()
-    row = page[page.index('data-check="satisfies_constraints"'):]
-    row = row[:row.index("</tr>")]
+    row = page[page.index('data-check="satisfies_constraints"') :]
+    row = row[: row.index("</tr>")]
     assert "<td>no</td>" in row and "25.0% <small>(1 of 4)</small>" in row

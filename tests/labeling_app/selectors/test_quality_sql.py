@@ -5,6 +5,7 @@
 ties, missing Likert ratings, unanswered checks, a label that ranks only some completions, imported labels,
 three labelers on some tasks and two on others (Cohen and Fleiss both appear) and shown orders.
 """
+
 from __future__ import annotations
 
 import random
@@ -56,17 +57,37 @@ def reference_agreement(project) -> dict:
                     check_items[key].append(answers)
     return {
         "shared_tasks": shared,
-        "ranking": {"agreeing": agreeing, "comparable": comparable, "pair_agreement": agreeing / comparable if comparable else None,
-                    "kendall_tau": sum(taus) / len(taus) if taus else None, "tau_pairs": len(taus)},
-        "likert": {"alpha": stats.krippendorff_alpha_ordinal(likert_units),
-                   "units": sum(1 for u in likert_units if sum(v is not None for v in u) >= 2)},
-        "checks": {q.key: stats.binary_agreement(check_items.get(q.key, [])) for q in CheckQuestion.objects.filter(project=project)},
+        "ranking": {
+            "agreeing": agreeing,
+            "comparable": comparable,
+            "pair_agreement": agreeing / comparable if comparable else None,
+            "kendall_tau": sum(taus) / len(taus) if taus else None,
+            "tau_pairs": len(taus),
+        },
+        "likert": {
+            "alpha": stats.krippendorff_alpha_ordinal(likert_units),
+            "units": sum(1 for u in likert_units if sum(v is not None for v in u) >= 2),
+        },
+        "checks": {
+            q.key: stats.binary_agreement(check_items.get(q.key, []))
+            for q in CheckQuestion.objects.filter(project=project)
+        },
     }
 
 
 def reference_labeler_stats(project) -> list[dict]:
-    per = defaultdict(lambda: {"tasks": 0, "seconds": [], "agreeing": 0, "comparable": 0, "first_best": 0, "first_known": 0,
-                               "contradicting_labels": 0, "contradicting_pairs": 0})
+    per = defaultdict(
+        lambda: {
+            "tasks": 0,
+            "seconds": [],
+            "agreeing": 0,
+            "comparable": 0,
+            "first_best": 0,
+            "first_known": 0,
+            "contradicting_labels": 0,
+            "contradicting_pairs": 0,
+        }
+    )
     for rows in _rows_by_task(project).values():
         for row in rows:
             s = per[(row.labeler, row.labeler_id)]
@@ -85,11 +106,20 @@ def reference_labeler_stats(project) -> list[dict]:
                     ag, co = stats.ranking_pair_agreement(row.ranks, other.ranks)
                     s["agreeing"] += ag
                     s["comparable"] += co
-    return [{"labeler": name, "labeler_id": lid, "tasks": s["tasks"], "median_seconds": stats.median(s["seconds"]),
-             "agreement": s["agreeing"] / s["comparable"] if s["comparable"] else None, "comparable_pairs": s["comparable"],
-             "position_bias": s["first_best"] / s["first_known"] if s["first_known"] else None,
-             "contradicting_labels": s["contradicting_labels"], "contradicting_pairs": s["contradicting_pairs"]}
-            for (name, lid), s in sorted(per.items())]
+    return [
+        {
+            "labeler": name,
+            "labeler_id": lid,
+            "tasks": s["tasks"],
+            "median_seconds": stats.median(s["seconds"]),
+            "agreement": s["agreeing"] / s["comparable"] if s["comparable"] else None,
+            "comparable_pairs": s["comparable"],
+            "position_bias": s["first_best"] / s["first_known"] if s["first_known"] else None,
+            "contradicting_labels": s["contradicting_labels"],
+            "contradicting_pairs": s["contradicting_pairs"],
+        }
+        for (name, lid), s in sorted(per.items())
+    ]
 
 
 def same(a, b) -> bool:
@@ -103,25 +133,45 @@ def same(a, b) -> bool:
 def random_world(researcher):
     rng = random.Random(12)
     people = [make_user(f"rq{i}", "labeler") for i in range(4)]
-    project = project_create(name="SQL quality", user=researcher, completions_per_task=3, overlap=5,
-                             checks=[("toxic", "Toxic?"), ("satisfies", "Satisfies?", False), ("rare", "Rare?")])
+    project = project_create(
+        name="SQL quality",
+        user=researcher,
+        completions_per_task=3,
+        overlap=5,
+        checks=[("toxic", "Toxic?"), ("satisfies", "Satisfies?", False), ("rare", "Rare?")],
+    )
     source = ImportSource.objects.create(name="pub")
     now = timezone.now()
     for t in range(30):
         prompt = Prompt.objects.create(project=project, text=f"P{t}")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"c{t}-{j}", source="imported") for j in range(3)])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"c{t}-{j}", source="imported") for j in range(3)
+            ],
+        )
         ids = [tc.completion_id for tc in task.task_completions.order_by("position")]
         chosen = rng.sample(people, rng.choice([1, 2, 2, 3]))
         for person in chosen:
             ranks = [rng.randint(1, 3) for _ in range(3)]  # ties on purpose
             likerts = [rng.choice([None, 1, 2, 4, 5, 7]) for _ in range(3)] if rng.random() < 0.8 else None
-            checks = {key: [rng.random() < 0.3 for _ in range(3)] for key in ("toxic", "satisfies") if rng.random() < 0.8}
+            checks = {
+                key: [rng.random() < 0.3 for _ in range(3)] for key in ("toxic", "satisfies") if rng.random() < 0.8
+            }
             if len(chosen) == 3:  # asked on three-label tasks only: Fleiss' kappa
                 checks["rare"] = [rng.random() < 0.5 for _ in range(3)]
             shown = rng.sample(ids, 3) if rng.random() < 0.8 else []
-            label(task, person, ranks, likerts, checks, seconds=rng.randint(5, 500), shown_order=shown or None,
-                  submitted_at=now - timedelta(days=rng.randint(0, 4), hours=rng.randint(0, 23)))
+            label(
+                task,
+                person,
+                ranks,
+                likerts,
+                checks,
+                seconds=rng.randint(5, 500),
+                shown_order=shown or None,
+                submitted_at=now - timedelta(days=rng.randint(0, 4), hours=rng.randint(0, 23)),
+            )
         if t % 7 == 0:  # an imported label: never compared
             imported = Annotation.objects.create(task=task, import_source=source, status="submitted", submitted_at=now)
             for cid in ids:
@@ -154,7 +204,9 @@ def test_sql_labeler_stats_equal_the_python_path(random_world):
         for key, value in e.items():
             assert same(g[key], value), (e["labeler"], key)
     one = labeler_stats(random_world, labeler_id=expected[1]["labeler_id"])
-    assert [r["labeler"] for r in one] == [expected[1]["labeler"]] and same(one[0]["agreement"], expected[1]["agreement"])
+    assert [r["labeler"] for r in one] == [expected[1]["labeler"]] and same(
+        one[0]["agreement"], expected[1]["agreement"]
+    )
 
 
 def test_agreement_per_day_adds_up_to_the_pooled_figure(random_world):

@@ -1,4 +1,5 @@
 """A label a researcher rejected never reaches an export, an export count, or a training job's data."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,8 +44,10 @@ def test_a_rejected_label_is_not_trained_on(reviewed):
     rows = list(rankings_for_training(project_ids=[project.pk]))
     assert sorted(r["annotation_id"] for r in rows) == sorted([kept.pk, other.pk])
     # A run's data snapshot names its labels: re-reading it leaves out one rejected since.
-    assert [r["annotation_id"] for r in rankings_for_training(project_ids=[project.pk],
-                                                              annotation_ids=[rejected.pk, kept.pk])] == [kept.pk]
+    assert [
+        r["annotation_id"]
+        for r in rankings_for_training(project_ids=[project.pk], annotation_ids=[rejected.pk, kept.pk])
+    ] == [kept.pk]
     _, used = reward.rankings_from_rows(rankings_for_training(project_ids=[project.pk]))
     assert rejected.pk not in used
 

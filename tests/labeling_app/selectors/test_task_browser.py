@@ -1,4 +1,5 @@
 """The task browser's selector: each filter over real rows, agreement as agreement.py defines it, keyset pages."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -21,12 +22,20 @@ from tests.labeling_app.researcher_fixtures import label
 pytestmark = pytest.mark.django_db
 
 
-def make_task(project, name: str, *, source: str = Completion.Source.IMPORTED, model_name: str = "gpt-x",
-              version=None, k: int = 3) -> RankingTask:
+def make_task(
+    project, name: str, *, source: str = Completion.Source.IMPORTED, model_name: str = "gpt-x", version=None, k: int = 3
+) -> RankingTask:
     prompt = Prompt.objects.create(project=project, text=f"Prompt {name}")
-    return task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text=f"{name} answer {j}", source=source, model_name=model_name,
-                                  model_version=version) for j in range(k)])
+    return task_create(
+        project=project,
+        prompt=prompt,
+        completions=[
+            Completion.objects.create(
+                prompt=prompt, text=f"{name} answer {j}", source=source, model_name=model_name, model_version=version
+            )
+            for j in range(k)
+        ],
+    )
 
 
 @pytest.fixture
@@ -36,7 +45,10 @@ def world(researcher):
     a, b, c = (make_user(f"lab{i}", "labeler") for i in range(3))
     policy = ModelVersion.objects.create(kind="policy", name="policy-v3", path="/models/v3")
     job = ImportJob.objects.create(project=project, kind="completions", status="succeeded", original_name="batch.jsonl")
-    t = {name: make_task(project, name) for name in ("open", "leased", "single", "agree", "disagree", "tied", "full", "archived")}
+    t = {
+        name: make_task(project, name)
+        for name in ("open", "leased", "single", "agree", "disagree", "tied", "full", "archived")
+    }
     t["generated"] = make_task(project, "generated", source=Completion.Source.MODEL, model_name="", version=policy)
     RankingTask.objects.filter(pk=t["open"].pk).update(import_job=job)
     RankingTask.objects.filter(pk=t["single"].pk).update(created_at=timezone.now() - timedelta(days=40))
@@ -86,8 +98,9 @@ def test_agreement_filters_match_the_pairwise_definition(world):
     for name, task in world["t"].items():
         labels = list(Annotation.objects.filter(task=task, status="submitted").order_by("id"))
         ranks = [[r.rank for r in a.ratings.order_by("completion_id")] for a in labels]
-        by_python = any(c > ag for i, x in enumerate(ranks) for y in ranks[i + 1:]
-                        for ag, c in [ranking_pair_agreement(x, y)])
+        by_python = any(
+            c > ag for i, x in enumerate(ranks) for y in ranks[i + 1 :] for ag, c in [ranking_pair_agreement(x, y)]
+        )
         assert (name in names(world, TaskFilters(agreement="disagree"))) == by_python, name
 
 
@@ -103,7 +116,9 @@ def test_source_policy_model_and_import_filters(world):
 def test_created_date_range(world):
     old_day = (timezone.localtime() - timedelta(days=40)).date()
     assert names(world, TaskFilters(dates=DateRange.parse(None, str(old_day)))) == {"single"}
-    assert names(world, TaskFilters(dates=DateRange.parse(str(old_day + timedelta(days=1)), None))) == set(world["t"]) - {"single"}
+    assert names(world, TaskFilters(dates=DateRange.parse(str(old_day + timedelta(days=1)), None))) == set(
+        world["t"]
+    ) - {"single"}
     assert names(world, TaskFilters(dates=DateRange(date(2000, 1, 1), date(2000, 1, 2)))) == set()
 
 

@@ -1,4 +1,5 @@
 """The one door from training jobs to labels: one date reading, one labeler name, the rows each job reads."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -57,9 +58,11 @@ def test_days_dates_and_empty_bounds_read_one_way():
 def edge_labels(demo_project, labeler):
     """Three labels of the demo project: at the first and the last instant of 2026-01-31 (UTC), and just after."""
     t0, t1, t2 = demo_project.tasks.order_by("id")
-    return [label(t0, labeler, [1, 2, 3, 4], submitted_at=at("2026-01-31", dt.time.min)).pk,
-            label(t1, labeler, [1, 2, 3, 4], submitted_at=at("2026-01-31", dt.time.max)).pk,
-            label(t2, labeler, [1, 2, 3, 4], submitted_at=at("2026-02-01", dt.time.min)).pk]
+    return [
+        label(t0, labeler, [1, 2, 3, 4], submitted_at=at("2026-01-31", dt.time.min)).pk,
+        label(t1, labeler, [1, 2, 3, 4], submitted_at=at("2026-01-31", dt.time.max)).pk,
+        label(t2, labeler, [1, 2, 3, 4], submitted_at=at("2026-02-01", dt.time.min)).pk,
+    ]
 
 
 def test_a_day_range_is_inclusive_for_training_and_exports_alike(demo_project, edge_labels):
@@ -81,21 +84,30 @@ def test_a_day_range_is_inclusive_for_training_and_exports_alike(demo_project, e
     assert trained(date_to=at("2026-01-31", dt.time(12))) == [first]
 
 
-def test_the_export_page_and_command_refuse_a_bad_day_naming_it(demo_project, edge_labels, client, researcher, tmp_path):
+def test_the_export_page_and_command_refuse_a_bad_day_naming_it(
+    demo_project, edge_labels, client, researcher, tmp_path
+):
     client.force_login(researcher)
     url = f"/projects/{demo_project.pk}/export/download/"
     response = client.get(url, {"format": "grouped", "date_from": "31/01/2026"})
     assert response.status_code == 400 and "YYYY-MM-DD" in response.content.decode()
     response = client.get(url, {"format": "grouped", "date_from": "2026-01-31", "date_to": "2026-01-31"})
     assert response.status_code == 200
-    assert [json.loads(line)["annotation_id"] for line in b"".join(response.streaming_content).decode().splitlines()] \
-        == edge_labels[:2]
+    assert [
+        json.loads(line)["annotation_id"] for line in b"".join(response.streaming_content).decode().splitlines()
+    ] == edge_labels[:2]
     with pytest.raises(CommandError, match="--to must be a day as YYYY-MM-DD"):
         call_command("export_data", str(tmp_path / "out.jsonl"), project=[demo_project.name], date_to="Jan 31")
-    call_command("export_data", str(tmp_path / "out.jsonl"), project=[demo_project.name], format="grouped",
-                 date_from="2026-02-01")
-    assert [json.loads(line)["annotation_id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] \
-        == edge_labels[2:]
+    call_command(
+        "export_data",
+        str(tmp_path / "out.jsonl"),
+        project=[demo_project.name],
+        format="grouped",
+        date_from="2026-02-01",
+    )
+    assert [
+        json.loads(line)["annotation_id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()
+    ] == edge_labels[2:]
 
 
 def test_reward_training_and_exports_name_labelers_the_same_way(demo_project, labeler, labeler2, tmp_path):
@@ -113,7 +125,9 @@ def test_reward_training_and_exports_name_labelers_the_same_way(demo_project, la
     assert sorted(by_id.values()) == ["import:public-set", "lab1", "lab1", "lab2"]
     assert annotation_ids == sorted(annotation_ids), "label order: what a resumed reward run replays"
     # the name is also what the labeler filter takes, for an import source as for a person
-    only_import = list(export_lines("grouped", LabelFilters(project_ids=[demo_project.pk], labeler="import:public-set")))
+    only_import = list(
+        export_lines("grouped", LabelFilters(project_ids=[demo_project.pk], labeler="import:public-set"))
+    )
     assert [json.loads(line)["labeler"] for line in only_import] == ["import:public-set"]
     again = rankings_for_training(project_ids=[demo_project.pk], annotation_ids=annotation_ids[1:3])
     assert [r["annotation_id"] for r in again] == annotation_ids[1:3]
@@ -129,10 +143,22 @@ def test_prompts_demonstrations_and_completions_for_the_policy_and_score_jobs(de
     Demonstration.objects.create(prompt=demo_project.prompts.first(), text="An answer.")
 
     rows = list(prompts_for_training(project_ids=[other.pk]))
-    assert rows == [{"prompt_id": chat.pk, "project_id": other.pk, "prompt": chat.messages, "text": "Hi",
-                     "completions_per_task": 2},
-                    {"prompt_id": old.pk, "project_id": other.pk, "prompt": "Old one", "text": "Old one",
-                     "completions_per_task": 2}]
+    assert rows == [
+        {
+            "prompt_id": chat.pk,
+            "project_id": other.pk,
+            "prompt": chat.messages,
+            "text": "Hi",
+            "completions_per_task": 2,
+        },
+        {
+            "prompt_id": old.pk,
+            "project_id": other.pk,
+            "prompt": "Old one",
+            "text": "Old one",
+            "completions_per_task": 2,
+        },
+    ]
     recent = (timezone.now() - dt.timedelta(days=1)).date().isoformat()
     assert [r["prompt_id"] for r in prompts_for_training(project_ids=[other.pk], date_from=recent)] == [chat.pk]
     assert [r["prompt_id"] for r in prompts_for_training(prompt_ids=[old.pk])] == [old.pk]
@@ -143,5 +169,7 @@ def test_prompts_demonstrations_and_completions_for_the_policy_and_score_jobs(de
     assert len(list(demonstrations_for_training(project_ids=[demo_project.pk, other.pk]))) == 2
 
     scored = list(completions_to_score(project_ids=[other.pk]))
-    assert scored == [{"completion_id": Completion.objects.get(prompt=chat).pk, "prompt": chat.messages, "text": "Hello!"}]
+    assert scored == [
+        {"completion_id": Completion.objects.get(prompt=chat).pk, "prompt": chat.messages, "text": "Hello!"}
+    ]
     assert completion_count(project_ids=[demo_project.pk, other.pk]) == 12 + 1

@@ -1,5 +1,6 @@
 """Adaptive overlap: a task whose labels disagree gets one more label (up to the project's maximum), in the
 submission's own transaction; the hand-out then gives it to a labeler who has not labeled it."""
+
 from __future__ import annotations
 
 import random
@@ -21,12 +22,24 @@ from tests.conftest import make_user
 
 
 def build(researcher, *, overlap=2, overlap_max=3, tasks=1, k=3, threshold=0.34, name="adaptive"):
-    project = project_create(name=name, user=researcher, completions_per_task=k, overlap=overlap,
-                             overlap_max=overlap_max, disagreement_threshold=threshold, checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name=name,
+        user=researcher,
+        completions_per_task=k,
+        overlap=overlap,
+        overlap_max=overlap_max,
+        disagreement_threshold=threshold,
+        checks=[("toxic", "Toxic?")],
+    )
     for i in range(tasks):
         prompt = Prompt.objects.create(project=project, text=f"adaptive {i}?")
-        task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported") for j in range(k)])
+        task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported") for j in range(k)
+            ],
+        )
     return project
 
 
@@ -43,8 +56,10 @@ def label(project, user, best_first: list[int] | None = None, *, rng: random.Ran
     order = best_first if best_first is not None else completion_ids(task)
     if rng is not None:
         order = rng.sample(order, len(order))
-    ratings = [{"completion": cid, "likert": 7 - rank, "rank": rank + 1, "checks": {"toxic": False}}
-               for rank, cid in enumerate(order)]
+    ratings = [
+        {"completion": cid, "likert": 7 - rank, "rank": rank + 1, "checks": {"toxic": False}}
+        for rank, cid in enumerate(order)
+    ]
     annotation_submit(task=task, labeler=user, ratings=ratings)
     return task
 
@@ -125,8 +140,10 @@ def test_off_by_default_and_imported_projects_keep_their_overlap(researcher, lab
 
 def _reward_scores(task, scores: dict[int, float], name="rm"):
     version = ModelVersion.objects.create(kind=ModelVersion.Kind.REWARD, name=name, path="/nowhere")
-    CompletionScore.objects.bulk_create(CompletionScore(completion_id=cid, model_version=version, score=s,
-                                                        scored_at=timezone.now()) for cid, s in scores.items())
+    CompletionScore.objects.bulk_create(
+        CompletionScore(completion_id=cid, model_version=version, score=s, scored_at=timezone.now())
+        for cid, s in scores.items()
+    )
     return version
 
 
@@ -178,7 +195,10 @@ def test_a_new_base_overlap_keeps_each_task_s_extra_labels_within_the_new_maximu
     project_update(project=project, **settings, overlap=3, overlap_max=5)
     assert dict(RankingTask.objects.filter(project=project).values_list("extra_labels", "overlap")) == {1: 4, 0: 3}
     project_update(project=project, **settings, overlap=1, overlap_max=None)  # off: no task above the base, none
-    assert sorted(RankingTask.objects.filter(project=project).values_list("overlap", flat=True)) == [1, 2]  # below its labels
+    assert sorted(RankingTask.objects.filter(project=project).values_list("overlap", flat=True)) == [
+        1,
+        2,
+    ]  # below its labels
 
 
 @pytest.mark.django_db(transaction=True)
@@ -212,8 +232,10 @@ def test_concurrent_labelers_never_exceed_the_maximum_and_every_disagreeing_task
         assert task.extra_labels == task.overlap - 2
         # Extended exactly when the first two labels disagreed on at least 0.34 of the pairs.
         ids = completion_ids(task)
-        ranks = [[dict(Rating.objects.filter(annotation=a).values_list("completion_id", "rank"))[c] for c in ids]
-                 for a in labels[:2]]
+        ranks = [
+            [dict(Rating.objects.filter(annotation=a).values_list("completion_id", "rank"))[c] for c in ids]
+            for a in labels[:2]
+        ]
         agreeing, comparable = ranking_pair_agreement(*ranks)
         assert (task.extra_labels == 1) == ((comparable - agreeing) / comparable >= 0.34), (task.pk, ranks)
         assert all(len(set(p)) == 2 for p in combinations([a.labeler_id for a in labels], 2))
@@ -237,13 +259,17 @@ def test_statistics_and_exports_say_how_many_tasks_got_extra_labels(researcher, 
 
     filters = LabelFilters(project_ids=[project.pk])
     pairwise = list(export_records("pairwise", filters))
-    assert {(r["task_id"], r["task_extra_labels"]) for r in pairwise} == {(tasks[0].pk, 1), (tasks[1].pk, 0), (tasks[2].pk, 1)}
+    assert {(r["task_id"], r["task_extra_labels"]) for r in pairwise} == {
+        (tasks[0].pk, 1),
+        (tasks[1].pk, 0),
+        (tasks[2].pk, 1),
+    }
     assert "task_extra_labels" in export_schema("grouped", filters).names
     assert {r["task_extra_labels"] for r in export_records("grouped", filters) if r["task_id"] == tasks[2].pk} == {1}
 
     client.force_login(researcher)
     page = client.get(f"/projects/{project.pk}/quality/").content.decode()
-    row = page[page.index('id="extra-labels"'):]
+    row = page[page.index('id="extra-labels"') :]
     assert "2 <small>(2 extra labels asked, 1 task still waiting; up to 3 labels" in row
     preview = client.get(f"/projects/{project.pk}/export/").content.decode()
     assert "2 tasks of this project got extra labels" in preview and "<th>task_extra_labels</th>" in preview

@@ -1,4 +1,5 @@
 """Import jobs over time: a job whose worker died is marked lost, Retry runs its file again, old rejected uploads are purged."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,15 @@ def stuck_job(project, researcher, import_dir, *, status="validating", seconds_s
     import_dir.mkdir(parents=True, exist_ok=True)
     path = write_jsonl(import_dir / f"{uuid.uuid4().hex}.jsonl", [{"prompt": "one"}, {"prompt": "two"}])
     then = timezone.now() - timedelta(seconds=seconds_silent)
-    job = ImportJob.objects.create(project=project, kind="prompts", file_path=str(path), original_name="mine.jsonl",
-                                   status=status, total_lines=2, created_by=researcher)
+    job = ImportJob.objects.create(
+        project=project,
+        kind="prompts",
+        file_path=str(path),
+        original_name="mine.jsonl",
+        status=status,
+        total_lines=2,
+        created_by=researcher,
+    )
     ImportJob.objects.filter(pk=job.pk).update(created_at=then, heartbeat_at=then)
     return job
 
@@ -65,7 +73,9 @@ def test_the_sweep_takes_its_time_from_now(project, researcher, import_dir):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_heartbeat_stays_fresh_for_others_while_the_insert_transaction_runs(researcher, import_dir, settings, monkeypatch):
+def test_the_heartbeat_stays_fresh_for_others_while_the_insert_transaction_runs(
+    researcher, import_dir, settings, monkeypatch
+):
     """The insert pass is one long transaction: the heartbeat must be written outside it, or the job looks dead."""
     from labeling_app.services import imports as svc
 
@@ -76,8 +86,12 @@ def test_the_heartbeat_stays_fresh_for_others_while_the_insert_transaction_runs(
 
     def other_session() -> tuple:
         out = []
-        thread = threading.Thread(target=lambda: (out.append(ImportJob.objects.values_list("status", "heartbeat_at").get()),
-                                                  connection.close()))
+        thread = threading.Thread(
+            target=lambda: (
+                out.append(ImportJob.objects.values_list("status", "heartbeat_at").get()),
+                connection.close(),
+            )
+        )
         thread.start()
         thread.join()
         return out[0]
@@ -91,7 +105,9 @@ def test_the_heartbeat_stays_fresh_for_others_while_the_insert_transaction_runs(
 
     monkeypatch.setattr(svc, "insert_batch", slow_insert)
     with open(write_jsonl(import_dir.parent / "f.jsonl", [{"prompt": "p"}]), "rb") as upload:
-        job = import_job_create(project=project, kind="prompts", upload=upload, original_name="f.jsonl", user=researcher)
+        job = import_job_create(
+            project=project, kind="prompts", upload=upload, original_name="f.jsonl", user=researcher
+        )
     assert job.status == "succeeded"
     assert seen == [("importing", True)]
 
@@ -138,7 +154,9 @@ def test_retry_button_on_the_job_page_for_researchers_only(client, project, rese
 
 def test_retry_of_a_rejected_file_can_skip_the_bad_lines(client, project, researcher, import_dir):
     with open(write_jsonl(import_dir.parent / "f.jsonl", [{"prompt": "ok"}, {"prompt": ""}]), "rb") as upload:
-        failed = import_job_create(project=project, kind="prompts", upload=upload, original_name="f.jsonl", user=researcher)
+        failed = import_job_create(
+            project=project, kind="prompts", upload=upload, original_name="f.jsonl", user=researcher
+        )
     assert failed.status == "failed"
     client.force_login(researcher)
     client.post(f"/projects/{project.pk}/imports/{failed.pk}/", {"action": "retry", "skip_invalid": "on"})
@@ -161,8 +179,9 @@ def test_purge_deletes_old_rejected_and_lost_uploads_only(project, researcher, i
     uploads = {}
     for name, rows in [("ok", [{"prompt": "fine"}]), ("bad", [{"prompt": ""}]), ("recent_bad", [{"prompt": ""}])]:
         with open(write_jsonl(import_dir.parent / f"{name}.jsonl", rows), "rb") as upload:
-            uploads[name] = import_job_create(project=project, kind="prompts", upload=upload, original_name=f"{name}.jsonl",
-                                              user=researcher)
+            uploads[name] = import_job_create(
+                project=project, kind="prompts", upload=upload, original_name=f"{name}.jsonl", user=researcher
+            )
     lost = stuck_job(project, researcher, import_dir)
     imports_mark_lost()
     lost.refresh_from_db()
@@ -194,7 +213,9 @@ def test_purge_deletes_old_rejected_and_lost_uploads_only(project, researcher, i
 def test_purge_task_and_retention_from_now(project, researcher, import_dir, settings):
     settings.IMPORT_RETENTION_DAYS = 30
     with open(write_jsonl(import_dir.parent / "bad.jsonl", [{"prompt": ""}]), "rb") as upload:
-        bad = import_job_create(project=project, kind="prompts", upload=upload, original_name="bad.jsonl", user=researcher)
+        bad = import_job_create(
+            project=project, kind="prompts", upload=upload, original_name="bad.jsonl", user=researcher
+        )
     assert import_uploads_purge(now=timezone.now() + timedelta(days=29)) == 0
     assert import_uploads_purge_task.apply(kwargs={}).get() == 0
     assert import_uploads_purge(now=timezone.now() + timedelta(days=31)) == 1
@@ -214,8 +235,10 @@ def test_the_heartbeat_reconnects_after_the_database_dropped_its_connection(proj
     try:
         first = _wait_for_beat(job, after=timezone.now() - timedelta(seconds=60))
         with connection.cursor() as cursor:  # what a restart does to every other session
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         dropped = timezone.now()
         assert _wait_for_beat(job, after=dropped) > first
     finally:

@@ -1,4 +1,5 @@
 """Undoing an import: exactly the rows it created go, reused and shared rows stay, human labels refuse it, a re-import works."""
+
 from __future__ import annotations
 
 import io
@@ -24,18 +25,21 @@ def _import_dir(settings, tmp_path):
 
 def upload(project, user, kind: str, rows: list[dict], name: str = "file.jsonl", source_name: str = "") -> ImportJob:
     data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
-    job = import_job_create(project=project, kind=kind, upload=io.BytesIO(data), original_name=name, user=user,
-                            source_name=source_name)
+    job = import_job_create(
+        project=project, kind=kind, upload=io.BytesIO(data), original_name=name, user=user, source_name=source_name
+    )
     assert job.status == "succeeded", job.errors
     return job
 
 
 def snapshot() -> dict[str, set[int]]:
-    return {"prompts": set(Prompt.objects.values_list("pk", flat=True)),
-            "completions": set(Completion.objects.values_list("pk", flat=True)),
-            "tasks": set(RankingTask.objects.values_list("pk", flat=True)),
-            "labels": set(Annotation.objects.values_list("pk", flat=True)),
-            "demonstrations": set(Demonstration.objects.values_list("pk", flat=True))}
+    return {
+        "prompts": set(Prompt.objects.values_list("pk", flat=True)),
+        "completions": set(Completion.objects.values_list("pk", flat=True)),
+        "tasks": set(RankingTask.objects.values_list("pk", flat=True)),
+        "labels": set(Annotation.objects.values_list("pk", flat=True)),
+        "demonstrations": set(Demonstration.objects.values_list("pk", flat=True)),
+    }
 
 
 def pairs(n: int, tag: str = "") -> list[dict]:
@@ -53,7 +57,13 @@ def test_undo_deletes_exactly_what_the_import_created_and_keeps_the_job_as_histo
 
     assert snapshot() == before  # the hand-written prompt stays, everything the import made is gone
     assert job.status == "undone" and job.undone_by == admin_user and job.undone_at is not None
-    assert job.undo_result["deleted"] == {"annotations": 0, "tasks": 3, "completions": 6, "demonstrations": 0, "prompts": 2}
+    assert job.undo_result["deleted"] == {
+        "annotations": 0,
+        "tasks": 3,
+        "completions": 6,
+        "demonstrations": 0,
+        "prompts": 2,
+    }
     assert job.result["tasks_created"] == 3  # what the import did is still on record
     with pytest.raises(ServiceError, match="already undone"):
         import_job_undo(job=job, user=admin_user)
@@ -63,21 +73,39 @@ def test_rows_an_import_only_reused_stay_and_rows_others_use_stay(k2, researcher
     first = upload(k2, researcher, "completions", pairs(2), name="first.jsonl")
     # A second file repeats Question 0 (all reused) and brings Question 9: only Question 9's rows are its own.
     second = upload(k2, researcher, "completions", pairs(1) + [pairs(10)[9]], name="second.jsonl")
-    assert (second.result["tasks_created"], second.result["tasks_existing"], second.result["completions_reused"]) == (1, 1, 2)
+    assert (second.result["tasks_created"], second.result["tasks_existing"], second.result["completions_reused"]) == (
+        1,
+        1,
+        2,
+    )
     import_job_undo(job=second, user=researcher)
     assert set(Prompt.objects.values_list("text", flat=True)) == {"Question 0?", "Question 1?"}
     assert RankingTask.objects.count() == 2 and Completion.objects.count() == 4
 
     # Data made since on top of the first import's rows: a demonstration import under its prompt, a
     # hand-made task over one of its completions. Undo keeps those rows (and what they stand on).
-    demo = upload(k2, researcher, "demonstrations", [{"prompt": "Question 1?", "completion": "Ideal."}], name="demo.jsonl")
+    demo = upload(
+        k2, researcher, "demonstrations", [{"prompt": "Question 1?", "completion": "Ideal."}], name="demo.jsonl"
+    )
     q0 = Prompt.objects.get(text="Question 0?")
     own = Completion.objects.create(prompt=q0, text="by hand", source="imported")
     shared = Completion.objects.get(text="yes 0")
     hand_task = task_create(project=k2, prompt=q0, completions=[shared, own])
     job = import_job_undo(job=first, user=researcher)
-    assert job.undo_result["deleted"] == {"annotations": 0, "tasks": 2, "completions": 3, "demonstrations": 0, "prompts": 0}
-    assert job.undo_result["kept"] == {"annotations": 0, "tasks": 0, "completions": 1, "demonstrations": 0, "prompts": 2}
+    assert job.undo_result["deleted"] == {
+        "annotations": 0,
+        "tasks": 2,
+        "completions": 3,
+        "demonstrations": 0,
+        "prompts": 0,
+    }
+    assert job.undo_result["kept"] == {
+        "annotations": 0,
+        "tasks": 0,
+        "completions": 1,
+        "demonstrations": 0,
+        "prompts": 2,
+    }
     assert set(Completion.objects.values_list("text", flat=True)) == {"yes 0", "by hand"}
     assert list(RankingTask.objects.values_list("pk", flat=True)) == [hand_task.pk]
     assert Demonstration.objects.get().prompt.text == "Question 1?"
@@ -105,11 +133,21 @@ def test_imported_labels_are_undone_and_a_reimport_brings_them_back(k2, research
     first = upload(k2, researcher, "preferences", rows, source_name="hh-rlhf")
     assert Annotation.objects.count() == 4 and Rating.objects.count() == 8
     import_job_undo(job=first, user=researcher)
-    assert snapshot() == {"prompts": set(), "completions": set(), "tasks": set(), "labels": set(), "demonstrations": set()}
+    assert snapshot() == {
+        "prompts": set(),
+        "completions": set(),
+        "tasks": set(),
+        "labels": set(),
+        "demonstrations": set(),
+    }
     assert not Rating.objects.exists()
 
     again = upload(k2, researcher, "preferences", rows, source_name="hh-rlhf")
-    assert (again.result["annotations_created"], again.result["tasks_created"], again.result["prompts_created"]) == (4, 4, 4)
+    assert (again.result["annotations_created"], again.result["tasks_created"], again.result["prompts_created"]) == (
+        4,
+        4,
+        4,
+    )
     assert Annotation.objects.filter(import_job=again).count() == 4
 
 

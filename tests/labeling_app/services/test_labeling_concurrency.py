@@ -1,4 +1,5 @@
 """Many labelers ask for tasks at the same moment on real PostgreSQL: no task over its overlap, none twice."""
+
 from __future__ import annotations
 
 import threading
@@ -21,18 +22,30 @@ from tests.labeling_app.labeling_helpers import valid_ratings
 def build_project(researcher, *, tasks: int, overlap: int, order: str = QueueOrder.OLDEST):
     """`tasks` tasks, every other one from "new-policy", with reward margins on two of every three, handed
     out in queue order `order` (source_first puts "new-policy" first)."""
-    project = project_create(name=f"concurrency-{tasks}-{overlap}", user=researcher, completions_per_task=2,
-                             overlap=overlap, checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name=f"concurrency-{tasks}-{overlap}",
+        user=researcher,
+        completions_per_task=2,
+        overlap=overlap,
+        checks=[("toxic", "Toxic?")],
+    )
     for i in range(tasks):
         prompt = Prompt.objects.create(project=project, text=f"race {i}?")
-        task = task_create(project=project, prompt=prompt, completions=[
-            Completion.objects.create(prompt=prompt, text=f"{i}-{j}", source="imported",
-                                      model_name="new-policy" if i % 2 else "old-model") for j in range(2)
-        ])
+        task = task_create(
+            project=project,
+            prompt=prompt,
+            completions=[
+                Completion.objects.create(
+                    prompt=prompt, text=f"{i}-{j}", source="imported", model_name="new-policy" if i % 2 else "old-model"
+                )
+                for j in range(2)
+            ],
+        )
         if i % 3:
             RankingTask.objects.filter(pk=task.pk).update(uncertainty_margin=(i * 7919 % 13) / 13)
     Project.objects.filter(pk=project.pk).update(
-        queue_order=order, queue_source="imported:new-policy" if order == QueueOrder.SOURCE_FIRST else "")
+        queue_order=order, queue_source="imported:new-policy" if order == QueueOrder.SOURCE_FIRST else ""
+    )
     project.refresh_from_db()
     return project
 
@@ -105,7 +118,9 @@ def test_labelers_working_in_parallel_never_overfill_and_never_repeat(researcher
     for username, tasks in handed.items():
         assert len(tasks) == len(set(tasks)), f"{username} was given a task twice: {tasks}"
     counts = dict(RankingTask.objects.filter(project=project).values_list("id", "submitted_count"))
-    submitted = Counter(Annotation.objects.filter(task__project=project, status="submitted").values_list("task_id", flat=True))
+    submitted = Counter(
+        Annotation.objects.filter(task__project=project, status="submitted").values_list("task_id", flat=True)
+    )
     assert submitted == Counter({k: v for k, v in counts.items() if v})
     assert all(v <= 3 for v in counts.values())
     # 12 labelers can fill every task: each task ends with exactly its overlap.
@@ -142,7 +157,7 @@ def test_the_same_submission_twice_at_once_stores_one_label(demo_project, labele
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hand_out_renewing_a_lease_that_its_labelers_submit_just_released_hands_out_the_next(demo_project, labeler):
-    """"Next" while the same labeler's submit is committing: the lease it was renewing is gone, so another task comes."""
+    """ "Next" while the same labeler's submit is committing: the lease it was renewing is gone, so another task comes."""
     first = task_assign_next(project=demo_project, labeler=labeler)
     holding, release = threading.Event(), threading.Event()
     handed: list = []
@@ -150,8 +165,9 @@ def test_a_hand_out_renewing_a_lease_that_its_labelers_submit_just_released_hand
     def play(role: str) -> None:
         if role == "submit":  # the labeler's submit of the first task, committed only when released
             with transaction.atomic():
-                Annotation.objects.filter(task=first.task, labeler=labeler).update(status="submitted",
-                                                                                   submitted_at=timezone.now())
+                Annotation.objects.filter(task=first.task, labeler=labeler).update(
+                    status="submitted", submitted_at=timezone.now()
+                )
                 Assignment.objects.filter(task=first.task, labeler=labeler).delete()
                 holding.set()
                 release.wait(30)
@@ -172,5 +188,7 @@ def test_a_hand_out_renewing_a_lease_that_its_labelers_submit_just_released_hand
 
 def _someone_waits_for_a_row_lock() -> bool:
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
         return cur.fetchone()[0] > 0

@@ -1,4 +1,5 @@
 """Round trips of the labeler's hand-out and submission, and what keeps them few correct: the checks cache and the guarded store."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ def expire(assignment: Assignment) -> None:
 
 # --- Round trips (autocommit, as a request runs) ------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_a_hand_out_is_one_round_trip(demo_project, labeler, django_assert_num_queries):
     with django_assert_num_queries(1), database_round_trips() as fresh:
@@ -92,8 +94,9 @@ def test_a_valid_submission_is_one_round_trip_after_the_task_read(demo_project, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_submission_reads_the_annotation_itself_when_the_task_does_not_carry_it(demo_project, labeler,
-                                                                                   django_assert_num_queries):
+def test_a_submission_reads_the_annotation_itself_when_the_task_does_not_carry_it(
+    demo_project, labeler, django_assert_num_queries
+):
     a = task_assign_next(project=demo_project, labeler=labeler)
     sel.active_checks(demo_project, version=a.checks_version)
     ratings = valid_ratings(a.task, labeler)
@@ -104,14 +107,18 @@ def test_a_submission_reads_the_annotation_itself_when_the_task_does_not_carry_i
 
 # --- The checks cache ---------------------------------------------------------------------------
 
+
 def test_the_hand_out_reads_the_checks_version_the_cache_keeps(demo_project, labeler, django_assert_num_queries):
     version, checks = sel.project_checks(demo_project.pk, fresh=True)
     a = task_assign_next(project=demo_project, labeler=labeler)
     assert a.checks_version == version  # SQL and Python write the version alike
     with django_assert_num_queries(0):
         cached = sel.active_checks(demo_project, version=a.checks_version)
-    assert [c.key for c in cached] == [c.key for c in checks] == list(
-        demo_project.checks.filter(active=True).values_list("key", flat=True))
+    assert (
+        [c.key for c in cached]
+        == [c.key for c in checks]
+        == list(demo_project.checks.filter(active=True).values_list("key", flat=True))
+    )
 
 
 @pytest.mark.parametrize("edit", ["reword", "deactivate", "add", "delete"])
@@ -142,7 +149,9 @@ def test_a_check_deactivated_after_the_cache_was_filled_is_not_required(demo_pro
     assert all("toxic" not in r["checks"] for r in ratings)
     result = annotation_submit(task=sel.task_for_labeler(labeler, a.task_id), labeler=labeler, ratings=ratings)
     assert result.created
-    assert CheckAnswer.objects.filter(rating__annotation=result.annotation).count() == 4 * (demo_project.checks.count() - 1)
+    assert CheckAnswer.objects.filter(rating__annotation=result.annotation).count() == 4 * (
+        demo_project.checks.count() - 1
+    )
 
 
 def test_a_check_added_after_the_cache_was_filled_is_required(demo_project, labeler):
@@ -160,6 +169,7 @@ def test_a_check_added_after_the_cache_was_filled_is_required(demo_project, labe
 
 
 # --- The store checks what was validated against -----------------------------------------------
+
 
 def test_a_completion_removed_after_the_hand_out_is_refused_by_name(demo_project, labeler):
     """Validation uses the completions recorded on the annotation; the store verifies they are still the task's."""
@@ -181,8 +191,12 @@ def test_an_expired_lease_on_a_task_filled_meanwhile_keeps_the_work_as_a_draft(d
     assert theirs.task_id == mine.task_id
     annotation_submit(task=theirs.task, labeler=labeler2, ratings=valid_ratings(theirs.task, labeler2))
     with pytest.raises(AnnotationInvalid) as exc:
-        annotation_submit(task=sel.task_for_labeler(labeler, mine.task_id), labeler=labeler,
-                          ratings=valid_ratings(mine.task, labeler), comment="late")
+        annotation_submit(
+            task=sel.task_for_labeler(labeler, mine.task_id),
+            labeler=labeler,
+            ratings=valid_ratings(mine.task, labeler),
+            comment="late",
+        )
     assert "already has all the labels it needs" in exc.value.errors[NON_FIELD][0]
     ann = Annotation.objects.get(task=mine.task, labeler=labeler)
     assert ann.status == "draft" and ann.draft["comment"] == "late"

@@ -1,4 +1,5 @@
 """The labeler's queue and submissions: leases, overlap, validation messages, idempotent submit, skip."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,7 +11,12 @@ from django.utils import timezone
 
 from labeling_app.models import Annotation, Assignment, CheckAnswer, Rating
 from config.errors import ServiceError
-from labeling_app.services.annotations import AnnotationInvalid, annotation_save_draft, annotation_skip, annotation_submit
+from labeling_app.services.annotations import (
+    AnnotationInvalid,
+    annotation_save_draft,
+    annotation_skip,
+    annotation_submit,
+)
 from labeling_app.services.leases import assignment_renew, task_assign_next
 from tests.conftest import make_user
 from tests.labeling_app.labeling_helpers import valid_ratings

@@ -1,4 +1,5 @@
 """People services: creating users, set-password links, roles, deactivation with the last-admin rule, API tokens."""
+
 from __future__ import annotations
 
 import pytest

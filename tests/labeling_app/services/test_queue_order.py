@@ -1,4 +1,5 @@
 """Queue orders on real PostgreSQL: each order hands real tasks out in its order, after the tasks others started."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -22,22 +23,38 @@ pytestmark = pytest.mark.django_db
 
 def add_task(project, name: str, *, model: str = "old-model", version: ModelVersion | None = None) -> RankingTask:
     prompt = Prompt.objects.create(project=project, text=f"{name}?")
-    completions = [Completion.objects.create(prompt=prompt, text=f"{name}-{j}", source="model" if version else "imported",
-                                             model_name="" if version else model, model_version=version)
-                   for j in range(2)]
+    completions = [
+        Completion.objects.create(
+            prompt=prompt,
+            text=f"{name}-{j}",
+            source="model" if version else "imported",
+            model_name="" if version else model,
+            model_version=version,
+        )
+        for j in range(2)
+    ]
     return task_create(project=project, prompt=prompt, completions=completions)
 
 
 def set_order(project, order: str, source: str = ""):
-    return project_update(project=project, name=project.name, instructions=project.instructions,
-                          completions_per_task=project.completions_per_task, overlap=project.overlap,
-                          lease_minutes=project.lease_minutes, queue_order=order, queue_source=source)
+    return project_update(
+        project=project,
+        name=project.name,
+        instructions=project.instructions,
+        completions_per_task=project.completions_per_task,
+        overlap=project.overlap,
+        lease_minutes=project.lease_minutes,
+        queue_order=order,
+        queue_source=source,
+    )
 
 
 def score(task: RankingTask, version: ModelVersion, scores: list[float]) -> None:
     ids = list(task.task_completions.order_by("position").values_list("completion_id", flat=True))
-    CompletionScore.objects.bulk_create(CompletionScore(completion_id=c, model_version=version, score=s,
-                                                        scored_at=timezone.now()) for c, s in zip(ids, scores))
+    CompletionScore.objects.bulk_create(
+        CompletionScore(completion_id=c, model_version=version, score=s, scored_at=timezone.now())
+        for c, s in zip(ids, scores)
+    )
     task_margins_update(completion_ids=ids)
 
 
@@ -60,7 +77,9 @@ def queue(project, labeler) -> list[str]:
 
 @pytest.fixture
 def project(researcher):
-    project = project_create(name="queue", user=researcher, completions_per_task=2, overlap=1, checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="queue", user=researcher, completions_per_task=2, overlap=1, checks=[("toxic", "Toxic?")]
+    )
     for i, model in enumerate(["old-model", "new-policy", "old-model", "new-policy"]):
         add_task(project, f"t{i}", model=model)
     return project
@@ -100,18 +119,21 @@ def test_uncertainty_smallest_margin_first_unscored_last(project, labeler):
     rm_old = ModelVersion.objects.create(kind="reward", name="rm-1", path="/nowhere")
     rm_new = ModelVersion.objects.create(kind="reward", name="rm-2", path="/nowhere")
     t0, t1, t2, t3 = RankingTask.objects.filter(project=project).order_by("id")
-    score(t0, rm_old, [0.0, 0.01])   # the old model was unsure of t0 ...
-    score(t0, rm_new, [0.0, 0.9])    # ... the newest is sure: its margin wins
+    score(t0, rm_old, [0.0, 0.01])  # the old model was unsure of t0 ...
+    score(t0, rm_new, [0.0, 0.9])  # ... the newest is sure: its margin wins
     score(t2, rm_new, [0.5, 0.4])
     score(t3, rm_new, [-1.0, 1.0])
-    assert [t.uncertainty_margin for t in RankingTask.objects.filter(project=project).order_by("id")] == \
-        pytest.approx([0.9, None, 0.1, 2.0])
+    assert [t.uncertainty_margin for t in RankingTask.objects.filter(project=project).order_by("id")] == pytest.approx(
+        [0.9, None, 0.1, 2.0]
+    )
     set_order(project, "uncertainty")
     assert queue(project, labeler) == ["t2", "t0", "t3", "t1"]
 
 
 def test_fewest_labels_orders_the_started_tasks_by_their_labels(researcher, labeler):
-    project = project_create(name="fewest", user=researcher, completions_per_task=2, overlap=3, checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name="fewest", user=researcher, completions_per_task=2, overlap=3, checks=[("toxic", "Toxic?")]
+    )
     for i in range(4):
         add_task(project, f"t{i}")
     first, second = make_user("first", "labeler"), make_user("second", "labeler")
@@ -128,8 +150,9 @@ def test_fewest_labels_orders_the_started_tasks_by_their_labels(researcher, labe
 @pytest.mark.parametrize("order", QueueOrder.values)
 def test_tasks_others_started_come_first_in_every_order(researcher, labeler, labeler2, order):
     """t1 leased by labeler2, t2 labeled by labeler2: neither is any order's first, both come before the rest."""
-    project = project_create(name=f"started-{order}", user=researcher, completions_per_task=2, overlap=2,
-                             checks=[("toxic", "Toxic?")])
+    project = project_create(
+        name=f"started-{order}", user=researcher, completions_per_task=2, overlap=2, checks=[("toxic", "Toxic?")]
+    )
     tasks = [add_task(project, f"t{i}", model="new-policy" if i == 3 else "old-model") for i in range(5)]
     rm = ModelVersion.objects.create(kind="reward", name="rm", path="/x")
     for i, task in enumerate(tasks):
@@ -138,10 +161,20 @@ def test_tasks_others_started_come_first_in_every_order(researcher, labeler, lab
     Assignment.objects.create(task=tasks[1], labeler=labeler2, expires_at=timezone.now() + timedelta(minutes=30))
     Annotation.objects.create(task=tasks[2], labeler=labeler2, status="submitted", submitted_at=timezone.now())
     # Among the started tasks the project's order still applies (t2 has a label and the smaller margin).
-    started = {"oldest": ["t1", "t2"], "newest": ["t2", "t1"], "fewest_labels": ["t1", "t2"],
-               "source_first": ["t1", "t2"], "uncertainty": ["t2", "t1"]}[order]
-    rest = {"oldest": ["t0", "t3", "t4"], "newest": ["t4", "t3", "t0"], "fewest_labels": ["t0", "t3", "t4"],
-            "source_first": ["t3", "t0", "t4"], "uncertainty": ["t4", "t3", "t0"]}[order]
+    started = {
+        "oldest": ["t1", "t2"],
+        "newest": ["t2", "t1"],
+        "fewest_labels": ["t1", "t2"],
+        "source_first": ["t1", "t2"],
+        "uncertainty": ["t2", "t1"],
+    }[order]
+    rest = {
+        "oldest": ["t0", "t3", "t4"],
+        "newest": ["t4", "t3", "t0"],
+        "fewest_labels": ["t0", "t3", "t4"],
+        "source_first": ["t3", "t0", "t4"],
+        "uncertainty": ["t4", "t3", "t0"],
+    }[order]
     assert queue(project, labeler) == started + rest
 
 
@@ -183,10 +216,18 @@ def test_margin_waits_for_every_completion_of_the_task(project):
 def test_source_key_is_kept_for_imported_and_mixed_tasks(project):
     version = ModelVersion.objects.create(kind="policy", name="sft", path="/nowhere")
     prompt = Prompt.objects.create(project=project, text="mixed?")
-    mixed = task_create(project=project, prompt=prompt, completions=[
-        Completion.objects.create(prompt=prompt, text="a", source="model", model_version=version),
-        Completion.objects.create(prompt=prompt, text="b", source="demonstration")])
+    mixed = task_create(
+        project=project,
+        prompt=prompt,
+        completions=[
+            Completion.objects.create(prompt=prompt, text="a", source="model", model_version=version),
+            Completion.objects.create(prompt=prompt, text="b", source="demonstration"),
+        ],
+    )
     mixed.refresh_from_db()
     assert mixed.source_key == f"demonstration + model:{version.pk}"
     assert set(RankingTask.objects.filter(project=project).values_list("source_key", flat=True)) == {
-        "imported:old-model", "imported:new-policy", f"demonstration + model:{version.pk}"}
+        "imported:old-model",
+        "imported:new-policy",
+        f"demonstration + model:{version.pk}",
+    }

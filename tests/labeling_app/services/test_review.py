@@ -1,5 +1,6 @@
 """Review of labels: accept / reject with a note, the labeler's revision (history kept, counter untouched, same
 validation as a submission), and the latest version being what agreement reads."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,12 +20,17 @@ from tests.labeling_app.labeling_helpers import valid_ratings
 
 def submitted(project, labeler, *, likert_by_position=None, comment="first") -> Annotation:
     task = task_assign_next(project=project, labeler=labeler).task
-    annotation_submit(task=task, labeler=labeler, ratings=valid_ratings(task, labeler, likert_by_position=likert_by_position),
-                      comment=comment)
+    annotation_submit(
+        task=task,
+        labeler=labeler,
+        ratings=valid_ratings(task, labeler, likert_by_position=likert_by_position),
+        comment=comment,
+    )
     return Annotation.objects.get(task=task, labeler=labeler)
 
 
 # --- accept / reject ---------------------------------------------------------------------------
+
 
 def test_reject_needs_a_note_and_records_reviewer_time_and_note(demo_project, labeler, researcher):
     annotation = submitted(demo_project, labeler)
@@ -34,10 +40,15 @@ def test_reject_needs_a_note_and_records_reviewer_time_and_note(demo_project, la
     assert Annotation.objects.get(pk=annotation.pk).review_state == "pending"
 
     before = timezone.now()
-    annotation_review(annotation=annotation, reviewer=researcher, decision="reject", note=" Ranked B above A by mistake? ")
+    annotation_review(
+        annotation=annotation, reviewer=researcher, decision="reject", note=" Ranked B above A by mistake? "
+    )
     stored = Annotation.objects.get(pk=annotation.pk)
     assert (stored.review_state, stored.review_note, stored.reviewed_by_id) == (
-        "rejected", "Ranked B above A by mistake?", researcher.pk)
+        "rejected",
+        "Ranked B above A by mistake?",
+        researcher.pk,
+    )
     assert stored.reviewed_at >= before
 
 
@@ -60,24 +71,32 @@ def test_unknown_decision_and_unsubmitted_label_are_refused(demo_project, labele
 
 def test_a_decision_on_a_version_the_reviewer_did_not_see_is_refused(demo_project, labeler, researcher):
     annotation = submitted(demo_project, labeler)
-    annotation_revise(task=annotation.task, labeler=labeler, ratings=valid_ratings(annotation.task, labeler), comment="v2")
+    annotation_revise(
+        task=annotation.task, labeler=labeler, ratings=valid_ratings(annotation.task, labeler), comment="v2"
+    )
     with pytest.raises(ServiceError, match="revised this label after you opened") as err:
         annotation_review(annotation=annotation, reviewer=researcher, decision="accept", seen_revision=0)
     assert err.value.status == 409
-    assert annotation_review(annotation=annotation, reviewer=researcher, decision="accept",
-                             seen_revision=1).review_state == "accepted"
+    assert (
+        annotation_review(annotation=annotation, reviewer=researcher, decision="accept", seen_revision=1).review_state
+        == "accepted"
+    )
 
 
 def test_the_database_refuses_a_rejection_without_a_note(demo_project, labeler):
     annotation = submitted(demo_project, labeler)
     with pytest.raises(IntegrityError, match="annotation_rejected_has_note"), transaction.atomic():
-        Annotation.objects.filter(pk=annotation.pk).update(review_state="rejected", review_note="",
-                                                          reviewed_at=timezone.now())
+        Annotation.objects.filter(pk=annotation.pk).update(
+            review_state="rejected", review_note="", reviewed_at=timezone.now()
+        )
 
 
 # --- revision ----------------------------------------------------------------------------------
 
-def test_revision_replaces_the_label_keeps_the_earlier_version_and_leaves_the_counter(demo_project, labeler, researcher):
+
+def test_revision_replaces_the_label_keeps_the_earlier_version_and_leaves_the_counter(
+    demo_project, labeler, researcher
+):
     annotation = submitted(demo_project, labeler, likert_by_position=[7, 5, 3, 1], comment="first")
     task = annotation.task
     earlier = timezone.now() - timedelta(minutes=10)  # submitted 10 minutes ago after 90 s of work
@@ -95,10 +114,16 @@ def test_revision_replaces_the_label_keeps_the_earlier_version_and_leaves_the_co
 
     stored = Annotation.objects.get(pk=annotation.pk)
     assert stored.status == "submitted" and stored.comment == "second" and stored.revision_count == 1
-    assert (stored.review_state, stored.review_note, stored.reviewed_by_id, stored.reviewed_at) == ("pending", "", None, None)
+    assert (stored.review_state, stored.review_note, stored.reviewed_by_id, stored.reviewed_at) == (
+        "pending",
+        "",
+        None,
+        None,
+    )
     assert stored.started_at == opened and stored.submitted_at > opened  # the revision's own time
     assert {r.completion_id: (r.likert, r.rank) for r in Rating.objects.filter(annotation=stored)} == {
-        r["completion"]: (r["likert"], r["rank"]) for r in new}
+        r["completion"]: (r["likert"], r["rank"]) for r in new
+    }
     assert set(CheckAnswer.objects.filter(rating__annotation=stored).values_list("value", flat=True)) == {True}
     assert RankingTask.objects.get(pk=task.pk).submitted_count == count_before == 1
     assert revised.pk == annotation.pk
@@ -108,16 +133,20 @@ def test_revision_replaces_the_label_keeps_the_earlier_version_and_leaves_the_co
     assert {r["completion"]: (r["likert"], r["rank"]) for r in version.ratings} == old_ratings
     assert [r["completion"] for r in version.ratings] == annotation.shown_order  # in the labeler's shown order
     assert sum(len(r["checks"]) for r in version.ratings) == old_checks
-    assert (version.review_state, version.review_note, version.reviewed_by_id) == ("rejected", "C is better than B",
-                                                                                   researcher.pk)
+    assert (version.review_state, version.review_note, version.reviewed_by_id) == (
+        "rejected",
+        "C is better than B",
+        researcher.pk,
+    )
     assert version.seconds_spent == pytest.approx(90) and version.submitted_at == earlier
 
 
 def test_the_revision_start_is_clamped_between_the_earlier_submission_and_now(demo_project, labeler):
     annotation = submitted(demo_project, labeler)
     long_ago = annotation.submitted_at - timedelta(days=3)
-    annotation_revise(task=annotation.task, labeler=labeler, ratings=valid_ratings(annotation.task, labeler),
-                      opened_at=long_ago)
+    annotation_revise(
+        task=annotation.task, labeler=labeler, ratings=valid_ratings(annotation.task, labeler), opened_at=long_ago
+    )
     assert Annotation.objects.get(pk=annotation.pk).started_at == annotation.submitted_at
 
 
@@ -163,8 +192,10 @@ def test_a_revision_changes_the_agreement_figure(demo_project, labeler, labeler2
     annotation_submit(task=task, labeler=labeler2, ratings=same)
     assert agreement_for_project(demo_project)["ranking"]["pair_agreement"] == pytest.approx(1.0)
 
-    reversed_ranking = [dict(row, rank=5 - ranks_of_first[row["completion"]], likert=ranks_of_first[row["completion"]])
-                        for row in valid_ratings(task, labeler)]
+    reversed_ranking = [
+        dict(row, rank=5 - ranks_of_first[row["completion"]], likert=ranks_of_first[row["completion"]])
+        for row in valid_ratings(task, labeler)
+    ]
     annotation_revise(task=task, labeler=labeler, ratings=reversed_ranking)
     assert agreement_for_project(demo_project)["ranking"]["pair_agreement"] == pytest.approx(0.0)
 

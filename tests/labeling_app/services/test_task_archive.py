@@ -1,5 +1,6 @@
 """Archiving tasks: they leave the hand-out and the open counts, a labeler holding one cannot submit it (409),
 restoring brings them back, and their labels stay in exports and training data."""
+
 from __future__ import annotations
 
 import pytest
@@ -67,7 +68,9 @@ def test_submit_and_renew_on_an_archived_task_answer_409_and_keep_the_draft(demo
         annotation_submit(task=task, labeler=labeler, ratings=ratings, comment="mine")
     assert exc.value.status == 409 and exc.value.message == TASK_ARCHIVED
     annotation = Annotation.objects.get(task=task, labeler=labeler)
-    assert annotation.status == "draft" and annotation.draft["comment"] == "mine" and len(annotation.draft["ratings"]) == 4
+    assert (
+        annotation.status == "draft" and annotation.draft["comment"] == "mine" and len(annotation.draft["ratings"]) == 4
+    )
     assert not Rating.objects.filter(annotation=annotation).exists()
     assert RankingTask.objects.get(pk=task.pk).submitted_count == 0
     # read after the archive: refused before any write
@@ -118,7 +121,9 @@ def test_labels_of_archived_tasks_stay_in_exports_and_training_data(demo_project
     task = RankingTask.objects.filter(project=demo_project).order_by("id").first()
     labels = {label(task, labeler, [1, 2, 3, 4]).pk, label(task, labeler2, [2, 1, 3, 4]).pk}
     archive(demo_project, task)
-    assert {r["annotation_id"] for r in rankings_for_training(project_ids=[demo_project.pk], full_overlap=True)} == labels
+    assert {
+        r["annotation_id"] for r in rankings_for_training(project_ids=[demo_project.pk], full_overlap=True)
+    } == labels
     pairs = list(pairwise_records(LabelFilters(project_ids=[demo_project.pk])))
     assert len(pairs) == 2 * 6  # every strictly ordered pair of both labels
 
@@ -133,12 +138,17 @@ def _plan(sql: str, params) -> str:
 def test_the_queue_reads_still_use_the_open_task_index(demo_project, labeler):
     """task_open_idx now leaves archived tasks out; the hand-out's candidate scan and the open counts can still use it."""
     project = demo_project.pk
-    candidate = _plan("""SELECT t.id FROM labeling_app_rankingtask t
+    candidate = _plan(
+        """SELECT t.id FROM labeling_app_rankingtask t
                          WHERE t.project_id = %s AND t.submitted_count < t.overlap AND t.archived_at IS NULL
-                         ORDER BY t.project_id, t.id LIMIT 1""", [project])
+                         ORDER BY t.project_id, t.id LIMIT 1""",
+        [project],
+    )
     assert "task_open_idx" in candidate, candidate
-    progress = _plan(_PROGRESS_SQL, {"labeler": labeler.pk, "submitted": "submitted", "since": timezone.now(),
-                                     "project": project, "limit": 1001})
+    progress = _plan(
+        _PROGRESS_SQL,
+        {"labeler": labeler.pk, "submitted": "submitted", "since": timezone.now(), "project": project, "limit": 1001},
+    )
     # Counting needs no order: any of the open-task indexes serves (the queue orders' indexes share
     # task_open_idx's condition, archived tasks left out, and lead with the project as well).
     open_task_indexes = ("task_open_idx", "task_open_fewest_idx", "task_open_source_idx", "task_open_margin_idx")

@@ -1,4 +1,5 @@
 """Fixtures for the reward and score job tests: a tiny backbone folder and a project with submitted rankings."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,15 +33,24 @@ def labeled_project(researcher, django_user_model):
     for ranking in synthetic:
         if ranking.group not in prompts:
             prompt = Prompt.objects.create(project=project, text=ranking.prompt)
-            completions = [Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
-                           for t in ranking.completions]
+            completions = [
+                Completion.objects.create(prompt=prompt, text=t, source=Completion.Source.IMPORTED)
+                for t in ranking.completions
+            ]
             Demonstration.objects.create(prompt=prompt, text="excellent clear helpful answer")
-            prompts[ranking.group] = (prompt, completions, task_create(project=project, prompt=prompt, completions=completions))
+            prompts[ranking.group] = (
+                prompt,
+                completions,
+                task_create(project=project, prompt=prompt, completions=completions),
+            )
         prompt, completions, task = prompts[ranking.group]
         labeler = labelers[int(ranking.labeler[-1])]
-        annotation = Annotation.objects.create(task=task, labeler=labeler, status=Annotation.Status.SUBMITTED,
-                                               submitted_at=timezone.now())
+        annotation = Annotation.objects.create(
+            task=task, labeler=labeler, status=Annotation.Status.SUBMITTED, submitted_at=timezone.now()
+        )
         levels = sorted(set(ranking.ranks))
-        Rating.objects.bulk_create(Rating(annotation=annotation, completion=c, rank=levels.index(r) + 1)
-                                   for c, r in zip(completions, ranking.ranks))
+        Rating.objects.bulk_create(
+            Rating(annotation=annotation, completion=c, rank=levels.index(r) + 1)
+            for c, r in zip(completions, ranking.ranks)
+        )
     return project

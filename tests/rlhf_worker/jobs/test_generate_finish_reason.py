@@ -1,4 +1,5 @@
 """The generate job records per completion whether it ended at a stop token or was cut at max_new_tokens."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,9 @@ class _Ctx:
 
 @pytest.mark.django_db
 def test_generate_job_stores_the_finish_reason_of_each_completion(researcher):
-    version = ModelVersion.objects.create(kind="policy", name="tiny",
-                                          path=save_tiny_policy(str(Path(settings.MODEL_STORE) / "tiny-policy"), seed=0))
+    version = ModelVersion.objects.create(
+        kind="policy", name="tiny", path=save_tiny_policy(str(Path(settings.MODEL_STORE) / "tiny-policy"), seed=0)
+    )
     project = project_create(name="Finish reasons", user=researcher, completions_per_task=3, checks=[])
     for text in PROMPTS:
         Prompt.objects.create(project=project, text=text)

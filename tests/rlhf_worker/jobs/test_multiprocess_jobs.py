@@ -1,5 +1,6 @@
 """Jobs in 2 training processes through a real Celery worker: progress reaches the row, a cancel stops every rank
 (none left running), and a job resumes from the checkpoint a 2-process run wrote."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,9 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_two_process_reward_job_cancels_every_rank_then_resumes_in_two_processes(labeled_project, backbone_dir,
-                                                                                 training_queue, admin_user):
+def test_two_process_reward_job_cancels_every_rank_then_resumes_in_two_processes(
+    labeled_project, backbone_dir, training_queue, admin_user
+):
     config = job_config(labeled_project, backbone_dir, epochs=600, eval_every=0, num_processes=2)
     job = job_start(kind="reward", config=config, user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 2 or finished(j), timeout=180)
@@ -63,9 +65,12 @@ def test_two_process_reward_job_cancels_every_rank_then_resumes_in_two_processes
     assert not any(running(pid) for pid in rank_pids(resumed.output_dir / "processes"))
 
 
-def test_two_process_reward_job_succeeds_and_registers_the_model(labeled_project, backbone_dir, training_queue, admin_user):
-    job = job_start(kind="reward", config=job_config(labeled_project, backbone_dir, epochs=1, num_processes=2),
-                    user=admin_user)
+def test_two_process_reward_job_succeeds_and_registers_the_model(
+    labeled_project, backbone_dir, training_queue, admin_user
+):
+    job = job_start(
+        kind="reward", config=job_config(labeled_project, backbone_dir, epochs=1, num_processes=2), user=admin_user
+    )
     job = wait_for(job, finished, timeout=240)
     assert job.status == "succeeded", job.error
     assert job.step == job.total_steps > 0 and job.progress == 1.0
@@ -75,12 +80,25 @@ def test_two_process_reward_job_succeeds_and_registers_the_model(labeled_project
         assert key in version.metrics and JobMetric.objects.filter(job=job, key=key).exists(), key
 
 
-def test_two_process_sft_and_ppo_jobs_register_versions(project, tiny_version, backbone_dir, training_queue, admin_user):
+def test_two_process_sft_and_ppo_jobs_register_versions(
+    project, tiny_version, backbone_dir, training_queue, admin_user
+):
     for prompt in Prompt.objects.filter(project=project):
         Demonstration.objects.create(prompt=prompt, text="aaaa")
-    sft = job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk, "epochs": 2,
-                                         "learning_rate": 5e-3, "batch_size": 3, "eval_fraction": 0.0, "warmup_steps": 0,
-                                         "num_processes": 2}, user=admin_user)
+    sft = job_start(
+        kind="sft",
+        config={
+            "project_ids": [project.pk],
+            "base_version_id": tiny_version.pk,
+            "epochs": 2,
+            "learning_rate": 5e-3,
+            "batch_size": 3,
+            "eval_fraction": 0.0,
+            "warmup_steps": 0,
+            "num_processes": 2,
+        },
+        user=admin_user,
+    )
     sft = wait_for(sft, finished, timeout=240)
     assert sft.status == "succeeded", sft.error
     assert "training in 2 processes" in sft.log
@@ -88,13 +106,25 @@ def test_two_process_sft_and_ppo_jobs_register_versions(project, tiny_version, b
     assert load_policy(sft.result_version.path, "cpu")
 
     model, tokenizer = load_for_training(backbone_dir)  # every rank loads the reward model from its folder
-    reward_path = model.save_pretrained(Path(settings.MODEL_STORE) / "tiny-reward", tokenizer=tokenizer,
-                                        extra={"max_length": 64})
+    reward_path = model.save_pretrained(
+        Path(settings.MODEL_STORE) / "tiny-reward", tokenizer=tokenizer, extra={"max_length": 64}
+    )
     reward = ModelVersion.objects.create(kind="reward", name="tiny reward", path=str(reward_path))
-    ppo = job_start(kind="ppo", config={"project_ids": [project.pk], "base_version_id": sft.result_version.pk,
-                                         "reward_version_id": reward.pk, "total_episodes": 8, "batch_size": 4,
-                                         "mini_batch_size": 2, "max_new_tokens": 6, "learning_rate": 1e-3,
-                                         "num_processes": 2}, user=admin_user)
+    ppo = job_start(
+        kind="ppo",
+        config={
+            "project_ids": [project.pk],
+            "base_version_id": sft.result_version.pk,
+            "reward_version_id": reward.pk,
+            "total_episodes": 8,
+            "batch_size": 4,
+            "mini_batch_size": 2,
+            "max_new_tokens": 6,
+            "learning_rate": 1e-3,
+            "num_processes": 2,
+        },
+        user=admin_user,
+    )
     ppo = wait_for(ppo, finished, timeout=240)
     assert ppo.status == "succeeded", ppo.error
     assert "training in 2 processes" in ppo.log

@@ -1,4 +1,5 @@
 """Policy jobs (generate, sft, ppo) through the real Celery worker on PostgreSQL + Redis, with tiny models."""
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,11 @@ def project(db, researcher):
     project = project_create(name="Policy jobs", user=researcher, completions_per_task=2, overlap=1)
     Prompt.objects.create(project=project, text="say a")
     Prompt.objects.create(project=project, text="hello there")
-    Prompt.objects.create(project=project, text="hi", messages=[{"role": "system", "content": "be brief"},
-                                                                 {"role": "user", "content": "hi"}])
+    Prompt.objects.create(
+        project=project,
+        text="hi",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    )
     return project
 
 
@@ -58,8 +62,9 @@ class RecordingCtx:
 
 @pytest.mark.django_db
 def test_generate_writes_tasks_as_each_prompt_finishes(project, tiny_version, tmp_path):
-    cfg = generate_job.Config(project_ids=[project.pk], policy_version_id=tiny_version.pk, batch_size=2,
-                              max_new_tokens=6, temperature=1.0)
+    cfg = generate_job.Config(
+        project_ids=[project.pk], policy_version_id=tiny_version.pk, batch_size=2, max_new_tokens=6, temperature=1.0
+    )
     ctx = RecordingCtx(cfg, tmp_path)
     generate_job.run(None, ctx)
     # one prompt (K=2 rows) per batch: a task appears after every batch, not at the end
@@ -71,15 +76,26 @@ pytestmark_tx = pytest.mark.django_db(transaction=True)
 
 @pytestmark_tx
 def test_generate_job_through_celery(project, tiny_version, training_queue, admin_user):
-    job = job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": tiny_version.pk,
-                                              "max_new_tokens": 8, "temperature": 0.9, "top_p": 0.95, "seed": 3},
-                    user=admin_user)
+    job = job_start(
+        kind="generate",
+        config={
+            "project_ids": [project.pk],
+            "policy_version_id": tiny_version.pk,
+            "max_new_tokens": 8,
+            "temperature": 0.9,
+            "top_p": 0.95,
+            "seed": 3,
+        },
+        user=admin_user,
+    )
     job = wait_for(job)
     assert job.status == "succeeded", job.error
     completions = Completion.objects.filter(prompt__project=project)
     assert completions.count() == 6
     assert all(c.model_version_id == tiny_version.pk and c.source == "model" for c in completions)
-    assert {"temperature": 0.9, "top_p": 0.95, "max_new_tokens": 8, "seed": 3}.items() <= completions[0].sampling.items()
+    assert {"temperature": 0.9, "top_p": 0.95, "max_new_tokens": 8, "seed": 3}.items() <= completions[
+        0
+    ].sampling.items()
     tasks = RankingTask.objects.filter(project=project)
     assert tasks.count() == 3 and all(t.completions.count() == 2 for t in tasks)
     assert JobMetric.objects.filter(job=job, key="generate/tasks").order_by("-step").first().value == 3
@@ -91,9 +107,19 @@ def test_generate_job_through_celery(project, tiny_version, training_queue, admi
 def test_sft_job_registers_a_child_version(project, tiny_version, training_queue, admin_user):
     for prompt in Prompt.objects.filter(project=project):
         Demonstration.objects.create(prompt=prompt, text="aaaa")
-    job = job_start(kind="sft", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk, "epochs": 3,
-                                         "learning_rate": 5e-3, "batch_size": 2, "eval_fraction": 0.34, "warmup_steps": 0},
-                    user=admin_user)
+    job = job_start(
+        kind="sft",
+        config={
+            "project_ids": [project.pk],
+            "base_version_id": tiny_version.pk,
+            "epochs": 3,
+            "learning_rate": 5e-3,
+            "batch_size": 2,
+            "eval_fraction": 0.34,
+            "warmup_steps": 0,
+        },
+        user=admin_user,
+    )
     job = wait_for(job)
     assert job.status == "succeeded", job.error
     version = job.result_version
@@ -113,7 +139,9 @@ def test_sft_job_without_demonstrations_is_refused_at_start_with_a_clear_error(p
 
 
 @pytestmark_tx
-def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_version, training_queue, admin_user, monkeypatch):
+def test_ppo_job_records_parent_reward_model_metrics_and_samples(
+    project, tiny_version, training_queue, admin_user, monkeypatch
+):
     from rlhf_worker.jobs import ppo as ppo_job
 
     reward_version = ModelVersion.objects.create(kind="reward", name="likes a", path="/nonexistent")
@@ -124,17 +152,35 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
         return lambda prompts, responses: torch.tensor([r.count("a") / max(len(r), 1) for r in responses])
 
     monkeypatch.setattr(ppo_job, "load_reward_fn", fake_loader)
-    job = job_start(kind="ppo", config={"project_ids": [project.pk], "base_version_id": tiny_version.pk,
-                                         "reward_version_id": reward_version.pk, "total_episodes": 12, "batch_size": 4,
-                                         "mini_batch_size": 2, "max_new_tokens": 6, "learning_rate": 1e-3},
-                    user=admin_user)
+    job = job_start(
+        kind="ppo",
+        config={
+            "project_ids": [project.pk],
+            "base_version_id": tiny_version.pk,
+            "reward_version_id": reward_version.pk,
+            "total_episodes": 12,
+            "batch_size": 4,
+            "mini_batch_size": 2,
+            "max_new_tokens": 6,
+            "learning_rate": 1e-3,
+        },
+        user=admin_user,
+    )
     job = wait_for(job)
     assert job.status == "succeeded", job.error
     assert seen == [reward_version.pk]
     version = job.result_version
     assert version.parent_id == tiny_version.pk and version.reward_model_id == reward_version.pk
-    for key in ("objective/scores", "objective/kl", "objective/entropy", "policy/clipfrac", "policy/approxkl",
-                "loss/value", "loss/policy", "response/length"):
+    for key in (
+        "objective/scores",
+        "objective/kl",
+        "objective/entropy",
+        "policy/clipfrac",
+        "policy/approxkl",
+        "loss/value",
+        "loss/policy",
+        "response/length",
+    ):
         assert JobMetric.objects.filter(job=job, key=key).count() == 3, key
     assert job.samples and {"prompt", "response", "score"} <= set(job.samples[0])
     assert load_policy(version.path, "cpu")
@@ -159,7 +205,10 @@ def test_ppo_job_records_parent_reward_model_metrics_and_samples(project, tiny_v
     base_text, new_text = num(base_eval["eval/reward_mean"]), num(version.metrics["eval/reward_mean"])
     new_cell = re.search(r'class="policy-score">(.*?)</td>', rows[version.pk], re.S).group(1)
     base_cell = re.search(r'class="policy-score">(.*?)</td>', rows[tiny_version.pk], re.S).group(1)
-    assert new_cell.strip().startswith(new_text) and f"start #{tiny_version.pk}: {base_text} on the same prompts" in new_cell
+    assert (
+        new_cell.strip().startswith(new_text)
+        and f"start #{tiny_version.pk}: {base_text} on the same prompts" in new_cell
+    )
     assert base_cell.strip().startswith(base_text) and "mean on 3 eval prompts" in base_cell
     assert f"PPO job #{job.pk}" in base_cell
 
@@ -199,7 +248,9 @@ def test_job_configs_name_the_wrong_field(project, tiny_version):
 
 
 @pytestmark_tx
-def test_lora_settings_from_the_start_form_reach_training_and_the_version_generates(project, tiny_version, training_queue, admin_user):
+def test_lora_settings_from_the_start_form_reach_training_and_the_version_generates(
+    project, tiny_version, training_queue, admin_user
+):
     """adapter / LoRA / checkpointing fields of the admin form -> job config -> SFT; the LoRA version then generates."""
     import json
 
@@ -213,22 +264,47 @@ def test_lora_settings_from_the_start_form_reach_training_and_the_version_genera
     for prompt in Prompt.objects.filter(project=project):
         Demonstration.objects.create(prompt=prompt, text="aaaa")
     blank = JobConfigForm(config_cls=sft_job.Config, job_kind="sft")
-    data = {name: field.initial for name, field in blank.fields.items() if field.initial is not None and field.initial is not False}
-    data.update({"project_ids": [str(project.pk)], "base_version_id": str(tiny_version.pk), "epochs": "2", "batch_size": "2",
-                 "learning_rate": "0.005", "adapter": "lora", "lora_rank": "4", "lora_alpha": "8",
-                 "lora_target_modules": "q_proj, v_proj", "gradient_checkpointing": "on"})
+    data = {
+        name: field.initial
+        for name, field in blank.fields.items()
+        if field.initial is not None and field.initial is not False
+    }
+    data.update(
+        {
+            "project_ids": [str(project.pk)],
+            "base_version_id": str(tiny_version.pk),
+            "epochs": "2",
+            "batch_size": "2",
+            "learning_rate": "0.005",
+            "adapter": "lora",
+            "lora_rank": "4",
+            "lora_alpha": "8",
+            "lora_target_modules": "q_proj, v_proj",
+            "gradient_checkpointing": "on",
+        }
+    )
     client = Client()
     client.force_login(admin_user)
     response = client.post(reverse("jobs:start", kwargs={"kind": "sft"}), data)
     assert response.status_code == 302, [line for line in response.content.decode().splitlines() if "error" in line]
     job = wait_for(TrainingJob.objects.get(kind="sft"))
     assert job.status == "succeeded", job.error
-    assert {"adapter": "lora", "lora_rank": 4, "lora_alpha": 8.0, "lora_target_modules": ["q_proj", "v_proj"],
-            "gradient_checkpointing": True}.items() <= job.config.items()
+    assert {
+        "adapter": "lora",
+        "lora_rank": 4,
+        "lora_alpha": 8.0,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "gradient_checkpointing": True,
+    }.items() <= job.config.items()
     adapter_config = json.loads((Path(job.result_version.path) / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"] and adapter_config["r"] == 4
 
-    generated = wait_for(job_start(kind="generate", config={"project_ids": [project.pk], "policy_version_id": job.result_version.pk,
-                                                            "max_new_tokens": 4}, user=admin_user))
+    generated = wait_for(
+        job_start(
+            kind="generate",
+            config={"project_ids": [project.pk], "policy_version_id": job.result_version.pk, "max_new_tokens": 4},
+            user=admin_user,
+        )
+    )
     assert generated.status == "succeeded", generated.error
     assert Completion.objects.filter(model_version=job.result_version).count() == 6

@@ -1,4 +1,5 @@
 """Reward job through a real Celery worker on PostgreSQL + Redis, with a tiny random backbone."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,13 +18,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def job_config(project, backbone_dir, **overrides):
-    config = {"project_ids": [project.pk], "backbone": backbone_dir, "learning_rate": 1e-3, "epochs": 2,
-              "batch_size": 4, "max_length": 48, "eval_fraction": 0.25, "eval_every": 2, "device": "cpu"}
+    config = {
+        "project_ids": [project.pk],
+        "backbone": backbone_dir,
+        "learning_rate": 1e-3,
+        "epochs": 2,
+        "batch_size": 4,
+        "max_length": 48,
+        "eval_fraction": 0.25,
+        "eval_every": 2,
+        "device": "cpu",
+    }
     config.update(overrides)
     return config
 
 
-def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_project, backbone_dir, training_queue, admin_user):
+def test_reward_job_trains_registers_a_loadable_model_and_metrics(
+    labeled_project, backbone_dir, training_queue, admin_user
+):
     job = job_start(kind="reward", config=job_config(labeled_project, backbone_dir), user=admin_user)
     statuses = {job.status}
     job = wait_for(job, lambda j: statuses.add(j.status) or finished(j))
@@ -47,15 +59,20 @@ def test_reward_job_trains_registers_a_loadable_model_and_metrics(labeled_projec
     assert scores.shape == (len(demos),) and torch.isfinite(scores).all()
 
     # A second job continuing from this version records it as the parent.
-    child = job_start(kind="reward", config=job_config(labeled_project, backbone_dir, epochs=1, base_version_id=version.pk),
-                      user=admin_user)
+    child = job_start(
+        kind="reward",
+        config=job_config(labeled_project, backbone_dir, epochs=1, base_version_id=version.pk),
+        user=admin_user,
+    )
     child = wait_for(child, finished)
     assert child.status == "succeeded", child.error
     assert child.result_version.parent_id == version.pk
 
 
 @pytest.mark.slow
-def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, backbone_dir, training_queue, admin_user):
+def test_cancel_while_running_then_resume_from_the_checkpoint(
+    labeled_project, backbone_dir, training_queue, admin_user
+):
     config = job_config(labeled_project, backbone_dir, epochs=600, eval_every=0)
     job = job_start(kind="reward", config=config, user=admin_user)
     job = wait_for(job, lambda j: j.status == "running" and j.step >= 1 or finished(j))
@@ -75,7 +92,9 @@ def test_cancel_while_running_then_resume_from_the_checkpoint(labeled_project, b
     assert resumed.result_version.data_snapshot["resumed_from_job"] == job.pk
 
 
-def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(labeled_project, training_queue, admin_user, tmp_path):
+def test_failure_marks_the_job_failed_with_the_error_and_registers_no_model(
+    labeled_project, training_queue, admin_user, tmp_path
+):
     missing = str(tmp_path / "no-such-backbone")
     job = wait_for(job_start(kind="reward", config=job_config(labeled_project, missing), user=admin_user), finished)
     assert job.status == "failed"
@@ -90,15 +109,18 @@ def test_no_submitted_rankings_is_refused_at_start_saying_what_to_do(plain_proje
     assert not TrainingJob.objects.exists()
 
 
-@pytest.mark.parametrize("overrides, field_name", [
-    ({"project_ids": []}, "project_ids"),
-    ({"project_ids": [999999]}, "project_ids"),
-    ({"date_from": "31/01/2026"}, "date_from"),
-    ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
-    ({"learning_rate": 0}, "learning_rate"),
-    ({"base_version_id": 999999}, "base_version_id"),
-    ({"resume_job_id": 999999}, "resume_job_id"),
-])
+@pytest.mark.parametrize(
+    "overrides, field_name",
+    [
+        ({"project_ids": []}, "project_ids"),
+        ({"project_ids": [999999]}, "project_ids"),
+        ({"date_from": "31/01/2026"}, "date_from"),
+        ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"base_version_id": 999999}, "base_version_id"),
+        ({"resume_job_id": 999999}, "resume_job_id"),
+    ],
+)
 def test_reward_job_config_errors_name_the_field(plain_project, backbone_dir, overrides, field_name):
     with pytest.raises(ServiceError) as err:
         job_config_validate(kind="reward", config=job_config(plain_project, backbone_dir, **overrides))

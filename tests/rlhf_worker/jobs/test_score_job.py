@@ -1,4 +1,5 @@
 """Score job through a real Celery worker: every completion of a project scored once per reward model version."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,19 +16,29 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_score_job_scores_every_completion_once_per_version(labeled_project, training_queue, admin_user, tmp_path):
     backbone, tokenizer = tiny_backbone("bert", seed=5)
-    RewardModel(backbone, bias=0.5, scale=2.0).save_pretrained(tmp_path / "rm", tokenizer=tokenizer, extra={"max_length": 48})
+    RewardModel(backbone, bias=0.5, scale=2.0).save_pretrained(
+        tmp_path / "rm", tokenizer=tokenizer, extra={"max_length": 48}
+    )
     version = ModelVersion.objects.create(kind="reward", name="tiny", path=str(tmp_path / "rm"))
 
     for _ in range(2):  # scoring again updates the rows instead of adding duplicates
-        job = wait_for(job_start(kind="score", config={"project_ids": [labeled_project.pk], "batch_size": 8, "device": "cpu"},
-                                 user=admin_user))
+        job = wait_for(
+            job_start(
+                kind="score",
+                config={"project_ids": [labeled_project.pk], "batch_size": 8, "device": "cpu"},
+                user=admin_user,
+            )
+        )
         assert job.status == "succeeded", job.error
         assert job.result_version is None
-    completions = list(Completion.objects.filter(prompt__project=labeled_project).select_related("prompt").order_by("pk"))
+    completions = list(
+        Completion.objects.filter(prompt__project=labeled_project).select_related("prompt").order_by("pk")
+    )
     rows = {s.completion_id: s for s in CompletionScore.objects.filter(model_version=version)}
     assert len(rows) == len(completions) == CompletionScore.objects.count()
     expected = RewardScorer.from_pretrained(tmp_path / "rm", device="cpu").score(
-        [c.prompt.text for c in completions], [c.text for c in completions])
+        [c.prompt.text for c in completions], [c.text for c in completions]
+    )
     assert [rows[c.pk].score for c in completions] == pytest.approx(expected.tolist(), abs=1e-5)
     assert rows[completions[0].pk].job_id == job.pk
     # Each task's uncertainty margin (for the queue order "uncertainty") is the gap between its two best scores.

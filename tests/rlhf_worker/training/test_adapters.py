@@ -1,5 +1,6 @@
 """LoRA adapters and gradient checkpointing in SFT and PPO: one copy of the weights, reference = adapter off,
 merged weights + adapter saved, both loadable; checkpointing changes memory, not the numbers."""
+
 import copy
 import json
 from pathlib import Path
@@ -9,7 +10,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlhf_worker.training import ppo as ppo_module
-from rlhf_worker.training.adapters import ADAPTER_DIR, AdapterSettings, add_lora, linear_module_names, prepare_for_training, update_mode
+from rlhf_worker.training.adapters import (
+    ADAPTER_DIR,
+    AdapterSettings,
+    add_lora,
+    linear_module_names,
+    prepare_for_training,
+    update_mode,
+)
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.generation import encode_queries
 from rlhf_worker.training.policy_forward import forward_policy
@@ -28,9 +36,21 @@ def fraction_of_a(prompts, responses):
 
 
 def ppo_cfg(**overrides):
-    values = dict(total_episodes=16, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=5e-3,
-                  value_learning_rate=1e-3, max_new_tokens=6, temperature=1.0, seed=0, trainable_layers=1,
-                  adapter="lora", lora_rank=4, lora_alpha=8.0)
+    values = dict(
+        total_episodes=16,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        learning_rate=5e-3,
+        value_learning_rate=1e-3,
+        max_new_tokens=6,
+        temperature=1.0,
+        seed=0,
+        trainable_layers=1,
+        adapter="lora",
+        lora_rank=4,
+        lora_alpha=8.0,
+    )
     values.update(overrides)
     return PPOConfig.from_dict(values)
 
@@ -45,8 +65,12 @@ def test_all_linear_layers_are_the_default_targets_and_the_head_is_not_one():
 
 
 def test_adapter_settings_are_validated_with_field_names():
-    for values, field in [({"adapter": "qlora"}, "adapter"), ({"lora_rank": 0}, "lora_rank"),
-                          ({"lora_dropout": 1.5}, "lora_dropout"), ({"lora_target_modules": "q_proj, v-proj!"}, "lora_target_modules")]:
+    for values, field in [
+        ({"adapter": "qlora"}, "adapter"),
+        ({"lora_rank": 0}, "lora_rank"),
+        ({"lora_dropout": 1.5}, "lora_dropout"),
+        ({"lora_target_modules": "q_proj, v-proj!"}, "lora_target_modules"),
+    ]:
         with pytest.raises(ConfigError) as err:
             SFTConfig.from_dict(values)
         assert err.value.field == field
@@ -85,17 +109,27 @@ def test_ppo_with_lora_keeps_one_copy_and_its_reference_is_the_base_model(tmp_pa
     # even in the last rollout, after the adapter had trained for two steps.
     for batch, _model in ref_logprobs_seen:
         with torch.no_grad():
-            expected, _, _ = forward_policy(reference_copy, batch.query_ids, batch.query_mask, batch.response_ids,
-                                            batch.response_mask, cfg.temperature)
+            expected, _, _ = forward_policy(
+                reference_copy,
+                batch.query_ids,
+                batch.query_mask,
+                batch.response_ids,
+                batch.response_mask,
+                cfg.temperature,
+            )
         torch.testing.assert_close(batch.ref_logprobs, expected * batch.response_mask, atol=1e-5, rtol=1e-5)
     last = ref_logprobs_seen[-1][0]
-    assert not torch.allclose(last.logprobs, last.ref_logprobs, atol=1e-4), "the adapter moved the policy away from its reference"
+    assert not torch.allclose(last.logprobs, last.ref_logprobs, atol=1e-4), (
+        "the adapter moved the policy away from its reference"
+    )
 
 
 def test_ppo_with_lora_saves_merged_weights_plain_transformers_loads_and_the_adapter_beside(tmp_path):
     base, tok = tiny_policy(seed=0)
     start_dir = save_policy(base, tok, str(tmp_path / "start"))
-    result = ppo_module.train(ppo_cfg(trainable_layers=0), PROMPTS, fraction_of_a, out_dir=str(tmp_path / "out"), base_path=start_dir)
+    result = ppo_module.train(
+        ppo_cfg(trainable_layers=0), PROMPTS, fraction_of_a, out_dir=str(tmp_path / "out"), base_path=start_dir
+    )
     out = Path(result.path)
     assert (out / "value_head.safetensors").is_file()
     adapter_config = json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())
@@ -111,22 +145,40 @@ def test_ppo_with_lora_saves_merged_weights_plain_transformers_loads_and_the_ada
 
 
 def test_a_policy_version_loads_with_auto_model_for_causal_lm(tmp_path):
-    result = sft_train(SFTConfig(epochs=1, batch_size=2, eval_fraction=0), DEMOS, out_dir=str(tmp_path / "sft"), policy=tiny_policy(seed=1))
+    result = sft_train(
+        SFTConfig(epochs=1, batch_size=2, eval_fraction=0),
+        DEMOS,
+        out_dir=str(tmp_path / "sft"),
+        policy=tiny_policy(seed=1),
+    )
     ours, tok = load_policy(result.path, "cpu")
     plain = AutoModelForCausalLM.from_pretrained(result.path).eval()
     ids, mask = encode_queries(tok, [format_prompt(tok, "hi")], 64, "cpu")
     with torch.no_grad():
-        torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits, ours(input_ids=ids, attention_mask=mask).logits)
+        torch.testing.assert_close(
+            plain(input_ids=ids, attention_mask=mask).logits, ours(input_ids=ids, attention_mask=mask).logits
+        )
 
 
 def test_sft_with_lora_learns_and_further_training_accepts_the_adapter_folder(tmp_path):
-    cfg = SFTConfig(epochs=3, batch_size=4, eval_fraction=0.25, learning_rate=5e-3, warmup_steps=0, adapter="lora", lora_rank=4, lora_alpha=8.0)
+    cfg = SFTConfig(
+        epochs=3,
+        batch_size=4,
+        eval_fraction=0.25,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        adapter="lora",
+        lora_rank=4,
+        lora_alpha=8.0,
+    )
     start_dir = save_policy(*tiny_policy(seed=0), str(tmp_path / "start"))
     first = sft_train(cfg, DEMOS, out_dir=str(tmp_path / "one"), base_path=start_dir)
     assert first.eval_loss < first.eval_loss_before
     assert (Path(first.path) / ADAPTER_DIR / "adapter_model.safetensors").is_file()
     second = sft_train(cfg, DEMOS, out_dir=str(tmp_path / "two"), base_path=str(Path(first.path) / ADAPTER_DIR))
-    assert second.eval_loss_before == pytest.approx(first.eval_loss, rel=1e-4), "the adapter folder loads as the trained policy"
+    assert second.eval_loss_before == pytest.approx(first.eval_loss, rel=1e-4), (
+        "the adapter folder loads as the trained policy"
+    )
     losses = [h["train/loss"] for h in second.history]  # one batch = the whole training set: comparable steps
     assert losses[-1] < losses[0] < first.history[0]["train/loss"]
 
@@ -153,8 +205,11 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(adapter, monke
         assert run_model.model.layers[0].gradient_checkpointing == checkpointing
         recomputed = []
         mlp_forward = type(run_model.model.layers[0].mlp).forward  # module hooks do not fire in a recompute
-        monkeypatch.setattr(type(run_model.model.layers[0].mlp), "forward",
-                            lambda self, x, _f=mlp_forward, _seen=recomputed: (_seen.append(1), _f(self, x))[1])
+        monkeypatch.setattr(
+            type(run_model.model.layers[0].mlp),
+            "forward",
+            lambda self, x, _f=mlp_forward, _seen=recomputed: (_seen.append(1), _f(self, x))[1],
+        )
         run_model.eval()
         with update_mode(run_model, settings):
             loss, _ = answer_loss(run_model, batch)
@@ -171,15 +226,25 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(adapter, monke
 
 
 def test_ppo_and_sft_run_with_gradient_checkpointing(tmp_path):
-    result = ppo_module.train(ppo_cfg(adapter="none", gradient_checkpointing=True, trainable_layers=1), PROMPTS, fraction_of_a,
-                              out_dir=str(tmp_path / "ppo"), policy=tiny_policy(seed=0))
+    result = ppo_module.train(
+        ppo_cfg(adapter="none", gradient_checkpointing=True, trainable_layers=1),
+        PROMPTS,
+        fraction_of_a,
+        out_dir=str(tmp_path / "ppo"),
+        policy=tiny_policy(seed=0),
+    )
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(h["loss/policy"])) for h in result.history)
-    sft = sft_train(SFTConfig(epochs=1, batch_size=2, eval_fraction=0, gradient_checkpointing=True, adapter="lora"), DEMOS,
-                    out_dir=str(tmp_path / "sft"), policy=tiny_policy(seed=0))
+    sft = sft_train(
+        SFTConfig(epochs=1, batch_size=2, eval_fraction=0, gradient_checkpointing=True, adapter="lora"),
+        DEMOS,
+        out_dir=str(tmp_path / "sft"),
+        policy=tiny_policy(seed=0),
+    )
     assert sft.steps == 2
 
 
 # ----------------------------------------------------------------------------------------------- reward model
+
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
@@ -191,8 +256,19 @@ def bert_dir(tmp_path_factory):
 def reward_cfg(backbone, **overrides):
     from rlhf_worker.training.reward import RewardConfig
 
-    values = dict(backbone=backbone, learning_rate=1e-3, epochs=1, batch_size=8, max_length=64, eval_fraction=0.1,
-                  eval_every=0, save_every=0, warmup_ratio=0.05, device="cpu", seed=0)
+    values = dict(
+        backbone=backbone,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=8,
+        max_length=64,
+        eval_fraction=0.1,
+        eval_every=0,
+        save_every=0,
+        warmup_ratio=0.05,
+        device="cpu",
+        seed=0,
+    )
     values.update(overrides)
     return RewardConfig(**values)
 
@@ -206,7 +282,10 @@ def test_reward_training_with_gradient_checkpointing_matches_without(bert_dir, t
     plain = train(reward_cfg(bert_dir), rankings, out_dir=tmp_path / "plain")
     ckpt = train(reward_cfg(bert_dir, gradient_checkpointing=True), rankings, out_dir=tmp_path / "ckpt")
     assert ckpt.metrics["train/loss"] == pytest.approx(plain.metrics["train/loss"], rel=1e-5)
-    a, b = RewardModel.from_pretrained(plain.model_dir).state_dict(), RewardModel.from_pretrained(ckpt.model_dir).state_dict()
+    a, b = (
+        RewardModel.from_pretrained(plain.model_dir).state_dict(),
+        RewardModel.from_pretrained(ckpt.model_dir).state_dict(),
+    )
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
 
@@ -217,8 +296,11 @@ def test_reward_training_with_lora_learns_and_saves_merged_model_and_adapter(ber
     from rlhf_worker.training.synthetic import synthetic_rankings
 
     rankings = synthetic_rankings(300, 4, seed=2, max_words=20)
-    result = train(reward_cfg(bert_dir, epochs=3, learning_rate=2e-2, adapter="lora", lora_rank=8, lora_alpha=16.0), rankings,
-                   out_dir=tmp_path)
+    result = train(
+        reward_cfg(bert_dir, epochs=3, learning_rate=2e-2, adapter="lora", lora_rank=8, lora_alpha=16.0),
+        rankings,
+        out_dir=tmp_path,
+    )
     assert result.metrics["eval/accuracy"] >= 0.7, result.metrics  # chance is 0.5; full fine-tuning reaches ~0.85
     model_dir = Path(result.model_dir)
     assert (model_dir / ADAPTER_DIR / "adapter_model.safetensors").is_file()
@@ -230,6 +312,7 @@ def test_reward_training_with_lora_learns_and_saves_merged_model_and_adapter(ber
 
 
 # ----------------------------------------------------------------------------------------------- standard formats
+
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 def test_a_saved_reward_model_loads_with_plain_transformers_and_gives_the_apps_scores(kind, tmp_path):
@@ -253,7 +336,9 @@ def test_a_saved_reward_model_loads_with_plain_transformers_and_gives_the_apps_s
     with torch.no_grad():
         logits = plain(input_ids=ids, attention_mask=mask).logits
     assert logits.shape == (len(pairs), 1)
-    app_scores = RewardScorer.from_pretrained(result.model_dir, device="cpu").score([p for p, _ in pairs], [c for _, c in pairs])
+    app_scores = RewardScorer.from_pretrained(result.model_dir, device="cpu").score(
+        [p for p, _ in pairs], [c for _, c in pairs]
+    )
     if kind == "llama":
         # A decoder is saved in transformers' own LlamaForSequenceClassification layout (no remote code): its logits
         # are the raw scores, normalised with the two numbers its config.json carries.

@@ -12,6 +12,7 @@ the loss of every step and the final weights. What holds, and why:
   summation orders (one process vs two), and so does `reward_bias`, the mean raw reward. The reward model's
   FUNCTION does not: the normalised scores agree to 1e-5, which is what the test checks for them.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,16 @@ def one_and_two_processes(kind, cfg, args_for, tmp_path):
     runs = {}
     for n in (1, 2):
         history = []
-        result = run_training(kind, cfg, args_for(tmp_path / f"out{n}"), num_processes=n, run_dir=tmp_path / f"run{n}",
-                              on_progress=lambda step, total, metrics, samples, history=history: history.append((step, total, metrics, samples)))
+        result = run_training(
+            kind,
+            cfg,
+            args_for(tmp_path / f"out{n}"),
+            num_processes=n,
+            run_dir=tmp_path / f"run{n}",
+            on_progress=lambda step, total, metrics, samples, history=history: history.append(
+                (step, total, metrics, samples)
+            ),
+        )
         runs[n] = (history, result)
     return runs
 
@@ -54,14 +63,28 @@ def test_reward_model_in_two_processes_equals_one(tmp_path):
     backbone = save_tiny_backbone(tmp_path / "tiny-bert", "bert", seed=0)
     rankings = synthetic_rankings(12, 3, seed=11, labelers_per_prompt=2, noise=0.4, max_words=10)
     # batch 5 splits 3 + 2 between the ranks, and accumulation 2 adds two such batches per step
-    cfg = RewardConfig(backbone=backbone, learning_rate=1e-3, epochs=2, batch_size=5, grad_accum_steps=2, max_length=48,
-                       eval_fraction=0.25, eval_every=2, save_every=0, device="cpu")
+    cfg = RewardConfig(
+        backbone=backbone,
+        learning_rate=1e-3,
+        epochs=2,
+        batch_size=5,
+        grad_accum_steps=2,
+        max_length=48,
+        eval_fraction=0.25,
+        eval_every=2,
+        save_every=0,
+        device="cpu",
+    )
     runs = one_and_two_processes("reward", cfg, lambda out: {"rankings": rankings, "out_dir": out}, tmp_path)
     (one, r1), (two, r2) = runs[1], runs[2]
     assert r1.step == r2.step == r1.total_steps == 4
     assert_same_metrics(one, two, ("train/loss", "train/accuracy", "train/learning_rate"), atol=1e-6)
-    assert_same_metrics([h for h in one if "eval/loss" in h[2]], [h for h in two if "eval/loss" in h[2]],
-                        ("eval/loss", "eval/accuracy"), atol=1e-6)
+    assert_same_metrics(
+        [h for h in one if "eval/loss" in h[2]],
+        [h for h in two if "eval/loss" in h[2]],
+        ("eval/loss", "eval/accuracy"),
+        atol=1e-6,
+    )
     assert one[0][2]["train/loss"] != one[-1][2]["train/loss"]  # it trained
 
     w1, w2 = load_file(f"{r1.model_dir}/model.safetensors"), load_file(f"{r2.model_dir}/model.safetensors")
@@ -84,7 +107,11 @@ def test_sft_in_two_processes_equals_one(tmp_path):
     examples = [(f"say hi {i}", "hello friend" + " yes" * (i % 4)) for i in range(20)]
     cfg = SFTConfig(epochs=2, learning_rate=5e-3, warmup_steps=2, batch_size=5, eval_fraction=0.2)
     runs = one_and_two_processes(
-        "sft", cfg, lambda out: {"examples": examples, "out_dir": str(out), "base_path": base, "device": "cpu"}, tmp_path)
+        "sft",
+        cfg,
+        lambda out: {"examples": examples, "out_dir": str(out), "base_path": base, "device": "cpu"},
+        tmp_path,
+    )
     (one, r1), (two, r2) = runs[1], runs[2]
     assert r1.steps == r2.steps == 8 and not r2.stopped
     assert_same_metrics(one, two, ("train/loss", "train/grad_norm", "train/lr"), atol=1e-5)
@@ -106,15 +133,47 @@ def test_ppo_in_two_processes_equals_one(tmp_path):
     prompts = ["hi", "hello there", "abc", "a longer prompt here", "xyz", "ok"]
     # batch 6 = 3 rows per rank; minibatches of 3 split unevenly (0-3 rows) between the ranks; 2 trained layers
     # on a frozen bottom (TrunkSplit) and whitened advantages
-    cfg = PPOConfig(total_episodes=18, batch_size=6, mini_batch_size=3, ppo_epochs=2, learning_rate=1e-3,
-                    value_learning_rate=1e-3, max_new_tokens=6, temperature=1.0, trainable_layers=1, seed=3)
-    runs = one_and_two_processes("ppo", cfg, lambda out: {
-        "prompts": prompts, "out_dir": str(out), "base_path": base, "device": "cpu", "reward_model_path": reward_dir,
-    }, tmp_path)
+    cfg = PPOConfig(
+        total_episodes=18,
+        batch_size=6,
+        mini_batch_size=3,
+        ppo_epochs=2,
+        learning_rate=1e-3,
+        value_learning_rate=1e-3,
+        max_new_tokens=6,
+        temperature=1.0,
+        trainable_layers=1,
+        seed=3,
+    )
+    runs = one_and_two_processes(
+        "ppo",
+        cfg,
+        lambda out: {
+            "prompts": prompts,
+            "out_dir": str(out),
+            "base_path": base,
+            "device": "cpu",
+            "reward_model_path": reward_dir,
+        },
+        tmp_path,
+    )
     (one, r1), (two, r2) = runs[1], runs[2]
     assert r1.steps == r2.steps == 3
-    assert_same_metrics(one, two, ("objective/scores", "objective/kl", "objective/entropy", "response/length",
-                                   "loss/policy", "loss/value", "policy/approxkl", "policy/clipfrac"), atol=1e-5)
+    assert_same_metrics(
+        one,
+        two,
+        (
+            "objective/scores",
+            "objective/kl",
+            "objective/entropy",
+            "response/length",
+            "loss/policy",
+            "loss/value",
+            "policy/approxkl",
+            "policy/clipfrac",
+        ),
+        atol=1e-5,
+    )
     assert any(h[2]["loss/policy"] != 0 for h in one)
     for name in ("model.safetensors", "value_head.safetensors"):
         w1, w2 = load_file(f"{r1.path}/{name}"), load_file(f"{r2.path}/{name}")

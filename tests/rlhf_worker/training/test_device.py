@@ -1,4 +1,5 @@
 """Mixed precision per device: bf16 autocast only on a GPU with native bf16, float32 everywhere else."""
+
 import contextlib
 
 import pytest

@@ -1,4 +1,5 @@
 """The one-process side of data parallelism: settings, how many processes a job gets, and a Dist of one."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Batched generation: left padding + position ids, temperature-consistent log-probs, stop tokens, seeds, K per prompt."""
+
 import pytest
 import torch
 
@@ -56,9 +57,18 @@ def test_sampled_logprobs_equal_log_softmax_of_tempered_logits(policy):
     value_head = make_value_head(model)
     torch.nn.init.normal_(value_head.weight)
     for temperature in (0.7, 1.3):
-        out = sample_tokens(model, ids, mask, max_new_tokens=10, temperature=temperature, top_p=0.9,
-                            stop_ids=stop_token_ids(tok), pad_id=tok.pad_token_id,
-                            generator=torch.Generator().manual_seed(1), value_head=value_head)
+        out = sample_tokens(
+            model,
+            ids,
+            mask,
+            max_new_tokens=10,
+            temperature=temperature,
+            top_p=0.9,
+            stop_ids=stop_token_ids(tok),
+            pad_id=tok.pad_token_id,
+            generator=torch.Generator().manual_seed(1),
+            value_head=value_head,
+        )
         # independent recomputation from the full (unpadded) sequence with plain model logits
         for i in range(len(PROMPTS)):
             n = int(out.response_mask[i].sum())
@@ -70,7 +80,9 @@ def test_sampled_logprobs_equal_log_softmax_of_tempered_logits(policy):
             torch.testing.assert_close(out.logprobs[i, :n], expected, atol=1e-4, rtol=1e-4)
         # the PPO update's forward gives the same log-probs and values as the sampling pass
         with torch.no_grad():
-            logprobs, values, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, temperature, value_head)
+            logprobs, values, _ = forward_policy(
+                model, ids, mask, out.response_ids, out.response_mask, temperature, value_head
+            )
         m = out.response_mask
         torch.testing.assert_close(logprobs[m], out.logprobs[m], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(values[m], out.values[m], atol=1e-4, rtol=1e-4)
@@ -82,7 +94,9 @@ def test_truncate_at_stop_and_decoding():
     assert truncate_at_stop([0, 5], [2, 0]) == ([], True)
     _, tok = tiny_policy()
     a, b, im_end, pad = (tok.convert_tokens_to_ids(t) for t in ("a", "b", "<|im_end|>", "<|endoftext|>"))
-    texts = decode_responses(tok, torch.tensor([[a, b, im_end, a], [b, b, b, b], [a, pad, pad, pad]]), stop_token_ids(tok))
+    texts = decode_responses(
+        tok, torch.tensor([[a, b, im_end, a], [b, b, b, b], [a, pad, pad, pad]]), stop_token_ids(tok)
+    )
     assert texts == ["ab", "bbbb", "a"]
 
 
@@ -91,8 +105,17 @@ def test_responses_stop_at_stop_token_and_mask_after_it(policy):
     stop = stop_token_ids(tok)
     ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS * 4], 512, "cpu")
     # a high temperature on a random tiny model: some rows hit a stop token, others run to the limit
-    out = sample_tokens(model, ids, mask, max_new_tokens=40, temperature=3.0, top_p=1.0, stop_ids=stop,
-                        pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    out = sample_tokens(
+        model,
+        ids,
+        mask,
+        max_new_tokens=40,
+        temperature=3.0,
+        top_p=1.0,
+        stop_ids=stop,
+        pad_id=tok.pad_token_id,
+        generator=torch.Generator().manual_seed(0),
+    )
     for row, m, has_stop in zip(out.response_ids.tolist(), out.response_mask.tolist(), out.has_stop.tolist()):
         kept, found = truncate_at_stop(row, stop)
         assert found == has_stop
@@ -182,7 +205,7 @@ def test_sample_next_frequencies_follow_the_nucleus_distribution():
     scaled = logits.expand(n, -1)
     tokens = sample_next(scaled, scaled.logsumexp(-1, keepdim=True), u, top_p=0.8)
     probs = torch.softmax(logits, -1)
-    nucleus = int((((probs.cumsum(-1) - probs) <= 0.8)).sum())
+    nucleus = int(((probs.cumsum(-1) - probs) <= 0.8).sum())
     expected = torch.zeros_like(probs)
     expected[:nucleus] = probs[:nucleus] / probs[:nucleus].sum()
     observed = torch.bincount(tokens, minlength=len(logits)).float() / n
@@ -199,10 +222,21 @@ def test_each_row_sample_depends_only_on_its_own_seed(policy, temperature, top_p
 
     def run(order):
         ids, mask = encode_queries(tok, [format_prompt(tok, prompts[i]) for i in order], 512, "cpu")
-        out = sample_tokens(model, ids, mask, max_new_tokens=24, temperature=temperature, top_p=top_p, top_k=top_k,
-                            stop_ids=stop, pad_id=tok.pad_token_id,
-                            generator=[torch.Generator().manual_seed(seeds[i]) for i in order])
-        return {i: (out.response_ids[j][out.response_mask[j]].tolist(), bool(out.has_stop[j])) for j, i in enumerate(order)}
+        out = sample_tokens(
+            model,
+            ids,
+            mask,
+            max_new_tokens=24,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_ids=stop,
+            pad_id=tok.pad_token_id,
+            generator=[torch.Generator().manual_seed(seeds[i]) for i in order],
+        )
+        return {
+            i: (out.response_ids[j][out.response_mask[j]].tolist(), bool(out.has_stop[j])) for j, i in enumerate(order)
+        }
 
     alone = {}
     for i in range(len(prompts)):
@@ -219,11 +253,21 @@ def test_rows_that_stop_leave_the_batch(policy):
     stop = stop_token_ids(tok)
     ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS * 4], 512, "cpu")
     widths = []
-    hook = model.base_model.register_forward_hook(lambda m, args, kwargs, out: widths.append(kwargs["input_ids"].shape[0]),
-                                                  with_kwargs=True)
+    hook = model.base_model.register_forward_hook(
+        lambda m, args, kwargs, out: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     try:
-        out = sample_tokens(model, ids, mask, max_new_tokens=40, temperature=3.0, top_p=1.0, stop_ids=stop,
-                            pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+        out = sample_tokens(
+            model,
+            ids,
+            mask,
+            max_new_tokens=40,
+            temperature=3.0,
+            top_p=1.0,
+            stop_ids=stop,
+            pad_id=tok.pad_token_id,
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         hook.remove()
     running = out.response_mask.sum(0).tolist()  # rows still going at each step
@@ -249,8 +293,18 @@ def test_top_k_is_validated_and_limits_the_tokens_drawn(policy):
     assert e.value.field == "top_k"
     model, tok = policy
     ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS], 512, "cpu")
-    out = sample_tokens(model, ids, mask, max_new_tokens=1, temperature=5.0, top_p=1.0, top_k=2, stop_ids=[],
-                        pad_id=tok.pad_token_id, generator=[torch.Generator().manual_seed(s) for s in range(3)])
+    out = sample_tokens(
+        model,
+        ids,
+        mask,
+        max_new_tokens=1,
+        temperature=5.0,
+        top_p=1.0,
+        top_k=2,
+        stop_ids=[],
+        pad_id=tok.pad_token_id,
+        generator=[torch.Generator().manual_seed(s) for s in range(3)],
+    )
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, -1]
     top2 = logits.topk(2, -1).indices

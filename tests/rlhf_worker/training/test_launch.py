@@ -1,5 +1,6 @@
 """The parent side of a multi-process run: a hung rank is killed after the grace period, a failing rank fails
 the run with its output, and in both cases no training process is left behind."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,16 @@ def processes_of(run_dir: Path) -> list[int]:
 
 
 def reward_cfg(backbone: str, **overrides) -> RewardConfig:
-    values = dict(backbone=backbone, learning_rate=1e-3, epochs=1000, batch_size=4, max_length=48, eval_fraction=0.0,
-                  save_every=0, device="cpu")
+    values = dict(
+        backbone=backbone,
+        learning_rate=1e-3,
+        epochs=1000,
+        batch_size=4,
+        max_length=48,
+        eval_fraction=0.0,
+        save_every=0,
+        device="cpu",
+    )
     values.update(overrides)
     return RewardConfig(**values)
 
@@ -58,9 +67,16 @@ def test_a_hung_rank_is_killed_after_the_grace_period_and_nothing_is_left_runnin
 
     started = time.monotonic()
     with pytest.raises(TrainingProcessesFailed, match="stopped by force after a cancel"):
-        run_training("reward", reward_cfg(backbone), {"rankings": rankings, "out_dir": tmp_path / "out"},
-                     num_processes=2, run_dir=run_dir, on_progress=on_progress, should_stop=lambda: bool(steps),
-                     stop_grace_s=3.0)
+        run_training(
+            "reward",
+            reward_cfg(backbone),
+            {"rankings": rankings, "out_dir": tmp_path / "out"},
+            num_processes=2,
+            run_dir=run_dir,
+            on_progress=on_progress,
+            should_stop=lambda: bool(steps),
+            stop_grace_s=3.0,
+        )
     assert steps and time.monotonic() - started < 120
     assert processes_of(run_dir) == [], "a training process outlived the forced stop"
 
@@ -68,9 +84,13 @@ def test_a_hung_rank_is_killed_after_the_grace_period_and_nothing_is_left_runnin
 def test_a_failing_rank_fails_the_run_with_its_output(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingProcessesFailed, match=r"training in 2 processes failed: \w+Error: .*no-such-backbone"):
-        run_training("reward", reward_cfg(str(tmp_path / "no-such-backbone")),
-                     {"rankings": synthetic_rankings(4, 2, seed=1), "out_dir": tmp_path / "out"},
-                     num_processes=2, run_dir=run_dir)
+        run_training(
+            "reward",
+            reward_cfg(str(tmp_path / "no-such-backbone")),
+            {"rankings": synthetic_rankings(4, 2, seed=1), "out_dir": tmp_path / "out"},
+            num_processes=2,
+            run_dir=run_dir,
+        )
     assert processes_of(run_dir) == []
 
 
@@ -79,7 +99,11 @@ def test_ranks_stop_and_checkpoint_when_the_process_that_started_them_dies(tmp_p
     every rank stops at the same step and the checkpoint is written (a new job can resume from it)."""
     backbone = save_tiny_backbone(tmp_path / "tiny-bert", "bert", seed=0)
     run_dir, out_dir = tmp_path / "run", tmp_path / "out"
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         from rlhf_worker.training.launch import run_training
         from rlhf_worker.training.reward import RewardConfig
         from rlhf_worker.training.synthetic import synthetic_rankings
@@ -88,7 +112,10 @@ def test_ranks_stop_and_checkpoint_when_the_process_that_started_them_dies(tmp_p
                            save_every=0, device="cpu")
         run_training("reward", cfg, {{"rankings": synthetic_rankings(8, 3, seed=1, max_words=8), "out_dir": {str(out_dir)!r}}},
                      num_processes=2, run_dir={str(run_dir)!r})
-    """)], cwd=Path(__file__).resolve().parents[3])
+    """),
+        ],
+        cwd=Path(__file__).resolve().parents[3],
+    )
     try:
         deadline = time.monotonic() + 180
         while not (run_dir / EVENTS_FILE).is_file() or not (run_dir / EVENTS_FILE).read_text().strip():

@@ -1,4 +1,5 @@
 """The packed policy forward (no padding, a shared prompt prefix once) gives the padded pass's results."""
+
 import copy
 
 import pytest
@@ -16,8 +17,17 @@ PROMPTS = [SYSTEM + "hi", SYSTEM + "hello there", SYSTEM + "abc", SYSTEM + "xyz!
 
 def batch(model, tok, prompts=PROMPTS, steps=7, seed=3):
     ids, mask = encode_queries(tok, prompts, 64, "cpu")
-    out = sample_tokens(model, ids, mask, max_new_tokens=steps, temperature=1.0, top_p=1.0, stop_ids=stop_token_ids(tok),
-                        pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(seed))
+    out = sample_tokens(
+        model,
+        ids,
+        mask,
+        max_new_tokens=steps,
+        temperature=1.0,
+        top_p=1.0,
+        stop_ids=stop_token_ids(tok),
+        pad_id=tok.pad_token_id,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return ids, mask, out
 
 
@@ -89,7 +99,9 @@ def test_packed_pass_matches_padded_pass_and_its_gradients(monkeypatch, tied, at
         # float32 sums in another order: compare as vectors (the tied embedding's entries reach ~500)
         assert float((packed[2][name] - grad).norm()) <= 1e-5 * float(grad.norm()) + 1e-6, name
     sampled = m & out.response_mask  # the sampler records nothing past a row's stop token
-    torch.testing.assert_close(packed[0][sampled], out.logprobs[sampled], atol=1e-5, rtol=1e-5)  # = what the sampler recorded
+    torch.testing.assert_close(
+        packed[0][sampled], out.logprobs[sampled], atol=1e-5, rtol=1e-5
+    )  # = what the sampler recorded
 
 
 def test_packed_top_layers_on_cached_bottom_states_match(monkeypatch):
@@ -102,7 +114,9 @@ def test_packed_top_layers_on_cached_bottom_states_match(monkeypatch):
     policy_forward.freeze_lower_layers(model, 1)
     split = policy_forward.TrunkSplit(model, ref, 1)
     bottom = split.bottom_hidden(ids, mask, out.response_ids, out.response_mask)
-    top_lp, _, _ = policy_forward.forward_policy(model, ids, mask, out.response_ids, out.response_mask, 1.0, trunk=split.top, trunk_inputs=bottom)
+    top_lp, _, _ = policy_forward.forward_policy(
+        model, ids, mask, out.response_ids, out.response_mask, 1.0, trunk=split.top, trunk_inputs=bottom
+    )
     m = out.response_mask
     torch.testing.assert_close(top_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
 

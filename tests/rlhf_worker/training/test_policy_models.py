@@ -1,4 +1,5 @@
 """Policy models: cached conversion (race-safe), padding that never hides <|im_end|>, prompt formatting."""
+
 import os
 import threading
 import time
@@ -77,7 +78,9 @@ def test_format_prompt_uses_chat_template_or_plain_text():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="converts the real GGUF (~40 s); set RLHF_TEST_REAL_MODELS=1")
+@pytest.mark.skipif(
+    not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="converts the real GGUF (~40 s); set RLHF_TEST_REAL_MODELS=1"
+)
 def test_real_smollm2_conversion(tmp_path):
     path = policy_models.default_policy_path(str(tmp_path))
     model, tok = load_policy(path, "cpu")
@@ -86,7 +89,10 @@ def test_real_smollm2_conversion(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RLHF_TEST_REAL_MODELS"), reason="loads the real default models (~60 s); set RLHF_TEST_REAL_MODELS=1")
+@pytest.mark.skipif(
+    not os.environ.get("RLHF_TEST_REAL_MODELS"),
+    reason="loads the real default models (~60 s); set RLHF_TEST_REAL_MODELS=1",
+)
 def test_default_models_from_the_wheels_generate_and_score(tmp_path):
     """What `make run` users get with no model hub: SmolLM2 answers, MiniLM scores the answer."""
     from rlhf_worker.training.generation import GenerationConfig, generate

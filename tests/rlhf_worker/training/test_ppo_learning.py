@@ -1,4 +1,5 @@
 """PPO end to end on a tiny policy: the score rises, KL stays bounded, stop penalty, cancel, loadable checkpoint."""
+
 import pytest
 import torch
 
@@ -17,9 +18,20 @@ def fraction_of_a(prompts, responses):
 
 
 def run(kl_coef: float, out_dir, steps: int = 40):
-    cfg = PPOConfig(total_episodes=16 * steps, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
-                    value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, kl_coef=kl_coef,
-                    missing_stop_penalty=0.0, seed=0, trainable_layers=0)
+    cfg = PPOConfig(
+        total_episodes=16 * steps,
+        batch_size=16,
+        mini_batch_size=8,
+        ppo_epochs=4,
+        learning_rate=1e-3,
+        value_learning_rate=1e-3,
+        max_new_tokens=8,
+        temperature=1.0,
+        kl_coef=kl_coef,
+        missing_stop_penalty=0.0,
+        seed=0,
+        trainable_layers=0,
+    )
     return train(cfg, PROMPTS, fraction_of_a, out_dir=str(out_dir), policy=tiny_policy(seed=0))
 
 
@@ -48,8 +60,9 @@ def test_start_and_trained_policy_are_scored_on_the_same_prompts_with_the_same_s
     assert after.mean_score > before.mean_score + 0.3, (before.scores, after.scores)
     # the starting policy's number is reproducible: the same seeds on a fresh copy of it give the same scores
     model, tok = tiny_policy(seed=0)
-    again = evaluate_policy(model, tok, [format_prompt(tok, p) for p in PROMPTS], PROMPTS, fraction_of_a,
-                            PPOConfig(**learned.config))
+    again = evaluate_policy(
+        model, tok, [format_prompt(tok, p) for p in PROMPTS], PROMPTS, fraction_of_a, PPOConfig(**learned.config)
+    )
     assert again.scores == before.scores and again.cut == before.cut
     assert {"eval/reward_mean", "eval/cut_fraction", "eval/response_length"} <= set(after.metrics("eval/"))
 
@@ -81,8 +94,17 @@ def test_missing_stop_token_costs_a_fixed_penalty():
     model, tok = tiny_policy(seed=0)
     cfg = PPOConfig(batch_size=8, mini_batch_size=8, max_new_tokens=30, temperature=3.0, missing_stop_penalty=0.75)
     texts = [format_prompt(tok, p) for p in PROMPTS * 2]
-    batch = rollout(model, make_value_head(model), model, tok, PROMPTS * 2, texts, lambda p, r: torch.ones(len(r)),
-                    cfg, torch.Generator().manual_seed(3))
+    batch = rollout(
+        model,
+        make_value_head(model),
+        model,
+        tok,
+        PROMPTS * 2,
+        texts,
+        lambda p, r: torch.ones(len(r)),
+        cfg,
+        torch.Generator().manual_seed(3),
+    )
     assert batch.has_stop.any() and not batch.has_stop.all()
     expected = torch.where(batch.has_stop, torch.tensor(1.0), torch.tensor(0.25))
     torch.testing.assert_close(batch.penalised_scores, expected)
@@ -92,8 +114,15 @@ def test_missing_stop_token_costs_a_fixed_penalty():
 def test_should_stop_returns_early_without_error(tmp_path):
     calls = []
     cfg = PPOConfig(total_episodes=64, batch_size=8, mini_batch_size=4, max_new_tokens=4)
-    result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=tiny_policy(seed=0),
-                   on_progress=lambda *a: calls.append(a), should_stop=lambda: len(calls) >= 2)
+    result = train(
+        cfg,
+        PROMPTS,
+        fraction_of_a,
+        out_dir=str(tmp_path),
+        policy=tiny_policy(seed=0),
+        on_progress=lambda *a: calls.append(a),
+        should_stop=lambda: len(calls) >= 2,
+    )
     assert result.stopped and result.steps == 2 and result.episodes == 16
     step, total, metrics, samples = calls[-1]
     assert (step, total) == (2, 8)
@@ -113,15 +142,27 @@ def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
     head = make_value_head(model)
     torch.nn.init.normal_(head.weight)
     ids, mask = encode_queries(tok, [format_prompt(tok, p) for p in PROMPTS], 64, "cpu")
-    out = sample_tokens(model, ids, mask, max_new_tokens=6, temperature=0.9, top_p=1.0, stop_ids=stop_token_ids(tok),
-                        pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    out = sample_tokens(
+        model,
+        ids,
+        mask,
+        max_new_tokens=6,
+        temperature=0.9,
+        top_p=1.0,
+        stop_ids=stop_token_ids(tok),
+        pad_id=tok.pad_token_id,
+        generator=torch.Generator().manual_seed(0),
+    )
     full_lp, full_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head)
     freeze_lower_layers(model, 1)
     split = TrunkSplit(model, ref, 1)
     bottom = split.bottom_hidden(ids, mask, out.response_ids, out.response_mask)
-    top_lp, top_v, _ = forward_policy(model, ids, mask, out.response_ids, out.response_mask, 0.9, head,
-                                      trunk=split.top, trunk_inputs=bottom)
-    ref_lp, _, _ = forward_policy(ref, ids, mask, out.response_ids, out.response_mask, 0.9, trunk=split.ref_top, trunk_inputs=bottom)
+    top_lp, top_v, _ = forward_policy(
+        model, ids, mask, out.response_ids, out.response_mask, 0.9, head, trunk=split.top, trunk_inputs=bottom
+    )
+    ref_lp, _, _ = forward_policy(
+        ref, ids, mask, out.response_ids, out.response_mask, 0.9, trunk=split.ref_top, trunk_inputs=bottom
+    )
     m = out.response_mask
     torch.testing.assert_close(top_lp[m], full_lp[m].detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(top_v[m], full_v[m].detach(), atol=1e-5, rtol=1e-5)
@@ -132,9 +173,19 @@ def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
 
 
 def test_training_only_the_top_layer_still_learns(tmp_path):
-    cfg = PPOConfig(total_episodes=16 * 30, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
-                    value_learning_rate=1e-3, max_new_tokens=8, temperature=1.0, missing_stop_penalty=0.0, seed=0,
-                    trainable_layers=1)
+    cfg = PPOConfig(
+        total_episodes=16 * 30,
+        batch_size=16,
+        mini_batch_size=8,
+        ppo_epochs=4,
+        learning_rate=1e-3,
+        value_learning_rate=1e-3,
+        max_new_tokens=8,
+        temperature=1.0,
+        missing_stop_penalty=0.0,
+        seed=0,
+        trainable_layers=1,
+    )
     # untied LM head: it stays trainable (a tied one is the frozen input embedding)
     model, tok = tiny_policy(seed=0, num_layers=3, tie_word_embeddings=False)
     result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=(model, tok))

@@ -1,4 +1,5 @@
 """PPO math against numbers computed by hand: rewards with KL penalty, GAE, clipped losses, whitening, KL control."""
+
 import math
 
 import pytest
@@ -71,8 +72,17 @@ def test_clipped_policy_and_value_losses_match_hand_computation():
 
 def test_losses_have_gradient_only_through_unclipped_terms():
     new_logprobs = torch.tensor([[math.log(1.5), math.log(1.1)]], requires_grad=True)
-    out = ppo_losses(new_logprobs, torch.zeros(1, 2), torch.tensor([[2.0, 2.0]]), torch.zeros(1, 2), torch.zeros(1, 2),
-                     torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), 0.2, 0.2)
+    out = ppo_losses(
+        new_logprobs,
+        torch.zeros(1, 2),
+        torch.tensor([[2.0, 2.0]]),
+        torch.zeros(1, 2),
+        torch.zeros(1, 2),
+        torch.zeros(1, 2),
+        torch.ones(1, 2, dtype=torch.bool),
+        0.2,
+        0.2,
+    )
     out["pg_loss"].backward()
     # token 0 is clipped (ratio 1.5 > 1.2 with A > 0): no gradient; token 1: d/dlogp(-A r)/2 = -2*1.1/2
     torch.testing.assert_close(new_logprobs.grad, torch.tensor([[0.0, -1.1]]))

@@ -1,5 +1,6 @@
 """Decoder reward model: kind detection, the packed K-wise forward (prompt once) equals per-completion passes,
 policy initialisation, and the saved folder that plain transformers loads natively with the app's scores."""
+
 import json
 
 import pytest
@@ -26,7 +27,9 @@ from rlhf_worker.training.synthetic import synthetic_rankings
 
 torch.set_num_threads(1)
 
-LONG_PROMPT = "user: tell me about the river and the old mill near the garden. assistant: it was built long ago. user: why"
+LONG_PROMPT = (
+    "user: tell me about the river and the old mill near the garden. assistant: it was built long ago. user: why"
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,7 @@ def test_pack_groups_layout_shares_the_prompt_once():
     groups = [[[1, 2, 3, 4, 5], [1, 2, 3, 9]], [[7, 8], [7, 6, 6], [7, 5]]]
     packed = pack_groups(groups, pad_token_id=0)
     assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5, 9], [7, 8, 6, 6, 5, 0]]
-    assert packed.segment.tolist() == [[PREFIX_SEGMENT] * 3 + [0, 0, 1],
-                                       [PREFIX_SEGMENT, 0, 1, 1, 2, PAD_SEGMENT]]
+    assert packed.segment.tolist() == [[PREFIX_SEGMENT] * 3 + [0, 0, 1], [PREFIX_SEGMENT, 0, 1, 1, 2, PAD_SEGMENT]]
     assert packed.position_ids[0].tolist() == [0, 1, 2, 3, 4, 3]  # each completion continues from the prompt's end
     assert packed.position_ids[1].tolist()[:5] == [0, 1, 1, 2, 1]
     assert packed.last_index.tolist() == [4, 5, 6 + 1, 6 + 3, 6 + 4]
@@ -66,10 +68,12 @@ def test_packed_scores_and_gradients_equal_one_pass_per_completion(attention, to
     model = RewardModel(backbone, kind=DECODER).eval()
     assert model.packs_rankings
     rankings = [
-        EncodedRanking([encode_example(tok, LONG_PROMPT, c, 128)[0] for c in ("yes, because", "no idea at all sorry")],
-                       [(0, 1)]),
-        EncodedRanking([encode_example(tok, "short one", c, 128)[0] for c in ("a", "b b", "c c c c")],
-                       [(0, 1), (0, 2), (1, 2)]),
+        EncodedRanking(
+            [encode_example(tok, LONG_PROMPT, c, 128)[0] for c in ("yes, because", "no idea at all sorry")], [(0, 1)]
+        ),
+        EncodedRanking(
+            [encode_example(tok, "short one", c, 128)[0] for c in ("a", "b b", "c c c c")], [(0, 1), (0, 2), (1, 2)]
+        ),
     ]
     packed = collate_rankings(rankings, tok.pad_token_id, packed=True)
     padded = collate_rankings(rankings, tok.pad_token_id)
@@ -107,8 +111,18 @@ def trained_decoder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("decoder")
     backbone_dir = save_tiny_backbone(folder / "tiny-llama", "llama", seed=0)
     rankings = synthetic_rankings(24, 3, seed=5, ties=False, max_words=8)
-    cfg = RewardConfig(backbone=backbone_dir, learning_rate=2e-3, epochs=1, batch_size=4, max_length=64,
-                       eval_fraction=0.25, eval_every=0, save_every=0, device="cpu", seed=0)
+    cfg = RewardConfig(
+        backbone=backbone_dir,
+        learning_rate=2e-3,
+        epochs=1,
+        batch_size=4,
+        max_length=64,
+        eval_fraction=0.25,
+        eval_every=0,
+        save_every=0,
+        device="cpu",
+        seed=0,
+    )
     return train(cfg, rankings, out_dir=folder / "run"), rankings
 
 
@@ -128,8 +142,9 @@ def test_decoder_run_saves_the_layout_plain_transformers_loads_with_the_apps_sco
     prompts = [r.prompt for r in rankings[:4] for _ in r.completions]
     completions = [c for r in rankings[:4] for c in r.completions]
     app = scorer.score(prompts, completions)
-    ids, mask = pad_batch([encode_example(hf_tok, p, c, 64)[0] for p, c in zip(prompts, completions)],
-                          hf_tok.pad_token_id)
+    ids, mask = pad_batch(
+        [encode_example(hf_tok, p, c, 64)[0] for p, c in zip(prompts, completions)], hf_tok.pad_token_id
+    )
     with torch.no_grad():
         logits = hf(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
     plain = (logits - hf.config.reward_bias) / hf.config.reward_scale
@@ -140,18 +155,28 @@ def test_decoder_run_saves_the_layout_plain_transformers_loads_with_the_apps_sco
 def test_decoder_reward_model_trains_with_lora_and_resumes(tmp_path):
     backbone_dir = save_tiny_backbone(tmp_path / "tiny-llama", "llama", seed=1)
     rankings = synthetic_rankings(16, 2, seed=6, ties=False, max_words=6)
-    cfg = RewardConfig(backbone=backbone_dir, learning_rate=2e-3, epochs=2, batch_size=4, max_length=64,
-                       eval_fraction=0.0, save_every=1, device="cpu", adapter="lora", lora_rank=4)
+    cfg = RewardConfig(
+        backbone=backbone_dir,
+        learning_rate=2e-3,
+        epochs=2,
+        batch_size=4,
+        max_length=64,
+        eval_fraction=0.0,
+        save_every=1,
+        device="cpu",
+        adapter="lora",
+        lora_rank=4,
+    )
     calls = []
-    stopped = train(cfg, rankings, out_dir=tmp_path / "run",
-                    should_stop=lambda: calls.append(1) or len(calls) > 3)
+    stopped = train(cfg, rankings, out_dir=tmp_path / "run", should_stop=lambda: calls.append(1) or len(calls) > 3)
     assert stopped.stopped and stopped.step == 3
     done = train(cfg, rankings, out_dir=tmp_path / "run", resume_from=tmp_path / "run")
     assert done.model_dir and done.step == done.total_steps == 8
     from transformers import AutoModelForSequenceClassification
 
     assert AutoModelForSequenceClassification.from_pretrained(done.model_dir).config.architectures == [
-        "LlamaForSequenceClassification"]
+        "LlamaForSequenceClassification"
+    ]
     assert (tmp_path / "run" / "model" / "adapter" / "adapter_config.json").is_file()
 
 
@@ -169,8 +194,15 @@ def test_a_saved_decoder_reward_model_continues_training_from_its_weights(traine
     torch.testing.assert_close(model.head.weight, before)
     with pytest.raises(ValueError, match="choose auto"):
         load_for_training(result.model_dir, ENCODER)
-    cfg = RewardConfig(backbone=result.model_dir, learning_rate=1e-3, epochs=1, batch_size=8, max_length=64,
-                       eval_fraction=0.0, device="cpu")
+    cfg = RewardConfig(
+        backbone=result.model_dir,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=8,
+        max_length=64,
+        eval_fraction=0.0,
+        device="cpu",
+    )
     again = train(cfg, rankings, out_dir=tmp_path / "again")
     assert read_kind(again.model_dir) == DECODER
 

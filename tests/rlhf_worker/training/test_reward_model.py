@@ -1,4 +1,5 @@
 """Reward model: last-real-token reading, truncation, save/load round trip, scorer."""
+
 import math
 
 import pytest

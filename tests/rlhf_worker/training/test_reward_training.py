@@ -1,4 +1,5 @@
 """Reward training: InstructGPT K-wise loss, one forward per completion, learning, normalisation, resume, cancel, config."""
+
 import math
 import os
 from pathlib import Path
@@ -33,8 +34,19 @@ def backbone_dir(tmp_path_factory):
 
 
 def tiny_cfg(backbone_dir, **overrides):
-    base = dict(backbone=backbone_dir, learning_rate=1e-3, epochs=1, batch_size=8, max_length=64,
-                eval_fraction=0.1, eval_every=0, save_every=0, warmup_ratio=0.05, device="cpu", seed=0)
+    base = dict(
+        backbone=backbone_dir,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=8,
+        max_length=64,
+        eval_fraction=0.1,
+        eval_every=0,
+        save_every=0,
+        warmup_ratio=0.05,
+        device="cpu",
+        seed=0,
+    )
     base.update(overrides)
     return RewardConfig(**base)
 
@@ -78,8 +90,12 @@ def test_each_completion_goes_through_the_model_once_per_epoch(backbone_dir, tmp
 
     monkeypatch.setattr(RewardModel, "forward", counting_forward)
     rows_after_training = []
-    result = train(tiny_cfg(backbone_dir, eval_fraction=0.0, batch_size=4), rankings, out_dir=tmp_path,
-                   on_progress=lambda step, total, m, s: rows_after_training.append((step, total, sum(seen_rows), len(seen_rows))))
+    result = train(
+        tiny_cfg(backbone_dir, eval_fraction=0.0, batch_size=4),
+        rankings,
+        out_dir=tmp_path,
+        on_progress=lambda step, total, m, s: rows_after_training.append((step, total, sum(seen_rows), len(seen_rows))),
+    )
     last_step, total, rows, calls = rows_after_training[-1]
     assert last_step == total == result.step
     trained = [r for r in rankings if r.pairs()]
@@ -90,8 +106,12 @@ def test_each_completion_goes_through_the_model_once_per_epoch(backbone_dir, tmp
 def test_accuracy_rises_well_above_chance_on_a_learnable_task(backbone_dir, tmp_path):
     rankings = synthetic_rankings(300, 4, seed=2, max_words=20)
     history = []
-    result = train(tiny_cfg(backbone_dir, epochs=3, eval_every=10), rankings, out_dir=tmp_path,
-                   on_progress=lambda step, total, m, s: history.append(dict(m)))
+    result = train(
+        tiny_cfg(backbone_dir, epochs=3, eval_every=10),
+        rankings,
+        out_dir=tmp_path,
+        on_progress=lambda step, total, m, s: history.append(dict(m)),
+    )
     first_eval = next(m["eval/accuracy"] for m in history if "eval/accuracy" in m)
     assert result.metrics["eval/accuracy"] >= 0.85, result.metrics
     assert result.metrics["eval/accuracy"] > first_eval
@@ -122,15 +142,24 @@ def test_should_stop_stops_within_one_step_and_resume_continues(backbone_dir, tm
     rankings = synthetic_rankings(80, 4, seed=5, max_words=15)
     cfg = tiny_cfg(backbone_dir)
     steps_seen = []
-    stopped = train(cfg, rankings, out_dir=tmp_path / "a",
-                    on_progress=lambda step, total, m, s: steps_seen.append(step),
-                    should_stop=lambda: len(steps_seen) >= 3)
+    stopped = train(
+        cfg,
+        rankings,
+        out_dir=tmp_path / "a",
+        on_progress=lambda step, total, m, s: steps_seen.append(step),
+        should_stop=lambda: len(steps_seen) >= 3,
+    )
     assert stopped.stopped and stopped.step == 3 and steps_seen == [1, 2, 3]
     assert stopped.model_dir is None and stopped.checkpoint_dir
 
     resumed_steps = []
-    resumed = train(cfg, rankings, out_dir=tmp_path / "a", resume_from=stopped.checkpoint_dir,
-                    on_progress=lambda step, total, m, s: resumed_steps.append(step))
+    resumed = train(
+        cfg,
+        rankings,
+        out_dir=tmp_path / "a",
+        resume_from=stopped.checkpoint_dir,
+        on_progress=lambda step, total, m, s: resumed_steps.append(step),
+    )
     assert resumed_steps[0] == 4 and resumed_steps[-1] == resumed.total_steps == resumed.step
     assert not resumed.stopped and resumed.model_dir
 
@@ -146,14 +175,21 @@ def test_periodic_checkpoint_is_resumable(backbone_dir, tmp_path):
     cfg = tiny_cfg(backbone_dir, save_every=2)
     calls = []
     with pytest.raises(RuntimeError):
+
         def crash(step, total, m, s):
             calls.append(step)
             if step == 5:
                 raise RuntimeError("worker died")
+
         train(cfg, rankings, out_dir=tmp_path, on_progress=crash)
     resumed_steps = []
-    train(cfg, rankings, out_dir=tmp_path, resume_from=tmp_path,
-          on_progress=lambda step, total, m, s: resumed_steps.append(step))
+    train(
+        cfg,
+        rankings,
+        out_dir=tmp_path,
+        resume_from=tmp_path,
+        on_progress=lambda step, total, m, s: resumed_steps.append(step),
+    )
     assert resumed_steps[0] == 5  # last checkpoint was written after step 4
 
 
@@ -183,17 +219,30 @@ def test_labeler_agreement_hand_computed():
 def test_labeler_agreement_is_reported_with_eval_metrics(backbone_dir, tmp_path):
     rankings = synthetic_rankings(30, 3, seed=8, labelers_per_prompt=2, noise=0.5, max_words=8)
     progress = []
-    result = train(tiny_cfg(backbone_dir, eval_fraction=0.3), rankings, out_dir=tmp_path,
-                   on_progress=lambda step, total, m, s: progress.append(m))
+    result = train(
+        tiny_cfg(backbone_dir, eval_fraction=0.3),
+        rankings,
+        out_dir=tmp_path,
+        on_progress=lambda step, total, m, s: progress.append(m),
+    )
     assert 0.0 < result.metrics["eval/labeler_agreement"] <= 1.0
     assert "eval/labeler_agreement" in progress[-1]
 
 
-@pytest.mark.parametrize("field_name, value", [
-    ("learning_rate", -1), ("epochs", 0), ("batch_size", "many"), ("split_by", "project"),
-    ("eval_fraction", 0.95), ("lr_schedule", "step"), ("max_length", 2), ("device", "tpu"),
-    ("not_a_setting", 1),
-])
+@pytest.mark.parametrize(
+    "field_name, value",
+    [
+        ("learning_rate", -1),
+        ("epochs", 0),
+        ("batch_size", "many"),
+        ("split_by", "project"),
+        ("eval_fraction", 0.95),
+        ("lr_schedule", "step"),
+        ("max_length", 2),
+        ("device", "tpu"),
+        ("not_a_setting", 1),
+    ],
+)
 def test_config_errors_name_the_field(field_name, value):
     with pytest.raises(ConfigError) as excinfo:
         RewardConfig.from_dict({field_name: value})
@@ -207,7 +256,9 @@ def test_config_from_dict_coerces_form_input():
     assert RewardConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_a_crash_while_a_checkpoint_replaces_the_last_one_keeps_a_complete_checkpoint(backbone_dir, tmp_path, monkeypatch):
+def test_a_crash_while_a_checkpoint_replaces_the_last_one_keeps_a_complete_checkpoint(
+    backbone_dir, tmp_path, monkeypatch
+):
     """Killed between removing the old checkpoint and putting the new one in place: the old one is still there."""
     rankings = synthetic_rankings(50, 3, seed=6, max_words=10)
     cfg = tiny_cfg(backbone_dir, save_every=2)
@@ -231,16 +282,26 @@ def test_a_crash_while_a_checkpoint_replaces_the_last_one_keeps_a_complete_check
     assert found is not None, "no complete checkpoint left"
     assert torch.load(found / TRAINER_STATE_FILE, weights_only=True)["step"] == 2
     resumed_steps = []
-    train(cfg, rankings, out_dir=tmp_path, resume_from=tmp_path, on_progress=lambda step, total, m, s: resumed_steps.append(step))
+    train(
+        cfg,
+        rankings,
+        out_dir=tmp_path,
+        resume_from=tmp_path,
+        on_progress=lambda step, total, m, s: resumed_steps.append(step),
+    )
     assert resumed_steps[0] == 3
-    assert find_checkpoint(tmp_path) is None and not list(tmp_path.glob(CHECKPOINT_DIR + "*")), "a finished run keeps no checkpoint"
+    assert find_checkpoint(tmp_path) is None and not list(tmp_path.glob(CHECKPOINT_DIR + "*")), (
+        "a finished run keeps no checkpoint"
+    )
 
 
 def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(backbone_dir, tmp_path, monkeypatch):
     rankings = synthetic_rankings(20, 3, seed=6, max_words=10)
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
     monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", str(dst))) or real_replace(src, dst))
     train(tiny_cfg(backbone_dir, save_every=1), rankings, out_dir=tmp_path)
     checkpoint = str(tmp_path / CHECKPOINT_DIR)

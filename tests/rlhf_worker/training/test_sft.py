@@ -1,4 +1,5 @@
 """SFT: prompt tokens are masked out of the loss, the held-out loss falls, the checkpoint loads."""
+
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ def test_labels_mask_the_prompt_and_learn_answer_plus_end_of_turn():
     prompt_ids = tok(format_prompt(tok, "hi"), add_special_tokens=False).input_ids
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert ids == prompt_ids + tok("yo", add_special_tokens=False).input_ids + [im_end]
-    assert labels == [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
+    assert labels == [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
 
 
 def test_truncation_keeps_prompt_tail_and_answer_start():
@@ -28,7 +29,10 @@ def test_truncation_keeps_prompt_tail_and_answer_start():
 
 def test_loss_counts_only_answer_tokens():
     model, tok = tiny_policy(seed=1)
-    rows = [build_example(tok, "hello there", "ok", max_seq_len=512), build_example(tok, "x", "longer answer", max_seq_len=512)]
+    rows = [
+        build_example(tok, "hello there", "ok", max_seq_len=512),
+        build_example(tok, "x", "longer answer", max_seq_len=512),
+    ]
     batch = collate(rows, tok.pad_token_id, "cpu")
     loss, n = answer_loss(model, batch)
     assert n == 3 + 14  # "ok" + <|im_end|>, "longer answer" + <|im_end|>
@@ -49,7 +53,9 @@ def test_sft_lowers_held_out_loss_and_saves_loadable_policy(tmp_path):
     examples = [(f"say hi {i}", "hello friend") for i in range(20)]
     calls = []
     cfg = SFTConfig(epochs=8, learning_rate=5e-3, warmup_steps=0, batch_size=4, eval_fraction=0.2)
-    result = train(cfg, examples, out_dir=str(tmp_path / "sft"), policy=tiny_policy(seed=0), on_progress=lambda *a: calls.append(a))
+    result = train(
+        cfg, examples, out_dir=str(tmp_path / "sft"), policy=tiny_policy(seed=0), on_progress=lambda *a: calls.append(a)
+    )
     assert result.num_eval == 4 and result.num_train == 16
     assert result.eval_loss < 0.5 * result.eval_loss_before
     assert calls and calls[-1][0] == calls[-1][1] == 32 and "eval/loss" in calls[-1][2]
@@ -58,7 +64,13 @@ def test_sft_lowers_held_out_loss_and_saves_loadable_policy(tmp_path):
 
 
 def test_should_stop_and_config_errors(tmp_path):
-    result = train(SFTConfig(epochs=1, batch_size=2), [("a", "b")] * 6, out_dir=str(tmp_path), policy=tiny_policy(), should_stop=lambda: True)
+    result = train(
+        SFTConfig(epochs=1, batch_size=2),
+        [("a", "b")] * 6,
+        out_dir=str(tmp_path),
+        policy=tiny_policy(),
+        should_stop=lambda: True,
+    )
     assert result.stopped and result.steps == 0 and result.path is None
     with pytest.raises(ConfigError) as e:
         SFTConfig.from_dict({"eval_fraction": 1.5})
