@@ -465,51 +465,67 @@ def ppo_update(
                     stats,
                 )
                 continue
-            bottom = batch.bottom_hidden[idx] if batch.bottom_hidden is not None else None
-            (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = (
-                _trim(
-                    batch.query_ids[idx],
-                    batch.query_mask[idx],
-                    batch.response_ids[idx],
-                    batch.response_mask[idx],
-                    bottom,
-                    batch.logprobs[idx],
-                    batch.values[idx],
-                    advantages[idx],
-                    returns[idx],
-                )
-            )
             optimizer.zero_grad(set_to_none=True)
-            with update_mode(model, cfg):
-                new_logprobs, new_values, _ = forward_policy(
-                    model,
-                    mb_query,
-                    mb_qmask,
-                    mb_resp,
-                    mb_rmask,
-                    cfg.temperature,
-                    value_head,
-                    trunk=split.top if split is not None else None,
-                    trunk_inputs=mb_bottom,
-                )
-                losses = ppo_losses(
-                    new_logprobs,
-                    mb_logprobs,
-                    mb_advantages,
-                    new_values,
-                    mb_values,
-                    mb_returns,
-                    mb_rmask,
-                    cfg.cliprange,
-                    cfg.cliprange_value,
-                )
-                loss = losses["pg_loss"] + cfg.vf_coef * losses["vf_loss"]
-                loss.backward()
+            losses = _minibatch_backward(model, value_head, batch, advantages, returns, idx, cfg, split)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             for key, value in losses.items():
                 stats.setdefault(key, []).append(float(value.detach()))
     return {key: sum(v) / len(v) for key, v in stats.items()}
+
+
+def _minibatch_backward(
+    model,
+    value_head,
+    batch: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    rows: torch.Tensor,
+    cfg: PPOConfig,
+    split: TrunkSplit | None,
+    count: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """The policy and value head on rows `rows` of `batch`, and the backward pass of their PPO loss; the loss parts.
+
+    `count`: the minibatch's response tokens over every rank (see `ppo_losses`); None on one process."""
+    bottom = batch.bottom_hidden[rows] if batch.bottom_hidden is not None else None
+    (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
+        batch.query_ids[rows],
+        batch.query_mask[rows],
+        batch.response_ids[rows],
+        batch.response_mask[rows],
+        bottom,
+        batch.logprobs[rows],
+        batch.values[rows],
+        advantages[rows],
+        returns[rows],
+    )
+    with update_mode(model, cfg):
+        new_logprobs, new_values, _ = forward_policy(
+            model,
+            mb_query,
+            mb_qmask,
+            mb_resp,
+            mb_rmask,
+            cfg.temperature,
+            value_head,
+            trunk=split.top if split is not None else None,
+            trunk_inputs=mb_bottom,
+        )
+        parts = ppo_losses(
+            new_logprobs,
+            mb_logprobs,
+            mb_advantages,
+            new_values,
+            mb_values,
+            mb_returns,
+            mb_rmask,
+            cfg.cliprange,
+            cfg.cliprange_value,
+            count=count,
+        )
+        (parts["pg_loss"] + cfg.vf_coef * parts["vf_loss"]).backward()
+    return parts
 
 
 def _distributed_minibatch(
@@ -536,43 +552,7 @@ def _distributed_minibatch(
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, float] = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl"), 0.0)
     if len(local):
-        bottom = batch.bottom_hidden[local] if batch.bottom_hidden is not None else None
-        (mb_query, mb_qmask, mb_resp, mb_rmask, mb_bottom, mb_logprobs, mb_values, mb_advantages, mb_returns) = _trim(
-            batch.query_ids[local],
-            batch.query_mask[local],
-            batch.response_ids[local],
-            batch.response_mask[local],
-            bottom,
-            batch.logprobs[local],
-            batch.values[local],
-            advantages[local],
-            returns[local],
-        )
-        with update_mode(model, cfg):
-            new_logprobs, new_values, _ = forward_policy(
-                model,
-                mb_query,
-                mb_qmask,
-                mb_resp,
-                mb_rmask,
-                cfg.temperature,
-                value_head,
-                trunk=split.top if split is not None else None,
-                trunk_inputs=mb_bottom,
-            )
-            parts = ppo_losses(
-                new_logprobs,
-                mb_logprobs,
-                mb_advantages,
-                new_values,
-                mb_values,
-                mb_returns,
-                mb_rmask,
-                cfg.cliprange,
-                cfg.cliprange_value,
-                count=count,
-            )
-            (parts["pg_loss"] + cfg.vf_coef * parts["vf_loss"]).backward()
+        parts = _minibatch_backward(model, value_head, batch, advantages, returns, local, cfg, split, count=count)
         losses = {key: float(value.detach()) for key, value in parts.items()}
     dist.sum_gradients(params)
     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
