@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -84,3 +85,25 @@ def test_embedded_servers_start_serve_and_stop(tmp_path, monkeypatch):
         psycopg.connect(services.database_url, connect_timeout=2)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(services.redis_url, socket_connect_timeout=2).ping()
+
+
+def test_processes_starting_at_once_share_one_generated_secret_key(tmp_path):
+    """gunicorn's workers generate the local key together on a first start: one key, no process fails."""
+
+    env = {**os.environ, "RLHF_VAR_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY", None)
+    # Every process imports first, then all ask for the key at the same moment.
+    start = time.time() + 3
+    code = f"import time; from config.env import secret_key; time.sleep(max(0, {start} - time.time())); print(secret_key(False))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    keys = {out.strip() for out, _ in results}
+    assert len(keys) == 1 and (tmp_path / "secret_key").read_text().strip() in keys
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
