@@ -55,62 +55,92 @@ def project_progress(project: Project) -> dict:
 
 # One statement computes every agreement figure of a project from its submitted human labels that rank every
 # completion of their task (`iter_label_rows` drops the others too); imported labels are never compared.
-# The CTEs are computed once per statement, so the labels are read once and the page gets aggregates only.
-_QUALITY_SQL = """
-WITH ann AS (
-    SELECT a.id, a.task_id, a.labeler_id, a.submitted_at, a.started_at, a.shown_order
-    FROM labeling_app_annotation a JOIN labeling_app_rankingtask t ON t.id = a.task_id
-    WHERE t.project_id = %(project)s AND a.status = 'submitted' AND a.labeler_id IS NOT NULL
+#
+# `lab` reads the labels once, through the indexes (the project's tasks, their labels, task completions and
+# ratings), and folds each into one row whose arrays hold its completions, rating ids, ranks and Likert ratings in
+# the task's completion order. Everything after works on those few thousand rows: two labels of a task are
+# compared position by position (their arrays line up, being the same task's completions), so no statement
+# joins the label rows with themselves row by row, and no join needs an index on an intermediate result.
+_LABELS_SQL = """
+WITH lab AS MATERIALIZED (  -- one row per usable label, arrays in the task's completion order
+    SELECT a.id, a.task_id, a.labeler_id, a.submitted_at,
+           extract(epoch FROM a.submitted_at - a.started_at)::float8 AS seconds,
+           CASE WHEN jsonb_typeof(a.shown_order -> 0) = 'number' THEN (a.shown_order ->> 0)::numeric END AS shown_first,
+           array_agg(tc.completion_id ORDER BY tc.position) AS completions,
+           array_agg(tc.position ORDER BY tc.position) AS positions,
+           array_agg(r.id ORDER BY tc.position) AS rating_ids,
+           array_agg(r.rank ORDER BY tc.position) AS ranks,
+           array_agg(r.likert ORDER BY tc.position) AS likerts
+    FROM labeling_app_rankingtask t
+    JOIN labeling_app_annotation a ON a.task_id = t.id
+    JOIN labeling_app_taskcompletion tc ON tc.task_id = t.id
+    LEFT JOIN labeling_app_rating r ON r.annotation_id = a.id AND r.completion_id = tc.completion_id
+    WHERE t.project_id = %(project)s AND a.status = 'submitted' AND a.labeler_id IS NOT NULL {only_tasks_of_labeler}
+    GROUP BY a.id
+    HAVING count(r.id) = count(*)  -- ranks every completion of its task
+), label_pairs AS MATERIALIZED (  -- per two labels of a task: InstructGPT's agreeing / comparable pairs, tau-b parts
+    SELECT x.id AS a, y.id AS b, s.*
+    FROM lab x JOIN lab y ON y.task_id = x.task_id AND y.id > x.id
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE sa <> 0 AND sb <> 0 AND sa = sb) AS agreeing,
+               count(*) FILTER (WHERE sa <> 0 AND sb <> 0) AS comparable,
+               count(*) AS n0, count(*) FILTER (WHERE sa = 0) AS tied_a, count(*) FILTER (WHERE sb = 0) AS tied_b
+        FROM (SELECT sign(x.ranks[i] - x.ranks[j]) AS sa, sign(y.ranks[i] - y.ranks[j]) AS sb
+              FROM generate_subscripts(x.ranks, 1) i, generate_subscripts(x.ranks, 1) j WHERE j > i) signs) s
+    WHERE s.n0 > 0  -- a task of one completion has no pair to compare
+), per_label AS (
+    SELECT lab.id, lab.labeler_id, lab.seconds,
+           (SELECT u.rank FROM unnest(lab.completions, lab.ranks) u(completion, rank)
+            WHERE u.completion = lab.shown_first) = (SELECT min(r.rank) FROM unnest(lab.ranks) r(rank)) AS first_best,
+           (SELECT count(*)  -- completion pairs ranked one way and rated the other
+            FROM generate_subscripts(lab.ranks, 1) i, generate_subscripts(lab.ranks, 1) j
+            WHERE j > i AND lab.likerts[i] IS NOT NULL AND lab.likerts[j] IS NOT NULL
+              AND ((lab.ranks[i] < lab.ranks[j] AND lab.likerts[i] < lab.likerts[j])
+                OR (lab.ranks[j] < lab.ranks[i] AND lab.likerts[j] < lab.likerts[i]))) AS contradicting
+    FROM lab
+), per_labeler_pairs AS (
+    SELECT lab.labeler_id, sum(s.agreeing) AS agreeing, sum(s.comparable) AS comparable
+    FROM (SELECT a AS id, agreeing, comparable FROM label_pairs UNION ALL SELECT b, agreeing, comparable FROM label_pairs) s
+    JOIN lab ON lab.id = s.id GROUP BY lab.labeler_id
 ), rated AS (  -- one row per (label, task completion)
-    SELECT ann.id AS annotation_id, ann.task_id, tc.completion_id, tc.position, r.id AS rating_id, r.rank, r.likert
-    FROM ann JOIN labeling_app_taskcompletion tc ON tc.task_id = ann.task_id
-    LEFT JOIN labeling_app_rating r ON r.annotation_id = ann.id AND r.completion_id = tc.completion_id
-), ur AS (  -- of the labels that rank every completion
-    SELECT * FROM rated WHERE annotation_id IN (
-        SELECT annotation_id FROM rated GROUP BY annotation_id HAVING count(rank) = count(*))
-), label_pairs AS (  -- per two labels of a task: InstructGPT's agreeing / comparable pairs, Kendall's tau-b parts
-    SELECT a, b, count(*) FILTER (WHERE sa <> 0 AND sb <> 0 AND sa = sb) AS agreeing,
-           count(*) FILTER (WHERE sa <> 0 AND sb <> 0) AS comparable,
-           count(*) AS n0, count(*) FILTER (WHERE sa = 0) AS tied_a, count(*) FILTER (WHERE sb = 0) AS tied_b
-    FROM (SELECT x1.annotation_id AS a, y1.annotation_id AS b,
-                 sign(x1.rank - x2.rank) AS sa, sign(y1.rank - y2.rank) AS sb
-          FROM ur x1
-          JOIN ur x2 ON x2.annotation_id = x1.annotation_id AND x2.position > x1.position
-          JOIN ur y1 ON y1.task_id = x1.task_id AND y1.completion_id = x1.completion_id AND y1.annotation_id > x1.annotation_id
-          JOIN ur y2 ON y2.annotation_id = y1.annotation_id AND y2.completion_id = x2.completion_id) signs
-    GROUP BY a, b
+    SELECT lab.id AS annotation_id, lab.task_id, u.*
+    FROM lab, unnest(lab.completions, lab.positions, lab.rating_ids, lab.likerts) u(completion_id, position, rating_id, likert)
 ), likert_values AS (  -- Krippendorff's units are (task, completion)
-    SELECT task_id, completion_id, likert, count(*) AS n FROM ur WHERE likert IS NOT NULL
+    SELECT task_id, completion_id, likert, count(*) AS n FROM rated WHERE likert IS NOT NULL
     GROUP BY task_id, completion_id, likert
 ), likert_units AS (
     SELECT task_id, completion_id, sum(n) AS m FROM likert_values GROUP BY task_id, completion_id HAVING sum(n) >= 2
 ), check_items AS (  -- a check's items are (task, completion) with two or more answers
-    SELECT q.key, ur.task_id, ur.position, count(*) AS answers, count(*) FILTER (WHERE ans.value) AS yes,
-           (array_agg(ans.value ORDER BY ur.annotation_id))[1] AS first,
-           (array_agg(ans.value ORDER BY ur.annotation_id))[2] AS second
-    FROM ur JOIN labeling_app_checkanswer ans ON ans.rating_id = ur.rating_id
+    SELECT q.key, rated.task_id, rated.position, count(*) AS answers, count(*) FILTER (WHERE ans.value) AS yes,
+           (array_agg(ans.value ORDER BY rated.annotation_id))[1] AS first,
+           (array_agg(ans.value ORDER BY rated.annotation_id))[2] AS second
+    FROM rated JOIN labeling_app_checkanswer ans ON ans.rating_id = rated.rating_id
     JOIN labeling_app_checkquestion q ON q.id = ans.check_question_id
-    GROUP BY q.key, ur.task_id, ur.position HAVING count(*) >= 2
-), per_label AS (
-    SELECT ann.id, ann.labeler_id, extract(epoch FROM ann.submitted_at - ann.started_at)::float8 AS seconds,
-           shown_first.rank = ranks.best AS first_best, coalesce(contra.n, 0) AS contradicting
-    FROM ann
-    JOIN (SELECT annotation_id, min(rank) AS best FROM ur GROUP BY annotation_id) ranks ON ranks.annotation_id = ann.id
-    LEFT JOIN ur shown_first ON shown_first.annotation_id = ann.id AND shown_first.completion_id =
-        CASE WHEN jsonb_typeof(ann.shown_order -> 0) = 'number' THEN (ann.shown_order ->> 0)::numeric END
-    LEFT JOIN (  -- pairs ranked one way and rated the other
-        SELECT i.annotation_id, count(*) AS n
-        FROM ur i JOIN ur j ON j.annotation_id = i.annotation_id AND j.position > i.position
-        WHERE i.likert IS NOT NULL AND j.likert IS NOT NULL
-          AND ((i.rank < j.rank AND i.likert < j.likert) OR (j.rank < i.rank AND j.likert < i.likert))
-        GROUP BY i.annotation_id) contra ON contra.annotation_id = ann.id
-), per_labeler_pairs AS (
-    SELECT p.labeler_id, sum(s.agreeing) AS agreeing, sum(s.comparable) AS comparable
-    FROM (SELECT a AS id, agreeing, comparable FROM label_pairs UNION ALL SELECT b, agreeing, comparable FROM label_pairs) s
-    JOIN per_label p ON p.id = s.id GROUP BY p.labeler_id
+    GROUP BY q.key, rated.task_id, rated.position HAVING count(*) >= 2
 )
+"""
+
+# Per human labeler: usable labels, median seconds, pair agreement with the others, position bias, contradictions.
+_LABELERS_SELECT = """
+    (SELECT coalesce(json_agg(json_build_array(labeler_id, username, tasks, median, agreeing, comparable, first_best,
+                                               first_known, contradicting_labels, contradicting_pairs)
+                              ORDER BY username), '[]') FROM (
+        SELECT p.labeler_id, u.username, count(*) AS tasks,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY p.seconds) FILTER (WHERE p.seconds IS NOT NULL) AS median,
+               coalesce(max(pp.agreeing), 0) AS agreeing, coalesce(max(pp.comparable), 0) AS comparable,
+               count(*) FILTER (WHERE p.first_best) AS first_best, count(p.first_best) AS first_known,
+               count(*) FILTER (WHERE p.contradicting > 0) AS contradicting_labels, sum(p.contradicting) AS contradicting_pairs
+        FROM per_label p JOIN auth_user u ON u.id = p.labeler_id
+        LEFT JOIN per_labeler_pairs pp ON pp.labeler_id = p.labeler_id
+        {only_labeler}
+        GROUP BY p.labeler_id, u.username) labelers)
+"""
+
+_QUALITY_SQL = (
+    _LABELS_SQL.format(only_tasks_of_labeler="")
+    + """
 SELECT
-    (SELECT count(*) FROM (SELECT task_id FROM ur GROUP BY task_id HAVING count(DISTINCT annotation_id) >= 2) shared),
+    (SELECT count(*) FROM (SELECT task_id FROM lab GROUP BY task_id HAVING count(*) >= 2) shared),
     (SELECT json_build_object(
         'agreeing', coalesce(sum(agreeing), 0), 'comparable', coalesce(sum(comparable), 0),
         'tau_sum', sum(tau), 'tau_pairs', count(tau))
@@ -128,19 +158,20 @@ SELECT
     (SELECT coalesce(json_agg(json_build_array(day, agreeing, comparable) ORDER BY day), '[]') FROM (
         SELECT (greatest(x.submitted_at, y.submitted_at) AT TIME ZONE %(tz)s)::date AS day,
                sum(lp.agreeing) AS agreeing, sum(lp.comparable) AS comparable
-        FROM label_pairs lp JOIN ann x ON x.id = lp.a JOIN ann y ON y.id = lp.b GROUP BY day) days),
-    (SELECT coalesce(json_agg(json_build_array(labeler_id, username, tasks, median, agreeing, comparable, first_best,
-                                               first_known, contradicting_labels, contradicting_pairs)
-                              ORDER BY username), '[]') FROM (
-        SELECT p.labeler_id, u.username, count(*) AS tasks,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY p.seconds) FILTER (WHERE p.seconds IS NOT NULL) AS median,
-               coalesce(max(pp.agreeing), 0) AS agreeing, coalesce(max(pp.comparable), 0) AS comparable,
-               count(*) FILTER (WHERE p.first_best) AS first_best, count(p.first_best) AS first_known,
-               count(*) FILTER (WHERE p.contradicting > 0) AS contradicting_labels, sum(p.contradicting) AS contradicting_pairs
-        FROM per_label p JOIN auth_user u ON u.id = p.labeler_id
-        LEFT JOIN per_labeler_pairs pp ON pp.labeler_id = p.labeler_id
-        GROUP BY p.labeler_id, u.username) labelers)
-"""
+        FROM label_pairs lp JOIN lab x ON x.id = lp.a JOIN lab y ON y.id = lp.b GROUP BY day) days),"""
+    + _LABELERS_SELECT.format(only_labeler="")
+)
+
+# One labeler's row of the same figures, read from the tasks that labeler labeled only (every pair of labels the
+# row counts lies on those tasks): the labeler page costs that labeler's labels, not the project's.
+_LABELER_SQL = (
+    _LABELS_SQL.format(
+        only_tasks_of_labeler="""AND t.id IN (SELECT m.task_id FROM labeling_app_annotation m
+                           WHERE m.labeler_id = %(labeler)s AND m.status = 'submitted')"""
+    )
+    + "SELECT"
+    + _LABELERS_SELECT.format(only_labeler="WHERE p.labeler_id = %(labeler)s")
+)
 
 
 def quality_aggregates(project: Project) -> dict:
@@ -153,7 +184,6 @@ def quality_aggregates(project: Project) -> dict:
     for key, answers, yes, first, second, items, first_seen in tallies:
         check_tallies[key].append(stats.BinaryTally(answers, yes, first, second, items, tuple(first_seen)))
     agreeing, comparable, tau_pairs = ranking["agreeing"], ranking["comparable"], ranking["tau_pairs"]
-    k = project.completions_per_task
     return {
         "shared_tasks": shared,
         "ranking": {
@@ -172,22 +202,27 @@ def quality_aggregates(project: Project) -> dict:
             {"day": date.fromisoformat(day), "agreeing": a, "comparable": c, "pair_agreement": a / c if c else None}
             for day, a, c in days
         ],
-        "labelers": [
-            {
-                "labeler": name,
-                "labeler_id": lid,
-                "tasks": tasks,
-                "median_seconds": median,
-                "agreement": ag / co if co else None,
-                "comparable_pairs": co,
-                "position_bias": best / known if known else None,
-                "chance": 1 / k,
-                "contradicting_labels": c_labels,
-                "contradicting_pairs": c_pairs,
-            }
-            for lid, name, tasks, median, ag, co, best, known, c_labels, c_pairs in labelers
-        ],
+        "labelers": _labeler_rows(project, labelers),
     }
+
+
+def _labeler_rows(project: Project, rows: list) -> list[dict]:
+    k = project.completions_per_task
+    return [
+        {
+            "labeler": name,
+            "labeler_id": lid,
+            "tasks": tasks,
+            "median_seconds": median,
+            "agreement": ag / co if co else None,
+            "comparable_pairs": co,
+            "position_bias": best / known if known else None,
+            "chance": 1 / k,
+            "contradicting_labels": c_labels,
+            "contradicting_pairs": c_pairs,
+        }
+        for lid, name, tasks, median, ag, co, best, known, c_labels, c_pairs in rows
+    ]
 
 
 def extra_label_counts(project: Project) -> dict:
@@ -257,6 +292,10 @@ def labeler_stats(project: Project, *, labeler_id: int | None = None, aggregates
     """Per human labeler (or only `labeler_id`), by name: tasks, median seconds per task, pair agreement with the
     others on shared tasks, position bias (share of labels whose first-shown completion got rank 1, against 1/K
     by chance, ties inflate it) and labels whose Likert ratings contradict their own ranking."""
+    if aggregates is None and labeler_id is not None:  # one labeler: read only the tasks they labeled
+        with connection.cursor() as cursor:
+            cursor.execute(_LABELER_SQL, {"project": project.pk, "labeler": labeler_id})
+            return _labeler_rows(project, cursor.fetchone()[0])
     rows = (aggregates or quality_aggregates(project))["labelers"]
     return [r for r in rows if labeler_id is None or r["labeler_id"] == labeler_id]
 

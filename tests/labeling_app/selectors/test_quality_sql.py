@@ -19,7 +19,12 @@ from django.utils import timezone
 from labeling_app.models import Annotation, CheckQuestion, Completion, ImportSource, Prompt, Rating
 from labeling_app.selectors import agreement as stats
 from labeling_app.selectors.labels import LabelFilters, iter_label_rows
-from labeling_app.selectors.quality import agreement_for_project, agreement_per_day, labeler_stats
+from labeling_app.selectors.quality import (
+    agreement_for_project,
+    agreement_per_day,
+    labeler_stats,
+    quality_aggregates,
+)
 from labeling_app.services.projects import project_create, task_create
 from tests.conftest import make_user
 from tests.labeling_app.researcher_fixtures import label
@@ -215,3 +220,31 @@ def test_agreement_per_day_adds_up_to_the_pooled_figure(random_world):
     assert len(days) >= 2 and [d["day"] for d in days] == sorted(d["day"] for d in days)
     assert sum(d["agreeing"] for d in days) == pooled["agreeing"]
     assert sum(d["comparable"] for d in days) == pooled["comparable"]
+
+
+def test_one_labeler_query_gives_that_labelers_row_of_the_project_figures(random_world):
+    """The labeler page reads only the tasks that labeler labeled; each labeler's row must be the project-wide one."""
+    every = quality_aggregates(random_world)["labelers"]
+    assert len(every) == 4
+    for row in every:
+        assert labeler_stats(random_world, labeler_id=row["labeler_id"]) == [row]
+    nobody = make_user("no_labels", "labeler")
+    assert labeler_stats(random_world, labeler_id=nobody.pk) == []
+
+
+def test_position_bias_when_the_first_shown_completion_is_unknown(random_world):
+    """A shown order that is empty, not a number, or names a completion outside the task gives no position-bias
+    figure for that label, in SQL as in the Python path; a float id equal to a completion's id still counts."""
+    labels = list(
+        Annotation.objects.filter(task__project=random_world, labeler__username__startswith="rq").order_by("id")
+    )
+    assert labels[2].task_id != labels[-1].task_id
+    another_tasks = labels[-1].task.task_completions.values_list("completion_id", flat=True).first()
+    for annotation, shown in zip(labels, ([], ["x"], [another_tasks], None)):
+        if shown is None:  # a float equal to the first shown completion's id
+            shown = [float(annotation.shown_order[0])]
+        Annotation.objects.filter(pk=annotation.pk).update(shown_order=shown)
+    expected, got = reference_labeler_stats(random_world), labeler_stats(random_world)
+    for g, e in zip(got, expected, strict=True):
+        for key, value in e.items():
+            assert same(g[key], value), (e["labeler"], key)
