@@ -182,13 +182,14 @@ def median(values: Sequence[float]) -> float | None:
 
 class BinaryTally(NamedTuple):
     """Items of a yes/no question that share these figures: `items` items, each with `answers` answers of which
-    `yes` are True; `first` and `second` the answers of its first two raters (for Cohen's kappa); `first_seen`
+    `yes` are True; `first` and `second` the answers of its two raters in label order when it has exactly two (for
+    Cohen's kappa; None when it has more, Fleiss' kappa needs only `yes`); `first_seen`
     orders the groups as the items came (the first group of the most common size wins a tie, as in Counter)."""
 
     answers: int
     yes: int
-    first: bool
-    second: bool
+    first: bool | None
+    second: bool | None
     items: int
     first_seen: Sequence = ()
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from labeling_app.models import Annotation, CheckQuestion, Completion, Demonstration, Project, Prompt, RankingTask
+from labeling_app.models import CheckQuestion, Completion, Demonstration, Project, Prompt, RankingTask
+from labeling_app.selectors.quality import labels_per_day
 from labeling_app.selectors.scores import prompt_completion_summaries
 
 
@@ -43,15 +44,14 @@ def projects_with_counts() -> QuerySet[Project]:
 
 def project_counts(project: Project) -> dict:
     """Prompts (and how many are chat), demonstrations, completions, labels by people and imported labels."""
+    days = labels_per_day(project)
     return {
         "prompts": project.prompts.count(),
         "chat_prompts": project.prompts.filter(messages__isnull=False).count(),
         "demonstrations": Demonstration.objects.filter(prompt__project=project).count(),
         "completions": Completion.objects.filter(prompt__project=project).count(),
-        **Annotation.objects.filter(task__project=project, status=Annotation.Status.SUBMITTED).aggregate(
-            human_labels=Count("id", filter=Q(labeler__isnull=False)),
-            imported_labels=Count("id", filter=Q(labeler__isnull=True)),
-        ),
+        "human_labels": sum(d["human"] for d in days),
+        "imported_labels": sum(d["imported"] for d in days),
     }
 
 
