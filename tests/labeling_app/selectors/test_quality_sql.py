@@ -14,9 +14,19 @@ from datetime import timedelta
 from itertools import combinations
 
 import pytest
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from labeling_app.models import Annotation, CheckQuestion, Completion, ImportSource, Prompt, Rating
+from labeling_app.models import (
+    Annotation,
+    CheckAnswer,
+    CheckQuestion,
+    Completion,
+    ImportSource,
+    Prompt,
+    RankingTask,
+    Rating,
+)
 from labeling_app.selectors import agreement as stats
 from labeling_app.selectors.labels import LabelFilters, iter_label_rows
 from labeling_app.selectors.quality import (
@@ -248,3 +258,29 @@ def test_position_bias_when_the_first_shown_completion_is_unknown(random_world):
     for g, e in zip(got, expected, strict=True):
         for key, value in e.items():
             assert same(g[key], value), (e["labeler"], key)
+
+
+def test_problem_counts_cover_every_submitted_human_label(random_world):
+    """A check's answers and problems count every submitted human label, a label that ranks only some completions
+    too (it is left out of agreement only), and never an imported label or a draft."""
+    partial = Annotation.objects.filter(task__project=random_world, labeler__username__startswith="partial").first()
+    toxic = CheckQuestion.objects.get(project=random_world, key="toxic")
+    for rating in partial.ratings.all():
+        CheckAnswer.objects.create(rating=rating, check_question=toxic, value=True)
+    roomy = RankingTask.objects.filter(project=random_world, submitted_count__lt=F("overlap")).first()
+    draft = label(roomy, make_user("drafty", "labeler"), [1, 2, 3], [1, 2, 3], {"toxic": [True, True, True]})
+    Annotation.objects.filter(pk=draft.pk).update(status="draft")
+    expected = {
+        q["check_question_id"]: (q["answers"], q["problems"])
+        for q in CheckAnswer.objects.filter(
+            check_question__project=random_world,
+            rating__annotation__status="submitted",
+            rating__annotation__labeler__isnull=False,
+        )
+        .values("check_question_id")
+        .annotate(answers=Count("id"), problems=Count("id", filter=Q(value=F("check_question__problem_answer"))))
+    }
+    got = {c["key"]: (c["answers"], c["problems"]) for c in agreement_for_project(random_world)["checks"]}
+    questions = {q.key: q.pk for q in CheckQuestion.objects.filter(project=random_world)}
+    assert got == {key: expected.get(pk, (0, 0)) for key, pk in questions.items()}
+    assert got["toxic"][0] >= 2 + partial.ratings.count()  # the partial label's answers are in
