@@ -70,11 +70,11 @@ def labels_per_day(project: Project) -> list[dict]:
 # One statement computes every agreement figure of a project from its submitted human labels that rank every
 # completion of their task (`iter_label_rows` drops the others too); imported labels are never compared.
 #
-# `lab` reads the labels once, through the indexes (the project's tasks, their labels, task completions and
-# ratings), and folds each into one row whose arrays hold its completions, rating ids, ranks and Likert ratings in
-# the task's completion order. Everything after works on those few thousand rows: two labels of a task are
-# compared position by position (their arrays line up, being the same task's completions), so no statement
-# joins the label rows with themselves row by row, and no join needs an index on an intermediate result.
+# `human` reads the labels through the indexes (the project's tasks, then each task's labels), `lab` folds each
+# usable one into one row whose arrays hold its completions, positions, ranks and Likert ratings in the task's
+# completion order. Two labels of a task are compared position by position (their arrays line up, being the same
+# task's completions), so the label rows are never joined with themselves row by row. `answers` reads each
+# rating's check answers once, for both the check agreement and the checks' problem counts.
 _LABELS_SQL = """
 WITH human AS MATERIALIZED (  -- the project's submitted human labels
     SELECT a.*
@@ -209,7 +209,7 @@ _LABELER_SQL = (
 
 # _NO_JIT: the planner counts each set-returning call over a label's arrays as 1,000 rows, so these statements'
 # estimated cost passes jit_above_cost; compiling them took 7 s on a project of 4,000 labels that runs in well
-# under a second without (EXPLAIN ANALYZE, 2026-11-30). Both statements run with JIT off.
+# under a second without (EXPLAIN ANALYZE at pages_at_scale's size, 2026-11-30). Both statements run with JIT off.
 
 
 def quality_aggregates(project: Project) -> dict:
