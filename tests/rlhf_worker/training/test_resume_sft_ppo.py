@@ -23,7 +23,7 @@ from rlhf_worker.training.reward_model import load_for_training, save_tiny_backb
 
 torch.set_num_threads(1)
 EXAMPLES = [(f"say hi {i}", "hello friend" + " yes" * (i % 4)) for i in range(20)]
-PROMPTS = ["hi", "hello", "abc", "xyz", "a longer prompt here", "ok"]
+PROMPTS = ["hi", "hello", "abc", "xyz", "a longer prompt here", "ok", "bye"]  # 7: a batch of 6 leaves some for the next
 SFT_LOSS_KEYS = ("train/loss", "train/grad_norm", "train/lr")
 PPO_KEYS = ("objective/scores", "objective/kl", "objective/kl_coef", "loss/policy", "loss/value", "policy/approxkl")
 
