@@ -131,6 +131,20 @@ def job_get(*, pk: int) -> TrainingJob | None:
     return TrainingJob.objects.select_related("created_by", "result_version").filter(pk=pk).first()
 
 
+RESUMABLE_KINDS = (TrainingJob.Kind.REWARD, TrainingJob.Kind.SFT, TrainingJob.Kind.PPO)
+RESUMABLE_STATUSES = (TrainingJob.Status.FAILED, TrainingJob.Status.CANCELLED, TrainingJob.Status.LOST)
+
+
+def job_resumable(*, job: TrainingJob) -> bool:
+    """Whether the job's page offers Resume: a reward, SFT or PPO job that ended unfinished (cancelled, failed or
+    lost) and left a checkpoint (a new job with resume_job_id continues it; `services.jobs.job_resume`)."""
+    from rlhf_worker.training.checkpoint import find_checkpoint  # torch-free: only the folder is looked at
+
+    return (
+        job.kind in RESUMABLE_KINDS and job.status in RESUMABLE_STATUSES and find_checkpoint(job.output_dir) is not None
+    )
+
+
 def job_config_to_copy(*, pk: int, kind: str) -> dict[str, Any] | None:
     """The stored config of job `pk` if it is a `kind` job, to prefill a new start form with."""
     job = TrainingJob.objects.filter(pk=pk, kind=kind).only("config").first()

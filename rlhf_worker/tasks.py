@@ -14,8 +14,8 @@ from rlhf_worker.jobs.runner import execute_job
 # idle worker instead of waiting behind a running one. What it means for a crashed job: its message is not
 # acknowledged, and the broker hands it out again (when the worker restarts, or after Redis's visibility
 # timeout). That second delivery never re-runs half-done training: the runner claims only a *queued* row, and
-# the crashed job's row is running (then lost). Continuing a lost job is an explicit choice: start a new job
-# with resume_job_id.
+# the crashed job's row is running (then lost). Continuing a lost job is an explicit choice: Resume on its page
+# (a new job with resume_job_id; reward, SFT and PPO jobs).
 @shared_task(bind=True, acks_late=True, name="rlhf_worker.run_training_job")
 def run_training_job(self, job_id: int) -> str:
     """Run one TrainingJob by id; its row records state, progress and the outcome."""

@@ -16,6 +16,7 @@ urlpatterns = [
     path("<int:pk>/series.json", jobs.job_series, name="series"),
     path("<int:pk>/cancel/", jobs.job_cancel_view, name="cancel"),
     path("<int:pk>/rerun/", jobs.job_rerun_view, name="rerun"),
+    path("<int:pk>/resume/", jobs.job_resume_view, name="resume"),
     path("models/", models.model_version_list, name="models"),
     path("models/<int:pk>/", models.model_version_detail, name="model_detail"),
     path("models/<int:pk>/promote/", models.model_version_promote_view, name="promote"),

@@ -74,6 +74,8 @@ MATRIX: dict[str, Row] = {
     "jobs:series": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.job.pk}),
     "jobs:cancel": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.job.pk}, method="post"),
     "jobs:rerun": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.job.pk}, method="post"),
+    # Resume (issue 13): admins only; a job with no checkpoint is refused with a message on its page (302).
+    "jobs:resume": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.job.pk}, method="post"),
     "jobs:models": Row(RESEARCHER_UP),
     "jobs:model_detail": Row(RESEARCHER_UP, kwargs=lambda w: {"pk": w.version.pk}),
     "jobs:promote": Row(page(403, 403, 302), kwargs=lambda w: {"pk": w.version.pk}, method="post"),

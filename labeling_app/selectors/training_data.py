@@ -70,23 +70,23 @@ def _chosen(*, project_ids: Sequence[int], prompt_ids: Sequence[int], project_fi
 
 
 def demonstrations_for_training(
-    *, project_ids: Sequence[int], prompt_ids: Sequence[int] = (), date_from: DayBound = None, date_to: DayBound = None
+    *,
+    project_ids: Sequence[int],
+    prompt_ids: Sequence[int] = (),
+    date_from: DayBound = None,
+    date_to: DayBound = None,
+    demonstration_ids: Sequence[int] | None = None,
 ) -> Iterator[dict]:
     """Every demonstration of the projects (and/or prompts) written in the date range, in id order:
-    {prompt (text or chat messages), completion (text), demonstration_id, prompt_id}."""
-    qs = (
-        Demonstration.objects.filter(
-            _chosen(
-                project_ids=project_ids,
-                prompt_ids=prompt_ids,
-                project_field="prompt__project_id",
-                prompt_field="prompt_id",
-            ),
-            DateRange.parse(date_from, date_to).q("created_at"),
-        )
-        .select_related("prompt")
-        .order_by("id")
-    )
+    {prompt (text or chat messages), completion (text), demonstration_id, prompt_id}. `demonstration_ids` instead
+    gives exactly those demonstrations (what a resumed SFT job reads again), whatever the other filters say."""
+    if demonstration_ids is not None:
+        wanted = Q(pk__in=list(demonstration_ids))
+    else:
+        wanted = _chosen(
+            project_ids=project_ids, prompt_ids=prompt_ids, project_field="prompt__project_id", prompt_field="prompt_id"
+        ) & DateRange.parse(date_from, date_to).q("created_at")
+    qs = Demonstration.objects.filter(wanted).select_related("prompt").order_by("id")
     for demo in qs.iterator(chunk_size=CHUNK_SIZE):
         prompt = demo.prompt
         yield {

@@ -8,13 +8,22 @@ the message beside it. A job's `check(cfg)` calls them when the job is started; 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from django.conf import settings
 
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import missing_project_ids
-from rlhf_worker.models import ModelVersion
+from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
+from rlhf_worker.training.checkpoint import config_mismatch, find_checkpoint
+from rlhf_worker.training.config_base import config_to_dict
+
+# What a training job read (label, demonstration or prompt ids; the versions it started from), written beside its
+# checkpoint when it starts: a job resuming it reads exactly that again.
+DATA_SNAPSHOT_FILE = "data_snapshot.json"
+KIND_NAMES = {TrainingJob.Kind.REWARD: "reward", TrainingJob.Kind.SFT: "SFT", TrainingJob.Kind.PPO: "PPO"}
 
 
 def check_projects(project_ids: Sequence[int]) -> None:
@@ -30,6 +39,49 @@ def model_version(version_id: int, *, kind: str, field: str) -> ModelVersion:
     if version is None:
         raise ServiceError(f"no {kind} model version with id {version_id}", field=field)
     return version
+
+
+def resumable_job_dir(kind: str, job_id: int) -> Path:
+    """The output folder of an earlier `kind` job that left a checkpoint and its data snapshot to continue from;
+    ServiceError naming resume_job_id when there is no such job, it has not ended, or it left no checkpoint."""
+    name = KIND_NAMES.get(kind, kind)
+    previous = TrainingJob.objects.filter(pk=job_id, kind=kind).only("status").first()
+    if previous is None:
+        raise ServiceError(f"no {name} job with id {job_id}", field="resume_job_id")
+    if not previous.is_finished:
+        # Its checkpoint is still being rewritten; two runs would also train on one folder's state at once.
+        raise ServiceError(
+            f"{name} job {job_id} is still {previous.status}: cancel it, or wait until it ends, then resume from it",
+            field="resume_job_id",
+        )
+    folder = job_output_dir(kind, job_id)
+    if find_checkpoint(folder) is None or not (folder / DATA_SNAPSHOT_FILE).is_file():
+        raise ServiceError(f"{name} job {job_id} left no checkpoint to resume from", field="resume_job_id")
+    return folder
+
+
+def check_resume(kind: str, job_id: int, training_cls: type, cfg: Any) -> None:
+    """At start: the job to resume left a checkpoint (`resumable_job_dir`), and this job's training settings are
+    the ones it ran with (only where and how wide it runs, and how often it saves, may change)."""
+    resumable_job_dir(kind, job_id)
+    previous = TrainingJob.objects.only("config").get(pk=job_id).config or {}
+    current = config_to_dict(cfg)
+    names = [f.name for f in dataclasses.fields(training_cls) if f.name in previous]  # an older job lacks newer ones
+    differences = config_mismatch({n: previous[n] for n in names}, {n: current.get(n) for n in names})
+    if differences:
+        raise ServiceError(
+            f"{KIND_NAMES.get(kind, kind)} job {job_id}'s checkpoint was trained with other settings ({differences}): "
+            "resume it with the settings it ran with (start from its page's settings)",
+            field="resume_job_id",
+        )
+
+
+def write_data_snapshot(out_dir: Path, snapshot: dict[str, Any]) -> None:
+    (Path(out_dir) / DATA_SNAPSHOT_FILE).write_text(json.dumps(snapshot))
+
+
+def read_data_snapshot(folder: Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / DATA_SNAPSHOT_FILE).read_text())
 
 
 def subconfig(cls: type, cfg: Any, **overrides: Any):

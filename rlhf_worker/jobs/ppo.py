@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rlhf_worker.jobs.common import run_training, subconfig, training_processes, version_name
+from labeling_app.selectors.training_data import prompts_for_training
+from rlhf_worker.jobs.common import (
+    check_resume,
+    model_version,
+    read_data_snapshot,
+    resumable_job_dir,
+    run_training,
+    subconfig,
+    training_processes,
+    version_name,
+    write_data_snapshot,
+)
 from rlhf_worker.jobs.policy_common import (
     DataSelection,
     check_policy,
@@ -15,9 +26,10 @@ from rlhf_worker.jobs.policy_common import (
     resolve_reward,
     selected_prompts,
 )
-from rlhf_worker.models import ModelVersion
+from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.services.models import model_version_eval_record
 from rlhf_worker.training import ppo
+from rlhf_worker.training.checkpoint import CHECKPOINT_DIR, find_checkpoint
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
 from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
@@ -52,6 +64,12 @@ class Config(PPOConfig, DataSelection):
     reward_version_id: int | None = field(
         default=None, metadata={"help": "Reward model version to optimise against; empty = the promoted reward model."}
     )
+    resume_job_id: int | None = field(
+        default=None,
+        metadata={
+            "help": "An earlier PPO job (cancelled, failed or lost) whose last checkpoint, starting policy, reward model and prompts this job continues (with the same settings)."
+        },
+    )
     name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'PPO (job #N)')."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -64,8 +82,12 @@ class Config(PPOConfig, DataSelection):
 
 def check(cfg: Config) -> None:
     """At start: the prompt selection (projects, dates) holds prompts, the starting policy exists, and the reward
-    model resolves (the chosen one, else the promoted one: `resolve_reward`, as `run` will)."""
+    model resolves (the chosen one, else the promoted one: `resolve_reward`, as `run` will); or the job to resume
+    left a checkpoint written with these settings."""
     check_selection(cfg)
+    if cfg.resume_job_id is not None:  # it continues from that job's policy, reward model and prompts
+        check_resume(TrainingJob.Kind.PPO, cfg.resume_job_id, PPOConfig, cfg)
+        return
     check_policy(cfg.base_version_id, field_name="base_version_id")
     resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
     check_prompts_selected(cfg)
@@ -79,16 +101,38 @@ def load_reward_fn(version: ModelVersion, device: str) -> Callable:
 
 def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
-    base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
-    reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
-    prompts = selected_prompts(cfg)
+    resume_from = None
+    selection = {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
+    if cfg.resume_job_id is not None:
+        previous = resumable_job_dir(TrainingJob.Kind.PPO, cfg.resume_job_id)
+        resume_from = find_checkpoint(previous)
+        # Exactly the starting policy, reward model and prompts of the interrupted run, in its order.
+        earlier = read_data_snapshot(previous)
+        base = model_version(earlier["base_version_id"], kind=ModelVersion.Kind.POLICY, field="resume_job_id")
+        reward = model_version(earlier["reward_version_id"], kind=ModelVersion.Kind.REWARD, field="resume_job_id")
+        selection = {key: earlier[key] for key in selection}
+        prompts = list(prompts_for_training(prompt_ids=earlier["prompt_ids"]))
+    else:
+        base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+        reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
+        prompts = selected_prompts(cfg)
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
+    snapshot = {
+        "prompt_ids": [p["prompt_id"] for p in prompts],
+        **selection,
+        "base_version_id": base.pk,
+        "reward_version_id": reward.pk,
+        "resumed_from_job": cfg.resume_job_id,
+    }
+    write_data_snapshot(ctx.out_dir, snapshot)
     # the policy sees each prompt's chat messages; the reward model reads them as it did in training
     inputs = [p["prompt"] for p in prompts]
     reward_texts = [reward_prompt_text(p["prompt"]) for p in prompts]
 
-    ctx.log(f"PPO from {base} against {reward} on {len(prompts)} prompts")
+    resuming = f"resuming job {cfg.resume_job_id} " if resume_from else ""
+    ctx.log(f"PPO {resuming}from {base} against {reward} on {len(prompts)} prompts")
+    checkpoint_dir = ctx.out_dir / CHECKPOINT_DIR
     if training_processes(cfg) > 1:  # each rank loads the reward model from its folder
         result = run_training(
             "ppo",
@@ -100,6 +144,8 @@ def run(job, ctx) -> ModelVersion | None:
                 "base_path": base.path,
                 "device": cfg.device,
                 "reward_prompts": reward_texts,
+                "checkpoint_dir": str(checkpoint_dir),
+                "resume_from": str(resume_from) if resume_from else None,
             },
             ctx,
         )
@@ -114,8 +160,16 @@ def run(job, ctx) -> ModelVersion | None:
             should_stop=ctx.should_stop,
             device=cfg.device,
             reward_prompts=reward_texts,
+            checkpoint_dir=checkpoint_dir,
+            resume_from=resume_from,
         )
-    if result.stopped or result.path is None:
+    if result.stopped:
+        ctx.log(
+            f"stopped at step {result.steps}; checkpoint kept: start a PPO job with resume_job_id={job.pk} "
+            "(or Resume on its page) to continue"
+        )
+        return None
+    if result.path is None:
         return None
     rise = mean_score_rise(result.history)
     ctx.log(f"mean score rose by {rise:+.3f} over {result.steps} steps ({result.episodes} episodes)")
@@ -128,12 +182,6 @@ def run(job, ctx) -> ModelVersion | None:
             "train/seconds": result.elapsed_s,
         }
     )
-    snapshot = {
-        "prompt_ids": [p["prompt_id"] for p in prompts],
-        "project_ids": cfg.project_ids,
-        "date_from": cfg.date_from,
-        "date_to": cfg.date_to,
-    }
     before, after = result.eval_before, result.eval_after
     if before is not None and after is not None:
         eval_ids = [prompts[i]["prompt_id"] for i in after.prompt_indices]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -12,14 +11,22 @@ from django.conf import settings
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import demonstrations_for_training, has_rankings, rankings_for_training
-from rlhf_worker.jobs.common import check_projects, model_version, run_training, subconfig
+from rlhf_worker.jobs import common
+from rlhf_worker.jobs.common import (
+    check_projects,
+    check_resume,
+    model_version,
+    read_data_snapshot,
+    run_training,
+    subconfig,
+    write_data_snapshot,
+)
 from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import ModelVersion, TrainingJob, job_output_dir
 from rlhf_worker.training.config_base import config_to_dict
-from rlhf_worker.training.reward import Ranking, RewardConfig, find_checkpoint
+from rlhf_worker.training.checkpoint import find_checkpoint
+from rlhf_worker.training.reward import Ranking, RewardConfig
 from rlhf_worker.training.reward_model import reward_prompt_text
-
-DATA_SNAPSHOT_FILE = "data_snapshot.json"
 
 
 # The start form shows these first; every other setting goes under "Advanced".
@@ -86,7 +93,7 @@ def check(cfg: Config) -> None:
         model_version(cfg.base_version_id, kind=ModelVersion.Kind.REWARD, field="base_version_id")
     check_starting_point(cfg)
     if cfg.resume_job_id is not None:
-        resumable_job_dir(cfg.resume_job_id)
+        check_resume(TrainingJob.Kind.REWARD, cfg.resume_job_id, RewardConfig, cfg)
     elif not has_rankings(project_ids=cfg.project_ids, date_from=cfg.date_from, date_to=cfg.date_to):
         raise ServiceError(
             f"no submitted rankings in {selection_text(cfg)}: a reward model learns from them; label "
@@ -146,19 +153,7 @@ def job_dir(job_id: int) -> Path:
 
 def resumable_job_dir(job_id: int) -> Path:
     """The output folder of an earlier reward job that left a checkpoint and its data snapshot to continue from."""
-    previous = TrainingJob.objects.filter(pk=job_id, kind=TrainingJob.Kind.REWARD).only("status").first()
-    if previous is None:
-        raise ServiceError(f"no reward job with id {job_id}", field="resume_job_id")
-    if not previous.is_finished:
-        # Its checkpoint is still being rewritten; two runs would also train on one folder's state at once.
-        raise ServiceError(
-            f"reward job {job_id} is still {previous.status}: cancel it, or wait until it ends, then resume from it",
-            field="resume_job_id",
-        )
-    folder = job_dir(job_id)
-    if find_checkpoint(folder) is None or not (folder / DATA_SNAPSHOT_FILE).is_file():
-        raise ServiceError(f"reward job {job_id} left no checkpoint to resume from", field="resume_job_id")
-    return folder
+    return common.resumable_job_dir(TrainingJob.Kind.REWARD, job_id)
 
 
 def rankings_from_rows(rows: Iterable[dict]) -> tuple[list[Ranking], list[int]]:
@@ -188,7 +183,7 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
         previous = resumable_job_dir(cfg.resume_job_id)
         resume_from = find_checkpoint(previous)
         # Exactly the labels of the interrupted run, so the step count and data order line up with its checkpoint.
-        snapshot = json.loads((previous / DATA_SNAPSHOT_FILE).read_text())
+        snapshot = read_data_snapshot(previous)
         selection = {"project_ids": snapshot["project_ids"], "annotation_ids": snapshot["annotation_ids"]}
     rankings, used_ids = rankings_from_rows(rankings_for_training(**selection))
     if not rankings:
@@ -207,7 +202,7 @@ def run(job: TrainingJob, ctx) -> ModelVersion | None:
         "normalised_on": "demonstrations" if references else "all ranked completions",
         "resumed_from_job": cfg.resume_job_id,
     }
-    (ctx.out_dir / DATA_SNAPSHOT_FILE).write_text(json.dumps(snapshot))
+    write_data_snapshot(ctx.out_dir, snapshot)
 
     base = init = None
     if cfg.base_version_id is not None:

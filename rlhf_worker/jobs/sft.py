@@ -6,9 +6,19 @@ from dataclasses import dataclass, field
 
 from config.errors import ServiceError
 from labeling_app.selectors.training_data import demonstrations_for_training, has_demonstrations
-from rlhf_worker.jobs.common import run_training, subconfig, version_name
+from rlhf_worker.jobs.common import (
+    check_resume,
+    model_version,
+    read_data_snapshot,
+    resumable_job_dir,
+    run_training,
+    subconfig,
+    version_name,
+    write_data_snapshot,
+)
 from rlhf_worker.jobs.policy_common import DataSelection, check_policy, check_selection, resolve_policy, selection_text
-from rlhf_worker.models import ModelVersion
+from rlhf_worker.models import ModelVersion, TrainingJob
+from rlhf_worker.training.checkpoint import CHECKPOINT_DIR, find_checkpoint
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.sft import SFTConfig
 
@@ -27,6 +37,12 @@ class Config(SFTConfig, DataSelection):
         default=None,
         metadata={"help": "Policy version to start from; empty = the promoted policy, else the default model."},
     )
+    resume_job_id: int | None = field(
+        default=None,
+        metadata={
+            "help": "An earlier SFT job (cancelled, failed or lost) whose last checkpoint, starting policy and demonstrations this job continues (with the same settings)."
+        },
+    )
     name: str = field(default="", metadata={"help": "Name of the new policy version (default: 'SFT (job #N)')."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, or cuda[:N]."})
 
@@ -38,8 +54,12 @@ class Config(SFTConfig, DataSelection):
 
 
 def check(cfg: Config) -> None:
-    """At start: the data selection (projects, dates) holds demonstrations, and the chosen starting policy exists."""
+    """At start: the data selection (projects, dates) holds demonstrations, and the chosen starting policy exists;
+    or the job to resume left a checkpoint written with these settings."""
     check_selection(cfg)
+    if cfg.resume_job_id is not None:  # it continues from that job's starting policy and demonstrations
+        check_resume(TrainingJob.Kind.SFT, cfg.resume_job_id, SFTConfig, cfg)
+        return
     check_policy(cfg.base_version_id, field_name="base_version_id")
     if not has_demonstrations(
         project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
@@ -53,27 +73,54 @@ def check(cfg: Config) -> None:
 
 def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
-    base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
-    demos = list(
-        demonstrations_for_training(
-            project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+    resume_from = None
+    selection = {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
+    if cfg.resume_job_id is not None:
+        previous = resumable_job_dir(TrainingJob.Kind.SFT, cfg.resume_job_id)
+        resume_from = find_checkpoint(previous)
+        # Exactly the starting policy and demonstrations of the interrupted run, in its order.
+        earlier = read_data_snapshot(previous)
+        base = model_version(earlier["base_version_id"], kind=ModelVersion.Kind.POLICY, field="resume_job_id")
+        selection = {key: earlier[key] for key in selection}
+        demos = list(demonstrations_for_training(project_ids=(), demonstration_ids=earlier["demonstration_ids"]))
+    else:
+        base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+        demos = list(
+            demonstrations_for_training(
+                project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
+            )
         )
-    )
     if not demos:
         raise ValueError("no demonstrations match the selection: write some on the prompts first")
-    ctx.log(f"SFT from {base} on {len(demos)} demonstrations")
+    snapshot = {
+        "demonstration_ids": [d["demonstration_id"] for d in demos],
+        "base_version_id": base.pk,
+        **selection,
+        "resumed_from_job": cfg.resume_job_id,
+    }
+    write_data_snapshot(ctx.out_dir, snapshot)
+    resuming = f"resuming job {cfg.resume_job_id} " if resume_from else ""
+    ctx.log(f"SFT {resuming}from {base} on {len(demos)} demonstrations")
     result = run_training(
         "sft",
         subconfig(SFTConfig, cfg),
         {
             "examples": [(d["prompt"], d["completion"]) for d in demos],
             "out_dir": str(ctx.out_dir / "policy"),
+            "checkpoint_dir": str(ctx.out_dir / CHECKPOINT_DIR),
+            "resume_from": str(resume_from) if resume_from else None,
             "base_path": base.path,
             "device": cfg.device,
         },
         ctx,
     )
-    if result.stopped or result.path is None:
+    if result.stopped:
+        ctx.log(
+            f"stopped at step {result.steps}; checkpoint kept: start an SFT job with resume_job_id={job.pk} "
+            "(or Resume on its page) to continue"
+        )
+        return None
+    if result.path is None:
         return None
     ctx.log(f"held-out loss {result.eval_loss_before} -> {result.eval_loss}")
     return ctx.db(
@@ -91,14 +138,7 @@ def run(job, ctx) -> ModelVersion | None:
                 "train/steps": result.steps,
                 "train/seconds": result.elapsed_s,
             },
-            data_snapshot={
-                "demonstration_ids": [d["demonstration_id"] for d in demos],
-                "num_train": result.num_train,
-                "num_eval": result.num_eval,
-                "project_ids": cfg.project_ids,
-                "date_from": cfg.date_from,
-                "date_to": cfg.date_to,
-            },
+            data_snapshot={**snapshot, "num_train": result.num_train, "num_eval": result.num_eval},
         ),
         "registering the model version",
     )

@@ -320,6 +320,7 @@ def _step_config(run: PipelineRun, kind: str) -> dict[str, Any]:
             prompt_ids=[],
             date_from="",
             date_to="",
+            resume_job_id=None,
             base_version_id=None,
             reward_version_id=None,
             name="",

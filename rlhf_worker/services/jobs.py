@@ -1,4 +1,4 @@
-"""Writes on training jobs: start (validated), cancel, re-run, the sweep that keeps no job lost or stuck, and
+"""Writes on training jobs: start (validated), cancel, re-run, resume, the sweep that keeps no job lost or stuck, and
 deleting the outputs of jobs that ended without a model once they are older than JOB_RETENTION_DAYS.
 
 The sweep (`jobs_sweep`, run by Celery beat every JOB_SWEEP_SECONDS, never by a page view) marks running
@@ -107,6 +107,21 @@ def job_enqueue(*, job_id: int) -> str:
 def job_rerun(*, job: TrainingJob, user) -> TrainingJob:
     """A new job with the same kind and config."""
     return job_start(kind=job.kind, config=job.config, user=user)
+
+
+def job_resume(*, job: TrainingJob, user) -> TrainingJob:
+    """A new job continuing `job` from its last checkpoint: its kind and settings, with resume_job_id = job.
+    The job's `check` refuses (ServiceError on resume_job_id) a job still queued or running, one without a
+    checkpoint, and a kind that has none."""
+    if "resume_job_id" not in _config_field_names(job.kind):
+        raise ServiceError(f"{job.get_kind_display()} jobs have no checkpoints to resume from", field="resume_job_id")
+    return job_start(kind=job.kind, config={**(job.config or {}), "resume_job_id": job.pk}, user=user)
+
+
+def _config_field_names(kind: str) -> set[str]:
+    from rlhf_worker.jobs import job_module
+
+    return {f.name for f in dataclasses.fields(job_module(kind).Config)}
 
 
 def job_cancel(*, job: TrainingJob) -> TrainingJob:

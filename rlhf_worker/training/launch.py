@@ -10,10 +10,11 @@ to `result.json`; the parent reads the lines and hands them to its own `on_progr
 `JobContext.report`), so the database is written from one place, the parent, and no rank imports Django.
 
 Cancel: the parent asks its `should_stop` (the job row) and, when told to stop, creates the file `stop`; rank 0
-sees it at its next step and every rank stops at that same step (`Dist.stop_check`), so a reward run still
-writes its checkpoint. Ranks that do not exit within `stop_grace_s` get SIGTERM (torchrun passes it on to every
-rank), then SIGKILL, each rank by the pid it wrote to `rank-<r>.pid`. Rank 0 also stops when the parent process
-is gone, so a killed worker leaves no training behind.
+sees it at its next step and every rank stops at that same step (`Dist.stop_check`), so the run still writes
+its checkpoint (reward, SFT and PPO alike; a new job resumes from it, in any number of processes). Ranks that do
+not exit within `stop_grace_s` get SIGTERM (torchrun passes it on to every rank), then SIGKILL, each rank by the
+pid it wrote to `rank-<r>.pid`. Rank 0 also stops when the parent process is gone, so a killed worker leaves no
+training behind.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def call_trainer(
             out_dir=args["out_dir"],
             base_path=args["base_path"],
             device=device,
+            resume_from=args.get("resume_from"),
+            checkpoint_dir=args.get("checkpoint_dir"),
             on_progress=on_progress,
             should_stop=should_stop,
             **extra,
@@ -121,6 +124,8 @@ def call_trainer(
             base_path=args["base_path"],
             device=device,
             reward_prompts=args.get("reward_prompts"),
+            resume_from=args.get("resume_from"),
+            checkpoint_dir=args.get("checkpoint_dir"),
             on_progress=on_progress,
             should_stop=should_stop,
             **extra,

@@ -14,7 +14,9 @@ and values come from the very forward passes that sampled the tokens. The model 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .adapters import AdapterSettings, prepare_for_training, reference_mode, update_mode
+from .atomic_dir import remove_dir
 from .callbacks import ProgressFn, StopFn
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    check_resumable,
+    data_digest,
+    load_trained_weights,
+    load_trainer_state,
+    require_checkpoint,
+    restore_torch_rng_states,
+    save_checkpoint,
+    save_trained_weights,
+    torch_rng_states,
+)
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import resolve_device
 from .distributed import SINGLE, Dist, ProcessSettings
@@ -94,6 +109,9 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."}
     )
     samples_per_step: int = field(default=2, metadata={"help": "Sample generations streamed to the job per step."})
+    save_every: int = field(
+        default=10, metadata={"help": "Write a resumable checkpoint every N PPO steps; 0 = only on cancel."}
+    )
     eval_prompts: int = field(
         default=36,
         metadata={
@@ -155,6 +173,8 @@ class PPOConfig(ProcessSettings, AdapterSettings):
             raise ConfigError("eval_prompts", "must be 0 (no evaluation) or more")
         if self.samples_per_step < 0:
             raise ConfigError("samples_per_step", "must be 0 or more")
+        if self.save_every < 0:
+            raise ConfigError("save_every", "must be 0 or more (0 = only on cancel)")
         if self.seed < 0:
             raise ConfigError("seed", "must be 0 or more")
         if self.num_processes > self.batch_size:
@@ -696,7 +716,7 @@ def evaluate_policy(
 
 @dataclass
 class PPOResult:
-    path: str | None  # saved policy folder (None if stopped before the first step)
+    path: str | None  # saved policy folder (None when stopped early, and on ranks other than 0)
     steps: int
     episodes: int
     stopped: bool
@@ -706,6 +726,8 @@ class PPOResult:
     config: dict[str, Any] = field(default_factory=dict)
     eval_before: PolicyEval | None = None  # the starting policy on the eval prompts
     eval_after: PolicyEval | None = None  # the trained policy on the same prompts, with the same seeds
+    checkpoint_dir: str | None = None  # resumable state (kept when stopped early)
+    resumed_from_step: int = 0  # the checkpoint's step when this run resumed one
 
     def __post_init__(self):
         # Read back from a multi-process run's result.json (training/launch.py), the evaluations are plain dicts.
@@ -727,6 +749,8 @@ def train(
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,
     reward_prompts: Sequence[str] | None = None,
+    resume_from: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
     dist: Dist = SINGLE,
 ) -> PPOResult:
     """Run PPO on `prompts` against `reward_fn(prompts, responses) -> scores [B]`; save to `out_dir`.
@@ -740,6 +764,13 @@ def train(
     the same sampling uniforms for the whole batch, then rolls out only its rows (rank r: rows r, r+N, ...), so
     each row samples what it would in one process; advantages are whitened over the whole batch and each
     minibatch's gradient is the ranks' sum. Rank 0 reports (its rows are the samples shown) and saves.
+
+    Every `cfg.save_every` steps, and when stopped, rank 0 writes a resumable checkpoint to `checkpoint_dir`
+    (default out_dir/checkpoint; deleted once the policy is saved): the trained policy weights and value head,
+    the optimizer, the prompt-order and sampling generators, the rest of the current prompt permutation, the KL
+    coefficient, the history and the starting policy's evaluation. `resume_from` (a checkpoint, or a folder
+    holding one; every rank loads it) continues such a run with the same settings and prompts, exactly as if it
+    had not stopped.
     """
     if not prompts:
         raise ValueError("PPO needs at least one prompt")
@@ -792,16 +823,55 @@ def train(
     )
     if len(plain) != len(prompts):
         raise ValueError("reward_prompts must have one entry per prompt")
-    # The starting policy on the eval prompts: rank 0 alone reports it (and the trained one's, below).
-    eval_before = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg) if dist.is_main else None
-    start_time = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
     sample_generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: a seed draws the same on any device
     history: list[dict[str, float]] = []
     order: list[int] = []
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out_dir) / CHECKPOINT_DIR
+    config = config_to_dict(cfg)
+    digest = data_digest([[p if isinstance(p, str) else list(p) for p in prompts], plain])
+    trained = {"policy": model, "value_head": value_head}
+    resumed_from_step = 0
+    if resume_from is not None:
+        checkpoint = require_checkpoint(resume_from)
+        state = load_trainer_state(checkpoint)
+        check_resumable(state, config, digest)
+        load_trained_weights(checkpoint, trained)
+        optimizer.load_state_dict(state["optimizer"])
+        restore_torch_rng_states(state["rng"])
+        generator.set_state(state["generator"])
+        sample_generator.set_state(state["sample_generator"])
+        order = list(state["order"])
+        kl_ctl.value = float(state["kl_coef"])
+        history = list(state["history"])
+        resumed_from_step = int(state["step"])
+        eval_before = PolicyEval(**state["eval_before"]) if state["eval_before"] is not None else None
+    else:
+        # The starting policy on the eval prompts: rank 0 alone reports it (and the trained one's, below).
+        eval_before = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg) if dist.is_main else None
+
+    def save() -> None:
+        if not dist.is_main:  # one writer; every rank holds the same weights, optimizer and generators
+            return
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "rng": torch_rng_states(),
+            "generator": generator.get_state(),
+            "sample_generator": sample_generator.get_state(),
+            "order": list(order),
+            "kl_coef": float(kl_ctl.value),
+            "history": history,
+            "eval_before": dataclasses.asdict(eval_before) if eval_before is not None else None,
+            "config": config,
+            "data_digest": digest,
+        }
+        save_checkpoint(checkpoint_dir, state, lambda folder: save_trained_weights(folder, trained))
+
+    start_time = time.perf_counter()
     stopped = False
-    step = 0
-    for step in range(1, cfg.num_steps + 1):
+    step = resumed_from_step
+    for step in range(resumed_from_step + 1, cfg.num_steps + 1):
         if should_stop is not None and should_stop():
             stopped = True
             step -= 1
@@ -844,9 +914,11 @@ def train(
         metrics["time/update_s"] = time.perf_counter() - t1
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         elapsed = time.perf_counter() - start_time
-        metrics["time/episodes_per_s"] = step * cfg.batch_size / elapsed
+        metrics["time/episodes_per_s"] = (step - resumed_from_step) * cfg.batch_size / elapsed
         metrics["train/episodes"] = float(step * cfg.batch_size)
         history.append(metrics)
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.num_steps:
+            save()
         if on_progress is not None:
             samples = [
                 {"prompt": p, "response": r, "score": round(float(s), 4)}
@@ -854,9 +926,11 @@ def train(
             ]
             on_progress(step, cfg.num_steps, metrics, samples or None)
     path = eval_after = None
-    if step > 0 and dist.is_main:
-        if not stopped:  # the trained policy on the same prompts, with the same seeds, as eval_before
-            eval_after = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg)
+    if stopped:
+        save()
+    elif step > 0 and dist.is_main:
+        # the trained policy on the same prompts, with the same seeds, as eval_before
+        eval_after = evaluate_policy(model, tokenizer, texts, plain, reward_fn, cfg)
         path = save_trained_policy(model, tokenizer, out_dir, peft_model)
         from safetensors.torch import save_file
 
@@ -864,7 +938,8 @@ def train(
             {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
             str(Path(out_dir) / "value_head.safetensors"),
         )
-    dist.barrier()  # the run ends when the saved policy is on disk
+        remove_dir(checkpoint_dir)  # the run is complete; its optimizer state is dead weight
+    dist.barrier()  # the run ends when the saved policy (or the checkpoint) is on disk
     return PPOResult(
         path=path,
         steps=step,
@@ -873,9 +948,11 @@ def train(
         metrics=history[-1] if history else {},
         history=history,
         elapsed_s=time.perf_counter() - start_time,
-        config=config_to_dict(cfg),
+        config=config,
         eval_before=eval_before,
         eval_after=eval_after,
+        checkpoint_dir=str(checkpoint_dir) if stopped else None,
+        resumed_from_step=resumed_from_step,
     )
 
 

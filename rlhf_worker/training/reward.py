@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import ADAPTER_DIR, AdapterSettings, prepare_for_training, update_mode
-from .atomic_dir import complete_dir, publish_dir, remove_dir, temp_dir_for
+from .atomic_dir import publish_dir, remove_dir, temp_dir_for
 from .callbacks import ProgressFn, StopFn
+from .checkpoint import CHECKPOINT_DIR, TRAINER_STATE_FILE, require_checkpoint, save_checkpoint
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
 from .distributed import SINGLE, Dist, ProcessSettings
@@ -25,9 +26,7 @@ from .policy_models import disable_dropout
 from .packing import pack_groups, packed_group_length
 from .reward_model import BACKBONE_KINDS, RewardModel, RewardScorer, encode_example, load_for_training, pad_batch
 
-CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
-TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -397,33 +396,6 @@ def evaluate(
     return {"eval/loss": loss_sum / len(encoded), "eval/accuracy": correct / max(1, pairs)}
 
 
-def _save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
-    """Write a resumable checkpoint; the previous one is deleted only once this one is complete on disk."""
-    tmp = temp_dir_for(path)
-    model.save_pretrained(tmp, tokenizer=tokenizer, extra=extra)
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-        tmp / TRAINER_STATE_FILE,
-    )
-    publish_dir(tmp, path)
-
-
-def find_checkpoint(resume_from: str | os.PathLike) -> Path | None:
-    """The complete checkpoint in `resume_from` (a checkpoint folder, or a run's output folder holding one), or None."""
-    path = Path(resume_from)
-    if (path / TRAINER_STATE_FILE).is_file():
-        return path
-    return complete_dir(path / CHECKPOINT_DIR, TRAINER_STATE_FILE)
-
-
-def _find_checkpoint(resume_from: str | os.PathLike) -> Path:
-    found = find_checkpoint(resume_from)
-    if found is None:
-        path = Path(resume_from)
-        raise FileNotFoundError(f"no checkpoint ({TRAINER_STATE_FILE}) in {path} or {path / CHECKPOINT_DIR}")
-    return found
-
-
 def normalization_stats(scorer: RewardScorer, pairs: Sequence[tuple[str, str]], batch_size: int) -> tuple[float, float]:
     """(bias, scale): mean and std of the raw rewards of the reference (prompt, completion) pairs."""
     unique = list(dict.fromkeys(pairs))
@@ -496,7 +468,7 @@ def train(
 
     step = 0
     if resume_from is not None:
-        checkpoint = _find_checkpoint(resume_from)
+        checkpoint = require_checkpoint(resume_from)
         model.load_weights(checkpoint, device=device)
         state = torch.load(checkpoint / TRAINER_STATE_FILE, map_location=device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -522,7 +494,11 @@ def train(
     def save() -> None:
         if not dist.is_main:  # one writer; every rank holds the same weights and optimizer state
             return
-        _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, step, saved_extra)
+        save_checkpoint(
+            checkpoint_dir,
+            {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            lambda folder: model.save_pretrained(folder, tokenizer=tokenizer, extra=saved_extra),
+        )
 
     stopped = False
     last_eval_step = -1

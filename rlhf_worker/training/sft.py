@@ -1,17 +1,33 @@
-"""Supervised fine-tuning of the policy on demonstrations: loss on answer tokens only, held-out loss, checkpoint."""
+"""Supervised fine-tuning of the policy on demonstrations: loss on answer tokens only, held-out loss, resumable
+checkpoints (`checkpoint.py`)."""
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .adapters import AdapterSettings, prepare_for_training, update_mode
+from .atomic_dir import remove_dir
 from .callbacks import ProgressFn, StopFn
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    check_resumable,
+    data_digest,
+    load_trained_weights,
+    load_trainer_state,
+    require_checkpoint,
+    restore_torch_rng_states,
+    save_checkpoint,
+    save_trained_weights,
+    torch_rng_states,
+)
 from .config_base import ConfigError, config_from_dict, config_to_dict
 from .device import autocast_for, resolve_device
 from .distributed import SINGLE, Dist, ProcessSettings
@@ -47,6 +63,9 @@ class SFTConfig(ProcessSettings, AdapterSettings):
         default=True, metadata={"help": "Wrap each prompt in the tokenizer's chat template."}
     )
     seed: int = field(default=0, metadata={"help": "Random seed (split and shuffling)."})
+    save_every: int = field(
+        default=100, metadata={"help": "Write a resumable checkpoint every N optimisation steps; 0 = only on cancel."}
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SFTConfig":
@@ -74,11 +93,13 @@ class SFTConfig(ProcessSettings, AdapterSettings):
             raise ConfigError("max_grad_norm", "must be above 0")
         if self.seed < 0:
             raise ConfigError("seed", "must be 0 or more")
+        if self.save_every < 0:
+            raise ConfigError("save_every", "must be 0 or more (0 = only on cancel)")
 
 
 @dataclass
 class SFTResult:
-    path: str | None
+    path: str | None  # the trained policy (None when stopped early, and on ranks other than 0)
     steps: int
     stopped: bool
     train_loss: float
@@ -89,6 +110,8 @@ class SFTResult:
     history: list[dict[str, float]]
     elapsed_s: float
     config: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str | None = None  # resumable state (kept when stopped early)
+    resumed_from_step: int = 0  # the checkpoint's step when this run resumed one
 
 
 def end_of_answer_id(tokenizer) -> int:
@@ -206,12 +229,20 @@ def train(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,
+    resume_from: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
     dist: Dist = SINGLE,
 ) -> SFTResult:
     """Fine-tune on (prompt, completion) pairs and save a loadable policy folder to `out_dir`.
 
+    Every `cfg.save_every` steps, and when stopped, a resumable checkpoint goes to `checkpoint_dir` (default
+    out_dir/checkpoint); it is deleted once the policy is saved. `resume_from` (a checkpoint, or a folder holding
+    one) continues such a run: the same settings and examples are required, and the run goes on from the
+    checkpoint's step with the same data order, weights, optimizer state and history.
+
     dist: this process's rank in a data-parallel run (`distributed.py`): each rank takes its shard of every batch
-    and the ranks add their gradients; rank 0 alone evaluates, reports and saves (path is None on the others).
+    and the ranks add their gradients; rank 0 alone evaluates, reports and saves (path is None on the others);
+    every rank loads the checkpoint it resumes from.
     """
     if not examples:
         raise ValueError("SFT needs at least one (prompt, completion) example")
@@ -243,16 +274,53 @@ def train(
     optimizer = torch.optim.AdamW(trained_params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    eval_before = evaluate(model, eval_rows, pad_id, cfg.batch_size) if dist.is_main else None
-    eval_loss = eval_before
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out_dir) / CHECKPOINT_DIR
+    config = config_to_dict(cfg)
+    digest = data_digest([list(e) for e in examples])
     history: list[dict[str, float]] = []
+    train_loss = math.nan
+    resumed_from_step = 0
+    if resume_from is not None:
+        checkpoint = require_checkpoint(resume_from)
+        state = load_trainer_state(checkpoint)
+        check_resumable(state, config, digest)
+        load_trained_weights(checkpoint, {"policy": model})
+        optimizer.load_state_dict(state["optimizer"])
+        restore_torch_rng_states(state["rng"])
+        resumed_from_step = int(state["step"])
+        history = list(state["history"])
+        eval_before, eval_loss, train_loss = state["eval_loss_before"], state["eval_loss"], state["train_loss"]
+    else:
+        eval_before = evaluate(model, eval_rows, pad_id, cfg.batch_size) if dist.is_main else None
+        eval_loss = eval_before
+
+    def save() -> None:
+        if not dist.is_main:  # one writer; every rank holds the same weights and optimizer state
+            return
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "rng": torch_rng_states(),
+            "config": config,
+            "data_digest": digest,
+            "history": history,
+            "eval_loss_before": eval_before,
+            "eval_loss": eval_loss,
+            "train_loss": train_loss,
+        }
+        save_checkpoint(checkpoint_dir, state, lambda folder: save_trained_weights(folder, {"policy": model}))
+
     rng = random.Random(cfg.seed)
     start_time = time.perf_counter()
-    step, stopped, train_loss = 0, False, math.nan
+    step, stopped = resumed_from_step, False
     for epoch in range(cfg.epochs):
+        # Epochs before a resumed checkpoint are shuffled too (and their steps skipped), so the data order is the
+        # one the interrupted run had: a function of the seed alone.
         order = list(range(len(train_rows)))
         rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
+        for position, start in enumerate(range(0, len(order), cfg.batch_size)):
+            if epoch * steps_per_epoch + position < resumed_from_step:
+                continue
             if should_stop is not None and should_stop():
                 stopped = True
                 break
@@ -283,12 +351,19 @@ def train(
                 if eval_loss is not None:
                     metrics["eval/loss"] = eval_loss
             history.append(metrics)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                save()
             if on_progress is not None:
                 on_progress(step, total, metrics, None)
         if stopped:
             break
-    path = save_trained_policy(model, tokenizer, out_dir, peft_model) if step > 0 and dist.is_main else None
-    dist.barrier()  # the run ends when the saved policy is on disk
+    path = None
+    if stopped:
+        save()
+    elif step > 0 and dist.is_main:
+        path = save_trained_policy(model, tokenizer, out_dir, peft_model)
+        remove_dir(checkpoint_dir)  # the run is complete; its optimizer state is dead weight
+    dist.barrier()  # the run ends when the saved policy (or the checkpoint) is on disk
     return SFTResult(
         path=path,
         steps=step,
@@ -300,5 +375,7 @@ def train(
         num_eval=len(eval_rows),
         history=history,
         elapsed_s=time.perf_counter() - start_time,
-        config=config_to_dict(cfg),
+        config=config,
+        checkpoint_dir=str(checkpoint_dir) if stopped else None,
+        resumed_from_step=resumed_from_step,
     )

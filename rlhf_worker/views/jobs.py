@@ -1,4 +1,4 @@
-"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run.
+"""Jobs pages: list, start form per kind, a job's live page (htmx fragment + JSON series), cancel, re-run, resume.
 
 GETs only read: marking lost jobs and re-queueing vanished ones is the scheduler's sweep (services.jobs.jobs_sweep)."""
 
@@ -22,9 +22,9 @@ from rlhf_worker.forms import JobConfigForm
 from rlhf_worker.models import JobPreset, TrainingJob
 from rlhf_worker.selectors import job_config_to_copy, job_get, job_kind_info, job_kinds, job_preset_get, job_presets
 from rlhf_worker.selectors import job_list as select_jobs
-from rlhf_worker.selectors import pipeline_step_of_job
+from rlhf_worker.selectors import job_resumable, pipeline_step_of_job
 from rlhf_worker.selectors import job_series as select_series
-from rlhf_worker.services.jobs import job_cancel, job_rerun, job_start
+from rlhf_worker.services.jobs import job_cancel, job_rerun, job_resume, job_start
 from rlhf_worker.services.presets import job_notices_dismiss, job_preset_delete, job_preset_save
 
 LOG_TAIL_LINES = 60
@@ -200,6 +200,7 @@ def _live_context(request, job: TrainingJob) -> dict:
         "poll_ms": poll_ms(),
         "training_queue": settings.TRAINING_QUEUE,
         "heartbeat_age": _age_seconds(job.heartbeat_at),
+        "resumable": job.is_finished and job_resumable(job=job),
     }
 
 
@@ -257,4 +258,17 @@ def job_rerun_view(request, pk: int):
         messages.error(request, f"Could not re-run job #{old.pk}: {exc}. Edit the settings and start it again.")
         return redirect(f"{reverse('jobs:start', kwargs={'kind': old.kind})}?from={old.pk}")
     messages.success(request, f"Job #{job.pk} queued with the settings of job #{old.pk}.")
+    return redirect("jobs:detail", pk=job.pk)
+
+
+@role_required(ADMIN)
+@require_POST
+def job_resume_view(request, pk: int):
+    old = _job_or_404(pk)
+    try:
+        job = job_resume(job=old, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, f"Could not resume job #{old.pk}: {exc}")
+        return redirect("jobs:detail", pk=old.pk)
+    messages.success(request, f"Job #{job.pk} queued: it continues job #{old.pk} from its last checkpoint.")
     return redirect("jobs:detail", pk=job.pk)

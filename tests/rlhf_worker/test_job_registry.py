@@ -148,3 +148,52 @@ def test_a_job_cannot_resume_from_a_job_that_has_not_ended(admin_user, demo_proj
     # once it has ended, its checkpoint is what a new job continues from
     TrainingJob.objects.filter(pk=unfinished.pk).update(status="cancelled")
     assert job_module("reward").resumable_job_dir(unfinished.pk) == folder
+
+
+def _ended_job_with_checkpoint(kind: str, status: str, config: dict | None = None) -> TrainingJob:
+    """A job row whose output folder holds a checkpoint and a data snapshot (as a cancelled run leaves them)."""
+    job = TrainingJob.objects.create(kind=kind, status=status, config=config or {})
+    (job.output_dir / "checkpoint").mkdir(parents=True)
+    (job.output_dir / "checkpoint" / "trainer_state.pt").write_bytes(b"state")
+    (job.output_dir / "data_snapshot.json").write_text("{}")
+    return job
+
+
+def test_the_job_page_offers_resume_for_an_ended_reward_sft_or_ppo_job_with_a_checkpoint(admin_user, demo_project):
+    client = Client()
+    client.force_login(admin_user)
+
+    def page(job: TrainingJob) -> str:
+        return client.get(reverse("jobs:detail", kwargs={"pk": job.pk})).content.decode()
+
+    for kind in ("reward", "sft", "ppo"):
+        for status in ("cancelled", "failed", "lost"):
+            assert 'id="resume-job"' in page(_ended_job_with_checkpoint(kind, status)), (kind, status)
+    running = _ended_job_with_checkpoint("sft", "running")
+    assert 'id="resume-job"' not in page(running)
+    assert 'id="resume-job"' not in page(TrainingJob.objects.create(kind="ppo", status="failed"))  # no checkpoint
+    generate = _ended_job_with_checkpoint("generate", "cancelled")
+    assert 'id="resume-job"' not in page(generate)
+
+    count = TrainingJob.objects.count()
+    for job, reason in [
+        (running, f"SFT job {running.pk} is still running: cancel it"),
+        (generate, "Generate candidates jobs have no checkpoints to resume from"),
+    ]:
+        response = client.post(reverse("jobs:resume", kwargs={"pk": job.pk}), follow=True)
+        assert response.redirect_chain[-1][0] == reverse("jobs:detail", kwargs={"pk": job.pk})
+        assert f"Could not resume job #{job.pk}: {reason}" in response.content.decode()
+    assert TrainingJob.objects.count() == count  # nothing started
+
+
+@pytest.mark.parametrize("kind", ["sft", "ppo", "reward"])
+def test_a_resume_with_other_training_settings_is_refused_naming_them(admin_user, demo_project, kind):
+    """The checkpoint holds what those settings trained; only where it runs and how often it saves may change."""
+    ran_with = {"learning_rate": 0.001, "seed": 3, "device": "cpu", "num_processes": 1}
+    cancelled = _ended_job_with_checkpoint(kind, "cancelled", config=ran_with)
+    config = {"project_ids": [demo_project.pk], "resume_job_id": cancelled.pk}
+    with pytest.raises(ServiceError) as refused:
+        job_start(kind=kind, config={**config, **ran_with, "learning_rate": 0.002, "seed": 4}, user=admin_user)
+    assert refused.value.field == "resume_job_id"
+    assert "other settings (learning_rate 0.001 -> 0.002, seed 3 -> 4)" in str(refused.value)
+    assert TrainingJob.objects.count() == 1

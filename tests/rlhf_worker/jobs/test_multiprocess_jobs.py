@@ -13,7 +13,7 @@ from rlhf_worker.models import JobMetric, ModelVersion
 from rlhf_worker.services.jobs import job_cancel, job_start
 from rlhf_worker.training.launch import rank_pids
 from rlhf_worker.training.policy_models import load_policy
-from rlhf_worker.training.reward import find_checkpoint
+from rlhf_worker.training.checkpoint import find_checkpoint
 from rlhf_worker.training.reward_model import load_for_training
 from tests.rlhf_worker.helpers import finished, wait_for
 from tests.rlhf_worker.jobs.test_policy_jobs import project, tiny_version  # noqa: F401 (fixtures)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_worker.training.launch import EVENTS_FILE, TrainingProcessesFailed, rank_pids, run_training
-from rlhf_worker.training.reward import RewardConfig, find_checkpoint
+from rlhf_worker.training.checkpoint import find_checkpoint
+from rlhf_worker.training.reward import RewardConfig
 from rlhf_worker.training.reward_model import save_tiny_backbone
 from rlhf_worker.training.synthetic import synthetic_rankings
 

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlhf_worker.training.checkpoint import CHECKPOINT_DIR, TRAINER_STATE_FILE, find_checkpoint
 from rlhf_worker.training.config_base import ConfigError
 from rlhf_worker.training.reward import (
-    CHECKPOINT_DIR,
-    TRAINER_STATE_FILE,
     EncodedRanking,
     Ranking,
     RewardConfig,
     collate_rankings,
-    find_checkpoint,
     labeler_agreement,
     pairs_from_ranks,
     ranking_loss_sum,
