@@ -490,21 +490,27 @@ class RewardScorer:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         return cls(model, tokenizer, max_length=int(saved.get("max_length", 512)), device=device)
 
-    @torch.no_grad()
     def raw_scores_and_features(
         self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw rewards (N, float32, CPU) and, from the same forward pass, the features the score head read
         (N × hidden, float32, CPU; `RewardModel.pooled`), one row per (prompt, completion)."""
+        return self._run(prompts, completions, batch_size, keep_features=True)
+
+    def raw_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self._run(prompts, completions, batch_size, keep_features=False)[0]
+
+    @torch.no_grad()
+    def _run(
+        self, prompts: Sequence[str], completions: Sequence[str], batch_size: int, *, keep_features: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         hidden_size = self.model.head.in_features
-        if not prompts:
-            return torch.zeros(0), torch.zeros(0, hidden_size)
         encoded = [encode_example(self.tokenizer, p, c, self.max_length)[0] for p, c in zip(prompts, completions)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
         out = torch.empty(len(encoded))
-        features = torch.empty(len(encoded), hidden_size)
+        features = torch.empty(len(encoded), hidden_size) if keep_features else None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
@@ -512,11 +518,9 @@ class RewardScorer:
                 pooled = self.model.pooled(input_ids.to(self.device), attention_mask.to(self.device))
                 rewards = self.model.head(pooled).squeeze(-1)
             out[idx] = rewards.float().cpu()
-            features[idx] = pooled.float().cpu()
+            if features is not None:
+                features[idx] = pooled.float().cpu()
         return out, features
-
-    def raw_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        return self.raw_scores_and_features(prompts, completions, batch_size)[0]
 
     def normalize(self, raw_scores: torch.Tensor) -> torch.Tensor:
         """The stored normalisation applied to raw rewards (float32, CPU)."""

@@ -97,3 +97,5 @@ def test_the_scorer_returns_the_features_its_head_read_in_the_same_pass(kind):
     assert raw.tolist() == pytest.approx((features @ model.head.weight[0].detach() + head_bias).tolist(), abs=1e-5)
     assert raw.tolist() == pytest.approx(scorer.raw_scores(prompts, completions, batch_size=3).tolist(), abs=1e-5)
     assert scorer.score(prompts, completions).tolist() == pytest.approx(((raw - 0.5) / 2.0).tolist(), abs=1e-5)
+    empty_raw, empty_features = scorer.raw_scores_and_features([], [])
+    assert empty_raw.shape == (0,) and empty_features.shape == (0, 32)
