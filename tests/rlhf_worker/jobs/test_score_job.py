@@ -6,10 +6,13 @@ import pytest
 
 from config.errors import ServiceError
 from labeling_app.models import Completion, RankingTask, Rating
+from labeling_app.services.leases import task_assign_next
+from labeling_app.services.projects import project_update
 from rlhf_worker.models import CompletionScore, ModelVersion
 from rlhf_worker.services.jobs import job_config_validate, job_start
 from rlhf_worker.training.reward_model import RewardModel, RewardScorer, tiny_backbone
 from rlhf_worker.training.uncertainty import laplace_precision, task_margins
+from tests.conftest import make_user
 from tests.rlhf_worker.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,6 +106,18 @@ def test_score_job_margins_follow_the_prior_precision(labeled_project, training_
         )
     assert len(margins[0]) == 12 and None not in margins[0].values()
     assert all(margins[1][t] > margins[0][t] for t in margins[0])
+    # The queue order "uncertainty" hands out the task with the smallest margin first (a third label is wanted).
+    project = project_update(
+        project=labeled_project,
+        name=labeled_project.name,
+        instructions=labeled_project.instructions,
+        completions_per_task=3,
+        overlap=3,
+        lease_minutes=labeled_project.lease_minutes,
+        queue_order="uncertainty",
+    )
+    assignment = task_assign_next(project=project, labeler=make_user("fresh", "labeler"))
+    assert assignment.task_id == min(margins[1], key=margins[1].get)
 
 
 def test_score_job_config_errors(plain_project):
