@@ -125,7 +125,8 @@ def test_uncertainty_smallest_margin_first_unscored_last(project, labeler):
     t0, t1, t2, t3 = RankingTask.objects.filter(project=project).order_by("id")
     score(t0, rm_old, [0.0, 0.01])  # the old model was unsure of t0 ...
     score(t0, rm_new, [0.0, 0.9])  # ... the newest is sure: its margin wins
-    score(t0, rm_old, [0.0, 0.01])  # even when the old model's score job runs again afterwards
+    # ... even when the old model's score job runs again afterwards
+    assert task_margins_write(model_version=rm_old, margins={t0.pk: 0.01}) == 0
     score(t2, rm_new, [0.5, 0.4])
     score(t3, rm_new, [-1.0, 1.0])
     assert [t.uncertainty_margin for t in RankingTask.objects.filter(project=project).order_by("id")] == pytest.approx(

@@ -33,7 +33,7 @@ def test_two_features_by_hand():
     features, scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), torch.tensor([1.0, 0.0, 0.5])
     precision = laplace_precision(features, scores, [0], [1], prior_precision=1.0)
     c = CURVATURE_1
-    assert precision.tolist() == pytest.approx([[1 + c, -c], [-c, 1 + c]])
+    assert precision.flatten().tolist() == pytest.approx([1 + c, -c, -c, 1 + c])
     # H has eigenvalue 1 along (1, 1) and 1 + 2c along (1, -1), so
     # (0,1): d = (1,-1): dᵀH⁻¹d = 2/(1+2c) = 1.435518; |Δs| = 1   -> 1/1.198131 = 0.834634
     # (0,2): d = (1, 0): dᵀH⁻¹d = (1 + 1/(1+2c))/2 = 0.858880; |Δs| = 0.5 -> 0.5/0.926758 = 0.539515
@@ -57,7 +57,7 @@ def test_a_large_gap_with_huge_variance_is_less_sure_than_a_small_gap_with_tiny_
     )
     scores = torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0, 0.2])
     precision = laplace_precision(features, scores, [1] * 100, [0] * 100, prior_precision=0.01)
-    assert precision.tolist() == pytest.approx([[0.01 + 100 * 0.25, 0.0], [0.0, 0.01]])
+    assert precision.flatten().tolist() == pytest.approx([0.01 + 100 * 0.25, 0.0, 0.0, 0.01])
     task_a, task_b = task_margins(features, scores, [[2, 3], [4, 5]], precision).tolist()
     # A: gap 2 but σ = sqrt(1/0.01) = 10 -> 0.2; B: gap 0.2 but σ = sqrt(1/25.01) = 0.19996 -> 1.0002
     assert task_a == pytest.approx(0.2)
@@ -68,7 +68,7 @@ def test_a_large_gap_with_huge_variance_is_less_sure_than_a_small_gap_with_tiny_
 def test_identical_completions_give_zero_and_a_lone_completion_nan():
     features, scores = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 0.0]]), torch.tensor([0.3, 0.3, 0.0])
     precision = laplace_precision(features, scores, [], [], prior_precision=2.0)
-    assert precision.tolist() == pytest.approx([[2.0, 0.0], [0.0, 2.0]])  # no labels: the prior alone
+    assert precision.flatten().tolist() == pytest.approx([2.0, 0.0, 0.0, 2.0])  # no labels: the prior alone
     same, lone = task_margins(features, scores, [[0, 1], [2]], precision).tolist()
     assert same == 0.0  # d = 0: |Δs| = 0 over the floor, not 0/0
     assert math.isnan(lone)
