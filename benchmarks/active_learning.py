@@ -14,10 +14,12 @@ spread that differs per task (some tasks are easy to rank, some hard). Labelers 
 Every `--refit` labels the benchmark fits a cheap reward model (logistic Bradley-Terry on feature
 differences, Newton steps in numpy) on every label in the database, writes its scores as a reward
 ModelVersion's CompletionScore rows (what the adaptive-overlap rule compares a lone label with) and
-each task's margin (`task_margins`: the mean over its completion pairs of the score difference in
-posterior standard deviations of the fit; smaller = less sure) into RankingTask.uncertainty_margin, which
-the "uncertainty" queue order reads (in place of the score jobs' top-minus-second gap, see
-`write_uncertainty`), and measures pairwise accuracy against the true reward on held-out tasks' pairs.
+each task's margin into RankingTask.uncertainty_margin, which the "uncertainty" queue order reads, and
+measures pairwise accuracy against the true reward on held-out tasks' pairs. The margin is the score
+job's own: `rlhf_worker.training.uncertainty` (the last-layer Laplace approximation: the mean over the
+task's completion pairs of the score difference in posterior standard deviations; smaller = less sure;
+here the "last layer" is the whole linear model and the features are the world's), stored through
+`labeling_app.services.uncertainty.task_margins_write`, exactly as a score job does.
 
 Strategies (all start at overlap 1, one label per task):
   oldest       the real queue, oldest task first
@@ -110,14 +112,11 @@ class Labeler:
 # ---------------------------------------------------------------------------------------------
 # The reward model: logistic Bradley-Terry on feature differences
 
+L2 = 1.0  # the fit's L2 strength = the prior precision λ of its weights, which the margins' Laplace posterior uses
 
-def fit_bradley_terry(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> np.ndarray:
+
+def fit_bradley_terry(diffs: np.ndarray, l2: float = L2, steps: int = 20) -> np.ndarray:
     """w maximising sum log sigmoid(w . (x_preferred - x_other)) - l2/2 |w|^2 (Newton's method)."""
-    return fit_with_covariance(diffs, l2, steps)[0]
-
-
-def fit_with_covariance(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """The Bradley-Terry fit and its Laplace posterior covariance (the inverse Hessian at the optimum)."""
     w = np.zeros(diffs.shape[1])
     for _ in range(steps + 1):
         p = 1 / (1 + np.exp(-(diffs @ w)))
@@ -126,17 +125,18 @@ def fit_with_covariance(diffs: np.ndarray, l2: float = 1.0, steps: int = 20) -> 
         if np.abs(step).max() < 1e-6:
             break
         w += step
-    return w, np.linalg.inv(hess)
+    return w
 
 
-def task_margins(pair_diffs: np.ndarray, k: int, w: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Per task (rows of `pair_diffs` grouped by task, k(k-1)/2 each): the mean over its completion pairs of
-    |mu| / sigma, the model's score difference in posterior standard deviations (small = the model may well
-    order the pair wrong: uncertain). A plain |score difference| would pick near-identical completions, whose
-    labels are coin flips; dividing by sigma favours pairs whose order the labels can actually teach."""
-    mu = pair_diffs @ w
-    sigma = np.sqrt(np.einsum("ij,jk,ik->i", pair_diffs, cov, pair_diffs)) + 1e-12
-    return (np.abs(mu) / sigma).reshape(-1, k * (k - 1) // 2).mean(axis=1)
+def margins_of(x: np.ndarray, w: np.ndarray, better: np.ndarray, worse: np.ndarray, tasks: list[list[int]]):
+    """Each task's margin by the score job's function: the Laplace posterior of w from the labelled pairs
+    (rows `better[i]` over `worse[i]` of `x`), then per task the mean over its completion pairs of
+    |score difference| / posterior standard deviation of it (`rlhf_worker.training.uncertainty`)."""
+    from rlhf_worker.training.uncertainty import laplace_precision, task_margins
+
+    scores = x @ w
+    precision = laplace_precision(x, scores, better, worse, prior_precision=L2)
+    return task_margins(x, scores, tasks, precision).numpy()
 
 
 def heldout_accuracy(world: World, w: np.ndarray) -> float:
@@ -167,24 +167,12 @@ def set_queue_order(project, order: str):
     )
 
 
-def write_uncertainty(margins: dict[int, float]) -> None:
-    """Write each task's margin into RankingTask.uncertainty_margin, in one statement, for the queue to read.
+def write_uncertainty(version, margins: dict[int, float]) -> int:
+    """Store each task's margin (computed from `version`'s scores) through the score job's service, for the queue
+    to read; returns the tasks whose margin changed."""
+    from labeling_app.services.uncertainty import task_margins_write
 
-    The number is the benchmark's own margin (`task_margins`: the mean over the task's pairs of the score
-    difference in posterior standard deviations), not the score jobs' top-minus-second score gap
-    (services/uncertainty.task_margins_update): both mean "smaller = the reward model is less sure", which
-    is all the "uncertainty" queue order reads, and the benchmark's one picks pairs the labels can teach
-    (see `task_margins` and benchmarks/RESULTS.md)."""
-    from django.db import connection
-
-    from labeling_app.models import RankingTask
-
-    with connection.cursor() as cur:
-        cur.execute(
-            f"""UPDATE {RankingTask._meta.db_table} t SET uncertainty_margin = u.margin
-                        FROM unnest(%s::bigint[], %s::float8[]) AS u(id, margin) WHERE t.id = u.id""",
-            [list(margins), list(margins.values())],
-        )
+    return task_margins_write(model_version=version, margins=margins)
 
 
 def hand_out(project, labeler):
@@ -241,22 +229,23 @@ def reset_and_seed(world: World, *, k: int, overlap_max: int, threshold: float):
     return project, features, task_completions
 
 
-def label_diffs(features: dict[int, np.ndarray]) -> np.ndarray:
-    """Every submitted label in the database as preference pairs: x_better - x_worse (ties left out)."""
+def label_pairs(rows: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every submitted label in the database as preference pairs (ties left out): the feature rows (`rows`:
+    completion id -> row) of the better and of the worse completion."""
     from django.db import connection
 
     with connection.cursor() as cur:
         cur.execute("""SELECT a.completion_id, b.completion_id FROM labeling_app_rating a
                        JOIN labeling_app_rating b ON b.annotation_id = a.annotation_id AND a.rank < b.rank""")
         pairs = cur.fetchall()
-    if not pairs:
-        return np.zeros((0, len(next(iter(features.values())))))
-    return np.array([features[a] - features[b] for a, b in pairs])
+    better = np.array([rows[a] for a, _ in pairs], dtype=np.int64)
+    worse = np.array([rows[b] for _, b in pairs], dtype=np.int64)
+    return better, worse
 
 
-def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int) -> None:
-    """The model's scores of every completion as a new reward ModelVersion (newest = what the overlap rule reads);
-    older versions' scores are deleted, so the table stays one version big."""
+def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int):
+    """The model's scores of every completion as a new reward ModelVersion (newest = what the overlap rule reads),
+    which it returns; older versions' scores are deleted, so the table stays one version big."""
     from django.db import connection
 
     from rlhf_worker.models import ModelVersion
@@ -271,6 +260,7 @@ def write_scores(w: np.ndarray, features: dict[int, np.ndarray], version_no: int
             [version.pk, ids, scores],
         )
         cur.execute("DELETE FROM rlhf_worker_completionscore WHERE model_version_id <> %s", [version.pk])
+    return version
 
 
 def run(
@@ -301,14 +291,9 @@ def run(
     rng_np, rng = np.random.default_rng(seed * 1000 + 7), random.Random(seed)
     labels, accuracy, curve, reached, streak, started = 0, 0.5, [], None, [], time.perf_counter()
     task_ids = list(task_completions)
-    pair_diffs = np.array(
-        [
-            features[a] - features[b]
-            for t in task_ids
-            for i, a in enumerate(task_completions[t])
-            for b in task_completions[t][i + 1 :]
-        ]
-    )
+    rows = {c: i for i, c in enumerate(features)}
+    x = np.array([features[c] for c in rows])
+    task_rows = [[rows[c] for c in task_completions[t]] for t in task_ids]
     exhausted: set[int] = set()
     while labels < max_labels and len(exhausted) < len(labelers):
         who = rng.randrange(len(labelers))
@@ -331,15 +316,16 @@ def run(
         )
         labels += 1
         if labels % refit == 0:
-            w, cov = fit_with_covariance(label_diffs(features))
+            better, worse = label_pairs(rows)
+            w = fit_bradley_terry(x[better] - x[worse])
             accuracy = heldout_accuracy(world, w)
             curve.append((labels, accuracy))
             streak = streak + [labels] if accuracy >= target else []
             if len(streak) >= stable:
                 reached = streak[0]
                 break
-            write_scores(w, features, labels // refit)
-            write_uncertainty(dict(zip(task_ids, task_margins(pair_diffs, k, w, cov).tolist())))
+            version = write_scores(w, features, labels // refit)
+            write_uncertainty(version, dict(zip(task_ids, margins_of(x, w, better, worse, task_rows).tolist())))
     extended = RankingTask.objects.filter(project=project, extra_labels__gt=0).count()
     return {
         "strategy": strategy,

@@ -88,8 +88,9 @@ class ProjectForm(forms.Form):
         "Which open task a labeler gets next. Tasks other labelers already started always come first, so they get "
         "finished. Oldest / newest: by when the task was made. Fewest labels: the task with the fewest submitted "
         "labels. Chosen source first: the tasks of the source picked below, then the rest oldest first. Reward model "
-        "least sure first: the tasks whose two best completions the latest score job scored closest together; "
-        "tasks it has not scored come after, oldest first."
+        "least sure first: the tasks whose completions the newest score job's reward model is least sure how to "
+        "order (score differences small against its posterior standard deviation, learnt from this project's "
+        "rankings); tasks it has not scored come after, oldest first."
     )
 
     def __init__(

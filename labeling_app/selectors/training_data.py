@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 from django.db.models import Count, Q
 
-from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt
+from labeling_app.models import Annotation, Completion, Demonstration, Project, Prompt, TaskCompletion
 from labeling_app.selectors.labels import (
     CHUNK_SIZE,
     DateRange,
@@ -55,6 +55,27 @@ def rankings_for_training(
             "labeler": row.labeler,
             "prompt_id": row.prompt_id,
         }
+
+
+def ranked_completion_ids(*, project_ids: Sequence[int]) -> Iterator[tuple[list[int], list[int]]]:
+    """(completion ids, ranks) of every label the reward job trains on for these projects: the usable rankings
+    of `rankings_for_training` with its defaults (imports included), ids in the task's order, 1 = best, ties
+    equal. What the score job measures the reward model's uncertainty on."""
+    for row in iter_label_rows(LabelFilters(project_ids=project_ids)):
+        yield row.completion_ids, row.ranks
+
+
+def task_completion_ids(*, project_ids: Sequence[int]) -> dict[int, list[int]]:
+    """{task id: its completion ids in position order} for every task of the projects (one query)."""
+    out: dict[int, list[int]] = {}
+    rows = (
+        TaskCompletion.objects.filter(task__project_id__in=list(project_ids))
+        .order_by("task_id", "position")
+        .values_list("task_id", "completion_id")
+    )
+    for task_id, completion_id in rows.iterator(chunk_size=CHUNK_SIZE):
+        out.setdefault(task_id, []).append(completion_id)
+    return out
 
 
 def _chosen(*, project_ids: Sequence[int], prompt_ids: Sequence[int], project_field: str, prompt_field: str) -> Q:

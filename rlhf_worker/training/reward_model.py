@@ -281,6 +281,23 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """Raw rewards of a padded batch (input_ids + attention_mask, one sequence per row), or of a packed one
         (`packing.PackedGroups`: input_ids, position_ids, segment, and score_index = each sequence's last token)."""
+        pooled = self.pooled(
+            input_ids, attention_mask, position_ids=position_ids, segment=segment, score_index=score_index
+        )
+        return self.head(pooled).squeeze(-1).float()
+
+    def pooled(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment: torch.Tensor | None = None,
+        score_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The feature vector the score head reads, one row per sequence (same inputs as `forward`): the hidden
+        state of the last real token, in the head's dtype. The score is `head(pooled)`; the uncertainty of the
+        head's weights is measured in this space (`uncertainty.py`)."""
         if segment is not None:
             eager = getattr(self.backbone.config, "_attn_implementation", None) == "eager"
             mask_dtype = self.backbone.get_input_embeddings().weight.dtype if eager else None  # eager adds it
@@ -298,7 +315,7 @@ class RewardModel(nn.Module):
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
             last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(dim=1)
             last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.head(last_hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        return last_hidden.to(self.head.weight.dtype)
 
     def normalize(self, raw_rewards: torch.Tensor) -> torch.Tensor:
         return (raw_rewards - self.reward_bias) / self.reward_scale
@@ -473,25 +490,42 @@ class RewardScorer:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         return cls(model, tokenizer, max_length=int(saved.get("max_length", 512)), device=device)
 
-    @torch.no_grad()
+    def raw_scores_and_features(
+        self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw rewards (N, float32, CPU) and, from the same forward pass, the features the score head read
+        (N × hidden, float32, CPU; `RewardModel.pooled`), one row per (prompt, completion)."""
+        return self._run(prompts, completions, batch_size, keep_features=True)
+
     def raw_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self._run(prompts, completions, batch_size, keep_features=False)[0]
+
+    @torch.no_grad()
+    def _run(
+        self, prompts: Sequence[str], completions: Sequence[str], batch_size: int, *, keep_features: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        if not prompts:
-            return torch.zeros(0)
+        hidden_size = self.model.head.in_features
         encoded = [encode_example(self.tokenizer, p, c, self.max_length)[0] for p, c in zip(prompts, completions)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
         out = torch.empty(len(encoded))
+        features = torch.empty(len(encoded), hidden_size) if keep_features else None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
             with autocast_for(self.device):
-                rewards = self.model(input_ids.to(self.device), attention_mask.to(self.device))
+                pooled = self.model.pooled(input_ids.to(self.device), attention_mask.to(self.device))
+                rewards = self.model.head(pooled).squeeze(-1)
             out[idx] = rewards.float().cpu()
-        return out
+            if features is not None:
+                features[idx] = pooled.float().cpu()
+        return out, features
+
+    def normalize(self, raw_scores: torch.Tensor) -> torch.Tensor:
+        """The stored normalisation applied to raw rewards (float32, CPU)."""
+        return self.model.normalize(raw_scores.to(self.model.reward_bias.device)).cpu()
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Normalised rewards (float32, CPU), one per (prompt, completion)."""
-        return self.model.normalize(
-            self.raw_scores(prompts, completions, batch_size).to(self.model.reward_bias.device)
-        ).cpu()
+        return self.normalize(self.raw_scores(prompts, completions, batch_size))

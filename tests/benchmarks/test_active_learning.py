@@ -61,7 +61,7 @@ def test_the_real_queue_hands_out_the_smallest_written_margin_first_and_started_
 
     rng = np.random.default_rng(2)
     world = bench.make_world(rng, n_tasks=5, heldout_tasks=2, k=3, dims=3, spread=(0.1, 1.0))
-    project, _, task_completions = bench.reset_and_seed(world, k=3, overlap_max=1, threshold=0.34)
+    project, features, task_completions = bench.reset_and_seed(world, k=3, overlap_max=1, threshold=0.34)
     first, second, third, fourth = bench.make_labelers(4, 0.0, (0.1, 0.1), rng)
     project = bench.set_queue_order(project, "uncertainty")
     assert Project.objects.get(pk=project.pk).queue_order == "uncertainty"
@@ -69,7 +69,8 @@ def test_the_real_queue_hands_out_the_smallest_written_margin_first_and_started_
     margins = {
         t: 10.0 - i for i, t in enumerate(ids[:-1])
     }  # the newest scored task is the least sure; the last unscored
-    bench.write_uncertainty(margins)
+    version = bench.write_scores(np.ones(3), features, 1)
+    assert bench.write_uncertainty(version, margins) == len(margins)
     assert dict(RankingTask.objects.filter(pk__in=ids).values_list("pk", "uncertainty_margin")) == {
         **margins,
         ids[-1]: None,

@@ -8,7 +8,12 @@ from config.errors import ServiceError
 from labeling_app.selectors.export_preview import export_count
 from labeling_app.selectors.exports import export_records
 from labeling_app.selectors.labels import LabelFilters, rejected_left_out
-from labeling_app.selectors.training_data import has_rankings, rankings_for_training
+from labeling_app.selectors.training_data import (
+    has_rankings,
+    rankings_for_training,
+    ranked_completion_ids,
+    task_completion_ids,
+)
 from labeling_app.services.review import annotation_review
 from rlhf_worker.jobs import reward
 from tests.labeling_app.researcher_fixtures import label
@@ -50,6 +55,14 @@ def test_a_rejected_label_is_not_trained_on(reviewed):
     ] == [kept.pk]
     _, used = reward.rankings_from_rows(rankings_for_training(project_ids=[project.pk]))
     assert rejected.pk not in used
+    # Nor is it in the labels a score job measures the reward model's uncertainty on.
+    t0, t1, _ = project.tasks.order_by("id")
+    by_task = task_completion_ids(project_ids=[project.pk])
+    assert list(by_task) == [t.pk for t in project.tasks.order_by("id")]
+    assert list(ranked_completion_ids(project_ids=[project.pk])) == [
+        (by_task[t0.pk], [1, 2, 3, 4]),
+        (by_task[t1.pk], [4, 3, 2, 1]),
+    ]
 
 
 def test_a_rejected_label_is_no_one_to_agree_with(reviewed):

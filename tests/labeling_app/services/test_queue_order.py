@@ -13,7 +13,7 @@ from labeling_app.selectors.queue import queue_sources
 from labeling_app.services.annotations import annotation_submit
 from labeling_app.services.leases import task_assign_next
 from labeling_app.services.projects import project_create, project_update, task_create
-from labeling_app.services.uncertainty import task_margins_update
+from labeling_app.services.uncertainty import task_margins_write
 from rlhf_worker.models import CompletionScore, ModelVersion
 from tests.conftest import make_user
 from tests.labeling_app.labeling_helpers import valid_ratings
@@ -49,13 +49,17 @@ def set_order(project, order: str, source: str = ""):
     )
 
 
-def score(task: RankingTask, version: ModelVersion, scores: list[float]) -> None:
+def score(task: RankingTask, version: ModelVersion, scores: list[float], margin: float | None = None) -> None:
+    """Store `version`'s scores of the task's completions, then its margin (default: the gap of its two scores;
+    the score job computes it with the Laplace posterior, the queue only reads the number)."""
     ids = list(task.task_completions.order_by("position").values_list("completion_id", flat=True))
     CompletionScore.objects.bulk_create(
         CompletionScore(completion_id=c, model_version=version, score=s, scored_at=timezone.now())
         for c, s in zip(ids, scores)
     )
-    task_margins_update(completion_ids=ids)
+    task_margins_write(
+        model_version=version, margins={task.pk: abs(scores[1] - scores[0]) if margin is None else margin}
+    )
 
 
 def label(project, labeler) -> RankingTask | None:
@@ -121,6 +125,8 @@ def test_uncertainty_smallest_margin_first_unscored_last(project, labeler):
     t0, t1, t2, t3 = RankingTask.objects.filter(project=project).order_by("id")
     score(t0, rm_old, [0.0, 0.01])  # the old model was unsure of t0 ...
     score(t0, rm_new, [0.0, 0.9])  # ... the newest is sure: its margin wins
+    # ... even when the old model's score job runs again afterwards
+    assert task_margins_write(model_version=rm_old, margins={t0.pk: 0.01}) == 0
     score(t2, rm_new, [0.5, 0.4])
     score(t3, rm_new, [-1.0, 1.0])
     assert [t.uncertainty_margin for t in RankingTask.objects.filter(project=project).order_by("id")] == pytest.approx(
@@ -204,13 +210,14 @@ def test_margin_waits_for_every_completion_of_the_task(project):
     task = RankingTask.objects.filter(project=project).order_by("id").first()
     first, second = task.task_completions.order_by("position").values_list("completion_id", flat=True)
     CompletionScore.objects.create(completion_id=first, model_version=version, score=0.3, scored_at=timezone.now())
-    assert task_margins_update(completion_ids=[first]) == 0
+    assert task_margins_write(model_version=version, margins={task.pk: 0.5}) == 0
     task.refresh_from_db()
     assert task.uncertainty_margin is None
     CompletionScore.objects.create(completion_id=second, model_version=version, score=1.0, scored_at=timezone.now())
-    assert task_margins_update(completion_ids=[second]) == 1
+    assert task_margins_write(model_version=version, margins={task.pk: 0.5}) == 1
+    assert task_margins_write(model_version=version, margins={task.pk: 0.5}) == 0  # unchanged: no write
     task.refresh_from_db()
-    assert task.uncertainty_margin == pytest.approx(0.7)
+    assert task.uncertainty_margin == pytest.approx(0.5)
 
 
 def test_source_key_is_kept_for_imported_and_mixed_tasks(project):
