@@ -453,7 +453,12 @@ class CpuMonitor(threading.Thread):
 
 
 def integrity(db_url: str, project: int, clients: list[Client]) -> dict:
-    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor() as cur:
+        # The run wrote thousands of labels into tables the planner last saw empty: without fresh statistics it
+        # plans the per-label counts below as scans of the whole table per label (a minute, not a second).
+        cur.execute(
+            "ANALYZE labeling_app_annotation, labeling_app_rating, labeling_app_checkanswer, labeling_app_assignment"
+        )
 
         def one(sql: str) -> int:
             cur.execute(sql, {"project": project, "ratings": K, "answers": K * CHECK_KEYS})

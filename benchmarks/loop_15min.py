@@ -266,7 +266,8 @@ def drive(args, base: str, logins: dict, db_url: str, shots: Path, cpu) -> dict:
             p.select_option("#id_reward_version_id", str(reward_version))
 
         t, c = time.perf_counter(), cpu()
-        out["ppo_job"] = run_job(page, base, "ppo", TINY_PPO if args.tiny else {}, timeout, choose_reward)
+        ppo_values = {**(TINY_PPO if args.tiny else {}), **({"seed": str(args.ppo_seed)} if args.ppo_seed else {})}
+        out["ppo_job"] = run_job(page, base, "ppo", ppo_values, timeout, choose_reward)
         phases["ppo"] = time.perf_counter() - t
         cpu_s["ppo"] = cpu() - c
         print(f"  PPO job #{out['ppo_job']}: {phases['ppo']:.0f} s (load {load()})", flush=True)
@@ -367,6 +368,7 @@ def facts(db_url: str, out: dict) -> dict:
                 "max_new_tokens",
                 "eval_prompts",
                 "trainable_layers",
+                "seed",
             )
         },
         "generate_settings": {k: gen_config.get(k) for k in ("max_new_tokens", "batch_size", "temperature")},
@@ -379,6 +381,12 @@ def main() -> int:
     p.add_argument("--db-name", default="rlhf_loop15min", help="database to (re)create for the run")
     p.add_argument("--job-timeout", type=float, default=3600, help="seconds to wait for one job")
     p.add_argument("--json", default="", help="also write the results to this file")
+    p.add_argument(
+        "--ppo-seed",
+        type=int,
+        default=0,
+        help="PPO's seed on the start form (0: keep the default, 0); one run is one seed",
+    )
     p.add_argument("--work-dir", default="", help="model store, logs and screenshots (default: a temp folder)")
     args = p.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="loop15min_"))

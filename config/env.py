@@ -82,7 +82,7 @@ def database_from_url(url: str) -> dict:
     host = query.pop("host", None) or (unquote(parts.hostname) if parts.hostname else "")
     name = unquote(parts.path.lstrip("/")) or "postgres"
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "config.db_backend",
         "NAME": name,
         "USER": unquote(parts.username or "postgres"),
         "PASSWORD": unquote(parts.password or ""),

@@ -15,6 +15,7 @@ from rlhf_worker.jobs.policy_common import (
     selected_prompts,
 )
 from rlhf_worker.training.config_base import ConfigError
+from rlhf_worker.training.device import device_problem
 from rlhf_worker.training.generation import GenerationConfig, generate_stream
 from rlhf_worker.training.policy_models import load_policy
 
@@ -56,6 +57,8 @@ class Config(DataSelection):
         self.sampling(1).validate()
         if not 1 <= self.batch_size <= 1024:
             raise ConfigError("batch_size", "must be between 1 and 1024")
+        if problem := device_problem(self.device):
+            raise ConfigError("device", problem)
 
     def sampling(self, num_samples: int) -> GenerationConfig:
         return GenerationConfig(

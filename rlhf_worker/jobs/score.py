@@ -22,6 +22,7 @@ from rlhf_worker.jobs.common import check_projects, model_version
 from rlhf_worker.jobs.policy_common import selection_text
 from rlhf_worker.models import CompletionScore, ModelVersion, TrainingJob
 from rlhf_worker.training.config_base import ConfigError
+from rlhf_worker.training.device import device_problem
 from rlhf_worker.training.reward import pairs_from_ranks
 from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
 from rlhf_worker.training.uncertainty import DEFAULT_PRIOR_PRECISION, laplace_precision, task_margins
@@ -57,8 +58,8 @@ class Config:
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 4096:
             raise ConfigError("batch_size", f"must be between 1 and 4096, got {self.batch_size}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if problem := device_problem(self.device):
+            raise ConfigError("device", problem)
         if not 0 < self.prior_precision <= 1e6:
             raise ConfigError("prior_precision", f"must be above 0 and at most 1e6, got {self.prior_precision}")
 

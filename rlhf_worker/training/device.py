@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
+
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (N the GPU's number, e.g. cuda:0)"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+
+
+def device_problem(value: object) -> str | None:
+    """Why a job's `device` setting is not one this code can run on, or None. Checked when a job is started,
+    so that a typo is refused beside the field instead of failing the job in the worker."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        return f"must be {DEVICE_CHOICES}, got {value!r}"
+    return None
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

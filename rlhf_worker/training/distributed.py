@@ -28,6 +28,7 @@ import torch
 
 from .callbacks import StopFn
 from .config_base import ConfigError
+from .device import device_problem
 
 T = TypeVar("T")
 MAX_PROCESSES = 64
@@ -52,6 +53,8 @@ class ProcessSettings:
                 "num_processes", f"must be between 0 (automatic) and {MAX_PROCESSES}, got {self.num_processes}"
             )
         device = getattr(self, "device", "auto")
+        if problem := device_problem(device):
+            raise ConfigError("device", problem)
         if self.num_processes > 1 and device.startswith("cuda:"):
             raise ConfigError(
                 "device",

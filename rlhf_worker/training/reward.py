@@ -119,11 +119,6 @@ class RewardConfig(ProcessSettings, AdapterSettings):
             ("length_group_size", self.length_group_size >= 1, "must be >= 1"),
             ("backbone_kind", self.backbone_kind in BACKBONE_KINDS, f"must be one of {', '.join(BACKBONE_KINDS)}"),
             ("seed", 0 <= self.seed < 2**32, "must be between 0 and 4294967295"),
-            (
-                "device",
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-                "must be auto, cpu, cuda or cuda:N",
-            ),
         ]
         for name, ok, message in checks:
             if not ok:

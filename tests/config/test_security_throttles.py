@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -136,3 +137,22 @@ def test_rates_come_from_the_environment_and_typos_stop_the_start(tmp_path):
     env["API_THROTTLE_USER"] = "50 per minute"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "API_THROTTLE_USER must look like 600/min" in bad.stderr
+
+
+def test_a_window_counter_is_one_redis_integer_that_expires_after_two_windows(db, settings):
+    """The count lives in one key per user and window, under the cache's prefix, and expires on its own."""
+    import redis as redis_lib
+    from django.core.cache import cache
+
+    rates(settings, user="5/min")
+    labeler = make_user("counted", "labeler")
+    client = token_client(labeler)
+    assert [call(client) for _ in range(2)] == [ALLOWED] * 2
+    server = redis_lib.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    keys = server.keys(cache.make_key("throttle_user_*"))
+    # One key, or two when the calls straddled a minute boundary.
+    assert 1 <= len(keys) <= 2 and all(k.decode().rsplit(":", 1)[0].endswith(f"_{labeler.pk}") for k in keys)
+    window = int(keys[0].decode().rsplit(":", 1)[1])
+    assert abs(window - int(time.time() // 60)) <= 1
+    assert sum(int(server.get(k)) for k in keys) == 2
+    assert all(60 < server.ttl(k) <= 120 for k in keys)

@@ -197,3 +197,25 @@ def test_a_resume_with_other_training_settings_is_refused_naming_them(admin_user
     assert refused.value.field == "resume_job_id"
     assert "other settings (learning_rate 0.001 -> 0.002, seed 3 -> 4)" in str(refused.value)
     assert TrainingJob.objects.count() == 1
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:x", "gpu", "cuda:", " cpu", "CUDA"])
+def test_every_job_that_takes_a_device_refuses_one_it_cannot_run_on_beside_the_field(device):
+    from rlhf_worker.services.jobs import job_config_validate
+
+    kinds = [
+        k for k in TrainingJob.Kind.values if "device" in {f.name for f in dataclasses.fields(job_module(k).Config)}
+    ]
+    assert {"reward", "sft", "ppo", "generate", "score"} <= set(kinds)
+    for kind in kinds:
+        with pytest.raises(ServiceError) as refused:
+            job_config_validate(kind=kind, config={"device": device})
+        errors = refused.value.errors
+        assert "device" in errors, (kind, errors)
+        assert "auto, cpu, cuda or cuda:N" in errors["device"][0] and repr(device) in errors["device"][0], kind
+
+
+def test_the_devices_a_job_can_run_on_pass_the_check():
+    from rlhf_worker.training.device import device_problem
+
+    assert [device_problem(d) for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:7")] == [None] * 5
