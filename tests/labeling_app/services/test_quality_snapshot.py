@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 
 import pytest
 import redis
@@ -57,7 +58,19 @@ def submit_next(project, person) -> Annotation:
     return Annotation.objects.get(task=task, labeler=person)
 
 
-def broker_messages(queue: str = "default") -> int:
+@pytest.fixture(autouse=True)
+def idle_queue():
+    """Refreshes go to a default queue of this test's own, which no worker consumes (a session's test worker
+    would otherwise take them: tests/conftest.py's celery_worker), so a test sees what was queued and runs it."""
+    from config.celery import app
+
+    old, app.conf.task_default_queue = app.conf.task_default_queue, f"test-idle-{uuid.uuid4().hex[:10]}"
+    yield app.conf.task_default_queue
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(app.conf.task_default_queue)
+    app.conf.task_default_queue = old
+
+
+def broker_messages(queue: str) -> int:
     """Messages waiting in the broker's queue (Celery's Redis transport keeps a queue as a list of its name)."""
     return redis.Redis.from_url(django_settings.CELERY_BROKER_URL).llen(queue)
 
@@ -140,14 +153,14 @@ def test_drafts_do_not_make_it_stale(labeled, labeler2):
     assert not quality_snapshot_for_page(project=labeled).stale
 
 
-def test_one_refresh_at_a_time(labeled, labeler2):
+def test_one_refresh_at_a_time(labeled, labeler2, idle_queue):
     quality_snapshot_for_page(project=labeled)
     submit_next(labeled, labeler2)
-    queued = broker_messages()
+    assert broker_messages(idle_queue) == 0
     assert quality_snapshot_for_page(project=labeled).refreshing
     assert quality_snapshot_for_page(project=labeled).refreshing  # the second view finds the first one's lock
     assert quality_snapshot_refresh_enqueue(project=labeled) is True
-    assert broker_messages() == queued + 1, "one message for three stale views"
+    assert broker_messages(idle_queue) == 1, "one message for three stale views"
     assert cache.get(_lock_key(labeled.pk)) is not None
     quality_snapshot_refresh_task(labeled.pk)
     assert cache.get(_lock_key(labeled.pk)) is None, "the refresh frees the lock when it ends"
