@@ -53,9 +53,10 @@ def quality_snapshot_refresh_task(project_id: int) -> None:
     from labeling_app.models import Project
     from labeling_app.services.quality_snapshot import quality_snapshot_refresh, quality_snapshot_refresh_unlock
 
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:  # deleted since: nothing to refresh, and its lock times out
+        return
     try:
-        project = Project.objects.filter(pk=project_id).first()
-        if project is not None:  # deleted since: nothing to refresh
-            quality_snapshot_refresh(project=project)
+        quality_snapshot_refresh(project=project)
     finally:
-        quality_snapshot_refresh_unlock(project_id=project_id)
+        quality_snapshot_refresh_unlock(project=project)

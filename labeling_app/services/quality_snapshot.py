@@ -16,7 +16,6 @@ open, like the API throttle in config/throttling.py).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +24,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from config.logs import OutageWarning
 from labeling_app.models import Project
 from labeling_app.selectors.quality import quality_aggregates
 
@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT = 30 * 24 * 3600  # a snapshot is kept this long after its last refresh
 REFRESH_LOCK_TIMEOUT = 600  # a refresh whose worker died holds the project's lock this long at most
 _CACHE_ERRORS = (RedisError, OSError)
-_last_warning = 0.0
+_warn_cache_down = OutageWarning(
+    logger, "Quality snapshots: the cache cannot be reached, figures are computed per request: %s"
+)
 
 # The project's tasks, then each task's submitted labels through the task index (OFFSET 0: a probe per task, as
 # in the quality SQL): 5-9 ms at 5,000 tasks and 4,000 labels (pages_at_scale, 2026-11-30). Drafts are left out:
@@ -72,24 +74,19 @@ def quality_watermark(project: Project) -> tuple:
     return (count, newest, changed.isoformat() if changed else None, checks)
 
 
+def _project_key(project: Project) -> str:
+    # The project's creation time keeps a reused id (a re-created test database) from reading another's snapshot
+    # or lock.
+    return f"{project.pk}:{project.created_at.timestamp():.6f}"
+
+
 def _snapshot_key(project: Project) -> str:
-    # The project's creation time keeps a reused id (a re-created test database) from reading another's snapshot;
-    # the time zone because the per-day figures are local days.
-    return (
-        f"quality-snapshot:v1:{project.pk}:{project.created_at.timestamp():.6f}:{timezone.get_current_timezone_name()}"
-    )
+    # The time zone too: the per-day figures are local days.
+    return f"quality-snapshot:v1:{_project_key(project)}:{timezone.get_current_timezone_name()}"
 
 
-def _lock_key(project_id: int) -> str:
-    return f"quality-snapshot-refresh:{project_id}"
-
-
-def _warn_cache_down(exc: Exception) -> None:
-    """One warning a minute per process while the cache is down, not one per page view."""
-    global _last_warning
-    if time.monotonic() - _last_warning >= 60:
-        _last_warning = time.monotonic()
-        logger.warning("Quality snapshots: the cache cannot be reached, figures are computed per request: %s", exc)
+def _lock_key(project: Project) -> str:
+    return f"quality-snapshot-refresh:{_project_key(project)}"
 
 
 def quality_snapshot_refresh(*, project: Project) -> QualitySnapshot:
@@ -115,19 +112,21 @@ def quality_snapshot_refresh_enqueue(*, project: Project) -> bool:
     the worker dies. A broker that refuses the message frees it at once."""
     from labeling_app.tasks import quality_snapshot_refresh_task
 
-    if not cache.add(_lock_key(project.pk), 1, REFRESH_LOCK_TIMEOUT):
+    if not cache.add(_lock_key(project), 1, REFRESH_LOCK_TIMEOUT):
         return True
     try:
-        quality_snapshot_refresh_task.apply_async((project.pk,), retry=False)
+        # The web's queue ("default", with imports), never the training queue; read per call like the setting.
+        queue = quality_snapshot_refresh_task.app.conf.task_default_queue
+        quality_snapshot_refresh_task.apply_async((project.pk,), queue=queue, retry=False)
     except Exception as exc:  # a broker outage must not fail the page: it serves the stale figures
         logger.warning("Quality snapshot of project %s: the refresh could not be queued: %s", project.pk, exc)
-        cache.delete(_lock_key(project.pk))
+        cache.delete(_lock_key(project))
         return False
     return True
 
 
-def quality_snapshot_refresh_unlock(*, project_id: int) -> None:
-    cache.delete(_lock_key(project_id))
+def quality_snapshot_refresh_unlock(*, project: Project) -> None:
+    cache.delete(_lock_key(project))
 
 
 def quality_snapshot_for_page(*, project: Project) -> QualitySnapshot:

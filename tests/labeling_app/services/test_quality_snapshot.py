@@ -161,9 +161,9 @@ def test_one_refresh_at_a_time(labeled, labeler2, idle_queue):
     assert quality_snapshot_for_page(project=labeled).refreshing  # the second view finds the first one's lock
     assert quality_snapshot_refresh_enqueue(project=labeled) is True
     assert broker_messages(idle_queue) == 1, "one message for three stale views"
-    assert cache.get(_lock_key(labeled.pk)) is not None
+    assert cache.get(_lock_key(labeled)) is not None
     quality_snapshot_refresh_task(labeled.pk)
-    assert cache.get(_lock_key(labeled.pk)) is None, "the refresh frees the lock when it ends"
+    assert cache.get(_lock_key(labeled)) is None, "the refresh frees the lock when it ends"
     assert not quality_snapshot_for_page(project=labeled).stale
 
 
