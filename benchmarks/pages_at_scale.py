@@ -307,7 +307,7 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def time_pages(ctx: dict, repeats: int) -> list[dict]:
+def time_pages(ctx: dict, repeats: int, only: list[str] | None = None) -> list[dict]:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -318,6 +318,8 @@ def time_pages(ctx: dict, repeats: int) -> list[dict]:
         clients[role].force_login(ctx[role])
     out = []
     for name, path, roles in pages(ctx):
+        if only and name not in only:
+            continue
         for role in roles:
             client = clients[role]
             with CaptureQueriesContext(connection) as queries:
@@ -356,6 +358,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20, help="timed requests per page and role (after one warm-up)")
     ap.add_argument("--keep", action="store_true", help="reuse the seeded database of an earlier run at the same scale")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--page", action="append", help="time only the page of this name (repeatable; default: all)")
     args = ap.parse_args()
     admin_url = os.environ.get("DATABASE_URL")
     if not admin_url:
@@ -388,7 +391,9 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         ctx = seed(db_url, n, rng)
         print(f"seeded in {time.perf_counter() - t0:.0f} s: {ctx['counted']}", flush=True)
-    results = time_pages(ctx, args.repeats)
+    results = time_pages(ctx, args.repeats, args.page)
+    if not results:
+        raise SystemExit(f"no page is named {args.page}: see pages()")
     slow = [r for r in results if r["p95"] > TARGET_MS]
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(

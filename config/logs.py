@@ -57,3 +57,20 @@ def configure(config: dict) -> None:
     Python's warnings through logging too, so that they come out as lines of the same kind."""
     logging.config.dictConfig(config)
     logging.captureWarnings(True)
+
+
+class OutageWarning:
+    """A warning logged at most once per `every` seconds per process: while a dependency (Redis) is down, every
+    request meets the failure, and one log line per request would bury the rest. Call it with the exception."""
+
+    def __init__(self, logger: logging.Logger, message: str, *, every: float = 60.0):
+        self.logger, self.message, self.every = logger, message, every
+        self._last: float | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.every:
+            self._last = now
+            self.logger.warning(self.message, exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import redis
 from django.conf import settings
@@ -12,8 +11,9 @@ from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
+from config.logs import OutageWarning
+
 logger = logging.getLogger(__name__)
-_last_warning = 0.0
 
 
 def _redis() -> redis.Redis:
@@ -39,12 +39,9 @@ def _redis() -> redis.Redis:
 _clients: dict[tuple, redis.Redis] = {}
 
 
-def _warn_redis_down(exc: Exception) -> None:
-    """One warning a minute per process, not one per request, while Redis is down."""
-    global _last_warning
-    if time.monotonic() - _last_warning >= 60:
-        _last_warning = time.monotonic()
-        logger.warning("API throttle: Redis cannot be reached, requests are let through uncounted: %s", exc)
+_warn_redis_down = OutageWarning(
+    logger, "API throttle: Redis cannot be reached, requests are let through uncounted: %s"
+)
 
 
 class CountingRateThrottle(SimpleRateThrottle):

@@ -43,3 +43,20 @@ def import_uploads_purge_task() -> int:
     from labeling_app.services.imports import import_uploads_purge
 
     return import_uploads_purge()
+
+
+@shared_task(name="labeling_app.quality_snapshot_refresh")
+def quality_snapshot_refresh_task(project_id: int) -> None:
+    """Researcher area: recompute a project's quality figures into the cache (queue "default"), then free the
+    project's refresh lock (`quality_snapshot_refresh_enqueue` took it). A worker's database connections are closed
+    around each task by Celery's Django fixup; a direct call (tests) keeps the caller's."""
+    from labeling_app.models import Project
+    from labeling_app.services.quality_snapshot import quality_snapshot_refresh, quality_snapshot_refresh_unlock
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:  # deleted since: nothing to refresh, and its lock times out
+        return
+    try:
+        quality_snapshot_refresh(project=project)
+    finally:
+        quality_snapshot_refresh_unlock(project=project)

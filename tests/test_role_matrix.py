@@ -167,6 +167,11 @@ MATRIX.update(
             {"anon": 401, "labeler": 403, "researcher": 200, "admin": 200}, lambda w: {"project_id": w.project.pk}
         ),
         "researcher:quality": Row(RESEARCHER_UP, _PROJECT),
+        # POST only: recomputes the quality figures, then back to the page (302).
+        "researcher:quality_refresh": Row(page(403, 302, 302), _PROJECT, method="post"),
+        "researcher:quality_refresh (get)": Row(
+            page(405, 405, 405, anon=405), _PROJECT, url_name="researcher:quality_refresh"
+        ),
         "researcher:labeler_quality": Row(
             RESEARCHER_UP, lambda w: {"pk": w.project.pk, "user_id": w.project.created_by_id}
         ),

@@ -35,5 +35,6 @@ urlpatterns = [
     path("<int:pk>/export/download/", researcher_data.export_download, name="export_download"),
     path("<int:pk>/export/features/", researcher_data.export_features, name="export_features"),
     path("<int:pk>/quality/", quality.project_quality, name="quality"),
+    path("<int:pk>/quality/refresh/", quality.project_quality_refresh, name="quality_refresh"),
     path("<int:pk>/quality/labelers/<int:user_id>/", quality.labeler_quality, name="labeler_quality"),
 ]

@@ -70,3 +70,34 @@ def test_quality_charts_say_so_when_there_is_nothing_yet(page, live_server, rese
     page.wait_for_selector("#chart-labels-per-day.chart-empty")
     assert "no labels yet" in page.inner_text("#chart-labels-per-day")
     assert "no task has two labels" in page.inner_text("#chart-agreement-per-day")
+
+
+def test_the_page_says_how_old_its_figures_are_and_refreshes_them(page, live_server, researcher, labeler, labeler2):
+    project = project_create(
+        name="Snapshot", user=researcher, completions_per_task=3, overlap=2, checks=[("toxic", "Toxic?")]
+    )
+    tasks = []
+    for i in range(2):
+        prompt = Prompt.objects.create(project=project, text=f"P{i}")
+        completions = [Completion.objects.create(prompt=prompt, text=f"c{i}{j}", source="imported") for j in range(3)]
+        tasks.append(task_create(project=project, prompt=prompt, completions=completions))
+    label(tasks[0], labeler, [1, 2, 3], [7, 4, 1])
+    label(tasks[0], labeler2, [1, 3, 2], [6, 2, 4])
+    login(page, live_server, "res1")
+    page.goto(f"{live_server.url}/projects/{project.pk}/quality/")
+    note = page.inner_text("#snapshot-note")
+    assert "figures as of" in note and "since" not in note and page.inner_text("#ranking-agreement") == "66.7%"
+
+    label(tasks[1], labeler, [1, 2, 3], [7, 4, 1])
+    label(tasks[1], labeler2, [1, 2, 3], [6, 4, 2])
+    page.reload()
+    assert "(2 new labels since; refreshing…)" in page.inner_text("#snapshot-note")
+    assert page.inner_text("#ranking-agreement") == "66.7%", "the stored figures until the refresh"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "quality-snapshot-stale.png"))
+
+    page.click("#snapshot-note button:has-text('Refresh now')")
+    page.wait_for_selector(".messages >> text=Statistics recomputed from 4 labels.")
+    assert "since" not in page.inner_text("#snapshot-note")
+    assert page.inner_text("#ranking-agreement") == "83.3%"  # 2 + 3 of 3 + 3 pairs ordered alike
+    page.screenshot(path=str(ARTIFACTS / "quality-snapshot-refreshed.png"))
