@@ -63,7 +63,7 @@ MATRIX: dict[str, Row] = {
         page(403, 403, 302),
         kwargs=lambda w: {"kind": "score"},
         method="post",
-        data={"batch_size": "32", "device": "auto", "preset_name": "matrix preset"},
+        data={"batch_size": "32", "device": "auto", "prior_precision": "1.0", "preset_name": "matrix preset"},
     ),
     "jobs:preset_delete": Row(page(403, 403, 302), kwargs=lambda w: {"pk": _preset(w)}, method="post"),
     # The jobs API: an empty body names what is missing (400) once past authorization.
