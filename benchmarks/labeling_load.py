@@ -205,6 +205,11 @@ def seed(db_url: str, n_tasks: int, overlap: int) -> int:
             "VACUUM ANALYZE labeling_app_rankingtask, labeling_app_taskcompletion, labeling_app_completion, "
             "labeling_app_prompt, labeling_app_checkquestion"
         )
+        # The seeding writes a lot of WAL: a checkpoint here starts every run from the same state instead of one
+        # that the seeding brings on (max_wal_size) running through later runs' measured windows. On 2026-11-30
+        # three of fifteen runs spent twice the usual PostgreSQL CPU per annotation, each while such a checkpoint
+        # ran (not every run during one was slow).
+        cur.execute("CHECKPOINT")
     return project
 
 
