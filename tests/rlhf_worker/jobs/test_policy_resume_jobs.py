@@ -113,11 +113,13 @@ def test_a_cancelled_ppo_job_resumes_through_the_api_with_its_settings_only(
         "project_ids": [project.pk],
         "base_version_id": tiny_version.pk,
         "reward_version_id": reward.pk,
-        "total_episodes": 2 * 200,  # 200 steps: long enough to cancel mid-run
+        # 600 steps of 8 tokens: long enough to cancel mid-run on a quiet machine (200 steps of 4 tokens once
+        # finished before the cancel was seen).
+        "total_episodes": 2 * 600,
         "batch_size": 2,
         "mini_batch_size": 2,
         "ppo_epochs": 1,
-        "max_new_tokens": 4,
+        "max_new_tokens": 8,
         "learning_rate": 1e-3,
         "trainable_layers": 1,
         "eval_prompts": 2,
@@ -130,7 +132,7 @@ def test_a_cancelled_ppo_job_resumes_through_the_api_with_its_settings_only(
     job_cancel(job=job)
     job = wait_for(job, finished, timeout=120)
     assert job.status == "cancelled", job.error
-    assert 2 <= job.step < job.total_steps == 200
+    assert 2 <= job.step < job.total_steps == 600
     assert find_checkpoint(job.output_dir) is not None
     stopped_at = max(JobMetric.objects.filter(job=job, key="objective/scores").values_list("step", flat=True))
 
@@ -153,10 +155,10 @@ def test_a_cancelled_ppo_job_resumes_through_the_api_with_its_settings_only(
     resumed = wait_for(TrainingJob.objects.get(pk=response.json()["id"]), finished, timeout=300)
     assert resumed.status == "succeeded", resumed.error
     steps = sorted(set(JobMetric.objects.filter(job=resumed, key="objective/scores").values_list("step", flat=True)))
-    assert steps[0] == stopped_at + 1 and steps[-1] == resumed.total_steps == 200
+    assert steps[0] == stopped_at + 1 and steps[-1] == resumed.total_steps == 600
     version = resumed.result_version
     assert version.parent_id == tiny_version.pk and version.reward_model_id == reward.pk
-    assert version.data_snapshot["resumed_from_job"] == job.pk and version.metrics["train/steps"] == 200
+    assert version.data_snapshot["resumed_from_job"] == job.pk and version.metrics["train/steps"] == 600
     # the starting policy's evaluation came through the checkpoint: before and after are both there
     assert "eval/reward_mean" in version.metrics and "eval/base_reward_mean" in version.metrics
     assert load_policy(version.path, "cpu")
