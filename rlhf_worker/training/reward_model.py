@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .device import autocast_for, resolve_device
+from .last_block import pooled_at_scores, supports_last_block_at_scores
 from .packing import block_attention_mask
 
 FORMAT_NAME = "rlhf-reward-model"
@@ -301,13 +302,14 @@ class RewardModel(nn.Module):
         if segment is not None:
             eager = getattr(self.backbone.config, "_attn_implementation", None) == "eager"
             mask_dtype = self.backbone.get_input_embeddings().weight.dtype if eager else None  # eager adds it
-            hidden = self.backbone(
-                input_ids=input_ids,
-                attention_mask=block_attention_mask(segment, mask_dtype),
-                position_ids=position_ids,
-                use_cache=False,
-            ).last_hidden_state
-            last_hidden = hidden.reshape(-1, hidden.shape[-1])[score_index]
+            mask = block_attention_mask(segment, mask_dtype)
+            if supports_last_block_at_scores(self.backbone):  # same function, last block only where read
+                last_hidden = pooled_at_scores(self.backbone, input_ids, position_ids, segment, mask, score_index)
+            else:
+                hidden = self.backbone(
+                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+                ).last_hidden_state
+                last_hidden = hidden.reshape(-1, hidden.shape[-1])[score_index]
         else:
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             # Index of the last attended position per row: works for right padding, left padding and no padding,
