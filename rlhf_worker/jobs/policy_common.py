@@ -10,8 +10,9 @@ from django.conf import settings
 from config.errors import ServiceError
 from labeling_app.selectors.labels import DateRange
 from labeling_app.selectors.training_data import has_prompts, prompts_for_training
-from rlhf_worker.jobs.common import check_projects, model_version
+from rlhf_worker.jobs.common import check_projects, model_version, read_data_snapshot, resumable_job_dir
 from rlhf_worker.models import ModelVersion
+from rlhf_worker.training.checkpoint import find_checkpoint
 
 DEFAULT_POLICY_NAME = "SmolLM2-135M-Instruct (default)"
 
@@ -154,3 +155,31 @@ def no_default_reward_message() -> str:
         f"no reward model is promoted, so the empty setting has nothing to use: choose one of the reward models "
         f"({listed}), or promote one on the Models page"
     )
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What an SFT or PPO job continuing an interrupted one (`resume_job_id`) reads from that job's folder."""
+
+    checkpoint: Path  # the checkpoint to continue from
+    snapshot: dict  # the interrupted run's data snapshot: its data ids and the versions it started from
+    base: ModelVersion  # the policy version it started from
+
+    def selection(self) -> dict:
+        """The interrupted run's projects and dates, stored again on the new run's snapshot."""
+        return {key: self.snapshot[key] for key in ("project_ids", "date_from", "date_to")}
+
+
+def resumed_run(kind: str, cfg) -> Resumed | None:
+    """None for a fresh run; else the checkpoint, data snapshot and starting policy of job `cfg.resume_job_id`
+    (ServiceError naming resume_job_id when it left none or its policy version is gone)."""
+    if cfg.resume_job_id is None:
+        return None
+    previous = resumable_job_dir(kind, cfg.resume_job_id)
+    snapshot = read_data_snapshot(previous)
+    base = model_version(snapshot["base_version_id"], kind=ModelVersion.Kind.POLICY, field="resume_job_id")
+    return Resumed(find_checkpoint(previous), snapshot, base)
+
+
+def fresh_selection(cfg) -> dict:
+    return {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}

@@ -9,8 +9,6 @@ from labeling_app.selectors.training_data import prompts_for_training
 from rlhf_worker.jobs.common import (
     check_resume,
     model_version,
-    read_data_snapshot,
-    resumable_job_dir,
     run_training,
     subconfig,
     training_processes,
@@ -22,14 +20,16 @@ from rlhf_worker.jobs.policy_common import (
     check_policy,
     check_prompts_selected,
     check_selection,
+    fresh_selection,
     resolve_policy,
     resolve_reward,
+    resumed_run,
     selected_prompts,
 )
 from rlhf_worker.models import ModelVersion, TrainingJob
 from rlhf_worker.services.models import model_version_eval_record
 from rlhf_worker.training import ppo
-from rlhf_worker.training.checkpoint import CHECKPOINT_DIR, find_checkpoint
+from rlhf_worker.training.checkpoint import CHECKPOINT_DIR
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.ppo import PPOConfig, mean_score_rise
 from rlhf_worker.training.reward_model import RewardScorer, reward_prompt_text
@@ -101,21 +101,18 @@ def load_reward_fn(version: ModelVersion, device: str) -> Callable:
 
 def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
-    resume_from = None
-    selection = {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
-    if cfg.resume_job_id is not None:
-        previous = resumable_job_dir(TrainingJob.Kind.PPO, cfg.resume_job_id)
-        resume_from = find_checkpoint(previous)
-        # Exactly the starting policy, reward model and prompts of the interrupted run, in its order.
-        earlier = read_data_snapshot(previous)
-        base = model_version(earlier["base_version_id"], kind=ModelVersion.Kind.POLICY, field="resume_job_id")
-        reward = model_version(earlier["reward_version_id"], kind=ModelVersion.Kind.REWARD, field="resume_job_id")
-        selection = {key: earlier[key] for key in selection}
-        prompts = list(prompts_for_training(prompt_ids=earlier["prompt_ids"]))
+    resumed = resumed_run(TrainingJob.Kind.PPO, cfg)
+    if resumed:  # exactly the starting policy, reward model and prompts of the interrupted run, in its order
+        base, selection = resumed.base, resumed.selection()
+        reward = model_version(
+            resumed.snapshot["reward_version_id"], kind=ModelVersion.Kind.REWARD, field="resume_job_id"
+        )
+        prompts = list(prompts_for_training(prompt_ids=resumed.snapshot["prompt_ids"]))
     else:
-        base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+        base, selection = resolve_policy(cfg.base_version_id, field_name="base_version_id"), fresh_selection(cfg)
         reward = resolve_reward(cfg.reward_version_id, field_name="reward_version_id")
         prompts = selected_prompts(cfg)
+    resume_from = resumed.checkpoint if resumed else None
     if not prompts:
         raise ValueError("no prompts match the selection (projects, prompt ids, dates)")
     snapshot = {

@@ -8,17 +8,22 @@ from config.errors import ServiceError
 from labeling_app.selectors.training_data import demonstrations_for_training, has_demonstrations
 from rlhf_worker.jobs.common import (
     check_resume,
-    model_version,
-    read_data_snapshot,
-    resumable_job_dir,
     run_training,
     subconfig,
     version_name,
     write_data_snapshot,
 )
-from rlhf_worker.jobs.policy_common import DataSelection, check_policy, check_selection, resolve_policy, selection_text
+from rlhf_worker.jobs.policy_common import (
+    DataSelection,
+    check_policy,
+    check_selection,
+    fresh_selection,
+    resolve_policy,
+    resumed_run,
+    selection_text,
+)
 from rlhf_worker.models import ModelVersion, TrainingJob
-from rlhf_worker.training.checkpoint import CHECKPOINT_DIR, find_checkpoint
+from rlhf_worker.training.checkpoint import CHECKPOINT_DIR
 from rlhf_worker.training.config_base import ConfigError, config_to_dict
 from rlhf_worker.training.sft import SFTConfig
 
@@ -73,23 +78,20 @@ def check(cfg: Config) -> None:
 
 def run(job, ctx) -> ModelVersion | None:
     cfg: Config = ctx.config
-    resume_from = None
-    selection = {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
-    if cfg.resume_job_id is not None:
-        previous = resumable_job_dir(TrainingJob.Kind.SFT, cfg.resume_job_id)
-        resume_from = find_checkpoint(previous)
-        # Exactly the starting policy and demonstrations of the interrupted run, in its order.
-        earlier = read_data_snapshot(previous)
-        base = model_version(earlier["base_version_id"], kind=ModelVersion.Kind.POLICY, field="resume_job_id")
-        selection = {key: earlier[key] for key in selection}
-        demos = list(demonstrations_for_training(project_ids=(), demonstration_ids=earlier["demonstration_ids"]))
+    resumed = resumed_run(TrainingJob.Kind.SFT, cfg)
+    if resumed:  # exactly the starting policy and demonstrations of the interrupted run, in its order
+        base, selection = resumed.base, resumed.selection()
+        demos = list(
+            demonstrations_for_training(project_ids=(), demonstration_ids=resumed.snapshot["demonstration_ids"])
+        )
     else:
-        base = resolve_policy(cfg.base_version_id, field_name="base_version_id")
+        base, selection = resolve_policy(cfg.base_version_id, field_name="base_version_id"), fresh_selection(cfg)
         demos = list(
             demonstrations_for_training(
                 project_ids=cfg.project_ids, prompt_ids=cfg.prompt_ids, date_from=cfg.date_from, date_to=cfg.date_to
             )
         )
+    resume_from = resumed.checkpoint if resumed else None
     if not demos:
         raise ValueError("no demonstrations match the selection: write some on the prompts first")
     snapshot = {
