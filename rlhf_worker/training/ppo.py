@@ -65,6 +65,12 @@ class PPOConfig(ProcessSettings, AdapterSettings):
     batch_size: int = field(
         default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."}
     )
+    samples_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "Responses sampled for each prompt of a batch (batch_size / this prompts per step). Above 1, each response's score is taken relative to the mean score of the other responses to its prompt (the leave-one-out baseline of RLOO), so a step learns which answer was better, not which prompt is easier."
+        },
+    )
     mini_batch_size: int = field(default=8, metadata={"help": "Responses per gradient step inside a PPO epoch."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the trained policy weights."})
@@ -140,6 +146,12 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be 1 or more")
+        if self.samples_per_prompt < 1:
+            raise ConfigError("samples_per_prompt", "must be 1 or more")
+        if self.batch_size % self.samples_per_prompt:
+            raise ConfigError(
+                "samples_per_prompt", f"must divide batch_size ({self.batch_size}): each prompt gets that many answers"
+            )
         if self.mini_batch_size > self.batch_size:
             raise ConfigError("mini_batch_size", f"must be at most batch_size ({self.batch_size})")
         if self.batch_size % self.mini_batch_size:
@@ -341,6 +353,20 @@ def compute_rewards(
     last = (response_mask.long().sum(1) - 1).clamp(min=0)
     rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores
     return rewards * mask, kl
+
+
+def leave_one_out_baseline(
+    scores: torch.Tensor, rows: Sequence[int], batch_size: int, group_size: int, dist: Dist
+) -> torch.Tensor:
+    """For each of this rank's `rows` (global row indices, groups of `group_size` consecutive rows answering one
+    prompt), the mean score of the other answers to the same prompt (RLOO, Ahmadian et al. 2024). The ranks add
+    their rows into the whole batch's scores first, so a group may span ranks."""
+    full = [0.0] * batch_size
+    for row, score in zip(rows, scores.tolist()):
+        full[row] = score
+    groups = torch.tensor(dist.sum(full), dtype=torch.float64).view(-1, group_size)
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return others.reshape(-1)[list(rows)].to(scores.dtype).to(scores.device)
 
 
 def compute_gae(
@@ -880,7 +906,8 @@ def train(
         while len(idx) < cfg.batch_size:
             if not order:
                 order = torch.randperm(len(texts), generator=generator).tolist()
-            idx.append(order.pop())
+            idx += [order.pop()] * cfg.samples_per_prompt  # a prompt's answers sit next to each other
+        rows = dist.shard(list(range(len(idx))))  # this rank's rows of the global batch
         t0 = time.perf_counter()
         sampling = sample_generator
         if dist.distributed:  # the whole batch's uniforms, as one process draws them; this rank's rows of them
@@ -901,9 +928,10 @@ def train(
             peft_model,
         )
         with torch.no_grad():
-            rewards, kl = compute_rewards(
-                batch.penalised_scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value
-            )
+            scores = batch.penalised_scores
+            if cfg.samples_per_prompt > 1:
+                scores = scores - leave_one_out_baseline(scores, rows, cfg.batch_size, cfg.samples_per_prompt, dist)
+            rewards, kl = compute_rewards(scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_ctl.value)
             advantages, returns = compute_gae(rewards, batch.values, batch.response_mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 advantages = masked_whiten_across(advantages, batch.response_mask.float(), dist)

@@ -122,9 +122,11 @@ def test_sft_in_two_processes_equals_one(tmp_path):
         torch.testing.assert_close(w2[key], w1[key], atol=1e-5, rtol=0, msg=key)
 
 
-def test_ppo_in_two_processes_equals_one(tmp_path):
+@pytest.mark.parametrize("samples_per_prompt", [1, 3])
+def test_ppo_in_two_processes_equals_one(tmp_path, samples_per_prompt):
     """Each rank samples only its rows (r, r+2, ...) with the whole batch's uniforms, so the gathered rollout is
-    the one-process rollout; advantages are whitened over both ranks' rows and minibatch gradients summed."""
+    the one-process rollout; advantages are whitened over both ranks' rows and minibatch gradients summed. With
+    3 answers per prompt a prompt's answers sit on both ranks: its leave-one-out baseline adds both ranks' scores."""
     model, tokenizer = tiny_policy(seed=0)
     base = save_policy(model, tokenizer, str(tmp_path / "base"))
     backbone = save_tiny_backbone(tmp_path / "tiny-bert", "bert", seed=0)
@@ -144,6 +146,7 @@ def test_ppo_in_two_processes_equals_one(tmp_path):
         temperature=1.0,
         trainable_layers=1,
         seed=3,
+        samples_per_prompt=samples_per_prompt,
     )
     runs = one_and_two_processes(
         "ppo",

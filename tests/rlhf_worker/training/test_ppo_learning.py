@@ -194,3 +194,50 @@ def test_training_only_the_top_layer_still_learns(tmp_path):
     assert not model.model.layers[0].self_attn.q_proj.weight.requires_grad and model.lm_head.weight.requires_grad
     scores = [h["objective/scores"] for h in result.history]
     assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.3
+
+
+def test_samples_per_prompt_answers_each_prompt_several_times_and_learns_against_their_mean(tmp_path):
+    """RLOO's baseline: a batch of 16 holds 4 prompts x 4 answers side by side; a prompt-only bonus (the same for
+    every answer to "xyz") is cancelled by the other answers' mean, and the score still rises."""
+    batches = []
+
+    def a_fraction_plus_prompt_bonus(prompts, responses):
+        batches.append(list(prompts))
+        bonus = torch.tensor([5.0 if p == "xyz" else 0.0 for p in prompts])
+        return fraction_of_a(prompts, responses) + bonus
+
+    cfg = PPOConfig(
+        total_episodes=16 * 30,
+        batch_size=16,
+        samples_per_prompt=4,
+        mini_batch_size=8,
+        ppo_epochs=4,
+        learning_rate=1e-3,
+        value_learning_rate=1e-3,
+        max_new_tokens=8,
+        temperature=1.0,
+        seed=0,
+        trainable_layers=0,
+        eval_prompts=0,
+    )
+    result = train(cfg, PROMPTS, a_fraction_plus_prompt_bonus, out_dir=str(tmp_path), policy=tiny_policy(seed=0))
+    assert len(batches) == 30
+    for prompts in batches:
+        groups = [prompts[i : i + 4] for i in range(0, 16, 4)]
+        assert all(len(set(g)) == 1 for g in groups), prompts  # each prompt's four answers side by side
+        assert sorted(g[0] for g in groups) == sorted(PROMPTS)  # 4 distinct prompts: one pass over the 4 prompts
+    a_share = [h["objective/scores"] - 5.0 * sum(p == "xyz" for p in b) / 16 for h, b in zip(result.history, batches)]
+    assert sum(a_share[:5]) / 5 < 0.05
+    assert sum(a_share[-5:]) / 5 > 0.5, a_share
+
+
+def test_leave_one_out_baseline_is_the_mean_of_the_other_answers_to_the_same_prompt():
+    from rlhf_worker.training.distributed import Dist
+    from rlhf_worker.training.ppo import leave_one_out_baseline
+
+    scores = torch.tensor([1.0, 2.0, 6.0, 10.0, 20.0, 30.0])
+    baseline = leave_one_out_baseline(scores, list(range(6)), 6, 3, Dist())
+    assert baseline.tolist() == pytest.approx([4.0, 3.5, 1.5, 25.0, 20.0, 15.0])
+    assert leave_one_out_baseline(scores, list(range(6)), 6, 2, Dist()).tolist() == pytest.approx(
+        [2.0, 1.0, 10.0, 6.0, 30.0, 20.0]
+    )

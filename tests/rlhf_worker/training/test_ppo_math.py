@@ -109,6 +109,9 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError) as e:
         PPOConfig.from_dict({"mini_batch_size": 5, "batch_size": 16})
     assert e.value.field == "mini_batch_size"
+    with pytest.raises(ConfigError, match="must divide batch_size") as e:
+        PPOConfig.from_dict({"samples_per_prompt": 3, "batch_size": 16})
+    assert e.value.field == "samples_per_prompt"
     with pytest.raises(ConfigError) as e:
         PPOConfig.from_dict({"cliprange": 1.5})
     assert e.value.field == "cliprange"
