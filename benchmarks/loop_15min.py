@@ -363,6 +363,8 @@ def facts(db_url: str, out: dict) -> dict:
             for k in (
                 "total_episodes",
                 "batch_size",
+                "samples_per_prompt",
+                "learning_rate",
                 "mini_batch_size",
                 "ppo_epochs",
                 "max_new_tokens",

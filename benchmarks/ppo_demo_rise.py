@@ -67,7 +67,11 @@ def sample_answers(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seed: int
         pad_id=tok.pad_token_id,
         generator=torch.Generator().manual_seed(seed),
     )
+    CUT.append(int((~out.has_stop).sum()))  # answers that reached max_new_tokens without a stop token
     return decode_responses(tok, out.response_ids, stop_token_ids(tok))
+
+
+CUT: list[int] = []
 
 
 def main() -> None:
@@ -106,6 +110,7 @@ def main() -> None:
     policy_path = default_policy_path(args.model_store)
     start_model, tok = load_policy(policy_path, "cpu")
     before = [sample_answers(start_model, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
+    cut_before, CUT[:] = sum(CUT), []
 
     def on_progress(step, total, m, samples):
         print(
@@ -133,6 +138,11 @@ def main() -> None:
 
     trained, _ = load_policy(result.path, "cpu")
     after = [sample_answers(trained, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
+    cut_after, answers = sum(CUT), len(prompts) * args.eval_seeds
+    print(
+        f"answers cut at {cfg.max_new_tokens} tokens: before {cut_before}/{answers} = {cut_before / answers:.0%}, "
+        f"after {cut_after}/{answers} = {cut_after / answers:.0%}"
+    )
     diffs = []
     for b, a in zip(before, after):
         sb, sa = scorer.score(prompts, b), scorer.score(prompts, a)

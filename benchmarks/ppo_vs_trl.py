@@ -247,6 +247,7 @@ def run_ours(args, policy_dir: str, rm_dir: str, work: Path, trainable_layers: i
         missing_stop_penalty=args.missing_stop_penalty,
         seed=args.seed,
         trainable_layers=trainable_layers,
+        samples_per_prompt=1,  # TRL's PPO: one answer per prompt, the value head as the only baseline
     )
     history = []
     snapshots: dict[int, dict] = {}

@@ -57,7 +57,9 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 class PPOConfig(ProcessSettings, AdapterSettings):
     """PPO settings. Defaults fit SmolLM2-135M on a 2-core CPU within the demo loop's budget (reward job, PPO,
     generation in 15 minutes: `benchmarks/loop_15min.py`): answers of up to 96 tokens, so SmolLM2 ends its answers
-    to the demo's short-answer prompts instead of being cut, and 320 episodes (numbers in benchmarks/RESULTS.md)."""
+    to the demo's short-answer prompts instead of being cut, and 320 episodes as 4 answers to each of 4 prompts per
+    step, each answer's score taken relative to the other three's mean: with one answer per prompt, 320 episodes
+    did not raise the reward model's score reliably (numbers in benchmarks/RESULTS.md)."""
 
     total_episodes: int = field(
         default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."}
@@ -66,7 +68,7 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."}
     )
     samples_per_prompt: int = field(
-        default=1,
+        default=4,
         metadata={
             "help": "Responses sampled for each prompt of a batch (batch_size / this prompts per step). Above 1, each response's score is taken relative to the mean score of the other responses to its prompt (the leave-one-out baseline of RLOO), so a step learns which answer was better, not which prompt is easier."
         },

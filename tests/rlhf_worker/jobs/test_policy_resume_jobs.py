@@ -117,6 +117,7 @@ def test_a_cancelled_ppo_job_resumes_through_the_api_with_its_settings_only(
         # finished before the cancel was seen).
         "total_episodes": 2 * 600,
         "batch_size": 2,
+        "samples_per_prompt": 2,  # one prompt's two answers per step, against each other
         "mini_batch_size": 2,
         "ppo_epochs": 1,
         "max_new_tokens": 8,
