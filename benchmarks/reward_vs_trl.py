@@ -200,6 +200,12 @@ def decoder_backbone(args) -> tuple[str, str]:
     return str(folder), f"{label}; {params / 1e6:.1f}M trunk parameters"
 
 
+def backbone_layers(folder: str) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder).num_hidden_layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 7], help="completions per ranking (<= 8)")
@@ -249,6 +255,11 @@ def main() -> None:
         "--decoder-layers", type=int, default=4, help="decoder mode: keep SmolLM2's first N blocks (0 = all)"
     )
     parser.add_argument("--random-llama", action="store_true", help="decoder mode: a random Llama of SmolLM2's shape")
+    parser.add_argument(
+        "--whole-last-block",
+        action="store_true",
+        help="decoder mode: ours runs the last block at every position too (to measure what last_block.py saves)",
+    )
     parser.add_argument("--turns", type=int, default=4, help="decoder mode: dialogue turns before the last question")
     parser.add_argument(
         "--model-cache",
@@ -265,6 +276,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.whole_last_block:
+        from rlhf_worker.training import reward_model
+
+        reward_model.supports_last_block_at_scores = lambda backbone: False
 
     from transformers import AutoTokenizer
 
@@ -362,7 +377,10 @@ def main() -> None:
             print(
                 f"  tokens per comparison: TRL {padded_tokens / comparisons * args.epochs:.0f} (each pair's two "
                 f"sequences), ours {packed_tokens / comparisons * args.epochs:.0f} (the prompt once): packing "
-                f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work"
+                f"alone saves at most {padded_tokens / packed_tokens:.2f}x of the token work; on top of it ours runs "
+                f"the last of the backbone's {backbone_layers(backbone)} blocks only at the score positions "
+                "(rlhf_worker/training/last_block.py), about one block's work in that many"
+                + (" (switched off by --whole-last-block)" if args.whole_last_block else "")
             )
         if args.repeats > 1:
             print(
