@@ -104,6 +104,7 @@ def run_ours(args, backbone, train_rankings, rankings_per_step, out_dir):
         save_every=0,
         seed=args.seed,
         device="cpu",
+        **({} if args.length_group_size is None else {"length_group_size": args.length_group_size}),
     )
     started = time.perf_counter()
     result = train(cfg, train_rankings, out_dir=out_dir)
@@ -255,6 +256,12 @@ def main() -> None:
         "--decoder-layers", type=int, default=4, help="decoder mode: keep SmolLM2's first N blocks (0 = all)"
     )
     parser.add_argument("--random-llama", action="store_true", help="decoder mode: a random Llama of SmolLM2's shape")
+    parser.add_argument(
+        "--length-group-size",
+        type=int,
+        default=None,
+        help="ours: batches per length-sorted group (RewardConfig.length_group_size; 1 = plain random batches)",
+    )
     parser.add_argument(
         "--whole-last-block",
         action="store_true",
