@@ -18,8 +18,9 @@ def fraction_of_a(prompts, responses):
     return torch.tensor([sum(c == "a" for c in r) / max(len(r), 1) for r in responses])
 
 
-def run(kl_coef: float, out_dir, steps: int = 40):
-    cfg = PPOConfig(
+def tiny_cfg(steps: int, **overrides) -> PPOConfig:
+    """Batches of 16 on the tiny policy, learning rates high enough to learn in a few dozen steps."""
+    values = dict(
         total_episodes=16 * steps,
         batch_size=16,
         mini_batch_size=8,
@@ -28,11 +29,16 @@ def run(kl_coef: float, out_dir, steps: int = 40):
         value_learning_rate=1e-3,
         max_new_tokens=8,
         temperature=1.0,
-        kl_coef=kl_coef,
         missing_stop_penalty=0.0,
         seed=0,
         trainable_layers=0,
     )
+    values.update(overrides)
+    return PPOConfig(**values)
+
+
+def run(kl_coef: float, out_dir, steps: int = 40):
+    cfg = tiny_cfg(steps, kl_coef=kl_coef)
     return train(cfg, PROMPTS, fraction_of_a, out_dir=str(out_dir), policy=tiny_policy(seed=0))
 
 
@@ -175,19 +181,7 @@ def test_top_only_forward_on_cached_bottom_states_equals_full_forward():
 
 
 def test_training_only_the_top_layer_still_learns(tmp_path):
-    cfg = PPOConfig(
-        total_episodes=16 * 30,
-        batch_size=16,
-        mini_batch_size=8,
-        ppo_epochs=4,
-        learning_rate=1e-3,
-        value_learning_rate=1e-3,
-        max_new_tokens=8,
-        temperature=1.0,
-        missing_stop_penalty=0.0,
-        seed=0,
-        trainable_layers=1,
-    )
+    cfg = tiny_cfg(30, trainable_layers=1)
     # untied LM head: it stays trainable (a tied one is the frozen input embedding)
     model, tok = tiny_policy(seed=0, num_layers=3, tie_word_embeddings=False)
     result = train(cfg, PROMPTS, fraction_of_a, out_dir=str(tmp_path), policy=(model, tok))
@@ -206,20 +200,7 @@ def test_samples_per_prompt_answers_each_prompt_several_times_and_learns_against
         bonus = torch.tensor([5.0 if p == "xyz" else 0.0 for p in prompts])
         return fraction_of_a(prompts, responses) + bonus
 
-    cfg = PPOConfig(
-        total_episodes=16 * 30,
-        batch_size=16,
-        samples_per_prompt=4,
-        mini_batch_size=8,
-        ppo_epochs=4,
-        learning_rate=1e-3,
-        value_learning_rate=1e-3,
-        max_new_tokens=8,
-        temperature=1.0,
-        seed=0,
-        trainable_layers=0,
-        eval_prompts=0,
-    )
+    cfg = tiny_cfg(30, samples_per_prompt=4, eval_prompts=0)
     result = train(cfg, PROMPTS, a_fraction_plus_prompt_bonus, out_dir=str(tmp_path), policy=tiny_policy(seed=0))
     assert len(batches) == 30
     for prompts in batches:
