@@ -800,6 +800,7 @@ def train(
     holding one; every rank loads it) continues such a run with the same settings and prompts, exactly as if it
     had not stopped.
     """
+    cfg.validate()  # a direct caller gets the start form's ConfigError, not a failure mid-run
     if not prompts:
         raise ValueError("PPO needs at least one prompt")
     if policy is not None:

@@ -153,10 +153,12 @@ def test_sft_refuses_a_checkpoint_of_other_settings_or_other_data(base, tmp_path
 
 
 def ppo_cfg(**overrides) -> ppo.PPOConfig:
-    # adaptive KL (its coefficient is state), a frozen bottom under one trained layer, whitened advantages
+    # adaptive KL (its coefficient is state), a frozen bottom under one trained layer, whitened advantages,
+    # 2 prompts x 3 answers per batch (with 2 processes a prompt's answers sit on both ranks)
     values = dict(
         total_episodes=36,
         batch_size=6,
+        samples_per_prompt=3,
         mini_batch_size=3,
         ppo_epochs=2,
         learning_rate=1e-3,
