@@ -15,11 +15,11 @@ query attention without query/key norms or sliding windows); any other backbone 
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .packing import PREFIX_SEGMENT
 
 # Model types whose decoder block is exactly: x + attn(input_layernorm(x)), then h + mlp(post_attention_layernorm(h)),
 # with rotary embeddings applied as q * cos + rotate_half(q) * sin, and whose base model is embed_tokens ->
@@ -50,25 +50,27 @@ def supports_last_block_at_scores(backbone: nn.Module) -> bool:
         return False
     if not all(hasattr(attn, name) for name in projections) or hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
         return False
+    if _model_rotate_half(attn) is None:
+        return False
     return getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _model_rotate_half(attn: nn.Module):
+    """The `rotate_half` of the transformers file that defines this attention (its rotary embedding's own)."""
+    return getattr(sys.modules.get(type(attn).__module__), "rotate_half", None)
 
 
 def pooled_at_scores(
     backbone: nn.Module,
     input_ids: torch.Tensor,
     position_ids: torch.Tensor,
-    segment: torch.Tensor,
     attention_mask: torch.Tensor,
     score_index: torch.Tensor,
 ) -> torch.Tensor:
     """Final-norm hidden states at `score_index` (flat indices into [G * N]) of a packed batch: [S, hidden].
 
-    `attention_mask` is the block mask the whole forward would get (`packing.block_attention_mask`).
+    `attention_mask` is the block mask the whole forward gets (`packing.block_attention_mask`, [G, 1, N, N],
+    boolean or additive); the last block's score positions use their rows of it.
     """
     groups, n = input_ids.shape
     hidden = backbone.embed_tokens(input_ids)
@@ -84,13 +86,14 @@ def pooled_at_scores(
 
     block = backbone.layers[-1]
     attn = block.self_attn
+    rotate_half = _model_rotate_half(attn)
     head_dim = attn.head_dim
     cos, sin = position_embeddings  # [G, N, head_dim]
     normed = block.input_layernorm(hidden)
     # Keys and values at every position: [G, kv_heads, N, head_dim].
     keys = attn.k_proj(normed).view(groups, n, -1, head_dim).transpose(1, 2)
     values = attn.v_proj(normed).view(groups, n, -1, head_dim).transpose(1, 2)
-    keys = keys * cos[:, None] + _rotate_half(keys) * sin[:, None]
+    keys = keys * cos[:, None] + rotate_half(keys) * sin[:, None]
 
     # Queries at the score positions only, one query per row: [S, heads, 1, head_dim].
     group = torch.div(score_index, n, rounding_mode="floor")
@@ -99,18 +102,14 @@ def pooled_at_scores(
     queries = attn.q_proj(flat_normed).view(score_index.shape[0], -1, 1, head_dim)
     cos_s = cos.reshape(groups * n, head_dim)[score_index][:, None, None]
     sin_s = sin.reshape(groups * n, head_dim)[score_index][:, None, None]
-    queries = queries * cos_s + _rotate_half(queries) * sin_s
+    queries = queries * cos_s + rotate_half(queries) * sin_s
 
-    # Each score position sees, causally, the shared prefix and its own sequence (as `block_attention_mask`).
-    seg = segment[group]  # [S, N]
-    own = segment[group, position][:, None]
-    keys_index = torch.arange(n, device=segment.device)[None]
-    allowed = (keys_index <= position[:, None]) & ((seg == own) | (seg == PREFIX_SEGMENT))
+    # Each score position attends as its row of the block mask says: the shared prefix and its own sequence.
     out = F.scaled_dot_product_attention(
         queries,
         keys[group],
         values[group],
-        attn_mask=allowed[:, None, None, :],
+        attn_mask=attention_mask[group, :, position][:, :, None, :],
         scale=attn.scaling,
         enable_gqa=keys.shape[1] != queries.shape[1],
     )  # [S, heads, 1, head_dim]

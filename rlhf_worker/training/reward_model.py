@@ -304,7 +304,7 @@ class RewardModel(nn.Module):
             mask_dtype = self.backbone.get_input_embeddings().weight.dtype if eager else None  # eager adds it
             mask = block_attention_mask(segment, mask_dtype)
             if supports_last_block_at_scores(self.backbone):  # same function, last block only where read
-                last_hidden = pooled_at_scores(self.backbone, input_ids, position_ids, segment, mask, score_index)
+                last_hidden = pooled_at_scores(self.backbone, input_ids, position_ids, mask, score_index)
             else:
                 hidden = self.backbone(
                     input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False

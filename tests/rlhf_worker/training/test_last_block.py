@@ -50,9 +50,7 @@ def test_last_block_at_scores_equals_the_whole_forward_in_values_and_every_gradi
     def run(fast: bool):
         backbone.zero_grad()
         if fast:
-            pooled = pooled_at_scores(
-                backbone, packed.input_ids, packed.position_ids, packed.segment, mask, packed.last_index
-            )
+            pooled = pooled_at_scores(backbone, packed.input_ids, packed.position_ids, mask, packed.last_index)
         else:
             hidden = backbone(
                 input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False
