@@ -53,7 +53,8 @@ def demo_rankings() -> list[reward.Ranking]:
 
 
 @torch.no_grad()
-def sample_answers(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seed: int) -> list[str]:
+def sample_answers(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seed: int) -> tuple[list[str], int]:
+    """One sampled answer per prompt, and how many reached max_new_tokens without a stop token."""
     texts = [format_prompt(tok, p) for p in prompts]
     ids, mask = encode_queries(tok, texts, cfg.max_prompt_tokens, "cpu")
     out = sample_tokens(
@@ -67,11 +68,13 @@ def sample_answers(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seed: int
         pad_id=tok.pad_token_id,
         generator=torch.Generator().manual_seed(seed),
     )
-    CUT.append(int((~out.has_stop).sum()))  # answers that reached max_new_tokens without a stop token
-    return decode_responses(tok, out.response_ids, stop_token_ids(tok))
+    return decode_responses(tok, out.response_ids, stop_token_ids(tok)), int((~out.has_stop).sum())
 
 
-CUT: list[int] = []
+def sample_seeds(model, tok, prompts: list[str], cfg: ppo.PPOConfig, seeds: int) -> tuple[list[list[str]], int]:
+    """`sample_answers` with seeds 1000, 1001, ...: the answers per seed and how many were cut in all."""
+    runs = [sample_answers(model, tok, prompts, cfg, 1000 + s) for s in range(seeds)]
+    return [answers for answers, _ in runs], sum(cut for _, cut in runs)
 
 
 def main() -> None:
@@ -109,8 +112,7 @@ def main() -> None:
 
     policy_path = default_policy_path(args.model_store)
     start_model, tok = load_policy(policy_path, "cpu")
-    before = [sample_answers(start_model, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
-    cut_before, CUT[:] = sum(CUT), []
+    before, cut_before = sample_seeds(start_model, tok, prompts, cfg, args.eval_seeds)
 
     def on_progress(step, total, m, samples):
         print(
@@ -137,8 +139,8 @@ def main() -> None:
     )
 
     trained, _ = load_policy(result.path, "cpu")
-    after = [sample_answers(trained, tok, prompts, cfg, 1000 + s) for s in range(args.eval_seeds)]
-    cut_after, answers = sum(CUT), len(prompts) * args.eval_seeds
+    after, cut_after = sample_seeds(trained, tok, prompts, cfg, args.eval_seeds)
+    answers = len(prompts) * args.eval_seeds
     print(
         f"answers cut at {cfg.max_new_tokens} tokens: before {cut_before}/{answers} = {cut_before / answers:.0%}, "
         f"after {cut_after}/{answers} = {cut_after / answers:.0%}"

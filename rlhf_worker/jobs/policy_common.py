@@ -157,6 +157,10 @@ def no_default_reward_message() -> str:
     )
 
 
+# What a policy job's data snapshot records of its selection (a resumed run records its predecessor's again).
+SELECTION_KEYS = ("project_ids", "date_from", "date_to")
+
+
 @dataclass(frozen=True)
 class Resumed:
     """What an SFT or PPO job continuing an interrupted one (`resume_job_id`) reads from that job's folder."""
@@ -167,7 +171,7 @@ class Resumed:
 
     def selection(self) -> dict:
         """The interrupted run's projects and dates, stored again on the new run's snapshot."""
-        return {key: self.snapshot[key] for key in ("project_ids", "date_from", "date_to")}
+        return {key: self.snapshot[key] for key in SELECTION_KEYS}
 
 
 def resumed_run(kind: str, cfg) -> Resumed | None:
@@ -182,4 +186,5 @@ def resumed_run(kind: str, cfg) -> Resumed | None:
 
 
 def fresh_selection(cfg) -> dict:
-    return {"project_ids": cfg.project_ids, "date_from": cfg.date_from, "date_to": cfg.date_to}
+    """A fresh run's selection as its data snapshot records it."""
+    return {key: getattr(cfg, key) for key in SELECTION_KEYS}
