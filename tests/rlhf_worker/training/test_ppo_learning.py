@@ -222,3 +222,35 @@ def test_leave_one_out_baseline_is_the_mean_of_the_other_answers_to_the_same_pro
     assert leave_one_out_baseline(scores, list(range(6)), 6, 2, Dist()).tolist() == pytest.approx(
         [2.0, 1.0, 10.0, 6.0, 30.0, 20.0]
     )
+
+
+def test_the_rewards_of_each_prompts_answers_are_their_scores_against_the_others_mean(tmp_path, monkeypatch):
+    """The training loop hands GAE each answer's score minus the mean of its prompt's other answers: raw scores
+    that differ by prompt come out summing to zero within every prompt's group."""
+    from rlhf_worker.training import ppo
+
+    seen = []
+    real = ppo.compute_rewards
+
+    def recording(scores, *args):
+        seen.append(scores.clone())
+        return real(scores, *args)
+
+    monkeypatch.setattr(ppo, "compute_rewards", recording)
+    bonus = {"hi": 0.0, "hello": 1.0, "abc": 2.0, "xyz": 3.0}
+
+    def scored(prompts, responses):
+        return fraction_of_a(prompts, responses) + torch.tensor([bonus[p] for p in prompts])
+
+    train(
+        tiny_cfg(3, samples_per_prompt=4, eval_prompts=0),
+        PROMPTS,
+        scored,
+        out_dir=str(tmp_path),
+        policy=tiny_policy(seed=0),
+    )
+    assert len(seen) == 3
+    for centred in seen:
+        groups = centred.view(4, 4)
+        torch.testing.assert_close(groups.sum(dim=1), torch.zeros(4), atol=1e-5, rtol=0)
+        assert centred.abs().max() < 1.5  # the prompt bonuses (0-3) are gone; only the answers' own share differs
