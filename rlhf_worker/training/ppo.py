@@ -65,7 +65,8 @@ class PPOConfig(ProcessSettings, AdapterSettings):
         default=320, metadata={"help": "Responses sampled over the whole run (steps = total_episodes / batch_size)."}
     )
     batch_size: int = field(
-        default=16, metadata={"help": "Prompts (= responses) per rollout batch, i.e. per PPO step."}
+        default=16,
+        metadata={"help": "Responses per rollout batch, i.e. per PPO step (batch_size / samples_per_prompt prompts)."},
     )
     samples_per_prompt: int = field(
         default=4,
